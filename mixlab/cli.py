@@ -1,0 +1,194 @@
+"""``python -m mixlab``: inspect labs, merge, evaluate and sweep from the shell. Thin over the library:
+it parses, validates, calls, prints. Errors are one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mixlab.errors import MixlabError
+
+DEMO_LAB = Path(__file__).resolve().parents[1] / "cache" / "demo-k3"
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        name, eq, value = p.partition("=")
+        if not eq or not name:
+            raise MixlabError(f"--param expects NAME=VALUE, got {p!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _engine(args):
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    return Engine(load_lab(args.lab), device=getattr(args, "device", None))
+
+
+def _progress_bar(desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="eval", file=sys.stderr)
+
+    def update(done: int, total: int, message: str = "") -> None:
+        bar.total = total
+        bar.set_postfix_str(message[-60:], refresh=False)
+        bar.update(done - bar.n)
+
+    return bar, update
+
+
+def cmd_info(args) -> None:
+    engine = _engine(args)
+    lab = engine.lab
+    print(f"lab {lab.name}  ({lab.root})")
+    if lab.manifest.description:
+        print(f"  {lab.manifest.description}")
+    base_params = sum(__import__("math").prod(engine.base.shape(k)) for k in engine.base.keys())
+    print(f"base: {lab.manifest.base}  {base_params:,} params, {len(engine.base.keys())} tensors")
+    print(f"experts ({len(engine.experts)}):")
+    for e in engine.experts:
+        rank = f"r={e.rank}" if e.rank else ""
+        print(f"  {e.name:<16} {e.kind:<5} {rank:<6} {e.n_params:>12,} params  {len(e.keys())} tensors changed")
+    print(f"benchmarks ({len(lab.benchmarks)}):")
+    for b in lab.benchmarks:
+        print(f"  {b.name:<16} {b.evaluator:<12} {b.data}")
+    print(f"true mixtures: {len(lab.manifest.true_mixtures)}")
+    counts = {k: len(engine.cached(k)) for k in ("base", "expert", "true", "proxy")}
+    print("cached evaluations: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"  ({engine.store.path})")
+
+
+def cmd_merge(args) -> None:
+    from mixlab.simplex import parse_weights
+
+    engine = _engine(args)
+    mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="merging", unit="tensor", file=sys.stderr, disable=args.adapter)
+    out = engine.export(mixture, Path(args.out), args.method, _params(args.param), adapter=args.adapter,
+                        overwrite=args.overwrite, progress=lambda d, t: (setattr(bar, "total", t), bar.update(d - bar.n)))
+    bar.close()
+    print(f"wrote {'PEFT adapter' if args.adapter else 'model'} {out} ({mixture.label()})")
+
+
+def _print_evals(evals, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"benchmark": e.benchmark, "metric": e.metric, "score": e.score,
+                           "higher_is_better": e.higher_is_better, "n": e.n, "weights": e.weights,
+                           "method": e.method, "params": e.params} for e in evals], indent=2))
+        return
+    for e in evals:
+        arrow = "↑" if e.higher_is_better else "↓"
+        print(f"{e.benchmark:<16} {e.metric:<9}{arrow} {e.score:.4f}  (n={e.n})")
+
+
+def cmd_eval(args) -> None:
+    from mixlab.simplex import parse_weights
+
+    engine = _engine(args)
+    mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
+    bar, update = _progress_bar("evaluating")
+    evals = engine.proxy(mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=update)
+    bar.close()
+    _print_evals(evals, args.json)
+
+
+def cmd_sweep(args) -> None:
+    from mixlab.simplex import Mixture, dirichlet, grid_from_step, paper_grid
+
+    engine = _engine(args)
+    k = len(engine.names)
+    if args.grid == "paper":
+        points = paper_grid(k, args.seed)
+    elif args.grid.startswith("dirichlet:"):
+        points = dirichlet(k, int(args.grid.split(":", 1)[1]), 1.0, args.seed)
+    else:
+        try:
+            step = float(args.grid)
+        except ValueError:
+            raise MixlabError(f"--grid must be a step like 0.1, 'paper' or 'dirichlet:N', got {args.grid!r}") from None
+        points = grid_from_step(k, step)
+    mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
+    bar, update = _progress_bar(f"sweeping {len(mixtures)} mixtures")
+    evals = engine.sweep(mixtures, args.method, _params(args.param), args.benchmark, progress=update)
+    bar.close()
+    if args.json:
+        _print_evals(evals, True)
+    else:
+        print(f"{len(evals)} scores for {len(mixtures)} mixtures in {engine.store.path}")
+
+
+def cmd_demo_build(args) -> None:
+    from mixlab.demo.build import build_demo
+
+    out = build_demo(args.out, domains=args.domains, quick=args.quick, full=args.full, seed=args.seed,
+                     overwrite=args.overwrite)
+    print(f"built demo lab {out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mixlab", description="Choose data mixtures by merging experts.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def lab_cmd(name, help_text, fn):
+        s = sub.add_parser(name, help=help_text, description=help_text)
+        s.add_argument("lab", nargs="?", default=str(DEMO_LAB), help="lab folder or lab.toml (default: the demo lab)")
+        s.set_defaults(fn=fn)
+        return s
+
+    def merge_opts(s, weights=True):
+        if weights:
+            s.add_argument("--weights", required=True, help="0.2,0.3,0.5 (expert order) or name=0.2,other=0.8")
+            s.add_argument("--normalize", action="store_true", help="rescale weights to sum to 1")
+        s.add_argument("--method", default=None, help="linear, task_arithmetic, ties, dare_linear, dare_ties (default: the lab's)")
+        s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, repeatable")
+
+    lab_cmd("info", "Show a lab's experts, benchmarks, true mixtures and cached evaluations.", cmd_info)
+    s = lab_cmd("merge", "Merge the experts with mixture weights and write the model.", cmd_merge)
+    merge_opts(s)
+    s.add_argument("--out", required=True, help="output folder (Hugging Face model, or PEFT adapter with --adapter)")
+    s.add_argument("--adapter", action="store_true", help="write a rank-concatenated PEFT adapter (linear LoRA merges)")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    for name, text, fn in (("eval", "Proxy scores of one mixture (cached first).", cmd_eval),
+                           ("sweep", "Proxy scores over a grid of mixtures; fills the cache.", cmd_sweep)):
+        s = lab_cmd(name, text, fn)
+        merge_opts(s, weights=name == "eval")
+        s.add_argument("--benchmark", action="append", default=None, help="benchmark name, repeatable (default: all)")
+        s.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+        s.add_argument("--json", action="store_true", help="print scores as JSON")
+        if name == "eval":
+            s.add_argument("--refresh", action="store_true", help="re-evaluate even if cached")
+        else:
+            s.add_argument("--grid", default="0.1", help="step like 0.1, 'paper' (the seed paper's presets) or dirichlet:N")
+            s.add_argument("--seed", type=int, default=0, help="seed for Dirichlet draws")
+
+    demo = sub.add_parser("demo", help="The built-in demo lab.")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    b = demo_sub.add_parser("build", help="Train and write the demo lab (minutes on CPU).")
+    b.add_argument("--out", type=Path, default=None, help="output folder (default: cache/demo-k3 or cache/demo-k4)")
+    b.add_argument("--domains", type=int, default=3, choices=(3, 4))
+    b.add_argument("--quick", action="store_true", help="tiny budget, for tests (under a minute)")
+    b.add_argument("--full", action="store_true", help="full fine-tune experts instead of LoRA")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(fn=cmd_demo_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except MixlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

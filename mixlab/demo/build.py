@@ -1,0 +1,247 @@
+"""Build the demo lab: ``python -m mixlab demo build [--out DIR] [--domains 3|4] [--quick] [--full]``.
+
+1. A character tokenizer and a tiny Llama (2 layers, d=64) trained from scratch for a short while on
+   every domain at once: the *base* knows the format but is weak at each domain.
+2. One expert per domain, fine-tuned (LoRA r=8 on every linear layer, or ``--full``) on that domain
+   alone for a budget of B = steps × batch examples.
+3. One model per mixture point, fine-tuned the same way with the same budget on examples whose domain
+   is drawn by the mixture's weights: the *true* mixture models.
+4. A ``lab.toml`` like any user's, then every benchmark on the base, experts, true mixtures and the
+   linear-merge proxies (true-mixture points and the step-0.1 grid), exported to evaluations.jsonl.
+Everything is seeded; the K=3 build takes minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mixlab.demo.tasks import DOMAINS, build_tokenizer, examples
+from mixlab.errors import MixlabError
+from mixlab.evaluate import quiet_transformers
+from mixlab.simplex import dirichlet, lattice
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "cache"
+
+
+@dataclass(frozen=True)
+class Budget:
+    base_steps: int = 120
+    steps: int = 250  # per expert and per true mixture: B = steps × batch examples
+    batch: int = 32
+    lr_base: float = 3e-3
+    lr: float = 3e-3
+    n_eval: int = 200  # held-out examples per benchmark
+    lora_r: int = 8
+
+
+FULL = Budget()
+QUICK = Budget(base_steps=40, steps=30, batch=16, n_eval=24)
+
+
+def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
+    """K=3: the whole 1/8 lattice (45 points: the seed paper's 21 interior points plus vertices and
+    edges) and the uniform mixture. K=4: 20 seeded Dirichlet(1) draws plus uniform (as the paper)."""
+    uniform = np.full((1, k), 1.0 / k)
+    if quick:
+        return np.concatenate([np.eye(k)[:1], uniform, lattice(k, 2)[1:2]])
+    if k == 3:
+        return np.concatenate([lattice(3, 8), uniform])
+    return np.concatenate([dirichlet(k, 20, 1.0, seed), uniform])
+
+
+def point_name(names: list[str], w: np.ndarray) -> str:
+    return "_".join(f"{n}{round(100 * x)}" for n, x in zip(names, w) if x > 1e-9)
+
+
+def _model_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+class _Stream:
+    """Training batches: each example's domain drawn by the mixture weights, seeded per run."""
+
+    def __init__(self, tokenizer, names: list[str], weights: np.ndarray, seed: int, prompt_loss: bool):
+        self.tok, self.names, self.w = tokenizer, names, np.asarray(weights, dtype=np.float64)
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.prompt_loss = prompt_loss
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        domains = self.np_rng.choice(len(self.names), size=size, p=self.w / self.w.sum())
+        seqs, labels = [], []
+        for d in domains:
+            prompt, answer = DOMAINS[self.names[d]](self.rng)
+            p = [self.tok.bos_token_id] + self.tok(prompt, add_special_tokens=False)["input_ids"]
+            a = self.tok(answer + "\n", add_special_tokens=False)["input_ids"]
+            seqs.append(p + a)
+            labels.append((p if self.prompt_loss else [-100] * len(p)) + a)
+        width = max(map(len, seqs))
+        ids = torch.full((size, width), self.tok.pad_token_id)
+        lab = torch.full((size, width), -100)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for i, (s, l) in enumerate(zip(seqs, labels)):
+            ids[i, : len(s)], lab[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
+        lab[:, 0] = -100
+        return ids, mask, lab
+
+
+def _train(model, stream: _Stream, steps: int, batch: int, lr: float, desc: str, show: bool) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    model.train()
+    loss_value = float("nan")
+    for _ in tqdm(range(steps), desc=desc, leave=False, disable=not show):
+        ids, mask, lab = stream.batch(batch)
+        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+    model.eval()
+    return loss_value
+
+
+def _finetune(base_dir: Path, out: Path, stream: _Stream, budget: Budget, full: bool, seed: int, desc: str, show: bool):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    if full:
+        _train(model, stream, budget.steps, budget.batch, budget.lr / 3, desc, show)
+        model.save_pretrained(out)
+        (out / "generation_config.json").unlink(missing_ok=True)
+        return
+    cfg = LoraConfig(r=budget.lora_r, lora_alpha=2 * budget.lora_r, lora_dropout=0.0,
+                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, cfg)
+    _train(model, stream, budget.steps, budget.batch, budget.lr, desc, show)
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+
+
+def _write_benchmarks(root: Path, names: list[str], n: int, seed: int) -> list[dict]:
+    (root / "data").mkdir()
+    benches = []
+    for name in names:
+        path = root / "data" / f"{name}.jsonl"
+        with open(path, "w") as f:
+            f.writelines(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n" for prompt, answer in examples(name, n, seed=10_000 + seed))
+        benches.append({"name": name, "evaluator": "exact_match", "data": f"data/{name}.jsonl", "max_new_tokens": 8})
+        benches.append({"name": f"{name}-loss", "evaluator": "lm_loss", "data": f"data/{name}.jsonl"})
+    return benches
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def _write_manifest(root: Path, name: str, description: str, names: list[str], benches: list[dict], trues: list[dict]):
+    lines = [f"name = {_toml(name)}", f"description = {_toml(description)}", 'base = "base"', ""]
+    for n in names:
+        lines += ["[[experts]]", f"name = {_toml(n)}", f'path = "experts/{n}"', ""]
+    for b in benches:
+        lines += ["[[benchmarks]]"] + [f"{k} = {_toml(v)}" for k, v in b.items()] + [""]
+    for t in trues:
+        lines += ["[[true_mixtures]]"] + [f"{k} = {_toml(v)}" for k, v in t.items()] + [""]
+    (root / "lab.toml").write_text("\n".join(lines))
+
+
+def build_demo(out: Path | None = None, *, domains: int = 3, quick: bool = False, full: bool = False,
+               seed: int = 0, overwrite: bool = False, show_progress: bool = True) -> Path:
+    """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder."""
+    from transformers import LlamaForCausalLM
+
+    from mixlab.engine import EXPORT_FILE, Engine
+    from mixlab.lab import load_lab
+    from mixlab.simplex import Mixture, grid_from_step
+    from mixlab.store import Store
+
+    if domains not in (3, 4):
+        raise MixlabError(f"the demo lab has 3 or 4 domains, got --domains {domains}")
+    names = list(DOMAINS)[:domains]
+    budget = QUICK if quick else FULL
+    out = Path(out) if out else DEFAULT_DIR / f"demo-k{domains}{'-full' if full else ''}"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    quiet_transformers()
+    start = time.perf_counter()
+    try:
+        tokenizer = build_tokenizer()
+        benches = _write_benchmarks(root, names, budget.n_eval, seed)
+
+        torch.manual_seed(seed)
+        base = LlamaForCausalLM(_model_config(tokenizer))
+        stream = _Stream(tokenizer, names, np.ones(domains), seed, prompt_loss=True)
+        _train(base, stream, budget.base_steps, budget.batch, budget.lr_base, "base", show_progress)
+        base.save_pretrained(root / "base")
+        tokenizer.save_pretrained(root / "base")
+
+        kind = "full" if full else "lora"
+        runs = [(f"experts/{n}", np.eye(domains)[i], f"expert {n}") for i, n in enumerate(names)]
+        points = mixture_points(domains, quick, seed)
+        trues = []
+        for w in points:
+            label = point_name(names, w)
+            runs.append((f"true/{label}", w, f"true {label}"))
+            trues.append({"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0},
+                          "path": f"true/{label}"})
+        for j, (rel, w, desc) in enumerate(tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress)):
+            stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False)
+            _finetune(root / "base", root / rel, stream, budget, full, seed + 1 + j, desc, show_progress)
+
+        description = (f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
+                       f"{' --full' if full else ''}`: {kind} experts, {len(points)} true mixtures, "
+                       f"budget {budget.steps} steps × {budget.batch} examples each.")
+        _write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
+
+        lab = load_lab(root)
+        store = Store(root / ".mixlab" / "evaluations.sqlite")
+        engine = Engine(lab, store, device="cpu")
+        bar = tqdm(desc="evaluating", disable=not show_progress)
+        engine.base_scores()
+        engine.expert_scores()
+        engine.true_scores()
+        grid = [Mixture.of(names, p) for p in (points if quick else np.concatenate([points, grid_from_step(domains, 0.1)]))]
+        engine.sweep(grid, "linear", progress=lambda d, t, m: (setattr(bar, "total", t), bar.update(d - bar.n)))
+        bar.close()
+        store.export_jsonl(root / EXPORT_FILE)
+        store.close()
+        shutil.rmtree(root / ".mixlab")
+        (root / "build_info.json").write_text(json.dumps({
+            "seed": seed, "domains": names, "kind": kind, "quick": quick, "budget": budget.__dict__,
+            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        root.replace(out)
+        return out
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise

@@ -1,0 +1,322 @@
+"""Evaluators: score a causal LM on a benchmark's JSONL examples, in batches.
+
+- ``lm_loss``: mean token NLL of the completion given the prompt (``{"prompt","completion"}``, or
+  ``"answer"`` as the completion) or of the whole ``{"text"}``; lower is better.
+- ``exact_match``: greedy generation until a stop string or ``max_new_tokens``, compared stripped to
+  ``"answer"``; accuracy, higher is better.
+- ``choice``: the option with the highest log-likelihood (``length_normalize``: per token) among
+  ``"choices"`` must be ``"label"`` (an index); accuracy.
+- ``package.module:function``: called as ``function(model, tokenizer, examples, device)``, returns a
+  float (higher is better) or a dict with ``score`` and optionally ``higher_is_better``, ``metric``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mixlab.errors import Cancelled, EvaluationError
+from mixlab.lab import BenchmarkSpec
+
+Progress = Callable[[int, int], None]
+REQUIRED = {"exact_match": ("prompt", "answer"), "choice": ("prompt", "choices", "label")}
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    score: float
+    metric: str
+    higher_is_better: bool
+    n: int
+    seconds: float
+
+
+def pick_device(preference: str | None = None) -> torch.device:
+    """``preference`` if given, else cuda → mps → cpu."""
+    if preference:
+        try:
+            dev = torch.device(preference)
+        except RuntimeError:
+            raise EvaluationError(f"unknown device {preference!r}; use cpu, cuda, cuda:N or mps") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise EvaluationError(f"device {preference!r} asked for, but CUDA is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def quiet_transformers() -> None:
+    """No per-load progress bars or deprecation chatter from transformers/peft on our users' terminals."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def read_examples(path: Path, spec: BenchmarkSpec) -> list[dict]:
+    """Read and check a benchmark's JSONL; errors name the file, line and field."""
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                ex = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise EvaluationError(f"{path}:{i}: not valid JSON: {e}") from None
+            if not isinstance(ex, dict):
+                raise EvaluationError(f"{path}:{i}: each line must be a JSON object")
+            _check_example(ex, spec.evaluator, f"{path}:{i}")
+            examples.append(ex)
+            if spec.limit and len(examples) >= spec.limit:
+                break
+    if not examples:
+        raise EvaluationError(f"{path}: benchmark {spec.name!r} has no examples")
+    return examples
+
+
+def _check_example(ex: dict, evaluator: str, where: str) -> None:
+    if evaluator == "lm_loss":
+        if not (isinstance(ex.get("text"), str) or (isinstance(ex.get("prompt"), str) and isinstance(ex.get("completion", ex.get("answer")), str))):
+            raise EvaluationError(f"{where}: lm_loss needs 'text', or 'prompt' with 'completion' (or 'answer')")
+        return
+    for field in REQUIRED.get(evaluator, ()):
+        if field not in ex:
+            raise EvaluationError(f"{where}: {evaluator} needs field {field!r}")
+    if evaluator == "choice":
+        choices, label = ex["choices"], ex["label"]
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise EvaluationError(f"{where}: 'choices' must be a list of at least two strings")
+        if not isinstance(label, int) or not 0 <= label < len(choices):
+            raise EvaluationError(f"{where}: 'label' must be an index into 'choices', got {label!r}")
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _prefix(tokenizer) -> list[int]:
+    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+
+def _pad_id(tokenizer) -> int:
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tid is not None:
+            return tid
+    return 0
+
+
+def _right_pad(seqs: Sequence[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def continuation_logprobs(model, batch: Sequence[tuple[list[int], list[int]]], pad: int, device) -> list[torch.Tensor]:
+    """Per-token log p(continuation | context) for each (context ids, continuation ids) pair."""
+    seqs = [c + t for c, t in batch]
+    ids, mask = _right_pad(seqs, pad, device)  # (B, T)
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
+    out = []
+    for i, (c, t) in enumerate(batch):
+        start = len(c) - 1
+        targets = ids[i, len(c) : len(c) + len(t)]
+        out.append(logp[i, start : start + len(t)].gather(-1, targets[:, None]).squeeze(-1))
+    return out
+
+
+class _Batches:
+    """Runs ``fn`` over items in batches, halving the batch on CUDA out-of-memory."""
+
+    def __init__(self, batch_size: int, progress: Progress | None, cancel):
+        self.batch_size, self.progress, self.cancel = batch_size, progress, cancel
+
+    def run(self, items: Sequence, fn: Callable[[Sequence], list]) -> list:
+        out, i, size = [], 0, self.batch_size
+        while i < len(items):
+            if self.cancel is not None and self.cancel.is_set():
+                raise Cancelled("evaluation cancelled")
+            try:
+                out.extend(fn(items[i : i + size]))
+            except torch.OutOfMemoryError:
+                if size == 1:
+                    raise EvaluationError(
+                        "out of memory at batch size 1; use a smaller model, a device with more memory, or --device cpu"
+                    ) from None
+                size = max(1, size // 2)
+                torch.cuda.empty_cache()
+                continue
+            i += size
+            if self.progress:
+                self.progress(min(i, len(items)), len(items))
+        return out
+
+
+def lm_loss(model, tokenizer, examples, device, batches: _Batches) -> tuple[float, str, bool]:
+    pairs = []
+    for ex in examples:
+        if "text" in ex and "prompt" not in ex:
+            pairs.append((_prefix(tokenizer) or [_pad_id(tokenizer)], _encode(tokenizer, ex["text"])))
+        else:
+            pairs.append((_prefix(tokenizer) + _encode(tokenizer, ex["prompt"]), _encode(tokenizer, ex.get("completion", ex.get("answer")))))
+    pad = _pad_id(tokenizer)
+    lps = batches.run(pairs, lambda b: [lp.sum().item() for lp in continuation_logprobs(model, b, pad, device)])
+    tokens = sum(len(t) for _, t in pairs)
+    return -math.fsum(lps) / max(tokens, 1), "loss", False
+
+
+def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str], device) -> list[str]:
+    """Greedy continuations of ``prompts`` (one left-padded batch, KV cache), cut at the first stop string.
+
+    A plain loop rather than ``model.generate``: on small models generate's per-step bookkeeping costs
+    more than the forward pass. Rows stop together once each has produced a stop token or EOS.
+    """
+    seqs = [_prefix(tokenizer) + _encode(tokenizer, p) for p in prompts]
+    pad = _pad_id(tokenizer)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    stop_ids = [t[0] for t in (_encode(tokenizer, s) for s in stop) if len(t) == 1]
+    if tokenizer.eos_token_id is not None:
+        stop_ids.append(tokenizer.eos_token_id)
+    stop_t = torch.tensor(stop_ids or [-1], device=device)
+    pos = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, T) positions that skip the left padding
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    past, pos = out.past_key_values, pos[:, -1:]
+    new = []
+    done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        nxt = out.logits[:, -1].argmax(-1)  # (B,)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        new.append(nxt)
+        done |= torch.isin(nxt, stop_t)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
+        past = out.past_key_values
+    texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=False) if new else [""] * len(seqs)
+    specials = [t for t in (tokenizer.pad_token, tokenizer.eos_token) if t]
+    return [_cut(_strip(t, specials), stop) for t in texts]
+
+
+def _strip(text: str, specials: Sequence[str]) -> str:
+    for s in specials:
+        text = text.replace(s, "")
+    return text
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    for s in stop:
+        j = text.find(s)
+        if j >= 0:
+            text = text[:j]
+    return text
+
+
+def exact_match(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> tuple[float, str, bool]:
+    prompts = [ex["prompt"] for ex in examples]
+    outs = batches.run(prompts, lambda b: greedy_generate(model, tokenizer, b, spec.max_new_tokens, spec.stop, device))
+    hits = [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)]
+    return sum(hits) / len(hits), "accuracy", True
+
+
+def choice(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> tuple[float, str, bool]:
+    pairs, owner = [], []
+    for j, ex in enumerate(examples):
+        ctx = _prefix(tokenizer) + _encode(tokenizer, ex["prompt"])
+        for c in ex["choices"]:
+            pairs.append((ctx, _encode(tokenizer, c)))
+            owner.append(j)
+    pad = _pad_id(tokenizer)
+
+    def score(batch):
+        lps = continuation_logprobs(model, batch, pad, device)
+        return [lp.mean().item() if spec.length_normalize else lp.sum().item() for lp in lps]
+
+    scores = batches.run(pairs, score)
+    best: dict[int, tuple[float, int]] = {}
+    k = 0
+    for j, ex in enumerate(examples):
+        options = scores[k : k + len(ex["choices"])]
+        k += len(ex["choices"])
+        best[j] = max(range(len(options)), key=options.__getitem__)
+    hits = [best[j] == ex["label"] for j, ex in enumerate(examples)]
+    return sum(hits) / len(hits), "accuracy", True
+
+
+def load_plugin(target: str) -> Callable:
+    module_name, _, fn_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise EvaluationError(f"evaluator {target!r}: cannot import {module_name!r}: {e}") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise EvaluationError(f"evaluator {target!r}: {module_name} has no function {fn_name!r}")
+    return fn
+
+
+@torch.no_grad()
+def run_benchmark(
+    model,
+    tokenizer,
+    spec: BenchmarkSpec,
+    examples: list[dict],
+    device: torch.device,
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    cancel=None,
+) -> EvalResult:
+    """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches."""
+    start = time.perf_counter()
+    batches = _Batches(batch_size, progress, cancel)
+    if spec.evaluator == "lm_loss":
+        score, metric, hib = lm_loss(model, tokenizer, examples, device, batches)
+    elif spec.evaluator == "exact_match":
+        score, metric, hib = exact_match(model, tokenizer, examples, device, batches, spec)
+    elif spec.evaluator == "choice":
+        score, metric, hib = choice(model, tokenizer, examples, device, batches, spec)
+    else:
+        result = load_plugin(spec.evaluator)(model, tokenizer, examples, device)
+        if isinstance(result, dict):
+            if "score" not in result:
+                raise EvaluationError(f"evaluator {spec.evaluator!r} returned a dict without 'score'")
+            score, metric, hib = result["score"], result.get("metric", "score"), bool(result.get("higher_is_better", True))
+        else:
+            score, metric, hib = result, "score", True
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            raise EvaluationError(f"evaluator {spec.evaluator!r} returned {score!r}, not a number") from None
+    if not math.isfinite(score):
+        raise EvaluationError(f"benchmark {spec.name!r}: evaluator {spec.evaluator!r} gave a non-finite score {score}")
+    return EvalResult(float(score), metric, hib, len(examples), time.perf_counter() - start)

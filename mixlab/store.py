@@ -1,0 +1,233 @@
+"""The evaluation cache: one SQLite file (WAL) of scores keyed by *content*.
+
+A key is the sha256 of canonical JSON of what was evaluated (base and expert fingerprints, merge
+method and params, weights rounded to 1e-6 — or a checkpoint's fingerprint) and how (benchmark name,
+data file hash, evaluator and its options), plus a schema version. Each write is one transaction, so
+a killed process leaves the database whole; two processes writing the same key leave one row.
+Rows export to and import from JSONL, which is how a lab ships its evaluations in git.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from hashlib import sha256
+from pathlib import Path
+
+import pandas as pd
+
+from mixlab.errors import CacheError
+
+SCHEMA_VERSION = 1
+KINDS = ("proxy", "true", "expert", "base")
+
+_COLUMNS = (
+    "key", "lab", "kind", "label", "models", "method", "params", "weights", "benchmark", "metric",
+    "score", "higher_is_better", "n", "device", "seconds", "created",
+)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS evaluations (
+    key TEXT PRIMARY KEY,      -- sha256 of the canonical description
+    lab TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN {KINDS}),
+    label TEXT NOT NULL,       -- expert / true-mixture name, or the weights for a proxy
+    models TEXT NOT NULL,      -- fingerprint of base + experts: rows of other expert sets are ignored
+    method TEXT,               -- merge method (proxy rows)
+    params TEXT,               -- JSON of its resolved params
+    weights TEXT,              -- JSON {{expert: weight}}
+    benchmark TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    score REAL NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS by_models ON evaluations (models, kind, benchmark);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def canonical(obj: object) -> str:
+    """Canonical JSON: sorted keys, no spaces, floats as written by repr (rounded by the caller)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def cache_key(model: dict, benchmark: dict) -> str:
+    return sha256(canonical({"schema": SCHEMA_VERSION, "model": model, "benchmark": benchmark}).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One cached score."""
+
+    key: str
+    lab: str
+    kind: str
+    label: str
+    models: str
+    benchmark: str
+    metric: str
+    score: float
+    higher_is_better: bool
+    n: int
+    device: str
+    seconds: float
+    method: str | None = None
+    params: dict | None = None
+    weights: dict | None = None
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise CacheError(f"evaluation kind must be one of {KINDS}, got {self.kind!r}")
+        if not math.isfinite(self.score):
+            raise CacheError(f"refusing to cache a non-finite score {self.score} for {self.label} on {self.benchmark}")
+
+    def row(self) -> tuple:
+        d = asdict(self)
+        for k in ("params", "weights"):
+            d[k] = None if d[k] is None else canonical(d[k])
+        d["higher_is_better"] = int(d["higher_is_better"])
+        return tuple(d[c] for c in _COLUMNS)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | dict) -> Evaluation:
+        d = dict(row)
+        for k in ("params", "weights"):
+            d[k] = None if d.get(k) is None else json.loads(d[k])
+        d["higher_is_better"] = bool(d["higher_is_better"])
+        return cls(**{c: d[c] for c in _COLUMNS})
+
+
+class Store:
+    """The SQLite cache of one lab (or any path)."""
+
+    def __init__(self, path: str | Path, *, seed_from: Path | None = None):
+        self.path = Path(path)
+        fresh = not self.path.exists()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot create the cache folder {self.path.parent}: {e}") from None
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                pass  # a read-only database stays in its journal mode; reads still work
+            self._db.execute("PRAGMA busy_timeout=30000")
+            has_table = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='evaluations'"
+            ).fetchone()
+            if not has_table:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise self._error("open", e) from None
+        if fresh and seed_from is not None and seed_from.is_file():
+            self.import_jsonl(seed_from)
+
+    def _error(self, action: str, e: Exception) -> CacheError:
+        text = str(e)
+        if "readonly" in text or "read-only" in text:
+            hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
+        elif "not a database" in text or "malformed" in text:
+            hint = "the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new cache"
+        else:
+            hint = "check the path and permissions"
+        return CacheError(f"evaluation cache {self.path}: cannot {action}: {text} ({hint})")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: str) -> Evaluation | None:
+        try:
+            row = self._db.execute("SELECT * FROM evaluations WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        return None if row is None else Evaluation.from_row(row)
+
+    def put(self, evaluations: Evaluation | Iterable[Evaluation]) -> None:
+        """Insert or replace rows, all in one transaction."""
+        rows = [e.row() for e in ([evaluations] if isinstance(evaluations, Evaluation) else evaluations)]
+        marks = ",".join("?" * len(_COLUMNS))
+        try:
+            with self._transaction():
+                self._db.executemany(f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+
+    def _transaction(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, *_):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    def evaluations(self, models: str | None = None, kind: str | None = None, lab: str | None = None) -> list[Evaluation]:
+        """All rows, optionally of one expert set / kind / lab, oldest first."""
+        where, args = [], []
+        for col, val in (("models", models), ("kind", kind), ("lab", lab)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        return [Evaluation.from_row(r) for r in rows]
+
+    def frame(self, models: str | None = None, kind: str | None = None, lab: str | None = None) -> pd.DataFrame:
+        """:meth:`evaluations` as a DataFrame (weights and params as dicts)."""
+        return pd.DataFrame([asdict(e) for e in self.evaluations(models, kind, lab)], columns=list(_COLUMNS))
+
+    def count(self) -> int:
+        try:
+            return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+
+    def export_jsonl(self, path: Path, lab: str | None = None) -> int:
+        """Write every row (of ``lab``) to ``path`` atomically, sorted by key for stable diffs."""
+        evals = sorted(self.evaluations(lab=lab), key=lambda e: e.key)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            for e in evals:
+                f.write(canonical(asdict(e)) + "\n")
+        os.replace(tmp, path)
+        return len(evals)
+
+    def import_jsonl(self, path: Path) -> int:
+        """Insert rows from an export; rows already cached are kept as they are."""
+        evals = []
+        for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                evals.append(Evaluation(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as e:
+                raise CacheError(f"{path}:{i}: not an evaluation record: {e}") from None
+        marks = ",".join("?" * len(_COLUMNS))
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    f"INSERT OR IGNORE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})", [e.row() for e in evals]
+                )
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+        return len(evals)

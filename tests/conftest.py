@@ -1,0 +1,96 @@
+"""Session fixtures: a tiny Llama base, LoRA experts (random A *and* B, so no delta is zero) with
+varied PEFT configs, a full fine-tune, benchmark data, and labs over them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mixlab.demo.tasks import build_tokenizer, examples
+from mixlab.evaluate import quiet_transformers
+
+quiet_transformers()
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parents[1]
+
+LORA_CONFIGS = {
+    "add": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]),
+    "rev": dict(r=4, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj", "down_proj"],
+                rank_pattern={"layers.1.self_attn.q_proj": 2}, alpha_pattern={"k_proj": 3}),
+    "sort": dict(r=2, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "gate_proj"]),
+}
+
+
+def tiny_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                       tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def write_lab_toml(root: Path, experts: dict[str, str], extra: str = "") -> None:
+    lines = ['name = "tiny"', 'base = "base"', ""]
+    for name, path in experts.items():
+        lines += ["[[experts]]", f'name = "{name}"', f'path = "{path}"', ""]
+    lines += ['[[benchmarks]]', 'name = "rev"', 'evaluator = "exact_match"', 'data = "data/rev.jsonl"',
+              "max_new_tokens = 6", "",
+              '[[benchmarks]]', 'name = "rev-loss"', 'evaluator = "lm_loss"', 'data = "data/rev.jsonl"', "",
+              '[[benchmarks]]', 'name = "pick"', 'evaluator = "choice"', 'data = "data/pick.jsonl"', ""]
+    (root / "lab.toml").write_text("\n".join(lines) + extra)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A folder with base/, experts/{add,rev,sort} (LoRA), full/{a,b} (full fine-tunes), data/."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny")
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(tiny_config(tok))
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    for i, (name, cfg) in enumerate(LORA_CONFIGS.items()):
+        torch.manual_seed(100 + i)
+        model = LlamaForCausalLM.from_pretrained(root / "base")
+        peft_model = get_peft_model(model, LoraConfig(init_lora_weights=False, **cfg))
+        peft_model.save_pretrained(root / "experts" / name)
+    for i, name in enumerate(("a", "b")):
+        torch.manual_seed(200 + i)
+        model = LlamaForCausalLM.from_pretrained(root / "base")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        model.save_pretrained(root / "full" / name)
+    (root / "data").mkdir()
+    with open(root / "data" / "rev.jsonl", "w") as f:
+        for prompt, answer in examples("rev", 12, 1):
+            f.write(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n")
+    with open(root / "data" / "pick.jsonl", "w") as f:
+        for j, (prompt, answer) in enumerate(examples("sort", 8, 2)):
+            f.write(json.dumps({"prompt": prompt, "choices": [answer, answer[::-1], "zz"], "label": j % 3}) + "\n")
+    write_lab_toml(root, {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"})
+    return root
+
+
+@pytest.fixture
+def tiny_lab_dir(tiny_root, tmp_path) -> Path:
+    """A private copy of the tiny LoRA lab (tests may write its cache or break its files)."""
+    dst = tmp_path / "lab"
+    shutil.copytree(tiny_root, dst, ignore=shutil.ignore_patterns(".mixlab"))
+    return dst
+
+
+@pytest.fixture
+def full_lab_dir(tiny_root, tmp_path) -> Path:
+    dst = tmp_path / "fulllab"
+    shutil.copytree(tiny_root, dst, ignore=shutil.ignore_patterns(".mixlab"))
+    write_lab_toml(dst, {"a": "full/a", "b": "full/b"})
+    return dst
