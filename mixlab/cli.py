@@ -30,17 +30,26 @@ def _engine(args):
     return Engine(load_lab(args.lab), device=getattr(args, "device", None))
 
 
-def _progress_bar(desc: str):
-    from tqdm.auto import tqdm
+class _Bar:
+    """A tqdm bar drawn on the first progress report (so input errors print alone), closed on exit."""
 
-    bar = tqdm(desc=desc, unit="eval", file=sys.stderr)
+    def __init__(self, desc: str, unit: str = "eval"):
+        self.desc, self.unit, self.bar = desc, unit, None
 
-    def update(done: int, total: int, message: str = "") -> None:
-        bar.total = total
-        bar.set_postfix_str(message[-60:], refresh=False)
-        bar.update(done - bar.n)
+    def __enter__(self):
+        return self
 
-    return bar, update
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(desc=self.desc, unit=self.unit, total=total, file=sys.stderr)
+        self.bar.set_postfix_str(message[-60:], refresh=False)
+        self.bar.update(done - self.bar.n)
 
 
 def cmd_info(args) -> None:
@@ -68,12 +77,9 @@ def cmd_merge(args) -> None:
 
     engine = _engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc="merging", unit="tensor", file=sys.stderr, disable=args.adapter)
-    out = engine.export(mixture, Path(args.out), args.method, _params(args.param), adapter=args.adapter,
-                        overwrite=args.overwrite, progress=lambda d, t: (setattr(bar, "total", t), bar.update(d - bar.n)))
-    bar.close()
+    with _Bar("merging", "tensor") as bar:
+        out = engine.export(mixture, Path(args.out), args.method, _params(args.param), adapter=args.adapter,
+                            overwrite=args.overwrite, progress=bar)
     print(f"wrote {'PEFT adapter' if args.adapter else 'model'} {out} ({mixture.label()})")
 
 
@@ -93,9 +99,8 @@ def cmd_eval(args) -> None:
 
     engine = _engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
-    bar, update = _progress_bar("evaluating")
-    evals = engine.proxy(mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=update)
-    bar.close()
+    with _Bar("evaluating") as bar:
+        evals = engine.proxy(mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=bar)
     _print_evals(evals, args.json)
 
 
@@ -115,9 +120,8 @@ def cmd_sweep(args) -> None:
             raise MixlabError(f"--grid must be a step like 0.1, 'paper' or 'dirichlet:N', got {args.grid!r}") from None
         points = grid_from_step(k, step)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
-    bar, update = _progress_bar(f"sweeping {len(mixtures)} mixtures")
-    evals = engine.sweep(mixtures, args.method, _params(args.param), args.benchmark, progress=update)
-    bar.close()
+    with _Bar(f"sweeping {len(mixtures)} mixtures") as bar:
+        evals = engine.sweep(mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
     if args.json:
         _print_evals(evals, True)
     else:

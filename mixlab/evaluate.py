@@ -222,15 +222,8 @@ def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
         pos = pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
         past = out.past_key_values
-    texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=False) if new else [""] * len(seqs)
-    specials = [t for t in (tokenizer.pad_token, tokenizer.eos_token) if t]
-    return [_cut(_strip(t, specials), stop) for t in texts]
-
-
-def _strip(text: str, specials: Sequence[str]) -> str:
-    for s in specials:
-        text = text.replace(s, "")
-    return text
+    texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=True) if new else [""] * len(seqs)
+    return [_cut(t, stop) for t in texts]
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:

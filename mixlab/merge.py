@@ -313,7 +313,9 @@ def _atomic_dir(out: Path, overwrite: bool) -> Path:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MergeError(f"output folder {out} exists and is not empty; choose another or pass overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should not be
+    return tmp
 
 
 def _publish(tmp: Path, out: Path) -> Path:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -117,18 +118,19 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise CacheError(f"cannot create the cache folder {self.path.parent}: {e}") from None
+        # a cache we may not write is opened read-only: scores stay readable, writes fail clearly
+        self.readonly = self.path.exists() and not os.access(self.path, os.W_OK)
+        target = f"file:{quote(str(self.path.resolve()))}?mode=ro" if self.readonly else str(self.path)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False, uri=self.readonly)
             self._db.row_factory = sqlite3.Row
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError:
-                pass  # a read-only database stays in its journal mode; reads still work
             self._db.execute("PRAGMA busy_timeout=30000")
+            if not self.readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
             has_table = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='evaluations'"
             ).fetchone()
-            if not has_table:
+            if not has_table and not self.readonly:
                 self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise self._error("open", e) from None
@@ -209,6 +211,7 @@ class Store:
         with os.fdopen(fd, "w") as f:
             for e in evals:
                 f.write(canonical(asdict(e)) + "\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return len(evals)
 

@@ -191,6 +191,7 @@ def build_demo(out: Path | None = None, *, domains: int = 3, quick: bool = False
         raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
     out.parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    root.chmod(0o755)
     quiet_transformers()
     start = time.perf_counter()
     try:

@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+import mixlab.engine as engine_mod
+from mixlab.engine import Engine
+from mixlab.errors import EvaluationError
+from mixlab.evaluate import read_examples, run_benchmark
+from mixlab.lab import load_lab
+from mixlab.simplex import Mixture
+
+
+@pytest.fixture
+def engine(tiny_lab_dir):
+    return Engine(load_lab(tiny_lab_dir), device="cpu")
+
+
+def _score_from_disk(folder, lab, bench_name):
+    """Independent path: a model folder loaded by transformers, then the evaluator."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    b = lab.benchmark(bench_name)
+    return run_benchmark(model, tok, b, read_examples(lab.resolve(b.data), b), torch.device("cpu")).score
+
+
+@pytest.mark.parametrize("method,params", [("linear", {}), ("ties", {"density": 0.5})])
+def test_proxy_equals_evaluating_the_saved_merge(engine, tmp_path, method, params):
+    m = Mixture.of(engine.names, [0.2, 0.3, 0.5])
+    scores = {e.benchmark: e.score for e in engine.proxy(m, method, params)}
+    out = engine.export(m, tmp_path / "merged", method, params)
+    for bench in ("rev-loss", "pick"):
+        assert scores[bench] == pytest.approx(_score_from_disk(out, engine.lab, bench), rel=1e-5)
+
+
+def test_cached_scores_are_not_recomputed(engine, monkeypatch):
+    m = Mixture.of(engine.names, [0.5, 0.5, 0.0])
+    first = engine.proxy(m)
+    assert engine.store.count() == 3
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached score")
+
+    monkeypatch.setattr(engine_mod, "run_benchmark", boom)
+    again = Engine(engine.lab, device="cpu").proxy(Mixture.of(engine.names, [0.5 + 1e-9, 0.5 - 1e-9, 0.0]))
+    assert [e.score for e in again] == [e.score for e in first]
+
+
+def test_model_state_is_restored_between_merges_and_checkpoints(engine):
+    m = Mixture.of(engine.names, [0.1, 0.1, 0.8])
+    a = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"])]
+    engine.expert_scores(["rev-loss"])  # loads each expert checkpoint into the same model
+    engine.base_scores(["rev-loss"])
+    b = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"], refresh=True)]
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    scores = {(e.label, e.benchmark): e.score for e in engine.expert_scores(["rev-loss"])}
+    model = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_lab_dir / "base"), tiny_lab_dir / "experts" / "rev")
+    model.merge_and_unload().save_pretrained(tmp_path / "rev")
+    AutoTokenizer.from_pretrained(tiny_lab_dir / "base").save_pretrained(tmp_path / "rev")
+    assert scores[("rev", "rev-loss")] == pytest.approx(_score_from_disk(tmp_path / "rev", engine.lab, "rev-loss"), rel=1e-5)
+
+
+def test_results_table(engine):
+    engine.base_scores()
+    engine.expert_scores()
+    engine.proxy(Mixture.of(engine.names, [0.2, 0.3, 0.5]))
+    engine.proxy(Mixture.of(engine.names, [0.2, 0.3, 0.5]), "ties")
+    df = engine.results()
+    assert set(df["kind"]) == {"base", "expert", "proxy"}
+    assert len(df[df.kind == "proxy"]) == 6
+    assert len(engine.results("ties").query("kind == 'proxy'")) == 3
+    row = df[(df.kind == "expert") & (df.label == "rev")].iloc[0]
+    assert (row["add"], row["rev"], row["sort"]) == (0.0, 1.0, 0.0)
+
+
+def test_failed_evaluation_leaves_the_cache_unchanged(tiny_lab_dir):
+    toml = tiny_lab_dir / "lab.toml"
+    toml.write_text(toml.read_text() + '\n[[benchmarks]]\nname = "bad"\nevaluator = "plugins:broken"\ndata = "data/rev.jsonl"\n')
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    m = Mixture.of(engine.names, [1.0, 0.0, 0.0])
+    engine.proxy(m, benchmarks=["rev-loss"])
+    with pytest.raises(RuntimeError, match="plugin exploded"):
+        engine.proxy(m, benchmarks=["bad"])
+    assert engine.store.count() == 1
+
+
+def test_cancel_stops_between_batches(engine):
+    import threading
+
+    from mixlab.errors import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        engine.proxy(Mixture.of(engine.names, [0.3, 0.3, 0.4]), cancel=cancel)
+    assert engine.store.count() == 0
+
+
+def test_manifest_scores_for_true_mixtures(tiny_lab_dir):
+    toml = tiny_lab_dir / "lab.toml"
+    toml.write_text(toml.read_text() + '\n[[true_mixtures]]\nweights = { add = 0.5, rev = 0.5 }\nscores = { "rev-loss" = 1.25 }\n')
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    (t,) = engine.true_scores()
+    assert (t.label, t.score, t.higher_is_better, t.weights) == ("add50_rev50", 1.25, False, {"add": 0.5, "rev": 0.5, "sort": 0.0})
+
+
+def test_unknown_benchmark(engine):
+    from mixlab.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="has no benchmark 'nope'; benchmarks: rev, rev-loss, pick"):
+        engine.proxy(Mixture.of(engine.names, [1.0, 0.0, 0.0]), benchmarks=["nope"])
+    assert EvaluationError

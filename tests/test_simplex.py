@@ -1,0 +1,88 @@
+from math import comb
+
+import numpy as np
+import pytest
+
+from mixlab.errors import MixtureWeightsError
+from mixlab.simplex import (
+    Mixture,
+    dirichlet,
+    grid_from_step,
+    lattice,
+    paper_grid,
+    parse_weights,
+    projected_xy,
+    ternary_xy,
+    validate_weights,
+)
+
+NAMES = ["ocr", "chart", "math"]
+
+
+@pytest.mark.parametrize(("k", "m"), [(2, 8), (3, 8), (3, 10), (4, 5), (5, 3)])
+def test_lattice_has_all_points_of_step_1_over_m(k, m):
+    pts = lattice(k, m)
+    assert pts.shape == (comb(m + k - 1, k - 1), k)
+    np.testing.assert_allclose(pts.sum(1), 1.0)
+    assert len({tuple(np.round(p * m).astype(int)) for p in pts}) == len(pts)
+    assert np.allclose(pts * m, np.round(pts * m)) and (pts >= 0).all()
+
+
+def test_grid_from_step():
+    assert len(grid_from_step(3, 0.1)) == 66
+    with pytest.raises(MixtureWeightsError, match="grid step must be 1/m"):
+        grid_from_step(3, 0.3)
+
+
+def test_paper_presets():
+    assert len(paper_grid(2)) == 9
+    k3 = paper_grid(3)
+    assert len(k3) == 22 and (k3[:21] >= 1 / 8 - 1e-12).all()
+    np.testing.assert_allclose(k3[-1], [1 / 3] * 3)
+    k4 = paper_grid(4, seed=1)
+    assert k4.shape == (21, 4)
+    np.testing.assert_allclose(k4, paper_grid(4, seed=1))
+    np.testing.assert_allclose(k4.sum(1), 1.0)
+
+
+def test_dirichlet_is_seeded():
+    np.testing.assert_array_equal(dirichlet(3, 5, seed=7), dirichlet(3, 5, seed=7))
+    assert not np.array_equal(dirichlet(3, 5, seed=7), dirichlet(3, 5, seed=8))
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [([0.5, 0.6, 0.0], r"must sum to 1 \(±1e-06\), got Σ=1.1"), ([1.5, -0.5, 0.0], "must be ≥ 0"),
+     ([float("nan"), 0.5, 0.5], "must be finite"), ([], "empty")],
+)
+def test_bad_weights_are_named(weights, match):
+    with pytest.raises(MixtureWeightsError, match=match):
+        validate_weights(weights)
+
+
+def test_normalize_on_request():
+    assert validate_weights([1, 1, 2], normalize=True) == [0.25, 0.25, 0.5]
+    with pytest.raises(MixtureWeightsError, match="sum to 0"):
+        validate_weights([0, 0], normalize=True)
+
+
+def test_parse_positional_and_named():
+    assert parse_weights("0.2,0.3,0.5", NAMES).weights == (0.2, 0.3, 0.5)
+    assert parse_weights("chart=0.8, ocr=0.2", NAMES).as_dict() == {"ocr": 0.2, "chart": 0.8, "math": 0.0}
+    for text, match in [("ocr=0.5,tables=0.5", "unknown expert 'tables'"), ("0.5,0.5", "2 weights in '0.5,0.5' for 3 experts"),
+                        ("ocr=0.5,0.5", "mix of named and positional"), ("ocr=a", "weight 'a'"), ("ocr=0.5,ocr=0.5", "twice")]:
+        with pytest.raises(MixtureWeightsError, match=match):
+            parse_weights(text, NAMES)
+
+
+def test_mixture_checks_its_length():
+    with pytest.raises(MixtureWeightsError, match="2 weights for 3 experts"):
+        Mixture(tuple(NAMES), (0.5, 0.5))
+
+
+def test_ternary_and_projection_put_vertices_at_experts():
+    v = ternary_xy(np.eye(3))
+    sides = [np.linalg.norm(v[i] - v[(i + 1) % 3]) for i in range(3)]
+    np.testing.assert_allclose(sides, sides[0])
+    np.testing.assert_allclose(ternary_xy(np.full((1, 3), 1 / 3)), [[0.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(projected_xy(np.full((1, 5), 0.2)), [[0.0, 0.0]], atol=1e-12)
