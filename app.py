@@ -1,14 +1,19 @@
-"""mixlab dashboard (placeholder until the dashboard lands): lists the demo lab's experts."""
+"""mixlab dashboard: `streamlit run app.py`. Opens the demo lab (or the lab in ?lab=PATH) and lays
+out the pages; each page is a thin script in pages/ over the mixlab library."""
 
 import streamlit as st
 
-from mixlab.cli import DEMO_LAB
-from mixlab.errors import MixlabError
-from mixlab.lab import load_lab
+from pages._shared import lab_path
 
-st.title("mixlab")
-try:
-    lab = load_lab(DEMO_LAB)
-    st.write(f"Lab **{lab.name}**: experts " + ", ".join(lab.expert_names))
-except MixlabError as e:
-    st.error(str(e))
+st.set_page_config(page_title="mixlab", page_icon="🧪", layout="wide")
+lab_path()  # read ?lab= once per session
+nav = st.navigation([
+    st.Page("pages/1_lab.py", title="Lab", icon="🧪", default=True),
+    st.Page("pages/2_simplex.py", title="Simplex explorer", icon="🔺"),
+    st.Page("pages/3_merge.py", title="Merge & evaluate", icon="⚗️"),
+    st.Page("pages/4_proxy_vs_true.py", title="Proxy vs true", icon="📈"),
+    st.Page("pages/5_pareto.py", title="Pareto fronts", icon="🏔️"),
+    st.Page("pages/6_experts.py", title="Experts", icon="🧬"),
+])
+st.sidebar.caption(f"Lab: `{lab_path()}`")
+nav.run()

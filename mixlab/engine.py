@@ -234,7 +234,7 @@ class Engine:
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Each expert on its own (the expert checkpoint itself, not a merge)."""
         out = []
-        for i, e in enumerate(self.lab.manifest.experts):
+        for e in self.lab.manifest.experts:
             onehot = {n: float(n == e.name) for n in self.names}
             out += self._checkpoint("expert", e.name, self.lab.resolve(e.path), onehot, benchmarks, refresh, progress, cancel)
         return out
@@ -269,20 +269,17 @@ class Engine:
         benches = self.benchmarks()
         if kind == "proxy":
             return self.store.evaluations(models=self.models_fp, kind="proxy")
-        items: list[tuple[dict, str, dict | None]] = []
+        descs: list[dict] = []
         if kind == "base":
-            items.append(({"kind": "base", "base": self.base.fingerprint}, "base", None))
+            descs.append({"kind": "base", "base": self.base.fingerprint})
         elif kind == "expert":
-            for e, tv in zip(self.lab.manifest.experts, self.experts):
-                items.append(({"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint}, e.name, None))
+            descs += [{"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint} for tv in self.experts]
         elif kind == "true":
             for t in self.lab.manifest.true_mixtures:
-                if t.path is None:
-                    continue
-                label = self.lab.true_mixture_name(t)
-                tv = load_task_vector(label, self.lab.resolve(t.path), self.base)
-                items.append(({"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint}, label, None))
-        for desc, label, _ in items:
+                if t.path is not None:
+                    tv = load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base)
+                    descs.append({"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint})
+        for desc in descs:
             for b in benches:
                 hit = self.store.get(cache_key(desc, self._bench_desc(b)))
                 if hit is not None:

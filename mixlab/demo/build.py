@@ -95,8 +95,8 @@ class _Stream:
         ids = torch.full((size, width), self.tok.pad_token_id)
         lab = torch.full((size, width), -100)
         mask = torch.zeros((size, width), dtype=torch.long)
-        for i, (s, l) in enumerate(zip(seqs, labels)):
-            ids[i, : len(s)], lab[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
+        for i, (s, lab_i) in enumerate(zip(seqs, labels)):
+            ids[i, : len(s)], lab[i, : len(lab_i)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(lab_i), 1
         lab[:, 0] = -100
         return ids, mask, lab
 

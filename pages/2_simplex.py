@@ -1,0 +1,102 @@
+"""Simplex explorer: proxy scores over the mixture simplex; click a point to select a mixture."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from mixlab.analysis import nearest, weights_key
+from mixlab.plots import metric_title, simplex_figure
+from pages._shared import (
+    MIXTURE, benchmark_options, engine, job_panel, mixture, params_label, results, set_mixture, submit_evaluation,
+    weight_inputs,
+)
+
+st.title("🔺 Simplex explorer")
+eng = engine()
+names = eng.names
+k = len(names)
+df = results(eng)
+if df.empty:
+    st.info("No cached evaluations yet: run `python -m mixlab sweep` or use **Merge & evaluate**.")
+
+proxy_all = df[df.kind == "proxy"]
+methods_cached = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)})
+c1, c2 = st.columns(2)
+bench = c1.selectbox("Benchmark", benchmark_options(df, eng), key="simplex_bench",
+                     help="'mean' averages the higher-is-better benchmarks")
+method_options = methods_cached or [("linear", "{}")]
+method_i = c2.selectbox("Proxy merge method", range(len(method_options)), key="simplex_method",
+                        format_func=lambda i: f"{method_options[i][0]} {params_label(json.loads(method_options[i][1]))}")
+method, params = method_options[method_i][0], json.loads(method_options[method_i][1])
+
+sub = df[df.benchmark == bench]
+proxy = sub[(sub.kind == "proxy") & (sub.method == method) & (sub.params.map(lambda p: p == params))]
+true = sub[sub.kind == "true"]
+experts = sub[sub.kind == "expert"]
+hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
+metric = sub.metric.iloc[0] if len(sub) else ""
+
+left, right = st.columns([3, 2])
+with left:
+    fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], metric_title(bench, metric, hib), hib)
+    event = st.plotly_chart(fig, key="simplex_plot", on_select="rerun", selection_mode=("points", "box", "lasso"),
+                            width="stretch")
+    if k > 3:
+        st.caption(f"K={k}: each mixture is drawn at the weighted average of the polygon's vertices (one per expert). "
+                   "Every cached mixture is visible and clickable here, which a ternary slice would not allow for "
+                   "Dirichlet-sampled points; hover for the exact weights.")
+
+points = event.selection.points if event and event.selection else []
+picked = [p["customdata"][:k] for p in points if p.get("customdata") is not None and len(p["customdata"]) > k
+          and not np.isnan(p["customdata"][k])]
+signature = json.dumps(picked)
+if picked and signature != st.session_state.get("simplex_last_selection"):
+    st.session_state.simplex_last_selection = signature
+    if len(picked) == 1:
+        set_mixture(picked[0])
+    else:  # a region: select its best mixture
+        scores = [p["customdata"][k] for p in points if p.get("customdata") is not None and len(p["customdata"]) > k]
+        best = int(np.argmax(scores) if hib else np.argmin(scores))
+        st.session_state.region = {"n": len(picked), "best": picked[best], "score": scores[best]}
+        set_mixture(picked[best])
+    st.rerun()
+
+with right:
+    m = mixture(eng)
+    st.markdown("**Selected mixture**")
+    st.markdown(" · ".join(f"`{n}` **{w:.3f}**" for n, w in zip(names, m.weights)))
+    region = st.session_state.get("region")
+    if region and weights_key(dict(zip(names, region["best"])), names) == weights_key(m.as_dict(), names):
+        st.caption(f"Region of {region['n']} mixtures selected; its best ({bench}) is shown: {region['score']:.4f}")
+    weight_inputs(eng)
+
+    key = weights_key(m.as_dict(), names)
+    rows = []
+    proxy_m = df[(df.kind == "proxy") & (df.method == method) & (df.params.map(lambda p: p == params))]
+    true_all = df[df.kind == "true"]
+    true_keys = {weights_key(w, names) for w in true_all.weights}
+    if true_keys:
+        tk = sorted(true_keys)
+        i, dist = nearest(m.weights, np.array(tk))
+        true_key, exact = tk[i], dist < 1e-6
+    else:
+        true_key, exact, dist = None, False, None
+    for b in benchmark_options(df, eng):
+        pr = proxy_m[(proxy_m.benchmark == b) & (proxy_m.weights.map(lambda w: weights_key(w, names) == key))]
+        tr = true_all[(true_all.benchmark == b) & (true_all.weights.map(lambda w: weights_key(w, names) == true_key))]
+        ex = df[(df.kind == "expert") & (df.benchmark == b)]
+        row = {"benchmark": b, "proxy": pr.score.iloc[-1] if len(pr) else None,
+               ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None}
+        row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, width="stretch", key="selected_scores")
+    if true_key is not None and not exact:
+        st.caption(f"No model was trained at exactly this mixture; 'nearest true' is "
+                   f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f}).")
+    if table["proxy"].isna().any():
+        if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
+            submit_evaluation(eng, m, method, params)
+    job_panel()

@@ -1,0 +1,60 @@
+"""Merge & evaluate on demand: any method and parameters, evaluated in the background; export."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from mixlab.analysis import weights_key
+from mixlab.errors import MixlabError
+from pages._shared import current_job, engine, job_panel, method_params_inputs, mixture, params_label, submit_evaluation, weight_inputs
+
+st.title("⚗️ Merge & evaluate")
+eng = engine()
+left, right = st.columns([1, 2])
+with left:
+    st.markdown("**Mixture**")
+    weight_inputs(eng)
+    method, params = method_params_inputs("merge")
+    bench_names = [b.name for b in eng.lab.benchmarks]
+    chosen = st.multiselect("Benchmarks", bench_names, default=bench_names, key="merge_benchmarks")
+with right:
+    m = mixture(eng)
+    st.markdown(f"**θ = merge_{method}(θ₀, τ; w)** with w = " + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
+                + f" · params {params_label(params)} · device `{eng.device}`")
+    job = current_job()
+    busy = job is not None and job.active
+    if st.button("Evaluate", type="primary", disabled=busy or not chosen, key="merge_evaluate",
+                 help="Runs in the background; cached scores are reused"):
+        try:
+            submit_evaluation(eng, m, method, params, chosen)
+        except MixlabError as e:
+            st.error(str(e))
+    job_panel()
+
+    spec_params = eng.spec(m, method, params).params
+    df = eng.results()
+    key = weights_key(m.as_dict(), eng.names)
+    mine = df[(df.kind == "proxy") & (df.method == method) & (df.params.map(lambda p: p == spec_params))
+              & (df.weights.map(lambda w: weights_key(w, eng.names) == key))]
+    if len(mine):
+        table = mine[["benchmark", "metric", "score", "higher_is_better", "n", "seconds", "device"]].reset_index(drop=True)
+        st.dataframe(table, hide_index=True, width="stretch")
+        csv = pd.concat([table, pd.DataFrame([m.as_dict()] * len(table))], axis=1).assign(method=method, params=params_label(spec_params))
+        st.download_button("Scores as CSV", csv.to_csv(index=False), file_name=f"mixlab_{method}_scores.csv",
+                           mime="text/csv", key="merge_csv")
+    else:
+        st.info("This mixture has no cached scores for this method yet: press **Evaluate**.")
+
+    st.markdown("**Export the merged model**")
+    kind = st.radio("Format", ["Hugging Face model folder", "PEFT adapter (linear merges of LoRA experts)"],
+                    key="merge_export_kind", horizontal=True)
+    default = eng.lab.root / "exports" / f"{method}_" + "_".join(f"{n}{round(100 * w)}" for n, w in zip(eng.names, m.weights))
+    out = st.text_input("Output folder", value=str(default), key="merge_export_path")
+    if st.button("Export", key="merge_export"):
+        try:
+            with st.spinner("Merging…"):
+                path = eng.export(m, Path(out), method, params, adapter=kind.startswith("PEFT"), overwrite=True)
+            st.success(f"Wrote {path}")
+        except MixlabError as e:
+            st.error(str(e))

@@ -1,0 +1,77 @@
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mixlab.analysis import MEAN, nearest, paired, pareto_front, rank_correlation, regret, topk_overlap, with_mean
+
+
+def test_spearman_and_kendall_match_scipy_with_a_ci():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = x + rng.normal(scale=0.8, size=30)
+    s = rank_correlation(x, y, "spearman", n_boot=500)
+    assert s.value == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert s.low < s.value < s.high and s.n == 30
+    assert s == rank_correlation(x, y, "spearman", n_boot=500)  # seeded
+    k = rank_correlation(x, y, "kendall", n_boot=200)
+    assert k.value == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
+def test_correlation_undefined_below_three_or_constant():
+    assert rank_correlation([1, 2], [2, 1]).value is None
+    assert rank_correlation([1, 1, 1], [1, 2, 3]).describe() == "spearman undefined (n=3)"
+
+
+def test_regret_by_hand():
+    proxy = [0.2, 0.9, 0.5, 0.7]
+    true = [0.3, 0.6, 0.8, 0.7]
+    r = regret(proxy, true)
+    assert (r.chosen, r.true_rank, r.regret) == (1, 3, pytest.approx(0.2))
+    loss = regret([2.0, 1.0, 3.0], [1.5, 1.7, 1.0], higher_is_better=False)  # proxy picks index 1
+    assert (loss.chosen, loss.true_rank, loss.regret) == (1, 3, pytest.approx(0.7))
+
+
+def test_topk_overlap():
+    assert topk_overlap([1, 2, 3, 4], [4, 3, 2, 1], 2) == 0.0
+    assert topk_overlap([1, 2, 3, 4], [1, 2, 4, 3], 2) == 1.0
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(1)
+    s = rng.random((40, 2))
+    dirs = [True, False]
+    mask = pareto_front(s, dirs)
+    for i in range(40):
+        dominated = any((s[j, 0] >= s[i, 0] and s[j, 1] <= s[i, 1]) and (s[j, 0] > s[i, 0] or s[j, 1] < s[i, 1])
+                        for j in range(40))
+        assert mask[i] == (not dominated)
+    assert pareto_front(np.array([[1, 1], [1, 1]]), [True, True]).all()  # ties dominate nothing
+
+
+def _results():
+    rows = []
+    names = ["a", "b"]
+    for (wa, kind), bench in itertools.product([(0.0, "proxy"), (0.5, "proxy"), (1.0, "proxy"), (0.5, "true"), (1.0, "true")], ["x", "y"]):
+        score = wa + (0.1 if kind == "true" else 0) + (0.5 if bench == "y" else 0)
+        rows.append({"kind": kind, "label": f"{kind}{wa}", "benchmark": bench, "score": score, "higher_is_better": True,
+                     "method": "linear" if kind == "proxy" else None, "params": {} if kind == "proxy" else None,
+                     "weights": {"a": wa, "b": 1 - wa}})
+    return pd.DataFrame(rows), names
+
+
+def test_paired_and_mean():
+    df, names = _results()
+    p = paired(df, names, "x")
+    assert list(p.label) == ["true0.5", "true1.0"]
+    assert list(p.proxy) == [0.5, 1.0] and list(p.true) == pytest.approx([0.6, 1.1])
+    m = with_mean(df, ["x", "y"])
+    pm = paired(m, names, MEAN)
+    assert list(pm.true) == pytest.approx([0.85, 1.35])
+
+
+def test_nearest():
+    i, d = nearest([0.3, 0.7], np.array([[0.0, 1.0], [0.25, 0.75], [1.0, 0.0]]))
+    assert (i, d) == (1, pytest.approx(0.1))
