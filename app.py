@@ -1,19 +1,21 @@
 """mixlab dashboard: `streamlit run app.py`. Opens the demo lab (or the lab in ?lab=PATH) and lays
-out the pages; each page is a thin script in pages/ over the mixlab library."""
+out the pages with st.navigation; each page is a thin script in views/ over the mixlab library.
+(The scripts live in views/, not pages/: a pages/ folder would also switch on Streamlit's older
+automatic page discovery, which flashes a second menu before st.navigation takes over.)"""
 
 import streamlit as st
 
-from pages._shared import lab_path
+from views._shared import lab_path
 
-st.set_page_config(page_title="mixlab", page_icon="🧪", layout="wide")
+st.set_page_config(page_title="mixlab", page_icon=":material/science:", layout="wide")
 lab_path()  # read ?lab= once per session
 nav = st.navigation([
-    st.Page("pages/1_lab.py", title="Lab", icon="🧪", default=True),
-    st.Page("pages/2_simplex.py", title="Simplex explorer", icon="🔺"),
-    st.Page("pages/3_merge.py", title="Merge & evaluate", icon="⚗️"),
-    st.Page("pages/4_proxy_vs_true.py", title="Proxy vs true", icon="📈"),
-    st.Page("pages/5_pareto.py", title="Pareto fronts", icon="🏔️"),
-    st.Page("pages/6_experts.py", title="Experts", icon="🧬"),
+    st.Page("views/1_lab.py", title="Lab", icon=":material/science:", default=True),
+    st.Page("views/2_simplex.py", title="Simplex explorer", icon=":material/change_history:", url_path="simplex"),
+    st.Page("views/3_merge.py", title="Merge & evaluate", icon=":material/merge:", url_path="merge"),
+    st.Page("views/4_proxy_vs_true.py", title="Proxy vs true", icon=":material/scatter_plot:", url_path="proxy-vs-true"),
+    st.Page("views/5_pareto.py", title="Pareto fronts", icon=":material/stacked_line_chart:", url_path="pareto"),
+    st.Page("views/6_experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
 ])
 st.sidebar.caption(f"Lab: `{lab_path()}`")
 nav.run()

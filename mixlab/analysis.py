@@ -35,6 +35,8 @@ class Correlation:
     def describe(self) -> str:
         if self.value is None:
             return f"{self.method} undefined (n={self.n})"
+        if self.low is None:
+            return f"{self.method} {self.value:+.3f} (n={self.n})"
         return f"{self.method} {self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
 
 
@@ -56,14 +58,30 @@ def rank_correlation(proxy: Sequence[float], true: Sequence[float], method: str 
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return Correlation(method, None, None, None, n, None)
     value, p = _corr(method, x, y)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for idx in rng.integers(0, n, size=(n_boot, n)):
-        if np.ptp(x[idx]) > 0 and np.ptp(y[idx]) > 0:
-            boots.append(_corr(method, x[idx], y[idx])[0])
+    if n_boot == 0:
+        return Correlation(method, value, None, None, n, p)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boots = bootstrap_statistics(method, x[idx], y[idx])
+    boots = boots[np.isfinite(boots)]  # resamples with a constant side have no correlation
     alpha = (1 - level) / 2
-    low, high = (np.quantile(boots, [alpha, 1 - alpha]) if boots else (np.nan, np.nan))
+    low, high = np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan)
     return Correlation(method, value, float(low), float(high), n, p)
+
+
+def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Spearman ρ or Kendall τ-b of every row pair of ``xs``/``ys`` (B, n) at once (NaN where undefined);
+    row by row these equal scipy's spearmanr/kendalltau (a test checks it)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "spearman":
+            rx, ry = stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1)  # average ranks for ties
+            rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+            return (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+        # τ-b = Σ_{i<j} sgn(Δx)·sgn(Δy) / √(Σ|sgn Δx| · Σ|sgn Δy|)
+        i, j = np.triu_indices(xs.shape[1], 1)
+        sx = np.sign(xs[:, i] - xs[:, j]).astype(np.int8)  # (B, n(n−1)/2)
+        sy = np.sign(ys[:, i] - ys[:, j]).astype(np.int8)
+        concordance = np.einsum("bp,bp->b", sx, sy, dtype=np.int64)
+        return concordance / np.sqrt(np.abs(sx).sum(1, dtype=np.int64) * np.abs(sy).sum(1, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -139,17 +157,15 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     directions = set(sub.higher_is_better)
     if len(directions) > 1:
         raise MixlabError(f"cannot average benchmarks of opposite directions: {', '.join(benchmarks)}")
-    keys = ["kind", "label", "method", "params_key"]
-    sub = sub.assign(params_key=sub["params"].map(repr))
-    grouped = sub.groupby(keys, dropna=False)
-    rows = []
-    for _, g in grouped:
-        if set(g.benchmark) >= set(benchmarks):
-            row = g.iloc[0].to_dict()
-            row.update(benchmark=MEAN, score=float(g[g.benchmark.isin(benchmarks)].score.mean()), metric="mean")
-            rows.append(row)
-    mean = pd.DataFrame(rows).drop(columns=["params_key"], errors="ignore")
-    return pd.concat([results, mean], ignore_index=True) if rows else results
+    model = pd.Series([f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
+                      index=sub.index)  # one key per model (a proxy is its method + params + weights)
+    stats_ = sub.groupby(model, sort=False).agg(score=("score", "mean"), k=("benchmark", "nunique"))
+    complete = stats_.index[stats_.k == len(set(benchmarks))]
+    if len(complete) == 0:
+        return results
+    first = sub.assign(_model=model).drop_duplicates("_model").set_index("_model").loc[complete]
+    mean = first.assign(benchmark=MEAN, score=stats_.loc[complete, "score"].to_numpy(), metric=sub.metric.iloc[0])
+    return pd.concat([results, mean.reset_index(drop=True)], ignore_index=True)
 
 
 def weights_key(weights: dict | None, names: Sequence[str]) -> tuple | None:

@@ -128,6 +128,29 @@ def cmd_sweep(args) -> None:
         print(f"{len(evals)} scores for {len(mixtures)} mixtures in {engine.store.path}")
 
 
+def cmd_report(args) -> None:
+    from mixlab.analysis import MEAN, paired, rank_correlation, regret, with_mean
+
+    engine = _engine(args)
+    df = engine.results(args.method, _params(args.param))
+    up = [b.name for b in engine.lab.benchmarks if b.evaluator != "lm_loss" and b.name in set(df.benchmark)]
+    df = with_mean(df, up)
+    print(f"proxy ({args.method or engine.lab.manifest.merge.method}) vs true mixtures in {engine.lab.name}; "
+          f"'{MEAN}' = mean of {', '.join(up) or 'nothing'}")
+    print(f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  proxy pick: true rank, regret")
+    for b in [*[b.name for b in engine.lab.benchmarks], MEAN]:
+        pairs = paired(df, engine.names, b)
+        if pairs.empty:
+            continue
+        rho = rank_correlation(pairs.proxy, pairs.true, "spearman")
+        tau = rank_correlation(pairs.proxy, pairs.true, "kendall")
+        hib = bool(df[df.benchmark == b].higher_is_better.iloc[0])
+        reg = regret(pairs.proxy, pairs.true, hib)
+        ci = "undefined" if rho.value is None else f"{rho.value:+.3f} [{rho.low:+.3f}, {rho.high:+.3f}]"
+        kt = "undefined" if tau.value is None else f"{tau.value:+.3f}"
+        print(f"{b:<14} {rho.n:>3}  {ci:<26} {kt:>9}  #{reg.true_rank} of {reg.n}, {reg.regret:.4f}")
+
+
 def cmd_demo_build(args) -> None:
     from mixlab.demo.build import build_demo
 
@@ -171,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--grid", default="0.1", help="step like 0.1, 'paper' (the seed paper's presets) or dirichlet:N")
             s.add_argument("--seed", type=int, default=0, help="seed for Dirichlet draws")
+
+    s = lab_cmd("report", "Rank correlation of cached proxy scores with true-mixture scores, per benchmark.", cmd_report)
+    merge_opts(s, weights=False)
 
     demo = sub.add_parser("demo", help="The built-in demo lab.")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)

@@ -18,13 +18,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mixlab.errors import ExpertError
+from mixlab.batched import BatchedLora, supports_batched
+from mixlab.errors import EvaluationError, ExpertError
 from mixlab.evaluate import (
+    BUILTIN,
     default_dtype,
     pick_device,
     quiet_transformers,
     read_examples,
     run_benchmark,
+    run_benchmark_grouped,
 )
 from mixlab.experts import (
     Checkpoint,
@@ -214,14 +217,83 @@ class Engine:
         return self._score(self._merge_desc(spec), self.benchmarks(benchmarks), lambda: self.load_merge(spec),
                            row, refresh, progress, cancel, _done, _total)
 
+    def choose_path(self, method: str, bench: BenchmarkSpec, n_mixtures: int) -> str:
+        """The cost rule. The batched LoRA path pays off where a mixture's own batch is small (few
+        examples, greedy generation with its many small steps) or on a GPU; on a CPU a large lm_loss
+        batch is cheaper through the materialised model, whose merge costs one pass over memory."""
+        if n_mixtures < 2 or bench.evaluator not in BUILTIN or not get_method(method).linear_in_task_vectors:
+            return "materialize"
+        if supports_batched(self.experts) is not None:
+            return "materialize"
+        small = len(self._examples_of(bench)) < self.batch_size
+        return "batched" if (self.device.type != "cpu" or bench.evaluator == "exact_match" or small) else "materialize"
+
     def sweep(self, mixtures: Sequence[Mixture], method: str | None = None, params: dict | None = None,
-              benchmarks: Sequence[str] | None = None, *, progress: Progress | None = None, cancel=None) -> list[Evaluation]:
-        """Proxy scores for many mixtures; cached ones cost nothing."""
+              benchmarks: Sequence[str] | None = None, *, path: str = "auto", progress: Progress | None = None,
+              cancel=None) -> list[Evaluation]:
+        """Proxy scores for many mixtures (cached ones cost nothing). ``path``: auto (the cost rule of
+        :meth:`choose_path`), materialize (merge each mixture into the model), or batched (LoRA
+        experts, linear methods: all mixtures share batches, nothing is merged)."""
+        if path not in ("auto", "materialize", "batched"):
+            raise EvaluationError(f"unknown evaluation path {path!r}; use auto, materialize or batched")
         bench = self.benchmarks(benchmarks)
-        total, out = len(mixtures) * len(bench), []
-        for j, m in enumerate(mixtures):
-            out += self.proxy(m, method, params, [b.name for b in bench], progress=progress, cancel=cancel,
-                              _done=j * len(bench), _total=total)
+        specs = [self.spec(m, method, params) for m in mixtures]
+        total, done = len(mixtures) * len(bench), 0
+        found: dict[tuple[int, str], Evaluation] = {}
+        for b in bench:
+            bdesc = self._bench_desc(b)
+            keys = [cache_key(self._merge_desc(sp), bdesc) for sp in specs]
+            missing = []
+            for i, key in enumerate(keys):
+                hit = self.store.get(key)
+                if hit is None:
+                    missing.append(i)
+                else:
+                    found[(i, b.name)] = hit
+            chosen = path if path != "auto" else (self.choose_path(specs[0].method, b, len(missing)) if specs else "materialize")
+            if chosen == "batched" and missing:
+                rows = self._batched(b, [mixtures[i] for i in missing], [specs[i] for i in missing],
+                                     [keys[i] for i in missing], progress, cancel, done, total)
+                found.update({(i, b.name): r for i, r in zip(missing, rows)})
+                done += len(missing)
+            for i in (missing if chosen != "batched" else []):
+                (ev,) = self.proxy(mixtures[i], method, params, [b.name], progress=progress, cancel=cancel,
+                                   _done=done, _total=total)
+                found[(i, b.name)] = ev
+                done += 1
+            done += len(mixtures) - len(missing)
+            if progress:
+                progress(done, total, f"{b.name} done")
+        return [found[(i, b.name)] for i in range(len(mixtures)) for b in bench]
+
+    def _batched(self, b: BenchmarkSpec, mixtures: list[Mixture], specs: list[MergeSpec], keys: list[str],
+                 progress, cancel, done: int, total: int) -> list[Evaluation]:
+        method = get_method(specs[0].method)
+        if not method.linear_in_task_vectors:
+            raise EvaluationError(f"the batched path merges linearly; method {method.name!r} needs path='materialize'")
+        why = supports_batched(self.experts)
+        if why:
+            raise EvaluationError(f"the batched path does not apply to this lab: {why}")
+        lam = torch.tensor([sp.params.get("scale", 1.0) for sp in specs])[:, None]
+        coef = (lam * torch.tensor([sp.weights for sp in specs], dtype=torch.float32)).to(self.device)  # (M, K)
+        with self._lock:
+            self.load_base()
+            with BatchedLora(self.model, self.experts, self.device) as lora:
+
+                def step(d, n):
+                    if progress:
+                        progress(done + d * len(mixtures) // max(n, 1), total, f"{b.name}: {d}/{n} rows (batched)")
+
+                results = run_benchmark_grouped(self.model, self.tokenizer, b, self._examples_of(b), self.device,
+                                                len(mixtures), lambda g: lora.state.set(coef[g]),
+                                                batch_size=self.batch_size, progress=step, cancel=cancel)
+        out = []
+        for m, sp, key, r in zip(mixtures, specs, keys, results):
+            out.append(Evaluation(key=key, lab=self.lab.name, kind="proxy", label=m.label(), models=self.models_fp,
+                                  benchmark=b.name, metric=r.metric, score=r.score, higher_is_better=r.higher_is_better,
+                                  n=r.n, device=f"{self.device} (batched)", seconds=r.seconds, method=sp.method,
+                                  params=sp.params, weights=m.as_dict()))
+        self.store.put(out)
         return out
 
     def _checkpoint(self, kind: str, label: str, folder: Path, weights: dict | None, benchmarks, refresh, progress, cancel):
@@ -243,16 +315,25 @@ class Engine:
         """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
         out = []
         for t in self.lab.manifest.true_mixtures:
+            if t.path is not None:
+                label = self.lab.true_mixture_name(t)
+                weights = self.lab.true_mixture_weights(t).as_dict()
+                out += self._checkpoint("true", label, self.lab.resolve(t.path), weights, benchmarks, refresh, progress, cancel)
+        return out + self._manifest_scores(benchmarks)
+
+    def _manifest_scores(self, benchmarks=None) -> list[Evaluation]:
+        """True-mixture scores written in lab.toml (no checkpoint to evaluate)."""
+        out = []
+        for t in self.lab.manifest.true_mixtures:
+            if t.scores is None:
+                continue
             label = self.lab.true_mixture_name(t)
             weights = self.lab.true_mixture_weights(t).as_dict()
-            if t.path is not None:
-                out += self._checkpoint("true", label, self.lab.resolve(t.path), weights, benchmarks, refresh, progress, cancel)
-                continue
             for b in self.benchmarks(benchmarks):
                 if b.name in t.scores:
                     hib = b.evaluator != "lm_loss"
                     out.append(Evaluation(key=f"manifest:{label}:{b.name}", lab=self.lab.name, kind="true", label=label,
-                                          models=self.models_fp, benchmark=b.name, metric="loss" if not hib else "score",
+                                          models=self.models_fp, benchmark=b.name, metric="score" if hib else "loss",
                                           score=t.scores[b.name], higher_is_better=hib, n=0, device="manifest",
                                           seconds=0.0, weights=weights))
         return out
@@ -263,30 +344,28 @@ class Engine:
         return self._score(desc, self.benchmarks(benchmarks), self.load_base, row, refresh, progress, cancel)
 
     # --- tables -------------------------------------------------------------------------------------
+    @cached_property
+    def true_fingerprints(self) -> dict[str, str]:
+        """Content fingerprint of each true mixture's checkpoint (label → fingerprint)."""
+        out = {}
+        for t in self.lab.manifest.true_mixtures:
+            if t.path is not None:
+                label = self.lab.true_mixture_name(t)
+                out[label] = load_task_vector(label, self.lab.resolve(t.path), self.base).fingerprint
+        return out
+
     def cached(self, kind: str) -> list[Evaluation]:
-        """Cached scores of the lab's experts/true mixtures/base without computing anything missing."""
-        out = []
-        benches = self.benchmarks()
+        """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
         if kind == "proxy":
             return self.store.evaluations(models=self.models_fp, kind="proxy")
-        descs: list[dict] = []
-        if kind == "base":
-            descs.append({"kind": "base", "base": self.base.fingerprint})
-        elif kind == "expert":
-            descs += [{"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint} for tv in self.experts]
-        elif kind == "true":
-            for t in self.lab.manifest.true_mixtures:
-                if t.path is not None:
-                    tv = load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base)
-                    descs.append({"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint})
-        for desc in descs:
-            for b in benches:
-                hit = self.store.get(cache_key(desc, self._bench_desc(b)))
-                if hit is not None:
-                    out.append(hit)
-        if kind == "true":
-            out += [e for e in self.true_scores() if e.device == "manifest"]
-        return out
+        fps = {"base": [None], "expert": [tv.fingerprint for tv in self.experts],
+               "true": list(self.true_fingerprints.values())}[kind]
+        descs = [{"kind": "base", "base": self.base.fingerprint} if fp is None else
+                 {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": fp} for fp in fps]
+        keys = [cache_key(d, self._bench_desc(b)) for d in descs for b in self.benchmarks()]
+        hits = self.store.get_many(keys)
+        out = [hits[k] for k in keys if k in hits]
+        return out + (self._manifest_scores() if kind == "true" else [])
 
     def results(self, method: str | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table: kind, label, benchmark, score, weights (one

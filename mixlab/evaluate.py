@@ -148,18 +148,22 @@ def continuation_logprobs(model, batch: Sequence[tuple[list[int], list[int]]], p
 
 
 class _Batches:
-    """Runs ``fn`` over items in batches, halving the batch on CUDA out-of-memory."""
+    """Runs ``fn`` over items in batches, halving the batch on CUDA out-of-memory. ``before`` sees
+    each batch's items first (the batched-mixture path sets per-row mixture weights there)."""
 
-    def __init__(self, batch_size: int, progress: Progress | None, cancel):
-        self.batch_size, self.progress, self.cancel = batch_size, progress, cancel
+    def __init__(self, batch_size: int, progress: Progress | None, cancel, before: Callable[[Sequence], None] | None = None):
+        self.batch_size, self.progress, self.cancel, self.before = batch_size, progress, cancel, before
 
     def run(self, items: Sequence, fn: Callable[[Sequence], list]) -> list:
         out, i, size = [], 0, self.batch_size
         while i < len(items):
             if self.cancel is not None and self.cancel.is_set():
                 raise Cancelled("evaluation cancelled")
+            batch = items[i : i + size]
             try:
-                out.extend(fn(items[i : i + size]))
+                if self.before is not None:
+                    self.before(batch)
+                out.extend(fn(batch))
             except torch.OutOfMemoryError:
                 if size == 1:
                     raise EvaluationError(
@@ -172,19 +176,6 @@ class _Batches:
             if self.progress:
                 self.progress(min(i, len(items)), len(items))
         return out
-
-
-def lm_loss(model, tokenizer, examples, device, batches: _Batches) -> tuple[float, str, bool]:
-    pairs = []
-    for ex in examples:
-        if "text" in ex and "prompt" not in ex:
-            pairs.append((_prefix(tokenizer) or [_pad_id(tokenizer)], _encode(tokenizer, ex["text"])))
-        else:
-            pairs.append((_prefix(tokenizer) + _encode(tokenizer, ex["prompt"]), _encode(tokenizer, ex.get("completion", ex.get("answer")))))
-    pad = _pad_id(tokenizer)
-    lps = batches.run(pairs, lambda b: [lp.sum().item() for lp in continuation_logprobs(model, b, pad, device)])
-    tokens = sum(len(t) for _, t in pairs)
-    return -math.fsum(lps) / max(tokens, 1), "loss", False
 
 
 def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str], device) -> list[str]:
@@ -234,35 +225,65 @@ def _cut(text: str, stop: Sequence[str]) -> str:
     return text
 
 
-def exact_match(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> tuple[float, str, bool]:
-    prompts = [ex["prompt"] for ex in examples]
-    outs = batches.run(prompts, lambda b: greedy_generate(model, tokenizer, b, spec.max_new_tokens, spec.stop, device))
-    hits = [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)]
-    return sum(hits) / len(hits), "accuracy", True
+# Each evaluator maps work items (dicts with the example's index "j") to per-example values, so the
+# same code scores one model or, with groups, many mixtures in one stream of batches.
 
 
-def choice(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> tuple[float, str, bool]:
-    pairs, owner = [], []
+def _lm_loss_items(tokenizer, examples) -> list[dict]:
+    items = []
+    for j, ex in enumerate(examples):
+        if "text" in ex and "prompt" not in ex:
+            ctx, cont = _prefix(tokenizer) or [_pad_id(tokenizer)], _encode(tokenizer, ex["text"])
+        else:
+            ctx = _prefix(tokenizer) + _encode(tokenizer, ex["prompt"])
+            cont = _encode(tokenizer, ex.get("completion", ex.get("answer")))
+        items.append({"j": j, "pair": (ctx, cont)})
+    return items
+
+
+def lm_loss(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[tuple[float, int]]:
+    """Per example: (summed NLL of the completion tokens, number of tokens)."""
+    pad = _pad_id(tokenizer)
+    items = _lm_loss_items(tokenizer, examples)
+    return batches.run(items, lambda b: [(-lp.sum().item(), len(lp))
+                                         for lp in continuation_logprobs(model, [it["pair"] for it in b], pad, device)])
+
+
+def exact_match(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[bool]:
+    items = [{"j": j, "prompt": ex["prompt"]} for j, ex in enumerate(examples)]
+    outs = batches.run(items, lambda b: greedy_generate(model, tokenizer, [it["prompt"] for it in b],
+                                                        spec.max_new_tokens, spec.stop, device))
+    return [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)]
+
+
+def choice(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[bool]:
+    items = []
     for j, ex in enumerate(examples):
         ctx = _prefix(tokenizer) + _encode(tokenizer, ex["prompt"])
-        for c in ex["choices"]:
-            pairs.append((ctx, _encode(tokenizer, c)))
-            owner.append(j)
+        items += [{"j": j, "pair": (ctx, _encode(tokenizer, c))} for c in ex["choices"]]
     pad = _pad_id(tokenizer)
 
     def score(batch):
-        lps = continuation_logprobs(model, batch, pad, device)
+        lps = continuation_logprobs(model, [it["pair"] for it in batch], pad, device)
         return [lp.mean().item() if spec.length_normalize else lp.sum().item() for lp in lps]
 
-    scores = batches.run(pairs, score)
-    best: dict[int, tuple[float, int]] = {}
-    k = 0
-    for j, ex in enumerate(examples):
+    scores = batches.run(items, score)
+    hits, k = [], 0
+    for ex in examples:
         options = scores[k : k + len(ex["choices"])]
         k += len(ex["choices"])
-        best[j] = max(range(len(options)), key=options.__getitem__)
-    hits = [best[j] == ex["label"] for j, ex in enumerate(examples)]
-    return sum(hits) / len(hits), "accuracy", True
+        hits.append(max(range(len(options)), key=options.__getitem__) == ex["label"])
+    return hits
+
+
+BUILTIN = {"lm_loss": (lm_loss, "loss", False), "exact_match": (exact_match, "accuracy", True),
+           "choice": (choice, "accuracy", True)}
+
+
+def _aggregate(evaluator: str, values: list) -> float:
+    if evaluator == "lm_loss":
+        return math.fsum(v[0] for v in values) / max(sum(v[1] for v in values), 1)
+    return sum(values) / len(values)
 
 
 def load_plugin(target: str) -> Callable:
@@ -291,13 +312,10 @@ def run_benchmark(
 ) -> EvalResult:
     """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches."""
     start = time.perf_counter()
-    batches = _Batches(batch_size, progress, cancel)
-    if spec.evaluator == "lm_loss":
-        score, metric, hib = lm_loss(model, tokenizer, examples, device, batches)
-    elif spec.evaluator == "exact_match":
-        score, metric, hib = exact_match(model, tokenizer, examples, device, batches, spec)
-    elif spec.evaluator == "choice":
-        score, metric, hib = choice(model, tokenizer, examples, device, batches, spec)
+    if spec.evaluator in BUILTIN:
+        fn, metric, hib = BUILTIN[spec.evaluator]
+        values = fn(model, tokenizer, examples, device, _Batches(batch_size, progress, cancel), spec)
+        score = _aggregate(spec.evaluator, values)
     else:
         result = load_plugin(spec.evaluator)(model, tokenizer, examples, device)
         if isinstance(result, dict):
@@ -313,3 +331,41 @@ def run_benchmark(
     if not math.isfinite(score):
         raise EvaluationError(f"benchmark {spec.name!r}: evaluator {spec.evaluator!r} gave a non-finite score {score}")
     return EvalResult(float(score), metric, hib, len(examples), time.perf_counter() - start)
+
+
+@torch.no_grad()
+def run_benchmark_grouped(
+    model,
+    tokenizer,
+    spec: BenchmarkSpec,
+    examples: list[dict],
+    device: torch.device,
+    n_groups: int,
+    set_group: Callable[[torch.Tensor], None],
+    *,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    cancel=None,
+) -> list[EvalResult]:
+    """Score ``n_groups`` variants of a model (e.g. mixtures) on the same examples in one stream of
+    batches: every example is repeated per group, and ``set_group(group_index_per_row)`` is called
+    before each batch. Built-in evaluators only."""
+    if spec.evaluator not in BUILTIN:
+        raise EvaluationError(f"evaluator {spec.evaluator!r} cannot score many mixtures in one batch; use the materialised path")
+    start = time.perf_counter()
+    fn, metric, hib = BUILTIN[spec.evaluator]
+    repeated = [ex for _ in range(n_groups) for ex in examples]  # group g owns rows g*N … (g+1)*N−1
+    n = len(examples)
+
+    def before(batch):
+        set_group(torch.tensor([it["j"] // n for it in batch], device=device))
+
+    values = fn(model, tokenizer, repeated, device, _Batches(batch_size, progress, cancel, before), spec)
+    seconds = (time.perf_counter() - start) / n_groups
+    out = []
+    for g in range(n_groups):
+        score = _aggregate(spec.evaluator, values[g * n : (g + 1) * n])
+        if not math.isfinite(score):
+            raise EvaluationError(f"benchmark {spec.name!r} gave a non-finite score {score}")
+        out.append(EvalResult(float(score), metric, hib, n, seconds))
+    return out

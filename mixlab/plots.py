@@ -58,7 +58,7 @@ def simplex_figure(names: Sequence[str], proxy: pd.DataFrame, true: pd.DataFrame
     if len(true):
         trace(true, "true mixture (trained)", dict(size=12, symbol="diamond", line=dict(width=1.5, color="black")))
     if len(experts):
-        trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")), text_col="label")
+        trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")))
     if selected is not None:
         sel = pd.DataFrame([list(selected)], columns=list(names)).assign(score=np.nan)
         trace(sel, "selected", dict(size=22, symbol="circle-open", color="red", line=dict(width=3, color="red")), colour=False)

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -156,6 +156,27 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise self._error("read", e) from None
         return None if row is None else Evaluation.from_row(row)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Evaluation]:
+        """The cached rows among ``keys``, in one query per 500 keys."""
+        out: dict[str, Evaluation] = {}
+        keys = list(keys)
+        try:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                sql = f"SELECT * FROM evaluations WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update({r["key"]: Evaluation.from_row(r) for r in self._db.execute(sql, chunk)})
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        return out
+
+    def version(self) -> tuple[int, float]:
+        """(rows, newest timestamp): changes whenever a row is added or replaced."""
+        try:
+            n, newest = self._db.execute("SELECT COUNT(*), MAX(created) FROM evaluations").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        return n, newest or 0.0
 
     def put(self, evaluations: Evaluation | Iterable[Evaluation]) -> None:
         """Insert or replace rows, all in one transaction."""

@@ -56,7 +56,7 @@ def _results():
     names = ["a", "b"]
     for (wa, kind), bench in itertools.product([(0.0, "proxy"), (0.5, "proxy"), (1.0, "proxy"), (0.5, "true"), (1.0, "true")], ["x", "y"]):
         score = wa + (0.1 if kind == "true" else 0) + (0.5 if bench == "y" else 0)
-        rows.append({"kind": kind, "label": f"{kind}{wa}", "benchmark": bench, "score": score, "higher_is_better": True,
+        rows.append({"kind": kind, "label": f"{kind}{wa}", "benchmark": bench, "score": score, "higher_is_better": True, "metric": "accuracy",
                      "method": "linear" if kind == "proxy" else None, "params": {} if kind == "proxy" else None,
                      "weights": {"a": wa, "b": 1 - wa}})
     return pd.DataFrame(rows), names
@@ -68,6 +68,7 @@ def test_paired_and_mean():
     assert list(p.label) == ["true0.5", "true1.0"]
     assert list(p.proxy) == [0.5, 1.0] and list(p.true) == pytest.approx([0.6, 1.1])
     m = with_mean(df, ["x", "y"])
+    assert sorted(m[m.benchmark == MEAN].kind) == ["proxy"] * 3 + ["true"] * 2
     pm = paired(m, names, MEAN)
     assert list(pm.true) == pytest.approx([0.85, 1.35])
 
@@ -75,3 +76,18 @@ def test_paired_and_mean():
 def test_nearest():
     i, d = nearest([0.3, 0.7], np.array([[0.0, 1.0], [0.25, 0.75], [1.0, 0.0]]))
     assert (i, d) == (1, pytest.approx(0.1))
+
+
+def test_vectorised_bootstrap_equals_scipy_row_by_row():
+    from mixlab.analysis import bootstrap_statistics
+
+    rng = np.random.default_rng(3)
+    xs = rng.integers(0, 5, size=(20, 12)).astype(float)  # many ties, as accuracies have
+    ys = xs + rng.integers(0, 3, size=(20, 12))
+    xs[0] = 1.0  # a constant row: undefined
+    rho = bootstrap_statistics("spearman", xs, ys)
+    tau = bootstrap_statistics("kendall", xs, ys)
+    assert np.isnan(rho[0]) and np.isnan(tau[0])
+    for i in range(1, 20):
+        assert rho[i] == pytest.approx(stats.spearmanr(xs[i], ys[i]).statistic)
+        assert tau[i] == pytest.approx(stats.kendalltau(xs[i], ys[i]).statistic)

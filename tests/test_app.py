@@ -8,8 +8,10 @@ from streamlit.testing.v1 import AppTest
 
 from mixlab.cli import DEMO_LAB
 
-PAGES = ["pages/1_lab.py", "pages/2_simplex.py", "pages/3_merge.py", "pages/4_proxy_vs_true.py",
-         "pages/5_pareto.py", "pages/6_experts.py"]
+ROOT = DEMO_LAB.parents[1]
+
+PAGES = ["views/1_lab.py", "views/2_simplex.py", "views/3_merge.py", "views/4_proxy_vs_true.py",
+         "views/5_pareto.py", "views/6_experts.py"]
 
 
 @pytest.fixture
@@ -17,7 +19,7 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "cache.sqlite"))
     st.cache_resource.clear()
     st.cache_data.clear()
-    at = AppTest.from_file("app.py", default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     return at
 
 

@@ -116,3 +116,33 @@ def test_unknown_benchmark(engine):
     with pytest.raises(ManifestError, match="has no benchmark 'nope'; benchmarks: rev, rev-loss, pick"):
         engine.proxy(Mixture.of(engine.names, [1.0, 0.0, 0.0]), benchmarks=["nope"])
     assert EvaluationError
+
+
+@pytest.mark.parametrize("method,params", [("linear", {}), ("task_arithmetic", {"scale": 0.6})])
+def test_batched_lora_path_equals_the_materialised_merge(tiny_lab_dir, tmp_path, method, params):
+    from mixlab.simplex import grid_from_step
+    from mixlab.store import Store
+
+    lab = load_lab(tiny_lab_dir)
+    grid = [Mixture.of(lab.expert_names, w) for w in grid_from_step(3, 0.5)] + [Mixture.of(lab.expert_names, [0.2, 0.3, 0.5])]
+    a = Engine(lab, Store(tmp_path / "a.sqlite"), device="cpu", batch_size=5)
+    b = Engine(lab, Store(tmp_path / "b.sqlite"), device="cpu", batch_size=5)
+    batched = a.sweep(grid, method, params, path="batched")
+    materialised = b.sweep(grid, method, params, path="materialize")
+    assert len(batched) == len(grid) * 3
+    for x, y in zip(batched, materialised):
+        assert (x.benchmark, x.weights) == (y.benchmark, y.weights)
+        assert x.score == pytest.approx(y.score, rel=1e-4, abs=1e-6), (x.benchmark, x.label)
+        assert x.key == y.key and x.device.endswith("(batched)")
+    assert a.sweep(grid, method, params, path="batched") == batched  # now all cached
+
+
+def test_batched_path_refuses_what_it_cannot_do(full_lab_dir, tiny_lab_dir):
+    full = Engine(load_lab(full_lab_dir), device="cpu")
+    with pytest.raises(EvaluationError, match="the batched path does not apply to this lab: expert 'a' is a full fine-tune"):
+        full.sweep([Mixture.of(full.names, [0.5, 0.5]), Mixture.of(full.names, [1.0, 0.0])], path="batched")
+    lora = Engine(load_lab(tiny_lab_dir), device="cpu")
+    with pytest.raises(EvaluationError, match="method 'ties' needs path='materialize'"):
+        lora.sweep([Mixture.of(lora.names, [0.5, 0.5, 0.0]), Mixture.of(lora.names, [1.0, 0.0, 0.0])], "ties", path="batched")
+    assert lora.choose_path("ties", lora.lab.benchmark("rev"), 10) == "materialize"
+    assert lora.choose_path("linear", lora.lab.benchmark("rev"), 10) == "batched"  # exact_match on CPU

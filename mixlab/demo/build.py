@@ -230,7 +230,9 @@ def build_demo(out: Path | None = None, *, domains: int = 3, quick: bool = False
         engine.base_scores()
         engine.expert_scores()
         engine.true_scores()
-        grid = [Mixture.of(names, p) for p in (points if quick else np.concatenate([points, grid_from_step(domains, 0.1)]))]
+        # proxies at every true-mixture point, plus a grid (step 0.1 for K=3: 66 points; 0.2 for K=4: 56)
+        step = 0.1 if domains == 3 else 0.2
+        grid = [Mixture.of(names, p) for p in (points if quick else np.concatenate([points, grid_from_step(domains, step)]))]
         engine.sweep(grid, "linear", progress=lambda d, t, m: (setattr(bar, "total", t), bar.update(d - bar.n)))
         bar.close()
         store.export_jsonl(root / EXPORT_FILE)

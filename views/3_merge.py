@@ -7,9 +7,18 @@ import streamlit as st
 
 from mixlab.analysis import weights_key
 from mixlab.errors import MixlabError
-from pages._shared import current_job, engine, job_panel, method_params_inputs, mixture, params_label, submit_evaluation, weight_inputs
+from views._shared import (
+    current_job,
+    engine,
+    job_panel,
+    method_params_inputs,
+    mixture,
+    params_label,
+    submit_evaluation,
+    weight_inputs,
+)
 
-st.title("⚗️ Merge & evaluate")
+st.title("Merge & evaluate")
 eng = engine()
 left, right = st.columns([1, 2])
 with left:
@@ -49,7 +58,8 @@ with right:
     st.markdown("**Export the merged model**")
     kind = st.radio("Format", ["Hugging Face model folder", "PEFT adapter (linear merges of LoRA experts)"],
                     key="merge_export_kind", horizontal=True)
-    default = eng.lab.root / "exports" / f"{method}_" + "_".join(f"{n}{round(100 * w)}" for n, w in zip(eng.names, m.weights))
+    label = "_".join(f"{n}{round(100 * w)}" for n, w in zip(eng.names, m.weights) if w > 0)
+    default = eng.lab.root / "exports" / f"{method}_{label}"
     out = st.text_input("Output folder", value=str(default), key="merge_export_path")
     if st.button("Export", key="merge_export"):
         try:

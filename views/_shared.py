@@ -41,9 +41,8 @@ def lab_path() -> str:
 def engine() -> Engine:
     """The open lab's engine, or an error on the page and a stop."""
     path = lab_path()
-    toml = Path(path) / "lab.toml" if Path(path).is_dir() else Path(path)
     try:
-        eng = _engine(path, toml.stat().st_mtime if toml.exists() else 0.0)
+        eng = _engine(path, _mtime(path))
         eng.experts  # noqa: B018 - load and check the experts now, so a bad lab fails here
     except MixlabError as e:
         st.error(f"Cannot open the lab at `{path}`: {e}")
@@ -87,10 +86,25 @@ def weight_inputs(eng: Engine, key: str = "") -> None:
 
 def results(eng: Engine) -> pd.DataFrame:
     """Every cached score of the lab (all methods), with the pseudo-benchmark 'mean' of the
-    higher-is-better benchmarks."""
+    higher-is-better benchmarks; recomputed only when the cache changes."""
+    return _results(eng.lab.root.as_posix(), eng.models_fp, eng.store.version())
+
+
+@st.cache_resource(max_entries=8)
+def _results(root: str, models_fp: str, version: tuple) -> pd.DataFrame:
+    eng = next(e for e in _engines() if e.models_fp == models_fp)
     df = eng.results()
     up = [b.name for b in eng.lab.benchmarks if b.evaluator != "lm_loss"]
     return with_mean(df, [b for b in up if b in set(df.benchmark)]) if len(df) else df
+
+
+def _engines() -> list[Engine]:
+    return [_engine(lab_path(), _mtime(lab_path()))]
+
+
+def _mtime(path: str) -> float:
+    toml = Path(path) / "lab.toml" if Path(path).is_dir() else Path(path)
+    return toml.stat().st_mtime if toml.exists() else 0.0
 
 
 def benchmark_options(df: pd.DataFrame, eng: Engine) -> list[str]:

@@ -7,9 +7,9 @@ import streamlit as st
 
 from mixlab.analysis import paired, rank_correlation, regret
 from mixlab.plots import proxy_true_figure
-from pages._shared import benchmark_options, engine, params_label, results
+from views._shared import benchmark_options, engine, params_label, results
 
-st.title("📈 Proxy vs true")
+st.title("Proxy vs true")
 eng = engine()
 df = results(eng)
 proxy_all = df[df.kind == "proxy"] if len(df) else df
@@ -28,7 +28,7 @@ summary = []
 for b in benchmark_options(df, eng):
     pairs = paired(rows, eng.names, b)
     rho = rank_correlation(pairs.proxy, pairs.true, "spearman")
-    tau = rank_correlation(pairs.proxy, pairs.true, "kendall")
+    tau = rank_correlation(pairs.proxy, pairs.true, "kendall", n_boot=0)
     hib = bool(df[df.benchmark == b].higher_is_better.iloc[0])
     reg = regret(pairs.proxy, pairs.true, hib) if len(pairs) else None
     summary.append({"benchmark": b, "n": rho.n, "Spearman ρ": rho.value, "ρ 95% CI": f"[{rho.low:+.2f}, {rho.high:+.2f}]" if rho.value is not None else "undefined",

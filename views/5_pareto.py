@@ -6,20 +6,22 @@ import streamlit as st
 
 from mixlab.analysis import pareto_points
 from mixlab.plots import pareto_figure
-from pages._shared import benchmark_options, engine, params_label, results, set_mixture
+from views._shared import benchmark_options, engine, params_label, results, set_mixture
 
-st.title("🏔️ Pareto fronts")
+st.title("Pareto fronts")
 eng = engine()
 df = results(eng)
 if df.empty:
     st.info("No cached evaluations yet.")
     st.stop()
 opts = benchmark_options(df, eng)
+up = [b.name for b in eng.lab.benchmarks if b.evaluator != "lm_loss"] or opts
+default_x, default_y = (up[0], up[1]) if len(up) > 1 else (opts[0], opts[-1])
 proxy_all = df[df.kind == "proxy"]
 methods = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)}) or [("linear", "{}")]
 c1, c2, c3 = st.columns(3)
-bx = c1.selectbox("x benchmark", opts, index=min(1, len(opts) - 1), key="pareto_x")
-by = c2.selectbox("y benchmark", opts, index=min(2, len(opts) - 1), key="pareto_y")
+bx = c1.selectbox("x benchmark", opts, index=opts.index(default_x), key="pareto_x")
+by = c2.selectbox("y benchmark", opts, index=opts.index(default_y), key="pareto_y")
 mi = c3.selectbox("Proxy merge method", range(len(methods)), key="pareto_method",
                   format_func=lambda i: f"{methods[i][0]} {params_label(json.loads(methods[i][1]))}")
 method, params = methods[mi][0], json.loads(methods[mi][1])
@@ -43,6 +45,6 @@ st.markdown(
     "is a trade-off no single checkpoint offers.")
 cols = ["kind", "label", "x", "y", *eng.names]
 st.markdown("Front of merges (experts + proxies)")
-st.dataframe(pts[pts.proxy_front][cols].rename(columns={"x": bx, "y": by}), hide_index=True, width="stretch", key="pareto_proxy_front")
+st.dataframe(pts[pts.proxy_front][cols].rename(columns={"x": f"{bx} (x)", "y": f"{by} (y)"}), hide_index=True, width="stretch", key="pareto_proxy_front")
 st.markdown("Front of trained models (experts + true mixtures)")
-st.dataframe(pts[pts.true_front][cols].rename(columns={"x": bx, "y": by}), hide_index=True, width="stretch", key="pareto_true_front")
+st.dataframe(pts[pts.true_front][cols].rename(columns={"x": f"{bx} (x)", "y": f"{by} (y)"}), hide_index=True, width="stretch", key="pareto_true_front")

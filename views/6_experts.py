@@ -4,9 +4,9 @@ import streamlit as st
 
 from mixlab.diagnostics import interference
 from mixlab.plots import heatmap
-from pages._shared import engine
+from views._shared import engine
 
-st.title("🧬 Experts")
+st.title("Experts")
 eng = engine()
 
 

@@ -8,12 +8,20 @@ import streamlit as st
 
 from mixlab.analysis import nearest, weights_key
 from mixlab.plots import metric_title, simplex_figure
-from pages._shared import (
-    MIXTURE, benchmark_options, engine, job_panel, mixture, params_label, results, set_mixture, submit_evaluation,
+from views._shared import (
+    MIXTURE,
+    benchmark_options,
+    engine,
+    job_panel,
+    mixture,
+    params_label,
+    results,
+    set_mixture,
+    submit_evaluation,
     weight_inputs,
 )
 
-st.title("🔺 Simplex explorer")
+st.title("Simplex explorer")
 eng = engine()
 names = eng.names
 k = len(names)
@@ -38,7 +46,7 @@ experts = sub[sub.kind == "expert"]
 hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
 metric = sub.metric.iloc[0] if len(sub) else ""
 
-left, right = st.columns([3, 2])
+left, right = st.columns([1, 1])
 with left:
     fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], metric_title(bench, metric, hib), hib)
     event = st.plotly_chart(fig, key="simplex_plot", on_select="rerun", selection_mode=("points", "box", "lasso"),
@@ -92,7 +100,7 @@ with right:
         row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
         rows.append(row)
     table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, width="stretch", key="selected_scores")
+    st.dataframe(table.round(4), hide_index=True, width="stretch", key="selected_scores")
     if true_key is not None and not exact:
         st.caption(f"No model was trained at exactly this mixture; 'nearest true' is "
                    f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f}).")

@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.cli import DEMO_LAB
-from pages._shared import engine, lab_path
+from views._shared import engine, lab_path
 
-st.title("🧪 Lab")
+st.title("Lab")
 with st.form("lab_picker"):
     path = st.text_input("Lab folder or lab.toml", value=lab_path(), key="lab_input",
                          help=f"The demo lab is {DEMO_LAB}. Any folder with a lab.toml works.")
