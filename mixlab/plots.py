@@ -62,7 +62,8 @@ def simplex_figure(names: Sequence[str], proxy: pd.DataFrame, true: pd.DataFrame
     if selected is not None:
         sel = pd.DataFrame([list(selected)], columns=list(names)).assign(score=np.nan)
         trace(sel, "selected", dict(size=22, symbol="circle-open", color="red", line=dict(width=3, color="red")), colour=False)
-    layout = dict(height=620, margin=dict(l=60, r=60, t=60, b=60), clickmode="event+select", dragmode="select",
+    # no clickmode/dragmode here: Streamlit sets click-to-select with pan, and box/lasso sit in the modebar
+    layout = dict(height=620, margin=dict(l=60, r=60, t=60, b=60),
                   legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0))
     if k == 3:
         axis = dict(min=0, linewidth=2, ticks="outside", tickformat=".1f")

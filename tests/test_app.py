@@ -95,3 +95,10 @@ def test_library_never_imports_streamlit():
 def test_demo_lab_is_shipped():
     assert (DEMO_LAB / "lab.toml").is_file() and (DEMO_LAB / "evaluations.jsonl").is_file()
     assert shutil.which("python") or True
+
+
+def test_k4_lab_projection_view(app):
+    app.query_params["lab"] = str(DEMO_LAB.parent / "demo-k4")
+    at = _open(app, PAGES[1])
+    assert any("K=4" in c.value for c in at.caption)
+    assert "`count` **0.250**" in " ".join(m.value for m in at.markdown)

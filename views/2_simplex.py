@@ -15,6 +15,7 @@ from views._shared import (
     job_panel,
     mixture,
     params_label,
+    point_data,
     results,
     set_mixture,
     submit_evaluation,
@@ -46,30 +47,35 @@ experts = sub[sub.kind == "expert"]
 hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
 metric = sub.metric.iloc[0] if len(sub) else ""
 
+
+def on_select() -> None:
+    """Runs before the rerun a click triggers, so the page renders once, with the new mixture."""
+    k_, hib_ = st.session_state.simplex_ctx
+    state = st.session_state.get("simplex_plot")
+    points = state["selection"]["points"] if state and state.get("selection") else []
+    data = [d for d in map(point_data, points) if d is not None and len(d) > k_ and not np.isnan(d[k_])]  # w…, score
+    if not data:
+        return
+    if len(data) == 1:
+        st.session_state.region = None
+        set_mixture(data[0][:k_])
+    else:  # a box or lasso: select the region's best mixture
+        scores = [d[k_] for d in data]
+        best = int(np.argmax(scores) if hib_ else np.argmin(scores))
+        st.session_state.region = {"n": len(data), "best": data[best][:k_], "score": scores[best]}
+        set_mixture(data[best][:k_])
+
+
+st.session_state.simplex_ctx = (k, hib)
 left, right = st.columns([1, 1])
 with left:
     fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], metric_title(bench, metric, hib), hib)
-    event = st.plotly_chart(fig, key="simplex_plot", on_select="rerun", selection_mode=("points", "box", "lasso"),
-                            width="stretch")
+    st.plotly_chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"),
+                    width="stretch")
     if k > 3:
         st.caption(f"K={k}: each mixture is drawn at the weighted average of the polygon's vertices (one per expert). "
                    "Every cached mixture is visible and clickable here, which a ternary slice would not allow for "
                    "Dirichlet-sampled points; hover for the exact weights.")
-
-points = event.selection.points if event and event.selection else []
-picked = [p["customdata"][:k] for p in points if p.get("customdata") is not None and len(p["customdata"]) > k
-          and not np.isnan(p["customdata"][k])]
-signature = json.dumps(picked)
-if picked and signature != st.session_state.get("simplex_last_selection"):
-    st.session_state.simplex_last_selection = signature
-    if len(picked) == 1:
-        set_mixture(picked[0])
-    else:  # a region: select its best mixture
-        scores = [p["customdata"][k] for p in points if p.get("customdata") is not None and len(p["customdata"]) > k]
-        best = int(np.argmax(scores) if hib else np.argmin(scores))
-        st.session_state.region = {"n": len(picked), "best": picked[best], "score": scores[best]}
-        set_mixture(picked[best])
-    st.rerun()
 
 with right:
     m = mixture(eng)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from mixlab.analysis import pareto_points
 from mixlab.plots import pareto_figure
-from views._shared import benchmark_options, engine, params_label, results, set_mixture
+from views._shared import benchmark_options, engine, params_label, point_data, results, set_mixture
 
 st.title("Pareto fronts")
 eng = engine()
@@ -32,9 +32,10 @@ rows = df[(df.kind != "proxy") | ((df.method == method) & df.params.map(lambda p
 pts = pareto_points(rows, eng.names, bx, by)
 event = st.plotly_chart(pareto_figure(pts, bx, by, eng.names), key="pareto_plot", on_select="rerun",
                         selection_mode="points", width="stretch")
-sel = event.selection.points if event and event.selection else []
-if sel and sel[0].get("customdata") is not None:
-    set_mixture(sel[0]["customdata"][: len(eng.names)])
+sel = [d for d in map(point_data, event.selection.points if event and event.selection else []) if d]
+if sel and json.dumps(sel[0]) != st.session_state.get("pareto_last_selection"):
+    st.session_state.pareto_last_selection = json.dumps(sel[0])
+    set_mixture(sel[0][: len(eng.names)])
     st.caption("Selected mixture set: open the **Simplex explorer** or **Merge & evaluate** to use it.")
 
 merged_front = pts[pts.proxy_front & (pts.kind == "proxy")]

@@ -64,6 +64,14 @@ def set_mixture(weights) -> None:
         st.session_state[f"w_{i}"] = round(float(x), 4)
 
 
+def point_data(point: dict) -> list[float] | None:
+    """A selected point's customdata as a list (Plotly sends typed arrays as {"0": …, "1": …})."""
+    cd = point.get("customdata")
+    if isinstance(cd, dict):
+        cd = [cd[k] for k in sorted(cd, key=int)]
+    return None if cd is None else [float("nan") if v is None else float(v) for v in cd]
+
+
 def _rebalance(i: int, k: int) -> None:
     """Weight i was edited: scale the others so the mixture stays on the simplex."""
     w = np.asarray(st.session_state[MIXTURE], dtype=float)

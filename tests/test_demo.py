@@ -1,0 +1,64 @@
+"""The demo lab: a quick build is a real, valid lab; the shipped labs load and their cached scores
+are reproducible."""
+
+import json
+
+import pytest
+
+from mixlab.cli import DEMO_LAB, main
+from mixlab.demo.build import build_demo
+from mixlab.demo.tasks import DOMAINS, build_tokenizer, examples
+from mixlab.engine import Engine
+from mixlab.lab import load_lab
+from mixlab.store import Store
+
+K4 = DEMO_LAB.parent / "demo-k4"
+
+
+@pytest.fixture(scope="module")
+def quick_lab(tmp_path_factory):
+    return build_demo(tmp_path_factory.mktemp("demo") / "lab", quick=True, show_progress=False)
+
+
+def test_quick_build_is_a_valid_lab(quick_lab, capsys):
+    assert main(["info", str(quick_lab)]) == 0
+    out = capsys.readouterr().out
+    assert "experts (3):" in out and "lora" in out and "true mixtures: 3" in out
+    lab = load_lab(quick_lab)
+    assert [b.name for b in lab.benchmarks] == ["add", "add-loss", "rev", "rev-loss", "sort", "sort-loss"]
+    info = json.loads((quick_lab / "build_info.json").read_text())
+    assert info["quick"] and info["seconds"] < 60
+
+
+def test_training_really_happened(quick_lab):
+    engine = Engine(load_lab(quick_lab), Store(quick_lab / "check.sqlite"))
+    base = {e.benchmark: e.score for e in engine.base_scores()}
+    experts = {(e.label, e.benchmark): e.score for e in engine.expert_scores()}
+    for domain in ("add", "rev", "sort"):  # each expert is better than the base on its own domain (lower loss)
+        assert experts[(domain, f"{domain}-loss")] < base[f"{domain}-loss"] - 0.05, domain
+
+
+def test_the_shipped_cache_matches_a_fresh_evaluation(tmp_path):
+    lab = load_lab(DEMO_LAB)
+    shipped = Engine(lab, Store(tmp_path / "shipped.sqlite", seed_from=DEMO_LAB / "evaluations.jsonl"))
+    cached = {(e.label, e.benchmark): e.score for e in shipped.cached("expert")}
+    assert len(cached) == 18 and len(shipped.cached("true")) == 46 * 6 and len(shipped.cached("proxy")) >= 106 * 6
+    fresh = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
+    for e in fresh.expert_scores(["rev", "rev-loss"]):
+        assert e.score == pytest.approx(cached[(e.label, e.benchmark)], rel=1e-5, abs=1e-6)
+
+
+def test_the_k4_lab_ships_with_its_presets():
+    lab = load_lab(K4)
+    assert lab.expert_names == ["add", "rev", "sort", "count"] and len(lab.manifest.true_mixtures) == 21
+    engine = Engine(lab, Store(":memory:", seed_from=K4 / "evaluations.jsonl"))
+    assert len(engine.cached("true")) == 21 * 8 and len(engine.cached("proxy")) == 77 * 8
+
+
+def test_tasks_and_tokenizer():
+    tok = build_tokenizer()
+    for d in DOMAINS:
+        for prompt, answer in examples(d, 20, 0):
+            ids = tok(prompt + answer + "\n", add_special_tokens=False)["input_ids"]
+            assert tok.unk_token_id not in ids and tok.decode(ids) == prompt + answer + "\n"
+    assert examples("rev", 3, 1) == examples("rev", 3, 1) != examples("rev", 3, 2)
