@@ -111,13 +111,17 @@ def cmd_sweep(args) -> None:
     k = len(engine.names)
     if args.grid == "paper":
         points = paper_grid(k, args.seed)
+    elif args.grid == "true":
+        points = [engine.lab.true_mixture_weights(t).weights for t in engine.lab.manifest.true_mixtures]
+        if not points:
+            raise MixlabError(f"lab {engine.lab.name!r} has no true mixtures for --grid true")
     elif args.grid.startswith("dirichlet:"):
         points = dirichlet(k, int(args.grid.split(":", 1)[1]), 1.0, args.seed)
     else:
         try:
             step = float(args.grid)
         except ValueError:
-            raise MixlabError(f"--grid must be a step like 0.1, 'paper' or 'dirichlet:N', got {args.grid!r}") from None
+            raise MixlabError(f"--grid must be a step like 0.1, 'paper', 'true' or 'dirichlet:N', got {args.grid!r}") from None
         points = grid_from_step(k, step)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     with _Bar(f"sweeping {len(mixtures)} mixtures") as bar:
@@ -192,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "eval":
             s.add_argument("--refresh", action="store_true", help="re-evaluate even if cached")
         else:
-            s.add_argument("--grid", default="0.1", help="step like 0.1, 'paper' (the seed paper's presets) or dirichlet:N")
+            s.add_argument("--grid", default="0.1", help="step like 0.1, 'paper' (the seed paper's presets), 'true' (the lab's true-mixture points) or dirichlet:N")
             s.add_argument("--seed", type=int, default=0, help="seed for Dirichlet draws")
 
     s = lab_cmd("report", "Rank correlation of cached proxy scores with true-mixture scores, per benchmark.", cmd_report)

@@ -90,22 +90,22 @@ def dare_drop(delta: Tensor, params: Params, generator: torch.Generator | None =
     return delta * keep / (1.0 - p)
 
 
-def sign_consensus(base: Tensor, deltas: Sequence[Tensor], weights: Tensor, params: Params) -> Tensor:
+def sign_consensus(base: Tensor, deltas: Sequence[Tensor] | Tensor, weights: Tensor, params: Params) -> Tensor:
     """TIES steps 2-3 on (already trimmed) τ̂_i, then θ = θ_0 + λ·τ_m.
 
-    Elect γ = sign(Σ_i w_i τ̂_i) per entry; the agreeing experts A = {i : τ̂_i ≠ 0, sign τ̂_i = γ};
-    τ_m = Σ_{i∈A} w_i τ̂_i / Σ_{i∈A} w_i with ``normalize`` (the weighted disjoint mean, as mergekit),
-    or Σ_{i∈A} w_i τ̂_i without; τ_m = 0 where A is empty.
+    Elect γ = sign(Σ_i w_i τ̂_i) per entry; the agreeing experts A = {i : τ̂_i ≠ 0, sign τ̂_i = γ}
+    (equivalently τ̂_i·γ > 0); τ_m = Σ_{i∈A} w_i τ̂_i / Σ_{i∈A} w_i with ``normalize`` (the weighted
+    disjoint mean, as mergekit), or Σ_{i∈A} w_i τ̂_i without; τ_m = 0 where A is empty.
     """
-    stacked = torch.stack(list(deltas))  # (K, *shape)
+    stacked = deltas if isinstance(deltas, Tensor) else torch.stack(list(deltas))  # (K, *shape)
     w = _weights_like(weights, stacked)
-    weighted = w * stacked
+    weighted = stacked * w
     elected = torch.sign(weighted.sum(0))
-    agree = (torch.sign(stacked) == elected) & (stacked != 0)
-    merged = (weighted * agree).sum(0)
+    agree = stacked * elected > 0  # τ̂_i ≠ 0 with the elected sign
+    merged = torch.where(agree, weighted, 0.0).sum(0)
     if params["normalize"]:
-        denom = (w * agree).sum(0)
-        merged = torch.where(denom > 0, merged / denom.clamp_min(1e-30), torch.zeros_like(merged))
+        denom = torch.where(agree, w, 0.0).sum(0)
+        merged = torch.where(denom > 0, merged / denom.clamp_min(1e-30), 0.0)
     return base + params["scale"] * merged
 
 
@@ -197,6 +197,7 @@ DROP = Param("drop_rate", float, 0.9, "p: probability of dropping each entry; su
 SEED = Param("seed", int, 0, "seed of the random drops", 0, 2**31 - 1)
 
 _REGISTRY: dict[str, MergeMethod] = {}
+CHUNK = 1 << 18  # elements per chunk in the in-memory merger (~1 MB float32: stays in cache)
 
 
 def register(method: MergeMethod) -> MergeMethod:
@@ -457,9 +458,12 @@ class Merger:
     """Base and task vectors held in memory once; :meth:`write` re-merges any mixture into a model's
     tensors in place, so scoring a new mixture costs one pass over memory instead of K+1 model loads.
 
-    Work that does not depend on w (TIES trims, DARE drops) is computed once per (method, params) and
-    reused. LoRA experts stay factored: a linear merge of a LoRA module is one addmm with the
-    rank-concatenated factors, θ = θ_0 + [c_1 B_1 … c_K B_K] @ [A_1; …; A_K].
+    - LoRA experts stay factored: a linear merge of a module is one addmm with the rank-concatenated
+      factors, θ = θ_0 + [c_1 B_1 … c_K B_K] @ [A_1; …; A_K].
+    - Dense task vectors are stacked per tensor as D (K, n) float32, so a linear merge is one fused
+      addmm, θ = θ_0 + c @ D, written straight into the model's tensor: K+1 reads and one write.
+    - Work that does not depend on w (TIES trims, DARE drops) is done once per (method, params) and
+      kept (one prepared set at a time, so memory stays about 2K copies of the changed tensors).
     """
 
     def __init__(self, base: Checkpoint, experts: Sequence[TaskVector], exclude: Sequence[str] = (), device="cpu"):
@@ -468,44 +472,42 @@ class Merger:
         self.exclude = tuple(exclude)
         changed = set().union(*(e.keys() for e in self.experts))
         self.keys = [k for k in base.keys() if k in changed and not is_excluded(k, self.exclude)]
-        self.base = {k: base.get(k).to(self.device) for k in self.keys}  # θ_0, original dtype
-        self._dense: dict[str, list[Tensor | None]] | None = None
-        self._prepared: dict[tuple, dict[str, list[Tensor]]] = {}
+        # θ_0 in float32: merges accumulate in float32, and a float32 base saves a cast per merge
+        self.base = {k: base.get(k).to(self.device, torch.float32) for k in self.keys}
+        self.factored = all(isinstance(e, LoraTaskVector) and not e.replaced for e in self.experts)
+        self._stacks: dict[str, Tensor] = {}
+        self._prepared: tuple[tuple, dict[str, Tensor]] | None = None
 
-    def _deltas(self) -> dict[str, list[Tensor | None]]:
-        if self._dense is None:
-            self._dense = {
-                k: [None if (d := e.delta(k)) is None else d.to(self.device) for e in self.experts] for k in self.keys
-            }
-        return self._dense
+    def stack(self, key: str) -> Tensor:
+        """D[key]: the experts' dense τ for one tensor, (K, *shape) float32, built once."""
+        if key not in self._stacks:
+            shape = self.base[key].shape
+            rows = [e.delta(key) if key in set(e.keys()) else None for e in self.experts]
+            self._stacks[key] = torch.stack(
+                [torch.zeros(shape) if r is None else r for r in rows]).to(self.device, torch.float32)
+        return self._stacks[key]
 
-    def _lora_linear(self, key: str) -> bool:
-        return all(isinstance(e, LoraTaskVector) and not e.replaced for e in self.experts)
-
-    def prepared(self, method: MergeMethod, params: dict) -> dict[str, list[Tensor]]:
-        """τ̂_i per tensor for methods with a w-independent ``prepare`` (cached); else dense τ_i."""
-        dense = self._deltas()
-        if method.prepare is None:
-            return {k: [d if d is not None else torch.zeros_like(self.base[k], dtype=torch.float32) for d in ds] for k, ds in dense.items()}
+    def prepared(self, method: MergeMethod, params: dict) -> dict[str, Tensor]:
+        """τ̂ = prepare(τ) per tensor for methods with a w-independent step (cached for one (method, params))."""
         cache_key = (method.name, tuple(sorted(params.items())))
-        if cache_key not in self._prepared:
+        if self._prepared is None or self._prepared[0] != cache_key:
+            self._prepared = None  # free the previous set first
             out = {}
-            for k, ds in dense.items():
-                out[k] = []
-                for e, d in zip(self.experts, ds):
-                    d = torch.zeros_like(self.base[k], dtype=torch.float32) if d is None else d
-                    g = generator_for(params["seed"], e.name, k, self.device) if method.seeded else None
-                    out[k].append(method.prepare(d, params, g))
-            self._prepared = {cache_key: out}  # keep one prepared set: memory stays K × model
-        return self._prepared[cache_key]
+            for k in self.keys:
+                d = self.stack(k)
+                out[k] = torch.stack([
+                    method.prepare(d[i], params, generator_for(params["seed"], e.name, k, self.device) if method.seeded else None)
+                    for i, e in enumerate(self.experts)])
+            self._prepared = (cache_key, out)
+        return self._prepared[1]
 
     @torch.no_grad()
     def write(self, target: Mapping[str, Tensor], spec: MergeSpec) -> None:
         """Overwrite ``target[key]`` (a model's parameters) with the merge of ``spec`` for every changed key."""
         method, params = spec.resolved()
         w = validate_weights(spec.weights, len(self.experts))
-        if method.linear_in_task_vectors and all(isinstance(e, LoraTaskVector) and not e.replaced for e in self.experts):
-            lam = params.get("scale", 1.0)
+        lam = params.get("scale", 1.0)
+        if method.linear_in_task_vectors and self.factored:
             for k in self.keys:
                 a_parts, b_parts, transpose = [], [], False
                 for e, wi in zip(self.experts, w):
@@ -514,13 +516,32 @@ class Merger:
                         a_parts.append(f.a.to(self.device))
                         b_parts.append(f.b.to(self.device) * (lam * wi * f.scale))
                         transpose = f.transpose
-                out = self.base[k].float()
+                out = self.base[k]
                 if a_parts:
                     delta = torch.cat(b_parts, 1) @ torch.cat(a_parts, 0)  # (out, Σr) @ (Σr, in)
                     out = out + (delta.T if transpose else delta)
                 target[k].copy_(out)
             return
-        deltas = self.prepared(method, params)
         wt = torch.tensor(w, dtype=torch.float32, device=self.device)
+        stacks = None
+        if not method.linear_in_task_vectors:
+            stacks = self.prepared(method, params) if method.prepare is not None else {k: self.stack(k) for k in self.keys}
         for k in self.keys:
-            target[k].copy_(method.combine(self.base[k].float(), deltas[k], wt, params))
+            base, dst = self.base[k].view(-1), target[k]
+            d = (self.stack(k) if stacks is None else stacks[k]).view(len(w), -1)  # (K, n)
+            direct = dst.dtype == torch.float32 and dst.is_contiguous()
+            flat = dst.view(-1) if direct else None
+            for s0 in range(0, base.numel(), CHUNK):  # chunks stay in cache between the passes over them
+                s1 = s0 + CHUNK
+                if stacks is None:  # θ_0 + Σ c_i τ_i as chained adds: each chunk read once from memory
+                    out = flat[s0:s1] if direct else torch.empty_like(base[s0:s1])
+                    out.copy_(base[s0:s1])
+                    for i, wi in enumerate(w):
+                        if wi > 0:
+                            out.add_(d[i, s0:s1], alpha=lam * wi)
+                else:
+                    out = method.combine(base[s0:s1], d[:, s0:s1], wt, params)
+                    if direct:
+                        flat[s0:s1] = out
+                if not direct:
+                    dst.view(-1)[s0:s1] = out.to(dst.dtype)

@@ -113,7 +113,6 @@ class Store:
 
     def __init__(self, path: str | Path, *, seed_from: Path | None = None):
         self.path = Path(path)
-        fresh = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -134,8 +133,27 @@ class Store:
                 self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise self._error("open", e) from None
-        if fresh and seed_from is not None and seed_from.is_file():
-            self.import_jsonl(seed_from)
+        if seed_from is not None and not self.readonly:
+            self.sync_export(Path(seed_from))
+
+    def sync_export(self, path: Path) -> int:
+        """Import a lab's committed export once per version of it (its sha256 is recorded), so a
+        cache shared by several labs, or older than the export, still has every shipped score."""
+        if not path.is_file():
+            return 0
+        digest = sha256(path.read_bytes()).hexdigest()
+        try:
+            seen = self._db.execute("SELECT 1 FROM meta WHERE name = ?", (f"import:{digest}",)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        if seen:
+            return 0
+        n = self.import_jsonl(path)
+        try:
+            self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (f"import:{digest}", str(path)))
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+        return n
 
     def _error(self, action: str, e: Exception) -> CacheError:
         text = str(e)

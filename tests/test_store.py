@@ -118,3 +118,15 @@ def test_read_only_cache_reads_and_refuses_writes_clearly(tmp_path, monkeypatch)
     with pytest.raises(CacheError, match=r"cannot write: attempt to write a readonly database \(the file or its folder is read-only"):
         ro.put(ev(key="new"))
     assert ro.count() == 1
+
+
+def test_an_existing_cache_picks_up_a_labs_export_once(tmp_path):
+    src = Store(tmp_path / "src.sqlite")
+    src.put([ev(key=f"k{i}") for i in range(3)])
+    src.export_jsonl(tmp_path / "e.jsonl")
+    shared = Store(tmp_path / "shared.sqlite")
+    shared.put(ev(key="mine", score=0.9))
+    shared.close()
+    again = Store(tmp_path / "shared.sqlite", seed_from=tmp_path / "e.jsonl")
+    assert again.count() == 4 and again.get("mine").score == 0.9
+    assert again.sync_export(tmp_path / "e.jsonl") == 0  # already imported

@@ -95,19 +95,15 @@ def weight_inputs(eng: Engine, key: str = "") -> None:
 def results(eng: Engine) -> pd.DataFrame:
     """Every cached score of the lab (all methods), with the pseudo-benchmark 'mean' of the
     higher-is-better benchmarks; recomputed only when the cache changes."""
-    return _results(eng.lab.root.as_posix(), eng.models_fp, eng.store.version())
+    return _results(eng, eng.lab.root.as_posix(), eng.models_fp, eng.store.version())
 
 
 @st.cache_resource(max_entries=8)
-def _results(root: str, models_fp: str, version: tuple) -> pd.DataFrame:
-    eng = next(e for e in _engines() if e.models_fp == models_fp)
-    df = eng.results()
-    up = [b.name for b in eng.lab.benchmarks if b.evaluator != "lm_loss"]
+def _results(_eng: Engine, root: str, models_fp: str, version: tuple) -> pd.DataFrame:
+    """Keyed by lab, expert set and cache version (the engine itself is not hashed). Read-only."""
+    df = _eng.results()
+    up = [b.name for b in _eng.lab.benchmarks if b.evaluator != "lm_loss"]
     return with_mean(df, [b for b in up if b in set(df.benchmark)]) if len(df) else df
-
-
-def _engines() -> list[Engine]:
-    return [_engine(lab_path(), _mtime(lab_path()))]
 
 
 def _mtime(path: str) -> float:
