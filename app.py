@@ -9,13 +9,17 @@ from views._shared import lab_path
 
 st.set_page_config(page_title="mixlab", page_icon=":material/science:", layout="wide")
 lab_path()  # read ?lab= once per session
-nav = st.navigation([
-    st.Page("views/1_lab.py", title="Lab", icon=":material/science:", default=True),
-    st.Page("views/2_simplex.py", title="Simplex explorer", icon=":material/change_history:", url_path="simplex"),
-    st.Page("views/3_merge.py", title="Merge & evaluate", icon=":material/merge:", url_path="merge"),
-    st.Page("views/4_proxy_vs_true.py", title="Proxy vs true", icon=":material/scatter_plot:", url_path="proxy-vs-true"),
-    st.Page("views/5_pareto.py", title="Pareto fronts", icon=":material/stacked_line_chart:", url_path="pareto"),
-    st.Page("views/6_experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
-])
+nav = st.navigation(
+    [
+        st.Page("views/1_lab.py", title="Lab", icon=":material/science:", default=True),
+        st.Page("views/2_simplex.py", title="Simplex explorer", icon=":material/change_history:", url_path="simplex"),
+        st.Page("views/3_merge.py", title="Merge & evaluate", icon=":material/merge:", url_path="merge"),
+        st.Page(
+            "views/4_proxy_vs_true.py", title="Proxy vs true", icon=":material/scatter_plot:", url_path="proxy-vs-true"
+        ),
+        st.Page("views/5_pareto.py", title="Pareto fronts", icon=":material/stacked_line_chart:", url_path="pareto"),
+        st.Page("views/6_experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
+    ]
+)
 st.sidebar.caption(f"Lab: `{lab_path()}`")
 nav.run()

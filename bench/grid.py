@@ -43,15 +43,21 @@ def main() -> None:
         # a copy of the lab whose benchmarks are limited to --examples
         lab_dir = tmp / "lab"
         shutil.copytree(src.root, lab_dir, ignore=shutil.ignore_patterns(".mixlab", "evaluations.jsonl"))
-        toml = (lab_dir / "lab.toml").read_text().replace("[[benchmarks]]\n", f"[[benchmarks]]\nlimit = {args.examples}\n")
+        toml = (
+            (lab_dir / "lab.toml").read_text().replace("[[benchmarks]]\n", f"[[benchmarks]]\nlimit = {args.examples}\n")
+        )
         (lab_dir / "lab.toml").write_text(toml)
         lab = load_lab(lab_dir)
         names = lab.expert_names
         grid = [Mixture.of(names, w) for w in grid_from_step(len(names), 0.1)]
-        print(f"lab {src.name}: {len(names)} LoRA experts, {len(grid)} mixtures, {args.examples} examples, "
-              f"batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-        print(f"\n{'benchmark':<18} {'floor s':>8} {'engine s':>9} {'path':<12} {'×floor':>7} {'per-mixture s':>14} "
-              f"{'batched ×':>10} {'naive s':>8} {'naive/engine':>12}")
+        print(
+            f"lab {src.name}: {len(names)} LoRA experts, {len(grid)} mixtures, {args.examples} examples, "
+            f"batch {args.batch}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        )
+        print(
+            f"\n{'benchmark':<18} {'floor s':>8} {'engine s':>9} {'path':<12} {'×floor':>7} {'per-mixture s':>14} "
+            f"{'batched ×':>10} {'naive s':>8} {'naive/engine':>12}"
+        )
         for bench in ("rev-loss", "rev"):
             b = lab.benchmark(bench)
             probe = Engine(lab, Store(tmp / f"probe-{bench}.sqlite"), device="cpu", batch_size=args.batch)
@@ -63,7 +69,7 @@ def main() -> None:
                 run_benchmark(model, tok, b, examples, torch.device("cpu"), batch_size=args.batch)
             floor = time.perf_counter() - t
 
-            def timed(path: str) -> float:
+            def timed(path: str, bench: str = bench) -> float:
                 eng = Engine(lab, Store(tmp / f"{bench}-{path}.sqlite"), device="cpu", batch_size=args.batch)
                 eng.model  # noqa: B018 - load outside the timing, as the app does once
                 t0 = time.perf_counter()
@@ -85,8 +91,10 @@ def main() -> None:
                 tk = AutoTokenizer.from_pretrained(out, local_files_only=True)
                 run_benchmark(mdl, tk, b, examples, torch.device("cpu"), batch_size=args.batch)
             naive = (time.perf_counter() - t) / args.naive_mixtures * len(grid)
-            print(f"{bench:<18} {floor:>8.2f} {engine:>9.2f} {auto_path:<12} {engine / floor:>7.2f} {per_mixture:>14.2f} "
-                  f"{per_mixture / batched:>10.2f} {naive:>8.1f} {naive / engine:>12.1f}")
+            print(
+                f"{bench:<18} {floor:>8.2f} {engine:>9.2f} {auto_path:<12} {engine / floor:>7.2f} {per_mixture:>14.2f} "
+                f"{per_mixture / batched:>10.2f} {naive:>8.1f} {naive / engine:>12.1f}"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

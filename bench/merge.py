@@ -4,8 +4,8 @@
 
 Builds a Llama-shaped base (default ≈0.37B params) and 3 bf16 full fine-tune experts as safetensors in a
 temp folder, loads them once into a :class:`mixlab.merge.Merger`, and times re-merging new mixtures
-into a preallocated float32 model. Throughput counts the bytes a merge must touch: the base, the K
-float32 task vectors (or prepared TIES vectors) read, and the model written. The memcpy reference is
+into a preallocated float32 model. Throughput counts the bytes a merge moves: the float32 base and the
+K float32 task vectors (or prepared TIES vectors) read, the float32 model written — 20 bytes/param. The memcpy reference is
 ``dst.copy_(src)`` on a float32 buffer as large as the model (read + write). Also times the streamed
 disk→disk merge (``save_merged``) and, with --mergekit and mergekit-yaml on PATH, mergekit on the
 same files. Prints medians and ratios; nothing here asserts a time.
@@ -14,6 +14,7 @@ same files. Prints medians and ratios; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -33,14 +34,24 @@ from mixlab.merge import Merger, MergeSpec, get_method, save_merged  # noqa: E40
 
 def llama_state(layers: int, hidden: int, inter: int, vocab: int, seed: int, base: dict | None = None) -> dict:
     g = torch.Generator().manual_seed(seed)
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+    shapes = {
+        "model.embed_tokens.weight": (vocab, hidden),
+        "lm_head.weight": (vocab, hidden),
+        "model.norm.weight": (hidden,),
+    }
     for i in range(layers):
         p = f"model.layers.{i}."
-        shapes |= {p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
-                   p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-                   p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
-                   p + "mlp.down_proj.weight": (hidden, inter), p + "input_layernorm.weight": (hidden,),
-                   p + "post_attention_layernorm.weight": (hidden,)}
+        shapes |= {
+            p + "self_attn.q_proj.weight": (hidden, hidden),
+            p + "self_attn.k_proj.weight": (hidden, hidden),
+            p + "self_attn.v_proj.weight": (hidden, hidden),
+            p + "self_attn.o_proj.weight": (hidden, hidden),
+            p + "mlp.gate_proj.weight": (inter, hidden),
+            p + "mlp.up_proj.weight": (inter, hidden),
+            p + "mlp.down_proj.weight": (hidden, inter),
+            p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,),
+        }
     out = {}
     for k, shape in shapes.items():
         t = torch.randn(shape, generator=g) * 0.02
@@ -51,10 +62,22 @@ def llama_state(layers: int, hidden: int, inter: int, vocab: int, seed: int, bas
 def write_model(folder: Path, state: dict, layers: int, hidden: int, inter: int, vocab: int) -> None:
     folder.mkdir(parents=True)
     save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": inter,
-        "num_hidden_layers": layers, "num_attention_heads": hidden // 64, "num_key_value_heads": hidden // 64,
-        "vocab_size": vocab, "torch_dtype": "bfloat16", "tie_word_embeddings": False}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "hidden_size": hidden,
+                "intermediate_size": inter,
+                "num_hidden_layers": layers,
+                "num_attention_heads": hidden // 64,
+                "num_key_value_heads": hidden // 64,
+                "vocab_size": vocab,
+                "torch_dtype": "bfloat16",
+                "tie_word_embeddings": False,
+            }
+        )
+    )
 
 
 def median_time(fn, repeats: int) -> float:
@@ -86,13 +109,15 @@ def main() -> None:
         del base_state
         base = load_base(tmp / "base")
         experts = [load_task_vector(f"e{i}", tmp / f"e{i}", base) for i in range(3)]
-        print(f"model: {n_params / 1e9:.3f}B params, 3 bf16 full experts; torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
+        print(
+            f"model: {n_params / 1e9:.3f}B params, 3 bf16 full experts; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads"
+        )
 
         model_bytes = n_params * 4  # float32 model / task vectors
         src, dst = torch.empty(n_params), torch.empty(n_params)
         src.normal_()
-        memcpy = median_time(lambda: dst.copy_(src), args.repeats)
+        memcpy = median_time(functools.partial(dst.copy_, src), args.repeats)
         memcpy_gbs = 2 * model_bytes / memcpy / 1e9
         del src, dst
 
@@ -103,8 +128,8 @@ def main() -> None:
             merger.stack(k)
         setup = time.perf_counter() - t
         ws = iter([(0.2, 0.3, 0.5), (0.5, 0.25, 0.25), (0.1, 0.8, 0.1), (0.3, 0.3, 0.4), (0.6, 0.2, 0.2)] * 10)
-        # bytes a re-merge must touch: base (bf16) + K float32 vectors read, float32 model written
-        touched = n_params * 2 + 3 * model_bytes + model_bytes
+        # bytes a re-merge moves: the float32 base and K float32 task vectors read, the float32 model written
+        touched = model_bytes + 3 * model_bytes + model_bytes
         linear = median_time(lambda: merger.write(target, MergeSpec("linear", next(ws))), args.repeats)
         ties_params = get_method("ties").resolve({"density": 0.2})
         t = time.perf_counter()
@@ -112,8 +137,10 @@ def main() -> None:
         ties_first = time.perf_counter() - t
         ties = median_time(lambda: merger.write(target, MergeSpec("ties", next(ws), ties_params)), args.repeats)
 
-        streamed = median_time(lambda: save_merged(base, experts, MergeSpec("linear", (0.2, 0.3, 0.5)), tmp / "out",
-                                                   overwrite=True), max(1, args.repeats // 2))
+        streamed = median_time(
+            lambda: save_merged(base, experts, MergeSpec("linear", (0.2, 0.3, 0.5)), tmp / "out", overwrite=True),
+            max(1, args.repeats // 2),
+        )
         rows = [
             ("memcpy (read + write)", memcpy, memcpy_gbs, 1.0),
             ("in-memory linear re-merge", linear, touched / linear / 1e9, touched / linear / 1e9 / memcpy_gbs),
@@ -123,18 +150,29 @@ def main() -> None:
         for name, sec, gbs, ratio in rows:
             print(f"{name:<42} {sec:>9.3f} {gbs:>7.1f} {ratio:>9.2f}")
         print(f"\none-time: task vectors stacked in {setup:.2f} s; first TIES merge (with trims) {ties_first:.2f} s")
-        print(f"streamed disk→disk linear merge (save_merged): {streamed:.2f} s "
-              f"= {streamed / linear:.0f}× an in-memory re-merge")
+        print(
+            f"streamed disk→disk linear merge (save_merged): {streamed:.2f} s "
+            f"= {streamed / linear:.0f}× an in-memory re-merge"
+        )
         if args.mergekit:
             exe = shutil.which("mergekit-yaml")
             if exe is None:
                 print("mergekit: skipped (mergekit-yaml not on PATH; pip install mergekit in another venv)")
             else:
                 cfg = tmp / "mk.yaml"
-                cfg.write_text("merge_method: linear\ndtype: bfloat16\nmodels:\n" + "".join(
-                    f"  - model: {tmp / f'e{i}'}\n    parameters:\n      weight: {w}\n" for i, w in enumerate((0.2, 0.3, 0.5))))
-                mk = median_time(lambda: subprocess.run([exe, str(cfg), str(tmp / "mk"), "--allow-crimes"], check=True,
-                                                        capture_output=True), max(1, args.repeats // 2))
+                cfg.write_text(
+                    "merge_method: linear\ndtype: bfloat16\nmodels:\n"
+                    + "".join(
+                        f"  - model: {tmp / f'e{i}'}\n    parameters:\n      weight: {w}\n"
+                        for i, w in enumerate((0.2, 0.3, 0.5))
+                    )
+                )
+                mk = median_time(
+                    lambda: subprocess.run(
+                        [exe, str(cfg), str(tmp / "mk"), "--allow-crimes"], check=True, capture_output=True
+                    ),
+                    max(1, args.repeats // 2),
+                )
                 print(f"mergekit-yaml linear, whole process: {mk:.2f} s = {mk / linear:.0f}× an in-memory re-merge")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,14 @@ from mixlab.lab import Lab, load_lab
 from mixlab.simplex import Mixture
 
 __all__ = [
-    "CacheError", "EvaluationError", "ExpertError", "Lab", "ManifestError", "MergeError", "MixlabError",
-    "Mixture", "MixtureWeightsError", "load_lab",
+    "CacheError",
+    "EvaluationError",
+    "ExpertError",
+    "Lab",
+    "ManifestError",
+    "MergeError",
+    "MixlabError",
+    "Mixture",
+    "MixtureWeightsError",
+    "load_lab",
 ]

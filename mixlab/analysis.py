@@ -46,8 +46,14 @@ def _corr(method: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def rank_correlation(proxy: Sequence[float], true: Sequence[float], method: str = "spearman",
-                     n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Correlation:
+def rank_correlation(
+    proxy: Sequence[float],
+    true: Sequence[float],
+    method: str = "spearman",
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Correlation:
     """Rank correlation of proxy and true scores over the same mixtures, with a bootstrap CI."""
     if method not in ("spearman", "kendall"):
         raise MixlabError(f"unknown rank correlation {method!r}; use spearman or kendall")
@@ -157,8 +163,10 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     directions = set(sub.higher_is_better)
     if len(directions) > 1:
         raise MixlabError(f"cannot average benchmarks of opposite directions: {', '.join(benchmarks)}")
-    model = pd.Series([f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
-                      index=sub.index)  # one key per model (a proxy is its method + params + weights)
+    model = pd.Series(
+        [f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
+        index=sub.index,
+    )  # one key per model (a proxy is its method + params + weights)
     stats_ = sub.groupby(model, sort=False).agg(score=("score", "mean"), k=("benchmark", "nunique"))
     complete = stats_.index[stats_.k == len(set(benchmarks))]
     if len(complete) == 0:

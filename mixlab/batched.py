@@ -34,8 +34,15 @@ def supports_batched(experts: Sequence[TaskVector]) -> str | None:
 class MixtureLinear(nn.Module):
     """A base nn.Linear plus every expert's LoRA factors, mixed per batch row."""
 
-    def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor, group: torch.Tensor, scale: torch.Tensor,
-                 state: MixtureState):
+    def __init__(
+        self,
+        base: nn.Linear,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        group: torch.Tensor,
+        scale: torch.Tensor,
+        state: MixtureState,
+    ):
         super().__init__()
         self.base = base
         self.register_buffer("a", a, persistent=False)  # (R, in)
@@ -89,8 +96,17 @@ class BatchedLora:
                 group.append(torch.full((r,), k, dtype=torch.long))
                 scale.append(torch.full((r,), f.scale))
             self._original[name] = base
-            self._install(name, MixtureLinear(base, torch.cat(a).to(device), torch.cat(b, 1).to(device),
-                                              torch.cat(group).to(device), torch.cat(scale).to(device), self.state))
+            self._install(
+                name,
+                MixtureLinear(
+                    base,
+                    torch.cat(a).to(device),
+                    torch.cat(b, 1).to(device),
+                    torch.cat(group).to(device),
+                    torch.cat(scale).to(device),
+                    self.state,
+                ),
+            )
 
     def _install(self, name: str, module: nn.Module) -> None:
         parent_name, _, child = name.rpartition(".")

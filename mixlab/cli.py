@@ -78,16 +78,38 @@ def cmd_merge(args) -> None:
     engine = _engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
     with _Bar("merging", "tensor") as bar:
-        out = engine.export(mixture, Path(args.out), args.method, _params(args.param), adapter=args.adapter,
-                            overwrite=args.overwrite, progress=bar)
+        out = engine.export(
+            mixture,
+            Path(args.out),
+            args.method,
+            _params(args.param),
+            adapter=args.adapter,
+            overwrite=args.overwrite,
+            progress=bar,
+        )
     print(f"wrote {'PEFT adapter' if args.adapter else 'model'} {out} ({mixture.label()})")
 
 
 def _print_evals(evals, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{"benchmark": e.benchmark, "metric": e.metric, "score": e.score,
-                           "higher_is_better": e.higher_is_better, "n": e.n, "weights": e.weights,
-                           "method": e.method, "params": e.params} for e in evals], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "benchmark": e.benchmark,
+                        "metric": e.metric,
+                        "score": e.score,
+                        "higher_is_better": e.higher_is_better,
+                        "n": e.n,
+                        "weights": e.weights,
+                        "method": e.method,
+                        "params": e.params,
+                    }
+                    for e in evals
+                ],
+                indent=2,
+            )
+        )
         return
     for e in evals:
         arrow = "↑" if e.higher_is_better else "↓"
@@ -100,7 +122,9 @@ def cmd_eval(args) -> None:
     engine = _engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
     with _Bar("evaluating") as bar:
-        evals = engine.proxy(mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=bar)
+        evals = engine.proxy(
+            mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=bar
+        )
     _print_evals(evals, args.json)
 
 
@@ -121,7 +145,9 @@ def cmd_sweep(args) -> None:
         try:
             step = float(args.grid)
         except ValueError:
-            raise MixlabError(f"--grid must be a step like 0.1, 'paper', 'true' or 'dirichlet:N', got {args.grid!r}") from None
+            raise MixlabError(
+                f"--grid must be a step like 0.1, 'paper', 'true' or 'dirichlet:N', got {args.grid!r}"
+            ) from None
         points = grid_from_step(k, step)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     with _Bar(f"sweeping {len(mixtures)} mixtures") as bar:
@@ -139,8 +165,10 @@ def cmd_report(args) -> None:
     df = engine.results(args.method, _params(args.param))
     up = [b.name for b in engine.lab.benchmarks if b.evaluator != "lm_loss" and b.name in set(df.benchmark)]
     df = with_mean(df, up)
-    print(f"proxy ({args.method or engine.lab.manifest.merge.method}) vs true mixtures in {engine.lab.name}; "
-          f"'{MEAN}' = mean of {', '.join(up) or 'nothing'}")
+    print(
+        f"proxy ({args.method or engine.lab.manifest.merge.method}) vs true mixtures in {engine.lab.name}; "
+        f"'{MEAN}' = mean of {', '.join(up) or 'nothing'}"
+    )
     print(f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  proxy pick: true rank, regret")
     for b in [*[b.name for b in engine.lab.benchmarks], MEAN]:
         pairs = paired(df, engine.names, b)
@@ -158,8 +186,9 @@ def cmd_report(args) -> None:
 def cmd_demo_build(args) -> None:
     from mixlab.demo.build import build_demo
 
-    out = build_demo(args.out, domains=args.domains, quick=args.quick, full=args.full, seed=args.seed,
-                     overwrite=args.overwrite)
+    out = build_demo(
+        args.out, domains=args.domains, quick=args.quick, full=args.full, seed=args.seed, overwrite=args.overwrite
+    )
     print(f"built demo lab {out}")
 
 
@@ -177,8 +206,12 @@ def parser() -> argparse.ArgumentParser:
         if weights:
             s.add_argument("--weights", required=True, help="0.2,0.3,0.5 (expert order) or name=0.2,other=0.8")
             s.add_argument("--normalize", action="store_true", help="rescale weights to sum to 1")
-        s.add_argument("--method", default=None, help="linear, task_arithmetic, ties, dare_linear, dare_ties (default: the lab's)")
-        s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, repeatable")
+        s.add_argument(
+            "--method", default=None, help="linear, task_arithmetic, ties, dare_linear, dare_ties (default: the lab's)"
+        )
+        s.add_argument(
+            "--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, repeatable"
+        )
 
     lab_cmd("info", "Show a lab's experts, benchmarks, true mixtures and cached evaluations.", cmd_info)
     s = lab_cmd("merge", "Merge the experts with mixture weights and write the model.", cmd_merge)
@@ -186,8 +219,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (Hugging Face model, or PEFT adapter with --adapter)")
     s.add_argument("--adapter", action="store_true", help="write a rank-concatenated PEFT adapter (linear LoRA merges)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    for name, text, fn in (("eval", "Proxy scores of one mixture (cached first).", cmd_eval),
-                           ("sweep", "Proxy scores over a grid of mixtures; fills the cache.", cmd_sweep)):
+    for name, text, fn in (
+        ("eval", "Proxy scores of one mixture (cached first).", cmd_eval),
+        ("sweep", "Proxy scores over a grid of mixtures; fills the cache.", cmd_sweep),
+    ):
         s = lab_cmd(name, text, fn)
         merge_opts(s, weights=name == "eval")
         s.add_argument("--benchmark", action="append", default=None, help="benchmark name, repeatable (default: all)")
@@ -196,10 +231,16 @@ def parser() -> argparse.ArgumentParser:
         if name == "eval":
             s.add_argument("--refresh", action="store_true", help="re-evaluate even if cached")
         else:
-            s.add_argument("--grid", default="0.1", help="step like 0.1, 'paper' (the seed paper's presets), 'true' (the lab's true-mixture points) or dirichlet:N")
+            s.add_argument(
+                "--grid",
+                default="0.1",
+                help="step like 0.1, 'paper' (the seed paper's presets), 'true' (the lab's true-mixture points) or dirichlet:N",
+            )
             s.add_argument("--seed", type=int, default=0, help="seed for Dirichlet draws")
 
-    s = lab_cmd("report", "Rank correlation of cached proxy scores with true-mixture scores, per benchmark.", cmd_report)
+    s = lab_cmd(
+        "report", "Rank correlation of cached proxy scores with true-mixture scores, per benchmark.", cmd_report
+    )
     merge_opts(s, weights=False)
 
     demo = sub.add_parser("demo", help="The built-in demo lab.")

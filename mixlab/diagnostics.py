@@ -58,6 +58,11 @@ def interference(experts: Sequence[TaskVector]) -> dict[str, pd.DataFrame]:
         conflict[layer] += bad
     norm = np.sqrt(np.diag(dots))
     cosine = dots / np.where(np.outer(norm, norm) > 0, np.outer(norm, norm), 1.0)
-    conflicts = pd.DataFrame({"layer": layers, "overlapping": [overlap[layer] for layer in layers],
-                              "conflict_fraction": [conflict[layer] / overlap[layer] if overlap[layer] else np.nan for layer in layers]})
+    conflicts = pd.DataFrame(
+        {
+            "layer": layers,
+            "overlapping": [overlap[layer] for layer in layers],
+            "conflict_fraction": [conflict[layer] / overlap[layer] if overlap[layer] else np.nan for layer in layers],
+        }
+    )
     return {"norms": np.sqrt(sq), "cosine": pd.DataFrame(cosine, index=names, columns=names), "conflicts": conflicts}

@@ -44,6 +44,7 @@ from mixlab.store import Evaluation, Store, cache_key
 CACHE_DIR = ".mixlab"
 CACHE_FILE = "evaluations.sqlite"
 EXPORT_FILE = "evaluations.jsonl"  # committed with a lab; seeds a fresh cache
+SMALL_BENCHMARK = 16  # examples; below this a mixture's own batches are too small to keep a CPU busy
 # progress(done, total, message)
 Progress = Callable[[int, int, str], None]
 
@@ -167,8 +168,12 @@ class Engine:
 
     def _bench_desc(self, b: BenchmarkSpec) -> dict:
         data = self.lab.resolve(b.data)
-        return {"name": b.name, "data": file_fingerprint(data), "evaluator": b.evaluator,
-                "options": b.model_dump(exclude={"name", "data", "evaluator"})}
+        return {
+            "name": b.name,
+            "data": file_fingerprint(data),
+            "evaluator": b.evaluator,
+            "options": b.model_dump(exclude={"name", "data", "evaluator"}),
+        }
 
     def _examples_of(self, b: BenchmarkSpec) -> list[dict]:
         if b.name not in self._examples:
@@ -176,12 +181,28 @@ class Engine:
         return self._examples[b.name]
 
     def _merge_desc(self, spec: MergeSpec) -> dict:
-        return {"kind": "merge", "base": self.base.fingerprint, "experts": [e.fingerprint for e in self.experts],
-                "method": spec.method, "params": spec.params, "weights": [round(w, ROUND) for w in spec.weights],
-                "exclude": list(spec.exclude)}
+        return {
+            "kind": "merge",
+            "base": self.base.fingerprint,
+            "experts": [e.fingerprint for e in self.experts],
+            "method": spec.method,
+            "params": spec.params,
+            "weights": [round(w, ROUND) for w in spec.weights],
+            "exclude": list(spec.exclude),
+        }
 
-    def _score(self, model_desc, benchmarks, load: Callable[[], None], row: dict, refresh: bool,
-               progress: Progress | None, cancel, done: int = 0, total: int | None = None) -> list[Evaluation]:
+    def _score(
+        self,
+        model_desc,
+        benchmarks,
+        load: Callable[[], None],
+        row: dict,
+        refresh: bool,
+        progress: Progress | None,
+        cancel,
+        done: int = 0,
+        total: int | None = None,
+    ) -> list[Evaluation]:
         out = []
         total = total or len(benchmarks)
         for i, b in enumerate(benchmarks):
@@ -196,41 +217,92 @@ class Engine:
                         if progress:
                             progress(done + _i, total, f"{row['label']} · {_b.name}: {d}/{n} examples")
 
-                    r = run_benchmark(self.model, self.tokenizer, b, examples, self.device,
-                                      batch_size=self.batch_size, progress=step, cancel=cancel)
-                hit = Evaluation(key=key, lab=self.lab.name, models=self.models_fp, benchmark=b.name, metric=r.metric,
-                                 score=r.score, higher_is_better=r.higher_is_better, n=r.n, device=str(self.device),
-                                 seconds=r.seconds, **row)
+                    r = run_benchmark(
+                        self.model,
+                        self.tokenizer,
+                        b,
+                        examples,
+                        self.device,
+                        batch_size=self.batch_size,
+                        progress=step,
+                        cancel=cancel,
+                    )
+                hit = Evaluation(
+                    key=key,
+                    lab=self.lab.name,
+                    models=self.models_fp,
+                    benchmark=b.name,
+                    metric=r.metric,
+                    score=r.score,
+                    higher_is_better=r.higher_is_better,
+                    n=r.n,
+                    device=str(self.device),
+                    seconds=r.seconds,
+                    **row,
+                )
                 self.store.put(hit)
             out.append(hit)
             if progress:
                 progress(done + i + 1, total, f"{row['label']} · {b.name}")
         return out
 
-    def proxy(self, mixture: Mixture, method: str | None = None, params: dict | None = None,
-              benchmarks: Sequence[str] | None = None, *, refresh: bool = False, progress: Progress | None = None,
-              cancel=None, _done: int = 0, _total: int | None = None) -> list[Evaluation]:
+    def proxy(
+        self,
+        mixture: Mixture,
+        method: str | None = None,
+        params: dict | None = None,
+        benchmarks: Sequence[str] | None = None,
+        *,
+        refresh: bool = False,
+        progress: Progress | None = None,
+        cancel=None,
+        _done: int = 0,
+        _total: int | None = None,
+    ) -> list[Evaluation]:
         """Proxy scores of a mixture: evaluate θ_0 + merge(τ, w) on each benchmark (cache first)."""
         spec = self.spec(mixture, method, params)
-        row = {"kind": "proxy", "label": mixture.label(), "method": spec.method, "params": spec.params,
-               "weights": mixture.as_dict()}
-        return self._score(self._merge_desc(spec), self.benchmarks(benchmarks), lambda: self.load_merge(spec),
-                           row, refresh, progress, cancel, _done, _total)
+        row = {
+            "kind": "proxy",
+            "label": mixture.label(),
+            "method": spec.method,
+            "params": spec.params,
+            "weights": mixture.as_dict(),
+        }
+        return self._score(
+            self._merge_desc(spec),
+            self.benchmarks(benchmarks),
+            lambda: self.load_merge(spec),
+            row,
+            refresh,
+            progress,
+            cancel,
+            _done,
+            _total,
+        )
 
     def choose_path(self, method: str, bench: BenchmarkSpec, n_mixtures: int) -> str:
-        """The cost rule. The batched LoRA path pays off where a mixture's own batch is small (few
-        examples, greedy generation with its many small steps) or on a GPU; on a CPU a large lm_loss
-        batch is cheaper through the materialised model, whose merge costs one pass over memory."""
+        """The cost rule. The batched LoRA path pays off where a mixture's own forward passes are
+        small and many: greedy generation (one pass per new token), tiny benchmarks, or a GPU. On a
+        CPU a full lm_loss batch is compute-bound, and the batched layers' extra work costs more than
+        the materialised merge it saves (bench/grid.py: 0.91× at 64 examples, 1.7× at 16)."""
         if n_mixtures < 2 or bench.evaluator not in BUILTIN or not get_method(method).linear_in_task_vectors:
             return "materialize"
         if supports_batched(self.experts) is not None:
             return "materialize"
-        small = len(self._examples_of(bench)) < self.batch_size
-        return "batched" if (self.device.type != "cpu" or bench.evaluator == "exact_match" or small) else "materialize"
+        tiny = len(self._examples_of(bench)) <= SMALL_BENCHMARK
+        return "batched" if (self.device.type != "cpu" or bench.evaluator == "exact_match" or tiny) else "materialize"
 
-    def sweep(self, mixtures: Sequence[Mixture], method: str | None = None, params: dict | None = None,
-              benchmarks: Sequence[str] | None = None, *, path: str = "auto", progress: Progress | None = None,
-              cancel=None) -> list[Evaluation]:
+    def sweep(
+        self,
+        mixtures: Sequence[Mixture],
+        method: str | None = None,
+        params: dict | None = None,
+        benchmarks: Sequence[str] | None = None,
+        *,
+        path: str = "auto",
+        progress: Progress | None = None,
+        cancel=None,
+    ) -> list[Evaluation]:
         """Proxy scores for many mixtures (cached ones cost nothing). ``path``: auto (the cost rule of
         :meth:`choose_path`), materialize (merge each mixture into the model), or batched (LoRA
         experts, linear methods: all mixtures share batches, nothing is merged)."""
@@ -250,15 +322,28 @@ class Engine:
                     missing.append(i)
                 else:
                     found[(i, b.name)] = hit
-            chosen = path if path != "auto" else (self.choose_path(specs[0].method, b, len(missing)) if specs else "materialize")
+            chosen = (
+                path
+                if path != "auto"
+                else (self.choose_path(specs[0].method, b, len(missing)) if specs else "materialize")
+            )
             if chosen == "batched" and missing:
-                rows = self._batched(b, [mixtures[i] for i in missing], [specs[i] for i in missing],
-                                     [keys[i] for i in missing], progress, cancel, done, total)
+                rows = self._batched(
+                    b,
+                    [mixtures[i] for i in missing],
+                    [specs[i] for i in missing],
+                    [keys[i] for i in missing],
+                    progress,
+                    cancel,
+                    done,
+                    total,
+                )
                 found.update({(i, b.name): r for i, r in zip(missing, rows)})
                 done += len(missing)
-            for i in (missing if chosen != "batched" else []):
-                (ev,) = self.proxy(mixtures[i], method, params, [b.name], progress=progress, cancel=cancel,
-                                   _done=done, _total=total)
+            for i in missing if chosen != "batched" else []:
+                (ev,) = self.proxy(
+                    mixtures[i], method, params, [b.name], progress=progress, cancel=cancel, _done=done, _total=total
+                )
                 found[(i, b.name)] = ev
                 done += 1
             done += len(mixtures) - len(missing)
@@ -266,8 +351,17 @@ class Engine:
                 progress(done, total, f"{b.name} done")
         return [found[(i, b.name)] for i in range(len(mixtures)) for b in bench]
 
-    def _batched(self, b: BenchmarkSpec, mixtures: list[Mixture], specs: list[MergeSpec], keys: list[str],
-                 progress, cancel, done: int, total: int) -> list[Evaluation]:
+    def _batched(
+        self,
+        b: BenchmarkSpec,
+        mixtures: list[Mixture],
+        specs: list[MergeSpec],
+        keys: list[str],
+        progress,
+        cancel,
+        done: int,
+        total: int,
+    ) -> list[Evaluation]:
         method = get_method(specs[0].method)
         if not method.linear_in_task_vectors:
             raise EvaluationError(f"the batched path merges linearly; method {method.name!r} needs path='materialize'")
@@ -284,31 +378,66 @@ class Engine:
                     if progress:
                         progress(done + d * len(mixtures) // max(n, 1), total, f"{b.name}: {d}/{n} rows (batched)")
 
-                results = run_benchmark_grouped(self.model, self.tokenizer, b, self._examples_of(b), self.device,
-                                                len(mixtures), lambda g: lora.state.set(coef[g]),
-                                                batch_size=self.batch_size, progress=step, cancel=cancel)
+                results = run_benchmark_grouped(
+                    self.model,
+                    self.tokenizer,
+                    b,
+                    self._examples_of(b),
+                    self.device,
+                    len(mixtures),
+                    lambda g: lora.state.set(coef[g]),
+                    batch_size=self.batch_size,
+                    progress=step,
+                    cancel=cancel,
+                )
         out = []
         for m, sp, key, r in zip(mixtures, specs, keys, results):
-            out.append(Evaluation(key=key, lab=self.lab.name, kind="proxy", label=m.label(), models=self.models_fp,
-                                  benchmark=b.name, metric=r.metric, score=r.score, higher_is_better=r.higher_is_better,
-                                  n=r.n, device=f"{self.device} (batched)", seconds=r.seconds, method=sp.method,
-                                  params=sp.params, weights=m.as_dict()))
+            out.append(
+                Evaluation(
+                    key=key,
+                    lab=self.lab.name,
+                    kind="proxy",
+                    label=m.label(),
+                    models=self.models_fp,
+                    benchmark=b.name,
+                    metric=r.metric,
+                    score=r.score,
+                    higher_is_better=r.higher_is_better,
+                    n=r.n,
+                    device=f"{self.device} (batched)",
+                    seconds=r.seconds,
+                    method=sp.method,
+                    params=sp.params,
+                    weights=m.as_dict(),
+                )
+            )
         self.store.put(out)
         return out
 
-    def _checkpoint(self, kind: str, label: str, folder: Path, weights: dict | None, benchmarks, refresh, progress, cancel):
+    def _checkpoint(
+        self, kind: str, label: str, folder: Path, weights: dict | None, benchmarks, refresh, progress, cancel
+    ):
         tv = load_task_vector(label, folder, self.base)
         desc = {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint}
         row = {"kind": kind, "label": label, "method": None, "params": None, "weights": weights}
-        return self._score(desc, self.benchmarks(benchmarks), lambda: self.load_checkpoint(folder, label), row,
-                           refresh, progress, cancel)
+        return self._score(
+            desc,
+            self.benchmarks(benchmarks),
+            lambda: self.load_checkpoint(folder, label),
+            row,
+            refresh,
+            progress,
+            cancel,
+        )
 
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Each expert on its own (the expert checkpoint itself, not a merge)."""
         out = []
         for e in self.lab.manifest.experts:
             onehot = {n: float(n == e.name) for n in self.names}
-            out += self._checkpoint("expert", e.name, self.lab.resolve(e.path), onehot, benchmarks, refresh, progress, cancel)
+            out += self._checkpoint(
+                "expert", e.name, self.lab.resolve(e.path), onehot, benchmarks, refresh, progress, cancel
+            )
         return out
 
     def true_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
@@ -318,7 +447,9 @@ class Engine:
             if t.path is not None:
                 label = self.lab.true_mixture_name(t)
                 weights = self.lab.true_mixture_weights(t).as_dict()
-                out += self._checkpoint("true", label, self.lab.resolve(t.path), weights, benchmarks, refresh, progress, cancel)
+                out += self._checkpoint(
+                    "true", label, self.lab.resolve(t.path), weights, benchmarks, refresh, progress, cancel
+                )
         return out + self._manifest_scores(benchmarks)
 
     def _manifest_scores(self, benchmarks=None) -> list[Evaluation]:
@@ -332,10 +463,23 @@ class Engine:
             for b in self.benchmarks(benchmarks):
                 if b.name in t.scores:
                     hib = b.evaluator != "lm_loss"
-                    out.append(Evaluation(key=f"manifest:{label}:{b.name}", lab=self.lab.name, kind="true", label=label,
-                                          models=self.models_fp, benchmark=b.name, metric="score" if hib else "loss",
-                                          score=t.scores[b.name], higher_is_better=hib, n=0, device="manifest",
-                                          seconds=0.0, weights=weights))
+                    out.append(
+                        Evaluation(
+                            key=f"manifest:{label}:{b.name}",
+                            lab=self.lab.name,
+                            kind="true",
+                            label=label,
+                            models=self.models_fp,
+                            benchmark=b.name,
+                            metric="score" if hib else "loss",
+                            score=t.scores[b.name],
+                            higher_is_better=hib,
+                            n=0,
+                            device="manifest",
+                            seconds=0.0,
+                            weights=weights,
+                        )
+                    )
         return out
 
     def base_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
@@ -358,10 +502,17 @@ class Engine:
         """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
         if kind == "proxy":
             return self.store.evaluations(models=self.models_fp, kind="proxy")
-        fps = {"base": [None], "expert": [tv.fingerprint for tv in self.experts],
-               "true": list(self.true_fingerprints.values())}[kind]
-        descs = [{"kind": "base", "base": self.base.fingerprint} if fp is None else
-                 {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": fp} for fp in fps]
+        fps = {
+            "base": [None],
+            "expert": [tv.fingerprint for tv in self.experts],
+            "true": list(self.true_fingerprints.values()),
+        }[kind]
+        descs = [
+            {"kind": "base", "base": self.base.fingerprint}
+            if fp is None
+            else {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": fp}
+            for fp in fps
+        ]
         keys = [cache_key(d, self._bench_desc(b)) for d in descs for b in self.benchmarks()]
         hits = self.store.get_many(keys)
         out = [hits[k] for k in keys if k in hits]
@@ -378,24 +529,71 @@ class Engine:
                     if e.method != spec.method or e.params != spec.params:
                         continue
                 rows.append(e)
-        df = pd.DataFrame([{k: getattr(e, k) for k in ("kind", "label", "benchmark", "metric", "score",
-                                                       "higher_is_better", "n", "method", "params", "seconds",
-                                                       "device", "weights")} for e in rows])
+        df = pd.DataFrame(
+            [
+                {
+                    k: getattr(e, k)
+                    for k in (
+                        "kind",
+                        "label",
+                        "benchmark",
+                        "metric",
+                        "score",
+                        "higher_is_better",
+                        "n",
+                        "method",
+                        "params",
+                        "seconds",
+                        "device",
+                        "weights",
+                    )
+                }
+                for e in rows
+            ]
+        )
         if df.empty:
-            df = pd.DataFrame(columns=["kind", "label", "benchmark", "metric", "score", "higher_is_better", "n",
-                                       "method", "params", "seconds", "device", "weights"])
+            df = pd.DataFrame(
+                columns=[
+                    "kind",
+                    "label",
+                    "benchmark",
+                    "metric",
+                    "score",
+                    "higher_is_better",
+                    "n",
+                    "method",
+                    "params",
+                    "seconds",
+                    "device",
+                    "weights",
+                ]
+            )
         for n in self.names:
             df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
         return df
 
     # --- export -------------------------------------------------------------------------------------
-    def export(self, mixture: Mixture, out: Path, method: str | None = None, params: dict | None = None, *,
-               adapter: bool = False, overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+    def export(
+        self,
+        mixture: Mixture,
+        out: Path,
+        method: str | None = None,
+        params: dict | None = None,
+        *,
+        adapter: bool = False,
+        overwrite: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
         """Write the merge as a Hugging Face model folder, or (``adapter``) a PEFT adapter."""
         spec = self.spec(mixture, method, params)
-        prov = {"lab": self.lab.name, "experts": self.names, "weights": mixture.as_dict(), "method": spec.method,
-                "params": spec.params, "exclude": list(spec.exclude)}
+        prov = {
+            "lab": self.lab.name,
+            "experts": self.names,
+            "weights": mixture.as_dict(),
+            "method": spec.method,
+            "params": spec.params,
+            "exclude": list(spec.exclude),
+        }
         if adapter:
             return save_lora_merge(self.experts, spec, out, overwrite=overwrite, provenance=prov)
         return save_merged(self.base, self.experts, spec, out, overwrite=overwrite, progress=progress, provenance=prov)
-

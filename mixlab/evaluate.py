@@ -94,7 +94,10 @@ def read_examples(path: Path, spec: BenchmarkSpec) -> list[dict]:
 
 def _check_example(ex: dict, evaluator: str, where: str) -> None:
     if evaluator == "lm_loss":
-        if not (isinstance(ex.get("text"), str) or (isinstance(ex.get("prompt"), str) and isinstance(ex.get("completion", ex.get("answer")), str))):
+        if not (
+            isinstance(ex.get("text"), str)
+            or (isinstance(ex.get("prompt"), str) and isinstance(ex.get("completion", ex.get("answer")), str))
+        ):
             raise EvaluationError(f"{where}: lm_loss needs 'text', or 'prompt' with 'completion' (or 'answer')")
         return
     for field in REQUIRED.get(evaluator, ()):
@@ -151,7 +154,9 @@ class _Batches:
     """Runs ``fn`` over items in batches, halving the batch on CUDA out-of-memory. ``before`` sees
     each batch's items first (the batched-mixture path sets per-row mixture weights there)."""
 
-    def __init__(self, batch_size: int, progress: Progress | None, cancel, before: Callable[[Sequence], None] | None = None):
+    def __init__(
+        self, batch_size: int, progress: Progress | None, cancel, before: Callable[[Sequence], None] | None = None
+    ):
         self.batch_size, self.progress, self.cancel, self.before = batch_size, progress, cancel, before
 
     def run(self, items: Sequence, fn: Callable[[Sequence], list]) -> list:
@@ -178,7 +183,9 @@ class _Batches:
         return out
 
 
-def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str], device) -> list[str]:
+def greedy_generate(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str], device
+) -> list[str]:
     """Greedy continuations of ``prompts`` (one left-padded batch, KV cache), cut at the first stop string.
 
     A plain loop rather than ``model.generate``: on small models generate's per-step bookkeeping costs
@@ -245,14 +252,20 @@ def lm_loss(model, tokenizer, examples, device, batches: _Batches, spec: Benchma
     """Per example: (summed NLL of the completion tokens, number of tokens)."""
     pad = _pad_id(tokenizer)
     items = _lm_loss_items(tokenizer, examples)
-    return batches.run(items, lambda b: [(-lp.sum().item(), len(lp))
-                                         for lp in continuation_logprobs(model, [it["pair"] for it in b], pad, device)])
+    return batches.run(
+        items,
+        lambda b: [
+            (-lp.sum().item(), len(lp)) for lp in continuation_logprobs(model, [it["pair"] for it in b], pad, device)
+        ],
+    )
 
 
 def exact_match(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[bool]:
     items = [{"j": j, "prompt": ex["prompt"]} for j, ex in enumerate(examples)]
-    outs = batches.run(items, lambda b: greedy_generate(model, tokenizer, [it["prompt"] for it in b],
-                                                        spec.max_new_tokens, spec.stop, device))
+    outs = batches.run(
+        items,
+        lambda b: greedy_generate(model, tokenizer, [it["prompt"] for it in b], spec.max_new_tokens, spec.stop, device),
+    )
     return [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)]
 
 
@@ -276,8 +289,11 @@ def choice(model, tokenizer, examples, device, batches: _Batches, spec: Benchmar
     return hits
 
 
-BUILTIN = {"lm_loss": (lm_loss, "loss", False), "exact_match": (exact_match, "accuracy", True),
-           "choice": (choice, "accuracy", True)}
+BUILTIN = {
+    "lm_loss": (lm_loss, "loss", False),
+    "exact_match": (exact_match, "accuracy", True),
+    "choice": (choice, "accuracy", True),
+}
 
 
 def _aggregate(evaluator: str, values: list) -> float:
@@ -321,7 +337,11 @@ def run_benchmark(
         if isinstance(result, dict):
             if "score" not in result:
                 raise EvaluationError(f"evaluator {spec.evaluator!r} returned a dict without 'score'")
-            score, metric, hib = result["score"], result.get("metric", "score"), bool(result.get("higher_is_better", True))
+            score, metric, hib = (
+                result["score"],
+                result.get("metric", "score"),
+                bool(result.get("higher_is_better", True)),
+            )
         else:
             score, metric, hib = result, "score", True
         try:
@@ -351,7 +371,9 @@ def run_benchmark_grouped(
     batches: every example is repeated per group, and ``set_group(group_index_per_row)`` is called
     before each batch. Built-in evaluators only."""
     if spec.evaluator not in BUILTIN:
-        raise EvaluationError(f"evaluator {spec.evaluator!r} cannot score many mixtures in one batch; use the materialised path")
+        raise EvaluationError(
+            f"evaluator {spec.evaluator!r} cannot score many mixtures in one batch; use the materialised path"
+        )
     start = time.perf_counter()
     fn, metric, hib = BUILTIN[spec.evaluator]
     repeated = [ex for _ in range(n_groups) for ex in examples]  # group g owns rows g*N … (g+1)*N−1

@@ -77,7 +77,9 @@ class Checkpoint:
                 with safe_open(file, "pt") as f:
                     for key in f.keys():
                         if key in self._where:
-                            raise ExpertError(f"{label}: tensor {key} is stored twice ({self._where[key].name}, {file.name})")
+                            raise ExpertError(
+                                f"{label}: tensor {key} is stored twice ({self._where[key].name}, {file.name})"
+                            )
                         self._where[key] = file
                         sl = f.get_slice(key)
                         self._meta[key] = (tuple(sl.get_shape()), sl.get_dtype())
@@ -173,7 +175,9 @@ class FullTaskVector(TaskVector):
         extra = [k for k in self.ckpt.keys() if k not in base]
         if missing or extra:
             what = f"lacks {len(missing)} base tensors (e.g. {missing[0]})" if missing else ""
-            what += (" and " if missing and extra else "") + (f"has {len(extra)} tensors the base lacks (e.g. {extra[0]})" if extra else "")
+            what += (" and " if missing and extra else "") + (
+                f"has {len(extra)} tensors the base lacks (e.g. {extra[0]})" if extra else ""
+            )
             raise ExpertError(f"expert {name!r}: {folder} {what}; is it fine-tuned from this base?")
         for k in base.keys():
             if self.ckpt.shape(k) != base.shape(k):
@@ -230,7 +234,9 @@ class LoraTaskVector(TaskVector):
             raise ExpertError(f"{label}: bias={cfg['bias']!r} in {cfg_path} is not supported; train with bias='none'")
         for field in ("r", "lora_alpha"):
             if not isinstance(cfg.get(field), (int, float)) or cfg[field] <= 0:
-                raise ExpertError(f"{label}: {cfg_path} field {field} must be a positive number, got {cfg.get(field)!r}")
+                raise ExpertError(
+                    f"{label}: {cfg_path} field {field} must be a positive number, got {cfg.get(field)!r}"
+                )
 
         self.ckpt = Checkpoint(self.folder, label)
         raw: dict[str, dict[str, torch.Tensor]] = {}
@@ -250,7 +256,9 @@ class LoraTaskVector(TaskVector):
             if key not in base:
                 raise ExpertError(f"{label}: adapter tensor {akey} matches no base tensor ({key})")
             if self.ckpt.shape(akey) != base.shape(key):
-                raise ExpertError(f"{label}: tensor {key} has shape {self.ckpt.shape(akey)} but the base has {base.shape(key)}")
+                raise ExpertError(
+                    f"{label}: tensor {key} has shape {self.ckpt.shape(akey)} but the base has {base.shape(key)}"
+                )
             self.replaced[key] = akey
 
         r, alpha = cfg["r"], cfg["lora_alpha"]
@@ -325,4 +333,3 @@ def load_task_vector(name: str, folder: Path, base: Checkpoint) -> TaskVector:
     if (folder / ADAPTER_CONFIG).is_file():
         return LoraTaskVector(name, folder, base)
     return FullTaskVector(name, folder, base)
-

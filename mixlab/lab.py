@@ -50,7 +50,9 @@ class BenchmarkSpec(_Strict):
     def _known_evaluator(cls, v: str) -> str:
         if v in BUILTIN_EVALUATORS or (":" in v and all(v.split(":", 1))):
             return v
-        raise ValueError(f"unknown evaluator {v!r}; use one of {', '.join(BUILTIN_EVALUATORS)} or 'package.module:function'")
+        raise ValueError(
+            f"unknown evaluator {v!r}; use one of {', '.join(BUILTIN_EVALUATORS)} or 'package.module:function'"
+        )
 
 
 class TrueMixtureSpec(_Strict):

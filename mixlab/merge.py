@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from mixlab import kernels
 from mixlab.errors import MergeError
 from mixlab.experts import (
     ADAPTER_CONFIG,
@@ -217,11 +218,11 @@ def methods() -> list[MergeMethod]:
     return list(_REGISTRY.values())
 
 
-register(MergeMethod("linear", "θ_0 + Σ w_i τ_i: the weighted average of the experts", linear, linear_in_task_vectors=True))
 register(
-    MergeMethod(
-        "task_arithmetic", "θ_0 + λ Σ w_i τ_i", task_arithmetic, params=(SCALE,), linear_in_task_vectors=True
-    )
+    MergeMethod("linear", "θ_0 + Σ w_i τ_i: the weighted average of the experts", linear, linear_in_task_vectors=True)
+)
+register(
+    MergeMethod("task_arithmetic", "θ_0 + λ Σ w_i τ_i", task_arithmetic, params=(SCALE,), linear_in_task_vectors=True)
 )
 register(
     MergeMethod(
@@ -442,8 +443,14 @@ def save_lora_merge(
         pattern = {m.replace(".", "\\."): rank for m, rank in ranks.items() if rank != r}
         cfg = dict(active[0][0].config)
         cfg.update(
-            r=r, lora_alpha=r, use_rslora=False, rank_pattern=pattern, alpha_pattern=dict(pattern),
-            target_modules=sorted(targets), modules_to_save=None, fan_in_fan_out=fan,
+            r=r,
+            lora_alpha=r,
+            use_rslora=False,
+            rank_pattern=pattern,
+            alpha_pattern=dict(pattern),
+            target_modules=sorted(targets),
+            modules_to_save=None,
+            fan_in_fan_out=fan,
         )
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
@@ -483,8 +490,9 @@ class Merger:
         if key not in self._stacks:
             shape = self.base[key].shape
             rows = [e.delta(key) if key in set(e.keys()) else None for e in self.experts]
-            self._stacks[key] = torch.stack(
-                [torch.zeros(shape) if r is None else r for r in rows]).to(self.device, torch.float32)
+            self._stacks[key] = torch.stack([torch.zeros(shape) if r is None else r for r in rows]).to(
+                self.device, torch.float32
+            )
         return self._stacks[key]
 
     def prepared(self, method: MergeMethod, params: dict) -> dict[str, Tensor]:
@@ -495,9 +503,16 @@ class Merger:
             out = {}
             for k in self.keys:
                 d = self.stack(k)
-                out[k] = torch.stack([
-                    method.prepare(d[i], params, generator_for(params["seed"], e.name, k, self.device) if method.seeded else None)
-                    for i, e in enumerate(self.experts)])
+                out[k] = torch.stack(
+                    [
+                        method.prepare(
+                            d[i],
+                            params,
+                            generator_for(params["seed"], e.name, k, self.device) if method.seeded else None,
+                        )
+                        for i, e in enumerate(self.experts)
+                    ]
+                )
             self._prepared = (cache_key, out)
         return self._prepared[1]
 
@@ -525,23 +540,37 @@ class Merger:
         wt = torch.tensor(w, dtype=torch.float32, device=self.device)
         stacks = None
         if not method.linear_in_task_vectors:
-            stacks = self.prepared(method, params) if method.prepare is not None else {k: self.stack(k) for k in self.keys}
+            stacks = (
+                self.prepared(method, params) if method.prepare is not None else {k: self.stack(k) for k in self.keys}
+            )
+        coef = lam * wt
         for k in self.keys:
-            base, dst = self.base[k].view(-1), target[k]
-            d = (self.stack(k) if stacks is None else stacks[k]).view(len(w), -1)  # (K, n)
-            direct = dst.dtype == torch.float32 and dst.is_contiguous()
-            flat = dst.view(-1) if direct else None
-            for s0 in range(0, base.numel(), CHUNK):  # chunks stay in cache between the passes over them
-                s1 = s0 + CHUNK
-                if stacks is None:  # θ_0 + Σ c_i τ_i as chained adds: each chunk read once from memory
-                    out = flat[s0:s1] if direct else torch.empty_like(base[s0:s1])
-                    out.copy_(base[s0:s1])
-                    for i, wi in enumerate(w):
-                        if wi > 0:
-                            out.add_(d[i, s0:s1], alpha=lam * wi)
-                else:
-                    out = method.combine(base[s0:s1], d[:, s0:s1], wt, params)
-                    if direct:
-                        flat[s0:s1] = out
-                if not direct:
-                    dst.view(-1)[s0:s1] = out.to(dst.dtype)
+            base, dst = self.base[k], target[k]
+            d = self.stack(k) if stacks is None else stacks[k]  # (K, *shape)
+            out = dst if dst.dtype == torch.float32 and dst.is_contiguous() else torch.empty_like(base)
+            if stacks is None:
+                done = kernels.weighted_sum(base, d, coef, out)
+            elif method.combine is sign_consensus:
+                done = kernels.sign_consensus(base, d, wt, out, lam, bool(params["normalize"]))
+            else:
+                done = False
+            if not done:
+                self._combine_chunked(
+                    method, params, base.view(-1), d.view(len(w), -1), wt, coef, out.view(-1), stacks is None
+                )
+            if out is not dst:
+                dst.copy_(out)
+
+    @staticmethod
+    def _combine_chunked(method, params, base, d, wt, coef, out, linear: bool) -> None:
+        """The pure-torch path, chunk by chunk so each chunk stays in cache between its passes."""
+        for s0 in range(0, base.numel(), CHUNK):
+            s1 = s0 + CHUNK
+            if linear:  # θ_0 + Σ c_i τ_i as chained adds
+                o = out[s0:s1]
+                o.copy_(base[s0:s1])
+                for i, c in enumerate(coef.tolist()):
+                    if c:
+                        o.add_(d[i, s0:s1], alpha=c)
+            else:
+                out[s0:s1] = method.combine(base[s0:s1], d[:, s0:s1], wt, params)

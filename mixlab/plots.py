@@ -24,8 +24,15 @@ def _hover(names: Sequence[str]) -> str:
     return "<br>".join(f"{n} = %{{customdata[{i}]:.3f}}" for i, n in enumerate(names))
 
 
-def simplex_figure(names: Sequence[str], proxy: pd.DataFrame, true: pd.DataFrame, experts: pd.DataFrame,
-                   selected: Sequence[float] | None, title: str, higher_is_better: bool) -> go.Figure:
+def simplex_figure(
+    names: Sequence[str],
+    proxy: pd.DataFrame,
+    true: pd.DataFrame,
+    experts: pd.DataFrame,
+    selected: Sequence[float] | None,
+    title: str,
+    higher_is_better: bool,
+) -> go.Figure:
     """K=3: a ternary plot; K>3: the barycentric projection onto a regular K-gon.
 
     ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
@@ -44,46 +51,91 @@ def simplex_figure(names: Sequence[str], proxy: pd.DataFrame, true: pd.DataFrame
         hover = f"<b>{name}</b><br>" + _hover(names) + f"<br>score = %{{customdata[{k}]:.4f}}<extra></extra>"
         if colour and len(df):
             marker = {**marker, "color": df["score"], "colorscale": scale, "cmin": cmin, "cmax": cmax}
-        common = dict(name=name, mode="markers+text" if text_col else "markers", marker=marker, customdata=custom,
-                      hovertemplate=hover, cliponaxis=False, text=df[text_col] if text_col else None,
-                      textposition="top center")
+        common = dict(
+            name=name,
+            mode="markers+text" if text_col else "markers",
+            marker=marker,
+            customdata=custom,
+            hovertemplate=hover,
+            cliponaxis=False,
+            text=df[text_col] if text_col else None,
+            textposition="top center",
+        )
         if k == 3:
             fig.add_trace(go.Scatterternary(a=w[:, 0], b=w[:, 1], c=w[:, 2], **common))
         else:
             xy = projected_xy(w) if len(w) else np.zeros((0, 2))
             fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], **common))
 
-    trace(proxy, "proxy (merged experts)", dict(size=13, symbol="circle", line=dict(width=0.5, color="white"),
-                                                  colorbar=dict(title=dict(text=title, side="right"), len=0.85)))
+    trace(
+        proxy,
+        "proxy (merged experts)",
+        dict(
+            size=13,
+            symbol="circle",
+            line=dict(width=0.5, color="white"),
+            colorbar=dict(title=dict(text=title, side="right"), len=0.85),
+        ),
+    )
     if len(true):
         trace(true, "true mixture (trained)", dict(size=12, symbol="diamond", line=dict(width=1.5, color="black")))
     if len(experts):
         trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")))
     if selected is not None:
         sel = pd.DataFrame([list(selected)], columns=list(names)).assign(score=np.nan)
-        trace(sel, "selected", dict(size=22, symbol="circle-open", color="red", line=dict(width=3, color="red")), colour=False)
+        trace(
+            sel,
+            "selected",
+            dict(size=22, symbol="circle-open", color="red", line=dict(width=3, color="red")),
+            colour=False,
+        )
     # no clickmode/dragmode here: Streamlit sets click-to-select with pan, and box/lasso sit in the modebar
-    layout = dict(height=620, margin=dict(l=60, r=60, t=60, b=60),
-                  legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0))
+    layout = dict(
+        height=620, margin=dict(l=60, r=60, t=60, b=60), legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0)
+    )
     if k == 3:
         axis = dict(min=0, linewidth=2, ticks="outside", tickformat=".1f")
-        fig.update_layout(ternary=dict(sum=1, aaxis=dict(title=dict(text=names[0]), **axis),
-                                       baxis=dict(title=dict(text=names[1]), **axis),
-                                       caxis=dict(title=dict(text=names[2]), **axis)), **layout)
+        fig.update_layout(
+            ternary=dict(
+                sum=1,
+                aaxis=dict(title=dict(text=names[0]), **axis),
+                baxis=dict(title=dict(text=names[1]), **axis),
+                caxis=dict(title=dict(text=names[2]), **axis),
+            ),
+            **layout,
+        )
     else:
         verts = projected_xy(np.eye(k))
         ring = np.vstack([verts, verts[:1]])
-        fig.add_trace(go.Scatter(x=ring[:, 0], y=ring[:, 1], mode="lines+text", line=dict(color="#999"), hoverinfo="skip",
-                                 text=list(names) + [""], textposition="top center", showlegend=False, cliponaxis=False))
+        fig.add_trace(
+            go.Scatter(
+                x=ring[:, 0],
+                y=ring[:, 1],
+                mode="lines+text",
+                line=dict(color="#999"),
+                hoverinfo="skip",
+                text=list(names) + [""],
+                textposition="top center",
+                showlegend=False,
+                cliponaxis=False,
+            )
+        )
         fig.update_layout(xaxis=dict(visible=False, scaleanchor="y"), yaxis=dict(visible=False), **layout)
     return fig
 
 
 def proxy_true_figure(pairs: pd.DataFrame, title_x: str, title_y: str) -> go.Figure:
     """Scatter of proxy (x) against true (y) scores, one point per mixture."""
-    fig = go.Figure(go.Scatter(x=pairs["proxy"], y=pairs["true"], mode="markers", text=pairs["label"],
-                               marker=dict(size=10, color="#3b6fb6", line=dict(width=1, color="white")),
-                               hovertemplate="<b>%{text}</b><br>proxy %{x:.4f}<br>true %{y:.4f}<extra></extra>"))
+    fig = go.Figure(
+        go.Scatter(
+            x=pairs["proxy"],
+            y=pairs["true"],
+            mode="markers",
+            text=pairs["label"],
+            marker=dict(size=10, color="#3b6fb6", line=dict(width=1, color="white")),
+            hovertemplate="<b>%{text}</b><br>proxy %{x:.4f}<br>true %{y:.4f}<extra></extra>",
+        )
+    )
     fig.update_layout(height=480, xaxis_title=title_x, yaxis_title=title_y, margin=dict(l=60, r=20, t=30, b=60))
     return fig
 
@@ -91,33 +143,79 @@ def proxy_true_figure(pairs: pd.DataFrame, title_x: str, title_y: str) -> go.Fig
 def pareto_figure(points: pd.DataFrame, x: str, y: str, names: Sequence[str]) -> go.Figure:
     """``points`` from :func:`mixlab.analysis.pareto_points`; points on a front get a thick outline and
     each front (merges and experts; trained mixtures and experts) is traced by a dotted line."""
-    styles = {"expert": ("star", 17, "#ff7f0e"), "proxy": ("circle", 9, "#1f77b4"), "true": ("diamond", 11, "#2ca02c"),
-              "base": ("x", 12, "#7f7f7f")}
+    styles = {
+        "expert": ("star", 17, "#ff7f0e"),
+        "proxy": ("circle", 9, "#1f77b4"),
+        "true": ("diamond", 11, "#2ca02c"),
+        "base": ("x", 12, "#7f7f7f"),
+    }
     fig = go.Figure()
     for kind, (symbol, size, colour) in styles.items():
         sub = points[points.kind == kind]
         if sub.empty:
             continue
         on_front = sub["proxy_front"] | sub["true_front"]
-        fig.add_trace(go.Scatter(
-            x=sub["x"], y=sub["y"], mode="markers", name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
-            text=sub["label"], customdata=sub[list(names)].to_numpy(dtype=float),
-            marker=dict(symbol=symbol, size=size, color=colour, line=dict(width=np.where(on_front, 2.5, 0.5), color="black")),
-            hovertemplate="<b>%{text}</b><br>" + _hover(names) + f"<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra>{kind}</extra>"))
-    for col, name, colour in (("proxy_front", "front of merges", "#1f77b4"), ("true_front", "front of trained mixtures", "#2ca02c")):
+        fig.add_trace(
+            go.Scatter(
+                x=sub["x"],
+                y=sub["y"],
+                mode="markers",
+                name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
+                text=sub["label"],
+                customdata=sub[list(names)].to_numpy(dtype=float),
+                marker=dict(
+                    symbol=symbol, size=size, color=colour, line=dict(width=np.where(on_front, 2.5, 0.5), color="black")
+                ),
+                hovertemplate="<b>%{text}</b><br>"
+                + _hover(names)
+                + f"<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra>{kind}</extra>",
+            )
+        )
+    for col, name, colour in (
+        ("proxy_front", "front of merges", "#1f77b4"),
+        ("true_front", "front of trained mixtures", "#2ca02c"),
+    ):
         front = points[points[col]].sort_values(["x", "y"])
         if len(front) > 1:
-            fig.add_trace(go.Scatter(x=front["x"], y=front["y"], mode="lines", name=name,
-                                     line=dict(color=colour, width=2, dash="dot"), hoverinfo="skip"))
-    fig.update_layout(height=520, xaxis_title=x, yaxis_title=y, margin=dict(l=60, r=20, t=30, b=60),
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+            fig.add_trace(
+                go.Scatter(
+                    x=front["x"],
+                    y=front["y"],
+                    mode="lines",
+                    name=name,
+                    line=dict(color=colour, width=2, dash="dot"),
+                    hoverinfo="skip",
+                )
+            )
+    fig.update_layout(
+        height=520,
+        xaxis_title=x,
+        yaxis_title=y,
+        margin=dict(l=60, r=20, t=30, b=60),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
     return fig
 
 
-def heatmap(df: pd.DataFrame, title: str, zmin: float | None = None, zmax: float | None = None,
-            colorscale: str = "Blues", fmt: str = ".3f") -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=df.to_numpy(dtype=float), x=[str(c) for c in df.columns], y=[str(i) for i in df.index],
-                               colorscale=colorscale, zmin=zmin, zmax=zmax, texttemplate=f"%{{z:{fmt}}}",
-                               colorbar=dict(title=dict(text=title, side="right"))))
+def heatmap(
+    df: pd.DataFrame,
+    title: str,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    colorscale: str = "Blues",
+    fmt: str = ".3f",
+) -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(
+            z=df.to_numpy(dtype=float),
+            x=[str(c) for c in df.columns],
+            y=[str(i) for i in df.index],
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            texttemplate=f"%{{z:{fmt}}}",
+            colorbar=dict(title=dict(text=title, side="right")),
+        )
+    )
     fig.update_layout(height=max(260, 60 * len(df) + 120), margin=dict(l=80, r=20, t=30, b=60))
     return fig

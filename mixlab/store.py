@@ -29,8 +29,22 @@ SCHEMA_VERSION = 1
 KINDS = ("proxy", "true", "expert", "base")
 
 _COLUMNS = (
-    "key", "lab", "kind", "label", "models", "method", "params", "weights", "benchmark", "metric",
-    "score", "higher_is_better", "n", "device", "seconds", "created",
+    "key",
+    "lab",
+    "kind",
+    "label",
+    "models",
+    "method",
+    "params",
+    "weights",
+    "benchmark",
+    "metric",
+    "score",
+    "higher_is_better",
+    "n",
+    "device",
+    "seconds",
+    "created",
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS evaluations (
@@ -121,7 +135,9 @@ class Store:
         self.readonly = self.path.exists() and not os.access(self.path, os.W_OK)
         target = f"file:{quote(str(self.path.resolve()))}?mode=ro" if self.readonly else str(self.path)
         try:
-            self._db = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False, uri=self.readonly)
+            self._db = sqlite3.connect(
+                target, timeout=30, isolation_level=None, check_same_thread=False, uri=self.readonly
+            )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout=30000")
             if not self.readonly:
@@ -202,7 +218,9 @@ class Store:
         marks = ",".join("?" * len(_COLUMNS))
         try:
             with self._transaction():
-                self._db.executemany(f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})", rows
+                )
         except sqlite3.DatabaseError as e:
             raise self._error("write", e) from None
 
@@ -218,7 +236,9 @@ class Store:
 
         return _Tx()
 
-    def evaluations(self, models: str | None = None, kind: str | None = None, lab: str | None = None) -> list[Evaluation]:
+    def evaluations(
+        self, models: str | None = None, kind: str | None = None, lab: str | None = None
+    ) -> list[Evaluation]:
         """All rows, optionally of one expert set / kind / lab, oldest first."""
         where, args = [], []
         for col, val in (("models", models), ("kind", kind), ("lab", lab)):
@@ -268,7 +288,8 @@ class Store:
         try:
             with self._transaction():
                 self._db.executemany(
-                    f"INSERT OR IGNORE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})", [e.row() for e in evals]
+                    f"INSERT OR IGNORE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})",
+                    [e.row() for e in evals],
                 )
         except sqlite3.DatabaseError as e:
             raise self._error("write", e) from None

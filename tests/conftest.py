@@ -19,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LORA_CONFIGS = {
     "add": dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]),
-    "rev": dict(r=4, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj", "down_proj"],
-                rank_pattern={"layers.1.self_attn.q_proj": 2}, alpha_pattern={"k_proj": 3}),
+    "rev": dict(
+        r=4,
+        lora_alpha=4,
+        use_rslora=True,
+        target_modules=["q_proj", "k_proj", "down_proj"],
+        rank_pattern={"layers.1.self_attn.q_proj": 2},
+        alpha_pattern={"k_proj": 3},
+    ),
     "sort": dict(r=2, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "gate_proj"]),
 }
 
@@ -28,20 +34,43 @@ LORA_CONFIGS = {
 def tiny_config(tokenizer):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                       tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
 
 
 def write_lab_toml(root: Path, experts: dict[str, str], extra: str = "") -> None:
     lines = ['name = "tiny"', 'base = "base"', ""]
     for name, path in experts.items():
         lines += ["[[experts]]", f'name = "{name}"', f'path = "{path}"', ""]
-    lines += ['[[benchmarks]]', 'name = "rev"', 'evaluator = "exact_match"', 'data = "data/rev.jsonl"',
-              "max_new_tokens = 6", "",
-              '[[benchmarks]]', 'name = "rev-loss"', 'evaluator = "lm_loss"', 'data = "data/rev.jsonl"', "",
-              '[[benchmarks]]', 'name = "pick"', 'evaluator = "choice"', 'data = "data/pick.jsonl"', ""]
+    lines += [
+        "[[benchmarks]]",
+        'name = "rev"',
+        'evaluator = "exact_match"',
+        'data = "data/rev.jsonl"',
+        "max_new_tokens = 6",
+        "",
+        "[[benchmarks]]",
+        'name = "rev-loss"',
+        'evaluator = "lm_loss"',
+        'data = "data/rev.jsonl"',
+        "",
+        "[[benchmarks]]",
+        'name = "pick"',
+        'evaluator = "choice"',
+        'data = "data/pick.jsonl"',
+        "",
+    ]
     (root / "lab.toml").write_text("\n".join(lines) + extra)
 
 

@@ -2,7 +2,11 @@
 
 
 def prompt_length(model, tokenizer, examples, device):
-    return {"score": sum(len(e["prompt"]) for e in examples) / len(examples), "metric": "chars", "higher_is_better": False}
+    return {
+        "score": sum(len(e["prompt"]) for e in examples) / len(examples),
+        "metric": "chars",
+        "higher_is_better": False,
+    }
 
 
 def broken(model, tokenizer, examples, device):

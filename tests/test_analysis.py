@@ -45,8 +45,9 @@ def test_pareto_front_matches_brute_force():
     dirs = [True, False]
     mask = pareto_front(s, dirs)
     for i in range(40):
-        dominated = any((s[j, 0] >= s[i, 0] and s[j, 1] <= s[i, 1]) and (s[j, 0] > s[i, 0] or s[j, 1] < s[i, 1])
-                        for j in range(40))
+        dominated = any(
+            (s[j, 0] >= s[i, 0] and s[j, 1] <= s[i, 1]) and (s[j, 0] > s[i, 0] or s[j, 1] < s[i, 1]) for j in range(40)
+        )
         assert mask[i] == (not dominated)
     assert pareto_front(np.array([[1, 1], [1, 1]]), [True, True]).all()  # ties dominate nothing
 
@@ -54,11 +55,23 @@ def test_pareto_front_matches_brute_force():
 def _results():
     rows = []
     names = ["a", "b"]
-    for (wa, kind), bench in itertools.product([(0.0, "proxy"), (0.5, "proxy"), (1.0, "proxy"), (0.5, "true"), (1.0, "true")], ["x", "y"]):
+    for (wa, kind), bench in itertools.product(
+        [(0.0, "proxy"), (0.5, "proxy"), (1.0, "proxy"), (0.5, "true"), (1.0, "true")], ["x", "y"]
+    ):
         score = wa + (0.1 if kind == "true" else 0) + (0.5 if bench == "y" else 0)
-        rows.append({"kind": kind, "label": f"{kind}{wa}", "benchmark": bench, "score": score, "higher_is_better": True, "metric": "accuracy",
-                     "method": "linear" if kind == "proxy" else None, "params": {} if kind == "proxy" else None,
-                     "weights": {"a": wa, "b": 1 - wa}})
+        rows.append(
+            {
+                "kind": kind,
+                "label": f"{kind}{wa}",
+                "benchmark": bench,
+                "score": score,
+                "higher_is_better": True,
+                "metric": "accuracy",
+                "method": "linear" if kind == "proxy" else None,
+                "params": {} if kind == "proxy" else None,
+                "weights": {"a": wa, "b": 1 - wa},
+            }
+        )
     return pd.DataFrame(rows), names
 
 

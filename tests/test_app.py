@@ -8,8 +8,14 @@ from mixlab.cli import DEMO_LAB
 
 ROOT = DEMO_LAB.parents[1]
 
-PAGES = ["views/1_lab.py", "views/2_simplex.py", "views/3_merge.py", "views/4_proxy_vs_true.py",
-         "views/5_pareto.py", "views/6_experts.py"]
+PAGES = [
+    "views/1_lab.py",
+    "views/2_simplex.py",
+    "views/3_merge.py",
+    "views/4_proxy_vs_true.py",
+    "views/5_pareto.py",
+    "views/6_experts.py",
+]
 
 
 @pytest.fixture

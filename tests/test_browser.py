@@ -33,9 +33,14 @@ def server(tmp_path):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     port = _free_port()
     env = {**os.environ, "MIXLAB_CACHE": str(tmp_path / "cache.sqlite")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -56,8 +61,10 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                    "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         start = time.time()
         page.goto(f"{server}/simplex")
@@ -75,7 +82,9 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         target.scroll_into_view_if_needed()
         box = target.bounding_box()
         t0 = time.time()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # as a person clicks: Plotly listens on its drag layer
+        page.mouse.click(
+            box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        )  # as a person clicks: Plotly listens on its drag layer
         expect(selected).not_to_have_text(before, timeout=30_000)
         click_seconds = time.time() - t0
         after = selected.inner_text()
@@ -96,4 +105,6 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         expect(page.get_by_role("button", name="Scores as CSV")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp_path / "merge_after_eval.png"), full_page=True)
         browser.close()
-    print(f"\ncold load of the simplex page: {cold:.2f} s; cached click → selected weights updated: {click_seconds:.2f} s")
+    print(
+        f"\ncold load of the simplex page: {cold:.2f} s; cached click → selected weights updated: {click_seconds:.2f} s"
+    )

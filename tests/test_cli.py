@@ -30,17 +30,27 @@ def mixlab(*args) -> Result:
 
 
 def test_entry_point(tiny_lab_dir):
-    r = subprocess.run([sys.executable, "-m", "mixlab", "eval", str(tiny_lab_dir), "--weights", "0.5,0.6,0"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "mixlab", "eval", str(tiny_lab_dir), "--weights", "0.5,0.6,0"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 2 and r.stderr.strip() == (
         "error: mixture weights must sum to 1 (±1e-06), got Σ=1.1 for [0.5, 0.6, 0.0]; "
-        "pass normalize=True (CLI: --normalize) to rescale them")
+        "pass normalize=True (CLI: --normalize) to rescale them"
+    )
 
 
 def test_info(tiny_lab_dir):
     r = mixlab("info", tiny_lab_dir)
     assert r.returncode == 0, r.stderr
-    assert "experts (3):" in r.stdout and "rev              lora  r=4" in r.stdout and "pick             choice" in r.stdout
+    assert (
+        "experts (3):" in r.stdout
+        and "rev              lora  r=4" in r.stdout
+        and "pick             choice" in r.stdout
+    )
 
 
 def test_eval_json_then_sweep_then_merge(tiny_lab_dir, tmp_path):
@@ -48,10 +58,23 @@ def test_eval_json_then_sweep_then_merge(tiny_lab_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     (row,) = json.loads(r.stdout)
     assert row["benchmark"] == "rev-loss" and row["weights"] == {"add": 0.2, "rev": 0.8, "sort": 0.0}
-    r = mixlab("sweep", tiny_lab_dir, "--grid", "0.5", "--benchmark", "rev-loss", "--method", "ties", "--param", "density=0.5")
+    r = mixlab(
+        "sweep", tiny_lab_dir, "--grid", "0.5", "--benchmark", "rev-loss", "--method", "ties", "--param", "density=0.5"
+    )
     assert r.returncode == 0, r.stderr
     assert "6 scores for 6 mixtures" in r.stdout
-    r = mixlab("merge", tiny_lab_dir, "--weights", "0.2,0.3,0.5", "--method", "ties", "--param", "density=0.2", "--out", tmp_path / "m")
+    r = mixlab(
+        "merge",
+        tiny_lab_dir,
+        "--weights",
+        "0.2,0.3,0.5",
+        "--method",
+        "ties",
+        "--param",
+        "density=0.2",
+        "--out",
+        tmp_path / "m",
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "m" / "model.safetensors").is_file()
     r = mixlab("merge", tiny_lab_dir, "--weights", "0.2,0.3,0.5", "--adapter", "--out", tmp_path / "a")
@@ -62,7 +85,10 @@ def test_errors_are_one_line_without_traceback(tiny_lab_dir, tmp_path):
     for args, msg in [
         (("eval", tiny_lab_dir, "--weights", "0.5,0.6,0"), "error: mixture weights must sum to 1"),
         (("eval", tiny_lab_dir, "--weights", "add=1", "--method", "slerp"), "error: unknown merge method 'slerp'"),
-        (("merge", tiny_lab_dir, "--weights", "add=1", "--param", "density", "--out", tmp_path / "x"), "error: --param expects NAME=VALUE"),
+        (
+            ("merge", tiny_lab_dir, "--weights", "add=1", "--param", "density", "--out", tmp_path / "x"),
+            "error: --param expects NAME=VALUE",
+        ),
         (("info", tmp_path / "nolab"), "error: no lab manifest at"),
         (("sweep", tiny_lab_dir, "--grid", "0.3"), "error: grid step must be 1/m"),
     ]:

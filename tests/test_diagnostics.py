@@ -24,8 +24,12 @@ def test_interference_matches_numpy(tiny_root):
     experts = [load_task_vector(n, tiny_root / "experts" / n, base) for n in ("add", "rev", "sort")]
     d = interference(experts)
     keys = base.keys()
-    flat = [np.concatenate([(e.delta(k) if e.delta(k) is not None else torch.zeros(base.shape(k))).reshape(-1).numpy()
-                            for k in keys]) for e in experts]
+    flat = [
+        np.concatenate(
+            [(e.delta(k) if e.delta(k) is not None else torch.zeros(base.shape(k))).reshape(-1).numpy() for k in keys]
+        )
+        for e in experts
+    ]
     for i in range(3):
         for j in range(3):
             want = flat[i] @ flat[j] / (np.linalg.norm(flat[i]) * np.linalg.norm(flat[j]))

@@ -60,10 +60,14 @@ def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     scores = {(e.label, e.benchmark): e.score for e in engine.expert_scores(["rev-loss"])}
-    model = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_lab_dir / "base"), tiny_lab_dir / "experts" / "rev")
+    model = PeftModel.from_pretrained(
+        LlamaForCausalLM.from_pretrained(tiny_lab_dir / "base"), tiny_lab_dir / "experts" / "rev"
+    )
     model.merge_and_unload().save_pretrained(tmp_path / "rev")
     AutoTokenizer.from_pretrained(tiny_lab_dir / "base").save_pretrained(tmp_path / "rev")
-    assert scores[("rev", "rev-loss")] == pytest.approx(_score_from_disk(tmp_path / "rev", engine.lab, "rev-loss"), rel=1e-5)
+    assert scores[("rev", "rev-loss")] == pytest.approx(
+        _score_from_disk(tmp_path / "rev", engine.lab, "rev-loss"), rel=1e-5
+    )
 
 
 def test_results_table(engine):
@@ -81,7 +85,9 @@ def test_results_table(engine):
 
 def test_failed_evaluation_leaves_the_cache_unchanged(tiny_lab_dir):
     toml = tiny_lab_dir / "lab.toml"
-    toml.write_text(toml.read_text() + '\n[[benchmarks]]\nname = "bad"\nevaluator = "plugins:broken"\ndata = "data/rev.jsonl"\n')
+    toml.write_text(
+        toml.read_text() + '\n[[benchmarks]]\nname = "bad"\nevaluator = "plugins:broken"\ndata = "data/rev.jsonl"\n'
+    )
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
     m = Mixture.of(engine.names, [1.0, 0.0, 0.0])
     engine.proxy(m, benchmarks=["rev-loss"])
@@ -104,10 +110,17 @@ def test_cancel_stops_between_batches(engine):
 
 def test_manifest_scores_for_true_mixtures(tiny_lab_dir):
     toml = tiny_lab_dir / "lab.toml"
-    toml.write_text(toml.read_text() + '\n[[true_mixtures]]\nweights = { add = 0.5, rev = 0.5 }\nscores = { "rev-loss" = 1.25 }\n')
+    toml.write_text(
+        toml.read_text() + '\n[[true_mixtures]]\nweights = { add = 0.5, rev = 0.5 }\nscores = { "rev-loss" = 1.25 }\n'
+    )
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
     (t,) = engine.true_scores()
-    assert (t.label, t.score, t.higher_is_better, t.weights) == ("add50_rev50", 1.25, False, {"add": 0.5, "rev": 0.5, "sort": 0.0})
+    assert (t.label, t.score, t.higher_is_better, t.weights) == (
+        "add50_rev50",
+        1.25,
+        False,
+        {"add": 0.5, "rev": 0.5, "sort": 0.0},
+    )
 
 
 def test_unknown_benchmark(engine):
@@ -124,7 +137,9 @@ def test_batched_lora_path_equals_the_materialised_merge(tiny_lab_dir, tmp_path,
     from mixlab.store import Store
 
     lab = load_lab(tiny_lab_dir)
-    grid = [Mixture.of(lab.expert_names, w) for w in grid_from_step(3, 0.5)] + [Mixture.of(lab.expert_names, [0.2, 0.3, 0.5])]
+    grid = [Mixture.of(lab.expert_names, w) for w in grid_from_step(3, 0.5)] + [
+        Mixture.of(lab.expert_names, [0.2, 0.3, 0.5])
+    ]
     a = Engine(lab, Store(tmp_path / "a.sqlite"), device="cpu", batch_size=5)
     b = Engine(lab, Store(tmp_path / "b.sqlite"), device="cpu", batch_size=5)
     batched = a.sweep(grid, method, params, path="batched")
@@ -139,10 +154,14 @@ def test_batched_lora_path_equals_the_materialised_merge(tiny_lab_dir, tmp_path,
 
 def test_batched_path_refuses_what_it_cannot_do(full_lab_dir, tiny_lab_dir):
     full = Engine(load_lab(full_lab_dir), device="cpu")
-    with pytest.raises(EvaluationError, match="the batched path does not apply to this lab: expert 'a' is a full fine-tune"):
+    with pytest.raises(
+        EvaluationError, match="the batched path does not apply to this lab: expert 'a' is a full fine-tune"
+    ):
         full.sweep([Mixture.of(full.names, [0.5, 0.5]), Mixture.of(full.names, [1.0, 0.0])], path="batched")
     lora = Engine(load_lab(tiny_lab_dir), device="cpu")
     with pytest.raises(EvaluationError, match="method 'ties' needs path='materialize'"):
-        lora.sweep([Mixture.of(lora.names, [0.5, 0.5, 0.0]), Mixture.of(lora.names, [1.0, 0.0, 0.0])], "ties", path="batched")
+        lora.sweep(
+            [Mixture.of(lora.names, [0.5, 0.5, 0.0]), Mixture.of(lora.names, [1.0, 0.0, 0.0])], "ties", path="batched"
+        )
     assert lora.choose_path("ties", lora.lab.benchmark("rev"), 10) == "materialize"
     assert lora.choose_path("linear", lora.lab.benchmark("rev"), 10) == "batched"  # exact_match on CPU

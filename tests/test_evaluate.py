@@ -12,7 +12,9 @@ from mixlab.lab import BenchmarkSpec
 def model_tok(tiny_root):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(tiny_root / "base").eval(), AutoTokenizer.from_pretrained(tiny_root / "base")
+    return AutoModelForCausalLM.from_pretrained(tiny_root / "base").eval(), AutoTokenizer.from_pretrained(
+        tiny_root / "base"
+    )
 
 
 def _jsonl(path, rows):
@@ -47,9 +49,15 @@ def test_batched_greedy_generation_matches_unbatched_generate(model_tok):
     got = greedy_generate(model, tok, prompts, 6, ["\n"], "cpu")
     for prompt, text in zip(prompts, got):
         ids = torch.tensor([[tok.bos_token_id] + _ids(tok, prompt)])
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=[_ids(tok, "\n")[0], tok.eos_token_id])
-        want = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0]
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=[_ids(tok, "\n")[0], tok.eos_token_id],
+        )
+        want = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).split("\n")[0]
         assert text == want
 
 
@@ -59,7 +67,9 @@ def test_exact_match_counts_hits(model_tok, tmp_path):
     outs = greedy_generate(model, tok, prompts, 6, ["\n"], "cpu")
     rows = [{"prompt": p, "answer": o if i % 2 == 0 else o + "x"} for i, (p, o) in enumerate(zip(prompts, outs))]
     spec = BenchmarkSpec(name="e", evaluator="exact_match", data="x", max_new_tokens=6)
-    res = run_benchmark(model, tok, spec, read_examples(_jsonl(tmp_path / "e.jsonl", rows), spec), torch.device("cpu"), batch_size=3)
+    res = run_benchmark(
+        model, tok, spec, read_examples(_jsonl(tmp_path / "e.jsonl", rows), spec), torch.device("cpu"), batch_size=3
+    )
     assert res.score == 0.5 and res.higher_is_better and res.metric == "accuracy"
 
 
@@ -107,8 +117,11 @@ def test_plugins(model_tok, tiny_root):
     ],
 )
 def test_bad_examples_name_file_and_line(tmp_path, evaluator, line, match):
-    good = {"exact_match": '{"prompt": "a", "answer": "b"}', "choice": '{"prompt": "a", "choices": ["x", "y"], "label": 0}',
-            "lm_loss": '{"text": "abc"}'}[evaluator]
+    good = {
+        "exact_match": '{"prompt": "a", "answer": "b"}',
+        "choice": '{"prompt": "a", "choices": ["x", "y"], "label": 0}',
+        "lm_loss": '{"text": "abc"}',
+    }[evaluator]
     (tmp_path / "e.jsonl").write_text(good + "\n" + line + "\n")
     with pytest.raises(EvaluationError, match=match):
         read_examples(tmp_path / "e.jsonl", BenchmarkSpec(name="e", evaluator=evaluator, data="e.jsonl"))
@@ -116,7 +129,9 @@ def test_bad_examples_name_file_and_line(tmp_path, evaluator, line, match):
 
 def test_limit_and_empty(tmp_path):
     (tmp_path / "e.jsonl").write_text('{"text": "a"}\n' * 5)
-    assert len(read_examples(tmp_path / "e.jsonl", BenchmarkSpec(name="e", evaluator="lm_loss", data="e", limit=2))) == 2
+    assert (
+        len(read_examples(tmp_path / "e.jsonl", BenchmarkSpec(name="e", evaluator="lm_loss", data="e", limit=2))) == 2
+    )
     (tmp_path / "e.jsonl").write_text("\n")
     with pytest.raises(EvaluationError, match="has no examples"):
         read_examples(tmp_path / "e.jsonl", BenchmarkSpec(name="e", evaluator="lm_loss", data="e"))

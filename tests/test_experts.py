@@ -15,7 +15,10 @@ def test_full_expert_shape_mismatch_names_expert_tensor_and_shapes(tiny_root, tm
     state = load_file(bad / "model.safetensors")
     state["model.layers.0.mlp.up_proj.weight"] = torch.zeros(48, 16)
     save_file(state, bad / "model.safetensors")
-    with pytest.raises(ExpertError, match=r"expert 'ocr': tensor model.layers.0.mlp.up_proj.weight has shape \(48, 16\) but the base has \(32, 16\)"):
+    with pytest.raises(
+        ExpertError,
+        match=r"expert 'ocr': tensor model.layers.0.mlp.up_proj.weight has shape \(48, 16\) but the base has \(32, 16\)",
+    ):
         load_task_vector("ocr", bad, load_base(tiny_root / "base"))
 
 
@@ -69,7 +72,9 @@ def test_lora_for_another_architecture(tiny_root, tmp_path):
     state = load_file(bad / "adapter_model.safetensors")
     state = {k.replace("layers.0.", "layers.7."): v for k, v in state.items()}
     save_file(state, bad / "adapter_model.safetensors")
-    with pytest.raises(ExpertError, match=r"adapted module model.layers.7.\S+ has no tensor model.layers.7.\S+ in the base"):
+    with pytest.raises(
+        ExpertError, match=r"adapted module model.layers.7.\S+ has no tensor model.layers.7.\S+ in the base"
+    ):
         load_task_vector("add", bad, load_base(tiny_root / "base"))
 
 
@@ -89,13 +94,17 @@ def test_fan_in_fan_out_gpt2_matches_peft(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=40, n_positions=16)).save_pretrained(tmp_path / "base")
+    GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=40, n_positions=16)).save_pretrained(
+        tmp_path / "base"
+    )
     model = GPT2LMHeadModel.from_pretrained(tmp_path / "base")
     cfg = LoraConfig(r=2, lora_alpha=6, target_modules=["c_attn", "c_fc"], fan_in_fan_out=True, init_lora_weights=False)
     get_peft_model(model, cfg).save_pretrained(tmp_path / "lora")
     base = load_base(tmp_path / "base")
     tv = load_task_vector("g", tmp_path / "lora", base)
-    merged = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(tmp_path / "base"), tmp_path / "lora").merge_and_unload()
+    merged = PeftModel.from_pretrained(
+        GPT2LMHeadModel.from_pretrained(tmp_path / "base"), tmp_path / "lora"
+    ).merge_and_unload()
     state = merged.state_dict()
     assert tv.keys()
     for k in tv.keys():

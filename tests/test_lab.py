@@ -36,9 +36,14 @@ def write(lab_dir: Path, text: str) -> Path:
 
 
 def test_valid_manifest(lab_dir):
-    lab = load_lab(write(lab_dir, BASE + '[[true_mixtures]]\nweights = { ocr = 0.5, chart = 0.5 }\npath = "true/mix"\n'
-                         '[[true_mixtures]]\nweights = { ocr = 1.0 }\nscores = { "ocr-val" = 0.61 }\n'
-                         '[merge]\nexclude = ["visual.*"]\n'))
+    lab = load_lab(
+        write(
+            lab_dir,
+            BASE + '[[true_mixtures]]\nweights = { ocr = 0.5, chart = 0.5 }\npath = "true/mix"\n'
+            '[[true_mixtures]]\nweights = { ocr = 1.0 }\nscores = { "ocr-val" = 0.61 }\n'
+            '[merge]\nexclude = ["visual.*"]\n',
+        )
+    )
     assert lab.expert_names == ["ocr", "chart"]
     t0, t1 = lab.manifest.true_mixtures
     assert lab.true_mixture_name(t0) == "ocr50_chart50"
@@ -57,10 +62,16 @@ def test_valid_manifest(lab_dir):
         ("[[true_mixtures]]\nweights = { ocr = 0.5, chart = 0.4 }\nscores = {}\n", "weights must sum to 1, got 0.9"),
         ("[[true_mixtures]]\nweights = { ocr = 1.0 }\n", "give exactly one of 'path'"),
         ("[[true_mixtures]]\nweights = { ocr = 1.0 }\nscores = { nope = 1.0 }\n", "unknown benchmark 'nope'"),
-        ("[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = \"../outside\"\n", "points outside the lab folder"),
-        ("[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = \"true/missing\"\n", r"true_mixtures\[0\].path = 'true/missing': no such file"),
+        ('[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = "../outside"\n', "points outside the lab folder"),
+        (
+            '[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = "true/missing"\n',
+            r"true_mixtures\[0\].path = 'true/missing': no such file",
+        ),
         ('[[benchmarks]]\nname = "x"\nevaluator = "bleu"\ndata = "data/ocr.jsonl"\n', "unknown evaluator 'bleu'"),
-        ('[[benchmarks]]\nname = "x y"\nevaluator = "lm_loss"\ndata = "data/ocr.jsonl"\n', r"benchmarks\[1\].name: String should match"),
+        (
+            '[[benchmarks]]\nname = "x y"\nevaluator = "lm_loss"\ndata = "data/ocr.jsonl"\n',
+            r"benchmarks\[1\].name: String should match",
+        ),
         ('[merge]\nmethod = "linear"\nparams = { scale = inf }\n', r"merge.params.scale"),
     ],
 )

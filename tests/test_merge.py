@@ -49,8 +49,9 @@ def test_ties_by_hand():
 
 
 def test_ties_with_no_agreement_keeps_the_base():
-    out = get_method("ties").merge(B, [torch.tensor([1.0, 0, 0, 0]), torch.tensor([-1.0, 0, 0, 0])], [0.5, 0.5],
-                                   {"density": 1.0})
+    out = get_method("ties").merge(
+        B, [torch.tensor([1.0, 0, 0, 0]), torch.tensor([-1.0, 0, 0, 0])], [0.5, 0.5], {"density": 1.0}
+    )
     torch.testing.assert_close(out, B)  # Σ = 0 elects no sign: nothing agrees
 
 
@@ -100,9 +101,13 @@ def test_bad_methods_and_params_are_named(method, params, match):
 def test_registry_declares_parameters_for_the_ui():
     ties = get_method("ties")
     assert [(p.name, p.kind, p.default) for p in ties.params] == [
-        ("density", float, 0.2), ("normalize", bool, True), ("scale", float, 1.0)]
-    assert all(p.help for m in ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
-               for p in get_method(m).params)
+        ("density", float, 0.2),
+        ("normalize", bool, True),
+        ("scale", float, 1.0),
+    ]
+    assert all(
+        p.help for m in ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties") for p in get_method(m).params
+    )
 
 
 # --- whole checkpoints -----------------------------------------------------------------------------
@@ -149,8 +154,15 @@ def test_linear_lora_merge_matches_expert_by_expert_peft_merges(tiny_root, lora)
         torch.testing.assert_close(merged[key].float(), want, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("method,params", [("linear", {}), ("task_arithmetic", {"scale": 0.7}),
-                                           ("ties", {"density": 0.3}), ("dare_ties", {"drop_rate": 0.5, "seed": 4})])
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("linear", {}),
+        ("task_arithmetic", {"scale": 0.7}),
+        ("ties", {"density": 0.3}),
+        ("dare_ties", {"drop_rate": 0.5, "seed": 4}),
+    ],
+)
 def test_in_memory_merger_equals_streamed_merge(lora, method, params):
     base, experts = lora
     spec = MergeSpec(method, (0.1, 0.6, 0.3), get_method(method).resolve(params))
@@ -176,8 +188,12 @@ def test_exclude_keeps_base_tensors(lora):
     base, experts = lora
     spec = MergeSpec("linear", (0.5, 0.5, 0.0), exclude=("model.layers.0.*",))
     merged = dict(iter_merged(base, experts, spec))
-    assert torch.equal(merged["model.layers.0.self_attn.q_proj.weight"], base.get("model.layers.0.self_attn.q_proj.weight"))
-    assert not torch.equal(merged["model.layers.1.self_attn.q_proj.weight"], base.get("model.layers.1.self_attn.q_proj.weight"))
+    assert torch.equal(
+        merged["model.layers.0.self_attn.q_proj.weight"], base.get("model.layers.0.self_attn.q_proj.weight")
+    )
+    assert not torch.equal(
+        merged["model.layers.1.self_attn.q_proj.weight"], base.get("model.layers.1.self_attn.q_proj.weight")
+    )
 
 
 def test_saved_merge_loads_in_transformers_and_shards(tiny_root, lora, tmp_path):
@@ -225,4 +241,8 @@ def test_lora_adapter_export_is_exact(tiny_root, lora, tmp_path):
     for k in base.keys():
         torch.testing.assert_close(state[k], expected[k], atol=1e-6, rtol=1e-5)
     with pytest.raises(MergeError, match="only linear merges"):
-        save_lora_merge(experts, MergeSpec("ties", (1.0, 0.0, 0.0), {"density": 0.2, "normalize": True, "scale": 1.0}), tmp_path / "x")
+        save_lora_merge(
+            experts,
+            MergeSpec("ties", (1.0, 0.0, 0.0), {"density": 0.2, "normalize": True, "scale": 1.0}),
+            tmp_path / "x",
+        )

@@ -36,12 +36,26 @@ def test_projection_for_k4():
 
 def test_pareto_points_and_figure():
     rows = []
-    for kind, label, x, y, w in [("expert", "a", 0.9, 0.1, (1, 0, 0)), ("expert", "b", 0.1, 0.9, (0, 1, 0)),
-                                 ("proxy", "m", 0.6, 0.6, (0.5, 0.5, 0)), ("proxy", "bad", 0.2, 0.2, (0.3, 0.3, 0.4)),
-                                 ("true", "t", 0.7, 0.7, (0.5, 0.5, 0))]:
+    for kind, label, x, y, w in [
+        ("expert", "a", 0.9, 0.1, (1, 0, 0)),
+        ("expert", "b", 0.1, 0.9, (0, 1, 0)),
+        ("proxy", "m", 0.6, 0.6, (0.5, 0.5, 0)),
+        ("proxy", "bad", 0.2, 0.2, (0.3, 0.3, 0.4)),
+        ("true", "t", 0.7, 0.7, (0.5, 0.5, 0)),
+    ]:
         for bench, s in (("x", x), ("y", y)):
-            rows.append({"kind": kind, "label": label, "benchmark": bench, "score": s, "higher_is_better": True,
-                         "a": w[0], "b": w[1], "c": w[2]})
+            rows.append(
+                {
+                    "kind": kind,
+                    "label": label,
+                    "benchmark": bench,
+                    "score": s,
+                    "higher_is_better": True,
+                    "a": w[0],
+                    "b": w[1],
+                    "c": w[2],
+                }
+            )
     pts = pareto_points(pd.DataFrame(rows), NAMES, "x", "y")
     assert set(pts[pts.proxy_front].label) == {"a", "b", "m"}
     assert set(pts[pts.true_front].label) == {"a", "b", "t"}

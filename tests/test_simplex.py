@@ -52,8 +52,12 @@ def test_dirichlet_is_seeded():
 
 @pytest.mark.parametrize(
     ("weights", "match"),
-    [([0.5, 0.6, 0.0], r"must sum to 1 \(±1e-06\), got Σ=1.1"), ([1.5, -0.5, 0.0], "must be ≥ 0"),
-     ([float("nan"), 0.5, 0.5], "must be finite"), ([], "empty")],
+    [
+        ([0.5, 0.6, 0.0], r"must sum to 1 \(±1e-06\), got Σ=1.1"),
+        ([1.5, -0.5, 0.0], "must be ≥ 0"),
+        ([float("nan"), 0.5, 0.5], "must be finite"),
+        ([], "empty"),
+    ],
 )
 def test_bad_weights_are_named(weights, match):
     with pytest.raises(MixtureWeightsError, match=match):
@@ -69,8 +73,13 @@ def test_normalize_on_request():
 def test_parse_positional_and_named():
     assert parse_weights("0.2,0.3,0.5", NAMES).weights == (0.2, 0.3, 0.5)
     assert parse_weights("chart=0.8, ocr=0.2", NAMES).as_dict() == {"ocr": 0.2, "chart": 0.8, "math": 0.0}
-    for text, match in [("ocr=0.5,tables=0.5", "unknown expert 'tables'"), ("0.5,0.5", "2 weights in '0.5,0.5' for 3 experts"),
-                        ("ocr=0.5,0.5", "mix of named and positional"), ("ocr=a", "weight 'a'"), ("ocr=0.5,ocr=0.5", "twice")]:
+    for text, match in [
+        ("ocr=0.5,tables=0.5", "unknown expert 'tables'"),
+        ("0.5,0.5", "2 weights in '0.5,0.5' for 3 experts"),
+        ("ocr=0.5,0.5", "mix of named and positional"),
+        ("ocr=a", "weight 'a'"),
+        ("ocr=0.5,ocr=0.5", "twice"),
+    ]:
         with pytest.raises(MixtureWeightsError, match=match):
             parse_weights(text, NAMES)
 

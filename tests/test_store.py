@@ -14,9 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ev(key="k", score=0.5, **kw) -> Evaluation:
-    base = dict(key=key, lab="lab", kind="proxy", label="a=1", models="m", benchmark="b", metric="accuracy",
-                score=score, higher_is_better=True, n=10, device="cpu", seconds=0.1, method="linear", params={},
-                weights={"a": 1.0, "b": 0.0})
+    base = dict(
+        key=key,
+        lab="lab",
+        kind="proxy",
+        label="a=1",
+        models="m",
+        benchmark="b",
+        metric="accuracy",
+        score=score,
+        higher_is_better=True,
+        n=10,
+        device="cpu",
+        seconds=0.1,
+        method="linear",
+        params={},
+        weights={"a": 1.0, "b": 0.0},
+    )
     return Evaluation(**{**base, **kw})
 
 
@@ -98,7 +112,9 @@ def test_a_process_killed_mid_write_leaves_the_cache_whole(tmp_path):
 def test_corrupt_file_is_a_clear_error_and_is_not_touched(tmp_path):
     path = tmp_path / "c.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(CacheError, match=r"c.sqlite: cannot open: file is not a database \(the file is corrupt; move it aside"):
+    with pytest.raises(
+        CacheError, match=r"c.sqlite: cannot open: file is not a database \(the file is corrupt; move it aside"
+    ):
         Store(path)
     assert path.read_bytes() == b"this is not sqlite" * 100
 
@@ -112,10 +128,14 @@ def test_read_only_cache_reads_and_refuses_writes_clearly(tmp_path, monkeypatch)
     os.chmod(path, 0o444)
     if os.geteuid() == 0:  # root ignores file modes; make the permission check see what a user would
         real = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == path and mode == os.W_OK else real(p, mode))
+        monkeypatch.setattr(
+            os, "access", lambda p, mode: False if Path(p) == path and mode == os.W_OK else real(p, mode)
+        )
     ro = Store(path)
     assert ro.readonly and ro.count() == 1 and ro.get("k").score == 0.5
-    with pytest.raises(CacheError, match=r"cannot write: attempt to write a readonly database \(the file or its folder is read-only"):
+    with pytest.raises(
+        CacheError, match=r"cannot write: attempt to write a readonly database \(the file or its folder is read-only"
+    ):
         ro.put(ev(key="new"))
     assert ro.count() == 1
 

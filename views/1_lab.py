@@ -8,8 +8,12 @@ from views._shared import engine, lab_path
 
 st.title("Lab")
 with st.form("lab_picker"):
-    path = st.text_input("Lab folder or lab.toml", value=lab_path(), key="lab_input",
-                         help=f"The demo lab is {DEMO_LAB}. Any folder with a lab.toml works.")
+    path = st.text_input(
+        "Lab folder or lab.toml",
+        value=lab_path(),
+        key="lab_input",
+        help=f"The demo lab is {DEMO_LAB}. Any folder with a lab.toml works.",
+    )
     if st.form_submit_button("Open"):
         st.session_state.lab_path = path.strip()
         st.query_params["lab"] = path.strip()  # remembered across reloads
@@ -30,18 +34,58 @@ cols[3].metric("Cached proxy scores", counts["proxy"])
 cols[4].metric("Cached other scores", counts["base"] + counts["expert"] + counts["true"])
 
 base_params = sum(int(pd.Series(eng.base.shape(k)).prod()) for k in eng.base.keys())
-st.markdown(f"**Base** `{lab.manifest.base}` — {base_params:,} parameters in {len(eng.base.keys())} tensors, "
-            f"fingerprint `{eng.base.fingerprint[:12]}`")
+st.markdown(
+    f"**Base** `{lab.manifest.base}` — {base_params:,} parameters in {len(eng.base.keys())} tensors, "
+    f"fingerprint `{eng.base.fingerprint[:12]}`"
+)
 st.markdown("**Experts**")
-st.dataframe(pd.DataFrame([{"expert": e.name, "kind": e.kind, "rank": e.rank, "trainable params": e.n_params,
-                            "tensors changed": len(e.keys()), "fingerprint": e.fingerprint[:12]} for e in eng.experts]),
-             hide_index=True, width="stretch")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "expert": e.name,
+                "kind": e.kind,
+                "rank": e.rank,
+                "trainable params": e.n_params,
+                "tensors changed": len(e.keys()),
+                "fingerprint": e.fingerprint[:12],
+            }
+            for e in eng.experts
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
 st.markdown("**Benchmarks**")
-st.dataframe(pd.DataFrame([{"benchmark": b.name, "evaluator": b.evaluator, "data": b.data,
-                            "direction": "↓ lower is better" if b.evaluator == "lm_loss" else "↑ higher is better"}
-                           for b in lab.benchmarks]), hide_index=True, width="stretch")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "benchmark": b.name,
+                "evaluator": b.evaluator,
+                "data": b.data,
+                "direction": "↓ lower is better" if b.evaluator == "lm_loss" else "↑ higher is better",
+            }
+            for b in lab.benchmarks
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
 st.markdown("**True mixtures** (models trained on the mixture itself)")
-st.dataframe(pd.DataFrame([{"true mixture": lab.true_mixture_name(t), **lab.true_mixture_weights(t).as_dict(),
-                            "source": t.path or "scores in lab.toml"} for t in lab.manifest.true_mixtures]),
-             hide_index=True, width="stretch", height=260)
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "true mixture": lab.true_mixture_name(t),
+                **lab.true_mixture_weights(t).as_dict(),
+                "source": t.path or "scores in lab.toml",
+            }
+            for t in lab.manifest.true_mixtures
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+    height=260,
+)
 st.caption(f"Evaluation cache: `{eng.store.path}` — {counts}")

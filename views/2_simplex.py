@@ -33,11 +33,16 @@ if df.empty:
 proxy_all = df[df.kind == "proxy"]
 methods_cached = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)})
 c1, c2 = st.columns(2)
-bench = c1.selectbox("Benchmark", benchmark_options(df, eng), key="simplex_bench",
-                     help="'mean' averages the higher-is-better benchmarks")
+bench = c1.selectbox(
+    "Benchmark", benchmark_options(df, eng), key="simplex_bench", help="'mean' averages the higher-is-better benchmarks"
+)
 method_options = methods_cached or [("linear", "{}")]
-method_i = c2.selectbox("Proxy merge method", range(len(method_options)), key="simplex_method",
-                        format_func=lambda i: f"{method_options[i][0]} {params_label(json.loads(method_options[i][1]))}")
+method_i = c2.selectbox(
+    "Proxy merge method",
+    range(len(method_options)),
+    key="simplex_method",
+    format_func=lambda i: f"{method_options[i][0]} {params_label(json.loads(method_options[i][1]))}",
+)
 method, params = method_options[method_i][0], json.loads(method_options[method_i][1])
 
 sub = df[df.benchmark == bench]
@@ -70,12 +75,15 @@ st.session_state.simplex_ctx = (k, hib)
 left, right = st.columns([1, 1])
 with left:
     fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], metric_title(bench, metric, hib), hib)
-    st.plotly_chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"),
-                    width="stretch")
+    st.plotly_chart(
+        fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"), width="stretch"
+    )
     if k > 3:
-        st.caption(f"K={k}: each mixture is drawn at the weighted average of the polygon's vertices (one per expert). "
-                   "Every cached mixture is visible and clickable here, which a ternary slice would not allow for "
-                   "Dirichlet-sampled points; hover for the exact weights.")
+        st.caption(
+            f"K={k}: each mixture is drawn at the weighted average of the polygon's vertices (one per expert). "
+            "Every cached mixture is visible and clickable here, which a ternary slice would not allow for "
+            "Dirichlet-sampled points; hover for the exact weights."
+        )
 
 with right:
     m = mixture(eng)
@@ -101,15 +109,20 @@ with right:
         pr = proxy_m[(proxy_m.benchmark == b) & (proxy_m.weights.map(lambda w: weights_key(w, names) == key))]
         tr = true_all[(true_all.benchmark == b) & (true_all.weights.map(lambda w: weights_key(w, names) == true_key))]
         ex = df[(df.kind == "expert") & (df.benchmark == b)]
-        row = {"benchmark": b, "proxy": pr.score.iloc[-1] if len(pr) else None,
-               ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None}
+        row = {
+            "benchmark": b,
+            "proxy": pr.score.iloc[-1] if len(pr) else None,
+            ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None,
+        }
         row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
         rows.append(row)
     table = pd.DataFrame(rows)
     st.dataframe(table.round(4), hide_index=True, width="stretch", key="selected_scores")
     if true_key is not None and not exact:
-        st.caption(f"No model was trained at exactly this mixture; 'nearest true' is "
-                   f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f}).")
+        st.caption(
+            f"No model was trained at exactly this mixture; 'nearest true' is "
+            f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f})."
+        )
     if table["proxy"].isna().any():
         if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
             submit_evaluation(eng, m, method, params)

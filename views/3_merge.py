@@ -29,12 +29,20 @@ with left:
     chosen = st.multiselect("Benchmarks", bench_names, default=bench_names, key="merge_benchmarks")
 with right:
     m = mixture(eng)
-    st.markdown(f"**θ = merge_{method}(θ₀, τ; w)** with w = " + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
-                + f" · params {params_label(params)} · device `{eng.device}`")
+    st.markdown(
+        f"**θ = merge_{method}(θ₀, τ; w)** with w = "
+        + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
+        + f" · params {params_label(params)} · device `{eng.device}`"
+    )
     job = current_job()
     busy = job is not None and job.active
-    if st.button("Evaluate", type="primary", disabled=busy or not chosen, key="merge_evaluate",
-                 help="Runs in the background; cached scores are reused"):
+    if st.button(
+        "Evaluate",
+        type="primary",
+        disabled=busy or not chosen,
+        key="merge_evaluate",
+        help="Runs in the background; cached scores are reused",
+    ):
         try:
             submit_evaluation(eng, m, method, params, chosen)
         except MixlabError as e:
@@ -44,20 +52,37 @@ with right:
     spec_params = eng.spec(m, method, params).params
     df = eng.results()
     key = weights_key(m.as_dict(), eng.names)
-    mine = df[(df.kind == "proxy") & (df.method == method) & (df.params.map(lambda p: p == spec_params))
-              & (df.weights.map(lambda w: weights_key(w, eng.names) == key))]
+    mine = df[
+        (df.kind == "proxy")
+        & (df.method == method)
+        & (df.params.map(lambda p: p == spec_params))
+        & (df.weights.map(lambda w: weights_key(w, eng.names) == key))
+    ]
     if len(mine):
-        table = mine[["benchmark", "metric", "score", "higher_is_better", "n", "seconds", "device"]].reset_index(drop=True)
+        table = mine[["benchmark", "metric", "score", "higher_is_better", "n", "seconds", "device"]].reset_index(
+            drop=True
+        )
         st.dataframe(table, hide_index=True, width="stretch")
-        csv = pd.concat([table, pd.DataFrame([m.as_dict()] * len(table))], axis=1).assign(method=method, params=params_label(spec_params))
-        st.download_button("Scores as CSV", csv.to_csv(index=False), file_name=f"mixlab_{method}_scores.csv",
-                           mime="text/csv", key="merge_csv")
+        csv = pd.concat([table, pd.DataFrame([m.as_dict()] * len(table))], axis=1).assign(
+            method=method, params=params_label(spec_params)
+        )
+        st.download_button(
+            "Scores as CSV",
+            csv.to_csv(index=False),
+            file_name=f"mixlab_{method}_scores.csv",
+            mime="text/csv",
+            key="merge_csv",
+        )
     else:
         st.info("This mixture has no cached scores for this method yet: press **Evaluate**.")
 
     st.markdown("**Export the merged model**")
-    kind = st.radio("Format", ["Hugging Face model folder", "PEFT adapter (linear merges of LoRA experts)"],
-                    key="merge_export_kind", horizontal=True)
+    kind = st.radio(
+        "Format",
+        ["Hugging Face model folder", "PEFT adapter (linear merges of LoRA experts)"],
+        key="merge_export_kind",
+        horizontal=True,
+    )
     label = "_".join(f"{n}{round(100 * w)}" for n, w in zip(eng.names, m.weights) if w > 0)
     default = eng.lab.root / "exports" / f"{method}_{label}"
     out = st.text_input("Output folder", value=str(default), key="merge_export_path")

@@ -13,14 +13,20 @@ st.title("Proxy vs true")
 eng = engine()
 df = results(eng)
 proxy_all = df[df.kind == "proxy"] if len(df) else df
-options = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)}) if len(df) else []
+options = (
+    sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)}) if len(df) else []
+)
 if not options or not (df.kind == "true").any():
     st.info("This page needs cached proxy scores and true-mixture scores at the same mixtures.")
     st.stop()
 c1, c2 = st.columns(2)
 bench = c1.selectbox("Benchmark", benchmark_options(df, eng), key="pvt_bench")
-mi = c2.selectbox("Proxy merge method", range(len(options)), key="pvt_method",
-                  format_func=lambda i: f"{options[i][0]} {params_label(json.loads(options[i][1]))}")
+mi = c2.selectbox(
+    "Proxy merge method",
+    range(len(options)),
+    key="pvt_method",
+    format_func=lambda i: f"{options[i][0]} {params_label(json.loads(options[i][1]))}",
+)
 method, params = options[mi][0], json.loads(options[mi][1])
 rows = df[(df.kind != "proxy") | ((df.method == method) & df.params.map(lambda p: p == params))]
 
@@ -31,33 +37,54 @@ for b in benchmark_options(df, eng):
     tau = rank_correlation(pairs.proxy, pairs.true, "kendall", n_boot=0)
     hib = bool(df[df.benchmark == b].higher_is_better.iloc[0])
     reg = regret(pairs.proxy, pairs.true, hib) if len(pairs) else None
-    summary.append({"benchmark": b, "n": rho.n, "Spearman ρ": rho.value, "ρ 95% CI": f"[{rho.low:+.2f}, {rho.high:+.2f}]" if rho.value is not None else "undefined",
-                    "Kendall τ": tau.value, "proxy's pick: true rank": reg.true_rank if reg else None,
-                    "regret": reg.regret if reg else None})
+    summary.append(
+        {
+            "benchmark": b,
+            "n": rho.n,
+            "Spearman ρ": rho.value,
+            "ρ 95% CI": f"[{rho.low:+.2f}, {rho.high:+.2f}]" if rho.value is not None else "undefined",
+            "Kendall τ": tau.value,
+            "proxy's pick: true rank": reg.true_rank if reg else None,
+            "regret": reg.regret if reg else None,
+        }
+    )
 
 pairs = paired(rows, eng.names, bench)
 rho = rank_correlation(pairs.proxy, pairs.true, "spearman")
 tau = rank_correlation(pairs.proxy, pairs.true, "kendall")
 hib = bool(df[df.benchmark == bench].higher_is_better.iloc[0])
 cols = st.columns(4)
-cols[0].metric("Spearman ρ", "undefined" if rho.value is None else f"{rho.value:+.3f}",
-               help="95% bootstrap CI: " + ("n < 3" if rho.value is None else f"[{rho.low:+.3f}, {rho.high:+.3f}]"))
-cols[1].metric("Kendall τ", "undefined" if tau.value is None else f"{tau.value:+.3f}",
-               help="95% bootstrap CI: " + ("n < 3" if tau.value is None else f"[{tau.low:+.3f}, {tau.high:+.3f}]"))
+cols[0].metric(
+    "Spearman ρ",
+    "undefined" if rho.value is None else f"{rho.value:+.3f}",
+    help="95% bootstrap CI: " + ("n < 3" if rho.value is None else f"[{rho.low:+.3f}, {rho.high:+.3f}]"),
+)
+cols[1].metric(
+    "Kendall τ",
+    "undefined" if tau.value is None else f"{tau.value:+.3f}",
+    help="95% bootstrap CI: " + ("n < 3" if tau.value is None else f"[{tau.low:+.3f}, {tau.high:+.3f}]"),
+)
 cols[2].metric("Mixtures (n)", rho.n)
 if len(pairs):
     reg = regret(pairs.proxy, pairs.true, hib)
     cols[3].metric("Proxy's pick: rank under true", f"{reg.true_rank} of {reg.n}", help=f"regret {reg.regret:.4f}")
-    st.caption(f"{rho.describe()} · {tau.describe()} · the mixture the proxy ranks first, "
-               f"**{pairs.label.iloc[reg.chosen]}**, is #{reg.true_rank} under the true scores (regret {reg.regret:.4f}).")
+    st.caption(
+        f"{rho.describe()} · {tau.describe()} · the mixture the proxy ranks first, "
+        f"**{pairs.label.iloc[reg.chosen]}**, is #{reg.true_rank} under the true scores (regret {reg.regret:.4f})."
+    )
 left, right = st.columns([3, 2])
 with left:
     arrow = "↑" if hib else "↓"
-    st.plotly_chart(proxy_true_figure(pairs, f"proxy score: {bench} {arrow}", f"true score: {bench} {arrow}"),
-                    key="pvt_scatter", width="stretch")
+    st.plotly_chart(
+        proxy_true_figure(pairs, f"proxy score: {bench} {arrow}", f"true score: {bench} {arrow}"),
+        key="pvt_scatter",
+        width="stretch",
+    )
 with right:
-    table = pairs.assign(proxy_rank=pairs.proxy.rank(ascending=not hib).astype(int),
-                         true_rank=pairs.true.rank(ascending=not hib).astype(int))
+    table = pairs.assign(
+        proxy_rank=pairs.proxy.rank(ascending=not hib).astype(int),
+        true_rank=pairs.true.rank(ascending=not hib).astype(int),
+    )
     st.dataframe(table, hide_index=True, width="stretch", height=480, key="pvt_table")
 st.markdown("**All benchmarks**")
 st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch", key="pvt_summary")

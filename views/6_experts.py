@@ -23,8 +23,14 @@ with left:
     st.markdown("**Cosine similarity** of whole task vectors: near 0 means the experts moved in unrelated directions.")
     st.plotly_chart(heatmap(d["cosine"], "cosine", zmin=-1, zmax=1, colorscale="RdBu"), key="exp_cos", width="stretch")
 with right:
-    st.markdown("**Sign conflicts** per layer: of the entries that ≥ 2 experts change, the fraction whose signs "
-                "disagree — what TIES's sign election resolves.")
-    conflicts = d["conflicts"].set_index("layer")[["conflict_fraction"]].T.rename(index={"conflict_fraction": "conflicts"})
-    st.plotly_chart(heatmap(conflicts, "fraction", zmin=0, zmax=1, colorscale="Reds", fmt=".2f"), key="exp_conf", width="stretch")
+    st.markdown(
+        "**Sign conflicts** per layer: of the entries that ≥ 2 experts change, the fraction whose signs "
+        "disagree — what TIES's sign election resolves."
+    )
+    conflicts = (
+        d["conflicts"].set_index("layer")[["conflict_fraction"]].T.rename(index={"conflict_fraction": "conflicts"})
+    )
+    st.plotly_chart(
+        heatmap(conflicts, "fraction", zmin=0, zmax=1, colorscale="Reds", fmt=".2f"), key="exp_conf", width="stretch"
+    )
     st.dataframe(d["conflicts"], hide_index=True, width="stretch")

@@ -119,20 +119,39 @@ def benchmark_options(df: pd.DataFrame, eng: Engine) -> list[str]:
 def method_params_inputs(key: str) -> tuple[str, dict]:
     """A method picker and one input per declared parameter (from the merge registry)."""
     names = [m.name for m in methods()]
-    method = st.selectbox("Merge method", names, key=f"{key}_method", help="; ".join(f"{m.name}: {m.help}" for m in methods()))
+    method = st.selectbox(
+        "Merge method", names, key=f"{key}_method", help="; ".join(f"{m.name}: {m.help}" for m in methods())
+    )
     params = {}
     for p in get_method(method).params:
         pkey = f"{key}_{method}_{p.name}"
         if p.kind is bool:
             params[p.name] = st.checkbox(p.name, value=bool(p.default), help=p.help, key=pkey)
         elif p.kind is int:
-            params[p.name] = int(st.number_input(p.name, value=int(p.default), min_value=int(p.low or 0),
-                                                 max_value=int(p.high) if p.high is not None else None, step=1, help=p.help, key=pkey))
+            params[p.name] = int(
+                st.number_input(
+                    p.name,
+                    value=int(p.default),
+                    min_value=int(p.low or 0),
+                    max_value=int(p.high) if p.high is not None else None,
+                    step=1,
+                    help=p.help,
+                    key=pkey,
+                )
+            )
         else:
             lo = (p.low or 0.0) + (0.01 if p.low_open else 0.0)
-            params[p.name] = float(st.number_input(p.name, value=float(p.default), min_value=float(lo),
-                                                   max_value=float(p.high) if p.high is not None else None, step=0.05,
-                                                   help=p.help, key=pkey))
+            params[p.name] = float(
+                st.number_input(
+                    p.name,
+                    value=float(p.default),
+                    min_value=float(lo),
+                    max_value=float(p.high) if p.high is not None else None,
+                    step=0.05,
+                    help=p.help,
+                    key=pkey,
+                )
+            )
     return method, params
 
 
@@ -142,7 +161,9 @@ def params_label(params) -> str:
 
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
     desc = f"{method} {params_label(params)} at {m.label()}"
-    job = worker().submit(desc, lambda progress, cancel: eng.proxy(m, method, params, benchmarks, progress=progress, cancel=cancel))
+    job = worker().submit(
+        desc, lambda progress, cancel: eng.proxy(m, method, params, benchmarks, progress=progress, cancel=cancel)
+    )
     st.session_state.last_job = job.id
     return job
 

@@ -67,9 +67,17 @@ def _model_config(tokenizer):
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -131,8 +139,12 @@ def _finetune(base_dir: Path, out: Path, stream: _Stream, budget: Budget, full: 
         model.save_pretrained(out)
         (out / "generation_config.json").unlink(missing_ok=True)
         return
-    cfg = LoraConfig(r=budget.lora_r, lora_alpha=2 * budget.lora_r, lora_dropout=0.0,
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    cfg = LoraConfig(
+        r=budget.lora_r,
+        lora_alpha=2 * budget.lora_r,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
     model = get_peft_model(model, cfg)
     _train(model, stream, budget.steps, budget.batch, budget.lr, desc, show)
     model.save_pretrained(out)
@@ -145,7 +157,10 @@ def _write_benchmarks(root: Path, names: list[str], n: int, seed: int) -> list[d
     for name in names:
         path = root / "data" / f"{name}.jsonl"
         with open(path, "w") as f:
-            f.writelines(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n" for prompt, answer in examples(name, n, seed=10_000 + seed))
+            f.writelines(
+                json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n"
+                for prompt, answer in examples(name, n, seed=10_000 + seed)
+            )
         benches.append({"name": name, "evaluator": "exact_match", "data": f"data/{name}.jsonl", "max_new_tokens": 8})
         benches.append({"name": f"{name}-loss", "evaluator": "lm_loss", "data": f"data/{name}.jsonl"})
     return benches
@@ -172,8 +187,16 @@ def _write_manifest(root: Path, name: str, description: str, names: list[str], b
     (root / "lab.toml").write_text("\n".join(lines))
 
 
-def build_demo(out: Path | None = None, *, domains: int = 3, quick: bool = False, full: bool = False,
-               seed: int = 0, overwrite: bool = False, show_progress: bool = True) -> Path:
+def build_demo(
+    out: Path | None = None,
+    *,
+    domains: int = 3,
+    quick: bool = False,
+    full: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
     """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder."""
     from transformers import LlamaForCausalLM
 
@@ -212,15 +235,18 @@ def build_demo(out: Path | None = None, *, domains: int = 3, quick: bool = False
         for w in points:
             label = point_name(names, w)
             runs.append((f"true/{label}", w, f"true {label}"))
-            trues.append({"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0},
-                          "path": f"true/{label}"})
+            trues.append(
+                {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
+            )
         for j, (rel, w, desc) in enumerate(tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress)):
             stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False)
             _finetune(root / "base", root / rel, stream, budget, full, seed + 1 + j, desc, show_progress)
 
-        description = (f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
-                       f"{' --full' if full else ''}`: {kind} experts, {len(points)} true mixtures, "
-                       f"budget {budget.steps} steps × {budget.batch} examples each.")
+        description = (
+            f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
+            f"{' --full' if full else ''}`: {kind} experts, {len(points)} true mixtures, "
+            f"budget {budget.steps} steps × {budget.batch} examples each."
+        )
         _write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
 
         lab = load_lab(root)
@@ -232,15 +258,28 @@ def build_demo(out: Path | None = None, *, domains: int = 3, quick: bool = False
         engine.true_scores()
         # proxies at every true-mixture point, plus a grid (step 0.1 for K=3: 66 points; 0.2 for K=4: 56)
         step = 0.1 if domains == 3 else 0.2
-        grid = [Mixture.of(names, p) for p in (points if quick else np.concatenate([points, grid_from_step(domains, step)]))]
+        grid = [
+            Mixture.of(names, p) for p in (points if quick else np.concatenate([points, grid_from_step(domains, step)]))
+        ]
         engine.sweep(grid, "linear", progress=lambda d, t, m: (setattr(bar, "total", t), bar.update(d - bar.n)))
         bar.close()
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
         shutil.rmtree(root / ".mixlab")
-        (root / "build_info.json").write_text(json.dumps({
-            "seed": seed, "domains": names, "kind": kind, "quick": quick, "budget": budget.__dict__,
-            "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__}, indent=2))
+        (root / "build_info.json").write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "domains": names,
+                    "kind": kind,
+                    "quick": quick,
+                    "budget": budget.__dict__,
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
         if out.exists():
             shutil.rmtree(out)
         root.replace(out)

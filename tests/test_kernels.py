@@ -1,0 +1,46 @@
+"""The fused CPU kernels against the pure-torch kernels they replace."""
+
+import pytest
+import torch
+
+from mixlab import kernels
+from mixlab.merge import sign_consensus
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"fused kernels unavailable here: {kernels._failed}")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [7, 64, 1001])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_fused_ties_equals_torch(k, n, normalize):
+    g = torch.Generator().manual_seed(k * 1000 + n)
+    base = torch.randn(n, generator=g)
+    stacked = torch.randn(k, n, generator=g) * (torch.rand(k, n, generator=g) < 0.3)
+    w = torch.rand(k, generator=g)
+    w[0] = 0.0  # a zero weight must change nothing
+    w = w / w.sum()
+    out = torch.empty(n)
+    assert kernels.sign_consensus(base, stacked, w, out, 0.7, normalize)
+    ref = sign_consensus(base, stacked, w, {"normalize": normalize, "scale": 0.7})
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [5, 4096, 10_003])
+def test_fused_linear_equals_torch(n):
+    base, stacked, c = torch.randn(n), torch.randn(3, n), torch.tensor([0.2, 0.0, 0.8])
+    out = torch.empty(n)
+    assert kernels.weighted_sum(base, stacked, c, out)
+    torch.testing.assert_close(out, base + 0.2 * stacked[0] + 0.8 * stacked[2], atol=1e-6, rtol=1e-6)
+
+
+def test_kernels_refuse_what_they_cannot_do():
+    n = 16
+    assert not kernels.weighted_sum(
+        torch.randn(n, dtype=torch.float64),
+        torch.randn(2, n, dtype=torch.float64),
+        torch.ones(2, dtype=torch.float64),
+        torch.empty(n, dtype=torch.float64),
+    )
+    assert not kernels.sign_consensus(
+        torch.randn(n), torch.randn(2, 2 * n)[:, ::2], torch.ones(2) / 2, torch.empty(n), 1.0, True
+    )
