@@ -146,8 +146,9 @@ class TaskVector:
         """Base tensors this expert changes."""
         raise NotImplementedError
 
-    def delta(self, key: str) -> torch.Tensor | None:
-        """Dense float32 τ[key] with the base tensor's shape, or None where the expert changes nothing."""
+    def delta(self, key: str, theta0: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Dense float32 τ[key] with the base tensor's shape, or None where the expert changes nothing.
+        ``theta0``: the base tensor, when the caller has it already (saves re-reading it)."""
         raise NotImplementedError
 
     @property
@@ -188,8 +189,9 @@ class FullTaskVector(TaskVector):
     def keys(self) -> list[str]:
         return self.base.keys()
 
-    def delta(self, key: str) -> torch.Tensor | None:
-        return self.ckpt.get(key).float() - self.base.get(key).float()
+    def delta(self, key: str, theta0: torch.Tensor | None = None) -> torch.Tensor | None:
+        theta0 = self.base.get(key) if theta0 is None else theta0
+        return self.ckpt.get(key).float() - theta0.float()
 
     @property
     def fingerprint(self) -> str:
@@ -290,10 +292,11 @@ class LoraTaskVector(TaskVector):
     def keys(self) -> list[str]:
         return sorted(set(self.factors) | set(self.replaced))
 
-    def delta(self, key: str) -> torch.Tensor | None:
+    def delta(self, key: str, theta0: torch.Tensor | None = None) -> torch.Tensor | None:
         out = None
         if key in self.replaced:
-            out = self.ckpt.get(self.replaced[key]).float() - self.base.get(key).float()
+            theta0 = self.base.get(key) if theta0 is None else theta0
+            out = self.ckpt.get(self.replaced[key]).float() - theta0.float()
         if key in self.factors:
             d = self.factors[key].dense()
             out = d if out is None else out + d

@@ -303,7 +303,7 @@ def iter_merged(base: Checkpoint, experts: Sequence[TaskVector], spec: MergeSpec
             continue
         deltas, gens = [], []
         for e, _ in active:
-            d = e.delta(key)
+            d = e.delta(key, theta0)
             deltas.append(torch.zeros(theta0.shape, dtype=torch.float32) if d is None else d)
             gens.append(generator_for(params["seed"], e.name, key) if method.seeded else None)
         w = [w for _, w in active]
