@@ -80,6 +80,27 @@ def write_model(folder: Path, state: dict, layers: int, hidden: int, inter: int,
     )
 
 
+MERGEKIT_VENV = Path(__file__).resolve().parent / ".mergekit-venv"
+
+
+def install_mergekit() -> str | None:
+    """mergekit in its own venv (never a project dependency), torch pinned to the local CPU build so
+    pip does not pull CUDA wheels."""
+    exe = MERGEKIT_VENV / "bin" / "mergekit-yaml"
+    if not exe.exists():
+        print(f"installing mergekit 0.1.5 into {MERGEKIT_VENV} …", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MERGEKIT_VENV)], check=True)
+        r = subprocess.run(
+            [str(MERGEKIT_VENV / "bin" / "pip"), "install", "-q", "torch==2.13.0", "mergekit==0.1.5"],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            print(r.stderr[-2000:])
+            return None
+    return str(exe)
+
+
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -96,7 +117,9 @@ def main() -> None:
     ap.add_argument("--inter", type=int, default=2816)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--mergekit", action="store_true", help="also time mergekit-yaml (pip install mergekit first)")
+    ap.add_argument(
+        "--mergekit", action="store_true", help="also time mergekit-yaml (installed into bench/.mergekit-venv)"
+    )
     args = ap.parse_args()
     dims = (args.layers, args.hidden, args.inter, args.vocab)
     tmp = Path(tempfile.mkdtemp(prefix="mixlab-bench-"))
@@ -141,6 +164,8 @@ def main() -> None:
             lambda: save_merged(base, experts, MergeSpec("linear", (0.2, 0.3, 0.5)), tmp / "out", overwrite=True),
             max(1, args.repeats // 2),
         )
+        ties_spec = MergeSpec("ties", (0.2, 0.3, 0.5), ties_params)
+        streamed_ties = median_time(lambda: save_merged(base, experts, ties_spec, tmp / "out", overwrite=True), 1)
         rows = [
             ("memcpy (read + write)", memcpy, memcpy_gbs, 1.0),
             ("in-memory linear re-merge", linear, touched / linear / 1e9, touched / linear / 1e9 / memcpy_gbs),
@@ -154,10 +179,14 @@ def main() -> None:
             f"streamed disk→disk linear merge (save_merged): {streamed:.2f} s "
             f"= {streamed / linear:.0f}× an in-memory re-merge"
         )
+        print(
+            f"streamed disk→disk TIES merge (save_merged, density 0.2): {streamed_ties:.2f} s "
+            f"= {streamed_ties / ties:.0f}× an in-memory TIES re-merge"
+        )
         if args.mergekit:
-            exe = shutil.which("mergekit-yaml")
+            exe = shutil.which("mergekit-yaml") or install_mergekit()
             if exe is None:
-                print("mergekit: skipped (mergekit-yaml not on PATH; pip install mergekit in another venv)")
+                print("mergekit: skipped (could not install it)")
             else:
                 cfg = tmp / "mk.yaml"
                 cfg.write_text(
@@ -174,6 +203,23 @@ def main() -> None:
                     max(1, args.repeats // 2),
                 )
                 print(f"mergekit-yaml linear, whole process: {mk:.2f} s = {mk / linear:.0f}× an in-memory re-merge")
+                cfg.write_text(
+                    f"merge_method: ties\nbase_model: {tmp / 'base'}\ndtype: bfloat16\nparameters:\n  normalize: true\n"
+                    "models:\n"
+                    + "".join(
+                        f"  - model: {tmp / f'e{i}'}\n    parameters:\n      weight: {w}\n      density: 0.2\n"
+                        for i, w in enumerate((0.2, 0.3, 0.5))
+                    )
+                )
+                mk_ties = median_time(
+                    lambda: subprocess.run(
+                        [exe, str(cfg), str(tmp / "mk"), "--allow-crimes"], check=True, capture_output=True
+                    ),
+                    1,
+                )
+                print(
+                    f"mergekit-yaml TIES (density 0.2), whole process: {mk_ties:.2f} s = {mk_ties / ties:.0f}× an in-memory TIES re-merge"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -44,6 +44,20 @@ from mixlab.store import Evaluation, Store, cache_key
 CACHE_DIR = ".mixlab"
 CACHE_FILE = "evaluations.sqlite"
 EXPORT_FILE = "evaluations.jsonl"  # committed with a lab; seeds a fresh cache
+RESULT_COLUMNS = (
+    "kind",
+    "label",
+    "benchmark",
+    "metric",
+    "score",
+    "higher_is_better",
+    "n",
+    "method",
+    "params",
+    "seconds",
+    "device",
+    "weights",
+)
 SMALL_BENCHMARK = 16  # examples; below this a mixture's own batches are too small to keep a CPU busy
 # progress(done, total, message)
 Progress = Callable[[int, int, str], None]
@@ -92,13 +106,17 @@ class Engine:
     def mixture(self, weights: Sequence[float], normalize: bool = False) -> Mixture:
         return Mixture.of(self.names, weights, normalize=normalize)
 
-    def spec(self, mixture: Mixture, method: str | None = None, params: dict | None = None) -> MergeSpec:
+    def resolve_method(self, method: str | None = None, params: dict | None = None) -> tuple[str, dict]:
+        """(method, validated params with defaults); the lab's [merge] defaults when not given."""
         defaults = self.lab.manifest.merge
         method = method or defaults.method
         if params is None and method == defaults.method:
             params = dict(defaults.params)
-        resolved = get_method(method).resolve(params)
-        return MergeSpec(method, tuple(mixture.weights), resolved, tuple(defaults.exclude))
+        return method, get_method(method).resolve(params)
+
+    def spec(self, mixture: Mixture, method: str | None = None, params: dict | None = None) -> MergeSpec:
+        method, resolved = self.resolve_method(method, params)
+        return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.exclude))
 
     # --- the in-memory model -----------------------------------------------------------------------
     @cached_property
@@ -521,53 +539,14 @@ class Engine:
     def results(self, method: str | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table: kind, label, benchmark, score, weights (one
         column per expert), … — proxy rows only for ``method``/``params`` when given."""
-        rows = []
-        for kind in ("base", "expert", "true", "proxy"):
-            for e in self.cached(kind):
-                if kind == "proxy" and method is not None:
-                    spec = self.spec(self.mixture([1.0] + [0.0] * (len(self.names) - 1)), method, params)
-                    if e.method != spec.method or e.params != spec.params:
-                        continue
-                rows.append(e)
-        df = pd.DataFrame(
-            [
-                {
-                    k: getattr(e, k)
-                    for k in (
-                        "kind",
-                        "label",
-                        "benchmark",
-                        "metric",
-                        "score",
-                        "higher_is_better",
-                        "n",
-                        "method",
-                        "params",
-                        "seconds",
-                        "device",
-                        "weights",
-                    )
-                }
-                for e in rows
-            ]
-        )
-        if df.empty:
-            df = pd.DataFrame(
-                columns=[
-                    "kind",
-                    "label",
-                    "benchmark",
-                    "metric",
-                    "score",
-                    "higher_is_better",
-                    "n",
-                    "method",
-                    "params",
-                    "seconds",
-                    "device",
-                    "weights",
-                ]
-            )
+        want = None if method is None else self.resolve_method(method, params)
+        rows = [
+            e
+            for kind in ("base", "expert", "true", "proxy")
+            for e in self.cached(kind)
+            if kind != "proxy" or want is None or (e.method, e.params) == want
+        ]
+        df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in rows], columns=list(RESULT_COLUMNS))
         for n in self.names:
             df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
         return df

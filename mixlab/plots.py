@@ -109,13 +109,18 @@ def simplex_figure(
         ring = np.vstack([verts, verts[:1]])
         fig.add_trace(
             go.Scatter(
-                x=ring[:, 0],
-                y=ring[:, 1],
-                mode="lines+text",
-                line=dict(color="#999"),
+                x=ring[:, 0], y=ring[:, 1], mode="lines", line=dict(color="#999"), hoverinfo="skip", showlegend=False
+            )
+        )
+        labels = verts * 1.16  # outside the polygon, clear of the expert stars
+        fig.add_trace(
+            go.Scatter(
+                x=labels[:, 0],
+                y=labels[:, 1],
+                mode="text",
+                text=list(names),
                 hoverinfo="skip",
-                text=list(names) + [""],
-                textposition="top center",
+                textfont=dict(size=14),
                 showlegend=False,
                 cliponaxis=False,
             )

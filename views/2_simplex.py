@@ -1,7 +1,5 @@
 """Simplex explorer: proxy scores over the mixture simplex; click a point to select a mixture."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -14,8 +12,9 @@ from views._shared import (
     engine,
     job_panel,
     mixture,
-    params_label,
+    of_method,
     point_data,
+    proxy_method_picker,
     results,
     set_mixture,
     submit_evaluation,
@@ -30,23 +29,15 @@ df = results(eng)
 if df.empty:
     st.info("No cached evaluations yet: run `python -m mixlab sweep` or use **Merge & evaluate**.")
 
-proxy_all = df[df.kind == "proxy"]
-methods_cached = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)})
 c1, c2 = st.columns(2)
 bench = c1.selectbox(
     "Benchmark", benchmark_options(df, eng), key="simplex_bench", help="'mean' averages the higher-is-better benchmarks"
 )
-method_options = methods_cached or [("linear", "{}")]
-method_i = c2.selectbox(
-    "Proxy merge method",
-    range(len(method_options)),
-    key="simplex_method",
-    format_func=lambda i: f"{method_options[i][0]} {params_label(json.loads(method_options[i][1]))}",
-)
-method, params = method_options[method_i][0], json.loads(method_options[method_i][1])
+method, params = proxy_method_picker(df, "simplex_method", c2)
+df = of_method(df, method, params)
 
 sub = df[df.benchmark == bench]
-proxy = sub[(sub.kind == "proxy") & (sub.method == method) & (sub.params.map(lambda p: p == params))]
+proxy = sub[sub.kind == "proxy"]
 true = sub[sub.kind == "true"]
 experts = sub[sub.kind == "expert"]
 hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
@@ -96,7 +87,7 @@ with right:
 
     key = weights_key(m.as_dict(), names)
     rows = []
-    proxy_m = df[(df.kind == "proxy") & (df.method == method) & (df.params.map(lambda p: p == params))]
+    proxy_m = df[df.kind == "proxy"]
     true_all = df[df.kind == "true"]
     true_keys = {weights_key(w, names) for w in true_all.weights}
     if true_keys:

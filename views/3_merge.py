@@ -13,6 +13,7 @@ from views._shared import (
     job_panel,
     method_params_inputs,
     mixture,
+    of_method,
     params_label,
     submit_evaluation,
     weight_inputs,
@@ -52,12 +53,8 @@ with right:
     spec_params = eng.spec(m, method, params).params
     df = eng.results()
     key = weights_key(m.as_dict(), eng.names)
-    mine = df[
-        (df.kind == "proxy")
-        & (df.method == method)
-        & (df.params.map(lambda p: p == spec_params))
-        & (df.weights.map(lambda w: weights_key(w, eng.names) == key))
-    ]
+    df = of_method(df, method, spec_params)
+    mine = df[[k == "proxy" and weights_key(w, eng.names) == key for k, w in zip(df.kind, df.weights)]]
     if len(mine):
         table = mine[["benchmark", "metric", "score", "higher_is_better", "n", "seconds", "device"]].reset_index(
             drop=True

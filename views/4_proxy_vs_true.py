@@ -1,34 +1,22 @@
 """Proxy vs true: do merged proxies rank mixtures like models trained on them?"""
 
-import json
-
 import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import paired, rank_correlation, regret
 from mixlab.plots import proxy_true_figure
-from views._shared import benchmark_options, engine, params_label, results
+from views._shared import benchmark_options, engine, of_method, proxy_method_picker, results
 
 st.title("Proxy vs true")
 eng = engine()
 df = results(eng)
-proxy_all = df[df.kind == "proxy"] if len(df) else df
-options = (
-    sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)}) if len(df) else []
-)
-if not options or not (df.kind == "true").any():
+if df.empty or not (df.kind == "proxy").any() or not (df.kind == "true").any():
     st.info("This page needs cached proxy scores and true-mixture scores at the same mixtures.")
     st.stop()
 c1, c2 = st.columns(2)
 bench = c1.selectbox("Benchmark", benchmark_options(df, eng), key="pvt_bench")
-mi = c2.selectbox(
-    "Proxy merge method",
-    range(len(options)),
-    key="pvt_method",
-    format_func=lambda i: f"{options[i][0]} {params_label(json.loads(options[i][1]))}",
-)
-method, params = options[mi][0], json.loads(options[mi][1])
-rows = df[(df.kind != "proxy") | ((df.method == method) & df.params.map(lambda p: p == params))]
+method, params = proxy_method_picker(df, "pvt_method", c2)
+rows = of_method(df, method, params)
 
 summary = []
 for b in benchmark_options(df, eng):

@@ -1,12 +1,10 @@
 """Pareto fronts: which mixtures trade benchmarks off best, and does merging beat single checkpoints?"""
 
-import json
-
 import streamlit as st
 
 from mixlab.analysis import pareto_points
 from mixlab.plots import pareto_figure
-from views._shared import benchmark_options, engine, params_label, point_data, results, set_mixture
+from views._shared import benchmark_options, engine, of_method, point_data, proxy_method_picker, results, set_mixture
 
 st.title("Pareto fronts")
 eng = engine()
@@ -17,36 +15,35 @@ if df.empty:
 opts = benchmark_options(df, eng)
 up = [b.name for b in eng.lab.benchmarks if b.evaluator != "lm_loss"] or opts
 default_x, default_y = (up[0], up[1]) if len(up) > 1 else (opts[0], opts[-1])
-proxy_all = df[df.kind == "proxy"]
-methods = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy_all.method, proxy_all.params)}) or [
-    ("linear", "{}")
-]
 c1, c2, c3 = st.columns(3)
 bx = c1.selectbox("x benchmark", opts, index=opts.index(default_x), key="pareto_x")
 by = c2.selectbox("y benchmark", opts, index=opts.index(default_y), key="pareto_y")
-mi = c3.selectbox(
-    "Proxy merge method",
-    range(len(methods)),
-    key="pareto_method",
-    format_func=lambda i: f"{methods[i][0]} {params_label(json.loads(methods[i][1]))}",
-)
-method, params = methods[mi][0], json.loads(methods[mi][1])
+method, params = proxy_method_picker(df, "pareto_method", c3)
 if bx == by:
     st.warning("Choose two different benchmarks.")
     st.stop()
-rows = df[(df.kind != "proxy") | ((df.method == method) & df.params.map(lambda p: p == params))]
+rows = of_method(df, method, params)
 pts = pareto_points(rows, eng.names, bx, by)
-event = st.plotly_chart(
+
+
+def on_select() -> None:
+    """A clicked point's weights become the selected mixture (before the rerun the click triggers)."""
+    state = st.session_state.get("pareto_plot")
+    points = state["selection"]["points"] if state and state.get("selection") else []
+    data = [d for d in map(point_data, points) if d]
+    if data:
+        set_mixture(data[0][: len(eng.names)])
+        st.session_state.pareto_picked = True
+
+
+st.plotly_chart(
     pareto_figure(pts, bx, by, eng.names),
     key="pareto_plot",
-    on_select="rerun",
+    on_select=on_select,
     selection_mode="points",
     width="stretch",
 )
-sel = [d for d in map(point_data, event.selection.points if event and event.selection else []) if d]
-if sel and json.dumps(sel[0]) != st.session_state.get("pareto_last_selection"):
-    st.session_state.pareto_last_selection = json.dumps(sel[0])
-    set_mixture(sel[0][: len(eng.names)])
+if st.session_state.pop("pareto_picked", False):
     st.caption("Selected mixture set: open the **Simplex explorer** or **Merge & evaluate** to use it.")
 
 merged_front = pts[pts.proxy_front & (pts.kind == "proxy")]

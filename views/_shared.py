@@ -155,6 +155,27 @@ def method_params_inputs(key: str) -> tuple[str, dict]:
     return method, params
 
 
+def proxy_method_picker(df: pd.DataFrame, key: str, container=st) -> tuple[str, dict]:
+    """Pick among the (method, params) pairs that have cached proxy scores (linear when none)."""
+    proxy = df[df.kind == "proxy"] if len(df) else df
+    options = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy.method, proxy.params)}) or [
+        ("linear", "{}")
+    ]
+    i = container.selectbox(
+        "Proxy merge method",
+        range(len(options)),
+        key=key,
+        format_func=lambda i: f"{options[i][0]} {params_label(json.loads(options[i][1]))}",
+    )
+    return options[i][0], json.loads(options[i][1])
+
+
+def of_method(df: pd.DataFrame, method: str, params: dict) -> pd.DataFrame:
+    """Every non-proxy row, and the proxy rows of one (method, params)."""
+    keep = [k != "proxy" or (m == method and p == params) for k, m, p in zip(df.kind, df.method, df.params)]
+    return df[keep]
+
+
 def params_label(params) -> str:
     return json.dumps(params, sort_keys=True) if params else "defaults"
 
