@@ -7,13 +7,15 @@ For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
 - engine: mixlab's engine with a fresh cache (materialised in-memory merges, or the batched LoRA path);
 - naive: merge → save → load → evaluate per mixture (as with mergekit + a separate eval), on a subset
   of mixtures and scaled to the grid (its cost per mixture is flat).
-Prints seconds and ratios; nothing asserts a time.
+Prints medians of --repeats runs and their ratios; nothing asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +30,33 @@ from mixlab.lab import load_lab  # noqa: E402
 from mixlab.simplex import Mixture, grid_from_step  # noqa: E402
 from mixlab.store import Store  # noqa: E402
 
+_runs = itertools.count()
+
+
+def floor_time(model, tok, bench, examples, n_mixtures: int, batch: int, repeats: int) -> float:
+    """Median time of the evaluation forward passes alone, once per mixture: no merge, no cache."""
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        for _ in range(n_mixtures):
+            run_benchmark(model, tok, bench, examples, torch.device("cpu"), batch_size=batch)
+        return time.perf_counter() - t0
+
+    return statistics.median(once() for _ in range(repeats))
+
+
+def sweep_time(lab, grid, bench: str, path: str, batch: int, repeats: int, tmp: Path) -> float:
+    """Median time of the engine sweeping the grid with a fresh cache (every score computed)."""
+
+    def once() -> float:
+        eng = Engine(lab, Store(tmp / f"{bench}-{path}-{next(_runs)}.sqlite"), device="cpu", batch_size=batch)
+        eng.model  # noqa: B018 - load outside the timing, as the app does once
+        t0 = time.perf_counter()
+        eng.sweep(grid, "linear", benchmarks=[bench], path=path)
+        return time.perf_counter() - t0
+
+    return statistics.median(once() for _ in range(repeats))
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,6 +64,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=64, help="examples per benchmark (a small benchmark)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--naive-mixtures", type=int, default=6, help="mixtures timed for the naive loop")
+    ap.add_argument("--repeats", type=int, default=3, help="timings per path; medians are printed")
     args = ap.parse_args()
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="mixlab-grid-"))
@@ -64,17 +94,11 @@ def main() -> None:
             model, tok = probe.model, probe.tokenizer
             examples = read_examples(lab.resolve(b.data), b)
             run_benchmark(model, tok, b, examples, torch.device("cpu"), batch_size=args.batch)  # warm up
-            t = time.perf_counter()
-            for _ in grid:  # the floor: the same forward passes with no merge and no cache
-                run_benchmark(model, tok, b, examples, torch.device("cpu"), batch_size=args.batch)
-            floor = time.perf_counter() - t
+
+            floor = floor_time(model, tok, b, examples, len(grid), args.batch, args.repeats)
 
             def timed(path: str, bench: str = bench) -> float:
-                eng = Engine(lab, Store(tmp / f"{bench}-{path}.sqlite"), device="cpu", batch_size=args.batch)
-                eng.model  # noqa: B018 - load outside the timing, as the app does once
-                t0 = time.perf_counter()
-                eng.sweep(grid, "linear", benchmarks=[bench], path=path)
-                return time.perf_counter() - t0
+                return sweep_time(lab, grid, bench, path, args.batch, args.repeats, tmp)
 
             auto_path = probe.choose_path("linear", b, len(grid))
             engine = timed(auto_path)

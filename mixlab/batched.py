@@ -45,17 +45,22 @@ class MixtureLinear(nn.Module):
     ):
         super().__init__()
         self.base = base
-        self.register_buffer("a", a, persistent=False)  # (R, in)
-        self.register_buffer("b", b, persistent=False)  # (out, R)
+        self.register_buffer("a_t", a.T.contiguous(), persistent=False)  # (in, R)
+        self.register_buffer("b_t", b.T.contiguous(), persistent=False)  # (R, out)
         self.register_buffer("group", group, persistent=False)  # (R,) expert index of each rank column
         self.register_buffer("scale", scale, persistent=False)  # (R,) s_k of each rank column
         self.state = state
+        self._seen = -1
+        self._per_rank: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, in)
-        coef = self.state.coef  # (B, K)
-        per_rank = coef[:, self.group] * self.scale  # (B, R)
-        low = (x @ self.a.T.to(x.dtype)) * per_rank.to(x.dtype)[:, None, :]  # (B, T, R)
-        return self.base(x) + low @ self.b.T.to(x.dtype)  # (B, T, out)
+        if self._seen != self.state.version:  # once per batch, not once per generated token
+            self._per_rank = (self.state.coef[:, self.group] * self.scale).to(x.dtype)  # (B, R)
+            self._seen = self.state.version
+        lead = x.shape[:-1]
+        low = (x @ self.a_t.to(x.dtype)) * self._per_rank[:, None, :]  # (B, T, R)
+        y = self.base(x).reshape(-1, self.b_t.shape[1])  # (B·T, out)
+        return y.addmm_(low.reshape(-1, low.shape[-1]), self.b_t.to(x.dtype)).view(*lead, -1)
 
 
 class MixtureState:
@@ -63,9 +68,11 @@ class MixtureState:
 
     def __init__(self, k: int, device: torch.device):
         self.coef = torch.zeros((1, k), device=device)
+        self.version = 0
 
     def set(self, coef: torch.Tensor) -> None:
         self.coef = coef
+        self.version += 1
 
 
 class BatchedLora:

@@ -58,7 +58,9 @@ RESULT_COLUMNS = (
     "device",
     "weights",
 )
-SMALL_BENCHMARK = 16  # examples; below this a mixture's own batches are too small to keep a CPU busy
+# On a CPU, batching mixtures beats merging each one up to about this many examples (bench/grid.py):
+# greedy generation (many small passes) benefits longer than single-pass scoring.
+SMALL_BENCHMARK = {"exact_match": 64, "lm_loss": 32, "choice": 32}
 # progress(done, total, message)
 Progress = Callable[[int, int, str], None]
 
@@ -299,16 +301,16 @@ class Engine:
         )
 
     def choose_path(self, method: str, bench: BenchmarkSpec, n_mixtures: int) -> str:
-        """The cost rule. The batched LoRA path pays off where a mixture's own forward passes are
-        small and many: greedy generation (one pass per new token), tiny benchmarks, or a GPU. On a
-        CPU a full lm_loss batch is compute-bound, and the batched layers' extra work costs more than
-        the materialised merge it saves (bench/grid.py: 0.91× at 64 examples, 1.7× at 16)."""
+        """The cost rule. The batched LoRA path pays off where each mixture's own batches would be
+        small: small benchmarks, or a GPU. On a CPU, once a benchmark fills its own batches, the batched
+        layers' extra low-rank work costs more than the in-memory merge it saves (bench/grid.py; the
+        README has the table)."""
         if n_mixtures < 2 or bench.evaluator not in BUILTIN or not get_method(method).linear_in_task_vectors:
             return "materialize"
         if supports_batched(self.experts) is not None:
             return "materialize"
-        tiny = len(self._examples_of(bench)) <= SMALL_BENCHMARK
-        return "batched" if (self.device.type != "cpu" or bench.evaluator == "exact_match" or tiny) else "materialize"
+        small = len(self._examples_of(bench)) <= SMALL_BENCHMARK[bench.evaluator]
+        return "batched" if (self.device.type != "cpu" or small) else "materialize"
 
     def sweep(
         self,

@@ -115,6 +115,11 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def _encode_many(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """One call for many texts: the fast tokenizers batch in Rust."""
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+
+
 def _prefix(tokenizer) -> list[int]:
     return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
@@ -191,7 +196,7 @@ def greedy_generate(
     A plain loop rather than ``model.generate``: on small models generate's per-step bookkeeping costs
     more than the forward pass. Rows stop together once each has produced a stop token or EOS.
     """
-    seqs = [_prefix(tokenizer) + _encode(tokenizer, p) for p in prompts]
+    seqs = [_prefix(tokenizer) + ids for ids in _encode_many(tokenizer, prompts)]
     pad = _pad_id(tokenizer)
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -237,13 +242,14 @@ def _cut(text: str, stop: Sequence[str]) -> str:
 
 
 def _lm_loss_items(tokenizer, examples) -> list[dict]:
-    items = []
-    for j, ex in enumerate(examples):
-        if "text" in ex and "prompt" not in ex:
-            ctx, cont = _prefix(tokenizer) or [_pad_id(tokenizer)], _encode(tokenizer, ex["text"])
-        else:
-            ctx = _prefix(tokenizer) + _encode(tokenizer, ex["prompt"])
-            cont = _encode(tokenizer, ex.get("completion", ex.get("answer")))
+    texts = [ex["text"] if "text" in ex and "prompt" not in ex else None for ex in examples]
+    prompts = _encode_many(tokenizer, [ex["prompt"] for ex, t in zip(examples, texts) if t is None])
+    conts = _encode_many(
+        tokenizer, [t if t is not None else ex.get("completion", ex.get("answer")) for ex, t in zip(examples, texts)]
+    )
+    items, p = [], iter(prompts)
+    for j, (t, cont) in enumerate(zip(texts, conts)):
+        ctx = (_prefix(tokenizer) or [_pad_id(tokenizer)]) if t is not None else _prefix(tokenizer) + next(p)
         items.append({"j": j, "pair": (ctx, cont)})
     return items
 

@@ -16,6 +16,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -193,7 +194,7 @@ class FullTaskVector(TaskVector):
         theta0 = self.base.get(key) if theta0 is None else theta0
         return self.ckpt.get(key).float() - theta0.float()
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         return self.ckpt.fingerprint
 
@@ -302,8 +303,8 @@ class LoraTaskVector(TaskVector):
             out = d if out is None else out + d
         return out
 
-    @property
-    def fingerprint(self) -> str:
+    @cached_property
+    def fingerprint(self) -> str:  # the tensors were read once at load; so is their fingerprint
         h = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
         h.update(self.ckpt.fingerprint.encode())
         return h.hexdigest()
