@@ -112,13 +112,21 @@ def simplex_figure(
                 x=ring[:, 0], y=ring[:, 1], mode="lines", line=dict(color="#999"), hoverinfo="skip", showlegend=False
             )
         )
-        labels = verts * 1.16  # outside the polygon, clear of the expert stars
+        # each label sits beyond its vertex, anchored away from the polygon (clear of the expert stars)
+        position = [
+            ("middle right" if x > 0 else "middle left")
+            if abs(x) > abs(y)
+            else ("top center" if y > 0 else "bottom center")
+            for x, y in verts
+        ]
+        labels = verts * 1.08
         fig.add_trace(
             go.Scatter(
                 x=labels[:, 0],
                 y=labels[:, 1],
                 mode="text",
                 text=list(names),
+                textposition=position,
                 hoverinfo="skip",
                 textfont=dict(size=14),
                 showlegend=False,
