@@ -247,24 +247,27 @@ class Engine:
                         progress=step,
                         cancel=cancel,
                     )
-                hit = Evaluation(
-                    key=key,
-                    lab=self.lab.name,
-                    models=self.models_fp,
-                    benchmark=b.name,
-                    metric=r.metric,
-                    score=r.score,
-                    higher_is_better=r.higher_is_better,
-                    n=r.n,
-                    device=str(self.device),
-                    seconds=r.seconds,
-                    **row,
-                )
+                hit = self._evaluation(key, b, r, str(self.device), **row)
                 self.store.put(hit)
             out.append(hit)
             if progress:
                 progress(done + i + 1, total, f"{row['label']} · {b.name}")
         return out
+
+    def _evaluation(self, key: str, b: BenchmarkSpec, r, device: str, **row) -> Evaluation:
+        return Evaluation(
+            key=key,
+            lab=self.lab.name,
+            models=self.models_fp,
+            benchmark=b.name,
+            metric=r.metric,
+            score=r.score,
+            higher_is_better=r.higher_is_better,
+            n=r.n,
+            device=device,
+            seconds=r.seconds,
+            **row,
+        )
 
     def proxy(
         self,
@@ -413,19 +416,13 @@ class Engine:
         out = []
         for m, sp, key, r in zip(mixtures, specs, keys, results):
             out.append(
-                Evaluation(
-                    key=key,
-                    lab=self.lab.name,
+                self._evaluation(
+                    key,
+                    b,
+                    r,
+                    f"{self.device} (batched)",
                     kind="proxy",
                     label=m.label(),
-                    models=self.models_fp,
-                    benchmark=b.name,
-                    metric=r.metric,
-                    score=r.score,
-                    higher_is_better=r.higher_is_better,
-                    n=r.n,
-                    device=f"{self.device} (batched)",
-                    seconds=r.seconds,
                     method=sp.method,
                     params=sp.params,
                     weights=m.as_dict(),
