@@ -22,6 +22,7 @@ from mixlab.batched import BatchedLora, supports_batched
 from mixlab.errors import EvaluationError, ExpertError
 from mixlab.evaluate import (
     BUILTIN,
+    auto_batch_size,
     default_dtype,
     pick_device,
     quiet_transformers,
@@ -73,11 +74,11 @@ def open_store(lab: Lab, path: str | Path | None = None) -> Store:
 
 
 class Engine:
-    def __init__(self, lab: Lab, store: Store | None = None, device: str | None = None, batch_size: int = 64):
+    def __init__(self, lab: Lab, store: Store | None = None, device: str | None = None, batch_size: int | None = None):
         self.lab = lab
         self.store = store if store is not None else open_store(lab)
         self.device = pick_device(device)
-        self.batch_size = batch_size
+        self._batch_size = batch_size  # None: 64 on CPU, from free memory on CUDA (OOM still halves it)
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self._examples: dict[str, list[dict]] = {}
         self._merger: Merger | None = None
@@ -119,6 +120,15 @@ class Engine:
     def spec(self, mixture: Mixture, method: str | None = None, params: dict | None = None) -> MergeSpec:
         method, resolved = self.resolve_method(method, params)
         return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.exclude))
+
+    @cached_property
+    def batch_size(self) -> int:
+        if self._batch_size is not None:
+            return self._batch_size
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return auto_batch_size(self.model.config, free)
+        return 64
 
     # --- the in-memory model -----------------------------------------------------------------------
     @cached_property

@@ -145,3 +145,17 @@ def test_device_choice():
             pick_device("cuda")
     with pytest.raises(EvaluationError, match="unknown device 'gpu0'"):
         pick_device("gpu0")
+
+
+def test_auto_batch_size_from_free_memory():
+    from types import SimpleNamespace
+
+    from mixlab.evaluate import auto_batch_size
+
+    cfg = SimpleNamespace(hidden_size=4096, num_hidden_layers=32, vocab_size=32000)
+    per_row = 512 * (4 * 32000 + 16 * 4096 * 32 * 2)  # ≈ 2.2 GB: logits + activations at bf16
+    assert auto_batch_size(cfg, free_bytes=80 * 2**30) == (40 * 2**30) // per_row
+    assert auto_batch_size(cfg, free_bytes=2**20) == 1  # never below one row
+    assert (
+        auto_batch_size(SimpleNamespace(hidden_size=64, num_hidden_layers=2, vocab_size=46), 80 * 2**30) == 512
+    )  # capped
