@@ -101,6 +101,23 @@ def install_mergekit() -> str | None:
     return str(exe)
 
 
+def time_mergekit(exe: str, tmp: Path, method: str, repeats: int) -> float:
+    """Median whole-process time of mergekit-yaml merging e0..e2 with weights 0.2/0.3/0.5 (TIES: density
+    0.2 over the base, normalised, as mixlab's default)."""
+    per_model = "      density: 0.2\n" if method == "ties" else ""
+    header = f"merge_method: {method}\ndtype: bfloat16\n"
+    if method == "ties":
+        header += f"base_model: {tmp / 'base'}\nparameters:\n  normalize: true\n"
+    models = "".join(
+        f"  - model: {tmp / f'e{i}'}\n    parameters:\n      weight: {w}\n{per_model}"
+        for i, w in enumerate((0.2, 0.3, 0.5))
+    )
+    cfg = tmp / f"mk-{method}.yaml"
+    cfg.write_text(header + "models:\n" + models)
+    cmd = [exe, str(cfg), str(tmp / "mk"), "--allow-crimes"]
+    return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
+
+
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -188,37 +205,12 @@ def main() -> None:
             if exe is None:
                 print("mergekit: skipped (could not install it)")
             else:
-                cfg = tmp / "mk.yaml"
-                cfg.write_text(
-                    "merge_method: linear\ndtype: bfloat16\nmodels:\n"
-                    + "".join(
-                        f"  - model: {tmp / f'e{i}'}\n    parameters:\n      weight: {w}\n"
-                        for i, w in enumerate((0.2, 0.3, 0.5))
-                    )
-                )
-                mk = median_time(
-                    lambda: subprocess.run(
-                        [exe, str(cfg), str(tmp / "mk"), "--allow-crimes"], check=True, capture_output=True
-                    ),
-                    max(1, args.repeats // 2),
-                )
+                mk = time_mergekit(exe, tmp, "linear", max(1, args.repeats // 2))
                 print(f"mergekit-yaml linear, whole process: {mk:.2f} s = {mk / linear:.0f}× an in-memory re-merge")
-                cfg.write_text(
-                    f"merge_method: ties\nbase_model: {tmp / 'base'}\ndtype: bfloat16\nparameters:\n  normalize: true\n"
-                    "models:\n"
-                    + "".join(
-                        f"  - model: {tmp / f'e{i}'}\n    parameters:\n      weight: {w}\n      density: 0.2\n"
-                        for i, w in enumerate((0.2, 0.3, 0.5))
-                    )
-                )
-                mk_ties = median_time(
-                    lambda: subprocess.run(
-                        [exe, str(cfg), str(tmp / "mk"), "--allow-crimes"], check=True, capture_output=True
-                    ),
-                    1,
-                )
+                mk_ties = time_mergekit(exe, tmp, "ties", 1)
                 print(
-                    f"mergekit-yaml TIES (density 0.2), whole process: {mk_ties:.2f} s = {mk_ties / ties:.0f}× an in-memory TIES re-merge"
+                    f"mergekit-yaml TIES (density 0.2), whole process: {mk_ties:.2f} s = "
+                    f"{mk_ties / ties:.0f}× an in-memory TIES re-merge"
                 )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

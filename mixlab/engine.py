@@ -183,10 +183,15 @@ class Engine:
         """Put θ_0 + merge(τ, w) into the in-memory model."""
         self._write(self._merger_for_experts(), spec, ("merge", spec))
 
-    def load_checkpoint(self, folder: Path, label: str) -> TaskVector:
-        tv = load_task_vector(label, folder, self.base)
+    def load_checkpoint(self, tv: TaskVector) -> None:
+        """Put a checkpoint (θ_0 + its task vector) into the in-memory model."""
         self._write(Merger(self.base, [tv], (), self.device), MergeSpec("linear", (1.0,)), ("ckpt", tv.fingerprint))
-        return tv
+
+    def _model_desc(self, checkpoint: str | None = None) -> dict:
+        """What a checkpoint (by fingerprint) or, with none, the base is, for cache keys."""
+        if checkpoint is None:
+            return {"kind": "base", "base": self.base.fingerprint}
+        return {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": checkpoint}
 
     def load_base(self) -> None:
         self._restore(self._dirty)
@@ -441,16 +446,12 @@ class Engine:
         self.store.put(out)
         return out
 
-    def _checkpoint(
-        self, kind: str, label: str, folder: Path, weights: dict | None, benchmarks, refresh, progress, cancel
-    ):
-        tv = load_task_vector(label, folder, self.base)
-        desc = {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": tv.fingerprint}
-        row = {"kind": kind, "label": label, "method": None, "params": None, "weights": weights}
+    def _checkpoint(self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel):
+        row = {"kind": kind, "label": tv.name, "method": None, "params": None, "weights": weights}
         return self._score(
-            desc,
+            self._model_desc(tv.fingerprint),
             self.benchmarks(benchmarks),
-            lambda: self.load_checkpoint(folder, label),
+            lambda: self.load_checkpoint(tv),
             row,
             refresh,
             progress,
@@ -460,11 +461,9 @@ class Engine:
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Each expert on its own (the expert checkpoint itself, not a merge)."""
         out = []
-        for e in self.lab.manifest.experts:
-            onehot = {n: float(n == e.name) for n in self.names}
-            out += self._checkpoint(
-                "expert", e.name, self.lab.resolve(e.path), onehot, benchmarks, refresh, progress, cancel
-            )
+        for tv in self.experts:  # already loaded: an expert is its own checkpoint
+            onehot = {n: float(n == tv.name) for n in self.names}
+            out += self._checkpoint("expert", tv, onehot, benchmarks, refresh, progress, cancel)
         return out
 
     def true_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
@@ -474,9 +473,8 @@ class Engine:
             if t.path is not None:
                 label = self.lab.true_mixture_name(t)
                 weights = self.lab.true_mixture_weights(t).as_dict()
-                out += self._checkpoint(
-                    "true", label, self.lab.resolve(t.path), weights, benchmarks, refresh, progress, cancel
-                )
+                tv = load_task_vector(label, self.lab.resolve(t.path), self.base)
+                out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel)
         return out + self._manifest_scores(benchmarks)
 
     def _manifest_scores(self, benchmarks=None) -> list[Evaluation]:
@@ -510,9 +508,10 @@ class Engine:
         return out
 
     def base_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
-        desc = {"kind": "base", "base": self.base.fingerprint}
         row = {"kind": "base", "label": "base", "method": None, "params": None, "weights": None}
-        return self._score(desc, self.benchmarks(benchmarks), self.load_base, row, refresh, progress, cancel)
+        return self._score(
+            self._model_desc(), self.benchmarks(benchmarks), self.load_base, row, refresh, progress, cancel
+        )
 
     # --- tables -------------------------------------------------------------------------------------
     @cached_property
@@ -534,13 +533,8 @@ class Engine:
             "expert": [tv.fingerprint for tv in self.experts],
             "true": list(self.true_fingerprints.values()),
         }[kind]
-        descs = [
-            {"kind": "base", "base": self.base.fingerprint}
-            if fp is None
-            else {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": fp}
-            for fp in fps
-        ]
-        keys = [cache_key(d, self._bench_desc(b)) for d in descs for b in self.benchmarks()]
+        benches = [self._bench_desc(b) for b in self.benchmarks()]
+        keys = [cache_key(self._model_desc(fp), bd) for fp in fps for bd in benches]
         hits = self.store.get_many(keys)
         out = [hits[k] for k in keys if k in hits]
         return out + (self._manifest_scores() if kind == "true" else [])

@@ -107,14 +107,15 @@ class Manifest(_Strict):
             for bench in tm.scores or {}:
                 if bench not in benchmarks:
                     raise ValueError(f"{where}.scores: unknown benchmark {bench!r}")
-            label = tm.name or _weights_label(tm.weights, experts)
+            label = tm.name or weights_label(tm.weights, experts)
             if label in names:
                 raise ValueError(f"{where}: duplicate true mixture {label!r}")
             names.add(label)
         return self
 
 
-def _weights_label(weights: dict[str, float], order: list[str]) -> str:
+def weights_label(weights: dict[str, float], order: list[str]) -> str:
+    """A mixture's name from its weights, e.g. {ocr: 0.5, chart: 0.5} → 'ocr50_chart50' (zeros left out)."""
     return "_".join(f"{n}{round(100 * weights[n])}" for n in order if weights.get(n, 0) > 0)
 
 
@@ -154,7 +155,7 @@ class Lab:
         raise ManifestError(f"lab {self.name!r} has no benchmark {name!r}; benchmarks: {known}")
 
     def true_mixture_name(self, spec: TrueMixtureSpec) -> str:
-        return spec.name or _weights_label(spec.weights, self.expert_names)
+        return spec.name or weights_label(spec.weights, self.expert_names)
 
     def true_mixture_weights(self, spec: TrueMixtureSpec) -> Mixture:
         return Mixture.of(self.expert_names, [spec.weights.get(n, 0.0) for n in self.expert_names])

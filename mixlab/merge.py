@@ -50,22 +50,18 @@ def _weights_like(weights: Tensor, stacked: Tensor) -> Tensor:
     return weights.to(stacked).view(-1, *([1] * (stacked.dim() - 1)))  # (K, 1, …, 1) against (K, *shape)
 
 
-def linear(base: Tensor, deltas: Sequence[Tensor], weights: Tensor, params: Params) -> Tensor:
-    """θ = θ_0 + Σ_i w_i τ_i. With one-hot w this is that expert exactly."""
+def task_arithmetic(base: Tensor, deltas: Sequence[Tensor], weights: Tensor, params: Params) -> Tensor:
+    """θ = θ_0 + λ Σ_i w_i τ_i (Ilharco et al. 2023), λ = ``scale``; experts with w_i = 0 are skipped."""
     out = base.clone()
     for w, d in zip(weights.tolist(), deltas):
         if w:
-            out.add_(d, alpha=w)
+            out.add_(d, alpha=params["scale"] * w)
     return out
 
 
-def task_arithmetic(base: Tensor, deltas: Sequence[Tensor], weights: Tensor, params: Params) -> Tensor:
-    """θ = θ_0 + λ Σ_i w_i τ_i (Ilharco et al. 2023), λ = ``scale``."""
-    out = torch.zeros_like(base)
-    for w, d in zip(weights.tolist(), deltas):
-        if w:
-            out.add_(d, alpha=w)
-    return base + params["scale"] * out
+def linear(base: Tensor, deltas: Sequence[Tensor], weights: Tensor, params: Params) -> Tensor:
+    """θ = θ_0 + Σ_i w_i τ_i: task arithmetic with λ = 1. With one-hot w this is that expert exactly."""
+    return task_arithmetic(base, deltas, weights, {"scale": 1.0})
 
 
 def trim_top_magnitude(delta: Tensor, params: Params, generator: torch.Generator | None = None) -> Tensor:
@@ -108,11 +104,6 @@ def sign_consensus(base: Tensor, deltas: Sequence[Tensor] | Tensor, weights: Ten
         denom = torch.where(agree, w, 0.0).sum(0)
         merged = torch.where(denom > 0, merged / denom.clamp_min(1e-30), 0.0)
     return base + params["scale"] * merged
-
-
-def dare_linear_combine(base: Tensor, deltas: Sequence[Tensor], weights: Tensor, params: Params) -> Tensor:
-    """θ = θ_0 + λ Σ_i w_i τ̃_i over the DARE-dropped τ̃_i."""
-    return task_arithmetic(base, deltas, weights, params)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,7 +229,7 @@ register(
     MergeMethod(
         "dare_linear",
         "DARE: drop entries of each τ_i with probability p, rescale by 1/(1−p), then θ_0 + λ Σ w_i τ̃_i",
-        dare_linear_combine,
+        task_arithmetic,  # over the dropped τ̃_i
         dare_drop,
         params=(DROP, SEED, SCALE),
         seeded=True,

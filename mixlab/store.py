@@ -21,8 +21,6 @@ from hashlib import sha256
 from pathlib import Path
 from urllib.parse import quote
 
-import pandas as pd
-
 from mixlab.errors import CacheError
 
 SCHEMA_VERSION = 1
@@ -254,10 +252,6 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise self._error("read", e) from None
         return [Evaluation.from_row(r) for r in rows]
-
-    def frame(self, models: str | None = None, kind: str | None = None, lab: str | None = None) -> pd.DataFrame:
-        """:meth:`evaluations` as a DataFrame (weights and params as dicts)."""
-        return pd.DataFrame([asdict(e) for e in self.evaluations(models, kind, lab)], columns=list(_COLUMNS))
 
     def count(self) -> int:
         try:

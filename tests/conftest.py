@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mixlab.demo.build import model_config
 from mixlab.demo.tasks import build_tokenizer, examples
 from mixlab.evaluate import quiet_transformers
 
@@ -29,24 +30,6 @@ LORA_CONFIGS = {
     ),
     "sort": dict(r=2, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj", "gate_proj"]),
 }
-
-
-def tiny_config(tokenizer):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
 
 
 def write_lab_toml(root: Path, experts: dict[str, str], extra: str = "") -> None:
@@ -83,7 +66,7 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny")
     tok = build_tokenizer()
     torch.manual_seed(0)
-    base = LlamaForCausalLM(tiny_config(tok))
+    base = LlamaForCausalLM(model_config(tok, hidden=16, intermediate=32, heads=2))
     base.save_pretrained(root / "base")
     tok.save_pretrained(root / "base")
     for i, (name, cfg) in enumerate(LORA_CONFIGS.items()):

@@ -54,17 +54,10 @@ st.markdown(
     "is a trade-off no single checkpoint offers."
 )
 cols = ["kind", "label", "x", "y", *eng.names]
-st.markdown("Front of merges (experts + proxies)")
-st.dataframe(
-    pts[pts.proxy_front][cols].rename(columns={"x": f"{bx} (x)", "y": f"{by} (y)"}),
-    hide_index=True,
-    width="stretch",
-    key="pareto_proxy_front",
-)
-st.markdown("Front of trained models (experts + true mixtures)")
-st.dataframe(
-    pts[pts.true_front][cols].rename(columns={"x": f"{bx} (x)", "y": f"{by} (y)"}),
-    hide_index=True,
-    width="stretch",
-    key="pareto_true_front",
-)
+renamed = {"x": f"{bx} (x)", "y": f"{by} (y)"}
+for col, title in (
+    ("proxy_front", "Front of merges (experts + proxies)"),
+    ("true_front", "Front of trained models (experts + true mixtures)"),
+):
+    st.markdown(title)
+    st.dataframe(pts[pts[col]][cols].rename(columns=renamed), hide_index=True, width="stretch", key=f"pareto_{col}")

@@ -83,7 +83,7 @@ def _rebalance(i: int, k: int) -> None:
     set_mixture(w)
 
 
-def weight_inputs(eng: Engine, key: str = "") -> None:
+def weight_inputs(eng: Engine) -> None:
     """One slider per expert; editing one rescales the others (Σw = 1 always)."""
     k = len(eng.names)
     for i, name in enumerate(eng.names):

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 from mixlab.demo.tasks import DOMAINS, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
-from mixlab.simplex import dirichlet, lattice
+from mixlab.lab import load_lab, weights_label
+from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
+from mixlab.store import Store
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "cache"
 
@@ -59,20 +61,17 @@ def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
     return np.concatenate([dirichlet(k, 20, 1.0, seed), uniform])
 
 
-def point_name(names: list[str], w: np.ndarray) -> str:
-    return "_".join(f"{n}{round(100 * x)}" for n, x in zip(names, w) if x > 1e-9)
-
-
-def _model_config(tokenizer):
+def model_config(tokenizer, hidden: int = 64, intermediate: int = 176, layers: int = 2, heads: int = 4):
+    """The demo's tiny Llama (the tests build a smaller one with the same function)."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=176,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=64,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
@@ -200,10 +199,7 @@ def build_demo(
     """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder."""
     from transformers import LlamaForCausalLM
 
-    from mixlab.engine import EXPORT_FILE, Engine
-    from mixlab.lab import load_lab
-    from mixlab.simplex import Mixture, grid_from_step
-    from mixlab.store import Store
+    from mixlab.engine import EXPORT_FILE, Engine  # the engine pulls in the evaluation stack: only when building
 
     if domains not in (3, 4):
         raise MixlabError(f"the demo lab has 3 or 4 domains, got --domains {domains}")
@@ -222,7 +218,7 @@ def build_demo(
         benches = _write_benchmarks(root, names, budget.n_eval, seed)
 
         torch.manual_seed(seed)
-        base = LlamaForCausalLM(_model_config(tokenizer))
+        base = LlamaForCausalLM(model_config(tokenizer))
         stream = _Stream(tokenizer, names, np.ones(domains), seed, prompt_loss=True)
         _train(base, stream, budget.base_steps, budget.batch, budget.lr_base, "base", show_progress)
         base.save_pretrained(root / "base")
@@ -233,7 +229,7 @@ def build_demo(
         points = mixture_points(domains, quick, seed)
         trues = []
         for w in points:
-            label = point_name(names, w)
+            label = weights_label(dict(zip(names, map(float, w))), names)
             runs.append((f"true/{label}", w, f"true {label}"))
             trues.append(
                 {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
