@@ -82,6 +82,7 @@ class Engine:
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self._examples: dict[str, list[dict]] = {}
         self._merger: Merger | None = None
+        self._theta0: dict[str, torch.Tensor] = {}  # float32 θ_0 on the device, shared by every merger
         self._loaded: object = "base"  # what the in-memory model currently holds
         self._dirty: set[str] = set()
 
@@ -160,12 +161,14 @@ class Engine:
 
     def _merger_for_experts(self) -> Merger:
         if self._merger is None:
-            self._merger = Merger(self.base, self.experts, self.lab.manifest.merge.exclude, self.device)
+            self._merger = Merger(
+                self.base, self.experts, self.lab.manifest.merge.exclude, self.device, theta0=self._theta0
+            )
         return self._merger
 
     def _restore(self, keys: Iterable[str]) -> None:
         for k in keys:
-            self._params[k].copy_(self.base.get(k))
+            self._params[k].copy_(self._theta0[k] if k in self._theta0 else self.base.get(k))
 
     def _write(self, merger: Merger, spec: MergeSpec, state: object) -> None:
         if self._loaded == state:
@@ -185,7 +188,8 @@ class Engine:
 
     def load_checkpoint(self, tv: TaskVector) -> None:
         """Put a checkpoint (θ_0 + its task vector) into the in-memory model."""
-        self._write(Merger(self.base, [tv], (), self.device), MergeSpec("linear", (1.0,)), ("ckpt", tv.fingerprint))
+        merger = Merger(self.base, [tv], (), self.device, theta0=self._theta0)
+        self._write(merger, MergeSpec("linear", (1.0,)), ("ckpt", tv.fingerprint))
 
     def _model_desc(self, checkpoint: str | None = None) -> dict:
         """What a checkpoint (by fingerprint) or, with none, the base is, for cache keys."""

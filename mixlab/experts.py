@@ -192,7 +192,7 @@ class FullTaskVector(TaskVector):
 
     def delta(self, key: str, theta0: torch.Tensor | None = None) -> torch.Tensor | None:
         theta0 = self.base.get(key) if theta0 is None else theta0
-        return self.ckpt.get(key).float() - theta0.float()
+        return self.ckpt.get(key).to(theta0.device, torch.float32) - theta0.float()
 
     @cached_property
     def fingerprint(self) -> str:
@@ -297,10 +297,10 @@ class LoraTaskVector(TaskVector):
         out = None
         if key in self.replaced:
             theta0 = self.base.get(key) if theta0 is None else theta0
-            out = self.ckpt.get(self.replaced[key]).float() - theta0.float()
+            out = self.ckpt.get(self.replaced[key]).to(theta0.device, torch.float32) - theta0.float()
         if key in self.factors:
             d = self.factors[key].dense()
-            out = d if out is None else out + d
+            out = d if out is None else out + d.to(out.device)
         return out
 
     @cached_property

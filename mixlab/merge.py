@@ -464,14 +464,27 @@ class Merger:
       kept (one prepared set at a time, so memory stays about 2K copies of the changed tensors).
     """
 
-    def __init__(self, base: Checkpoint, experts: Sequence[TaskVector], exclude: Sequence[str] = (), device="cpu"):
+    def __init__(
+        self,
+        base: Checkpoint,
+        experts: Sequence[TaskVector],
+        exclude: Sequence[str] = (),
+        device="cpu",
+        theta0: dict[str, Tensor] | None = None,
+    ):
+        """``theta0``: a float32 θ_0 cache (key → tensor on ``device``) shared between mergers; it is
+        filled with the keys this merger needs, so several mergers over one base read it once."""
         self.device = torch.device(device)
         self.experts = list(experts)
         self.exclude = tuple(exclude)
         changed = set().union(*(e.keys() for e in self.experts))
         self.keys = [k for k in base.keys() if k in changed and not is_excluded(k, self.exclude)]
         # θ_0 in float32: merges accumulate in float32, and a float32 base saves a cast per merge
-        self.base = {k: base.get(k).to(self.device, torch.float32) for k in self.keys}
+        theta0 = {} if theta0 is None else theta0
+        for k in self.keys:
+            if k not in theta0:
+                theta0[k] = base.get(k).to(self.device, torch.float32)
+        self.base = {k: theta0[k] for k in self.keys}
         self.factored = all(isinstance(e, LoraTaskVector) and not e.replaced for e in self.experts)
         self._stacks: dict[str, Tensor] = {}
         self._prepared: tuple[tuple, dict[str, Tensor]] | None = None
@@ -479,11 +492,10 @@ class Merger:
     def stack(self, key: str) -> Tensor:
         """D[key]: the experts' dense τ for one tensor, (K, *shape) float32, built once."""
         if key not in self._stacks:
-            shape = self.base[key].shape
-            rows = [e.delta(key) if key in set(e.keys()) else None for e in self.experts]
-            self._stacks[key] = torch.stack([torch.zeros(shape) if r is None else r for r in rows]).to(
-                self.device, torch.float32
-            )
+            theta0 = self.base[key]
+            rows = [e.delta(key, theta0) if key in set(e.keys()) else None for e in self.experts]
+            zeros = torch.zeros_like(theta0)
+            self._stacks[key] = torch.stack([zeros if r is None else r.to(self.device, torch.float32) for r in rows])
         return self._stacks[key]
 
     def prepared(self, method: MergeMethod, params: dict) -> dict[str, Tensor]:

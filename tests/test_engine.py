@@ -55,6 +55,30 @@ def test_model_state_is_restored_between_merges_and_checkpoints(engine):
     assert a == pytest.approx(b, rel=1e-6)
 
 
+def test_full_lab_reads_the_base_once_across_merges_and_checkpoints(full_lab_dir, monkeypatch):
+    engine = Engine(load_lab(full_lab_dir), device="cpu")
+    engine.model  # noqa: B018 - transformers reads the base itself; count mixlab's reads after it
+    reads: dict[str, int] = {}
+    get = engine.base.get
+
+    def counting_get(key):
+        reads[key] = reads.get(key, 0) + 1
+        return get(key)
+
+    monkeypatch.setattr(engine.base, "get", counting_get)
+    m = Mixture.of(engine.names, [0.3, 0.7])
+    a = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"])]
+    engine.expert_scores(["rev-loss"])  # each full checkpoint in turn
+    engine.base_scores(["rev-loss"])
+    b = [e.score for e in engine.proxy(m, "ties", {"density": 0.5}, benchmarks=["rev-loss"])]
+    c = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"], refresh=True)]
+    assert reads and max(reads.values()) == 1  # one float32 θ_0 serves every merger and every restore
+    assert a == pytest.approx(c, rel=1e-6) and b != a
+    # the expert's score is its own checkpoint's: the same as a one-hot linear merge
+    onehot = engine.proxy(Mixture.of(engine.names, [1.0, 0.0]), benchmarks=["rev-loss"])[0].score
+    assert engine.cached("expert")[0].score == pytest.approx(onehot, rel=1e-6)
+
+
 def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoTokenizer, LlamaForCausalLM
