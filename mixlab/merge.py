@@ -83,7 +83,8 @@ def dare_drop(delta: Tensor, params: Params, generator: torch.Generator | None =
     p = params["drop_rate"]
     if p == 0:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device) >= p
+    # drawn on the CPU whatever the device: the same seed drops the same entries on a GPU as on disk
+    keep = (torch.rand(delta.shape, generator=generator) >= p).to(delta.device)
     return delta * keep / (1.0 - p)
 
 
@@ -247,10 +248,11 @@ register(
 )
 
 
-def generator_for(seed: int, expert: str, key: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded by (seed, expert, tensor), so drops do not depend on streaming order."""
+def generator_for(seed: int, expert: str, key: str) -> torch.Generator:
+    """A CPU generator seeded by (seed, expert, tensor), so drops depend neither on streaming order nor
+    on the device that merges (a CUDA generator draws another stream from the same seed)."""
     digest = hashlib.sha256(f"{seed}\0{expert}\0{key}".encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -511,7 +513,7 @@ class Merger:
                         method.prepare(
                             d[i],
                             params,
-                            generator_for(params["seed"], e.name, k, self.device) if method.seeded else None,
+                            generator_for(params["seed"], e.name, k) if method.seeded else None,
                         )
                         for i, e in enumerate(self.experts)
                     ]
