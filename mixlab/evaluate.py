@@ -155,14 +155,10 @@ def continuation_logprobs(model, batch: Sequence[tuple[list[int], list[int]]], p
     """Per-token log p(continuation | context) for each (context ids, continuation ids) pair."""
     seqs = [c + t for c, t in batch]
     ids, mask = _right_pad(seqs, pad, device)  # (B, T)
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
-    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # position t predicts token t+1
-    out = []
-    for i, (c, t) in enumerate(batch):
-        start = len(c) - 1
-        targets = ids[i, len(c) : len(c) + len(t)]
-        out.append(logp[i, start : start + len(t)].gather(-1, targets[:, None]).squeeze(-1))
-    return out
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # position t predicts t+1
+    # log p(next token) = its logit − logsumexp: no (B, T, V) log-softmax copy, one transfer for the batch
+    token_logp = (logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, -1)).cpu()
+    return [token_logp[i, len(c) - 1 : len(c) - 1 + len(t)] for i, (c, t) in enumerate(batch)]
 
 
 class _Batches:
