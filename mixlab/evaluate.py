@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import time
@@ -216,7 +217,9 @@ def greedy_generate(
         stop_ids.append(tokenizer.eos_token_id)
     stop_t = torch.tensor(stop_ids or [-1], device=device)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, T) positions that skip the left padding
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    # the prompt pass needs only the last position's logits (not B × T × V of them), where the model allows
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_only)
     past, pos = out.past_key_values, pos[:, -1:]
     new = []
     done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
