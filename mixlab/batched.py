@@ -58,9 +58,9 @@ class MixtureLinear(nn.Module):
             self._per_rank = (self.state.coef[:, self.group] * self.scale).to(x.dtype)  # (B, R)
             self._seen = self.state.version
         lead = x.shape[:-1]
-        low = (x @ self.a_t.to(x.dtype)) * self._per_rank[:, None, :]  # (B, T, R)
+        low = (x @ self.a_t) * self._per_rank[:, None, :]  # (B, T, R)
         y = self.base(x).reshape(-1, self.b_t.shape[1])  # (B·T, out)
-        return y.addmm_(low.reshape(-1, low.shape[-1]), self.b_t.to(x.dtype)).view(*lead, -1)
+        return y.addmm_(low.reshape(-1, low.shape[-1]), self.b_t).view(*lead, -1)
 
 
 class MixtureState:
@@ -107,8 +107,8 @@ class BatchedLora:
                 name,
                 MixtureLinear(
                     base,
-                    torch.cat(a).to(device),
-                    torch.cat(b, 1).to(device),
+                    torch.cat(a).to(device, base.weight.dtype),  # the layer's dtype: no cast per forward
+                    torch.cat(b, 1).to(device, base.weight.dtype),
                     torch.cat(group).to(device),
                     torch.cat(scale).to(device),
                     self.state,
