@@ -3,7 +3,8 @@
     python bench/grid.py [--lab cache/demo-k3] [--examples 16,64] [--batch 256] [--repeats 3]
 
 For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
-- floor: the evaluation forward passes alone (the base model, no merge, every mixture's examples);
+- floor: the evaluation forward passes alone (the base model, no merge, every mixture's examples, which
+  are tokenised once beforehand);
 - engine: mixlab's engine with a fresh cache (materialised in-memory merges, or the batched LoRA path);
 - naive, in one process: merge → save → load → evaluate per mixture, with mixlab's own streaming merge
   and imports already paid (the most generous naive loop);
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixlab.engine import Engine  # noqa: E402
-from mixlab.evaluate import read_examples, run_benchmark  # noqa: E402
+from mixlab.evaluate import prepare, read_examples, run_benchmark  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
 from mixlab.simplex import Mixture, grid_from_step  # noqa: E402
 from mixlab.store import Store  # noqa: E402
@@ -39,12 +40,14 @@ _runs = itertools.count()
 
 
 def floor_time(model, tok, bench, examples, n_mixtures: int, batch: int, repeats: int) -> float:
-    """Median time of the evaluation forward passes alone, once per mixture: no merge, no cache."""
+    """Median time of the evaluation forward passes alone, once per mixture: no merge, no cache, and the
+    examples tokenised once beforehand (as the engine keeps them)."""
+    items = prepare(tok, bench, examples)
 
     def once() -> float:
         t0 = time.perf_counter()
         for _ in range(n_mixtures):
-            run_benchmark(model, tok, bench, examples, torch.device("cpu"), batch_size=batch)
+            run_benchmark(model, tok, bench, examples, torch.device("cpu"), batch_size=batch, items=items)
         return time.perf_counter() - t0
 
     return statistics.median(once() for _ in range(repeats))

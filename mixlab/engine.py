@@ -25,6 +25,7 @@ from mixlab.evaluate import (
     auto_batch_size,
     default_dtype,
     pick_device,
+    prepare,
     quiet_transformers,
     read_examples,
     run_benchmark,
@@ -81,6 +82,7 @@ class Engine:
         self._batch_size = batch_size  # None: 64 on CPU, from free memory on CUDA (OOM still halves it)
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self._examples: dict[str, list[dict]] = {}
+        self._items: dict[str, list[dict] | None] = {}
         self._merger: Merger | None = None
         self._theta0: dict[str, torch.Tensor] = {}  # float32 θ_0 on the device, shared by every merger
         self._loaded: object = "base"  # what the in-memory model currently holds
@@ -219,6 +221,12 @@ class Engine:
             self._examples[b.name] = read_examples(self.lab.resolve(b.data), b)
         return self._examples[b.name]
 
+    def _items_of(self, b: BenchmarkSpec) -> list[dict] | None:
+        """The benchmark's tokenised work items: the same for every mixture, so made once."""
+        if b.name not in self._items:
+            self._items[b.name] = prepare(self.tokenizer, b, self._examples_of(b))
+        return self._items[b.name]
+
     def _merge_desc(self, spec: MergeSpec) -> dict:
         return {
             "kind": "merge",
@@ -265,6 +273,7 @@ class Engine:
                         batch_size=self.batch_size,
                         progress=step,
                         cancel=cancel,
+                        items=self._items_of(b),
                     )
                 hit = self._evaluation(key, b, r, str(self.device), **row)
                 self.store.put(hit)
@@ -431,6 +440,7 @@ class Engine:
                     batch_size=self.batch_size,
                     progress=step,
                     cancel=cancel,
+                    items=self._items_of(b),
                 )
         out = []
         for m, sp, key, r in zip(mixtures, specs, keys, results):

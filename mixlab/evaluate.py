@@ -142,20 +142,18 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-def _right_pad(seqs: Sequence[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(seqs: Sequence[list[int]], pad: int, device, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token lists padded to one width, on the right or (``left``) on the left."""
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
+    rows = [[pad] * (width - len(s)) + s if left else s + [pad] * (width - len(s)) for s in seqs]
+    marks = [[0] * (width - len(s)) + [1] * len(s) if left else [1] * len(s) + [0] * (width - len(s)) for s in seqs]
+    return torch.tensor(rows, device=device), torch.tensor(marks, device=device)
 
 
 def continuation_logprobs(model, batch: Sequence[tuple[list[int], list[int]]], pad: int, device) -> list[torch.Tensor]:
     """Per-token log p(continuation | context) for each (context ids, continuation ids) pair."""
     seqs = [c + t for c, t in batch]
-    ids, mask = _right_pad(seqs, pad, device)  # (B, T)
+    ids, mask = _pad(seqs, pad, device)  # (B, T)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # position t predicts t+1
     # log p(next token) = its logit − logsumexp: no (B, T, V) log-softmax copy, one transfer for the batch
     token_logp = (logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, -1)).cpu()
@@ -204,14 +202,13 @@ def greedy_generate(
     more than the forward pass. Rows stop together once each has produced a stop token or EOS.
     """
     seqs = [_prefix(tokenizer) + ids for ids in _encode_many(tokenizer, prompts)]
+    return _greedy(model, tokenizer, seqs, max_new_tokens, stop, device)
+
+
+def _greedy(model, tokenizer, seqs: Sequence[list[int]], max_new_tokens: int, stop: Sequence[str], device):
+    """:func:`greedy_generate` on prompts already tokenised."""
     pad = _pad_id(tokenizer)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        mask[i, width - len(s) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = _pad(seqs, pad, device, left=True)
     stop_ids = [t[0] for t in (_encode(tokenizer, s) for s in stop) if len(t) == 1]
     if tokenizer.eos_token_id is not None:
         stop_ids.append(tokenizer.eos_token_id)
@@ -246,11 +243,13 @@ def _cut(text: str, stop: Sequence[str]) -> str:
     return text
 
 
-# Each evaluator maps work items (dicts with the example's index "j") to per-example values, so the
-# same code scores one model or, with groups, many mixtures in one stream of batches.
+# Each built-in evaluator is two steps: ``items`` tokenises the examples once into work items (dicts with
+# the example's index "j"), which do not depend on the weights, so an engine scoring many mixtures keeps
+# them; ``score`` maps items to per-example values. The same code scores one model or, with groups,
+# many mixtures in one stream of batches.
 
 
-def _lm_loss_items(tokenizer, examples) -> list[dict]:
+def _lm_loss_items(tokenizer, examples, spec: BenchmarkSpec) -> list[dict]:
     texts = [ex["text"] if "text" in ex and "prompt" not in ex else None for ex in examples]
     prompts = _encode_many(tokenizer, [ex["prompt"] for ex, t in zip(examples, texts) if t is None])
     conts = _encode_many(
@@ -263,10 +262,9 @@ def _lm_loss_items(tokenizer, examples) -> list[dict]:
     return items
 
 
-def lm_loss(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[tuple[float, int]]:
+def lm_loss(model, tokenizer, items, examples, device, batches: _Batches, spec) -> list[tuple[float, int]]:
     """Per example: (summed NLL of the completion tokens, number of tokens)."""
     pad = _pad_id(tokenizer)
-    items = _lm_loss_items(tokenizer, examples)
     return batches.run(
         items,
         lambda b: [
@@ -275,20 +273,29 @@ def lm_loss(model, tokenizer, examples, device, batches: _Batches, spec: Benchma
     )
 
 
-def exact_match(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[bool]:
-    items = [{"j": j, "prompt": ex["prompt"]} for j, ex in enumerate(examples)]
+def _exact_match_items(tokenizer, examples, spec: BenchmarkSpec) -> list[dict]:
+    prompts = _encode_many(tokenizer, [ex["prompt"] for ex in examples])
+    return [{"j": j, "ids": _prefix(tokenizer) + ids} for j, ids in enumerate(prompts)]
+
+
+def exact_match(model, tokenizer, items, examples, device, batches: _Batches, spec) -> list[bool]:
     outs = batches.run(
-        items,
-        lambda b: greedy_generate(model, tokenizer, [it["prompt"] for it in b], spec.max_new_tokens, spec.stop, device),
+        items, lambda b: _greedy(model, tokenizer, [it["ids"] for it in b], spec.max_new_tokens, spec.stop, device)
     )
     return [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)]
 
 
-def choice(model, tokenizer, examples, device, batches: _Batches, spec: BenchmarkSpec) -> list[bool]:
+def _choice_items(tokenizer, examples, spec: BenchmarkSpec) -> list[dict]:
+    prompts = _encode_many(tokenizer, [ex["prompt"] for ex in examples])
+    options = iter(_encode_many(tokenizer, [c for ex in examples for c in ex["choices"]]))
     items = []
-    for j, ex in enumerate(examples):
-        ctx = _prefix(tokenizer) + _encode(tokenizer, ex["prompt"])
-        items += [{"j": j, "pair": (ctx, _encode(tokenizer, c))} for c in ex["choices"]]
+    for j, (ex, ids) in enumerate(zip(examples, prompts)):
+        ctx = _prefix(tokenizer) + ids
+        items += [{"j": j, "pair": (ctx, next(options))} for _ in ex["choices"]]
+    return items
+
+
+def choice(model, tokenizer, items, examples, device, batches: _Batches, spec) -> list[bool]:
     pad = _pad_id(tokenizer)
 
     def score(batch):
@@ -304,11 +311,25 @@ def choice(model, tokenizer, examples, device, batches: _Batches, spec: Benchmar
     return hits
 
 
+@dataclass(frozen=True)
+class Builtin:
+    items: Callable  # (tokenizer, examples, spec) -> work items
+    score: Callable  # (model, tokenizer, items, examples, device, batches, spec) -> per-example values
+    metric: str
+    higher_is_better: bool
+
+
 BUILTIN = {
-    "lm_loss": (lm_loss, "loss", False),
-    "exact_match": (exact_match, "accuracy", True),
-    "choice": (choice, "accuracy", True),
+    "lm_loss": Builtin(_lm_loss_items, lm_loss, "loss", False),
+    "exact_match": Builtin(_exact_match_items, exact_match, "accuracy", True),
+    "choice": Builtin(_choice_items, choice, "accuracy", True),
 }
+
+
+def prepare(tokenizer, spec: BenchmarkSpec, examples: list[dict]) -> list[dict] | None:
+    """A built-in benchmark's tokenised work items (None for plugins), to pass to :func:`run_benchmark`
+    and :func:`run_benchmark_grouped` when one benchmark scores many models."""
+    return BUILTIN[spec.evaluator].items(tokenizer, examples, spec) if spec.evaluator in BUILTIN else None
 
 
 def _aggregate(evaluator: str, values: list) -> float:
@@ -340,12 +361,16 @@ def run_benchmark(
     batch_size: int = 32,
     progress: Progress | None = None,
     cancel=None,
+    items: list[dict] | None = None,
 ) -> EvalResult:
-    """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches."""
+    """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches; ``items``:
+    the benchmark's work items from :func:`prepare`, when the caller keeps them."""
     start = time.perf_counter()
     if spec.evaluator in BUILTIN:
-        fn, metric, hib = BUILTIN[spec.evaluator]
-        values = fn(model, tokenizer, examples, device, _Batches(batch_size, progress, cancel), spec)
+        ev = BUILTIN[spec.evaluator]
+        metric, hib = ev.metric, ev.higher_is_better
+        items = prepare(tokenizer, spec, examples) if items is None else items
+        values = ev.score(model, tokenizer, items, examples, device, _Batches(batch_size, progress, cancel), spec)
         score = _aggregate(spec.evaluator, values)
     else:
         result = load_plugin(spec.evaluator)(model, tokenizer, examples, device)
@@ -381,6 +406,7 @@ def run_benchmark_grouped(
     batch_size: int = 32,
     progress: Progress | None = None,
     cancel=None,
+    items: list[dict] | None = None,
 ) -> list[EvalResult]:
     """Score ``n_groups`` variants of a model (e.g. mixtures) on the same examples in one stream of
     batches: every example is repeated per group, and ``set_group(group_index_per_row)`` is called
@@ -390,14 +416,19 @@ def run_benchmark_grouped(
             f"evaluator {spec.evaluator!r} cannot score many mixtures in one batch; use the materialised path"
         )
     start = time.perf_counter()
-    fn, metric, hib = BUILTIN[spec.evaluator]
-    repeated = [ex for _ in range(n_groups) for ex in examples]  # group g owns rows g*N … (g+1)*N−1
+    ev = BUILTIN[spec.evaluator]
+    metric, hib = ev.metric, ev.higher_is_better
+    items = prepare(tokenizer, spec, examples) if items is None else items
     n = len(examples)
+    # group g owns examples g*N … (g+1)*N−1
+    repeated = [ex for _ in range(n_groups) for ex in examples]
+    grouped = [{**it, "j": g * n + it["j"]} for g in range(n_groups) for it in items]
 
     def before(batch):
         set_group(torch.tensor([it["j"] // n for it in batch], device=device))
 
-    values = fn(model, tokenizer, repeated, device, _Batches(batch_size, progress, cancel, before), spec)
+    batches = _Batches(batch_size, progress, cancel, before)
+    values = ev.score(model, tokenizer, grouped, repeated, device, batches, spec)
     seconds = (time.perf_counter() - start) / n_groups
     out = []
     for g in range(n_groups):

@@ -79,6 +79,22 @@ def test_full_lab_reads_the_base_once_across_merges_and_checkpoints(full_lab_dir
     assert engine.cached("expert")[0].score == pytest.approx(onehot, rel=1e-6)
 
 
+def test_benchmarks_are_tokenised_once_per_engine(engine, monkeypatch):
+    calls = []
+    prepare = engine_mod.prepare
+
+    def counting(tokenizer, spec, examples):
+        calls.append(spec.name)
+        return prepare(tokenizer, spec, examples)
+
+    monkeypatch.setattr(engine_mod, "prepare", counting)
+    grid = [Mixture.of(engine.names, w) for w in ([1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5])]
+    engine.sweep(grid, benchmarks=["rev-loss", "pick"], path="materialize")
+    engine.sweep(grid, benchmarks=["rev"], path="batched")
+    engine.expert_scores(["rev-loss"])
+    assert sorted(calls) == ["pick", "rev", "rev-loss"]
+
+
 def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoTokenizer, LlamaForCausalLM
