@@ -12,7 +12,8 @@ For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
   process (``python -m mixlab merge``, faster than ``mergekit-yaml``) and one evaluation process that
   loads the saved folder with transformers and runs the same evaluator.
 Both naive loops are timed on a subset of mixtures and scaled to the grid (their cost per mixture is
-flat). Prints medians of --repeats runs and their ratios; nothing asserts a time.
+flat). Prints medians of --repeats runs (the pipeline loop: one run) and their ratios; nothing asserts a
+time.
 """
 
 from __future__ import annotations
@@ -66,17 +67,20 @@ def sweep_time(lab, grid, bench: str, path: str, batch: int, repeats: int, tmp: 
     return statistics.median(once() for _ in range(repeats))
 
 
-def naive_in_process(eng: Engine, grid, b, examples, batch: int, n: int, tmp: Path) -> float:
-    """Seconds per mixture of merge → save → load → evaluate, all in this process."""
+def naive_in_process(eng: Engine, grid, b, examples, batch: int, n: int, repeats: int, tmp: Path) -> float:
+    """Median seconds per mixture of merge → save → load → evaluate, all in this process."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    t = time.perf_counter()
-    for m in grid[:n]:
-        out = eng.export(m, tmp / f"naive-{next(_runs)}", "linear")
-        mdl = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
-        tk = AutoTokenizer.from_pretrained(out, local_files_only=True)
-        run_benchmark(mdl, tk, b, examples, torch.device("cpu"), batch_size=batch)
-    return (time.perf_counter() - t) / n
+    def once() -> float:
+        t = time.perf_counter()
+        for m in grid[:n]:
+            out = eng.export(m, tmp / f"naive-{next(_runs)}", "linear")
+            mdl = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+            tk = AutoTokenizer.from_pretrained(out, local_files_only=True)
+            run_benchmark(mdl, tk, b, examples, torch.device("cpu"), batch_size=batch)
+        return (time.perf_counter() - t) / n
+
+    return statistics.median(once() for _ in range(repeats))
 
 
 def naive_processes(lab_dir: Path, grid, bench: str, batch: int, n: int, tmp: Path) -> float:
@@ -166,7 +170,7 @@ def measure(lab, lab_dir: Path, grid, bench: str, args, tmp: Path) -> str:
     batched = timed("batched") if auto_path != "batched" else engine
 
     eng = Engine(lab, Store(tmp / f"naive-{next(_runs)}.sqlite"), device="cpu")
-    naive = naive_in_process(eng, grid, b, examples, args.batch, args.naive_mixtures, tmp) * len(grid)
+    naive = naive_in_process(eng, grid, b, examples, args.batch, args.naive_mixtures, args.repeats, tmp) * len(grid)
     pipeline = naive_processes(lab_dir, grid, bench, args.batch, args.process_mixtures, tmp) * len(grid)
     return (
         f"{floor:>8.2f} {engine:>9.2f} {auto_path:<12} {engine / floor:>7.2f} {per_mixture:>14.2f} "

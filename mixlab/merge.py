@@ -459,7 +459,7 @@ class Merger:
     tensors in place, so scoring a new mixture costs one pass over memory instead of K+1 model loads.
 
     - LoRA experts stay factored: a linear merge of a module is one addmm with the rank-concatenated
-      factors, θ = θ_0 + [c_1 B_1 … c_K B_K] @ [A_1; …; A_K].
+      factors (concatenated once), θ = θ_0 + [c_1 B_1 … c_K B_K] @ [A_1; …; A_K].
     - Dense task vectors are stacked per tensor as D (K, n) float32, so a linear merge is one fused
       addmm, θ = θ_0 + c @ D, written straight into the model's tensor: K+1 reads and one write.
     - Work that does not depend on w (TIES trims, DARE drops) is done once per (method, params) and
@@ -489,7 +489,21 @@ class Merger:
         self.base = {k: theta0[k] for k in self.keys}
         self.factored = all(isinstance(e, LoraTaskVector) and not e.replaced for e in self.experts)
         self._stacks: dict[str, Tensor] = {}
+        self._cat: dict[str, tuple[Tensor, Tensor, Tensor, bool]] = {}
         self._prepared: tuple[tuple, dict[str, Tensor]] | None = None
+
+    def _factors(self, key: str) -> tuple[Tensor, Tensor, Tensor, bool]:
+        """The experts' LoRA factors of one module, rank-concatenated once: A (Σr, in), B·diag(s)
+        (out, Σr), the expert index of each rank column, and fan_in_fan_out."""
+        if key not in self._cat:
+            own = [(i, e.factors[key]) for i, e in enumerate(self.experts) if key in e.factors]
+            self._cat[key] = (
+                torch.cat([f.a for _, f in own]).to(self.device, torch.float32),
+                torch.cat([f.b * f.scale for _, f in own], 1).to(self.device, torch.float32),
+                torch.cat([torch.full((f.a.shape[0],), i) for i, f in own]).to(self.device),
+                own[0][1].transpose,
+            )
+        return self._cat[key]
 
     def stack(self, key: str) -> Tensor:
         """D[key]: the experts' dense τ for one tensor, (K, *shape) float32, built once."""
@@ -528,19 +542,16 @@ class Merger:
         w = validate_weights(spec.weights, len(self.experts))
         lam = params.get("scale", 1.0)
         if method.linear_in_task_vectors and self.factored:
+            coef = torch.tensor([lam * wi for wi in w], dtype=torch.float32, device=self.device)
             for k in self.keys:
-                a_parts, b_parts, transpose = [], [], False
-                for e, wi in zip(self.experts, w):
-                    f = e.factors.get(k)
-                    if f is not None and wi > 0:
-                        a_parts.append(f.a.to(self.device))
-                        b_parts.append(f.b.to(self.device) * (lam * wi * f.scale))
-                        transpose = f.transpose
-                out = self.base[k]
-                if a_parts:
-                    delta = torch.cat(b_parts, 1) @ torch.cat(a_parts, 0)  # (out, Σr) @ (Σr, in)
-                    out = out + (delta.T if transpose else delta)
-                target[k].copy_(out)
+                base, dst = self.base[k], target[k]
+                a, b, group, transpose = self._factors(k)
+                b = b * coef[group]  # (out, Σr): each rank column scaled by c_i·s_i of its expert
+                m1, m2 = (a.T, b.T) if transpose else (b, a)
+                if dst.dtype == torch.float32 and dst.is_contiguous():
+                    torch.addmm(base, m1, m2, out=dst)  # θ_0 + B·A in one pass, into the model
+                else:
+                    dst.copy_(torch.addmm(base, m1, m2))
             return
         wt = torch.tensor(w, dtype=torch.float32, device=self.device)
         stacks = None
