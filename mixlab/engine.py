@@ -83,6 +83,7 @@ class Engine:
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self._examples: dict[str, list[dict]] = {}
         self._items: dict[str, list[dict] | None] = {}
+        self._bench_static: dict[str, tuple[Path, dict]] = {}
         self._merger: Merger | None = None
         self._theta0: dict[str, torch.Tensor] = {}  # float32 θ_0 on the device, shared by every merger
         self._loaded: object = "base"  # what the in-memory model currently holds
@@ -208,13 +209,13 @@ class Engine:
         return [self.lab.benchmark(n) for n in names] if names else self.lab.benchmarks
 
     def _bench_desc(self, b: BenchmarkSpec) -> dict:
-        data = self.lab.resolve(b.data)
-        return {
-            "name": b.name,
-            "data": file_fingerprint(data),
-            "evaluator": b.evaluator,
-            "options": b.model_dump(exclude={"name", "data", "evaluator"}),
-        }
+        """What a benchmark is, for cache keys: its data by content (re-checked on every call, so an
+        edited file makes new keys), its evaluator and options."""
+        if b.name not in self._bench_static:
+            options = b.model_dump(exclude={"name", "data", "evaluator"})
+            self._bench_static[b.name] = (self.lab.resolve(b.data), {"evaluator": b.evaluator, "options": options})
+        data, static = self._bench_static[b.name]
+        return {"name": b.name, "data": file_fingerprint(data), **static}
 
     def _examples_of(self, b: BenchmarkSpec) -> list[dict]:
         if b.name not in self._examples:
