@@ -1,6 +1,6 @@
 """A whole grid of proxies: the 66-mixture grid (K=3, step 0.1) on the demo lab's LoRA experts.
 
-    python bench/grid.py [--lab cache/demo-k3] [--examples 16,64] [--batch 256] [--repeats 3]
+    python bench/grid.py [--lab cache/demo-k3] [--examples 16,64] [--batch N] [--repeats 3]
 
 For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
 - floor: the evaluation forward passes alone (the base model, no merge, every mixture's examples, which
@@ -112,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lab", default=str(Path(__file__).resolve().parents[1] / "cache" / "demo-k3"))
     ap.add_argument("--examples", default="16,64", help="examples per benchmark, comma-separated (small benchmarks)")
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=None, help="rows per pass (default: the engine's, from free memory)")
     ap.add_argument("--naive-mixtures", type=int, default=6, help="mixtures timed for the in-process naive loop")
     ap.add_argument("--process-mixtures", type=int, default=2, help="mixtures timed for the pipeline loop")
     ap.add_argument("--repeats", type=int, default=3, help="timings per path; medians are printed")
@@ -127,6 +127,8 @@ def main() -> None:
         src = load_lab(args.lab)
         names = src.expert_names
         grid = [Mixture.of(names, w) for w in grid_from_step(len(names), 0.1)]
+        if args.batch is None:
+            args.batch = Engine(src, Store(tmp / "probe.sqlite"), device="cpu").batch_size
         print(
             f"lab {src.name}: {len(names)} LoRA experts, {len(grid)} mixtures, batch {args.batch}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats}"

@@ -23,11 +23,23 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _engine(args):
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
 
-    return Engine(load_lab(args.lab), device=getattr(args, "device", None))
+    return Engine(
+        load_lab(args.lab), device=getattr(args, "device", None), batch_size=getattr(args, "batch_size", None)
+    )
 
 
 class _Bar:
@@ -227,6 +239,9 @@ def parser() -> argparse.ArgumentParser:
         merge_opts(s, weights=name == "eval")
         s.add_argument("--benchmark", action="append", default=None, help="benchmark name, repeatable (default: all)")
         s.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+        s.add_argument(
+            "--batch-size", type=_positive, default=None, help="rows per forward pass (default: from free memory)"
+        )
         s.add_argument("--json", action="store_true", help="print scores as JSON")
         if name == "eval":
             s.add_argument("--refresh", action="store_true", help="re-evaluate even if cached")

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import torch
 
 from mixlab.batched import BatchedLora, supports_batched
@@ -79,7 +80,7 @@ class Engine:
         self.lab = lab
         self.store = store if store is not None else open_store(lab)
         self.device = pick_device(device)
-        self._batch_size = batch_size  # None: 64 on CPU, from free memory on CUDA (OOM still halves it)
+        self._batch_size = batch_size  # None: from free memory (see batch_size)
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self._examples: dict[str, list[dict]] = {}
         self._items: dict[str, list[dict] | None] = {}
@@ -127,11 +128,15 @@ class Engine:
 
     @cached_property
     def batch_size(self) -> int:
+        """Rows per forward pass: as given, else from the device's free memory (OOM still halves it).
+        Large batches matter on a CPU too: the batched-mixture path gains with every row it shares."""
         if self._batch_size is not None:
             return self._batch_size
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return auto_batch_size(self.model.config, free)
+        if self.device.type == "cpu":
+            return auto_batch_size(self.model.config, psutil.virtual_memory().available, dtype_bytes=4)
         return 64
 
     # --- the in-memory model -----------------------------------------------------------------------

@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from mixlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +60,12 @@ def test_eval_json_then_sweep_then_merge(tiny_lab_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     (row,) = json.loads(r.stdout)
     assert row["benchmark"] == "rev-loss" and row["weights"] == {"add": 0.2, "rev": 0.8, "sort": 0.0}
+    args = ("eval", tiny_lab_dir, "--weights", "add=0.2,rev=0.8", "--benchmark", "rev-loss", "--json", "--refresh")
+    r = mixlab(*args, "--batch-size", "2")  # recomputed in batches of two rows: the same loss
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["score"] == pytest.approx(row["score"], rel=1e-5)
+    r = mixlab(*args, "--batch-size", "0")
+    assert r.returncode == 2 and "argument --batch-size: expected a positive integer, got '0'" in r.stderr
     r = mixlab(
         "sweep", tiny_lab_dir, "--grid", "0.5", "--benchmark", "rev-loss", "--method", "ties", "--param", "density=0.5"
     )

@@ -95,6 +95,19 @@ def test_benchmarks_are_tokenised_once_per_engine(engine, monkeypatch):
     assert sorted(calls) == ["pick", "rev", "rev-loss"]
 
 
+def test_cpu_batch_size_comes_from_available_memory(engine, monkeypatch):
+    from types import SimpleNamespace
+
+    from mixlab.evaluate import auto_batch_size
+
+    cfg = engine.model.config
+    monkeypatch.setattr(engine_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
+    assert engine.batch_size == auto_batch_size(cfg, 2**20, dtype_bytes=4) == 1  # 1 MiB free: one row
+    monkeypatch.setattr(engine_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=16 * 2**30))
+    assert Engine(engine.lab, engine.store, device="cpu").batch_size == 512  # a tiny model: the cap
+    assert Engine(engine.lab, engine.store, device="cpu", batch_size=7).batch_size == 7
+
+
 def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoTokenizer, LlamaForCausalLM
