@@ -12,8 +12,8 @@ For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
   process (``python -m mixlab merge``, faster than ``mergekit-yaml``) and one evaluation process that
   loads the saved folder with transformers and runs the same evaluator.
 Both naive loops are timed on a subset of mixtures and scaled to the grid (their cost per mixture is
-flat). Prints medians of --repeats runs (the pipeline loop: one run) and their ratios; nothing asserts a
-time.
+flat). Every path is timed --repeats times, interleaved; prints medians of the times and of the paired ratios
+(the pipeline loop: one run); nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -40,47 +40,35 @@ from mixlab.store import Store  # noqa: E402
 _runs = itertools.count()
 
 
-def floor_time(model, tok, bench, examples, n_mixtures: int, batch: int, repeats: int) -> float:
-    """Median time of the evaluation forward passes alone, once per mixture: no merge, no cache, and the
-    examples tokenised once beforehand (as the engine keeps them)."""
-    items = prepare(tok, bench, examples)
-
-    def once() -> float:
-        t0 = time.perf_counter()
-        for _ in range(n_mixtures):
-            run_benchmark(model, tok, bench, examples, torch.device("cpu"), batch_size=batch, items=items)
-        return time.perf_counter() - t0
-
-    return statistics.median(once() for _ in range(repeats))
+def floor_once(model, tok, bench, examples, items, n_mixtures: int, batch: int) -> float:
+    """The evaluation forward passes alone, once per mixture: no merge, no cache, and the examples
+    tokenised once beforehand (as the engine keeps them)."""
+    t0 = time.perf_counter()
+    for _ in range(n_mixtures):
+        run_benchmark(model, tok, bench, examples, torch.device("cpu"), batch_size=batch, items=items)
+    return time.perf_counter() - t0
 
 
-def sweep_time(lab, grid, bench: str, path: str, batch: int, repeats: int, tmp: Path) -> float:
-    """Median time of the engine sweeping the grid with a fresh cache (every score computed)."""
-
-    def once() -> float:
-        eng = Engine(lab, Store(tmp / f"{bench}-{path}-{next(_runs)}.sqlite"), device="cpu", batch_size=batch)
-        eng.model  # noqa: B018 - load outside the timing, as the app does once
-        t0 = time.perf_counter()
-        eng.sweep(grid, "linear", benchmarks=[bench], path=path)
-        return time.perf_counter() - t0
-
-    return statistics.median(once() for _ in range(repeats))
+def sweep_once(lab, grid, bench: str, path: str, batch: int, tmp: Path) -> float:
+    """The engine sweeping the grid with a fresh cache (every score computed)."""
+    eng = Engine(lab, Store(tmp / f"{bench}-{path}-{next(_runs)}.sqlite"), device="cpu", batch_size=batch)
+    eng.model  # noqa: B018 - load outside the timing, as the app does once
+    t0 = time.perf_counter()
+    eng.sweep(grid, "linear", benchmarks=[bench], path=path)
+    return time.perf_counter() - t0
 
 
-def naive_in_process(eng: Engine, grid, b, examples, batch: int, n: int, repeats: int, tmp: Path) -> float:
-    """Median seconds per mixture of merge → save → load → evaluate, all in this process."""
+def naive_once(eng: Engine, grid, b, examples, batch: int, n: int, tmp: Path) -> float:
+    """The grid's time at the measured cost per mixture of merge → save → load → evaluate, in this process."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    def once() -> float:
-        t = time.perf_counter()
-        for m in grid[:n]:
-            out = eng.export(m, tmp / f"naive-{next(_runs)}", "linear")
-            mdl = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
-            tk = AutoTokenizer.from_pretrained(out, local_files_only=True)
-            run_benchmark(mdl, tk, b, examples, torch.device("cpu"), batch_size=batch)
-        return (time.perf_counter() - t) / n
-
-    return statistics.median(once() for _ in range(repeats))
+    t = time.perf_counter()
+    for m in grid[:n]:
+        out = eng.export(m, tmp / f"naive-{next(_runs)}", "linear")
+        mdl = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+        tk = AutoTokenizer.from_pretrained(out, local_files_only=True)
+        run_benchmark(mdl, tk, b, examples, torch.device("cpu"), batch_size=batch)
+    return (time.perf_counter() - t) / n * len(grid)
 
 
 def naive_processes(lab_dir: Path, grid, bench: str, batch: int, n: int, tmp: Path) -> float:
@@ -115,7 +103,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="rows per pass (default: the engine's, from free memory)")
     ap.add_argument("--naive-mixtures", type=int, default=6, help="mixtures timed for the in-process naive loop")
     ap.add_argument("--process-mixtures", type=int, default=2, help="mixtures timed for the pipeline loop")
-    ap.add_argument("--repeats", type=int, default=3, help="timings per path; medians are printed")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timings per path; medians are printed")
     ap.add_argument("--eval-folder", help=argparse.SUPPRESS)  # internal: the pipeline loop's eval process
     ap.add_argument("--bench", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -161,22 +149,28 @@ def measure(lab, lab_dir: Path, grid, bench: str, args, tmp: Path) -> str:
     examples = read_examples(lab.resolve(b.data), b)
     run_benchmark(model, tok, b, examples, torch.device("cpu"), batch_size=args.batch)  # warm up
 
-    floor = floor_time(model, tok, b, examples, len(grid), args.batch, args.repeats)
-
-    def timed(path: str) -> float:
-        return sweep_time(lab, grid, bench, path, args.batch, args.repeats, tmp)
-
+    items = prepare(tok, b, examples)
     auto_path = probe.choose_path("linear", b, len(grid))
-    engine = timed(auto_path)
-    per_mixture = timed("materialize") if auto_path == "batched" else engine
-    batched = timed("batched") if auto_path != "batched" else engine
-
-    eng = Engine(lab, Store(tmp / f"naive-{next(_runs)}.sqlite"), device="cpu")
-    naive = naive_in_process(eng, grid, b, examples, args.batch, args.naive_mixtures, args.repeats, tmp) * len(grid)
+    other = "materialize" if auto_path == "batched" else "batched"
+    naive_engine = Engine(lab, Store(tmp / f"naive-{next(_runs)}.sqlite"), device="cpu")
+    runs: dict[str, list[float]] = {"floor": [], auto_path: [], other: [], "naive": []}
+    for _ in range(args.repeats):  # interleaved: a drift in the machine's speed hits every column alike
+        runs["floor"].append(floor_once(model, tok, b, examples, items, len(grid), args.batch))
+        runs[auto_path].append(sweep_once(lab, grid, bench, auto_path, args.batch, tmp))
+        runs[other].append(sweep_once(lab, grid, bench, other, args.batch, tmp))
+        runs["naive"].append(naive_once(naive_engine, grid, b, examples, args.batch, args.naive_mixtures, tmp))
     pipeline = naive_processes(lab_dir, grid, bench, args.batch, args.process_mixtures, tmp) * len(grid)
+
+    def ratio(x: str, y: str) -> float:  # median of the paired ratios of one repeat each
+        return statistics.median(t / u for t, u in zip(runs[x], runs[y]))
+
+    floor, engine = statistics.median(runs["floor"]), statistics.median(runs[auto_path])
+    per_mixture = statistics.median(runs["materialize"])
+    naive = statistics.median(runs["naive"])
     return (
-        f"{floor:>8.2f} {engine:>9.2f} {auto_path:<12} {engine / floor:>7.2f} {per_mixture:>14.2f} "
-        f"{per_mixture / batched:>10.2f} {naive:>8.1f} {naive / engine:>8.1f} {pipeline:>11.0f} {pipeline / engine:>11.0f}"
+        f"{floor:>8.2f} {engine:>9.2f} {auto_path:<12} {ratio(auto_path, 'floor'):>7.2f} {per_mixture:>14.2f} "
+        f"{ratio('materialize', 'batched'):>10.2f} {naive:>8.1f} {ratio('naive', auto_path):>8.1f} {pipeline:>11.0f} "
+        f"{pipeline / engine:>11.0f}"
     )
 
 
