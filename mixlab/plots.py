@@ -94,7 +94,8 @@ def simplex_figure(
         height=620, margin=dict(l=60, r=60, t=60, b=60), legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0)
     )
     if k == 3:
-        axis = dict(min=0, linewidth=2, ticks="outside", tickformat=".1f")
+        # interior ticks only: 0 and 1 would sit on the expert stars at the corners
+        axis = dict(min=0, linewidth=2, ticks="outside", tickvals=[0.2, 0.4, 0.6, 0.8], tickformat=".1f")
         fig.update_layout(
             ternary=dict(
                 sum=1,

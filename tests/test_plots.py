@@ -21,6 +21,7 @@ def test_ternary_figure_carries_weights_scores_and_titles():
     np.testing.assert_allclose(np.asarray(p.customdata)[:, 3], [0.7, 0.4])
     assert p.cliponaxis is False and t.marker.symbol == "diamond"
     assert fig.layout.ternary.aaxis.title.text == "a" and fig.layout.ternary.caxis.title.text == "c"
+    assert fig.layout.ternary.baxis.tickvals == (0.2, 0.4, 0.6, 0.8)  # no tick labels on the corner stars
     assert p.marker.colorbar.title.text == "x accuracy (↑ higher is better)"
     assert (p.marker.cmin, p.marker.cmax) == (0.4, 0.9)
     assert np.isnan(np.asarray(sel.customdata)[0, 3])
