@@ -176,8 +176,8 @@ class Engine:
         return self._merger
 
     def _restore(self, keys: Iterable[str]) -> None:
-        for k in keys:
-            self._params[k].copy_(self._theta0[k] if k in self._theta0 else self.base.get(k))
+        for k in keys:  # every dirty key was written by a merger, which put its θ_0 in self._theta0
+            self._params[k].copy_(self._theta0[k])
 
     def _write(self, merger: Merger, spec: MergeSpec, state: object) -> None:
         if self._loaded == state:
