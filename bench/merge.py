@@ -7,7 +7,8 @@ temp folder, loads them once into a :class:`mixlab.merge.Merger`, and times re-m
 into a preallocated float32 model. Throughput counts the bytes a merge moves: the float32 base and the
 K float32 task vectors (or prepared TIES vectors) read, the float32 model written — 20 bytes/param. The memcpy reference is
 ``dst.copy_(src)`` on a float32 buffer as large as the model (read + write). Also times the streamed
-disk→disk merge (``save_merged``) and, with --mergekit and mergekit-yaml on PATH, mergekit on the
+disk→disk merge (``save_merged``), putting one checkpoint into the model with the engine's shared float32
+θ_0 vs a θ_0 of its own, and, with --mergekit and mergekit-yaml on PATH, mergekit on the
 same files. Prints medians and ratios; nothing here asserts a time.
 """
 
@@ -177,6 +178,17 @@ def main() -> None:
         ties_first = time.perf_counter() - t
         ties = median_time(lambda: merger.write(target, MergeSpec("ties", next(ws), ties_params)), args.repeats)
 
+        # a checkpoint put into the model on its own, as the engine scores experts and true mixtures: a
+        # merger with its own θ_0 reads and casts the base again; one sharing the engine's θ_0 does not
+        one = MergeSpec("linear", (1.0,))
+
+        def switch(shared: bool) -> None:
+            for tv in experts:
+                Merger(base, [tv], theta0=merger.base if shared else None).write(target, one)
+
+        switch_own = median_time(lambda: switch(False), max(1, args.repeats // 2)) / len(experts)
+        switch_shared = median_time(lambda: switch(True), max(1, args.repeats // 2)) / len(experts)
+
         streamed = median_time(
             lambda: save_merged(base, experts, MergeSpec("linear", (0.2, 0.3, 0.5)), tmp / "out", overwrite=True),
             max(1, args.repeats // 2),
@@ -192,6 +204,10 @@ def main() -> None:
         for name, sec, gbs, ratio in rows:
             print(f"{name:<42} {sec:>9.3f} {gbs:>7.1f} {ratio:>9.2f}")
         print(f"\none-time: task vectors stacked in {setup:.2f} s; first TIES merge (with trims) {ties_first:.2f} s")
+        print(
+            f"checkpoint into the model: {switch_shared:.2f} s sharing θ_0, {switch_own:.2f} s with its own θ_0 "
+            f"(= {switch_own / switch_shared:.2f}×)"
+        )
         print(
             f"streamed disk→disk linear merge (save_merged): {streamed:.2f} s "
             f"= {streamed / linear:.0f}× an in-memory re-merge"

@@ -9,12 +9,19 @@ from mixlab.errors import ExpertError
 from mixlab.experts import load_base, load_task_vector
 
 
+def edited_copy(src, dst, edit, file="model.safetensors"):
+    """A copy of checkpoint folder ``src`` at ``dst`` whose ``file`` went through ``edit(state) -> state``."""
+    shutil.copytree(src, dst)
+    save_file(edit(load_file(dst / file)), dst / file)
+    return dst
+
+
 def test_full_expert_shape_mismatch_names_expert_tensor_and_shapes(tiny_root, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(tiny_root / "full" / "a", bad)
-    state = load_file(bad / "model.safetensors")
-    state["model.layers.0.mlp.up_proj.weight"] = torch.zeros(48, 16)
-    save_file(state, bad / "model.safetensors")
+    bad = edited_copy(
+        tiny_root / "full" / "a",
+        tmp_path / "bad",
+        lambda s: {**s, "model.layers.0.mlp.up_proj.weight": torch.zeros(48, 16)},
+    )
     with pytest.raises(
         ExpertError,
         match=r"expert 'ocr': tensor model.layers.0.mlp.up_proj.weight has shape \(48, 16\) but the base has \(32, 16\)",
@@ -23,11 +30,9 @@ def test_full_expert_shape_mismatch_names_expert_tensor_and_shapes(tiny_root, tm
 
 
 def test_full_expert_missing_tensor(tiny_root, tmp_path):
-    bad = tmp_path / "bad"
-    shutil.copytree(tiny_root / "full" / "a", bad)
-    state = load_file(bad / "model.safetensors")
-    del state["lm_head.weight"]
-    save_file(state, bad / "model.safetensors")
+    bad = edited_copy(
+        tiny_root / "full" / "a", tmp_path / "bad", lambda s: {k: v for k, v in s.items() if k != "lm_head.weight"}
+    )
     with pytest.raises(ExpertError, match=r"lacks 1 base tensors \(e.g. lm_head.weight\)"):
         load_task_vector("a", bad, load_base(tiny_root / "base"))
 
@@ -44,11 +49,11 @@ def test_pickle_checkpoints_are_refused_with_a_fix(tiny_root, tmp_path):
 
 
 def test_nan_tensor_is_named(tiny_root, tmp_path):
-    bad = tmp_path / "nan"
-    shutil.copytree(tiny_root / "full" / "a", bad)
-    state = load_file(bad / "model.safetensors")
-    state["model.norm.weight"][3] = float("nan")
-    save_file(state, bad / "model.safetensors")
+    def nan_at_3(state):
+        state["model.norm.weight"][3] = float("nan")
+        return state
+
+    bad = edited_copy(tiny_root / "full" / "a", tmp_path / "nan", nan_at_3)
     tv = load_task_vector("a", bad, load_base(tiny_root / "base"))
     with pytest.raises(ExpertError, match="expert 'a': tensor model.norm.weight contains NaN or inf"):
         tv.delta("model.norm.weight")
@@ -67,11 +72,12 @@ def test_lora_rank_disagreeing_with_config(tiny_root, tmp_path):
 
 
 def test_lora_for_another_architecture(tiny_root, tmp_path):
-    bad = tmp_path / "lora"
-    shutil.copytree(tiny_root / "experts" / "add", bad)
-    state = load_file(bad / "adapter_model.safetensors")
-    state = {k.replace("layers.0.", "layers.7."): v for k, v in state.items()}
-    save_file(state, bad / "adapter_model.safetensors")
+    bad = edited_copy(
+        tiny_root / "experts" / "add",
+        tmp_path / "lora",
+        lambda s: {k.replace("layers.0.", "layers.7."): v for k, v in s.items()},
+        "adapter_model.safetensors",
+    )
     with pytest.raises(
         ExpertError, match=r"adapted module model.layers.7.\S+ has no tensor model.layers.7.\S+ in the base"
     ):
