@@ -70,8 +70,7 @@ def cmd_info(args) -> None:
     print(f"lab {lab.name}  ({lab.root})")
     if lab.manifest.description:
         print(f"  {lab.manifest.description}")
-    base_params = sum(__import__("math").prod(engine.base.shape(k)) for k in engine.base.keys())
-    print(f"base: {lab.manifest.base}  {base_params:,} params, {len(engine.base.keys())} tensors")
+    print(f"base: {lab.manifest.base}  {engine.base.n_params:,} params, {len(engine.base.keys())} tensors")
     print(f"experts ({len(engine.experts)}):")
     for e in engine.experts:
         rank = f"r={e.rank}" if e.rank else ""

@@ -111,6 +111,10 @@ class Checkpoint:
             self._handles[file] = safe_open(file, "pt")
         return check_finite(self._handles[file].get_tensor(key), self.label, key)
 
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(self.shape(k)) for k in self.keys())
+
     def nbytes(self) -> int:
         return sum(f.stat().st_size for f in self.files)
 
@@ -200,7 +204,7 @@ class FullTaskVector(TaskVector):
 
     @property
     def n_params(self) -> int:
-        return sum(math.prod(self.base.shape(k)) for k in self.base.keys())
+        return self.base.n_params
 
 
 def _pattern_value(patterns: dict, module: str, default):

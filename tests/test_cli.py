@@ -53,6 +53,10 @@ def test_info(tiny_lab_dir):
         and "rev              lora  r=4" in r.stdout
         and "pick             choice" in r.stdout
     )
+    from transformers import AutoModelForCausalLM
+
+    n = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_lab_dir / "base").parameters())
+    assert f"base: base  {n:,} params" in r.stdout  # counted from the safetensors headers, checked by torch
 
 
 def test_eval_json_then_sweep_then_merge(tiny_lab_dir, tmp_path):

@@ -33,59 +33,53 @@ cols[2].metric("True mixtures", len(lab.manifest.true_mixtures))
 cols[3].metric("Cached proxy scores", counts["proxy"])
 cols[4].metric("Cached other scores", counts["base"] + counts["expert"] + counts["true"])
 
-base_params = sum(int(pd.Series(eng.base.shape(k)).prod()) for k in eng.base.keys())
 st.markdown(
-    f"**Base** `{lab.manifest.base}` — {base_params:,} parameters in {len(eng.base.keys())} tensors, "
+    f"**Base** `{lab.manifest.base}` — {eng.base.n_params:,} parameters in {len(eng.base.keys())} tensors, "
     f"fingerprint `{eng.base.fingerprint[:12]}`"
 )
-st.markdown("**Experts**")
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "expert": e.name,
-                "kind": e.kind,
-                "rank": e.rank,
-                "trainable params": e.n_params,
-                "tensors changed": len(e.keys()),
-                "fingerprint": e.fingerprint[:12],
-            }
-            for e in eng.experts
-        ]
-    ),
-    hide_index=True,
-    width="stretch",
+
+
+def table(title: str, rows: list[dict], **kw) -> None:
+    st.markdown(title)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", **kw)
+
+
+table(
+    "**Experts**",
+    [
+        {
+            "expert": e.name,
+            "kind": e.kind,
+            "rank": e.rank,
+            "trainable params": e.n_params,
+            "tensors changed": len(e.keys()),
+            "fingerprint": e.fingerprint[:12],
+        }
+        for e in eng.experts
+    ],
 )
-st.markdown("**Benchmarks**")
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "benchmark": b.name,
-                "evaluator": b.evaluator,
-                "data": b.data,
-                "direction": "↓ lower is better" if b.evaluator == "lm_loss" else "↑ higher is better",
-            }
-            for b in lab.benchmarks
-        ]
-    ),
-    hide_index=True,
-    width="stretch",
+table(
+    "**Benchmarks**",
+    [
+        {
+            "benchmark": b.name,
+            "evaluator": b.evaluator,
+            "data": b.data,
+            "direction": "↓ lower is better" if b.evaluator == "lm_loss" else "↑ higher is better",
+        }
+        for b in lab.benchmarks
+    ],
 )
-st.markdown("**True mixtures** (models trained on the mixture itself)")
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "true mixture": lab.true_mixture_name(t),
-                **lab.true_mixture_weights(t).as_dict(),
-                "source": t.path or "scores in lab.toml",
-            }
-            for t in lab.manifest.true_mixtures
-        ]
-    ),
-    hide_index=True,
-    width="stretch",
+table(
+    "**True mixtures** (models trained on the mixture itself)",
+    [
+        {
+            "true mixture": lab.true_mixture_name(t),
+            **lab.true_mixture_weights(t).as_dict(),
+            "source": t.path or "scores in lab.toml",
+        }
+        for t in lab.manifest.true_mixtures
+    ],
     height=260,
 )
 st.caption(f"Evaluation cache: `{eng.store.path}` — {counts}")
