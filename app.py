@@ -5,7 +5,7 @@ automatic page discovery, which flashes a second menu before st.navigation takes
 
 import streamlit as st
 
-from views._shared import lab_path
+from views._shared import code, lab_path
 
 st.set_page_config(page_title="mixlab", page_icon=":material/science:", layout="wide")
 lab_path()  # read ?lab= once per session
@@ -21,5 +21,5 @@ nav = st.navigation(
         st.Page("views/6_experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
     ]
 )
-st.sidebar.caption(f"Lab: `{lab_path()}`")
+st.sidebar.caption(f"Lab: {code(lab_path())}")
 nav.run()

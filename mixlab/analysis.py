@@ -18,9 +18,43 @@ import pandas as pd
 from scipy import stats
 
 from mixlab.errors import MixlabError
-from mixlab.simplex import ROUND
+from mixlab.simplex import ROUND, TOLERANCE
 
-MEAN = "mean"  # the pseudo-benchmark averaging the chosen benchmarks
+MEAN = "mean"  # the pseudo-benchmark averaging the higher-is-better benchmarks
+RESULT_COLUMNS = (
+    "kind",
+    "label",
+    "benchmark",
+    "metric",
+    "score",
+    "higher_is_better",
+    "n",
+    "method",
+    "params",
+    "seconds",
+    "device",
+    "weights",
+)
+
+
+def results_table(evaluations: Sequence, names: Sequence[str]) -> pd.DataFrame:
+    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS` and one weight column per expert."""
+    df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in evaluations], columns=list(RESULT_COLUMNS))
+    for n in names:
+        df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
+    return df
+
+
+def mean_benchmarks(benchmarks: Sequence, results: pd.DataFrame) -> list[str]:
+    """The benchmarks the pseudo-benchmark ``mean`` averages: every higher-is-better one (by the
+    benchmark spec's own direction) that has scores in ``results``."""
+    present = set(results.benchmark)
+    return [b.name for b in benchmarks if b.higher_is_better and b.name in present]
+
+
+def with_lab_mean(results: pd.DataFrame, benchmarks: Sequence) -> pd.DataFrame:
+    """``results`` plus the ``mean`` rows over :func:`mean_benchmarks`."""
+    return with_mean(results, mean_benchmarks(benchmarks, results)) if len(results) else results
 
 
 @dataclass(frozen=True)
@@ -192,6 +226,43 @@ def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.Da
         if key in proxy:
             rows.append({"label": t.label, **dict(zip(names, key)), "proxy": proxy[key], "true": t.score})
     return pd.DataFrame(rows, columns=["label", *names, "proxy", "true"])
+
+
+def scores_at(
+    results: pd.DataFrame, names: Sequence[str], weights: Sequence[float], benchmarks: Sequence[str]
+) -> tuple[pd.DataFrame, tuple | None, bool, float | None]:
+    """The scores a page shows beside a selected mixture: per benchmark, the proxy at these weights,
+    the true model trained at these weights (or the nearest trained mixture, by L1 distance) and each
+    expert on its own.
+
+    Returns:
+        (table with columns benchmark, proxy, true or "nearest true", "expert <name>"…; the true point's
+        weights or None; whether it is exact (within the simplex tolerance); its L1 distance or None).
+    """
+    key = weights_key(dict(zip(names, weights)), names)
+    proxy = results[results.kind == "proxy"]
+    true = results[results.kind == "true"]
+    true_keys = sorted({weights_key(w, names) for w in true.weights})
+    if true_keys:
+        i, dist = nearest(weights, np.array(true_keys))
+        true_key, exact = true_keys[i], dist <= TOLERANCE * len(names)
+    else:
+        true_key, exact, dist = None, False, None
+    proxy_keys = proxy.weights.map(lambda w: weights_key(w, names))
+    true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
+    rows = []
+    for b in benchmarks:
+        pr = proxy[(proxy.benchmark == b) & (proxy_keys == key)]
+        tr = true[(true.benchmark == b) & true_at] if len(true) else true
+        ex = results[(results.kind == "expert") & (results.benchmark == b)]
+        row = {
+            "benchmark": b,
+            "proxy": pr.score.iloc[-1] if len(pr) else None,
+            ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None,
+        }
+        row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
+        rows.append(row)
+    return pd.DataFrame(rows), true_key, exact, dist
 
 
 def nearest(weights: Sequence[float], candidates: np.ndarray) -> tuple[int, float]:

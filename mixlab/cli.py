@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
+from mixlab.demo import DEMO_LAB
 from mixlab.errors import MixlabError
 
-DEMO_LAB = Path(__file__).resolve().parents[1] / "cache" / "demo-k3"
+MAX_MIXTURES = 10_000  # a sweep larger than this asks for --max-mixtures (or --yes) first
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -33,13 +37,18 @@ def _positive(text: str) -> int:
     return value
 
 
+_OPEN: list = []  # engines this command opened, whose warnings are printed at the end
+
+
 def _engine(args):
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
 
-    return Engine(
+    engine = Engine(
         load_lab(args.lab), device=getattr(args, "device", None), batch_size=getattr(args, "batch_size", None)
     )
+    _OPEN.append(engine)
+    return engine
 
 
 class _Bar:
@@ -139,27 +148,45 @@ def cmd_eval(args) -> None:
     _print_evals(evals, args.json)
 
 
-def cmd_sweep(args) -> None:
-    from mixlab.simplex import Mixture, dirichlet, grid_from_step, paper_grid
+def _grid(engine, grid: str, seed: int, max_mixtures: int) -> list:
+    """The mixtures ``--grid`` names, refused (with their count) when more than ``max_mixtures``."""
+    from mixlab.simplex import dirichlet, grid_from_step, grid_size, paper_grid
 
-    engine = _engine(args)
     k = len(engine.names)
-    if args.grid == "paper":
-        points = paper_grid(k, args.seed)
-    elif args.grid == "true":
+    bad = f"--grid must be a step like 0.1, 'paper', 'true' or 'dirichlet:N', got {grid!r}"
+    if grid == "paper":
+        return list(paper_grid(k, seed))
+    if grid == "true":
         points = [engine.lab.true_mixture_weights(t).weights for t in engine.lab.manifest.true_mixtures]
         if not points:
             raise MixlabError(f"lab {engine.lab.name!r} has no true mixtures for --grid true")
-    elif args.grid.startswith("dirichlet:"):
-        points = dirichlet(k, int(args.grid.split(":", 1)[1]), 1.0, args.seed)
+        return points
+    if grid.startswith("dirichlet:"):
+        n = grid.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise MixlabError(f"--grid dirichlet:N needs a positive whole number N, got {n!r}")
+        count = int(n)
     else:
         try:
-            step = float(args.grid)
+            step = float(grid)
         except ValueError:
-            raise MixlabError(
-                f"--grid must be a step like 0.1, 'paper', 'true' or 'dirichlet:N', got {args.grid!r}"
-            ) from None
-        points = grid_from_step(k, step)
+            raise MixlabError(bad) from None
+        if not math.isfinite(step) or not 0 < step <= 1:
+            raise MixlabError(f"--grid step must be in (0, 1], like 0.1 or 0.25, got {grid!r}")
+        count = grid_size(k, step)
+    if count > max_mixtures:
+        raise MixlabError(
+            f"--grid {grid} makes {count:,} mixtures for K={k} experts, more than {max_mixtures:,}; "
+            f"pass --max-mixtures {count} (or --yes) to run it anyway, or choose a coarser grid"
+        )
+    return list(dirichlet(k, count, 1.0, seed)) if grid.startswith("dirichlet:") else list(grid_from_step(k, step))
+
+
+def cmd_sweep(args) -> None:
+    from mixlab.simplex import Mixture
+
+    engine = _engine(args)
+    points = _grid(engine, args.grid, args.seed, math.inf if args.yes else args.max_mixtures)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     with _Bar(f"sweeping {len(mixtures)} mixtures") as bar:
         evals = engine.sweep(mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
@@ -170,15 +197,16 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from mixlab.analysis import MEAN, paired, rank_correlation, regret, with_mean
+    from mixlab.analysis import MEAN, mean_benchmarks, paired, rank_correlation, regret, with_mean
 
     engine = _engine(args)
-    df = engine.results(args.method, _params(args.param))
-    up = [b.name for b in engine.lab.benchmarks if b.evaluator != "lm_loss" and b.name in set(df.benchmark)]
+    method, params = engine.resolve_method(args.method, _params(args.param))
+    df = engine.results(method, params)
+    up = mean_benchmarks(engine.lab.benchmarks, df)
     df = with_mean(df, up)
     print(
-        f"proxy ({args.method or engine.lab.manifest.merge.method}) vs true mixtures in {engine.lab.name}; "
-        f"'{MEAN}' = mean of {', '.join(up) or 'nothing'}"
+        f"proxy ({method} {json.dumps(params, sort_keys=True) if params else ''}) vs true mixtures in "
+        f"{engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}"
     )
     print(f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  proxy pick: true rank, regret")
     for b in [*[b.name for b in engine.lab.benchmarks], MEAN]:
@@ -229,7 +257,9 @@ def parser() -> argparse.ArgumentParser:
     merge_opts(s)
     s.add_argument("--out", required=True, help="output folder (Hugging Face model, or PEFT adapter with --adapter)")
     s.add_argument("--adapter", action="store_true", help="write a rank-concatenated PEFT adapter (linear LoRA merges)")
-    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.add_argument(
+        "--overwrite", action="store_true", help="replace --out if it is an earlier mixlab export (never other folders)"
+    )
     for name, text, fn in (
         ("eval", "Proxy scores of one mixture (cached first).", cmd_eval),
         ("sweep", "Proxy scores over a grid of mixtures; fills the cache.", cmd_sweep),
@@ -251,6 +281,13 @@ def parser() -> argparse.ArgumentParser:
                 help="step like 0.1, 'paper' (the seed paper's presets), 'true' (the lab's true-mixture points) or dirichlet:N",
             )
             s.add_argument("--seed", type=int, default=0, help="seed for Dirichlet draws")
+            s.add_argument(
+                "--max-mixtures",
+                type=_positive,
+                default=MAX_MIXTURES,
+                help=f"refuse grids larger than this (default {MAX_MIXTURES:,})",
+            )
+            s.add_argument("--yes", action="store_true", help="run a grid of any size")
 
     s = lab_cmd(
         "report", "Rank correlation of cached proxy scores with true-mixture scores, per benchmark.", cmd_report
@@ -272,6 +309,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _OPEN.clear()
     try:
         args.fn(args)
     except MixlabError as e:
@@ -280,4 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug in mixlab: still one line, with the way to see more
+        if os.environ.get("MIXLAB_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"error: unexpected {type(e).__name__}: {e} (a mixlab bug; MIXLAB_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        for engine in _OPEN:
+            for w in engine.warnings():
+                print(f"warning: {w}", file=sys.stderr)
     return 0

@@ -1,9 +1,11 @@
-"""The engine: one lab's base model loaded once, its experts held as task vectors, and every score
-looked up in the cache before it is computed.
+"""The engine: one lab's experts held as task vectors, one resident model, and every score looked up in
+the cache before it is computed.
 
-A proxy score is f(θ_0 + merge(τ, w)): the :class:`~mixlab.merge.Merger` writes the merge into the
-one in-memory model in place, then the benchmark runs. Checkpoints (experts themselves, models truly
-trained on a mixture, the base) are evaluated the same way, as a one-tensor-set "merge".
+A proxy score is f(θ_0 + merge(τ, w)): the resident model (:mod:`mixlab.resident`) takes the merge in
+place, then the benchmark runs. Checkpoints (experts themselves, models truly trained on a mixture, the
+base) are evaluated the same way, as a one-tensor-set "merge". Cache keys (:mod:`mixlab.keys`) are built
+from the bytes that were loaded: when a lab's files change on disk the engine reloads them, and a score
+whose sources changed while it was computed is never stored.
 """
 
 from __future__ import annotations
@@ -11,56 +13,38 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import torch
 
+from mixlab.analysis import results_table
 from mixlab.batched import BatchedLora, supports_batched
-from mixlab.errors import EvaluationError, ExpertError
+from mixlab.errors import CacheError, EvaluationError
 from mixlab.evaluate import (
     BUILTIN,
-    auto_batch_size,
-    default_dtype,
+    EvalResult,
+    context_length,
     pick_device,
     prepare,
-    quiet_transformers,
-    read_examples,
+    read_benchmark,
     run_benchmark,
     run_benchmark_grouped,
 )
-from mixlab.experts import (
-    Checkpoint,
-    TaskVector,
-    file_fingerprint,
-    load_base,
-    load_task_vector,
-)
+from mixlab.experts import Checkpoint, TaskVector, file_signature, load_base, load_task_vector
+from mixlab.keys import CacheKey, benchmark_desc
 from mixlab.lab import BenchmarkSpec, Lab
-from mixlab.merge import Merger, MergeSpec, get_method, save_lora_merge, save_merged
-from mixlab.simplex import ROUND, Mixture
-from mixlab.store import Evaluation, Store, cache_key
+from mixlab.merge import MergeSpec, get_method, save_lora_merge, save_merged
+from mixlab.resident import ResidentModel
+from mixlab.simplex import Mixture
+from mixlab.store import Evaluation, Store
 
 CACHE_DIR = ".mixlab"
 CACHE_FILE = "evaluations.sqlite"
 EXPORT_FILE = "evaluations.jsonl"  # committed with a lab; seeds a fresh cache
-RESULT_COLUMNS = (
-    "kind",
-    "label",
-    "benchmark",
-    "metric",
-    "score",
-    "higher_is_better",
-    "n",
-    "method",
-    "params",
-    "seconds",
-    "device",
-    "weights",
-)
 # On a CPU, batching mixtures beats merging each one up to about this many examples (bench/grid.py at
 # batch 512, batched vs per-mixture: generation 4.9× at 16, 1.6× at 64, 1.2× at 128, 1.0× at 200;
 # scoring 1.6× at 16, 1.4× at 32, 0.95× at 64): greedy generation (many small passes) benefits longer.
@@ -70,10 +54,28 @@ Progress = Callable[[int, int, str], None]
 
 
 def open_store(lab: Lab, path: str | Path | None = None) -> Store:
-    """The lab's cache: ``path``, else $MIXLAB_CACHE, else ``<lab>/.mixlab/evaluations.sqlite``,
-    seeded from the lab's committed ``evaluations.jsonl`` when created."""
+    """The lab's cache: ``path``, else $MIXLAB_CACHE, else ``<lab>/.mixlab/evaluations.sqlite``, seeded
+    from the lab's committed ``evaluations.jsonl`` when created. Where that file cannot be used (a
+    read-only lab, a corrupt cache) the scores live in memory for this process, with a notice saying why:
+    the lab still opens and a corrupt file is never written to."""
     path = Path(path or os.environ.get("MIXLAB_CACHE") or lab.root / CACHE_DIR / CACHE_FILE)
-    return Store(path, seed_from=lab.root / EXPORT_FILE)
+    seed = lab.root / EXPORT_FILE
+    try:
+        return Store(path, seed_from=seed)
+    except CacheError as e:
+        store = Store(":memory:", seed_from=seed)
+        store.notices.insert(0, f"{e} Scores computed now are kept in memory only, not saved.")
+        return store
+
+
+@dataclass
+class _Benchmark:
+    """A benchmark's examples as last read, the hash of those bytes, and its tokenised items."""
+
+    signature: tuple
+    examples: list[dict]
+    desc: dict
+    items: list[dict] | None = None
 
 
 class Engine:
@@ -81,24 +83,55 @@ class Engine:
         self.lab = lab
         self.store = store if store is not None else open_store(lab)
         self.device = pick_device(device)
-        self._batch_size = batch_size  # None: from free memory (see batch_size)
+        self._batch_size = batch_size
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
-        self._examples: dict[str, list[dict]] = {}
-        self._items: dict[str, list[dict] | None] = {}
-        self._bench_static: dict[str, tuple[Path, dict]] = {}
-        self._merger: Merger | None = None
-        self._theta0: dict[str, torch.Tensor] = {}  # float32 θ_0 on the device, shared by every merger
-        self._loaded: object = "base"  # what the in-memory model currently holds
-        self._dirty: set[str] = set()
+        self._benchmarks: dict[str, _Benchmark] = {}
 
-    # --- what the lab is made of -------------------------------------------------------------------
+    # --- what the lab is made of (reloaded when its files change) ----------------------------------
+    _LOADED = ("base", "experts", "models_fp", "resident", "true_fingerprints")
+
     @cached_property
     def base(self) -> Checkpoint:
-        return load_base(self.lab.resolve(self.lab.manifest.base, "base"))
+        return load_base(self.lab.resolve(self.lab.manifest.base, "base"), self.lab.root)
 
     @cached_property
     def experts(self) -> list[TaskVector]:
         return [load_task_vector(e.name, self.lab.resolve(e.path), self.base) for e in self.lab.manifest.experts]
+
+    def _changed(self) -> bool:
+        """True once a file of the base or an expert may differ from what was loaded."""
+        if "experts" not in self.__dict__:
+            return False
+        loaded = (self.base.loaded_signature, [e.loaded_signature for e in self.experts])
+        try:
+            return loaded != (self.base.signature(), [e.signature() for e in self.experts])
+        except OSError:  # a file went away
+            return True
+
+    def refresh(self) -> bool:
+        """Reload the base and experts if any of their files changed on disk; True if it did."""
+        if not self._changed():
+            return False
+        with self._lock:
+            for name in self._LOADED:
+                self.__dict__.pop(name, None)
+        return True
+
+    def _check_unchanged(self, b: BenchmarkSpec, tv: TaskVector | None = None) -> None:
+        """Raise (and reload) if a source of a score just computed changed while it was computed: the
+        base, the experts, the checkpoint ``tv`` or the benchmark's data."""
+        path = self.lab.resolve(b.data)
+        changed = (
+            self._changed()
+            or file_signature(path) != self._bench(b).signature
+            or (tv is not None and tv.signature() != tv.loaded_signature)
+        )
+        if changed:
+            self.refresh()
+            raise EvaluationError(
+                f"lab {self.lab.name!r}: a file changed on disk during the evaluation; the score was not "
+                "stored (it may belong to either version). Run it again."
+            )
 
     @cached_property
     def models_fp(self) -> str:
@@ -108,147 +141,100 @@ class Engine:
             h.update(e.fingerprint.encode())
         return h.hexdigest()
 
+    @cached_property
+    def resident(self) -> ResidentModel:
+        return ResidentModel(self.base, self.experts, self.lab.manifest.merge.exclude, self.device, self._batch_size)
+
+    @property
+    def model(self):
+        return self.resident.model
+
+    @property
+    def tokenizer(self):
+        return self.resident.tokenizer
+
+    @property
+    def batch_size(self) -> int:
+        return self.resident.batch_size
+
     @property
     def names(self) -> list[str]:
         return self.lab.expert_names
+
+    def warnings(self) -> list[str]:
+        """Doubts about the lab that do not stop it: experts that may not be fine-tunes of this base,
+        experts with identical content, and why the cache is not saving (if it is not)."""
+        out = [w for e in self.experts for w in e.warnings]
+        seen: dict[str, str] = {}
+        for e in self.experts:
+            if e.fingerprint in seen:
+                out.append(f"experts {seen[e.fingerprint]!r} and {e.name!r} have identical content")
+            seen.setdefault(e.fingerprint, e.name)
+        return out + list(self.store.notices)
 
     def mixture(self, weights: Sequence[float], normalize: bool = False) -> Mixture:
         return Mixture.of(self.names, weights, normalize=normalize)
 
     def resolve_method(self, method: str | None = None, params: dict | None = None) -> tuple[str, dict]:
-        """(method, validated params with defaults); the lab's [merge] defaults when not given."""
+        """(method, validated params): the lab's ``[merge]`` method when none is given, and its
+        ``[merge].params`` wherever a parameter of that method is not given."""
         defaults = self.lab.manifest.merge
         method = method or defaults.method
-        if params is None and method == defaults.method:
-            params = dict(defaults.params)
-        return method, get_method(method).resolve(params)
+        given = {**(defaults.params if method == defaults.method else {}), **(params or {})}
+        return method, get_method(method).resolve(given)
 
     def spec(self, mixture: Mixture, method: str | None = None, params: dict | None = None) -> MergeSpec:
         method, resolved = self.resolve_method(method, params)
         return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.exclude))
 
-    @cached_property
-    def batch_size(self) -> int:
-        """Rows per forward pass: as given, else from the device's free memory (OOM still halves it).
-        Large batches matter on a CPU too: the batched-mixture path gains with every row it shares."""
-        if self._batch_size is not None:
-            return self._batch_size
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return auto_batch_size(self.model.config, free)
-        if self.device.type == "cpu":
-            return auto_batch_size(self.model.config, psutil.virtual_memory().available, dtype_bytes=4)
-        return 64
-
-    # --- the in-memory model -----------------------------------------------------------------------
-    @cached_property
-    def model(self):
-        from transformers import AutoModelForCausalLM
-
-        quiet_transformers()
-        folder = self.base.folder
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=default_dtype(self.device), local_files_only=True, trust_remote_code=False
-            )
-        except (OSError, ValueError) as e:
-            raise ExpertError(f"base: transformers cannot load {folder}: {e}") from None
-        return model.to(self.device).eval()
-
-    @cached_property
-    def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(self.base.folder, local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError) as e:
-            raise ExpertError(f"base: no usable tokenizer in {self.base.folder}: {e}") from None
-
-    @cached_property
-    def _params(self) -> dict[str, torch.Tensor]:
-        return dict(self.model.state_dict(keep_vars=False))
-
-    def _merger_for_experts(self) -> Merger:
-        if self._merger is None:
-            self._merger = Merger(
-                self.base, self.experts, self.lab.manifest.merge.exclude, self.device, theta0=self._theta0
-            )
-        return self._merger
-
-    def _restore(self, keys: Iterable[str]) -> None:
-        for k in keys:  # every dirty key was written by a merger, which put its θ_0 in self._theta0
-            self._params[k].copy_(self._theta0[k])
-
-    def _write(self, merger: Merger, spec: MergeSpec, state: object) -> None:
-        if self._loaded == state:
-            return
-        missing = [k for k in merger.keys if k not in self._params]
-        if missing:
-            raise ExpertError(f"base: the loaded model has no parameter {missing[0]} (from the checkpoint)")
-        self._restore(self._dirty - set(merger.keys))
-        self._loaded = None  # a failure mid-write leaves an unknown state
-        merger.write(self._params, spec)
-        self._dirty = set(merger.keys)
-        self._loaded = state
-
-    def load_merge(self, spec: MergeSpec) -> None:
-        """Put θ_0 + merge(τ, w) into the in-memory model."""
-        self._write(self._merger_for_experts(), spec, ("merge", spec))
-
-    def load_checkpoint(self, tv: TaskVector) -> None:
-        """Put a checkpoint (θ_0 + its task vector) into the in-memory model."""
-        merger = Merger(self.base, [tv], (), self.device, theta0=self._theta0)
-        self._write(merger, MergeSpec("linear", (1.0,)), ("ckpt", tv.fingerprint))
-
-    def _model_desc(self, checkpoint: str | None = None) -> dict:
-        """What a checkpoint (by fingerprint) or, with none, the base is, for cache keys."""
-        if checkpoint is None:
-            return {"kind": "base", "base": self.base.fingerprint}
-        return {"kind": "checkpoint", "base": self.base.fingerprint, "checkpoint": checkpoint}
-
-    def load_base(self) -> None:
-        self._restore(self._dirty)
-        self._dirty, self._loaded = set(), "base"
-
-    # --- scores -------------------------------------------------------------------------------------
+    # --- benchmarks ---------------------------------------------------------------------------------
     def benchmarks(self, names: Sequence[str] | None = None) -> list[BenchmarkSpec]:
         return [self.lab.benchmark(n) for n in names] if names else self.lab.benchmarks
 
-    def _bench_desc(self, b: BenchmarkSpec) -> dict:
-        """What a benchmark is, for cache keys: its data by content (re-checked on every call, so an
-        edited file makes new keys), its evaluator and options."""
-        if b.name not in self._bench_static:
-            options = b.model_dump(exclude={"name", "data", "evaluator"})
-            self._bench_static[b.name] = (self.lab.resolve(b.data), {"evaluator": b.evaluator, "options": options})
-        data, static = self._bench_static[b.name]
-        return {"name": b.name, "data": file_fingerprint(data), **static}
+    def _bench(self, b: BenchmarkSpec) -> _Benchmark:
+        """The benchmark as its file is now: re-read when the file changed, so the key's data hash is
+        always the hash of the examples that are scored."""
+        path = self.lab.resolve(b.data, f"benchmark {b.name!r} data", want_file=True)
+        sig = file_signature(path)
+        cur = self._benchmarks.get(b.name)
+        if cur is None or cur.signature != sig:
+            examples, digest = read_benchmark(path, b)
+            cur = self._benchmarks[b.name] = _Benchmark(sig, examples, benchmark_desc(b, digest))
+        return cur
 
-    def _examples_of(self, b: BenchmarkSpec) -> list[dict]:
-        if b.name not in self._examples:
-            self._examples[b.name] = read_examples(self.lab.resolve(b.data), b)
-        return self._examples[b.name]
+    def _items(self, b: BenchmarkSpec) -> list[dict] | None:
+        """The benchmark's tokenised work items: the same for every mixture, so made once per data version."""
+        bench = self._bench(b)
+        if bench.items is None and b.evaluator in BUILTIN:
+            bench.items = prepare(self.tokenizer, b, bench.examples, context_length(self.model))
+        return bench.items
 
-    def _items_of(self, b: BenchmarkSpec) -> list[dict] | None:
-        """The benchmark's tokenised work items: the same for every mixture, so made once."""
-        if b.name not in self._items:
-            self._items[b.name] = prepare(self.tokenizer, b, self._examples_of(b))
-        return self._items[b.name]
+    # --- scores -------------------------------------------------------------------------------------
+    def _merge_key(self, spec: MergeSpec, b: BenchmarkSpec) -> CacheKey:
+        return CacheKey.merge(self.base.fingerprint, [e.fingerprint for e in self.experts], spec, self._bench(b).desc)
 
-    def _merge_desc(self, spec: MergeSpec) -> dict:
-        return {
-            "kind": "merge",
-            "base": self.base.fingerprint,
-            "experts": [e.fingerprint for e in self.experts],
-            "method": spec.method,
-            "params": spec.params,
-            "weights": [round(w, ROUND) for w in spec.weights],
-            "exclude": list(spec.exclude),
-        }
+    def _checkpoint_key(self, fingerprint: str | None, b: BenchmarkSpec) -> CacheKey:
+        return CacheKey.checkpoint(self.base.fingerprint, fingerprint, self._bench(b).desc)
+
+    def _evaluation(self, key: CacheKey, b: BenchmarkSpec, r: EvalResult, device: str, **row) -> Evaluation:
+        return Evaluation(
+            key=key.digest,
+            lab=self.lab.name,
+            models=self.models_fp,
+            benchmark=b.name,
+            metric=r.metric,
+            score=r.score,
+            higher_is_better=b.higher_is_better,
+            n=r.n,
+            device=device,
+            seconds=r.seconds,
+            **row,
+        )
 
     def _score(
         self,
-        model_desc,
-        benchmarks,
+        key_of: Callable[[BenchmarkSpec], CacheKey],
+        benchmarks: list[BenchmarkSpec],
         load: Callable[[], None],
         row: dict,
         refresh: bool,
@@ -256,16 +242,18 @@ class Engine:
         cancel,
         done: int = 0,
         total: int | None = None,
+        checkpoint: TaskVector | None = None,
     ) -> list[Evaluation]:
+        """Score one model on ``benchmarks``: cached rows first; each new score is stored as it is made,
+        unless a source (lab files, the ``checkpoint``, the data) changed while it was computed."""
         out = []
         total = total or len(benchmarks)
         for i, b in enumerate(benchmarks):
-            key = cache_key(model_desc, self._bench_desc(b))
-            hit = None if refresh else self.store.get(key)
+            key = key_of(b)
+            hit = None if refresh else self.store.get(key.digest)
             if hit is None:
                 with self._lock:
                     load()
-                    examples = self._examples_of(b)
 
                     def step(d, n, _b=b, _i=i):
                         if progress:
@@ -275,34 +263,21 @@ class Engine:
                         self.model,
                         self.tokenizer,
                         b,
-                        examples,
+                        self._bench(b).examples,
                         self.device,
                         batch_size=self.batch_size,
                         progress=step,
                         cancel=cancel,
-                        items=self._items_of(b),
+                        items=self._items(b),
+                        plugin_dirs=self.lab.plugin_dirs,
                     )
+                self._check_unchanged(b, checkpoint)
                 hit = self._evaluation(key, b, r, str(self.device), **row)
                 self.store.put(hit)
             out.append(hit)
             if progress:
                 progress(done + i + 1, total, f"{row['label']} · {b.name}")
         return out
-
-    def _evaluation(self, key: str, b: BenchmarkSpec, r, device: str, **row) -> Evaluation:
-        return Evaluation(
-            key=key,
-            lab=self.lab.name,
-            models=self.models_fp,
-            benchmark=b.name,
-            metric=r.metric,
-            score=r.score,
-            higher_is_better=r.higher_is_better,
-            n=r.n,
-            device=device,
-            seconds=r.seconds,
-            **row,
-        )
 
     def proxy(
         self,
@@ -318,6 +293,7 @@ class Engine:
         _total: int | None = None,
     ) -> list[Evaluation]:
         """Proxy scores of a mixture: evaluate θ_0 + merge(τ, w) on each benchmark (cache first)."""
+        self.refresh()
         spec = self.spec(mixture, method, params)
         row = {
             "kind": "proxy",
@@ -327,9 +303,9 @@ class Engine:
             "weights": mixture.as_dict(),
         }
         return self._score(
-            self._merge_desc(spec),
+            lambda b: self._merge_key(spec, b),
             self.benchmarks(benchmarks),
-            lambda: self.load_merge(spec),
+            lambda: self.resident.load_merge(spec),
             row,
             refresh,
             progress,
@@ -347,7 +323,7 @@ class Engine:
             return "materialize"
         if supports_batched(self.experts) is not None:
             return "materialize"
-        small = len(self._examples_of(bench)) <= SMALL_BENCHMARK[bench.evaluator]
+        small = len(self._bench(bench).examples) <= SMALL_BENCHMARK[bench.evaluator]
         return "batched" if (self.device.type != "cpu" or small) else "materialize"
 
     def sweep(
@@ -361,43 +337,28 @@ class Engine:
         progress: Progress | None = None,
         cancel=None,
     ) -> list[Evaluation]:
-        """Proxy scores for many mixtures (cached ones cost nothing). ``path``: auto (the cost rule of
-        :meth:`choose_path`), materialize (merge each mixture into the model), or batched (LoRA
-        experts, linear methods: all mixtures share batches, nothing is merged)."""
+        """Proxy scores for many mixtures (cached ones cost nothing; each new score is stored as it
+        finishes). ``path``: auto (the cost rule of :meth:`choose_path`), materialize (merge each mixture
+        into the model), or batched (LoRA experts, linear methods: mixtures share batches, nothing is merged)."""
         if path not in ("auto", "materialize", "batched"):
             raise EvaluationError(f"unknown evaluation path {path!r}; use auto, materialize or batched")
+        self.refresh()
         bench = self.benchmarks(benchmarks)
         specs = [self.spec(m, method, params) for m in mixtures]
         total, done = len(mixtures) * len(bench), 0
         found: dict[tuple[int, str], Evaluation] = {}
         for b in bench:
-            bdesc = self._bench_desc(b)
-            keys = [cache_key(self._merge_desc(sp), bdesc) for sp in specs]
-            missing = []
-            for i, key in enumerate(keys):
-                hit = self.store.get(key)
-                if hit is None:
-                    missing.append(i)
-                else:
-                    found[(i, b.name)] = hit
-            chosen = (
-                path
-                if path != "auto"
-                else (self.choose_path(specs[0].method, b, len(missing)) if specs else "materialize")
-            )
+            keys = [self._merge_key(sp, b) for sp in specs]
+            hits = self.store.get_many([k.digest for k in keys])
+            missing = [i for i, k in enumerate(keys) if k.digest not in hits]
+            found.update({(i, b.name): hits[k.digest] for i, k in enumerate(keys) if k.digest in hits})
+            chosen = path if path != "auto" else (self.choose_path(specs[0].method, b, len(missing)) if specs else "")
             if chosen == "batched" and missing:
-                rows = self._batched(
-                    b,
-                    [mixtures[i] for i in missing],
-                    [specs[i] for i in missing],
-                    [keys[i] for i in missing],
-                    progress,
-                    cancel,
-                    done,
-                    total,
-                )
-                found.update({(i, b.name): r for i, r in zip(missing, rows)})
-                done += len(missing)
+                for i, ev in self._batched(
+                    b, [(i, mixtures[i], specs[i], keys[i]) for i in missing], progress, cancel, done, total
+                ):
+                    found[(i, b.name)] = ev
+                    done += 1
             for i in missing if chosen != "batched" else []:
                 (ev,) = self.proxy(
                     mixtures[i], method, params, [b.name], progress=progress, cancel=cancel, _done=done, _total=total
@@ -409,49 +370,45 @@ class Engine:
                 progress(done, total, f"{b.name} done")
         return [found[(i, b.name)] for i in range(len(mixtures)) for b in bench]
 
-    def _batched(
-        self,
-        b: BenchmarkSpec,
-        mixtures: list[Mixture],
-        specs: list[MergeSpec],
-        keys: list[str],
-        progress,
-        cancel,
-        done: int,
-        total: int,
-    ) -> list[Evaluation]:
-        method = get_method(specs[0].method)
+    def _batched(self, b: BenchmarkSpec, todo: list[tuple], progress, cancel, done: int, total: int):
+        """Yield (index, evaluation) for mixtures scored on the batched LoRA path, a chunk of mixtures
+        at a time (about one batch of rows), each chunk stored as soon as it is scored."""
+        method = get_method(todo[0][2].method)
         if not method.linear_in_task_vectors:
             raise EvaluationError(f"the batched path merges linearly; method {method.name!r} needs path='materialize'")
         why = supports_batched(self.experts)
         if why:
             raise EvaluationError(f"the batched path does not apply to this lab: {why}")
-        lam = torch.tensor([sp.params.get("scale", 1.0) for sp in specs])[:, None]
-        coef = (lam * torch.tensor([sp.weights for sp in specs], dtype=torch.float32)).to(self.device)  # (M, K)
-        with self._lock:
-            self.load_base()
-            with BatchedLora(self.model, self.experts, self.device) as lora:
+        rows_per_mixture = max(1, len(self._items(b) or self._bench(b).examples))
+        chunk = max(1, self.batch_size // rows_per_mixture)
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            coef = torch.tensor(
+                [method.coefficients(sp.weights, sp.params) for _, _, sp, _ in part], dtype=torch.float32
+            ).to(self.device)  # (M, K): c = λ·w per mixture
 
-                def step(d, n):
-                    if progress:
-                        progress(done + d * len(mixtures) // max(n, 1), total, f"{b.name}: {d}/{n} rows (batched)")
+            def step(d, n, _start=start, _m=len(part)):
+                if progress:
+                    progress(done + _start + d * _m // max(n, 1), total, f"{b.name}: {d}/{n} rows (batched)")
 
-                results = run_benchmark_grouped(
-                    self.model,
-                    self.tokenizer,
-                    b,
-                    self._examples_of(b),
-                    self.device,
-                    len(mixtures),
-                    lambda g: lora.state.set(coef[g]),
-                    batch_size=self.batch_size,
-                    progress=step,
-                    cancel=cancel,
-                    items=self._items_of(b),
-                )
-        out = []
-        for m, sp, key, r in zip(mixtures, specs, keys, results):
-            out.append(
+            with self._lock:
+                self.resident.load_base()
+                with BatchedLora(self.model, self.experts, self.device) as lora:
+                    results = run_benchmark_grouped(
+                        self.model,
+                        self.tokenizer,
+                        b,
+                        self._bench(b).examples,
+                        self.device,
+                        len(part),
+                        lambda g, _coef=coef: lora.state.set(_coef[g]),
+                        batch_size=self.batch_size,
+                        progress=step,
+                        cancel=cancel,
+                        items=self._items(b),
+                    )
+            self._check_unchanged(b)
+            evals = [
                 self._evaluation(
                     key,
                     b,
@@ -463,39 +420,50 @@ class Engine:
                     params=sp.params,
                     weights=m.as_dict(),
                 )
-            )
-        self.store.put(out)
-        return out
+                for (_, m, sp, key), r in zip(part, results)
+            ]
+            self.store.put(evals)
+            yield from ((i, ev) for (i, *_), ev in zip(part, evals))
 
     def _checkpoint(self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel):
         row = {"kind": kind, "label": tv.name, "method": None, "params": None, "weights": weights}
         return self._score(
-            self._model_desc(tv.fingerprint),
+            lambda b: self._checkpoint_key(tv.fingerprint, b),
             self.benchmarks(benchmarks),
-            lambda: self.load_checkpoint(tv),
+            lambda: self.resident.load_checkpoint(tv),
             row,
             refresh,
             progress,
             cancel,
+            checkpoint=tv,
         )
 
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Each expert on its own (the expert checkpoint itself, not a merge)."""
+        self.refresh()
         out = []
         for tv in self.experts:  # already loaded: an expert is its own checkpoint
             onehot = {n: float(n == tv.name) for n in self.names}
             out += self._checkpoint("expert", tv, onehot, benchmarks, refresh, progress, cancel)
         return out
 
+    def _true_checkpoints(self) -> list[tuple[str, dict, TaskVector]]:
+        return [
+            (
+                self.lab.true_mixture_name(t),
+                self.lab.true_mixture_weights(t).as_dict(),
+                load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base),
+            )
+            for t in self.lab.manifest.true_mixtures
+            if t.path is not None
+        ]
+
     def true_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
+        self.refresh()
         out = []
-        for t in self.lab.manifest.true_mixtures:
-            if t.path is not None:
-                label = self.lab.true_mixture_name(t)
-                weights = self.lab.true_mixture_weights(t).as_dict()
-                tv = load_task_vector(label, self.lab.resolve(t.path), self.base)
-                out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel)
+        for _, weights, tv in self._true_checkpoints():
+            out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel)
         return out + self._manifest_scores(benchmarks)
 
     def _manifest_scores(self, benchmarks=None) -> list[Evaluation]:
@@ -508,7 +476,6 @@ class Engine:
             weights = self.lab.true_mixture_weights(t).as_dict()
             for b in self.benchmarks(benchmarks):
                 if b.name in t.scores:
-                    hib = b.evaluator != "lm_loss"
                     out.append(
                         Evaluation(
                             key=f"manifest:{label}:{b.name}",
@@ -517,9 +484,9 @@ class Engine:
                             label=label,
                             models=self.models_fp,
                             benchmark=b.name,
-                            metric="score" if hib else "loss",
+                            metric="score",
                             score=t.scores[b.name],
-                            higher_is_better=hib,
+                            higher_is_better=b.higher_is_better,
                             n=0,
                             device="manifest",
                             seconds=0.0,
@@ -529,24 +496,27 @@ class Engine:
         return out
 
     def base_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
+        self.refresh()
         row = {"kind": "base", "label": "base", "method": None, "params": None, "weights": None}
         return self._score(
-            self._model_desc(), self.benchmarks(benchmarks), self.load_base, row, refresh, progress, cancel
+            lambda b: self._checkpoint_key(None, b),
+            self.benchmarks(benchmarks),
+            self.resident.load_base,
+            row,
+            refresh,
+            progress,
+            cancel,
         )
 
     # --- tables -------------------------------------------------------------------------------------
     @cached_property
     def true_fingerprints(self) -> dict[str, str]:
         """Content fingerprint of each true mixture's checkpoint (label → fingerprint)."""
-        out = {}
-        for t in self.lab.manifest.true_mixtures:
-            if t.path is not None:
-                label = self.lab.true_mixture_name(t)
-                out[label] = load_task_vector(label, self.lab.resolve(t.path), self.base).fingerprint
-        return out
+        return {label: tv.fingerprint for label, _, tv in self._true_checkpoints()}
 
     def cached(self, kind: str) -> list[Evaluation]:
         """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
+        self.refresh()
         if kind == "proxy":
             return self.store.evaluations(models=self.models_fp, kind="proxy")
         fps = {
@@ -554,15 +524,14 @@ class Engine:
             "expert": [tv.fingerprint for tv in self.experts],
             "true": list(self.true_fingerprints.values()),
         }[kind]
-        benches = [self._bench_desc(b) for b in self.benchmarks()]
-        keys = [cache_key(self._model_desc(fp), bd) for fp in fps for bd in benches]
+        keys = [self._checkpoint_key(fp, b).digest for fp in fps for b in self.benchmarks()]
         hits = self.store.get_many(keys)
         out = [hits[k] for k in keys if k in hits]
         return out + (self._manifest_scores() if kind == "true" else [])
 
     def results(self, method: str | None = None, params: dict | None = None) -> pd.DataFrame:
-        """Every cached score of this lab as one tidy table: kind, label, benchmark, score, weights (one
-        column per expert), … — proxy rows only for ``method``/``params`` when given."""
+        """Every cached score of this lab as one tidy table (see :func:`mixlab.analysis.results_table`);
+        proxy rows only for ``method``/``params`` when given."""
         want = None if method is None else self.resolve_method(method, params)
         rows = [
             e
@@ -570,10 +539,7 @@ class Engine:
             for e in self.cached(kind)
             if kind != "proxy" or want is None or (e.method, e.params) == want
         ]
-        df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in rows], columns=list(RESULT_COLUMNS))
-        for n in self.names:
-            df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
-        return df
+        return results_table(rows, self.names)
 
     # --- export -------------------------------------------------------------------------------------
     def export(
@@ -587,7 +553,9 @@ class Engine:
         overwrite: bool = False,
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
-        """Write the merge as a Hugging Face model folder, or (``adapter``) a PEFT adapter."""
+        """Write the merge as a Hugging Face model folder, or (``adapter``) a PEFT adapter. ``overwrite``
+        replaces only an earlier mixlab export (see :mod:`mixlab.merge.output`)."""
+        self.refresh()
         spec = self.spec(mixture, method, params)
         prov = {
             "lab": self.lab.name,

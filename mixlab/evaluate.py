@@ -7,15 +7,24 @@
 - ``choice``: the option with the highest log-likelihood (``length_normalize``: per token) among
   ``"choices"`` must be ``"label"`` (an index); accuracy.
 - ``package.module:function``: called as ``function(model, tokenizer, examples, device)``, returns a
-  float (higher is better) or a dict with ``score`` and optionally ``higher_is_better``, ``metric``.
+  float or a dict with ``score`` and optionally ``metric``. Its direction is the manifest's
+  (``lower_is_better``). The module is imported from the lab's ``plugins`` folders or from installed
+  packages, never from the current folder or the app's folder.
+
+A model whose forward pass gives NaN or inf logits fails its evaluation (:data:`NON_FINITE`) instead of
+scoring 0: a broken merge must never be cached as a bad score.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
 import json
 import math
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +32,15 @@ from pathlib import Path
 
 import torch
 
-from mixlab.errors import Cancelled, EvaluationError
+from mixlab.errors import Cancelled, EvaluationError, MixlabError
 from mixlab.lab import BenchmarkSpec
 
 Progress = Callable[[int, int], None]
 REQUIRED = {"exact_match": ("prompt", "answer"), "choice": ("prompt", "choices", "label")}
+NON_FINITE = (
+    "the model's forward pass gave NaN or inf logits: the merged weights overflow or hold NaN (check the "
+    "experts' scales, lora_alpha and the method's parameters); no score was stored"
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,10 @@ class EvalResult:
     seconds: float
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def pick_device(preference: str | None = None) -> torch.device:
     """``preference`` if given, else cuda → mps → cpu."""
     if preference:
@@ -48,10 +65,16 @@ def pick_device(preference: str | None = None) -> torch.device:
             raise EvaluationError(f"unknown device {preference!r}; use cpu, cuda, cuda:N or mps") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise EvaluationError(f"device {preference!r} asked for, but CUDA is not available here")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EvaluationError(f"device {preference!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if dev.type == "mps" and not _mps_available():
+            raise EvaluationError(f"device {preference!r} asked for, but MPS (Apple GPU) is not available here")
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise EvaluationError(f"device {preference!r} is not supported; use cpu, cuda, cuda:N or mps")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -83,24 +106,37 @@ def auto_batch_size(config, free_bytes: int, seq_len: int = 512, dtype_bytes: in
 
 def read_examples(path: Path, spec: BenchmarkSpec) -> list[dict]:
     """Read and check a benchmark's JSONL; errors name the file, line and field."""
+    return read_benchmark(path, spec)[0]
+
+
+def read_benchmark(path: Path, spec: BenchmarkSpec) -> tuple[list[dict], str]:
+    """(examples, sha256 of the bytes they were parsed from): one read, so a cache key built from the
+    hash always describes the examples that were scored."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise EvaluationError(f"{path}: cannot read benchmark {spec.name!r}: {e.strerror or e}") from None
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                ex = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvaluationError(f"{path}:{i}: not valid JSON: {e}") from None
-            if not isinstance(ex, dict):
-                raise EvaluationError(f"{path}:{i}: each line must be a JSON object")
-            _check_example(ex, spec.evaluator, f"{path}:{i}")
-            examples.append(ex)
-            if spec.limit and len(examples) >= spec.limit:
-                break
+    for i, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise EvaluationError(f"{path}:{i}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        if not text.strip():
+            continue
+        try:
+            ex = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EvaluationError(f"{path}:{i}: not valid JSON: {e}") from None
+        if not isinstance(ex, dict):
+            raise EvaluationError(f"{path}:{i}: each line must be a JSON object")
+        _check_example(ex, spec.evaluator, f"{path}:{i}")
+        examples.append(ex)
+        if spec.limit and len(examples) >= spec.limit:
+            break
     if not examples:
         raise EvaluationError(f"{path}: benchmark {spec.name!r} has no examples")
-    return examples
+    return examples, hashlib.sha256(raw).hexdigest()
 
 
 def _check_example(ex: dict, evaluator: str, where: str) -> None:
@@ -114,6 +150,12 @@ def _check_example(ex: dict, evaluator: str, where: str) -> None:
     for field in REQUIRED.get(evaluator, ()):
         if field not in ex:
             raise EvaluationError(f"{where}: {evaluator} needs field {field!r}")
+    if evaluator in REQUIRED and not isinstance(ex["prompt"], str):
+        raise EvaluationError(f"{where}: 'prompt' must be a string, got {ex['prompt']!r}")
+    if evaluator == "exact_match" and (
+        isinstance(ex["answer"], bool) or not isinstance(ex["answer"], (str, int, float))
+    ):
+        raise EvaluationError(f"{where}: 'answer' must be a string or a number, got {ex['answer']!r}")
     if evaluator == "choice":
         choices, label = ex["choices"], ex["label"]
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
@@ -157,6 +199,8 @@ def continuation_logprobs(model, batch: Sequence[tuple[list[int], list[int]]], p
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # position t predicts t+1
     # log p(next token) = its logit − logsumexp: no (B, T, V) log-softmax copy, one transfer for the batch
     token_logp = (logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, -1)).cpu()
+    if not bool(torch.isfinite(token_logp[mask[:, 1:].bool().cpu()]).all()):  # a NaN/inf logit makes its row's lse so
+        raise EvaluationError(NON_FINITE)
     return [token_logp[i, len(c) - 1 : len(c) - 1 + len(t)] for i, (c, t) in enumerate(batch)]
 
 
@@ -179,18 +223,26 @@ class _Batches:
                 if self.before is not None:
                     self.before(batch)
                 out.extend(fn(batch))
-            except torch.OutOfMemoryError:
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                if not _is_oom(e):
+                    raise
                 if size == 1:
                     raise EvaluationError(
-                        "out of memory at batch size 1; use a smaller model, a device with more memory, or --device cpu"
+                        "out of memory at batch size 1; use a smaller model or a device with more memory"
                     ) from None
                 size = max(1, size // 2)
-                torch.cuda.empty_cache()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 continue
             i += size
             if self.progress:
                 self.progress(min(i, len(items)), len(items))
         return out
+
+
+def _is_oom(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
 
 
 def greedy_generate(
@@ -221,7 +273,10 @@ def _greedy(model, tokenizer, seqs: Sequence[list[int]], max_new_tokens: int, st
     new = []
     done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
-        nxt = out.logits[:, -1].argmax(-1)  # (B,)
+        last = out.logits[:, -1]  # (B, V)
+        if not bool(torch.isfinite(last).all()):
+            raise EvaluationError(NON_FINITE)
+        nxt = last.argmax(-1)  # (B,)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         new.append(nxt)
         done |= torch.isin(nxt, stop_t)
@@ -315,21 +370,47 @@ def choice(model, tokenizer, items, examples, device, batches: _Batches, spec) -
 class Builtin:
     items: Callable  # (tokenizer, examples, spec) -> work items
     score: Callable  # (model, tokenizer, items, examples, device, batches, spec) -> per-example values
-    metric: str
-    higher_is_better: bool
+    metric: str  # its direction is the benchmark's: BenchmarkSpec.higher_is_better
 
 
 BUILTIN = {
-    "lm_loss": Builtin(_lm_loss_items, lm_loss, "loss", False),
-    "exact_match": Builtin(_exact_match_items, exact_match, "accuracy", True),
-    "choice": Builtin(_choice_items, choice, "accuracy", True),
+    "lm_loss": Builtin(_lm_loss_items, lm_loss, "loss"),
+    "exact_match": Builtin(_exact_match_items, exact_match, "accuracy"),
+    "choice": Builtin(_choice_items, choice, "accuracy"),
 }
 
 
-def prepare(tokenizer, spec: BenchmarkSpec, examples: list[dict]) -> list[dict] | None:
+def context_length(model) -> int | None:
+    """The longest sequence the model's positions cover, when its config says."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def prepare(tokenizer, spec: BenchmarkSpec, examples: list[dict], max_len: int | None = None) -> list[dict] | None:
     """A built-in benchmark's tokenised work items (None for plugins), to pass to :func:`run_benchmark`
-    and :func:`run_benchmark_grouped` when one benchmark scores many models."""
-    return BUILTIN[spec.evaluator].items(tokenizer, examples, spec) if spec.evaluator in BUILTIN else None
+    and :func:`run_benchmark_grouped` when one benchmark scores many models.
+
+    Refused with an error naming the example: a completion (or choice) that tokenises to nothing (its
+    loss would be a perfect 0.0), and, given ``max_len``, a sequence longer than the model's context."""
+    if spec.evaluator not in BUILTIN:
+        return None
+    items = BUILTIN[spec.evaluator].items(tokenizer, examples, spec)
+    for it in items:
+        where = f"benchmark {spec.name!r}, example {it['j'] + 1}"
+        if "pair" in it:
+            ctx, cont = it["pair"]
+            if not cont:
+                what = "a choice" if spec.evaluator == "choice" else "the completion"
+                raise EvaluationError(f"{where}: {what} is empty (zero tokens), so there is nothing to score")
+            length = len(ctx) + len(cont)
+        else:
+            length = len(it["ids"]) + spec.max_new_tokens
+        if max_len is not None and length > max_len:
+            raise EvaluationError(
+                f"{where}: {length} tokens (prompt + completion or max_new_tokens) exceed the model's context of "
+                f"{max_len}; shorten the example or lower max_new_tokens"
+            )
+    return items
 
 
 def _aggregate(evaluator: str, values: list) -> float:
@@ -338,16 +419,98 @@ def _aggregate(evaluator: str, values: list) -> float:
     return sum(values) / len(values)
 
 
-def load_plugin(target: str) -> Callable:
+_IMPORT_LOCK = threading.Lock()
+
+
+def _untrusted_paths() -> set[str]:
+    """sys.path entries a plugin is never imported from: the current folder and the running script's
+    folder (``python -m mixlab`` run inside a lab, or the app's own folder under ``streamlit run``)."""
+    out = {os.path.realpath(os.getcwd())}
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main:
+        out.add(os.path.realpath(os.path.dirname(os.path.abspath(main))))
+    return out
+
+
+def load_plugin(target: str, plugin_dirs: Sequence[Path] = ()) -> Callable:
+    """Import ``package.module:function`` from ``plugin_dirs`` (the lab's ``plugins`` folders) or from
+    installed packages; sys.path entries for the current folder and the script's folder are left out."""
     module_name, _, fn_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise EvaluationError(f"evaluator {target!r}: cannot import {module_name!r}: {e}") from None
+    with _IMPORT_LOCK:
+        saved = sys.path[:]
+        bad = _untrusted_paths()
+        sys.path[:] = [str(d) for d in plugin_dirs] + [
+            p for p in saved if p not in ("", ".") and os.path.realpath(p) not in bad
+        ]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            where = "the lab's plugins folders or installed packages" if plugin_dirs else "installed packages"
+            raise EvaluationError(
+                f"evaluator {target!r}: cannot import {module_name!r} from {where}: {e} (list a folder inside the "
+                "lab in lab.toml's plugins = [...], or install the package)"
+            ) from None
+        except Exception as e:  # the module's own code failed on import
+            raise EvaluationError(
+                f"evaluator {target!r}: importing {module_name!r} raised {type(e).__name__}: {e}"
+            ) from None
+        finally:
+            sys.path[:] = saved
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise EvaluationError(f"evaluator {target!r}: {module_name} has no function {fn_name!r}")
     return fn
+
+
+class _FiniteLogits:
+    """A forward hook that fails any forward pass with NaN/inf logits (for plugins, whose loops we do not own)."""
+
+    def __init__(self, model):
+        self.model, self.handle = model, None
+
+    def __enter__(self):
+        def check(_module, _args, out):
+            logits = getattr(out, "logits", None)
+            if isinstance(logits, torch.Tensor) and not bool(torch.isfinite(logits).all()):
+                raise EvaluationError(NON_FINITE)
+
+        if hasattr(self.model, "register_forward_hook"):
+            self.handle = self.model.register_forward_hook(check)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def _run_plugin(spec: BenchmarkSpec, model, tokenizer, examples, device, plugin_dirs) -> tuple[float, str]:
+    fn = load_plugin(spec.evaluator, plugin_dirs)
+    try:
+        with _FiniteLogits(model):
+            result = fn(model, tokenizer, examples, device)
+    except MixlabError:
+        raise
+    except Exception as e:  # the plugin's own failure: one clear line, the evaluation fails, nothing is stored
+        raise EvaluationError(f"evaluator {spec.evaluator!r} raised {type(e).__name__}: {e}") from None
+    metric = "score"
+    if isinstance(result, dict):
+        if "score" not in result:
+            raise EvaluationError(f"evaluator {spec.evaluator!r} returned a dict without 'score'")
+        metric = str(result.get("metric", "score"))
+        said = result.get("higher_is_better")
+        if said is not None and bool(said) != spec.higher_is_better:
+            fix = "lower_is_better = true" if not said else "lower_is_better = false (or remove it)"
+            raise EvaluationError(
+                f"benchmark {spec.name!r}: evaluator {spec.evaluator!r} says higher_is_better={bool(said)}, but the "
+                f"lab says the opposite; set {fix} on this benchmark in lab.toml"
+            )
+        result = result["score"]
+    if isinstance(result, bool):
+        raise EvaluationError(f"evaluator {spec.evaluator!r} returned {result!r}, not a number")
+    try:
+        return float(result), metric
+    except (TypeError, ValueError):
+        raise EvaluationError(f"evaluator {spec.evaluator!r} returned {result!r}, not a number") from None
 
 
 @torch.no_grad()
@@ -362,35 +525,22 @@ def run_benchmark(
     progress: Progress | None = None,
     cancel=None,
     items: list[dict] | None = None,
+    plugin_dirs: Sequence[Path] = (),
 ) -> EvalResult:
     """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches; ``items``:
     the benchmark's work items from :func:`prepare`, when the caller keeps them."""
     start = time.perf_counter()
     if spec.evaluator in BUILTIN:
         ev = BUILTIN[spec.evaluator]
-        metric, hib = ev.metric, ev.higher_is_better
-        items = prepare(tokenizer, spec, examples) if items is None else items
+        metric = ev.metric
+        items = prepare(tokenizer, spec, examples, context_length(model)) if items is None else items
         values = ev.score(model, tokenizer, items, examples, device, _Batches(batch_size, progress, cancel), spec)
         score = _aggregate(spec.evaluator, values)
     else:
-        result = load_plugin(spec.evaluator)(model, tokenizer, examples, device)
-        if isinstance(result, dict):
-            if "score" not in result:
-                raise EvaluationError(f"evaluator {spec.evaluator!r} returned a dict without 'score'")
-            score, metric, hib = (
-                result["score"],
-                result.get("metric", "score"),
-                bool(result.get("higher_is_better", True)),
-            )
-        else:
-            score, metric, hib = result, "score", True
-        try:
-            score = float(score)
-        except (TypeError, ValueError):
-            raise EvaluationError(f"evaluator {spec.evaluator!r} returned {score!r}, not a number") from None
+        score, metric = _run_plugin(spec, model, tokenizer, examples, device, plugin_dirs)
     if not math.isfinite(score):
         raise EvaluationError(f"benchmark {spec.name!r}: evaluator {spec.evaluator!r} gave a non-finite score {score}")
-    return EvalResult(float(score), metric, hib, len(examples), time.perf_counter() - start)
+    return EvalResult(float(score), metric, spec.higher_is_better, len(examples), time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -417,8 +567,8 @@ def run_benchmark_grouped(
         )
     start = time.perf_counter()
     ev = BUILTIN[spec.evaluator]
-    metric, hib = ev.metric, ev.higher_is_better
-    items = prepare(tokenizer, spec, examples) if items is None else items
+    metric, hib = ev.metric, spec.higher_is_better
+    items = prepare(tokenizer, spec, examples, context_length(model)) if items is None else items
     n = len(examples)
     # group g owns examples g*N … (g+1)*N−1
     repeated = [ex for _ in range(n_groups) for ex in examples]

@@ -5,6 +5,7 @@ the lab's folder by :meth:`Lab.resolve`; nothing else in mixlab joins manifest p
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -18,11 +19,14 @@ from pydantic import (
     model_validator,
 )
 
-from mixlab.errors import ManifestError
+from mixlab.errors import ManifestError, MixlabError
 from mixlab.simplex import TOLERANCE, Mixture
 
 MANIFEST = "lab.toml"
+MAX_MANIFEST_BYTES = 1 << 20  # a lab.toml is a few KB; anything bigger is not one
 BUILTIN_EVALUATORS = ("lm_loss", "exact_match", "choice")
+LOWER_IS_BETTER = ("lm_loss",)  # built-in evaluators whose score is better when lower
+EXPORTS = "exports"  # <lab>/exports/<name>: where the dashboard writes merged models
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
@@ -44,6 +48,29 @@ class BenchmarkSpec(_Strict):
     stop: tuple[str, ...] = Field(("\n",), description="exact_match: generation stops at these strings")
     length_normalize: bool = Field(False, description="choice: score options by mean token log-prob")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N examples")
+    lower_is_better: bool | None = Field(
+        None, description="plugin evaluators: true when a lower score is better (built-ins know their own)"
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _nonempty_stops(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must be non-empty (an empty one would stop before the first token)")
+        return v
+
+    @model_validator(mode="after")
+    def _direction_for_plugins(self) -> BenchmarkSpec:
+        if self.lower_is_better is not None and self.evaluator in BUILTIN_EVALUATORS:
+            raise ValueError(f"lower_is_better is for plugin evaluators; {self.evaluator} knows its own direction")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        """The one answer to "is a higher score better?" that every table, mean and report asks."""
+        if self.evaluator in BUILTIN_EVALUATORS:
+            return self.evaluator not in LOWER_IS_BETTER
+        return not self.lower_is_better
 
     @field_validator("evaluator")
     @classmethod
@@ -70,8 +97,20 @@ class TrueMixtureSpec(_Strict):
 
 class MergeDefaults(_Strict):
     method: str = Field("linear", description="default merge method")
-    params: dict[str, float | int | bool] = Field(default_factory=dict, description="its parameters")
+    params: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="its parameters; they apply wherever a parameter is not given"
+    )
     exclude: tuple[str, ...] = Field((), description="glob patterns of tensors kept at the base value")
+
+    @model_validator(mode="after")
+    def _known_method_and_params(self) -> MergeDefaults:
+        from mixlab.merge.methods import get_method  # pure kernels and their registry: no I/O
+
+        try:
+            get_method(self.method).resolve(self.params)
+        except MixlabError as e:
+            raise ValueError(str(e)) from None
+        return self
 
 
 class Manifest(_Strict):
@@ -82,15 +121,22 @@ class Manifest(_Strict):
     benchmarks: list[BenchmarkSpec] = Field(default_factory=list)
     true_mixtures: list[TrueMixtureSpec] = Field(default_factory=list)
     merge: MergeDefaults = Field(default_factory=MergeDefaults)
+    plugins: list[str] = Field(
+        default_factory=list, description="folders inside the lab that plugin evaluators are imported from"
+    )
 
     @model_validator(mode="after")
     def _cross_fields(self) -> Manifest:
         for field, items in (("experts", self.experts), ("benchmarks", self.benchmarks)):
-            seen: set[str] = set()
+            seen: dict[str, str] = {}
             for i, item in enumerate(items):
-                if item.name in seen:
-                    raise ValueError(f"{field}[{i}].name: duplicate name {item.name!r}")
-                seen.add(item.name)
+                folded = item.name.casefold()  # names become file and column names: 'OCR' and 'ocr' collide
+                if folded in seen:
+                    what = (
+                        "duplicate name" if seen[folded] == item.name else f"name equal up to case to {seen[folded]!r}:"
+                    )
+                    raise ValueError(f"{field}[{i}].name: {what} {item.name!r}")
+                seen[folded] = item.name
         experts = [e.name for e in self.experts]
         benchmarks = {b.name for b in self.benchmarks}
         names: set[str] = set()
@@ -134,6 +180,7 @@ class Lab:
         for i, t in enumerate(manifest.true_mixtures):
             if t.path is not None:
                 self.resolve(t.path, f"true_mixtures[{i}].path")
+        self.plugin_dirs = [self.resolve(d, f"plugins[{i}]") for i, d in enumerate(manifest.plugins)]
 
     @property
     def name(self) -> str:
@@ -160,8 +207,25 @@ class Lab:
     def true_mixture_weights(self, spec: TrueMixtureSpec) -> Mixture:
         return Mixture.of(self.expert_names, [spec.weights.get(n, 0.0) for n in self.expert_names])
 
+    @property
+    def exports(self) -> Path:
+        """The lab's exports folder: the only place the dashboard writes merged models."""
+        return self.root / EXPORTS
+
+    def export_path(self, name: str) -> Path:
+        """``<lab>/exports/<name>`` for an export *name* (letters, digits, ``_ . -``; not a path)."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name or ""):
+            raise ManifestError(
+                f"export name {name!r} must be 1-100 letters, digits, '_', '.' or '-' (a name, not a path), "
+                "not starting with '.' or '-'"
+            )
+        return self.exports / name
+
     def resolve(self, rel: str, field: str = "path", want_file: bool = False) -> Path:
-        """Resolve a manifest path inside the lab folder, or raise ManifestError naming the field."""
+        """Resolve a manifest path inside the lab folder (symlinks followed), or raise ManifestError
+        naming the field."""
+        if "\0" in rel:
+            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r} contains a NUL byte")
         p = Path(rel)
         full = (p if p.is_absolute() else self.root / p).resolve()
         if not full.is_relative_to(self.root):
@@ -174,13 +238,23 @@ class Lab:
 
 
 def load_lab(path: str | Path) -> Lab:
-    """Open a lab from its folder or its ``lab.toml``, validating everything it names."""
+    """Open a lab from its folder or its ``lab.toml``, validating everything it names. Only a file
+    named ``lab.toml`` (of at most 1 MiB) is read: pointing at any other file reveals nothing of it."""
+    if "\0" in str(path):
+        raise ManifestError(f"lab path {str(path)!r} contains a NUL byte")
     path = Path(path)
     file = path / MANIFEST if path.is_dir() else path
-    if not file.is_file():
+    if file.name != MANIFEST or not file.is_file():
         raise ManifestError(f"no lab manifest at {file}; a lab is a folder with a {MANIFEST}")
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        with open(file, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise ManifestError(f"{file}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{file}: larger than {MAX_MANIFEST_BYTES} bytes; not a lab manifest")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{file}: not valid TOML: {e}") from None
     try:

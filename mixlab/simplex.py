@@ -123,14 +123,15 @@ def lattice(k: int, m: int) -> np.ndarray:
 
 def grid_from_step(k: int, step: float) -> np.ndarray:
     """The lattice whose step is ``step`` (1/step must be an integer, e.g. 0.1 → m=10)."""
-    m = round(1.0 / step)
-    if step <= 0 or abs(m * step - 1.0) > 1e-9:
-        raise MixtureWeightsError(f"grid step must be 1/m for an integer m, got {step}")
-    return lattice(k, m)
+    return lattice(k, _steps(step))
 
 
 def dirichlet(k: int, n: int, alpha: float = 1.0, seed: int = 0) -> np.ndarray:
     """``n`` seeded draws from Dirichlet(alpha·1_K)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise MixtureWeightsError(f"number of Dirichlet draws must be a positive integer, got {n!r}")
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise MixtureWeightsError(f"Dirichlet concentration must be positive, got {alpha!r}")
     return np.random.default_rng(seed).dirichlet([alpha] * k, size=n)
 
 
@@ -150,6 +151,34 @@ def paper_grid(k: int, seed: int = 0) -> np.ndarray:
     if k >= 4:
         return np.concatenate([dirichlet(k, 20, 1.0, seed), uniform])
     raise MixtureWeightsError(f"paper grid needs K ≥ 2, got {k}")
+
+
+def rebalance(weights: Sequence[float], i: int, value: float) -> list[float]:
+    """Set weight ``i`` to ``value`` (clipped to [0, 1]) and rescale the others so Σw = 1, keeping their
+    proportions (equal shares when they were all 0): the rule behind the dashboard's sliders."""
+    w = np.clip(np.asarray(weights, dtype=float), 0, None)
+    new = min(max(float(value), 0.0), 1.0)
+    rest = np.delete(np.arange(len(w)), i)
+    if len(rest) == 0:
+        return [1.0]
+    others = w[rest]
+    w[rest] = (1 - new) * (others / others.sum() if others.sum() > 0 else np.full(len(rest), 1 / len(rest)))
+    w[i] = new
+    return [float(x) for x in w]
+
+
+def grid_size(k: int, step: float) -> int:
+    """How many mixtures :func:`grid_from_step` makes: C(m + K − 1, K − 1) for m = 1/step."""
+    return math.comb(_steps(step) + k - 1, k - 1)
+
+
+def _steps(step: float) -> int:
+    if not isinstance(step, (int, float)) or not math.isfinite(step) or not 0 < step <= 1:
+        raise MixtureWeightsError(f"grid step must be a number in (0, 1], like 0.1, got {step!r}")
+    m = round(1.0 / step)
+    if abs(m * step - 1.0) > 1e-9:
+        raise MixtureWeightsError(f"grid step must be 1/m for an integer m (0.5, 0.25, 0.1, …), got {step}")
+    return m
 
 
 def ternary_xy(weights: np.ndarray) -> np.ndarray:

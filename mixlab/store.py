@@ -5,6 +5,11 @@ method and params, weights rounded to 1e-6 — or a checkpoint's fingerprint) an
 data file hash, evaluator and its options), plus a schema version. Each write is one transaction, so
 a killed process leaves the database whole; two processes writing the same key leave one row.
 Rows export to and import from JSONL, which is how a lab ships its evaluations in git.
+
+A store keeps its promises when the file misbehaves: a corrupt file is detected on open (``quick_check``)
+and never written to; a locked one is waited on for a few seconds, then reported busy; a write that fails
+(read-only, busy, disk full) keeps the new rows in memory for this process, readable like the others,
+and says so in :attr:`Store.notices`; a bad line in an imported export is skipped with a notice.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from mixlab.errors import CacheError
+from mixlab.keys import canonical
 
-SCHEMA_VERSION = 1
 KINDS = ("proxy", "true", "expert", "base")
 
 _COLUMNS = (
@@ -66,15 +71,6 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE INDEX IF NOT EXISTS by_models ON evaluations (models, kind, benchmark);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def canonical(obj: object) -> str:
-    """Canonical JSON: sorted keys, no spaces, floats as written by repr (rounded by the caller)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def cache_key(model: dict, benchmark: dict) -> str:
-    return sha256(canonical({"schema": SCHEMA_VERSION, "model": model, "benchmark": benchmark}).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -120,24 +116,32 @@ class Evaluation:
         return cls(**{c: d[c] for c in _COLUMNS})
 
 
+BUSY_SECONDS = 5  # how long a locked cache is waited on before it is reported busy
+
+
 class Store:
-    """The SQLite cache of one lab (or any path)."""
+    """The SQLite cache of one lab (or any path; ``":memory:"`` for one that lives in this process)."""
 
     def __init__(self, path: str | Path, *, seed_from: Path | None = None):
         self.path = Path(path)
+        self.notices: list[str] = []  # why something was not saved or not imported, for pages and the CLI
+        self._unsaved: dict[str, Evaluation] = {}  # rows a write could not store, still served from memory
+        memory = str(path) == ":memory:"
+        if not memory:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CacheError(f"cannot create the cache folder {self.path.parent}: {e.strerror or e}") from None
+        # a cache we may not write is opened read-only: scores stay readable, writes are kept in memory
+        self.readonly = (
+            not memory
+            and self.path.exists()
+            and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        )
+        if self.readonly:
+            self.notices.append(f"evaluation cache {self.path} is read-only: new scores are kept in memory only")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CacheError(f"cannot create the cache folder {self.path.parent}: {e}") from None
-        # a cache we may not write is opened read-only: scores stay readable, writes fail clearly
-        self.readonly = self.path.exists() and not os.access(self.path, os.W_OK)
-        target = f"file:{quote(str(self.path.resolve()))}?mode=ro" if self.readonly else str(self.path)
-        try:
-            self._db = sqlite3.connect(
-                target, timeout=30, isolation_level=None, check_same_thread=False, uri=self.readonly
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db = self._connect(memory)
             if not self.readonly:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL: a commit is atomic and a killed process leaves the file whole; only a power
@@ -146,12 +150,39 @@ class Store:
             has_table = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='evaluations'"
             ).fetchone()
-            if not has_table and not self.readonly:
+            if has_table:
+                problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
+            elif not self.readonly:
                 self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise self._error("open", e) from None
         if seed_from is not None and not self.readonly:
             self.sync_export(Path(seed_from))
+
+    def _connect(self, memory: bool) -> sqlite3.Connection:
+        if memory:
+            target, uri = ":memory:", False
+        elif self.readonly:
+            target, uri = f"file:{quote(str(self.path.resolve()))}?mode=ro", True
+            try:
+                db = sqlite3.connect(
+                    target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=True
+                )
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                # a WAL database in a read-only folder cannot make its -shm file: read the main file as it is
+                target += "&immutable=1"
+            else:
+                db.row_factory = sqlite3.Row
+                return db
+        else:
+            target, uri = str(self.path), False
+        db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        return db
 
     def sync_export(self, path: Path) -> int:
         """Import a lab's committed export once per version of it (its sha256 is recorded), so a
@@ -178,6 +209,10 @@ class Store:
             hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
         elif "not a database" in text or "malformed" in text:
             hint = "the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new cache"
+        elif "locked" in text or "busy" in text:
+            text, hint = f"busy (locked by another process for over {BUSY_SECONDS} s)", "try again when it is done"
+        elif "full" in text:
+            text, hint = "disk full", "free some space or point MIXLAB_CACHE at another disk"
         else:
             hint = "check the path and permissions"
         return CacheError(f"evaluation cache {self.path}: cannot {action}: {text} ({hint})")
@@ -186,6 +221,8 @@ class Store:
         self._db.close()
 
     def get(self, key: str) -> Evaluation | None:
+        if key in self._unsaved:
+            return self._unsaved[key]
         try:
             row = self._db.execute("SELECT * FROM evaluations WHERE key = ?", (key,)).fetchone()
         except sqlite3.DatabaseError as e:
@@ -203,27 +240,36 @@ class Store:
                 out.update({r["key"]: Evaluation.from_row(r) for r in self._db.execute(sql, chunk)})
         except sqlite3.DatabaseError as e:
             raise self._error("read", e) from None
+        out.update({k: self._unsaved[k] for k in keys if k in self._unsaved})
         return out
 
-    def version(self) -> tuple[int, float]:
-        """(rows, newest timestamp): changes whenever a row is added or replaced."""
+    def version(self) -> tuple[int, float, int]:
+        """(rows, newest timestamp, unsaved rows): changes whenever a row is added or replaced."""
         try:
             n, newest = self._db.execute("SELECT COUNT(*), MAX(created) FROM evaluations").fetchone()
         except sqlite3.DatabaseError as e:
             raise self._error("read", e) from None
-        return n, newest or 0.0
+        return n, newest or 0.0, len(self._unsaved)
 
-    def put(self, evaluations: Evaluation | Iterable[Evaluation]) -> None:
-        """Insert or replace rows, all in one transaction."""
-        rows = [e.row() for e in ([evaluations] if isinstance(evaluations, Evaluation) else evaluations)]
+    def put(self, evaluations: Evaluation | Iterable[Evaluation]) -> bool:
+        """Insert or replace rows, all in one transaction. Where the write fails (read-only, busy, disk
+        full) the rows are kept in memory for this process and a notice says why: returns False then."""
+        evals = [evaluations] if isinstance(evaluations, Evaluation) else list(evaluations)
         marks = ",".join("?" * len(_COLUMNS))
         try:
+            if self.readonly:
+                raise sqlite3.OperationalError("attempt to write a readonly database")
             with self._transaction():
                 self._db.executemany(
-                    f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})", rows
+                    f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})",
+                    [e.row() for e in evals],
                 )
         except sqlite3.DatabaseError as e:
-            raise self._error("write", e) from None
+            self._unsaved.update({ev.key: ev for ev in evals})
+            notice = f"{self._error('write', e)}; {len(self._unsaved)} new score(s) are kept in memory only, not saved"
+            self.notices[:] = [n for n in self.notices if "kept in memory only, not saved" not in n] + [notice]
+            return False
+        return True
 
     def _transaction(self):
         db = self._db
@@ -233,7 +279,10 @@ class Store:
                 db.execute("BEGIN IMMEDIATE")
 
             def __exit__(self, exc_type, *_):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type is None:
+                    db.execute("COMMIT")
+                elif db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    db.execute("ROLLBACK")
 
         return _Tx()
 
@@ -251,7 +300,16 @@ class Store:
             rows = self._db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as e:
             raise self._error("read", e) from None
-        return [Evaluation.from_row(r) for r in rows]
+        out = [Evaluation.from_row(r) for r in rows]
+        extra = [
+            e
+            for e in self._unsaved.values()
+            if all(v is None or getattr(e, c) == v for c, v in (("models", models), ("kind", kind), ("lab", lab)))
+        ]
+        if extra:
+            keys = {e.key for e in extra}
+            out = [e for e in out if e.key not in keys] + extra
+        return out
 
     def count(self) -> int:
         try:
@@ -272,15 +330,19 @@ class Store:
         return len(evals)
 
     def import_jsonl(self, path: Path) -> int:
-        """Insert rows from an export; rows already cached are kept as they are."""
+        """Insert rows from an export; rows already cached are kept as they are. A line that is not an
+        evaluation record is skipped, with a notice naming file:line."""
         evals = []
-        for i, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        for i, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                evals.append(Evaluation(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as e:
-                raise CacheError(f"{path}:{i}: not an evaluation record: {e}") from None
+                record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise TypeError("not a JSON object")
+                evals.append(Evaluation(**record))
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, CacheError) as e:
+                self.notices.append(f"{path}:{i}: skipped, not an evaluation record ({type(e).__name__}: {e})")
         marks = ",".join("?" * len(_COLUMNS))
         try:
             with self._transaction():

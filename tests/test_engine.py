@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import mixlab.engine as engine_mod
+import mixlab.resident as resident_mod
 from mixlab.engine import Engine
 from mixlab.errors import EvaluationError
 from mixlab.evaluate import read_examples, run_benchmark
@@ -83,9 +84,9 @@ def test_benchmarks_are_tokenised_once_per_engine(engine, monkeypatch):
     calls = []
     prepare = engine_mod.prepare
 
-    def counting(tokenizer, spec, examples):
+    def counting(tokenizer, spec, examples, max_len=None):
         calls.append(spec.name)
-        return prepare(tokenizer, spec, examples)
+        return prepare(tokenizer, spec, examples, max_len)
 
     monkeypatch.setattr(engine_mod, "prepare", counting)
     grid = [Mixture.of(engine.names, w) for w in ([1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5])]
@@ -101,9 +102,9 @@ def test_cpu_batch_size_comes_from_available_memory(engine, monkeypatch):
     from mixlab.evaluate import auto_batch_size
 
     cfg = engine.model.config
-    monkeypatch.setattr(engine_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
+    monkeypatch.setattr(resident_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
     assert engine.batch_size == auto_batch_size(cfg, 2**20, dtype_bytes=4) == 1  # 1 MiB free: one row
-    monkeypatch.setattr(engine_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=16 * 2**30))
+    monkeypatch.setattr(resident_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=16 * 2**30))
     assert Engine(engine.lab, engine.store, device="cpu").batch_size == 512  # a tiny model: the cap
     assert Engine(engine.lab, engine.store, device="cpu", batch_size=7).batch_size == 7
 
@@ -144,7 +145,7 @@ def test_failed_evaluation_leaves_the_cache_unchanged(tiny_lab_dir):
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
     m = Mixture.of(engine.names, [1.0, 0.0, 0.0])
     engine.proxy(m, benchmarks=["rev-loss"])
-    with pytest.raises(RuntimeError, match="plugin exploded"):
+    with pytest.raises(EvaluationError, match="evaluator 'plugins:broken' raised RuntimeError: plugin exploded"):
         engine.proxy(m, benchmarks=["bad"])
     assert engine.store.count() == 1
 

@@ -96,8 +96,13 @@ def test_choice_matches_per_option_log_likelihood(model_tok, tiny_root):
 def test_plugins(model_tok, tiny_root):
     model, tok = model_tok
     ex = [{"prompt": "ab"}, {"prompt": "abcd"}]
-    res = run_benchmark(model, tok, BenchmarkSpec(name="p", evaluator="plugins:prompt_length", data="x"), ex, "cpu")
+    lower = BenchmarkSpec(name="p", evaluator="plugins:prompt_length", data="x", lower_is_better=True)
+    res = run_benchmark(model, tok, lower, ex, "cpu")
     assert (res.score, res.metric, res.higher_is_better) == (3.0, "chars", False)
+    with pytest.raises(EvaluationError, match="says higher_is_better=False, but the lab says the opposite"):
+        run_benchmark(model, tok, BenchmarkSpec(name="p", evaluator="plugins:prompt_length", data="x"), ex, "cpu")
+    with pytest.raises(EvaluationError, match="evaluator 'plugins:broken' raised RuntimeError: plugin exploded"):
+        run_benchmark(model, tok, BenchmarkSpec(name="p", evaluator="plugins:broken", data="x"), ex, "cpu")
     with pytest.raises(EvaluationError, match="cannot import 'nowhere'"):
         run_benchmark(model, tok, BenchmarkSpec(name="p", evaluator="nowhere:f", data="x"), ex, "cpu")
     with pytest.raises(EvaluationError, match="plugins has no function 'nope'"):

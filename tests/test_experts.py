@@ -67,7 +67,7 @@ def test_lora_rank_disagreeing_with_config(tiny_root, tmp_path):
     with pytest.raises(ExpertError, match=r"has rank 4 .* but adapter_config.json says r=8"):
         load_task_vector("add", bad, load_base(tiny_root / "base"))
     (bad / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
-    with pytest.raises(ExpertError, match="use_dora=true .* is not supported"):
+    with pytest.raises(ExpertError, match="use_dora=true is not supported"):
         load_task_vector("add", bad, load_base(tiny_root / "base"))
 
 

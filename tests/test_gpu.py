@@ -38,8 +38,8 @@ def test_cuda_merge_equals_cpu_merge(full_lab_dir, tmp_path, method, params):
     merged = {}
     for device in ("cpu", "cuda"):
         eng = Engine(lab, Store(tmp_path / f"{device}.sqlite"), device=device)
-        eng.load_merge(eng.spec(m, method, params))
-        merged[device] = {k: eng._params[k].float().cpu() for k in eng._merger.keys}
+        eng.resident.load_merge(eng.spec(m, method, params))
+        merged[device] = {k: eng.resident._params[k].float().cpu() for k in eng.resident._merger.keys}
     for k, a in merged["cpu"].items():
         torch.testing.assert_close(merged["cuda"][k], a, rtol=1e-2, atol=1e-3)  # bf16 on the GPU
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mixlab import kernels
+from mixlab.merge import fused as kernels
 from mixlab.merge import sign_consensus
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"fused kernels unavailable here: {kernels._failed}")

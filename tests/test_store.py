@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mixlab.engine import open_store
 from mixlab.errors import CacheError
-from mixlab.store import Evaluation, Store, cache_key
+from mixlab.store import Evaluation, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,12 +41,6 @@ def test_put_get_and_replace(tmp_path):
     s.put(ev(score=0.7))
     assert s.count() == 1 and s.get("k").score == 0.7 and s.get("k").weights == {"a": 1.0, "b": 0.0}
     assert s.get("missing") is None
-
-
-def test_key_is_canonical():
-    a = cache_key({"w": [0.5, 0.5], "m": "linear"}, {"name": "x"})
-    assert a == cache_key({"m": "linear", "w": [0.5, 0.5]}, {"name": "x"})
-    assert a != cache_key({"m": "linear", "w": [0.5, 0.5]}, {"name": "y"})
 
 
 def test_non_finite_scores_are_refused():
@@ -118,25 +113,100 @@ def test_corrupt_file_is_a_clear_error_and_is_not_touched(tmp_path):
     assert path.read_bytes() == b"this is not sqlite" * 100
 
 
-def test_read_only_cache_reads_and_refuses_writes_clearly(tmp_path, monkeypatch):
-    path = tmp_path / "c.sqlite"
+def _deny_writes(monkeypatch, *paths):
+    """Make os.access report no write permission on ``paths`` (root ignores file modes)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) in paths and mode == os.W_OK else real(p, mode))
+
+
+def test_read_only_wal_cache_reads_and_keeps_new_scores_in_memory(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "c.sqlite"
     s = Store(path)
     s.put(ev())
-    s._db.execute("PRAGMA journal_mode=DELETE")  # as a cache copied somewhere read-only would be
     s.close()
+    assert s._db is not None and Store(path)._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     os.chmod(path, 0o444)
-    if os.geteuid() == 0:  # root ignores file modes; make the permission check see what a user would
-        real = os.access
-        monkeypatch.setattr(
-            os, "access", lambda p, mode: False if Path(p) == path and mode == os.W_OK else real(p, mode)
-        )
-    ro = Store(path)
-    assert ro.readonly and ro.count() == 1 and ro.get("k").score == 0.5
-    with pytest.raises(
-        CacheError, match=r"cannot write: attempt to write a readonly database \(the file or its folder is read-only"
-    ):
-        ro.put(ev(key="new"))
-    assert ro.count() == 1
+    os.chmod(folder, 0o555)
+    _deny_writes(monkeypatch, path, folder)
+    try:
+        ro = Store(path)
+        assert ro.readonly and ro.count() == 1 and ro.get("k").score == 0.5
+        assert any("read-only" in n for n in ro.notices)
+        assert ro.put(ev(key="new", score=0.25)) is False  # not saved ...
+        assert ro.get("new").score == 0.25 and {e.key for e in ro.evaluations()} == {"k", "new"}  # ... but served
+        assert ro.count() == 1 and any("kept in memory only" in n for n in ro.notices)
+    finally:
+        os.chmod(folder, 0o755)
+
+
+def test_a_full_disk_says_so_and_keeps_the_score(tmp_path):
+    s = Store(tmp_path / "c.sqlite")
+    s.put(ev())
+    pages = s._db.execute("PRAGMA page_count").fetchone()[0]
+    s._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite answers SQLITE_FULL, as on a full disk
+    assert s.put([ev(key=f"big{i}", label="x" * 5000) for i in range(20)]) is False
+    assert any("disk full" in n for n in s.notices)
+    assert s.get("big3") is not None and s.count() == 1
+
+
+def test_a_locked_cache_waits_then_says_busy(tmp_path, monkeypatch):
+    import mixlab.store
+
+    monkeypatch.setattr(mixlab.store, "BUSY_SECONDS", 0.2)
+    path = tmp_path / "c.sqlite"
+    s = Store(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        start = time.monotonic()
+        assert s.put(ev()) is False
+        assert time.monotonic() - start >= 0.15  # it waited before giving up
+        assert any("busy" in n for n in s.notices) and s.get("k") is not None
+    finally:
+        holder.execute("ROLLBACK")
+
+
+def test_a_corrupt_page_is_found_on_open_and_the_file_is_never_written(tmp_path):
+    path = tmp_path / "c.sqlite"
+    s = Store(path)
+    s.put([ev(key=f"k{i}", label="x" * 3000) for i in range(40)])  # several pages of rows
+    s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[3 * page : 4 * page] = b"\xff" * page  # a b-tree page overwritten: the header still reads fine
+    path.write_bytes(bytes(data))
+    before = path.read_bytes()
+    with pytest.raises(CacheError, match="corrupt"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_open_store_falls_back_to_memory_for_a_corrupt_cache(tiny_lab_dir):
+    from mixlab.lab import load_lab
+
+    cache = tiny_lab_dir / ".mixlab" / "evaluations.sqlite"
+    cache.parent.mkdir()
+    cache.write_bytes(b"this is not sqlite" * 100)
+    store = open_store(load_lab(tiny_lab_dir))
+    assert str(store.path) == ":memory:" and "corrupt" in store.notices[0]
+    assert store.put(ev()) is True and store.get("k") is not None
+    assert cache.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_a_bad_line_in_a_labs_export_is_skipped_with_a_notice(tmp_path):
+    src = Store(tmp_path / "src.sqlite")
+    src.put([ev(key=f"k{i}") for i in range(3)])
+    src.export_jsonl(tmp_path / "e.jsonl")
+    lines = (tmp_path / "e.jsonl").read_text().splitlines()
+    lines.insert(1, '{"key": "broken", "score": NaN}')
+    lines.insert(3, "\udcff not json")
+    (tmp_path / "e.jsonl").write_text("\n".join(lines) + "\n", errors="surrogateescape")
+    s = Store(tmp_path / "new.sqlite", seed_from=tmp_path / "e.jsonl")
+    assert s.count() == 3
+    assert [n.split(": skipped")[0] for n in s.notices] == [f"{tmp_path / 'e.jsonl'}:2", f"{tmp_path / 'e.jsonl'}:4"]
 
 
 def test_an_existing_cache_picks_up_a_labs_export_once(tmp_path):

@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.cli import DEMO_LAB
-from views._shared import engine, lab_path
+from mixlab.demo import DEMO_LAB
+from views._shared import code, engine, escape, lab_path
 
 st.title("Lab")
 with st.form("lab_picker"):
@@ -23,7 +23,10 @@ eng = engine()
 lab = eng.lab
 st.subheader(lab.name)
 if lab.manifest.description:
-    st.caption(lab.manifest.description)
+    st.caption(escape(lab.manifest.description))
+for warning in eng.warnings():
+    if warning not in eng.store.notices:  # the store's notices are shown on every page already
+        st.warning(escape(warning))
 
 counts = {k: len(eng.cached(k)) for k in ("base", "expert", "true", "proxy")}
 cols = st.columns(5)
@@ -34,7 +37,7 @@ cols[3].metric("Cached proxy scores", counts["proxy"])
 cols[4].metric("Cached other scores", counts["base"] + counts["expert"] + counts["true"])
 
 st.markdown(
-    f"**Base** `{lab.manifest.base}` — {eng.base.n_params:,} parameters in {len(eng.base.keys())} tensors, "
+    f"**Base** {code(lab.manifest.base)} — {eng.base.n_params:,} parameters in {len(eng.base.keys())} tensors, "
     f"fingerprint `{eng.base.fingerprint[:12]}`"
 )
 
@@ -65,7 +68,7 @@ table(
             "benchmark": b.name,
             "evaluator": b.evaluator,
             "data": b.data,
-            "direction": "↓ lower is better" if b.evaluator == "lm_loss" else "↑ higher is better",
+            "direction": "↑ higher is better" if b.higher_is_better else "↓ lower is better",
         }
         for b in lab.benchmarks
     ],
@@ -82,4 +85,4 @@ table(
     ],
     height=260,
 )
-st.caption(f"Evaluation cache: `{eng.store.path}` — {counts}")
+st.caption(f"Evaluation cache: {code(eng.store.path)} — {counts}")

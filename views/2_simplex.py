@@ -1,10 +1,9 @@
 """Simplex explorer: proxy scores over the mixture simplex; click a point to select a mixture."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import nearest, weights_key
+from mixlab.analysis import scores_at, weights_key
 from mixlab.plots import metric_title, simplex_figure
 from views._shared import (
     MIXTURE,
@@ -85,36 +84,14 @@ with right:
         st.caption(f"Region of {region['n']} mixtures selected; its best ({bench}) is shown: {region['score']:.4f}")
     weight_inputs(eng)
 
-    key = weights_key(m.as_dict(), names)
-    rows = []
-    proxy_m = df[df.kind == "proxy"]
-    true_all = df[df.kind == "true"]
-    true_keys = {weights_key(w, names) for w in true_all.weights}
-    if true_keys:
-        tk = sorted(true_keys)
-        i, dist = nearest(m.weights, np.array(tk))
-        true_key, exact = tk[i], dist < 1e-6
-    else:
-        true_key, exact, dist = None, False, None
-    for b in benchmark_options(df, eng):
-        pr = proxy_m[(proxy_m.benchmark == b) & (proxy_m.weights.map(lambda w: weights_key(w, names) == key))]
-        tr = true_all[(true_all.benchmark == b) & (true_all.weights.map(lambda w: weights_key(w, names) == true_key))]
-        ex = df[(df.kind == "expert") & (df.benchmark == b)]
-        row = {
-            "benchmark": b,
-            "proxy": pr.score.iloc[-1] if len(pr) else None,
-            ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None,
-        }
-        row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng))
     st.dataframe(table.round(4), hide_index=True, width="stretch", key="selected_scores")
     if true_key is not None and not exact:
         st.caption(
             f"No model was trained at exactly this mixture; 'nearest true' is "
             f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f})."
         )
-    if table["proxy"].isna().any():
+    if table.empty or table["proxy"].isna().any():
         if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
             submit_evaluation(eng, m, method, params)
     job_panel()

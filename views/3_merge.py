@@ -1,13 +1,13 @@
 """Merge & evaluate on demand: any method and parameters, evaluated in the background; export."""
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import weights_key
 from mixlab.errors import MixlabError
+from mixlab.lab import weights_label
 from views._shared import (
+    code,
     current_job,
     engine,
     job_panel,
@@ -15,6 +15,7 @@ from views._shared import (
     mixture,
     of_method,
     params_label,
+    show_error,
     submit_evaluation,
     weight_inputs,
 )
@@ -47,7 +48,7 @@ with right:
         try:
             submit_evaluation(eng, m, method, params, chosen)
         except MixlabError as e:
-            st.error(str(e))
+            show_error("Cannot evaluate", e)
     job_panel()
 
     spec_params = eng.spec(m, method, params).params
@@ -80,13 +81,24 @@ with right:
         key="merge_export_kind",
         horizontal=True,
     )
-    label = "_".join(f"{n}{round(100 * w)}" for n, w in zip(eng.names, m.weights) if w > 0)
-    default = eng.lab.root / "exports" / f"{method}_{label}"
-    out = st.text_input("Output folder", value=str(default), key="merge_export_path")
+    label = weights_label(m.as_dict(), eng.names)
+    name = st.text_input(
+        "Export name",
+        value=f"{method}_{label}",
+        key="merge_export_name",
+        help=f"Written to {eng.lab.exports}/<name> (a name, not a path)",
+    )
+    replace = st.checkbox(
+        "Replace an earlier export of this name",
+        value=False,
+        key="merge_export_replace",
+        help="Only a folder mixlab exported itself can be replaced",
+    )
     if st.button("Export", key="merge_export"):
         try:
+            out = eng.lab.export_path(name.strip())
             with st.spinner("Merging…"):
-                path = eng.export(m, Path(out), method, params, adapter=kind.startswith("PEFT"), overwrite=True)
-            st.success(f"Wrote {path}")
+                path = eng.export(m, out, method, params, adapter=kind.startswith("PEFT"), overwrite=replace)
+            st.success(f"Wrote {code(path)}")
         except MixlabError as e:
-            st.error(str(e))
+            show_error("Export failed", e)

@@ -13,7 +13,7 @@ if df.empty:
     st.info("No cached evaluations yet.")
     st.stop()
 opts = benchmark_options(df, eng)
-up = [b.name for b in eng.lab.benchmarks if b.evaluator != "lm_loss"] or opts
+up = [b.name for b in eng.lab.benchmarks if b.higher_is_better] or opts
 default_x, default_y = (up[0], up[1]) if len(up) > 1 else (opts[0], opts[-1])
 c1, c2, c3 = st.columns(3)
 bx = c1.selectbox("x benchmark", opts, index=opts.index(default_x), key="pareto_x")

@@ -4,20 +4,22 @@ small widgets. Thin: all computing happens in mixlab/."""
 from __future__ import annotations
 
 import json
+import re
+import string
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, with_mean
+from mixlab.analysis import MEAN, with_lab_mean
 from mixlab.backend import Job, Worker
-from mixlab.cli import DEMO_LAB
+from mixlab.demo import DEMO_LAB
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
-from mixlab.simplex import Mixture
+from mixlab.simplex import Mixture, rebalance
 
 MIXTURE = "mixture"  # session_state key: the selected weights (list of floats)
 
@@ -30,6 +32,27 @@ def _engine(path: str, mtime: float) -> Engine:
 @st.cache_resource
 def worker() -> Worker:
     return Worker()
+
+
+_MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
+
+
+def escape(text: object) -> str:
+    """Text from a user, a URL or a file, made inert in markdown: every ASCII punctuation mark is
+    backslash-escaped (CommonMark), so no link, image, directive or emphasis can be injected."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def code(text: object) -> str:
+    """``text`` as an inline code span that no backtick inside it can close."""
+    text = str(text).replace("\n", " ")
+    fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
+def show_error(prefix: str, e: Exception) -> None:
+    """A library error on the page: its message is the user's data (paths, names), so it is escaped."""
+    st.error(f"{prefix}: {escape(e)}" if prefix else escape(e))
 
 
 def lab_path() -> str:
@@ -45,11 +68,14 @@ def engine() -> Engine:
         eng = _engine(path, _mtime(path))
         eng.experts  # noqa: B018 - load and check the experts now, so a bad lab fails here
     except MixlabError as e:
-        st.error(f"Cannot open the lab at `{path}`: {e}")
+        st.error(f"Cannot open the lab at {code(path)}")
+        show_error("", e)
         st.info("Pick another lab on the **Lab** page (the demo lab is at `cache/demo-k3`).")
         st.stop()
     if MIXTURE not in st.session_state or len(st.session_state[MIXTURE]) != len(eng.names):
         st.session_state[MIXTURE] = [1.0 / len(eng.names)] * len(eng.names)
+    for notice in eng.store.notices:
+        st.warning(escape(notice))
     return eng
 
 
@@ -73,14 +99,8 @@ def point_data(point: dict) -> list[float] | None:
 
 
 def _rebalance(i: int, k: int) -> None:
-    """Weight i was edited: scale the others so the mixture stays on the simplex."""
-    w = np.asarray(st.session_state[MIXTURE], dtype=float)
-    new = min(max(float(st.session_state[f"w_{i}"]), 0.0), 1.0)
-    rest = np.delete(np.arange(k), i)
-    others = w[rest]
-    w[rest] = (1 - new) * (others / others.sum() if others.sum() > 0 else np.full(len(rest), 1 / len(rest)))
-    w[i] = new
-    set_mixture(w)
+    """Weight i was edited: the others rescale so the mixture stays on the simplex (mixlab.simplex.rebalance)."""
+    set_mixture(rebalance(st.session_state[MIXTURE], i, st.session_state[f"w_{i}"]))
 
 
 def weight_inputs(eng: Engine) -> None:
@@ -101,9 +121,7 @@ def results(eng: Engine) -> pd.DataFrame:
 @st.cache_resource(max_entries=8)
 def _results(_eng: Engine, root: str, models_fp: str, version: tuple) -> pd.DataFrame:
     """Keyed by lab, expert set and cache version (the engine itself is not hashed). Read-only."""
-    df = _eng.results()
-    up = [b.name for b in _eng.lab.benchmarks if b.evaluator != "lm_loss"]
-    return with_mean(df, [b for b in up if b in set(df.benchmark)]) if len(df) else df
+    return with_lab_mean(_eng.results(), _eng.lab.benchmarks)
 
 
 def _mtime(path: str) -> float:
@@ -211,7 +229,7 @@ def job_panel() -> None:
         elif job.state == "cancelled":
             st.warning(f"Cancelled: {job.description}")
         else:
-            st.error(f"Failed: {job.description}: {job.error}")
+            st.error(f"Failed: {escape(job.description)}: {escape(job.error)}")
         if st.session_state.get("job_was_active") == job.id:
             st.session_state.job_was_active = None
             st.rerun()  # redraw the whole page with the new point

@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
 from mixlab.lab import load_lab, weights_label
 from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
 from mixlab.store import Store
-
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "cache"
 
 
 @dataclass(frozen=True)
@@ -205,7 +204,7 @@ def build_demo(
         raise MixlabError(f"the demo lab has 3 or 4 domains, got --domains {domains}")
     names = list(DOMAINS)[:domains]
     budget = QUICK if quick else FULL
-    out = Path(out) if out else DEFAULT_DIR / f"demo-k{domains}{'-full' if full else ''}"
+    out = Path(out) if out else LABS_DIR / f"demo-k{domains}{'-full' if full else ''}"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
     out.parent.mkdir(parents=True, exist_ok=True)

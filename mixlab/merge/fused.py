@@ -1,5 +1,5 @@
 """Fused CPU kernels, compiled on first use with torch's C++ extension loader (gcc + ninja), and
-optional: when they cannot be built, callers fall back to the pure-torch kernels in mixlab.merge,
+optional: when they cannot be built, callers fall back to the pure-torch kernels in mixlab.merge.methods,
 which are also the reference the tests compare these against.
 
 TIES's sign election and disjoint mean touch every entry of K task vectors several times; as separate
@@ -9,6 +9,7 @@ each input once and write once, so a re-merge runs at memory bandwidth (bench/me
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 
@@ -90,6 +91,13 @@ _module = None
 _failed: str | None = None
 
 
+def _build_name() -> str:
+    """Keyed by source and torch version: two venvs (or checkouts) sharing ~/.cache/torch_extensions
+    keep a build each instead of evicting each other's."""
+    tag = hashlib.sha256(f"{_SOURCE}\0{torch.__version__}".encode()).hexdigest()[:12]
+    return f"mixlab_kernels_{tag}"
+
+
 def _load():
     global _module, _failed
     with _lock:
@@ -104,7 +112,7 @@ def _load():
                 from torch.utils.cpp_extension import load_inline
 
                 _module = load_inline(
-                    name="mixlab_kernels_v4",
+                    name=_build_name(),
                     cpp_sources=_SOURCE,
                     functions=["sign_consensus", "weighted_sum"],
                     extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
@@ -130,7 +138,7 @@ def _applies(*tensors: torch.Tensor) -> bool:
 def sign_consensus(
     base: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, scale: float, normalize: bool
 ) -> bool:
-    """Fused TIES steps 2-3 (see mixlab.merge.sign_consensus) into ``out``; False where it does not apply."""
+    """Fused TIES steps 2-3 (see mixlab.merge.methods.sign_consensus) into ``out``; False where it does not apply."""
     if not _applies(base, stacked, weights, out):
         return False
     _module.sign_consensus(
