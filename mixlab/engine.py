@@ -117,13 +117,12 @@ class Engine:
                 self.__dict__.pop(name, None)
         return True
 
-    def _check_unchanged(self, b: BenchmarkSpec, tv: TaskVector | None = None) -> None:
+    def _check_unchanged(self, b: BenchmarkSpec, scored: _Benchmark, tv: TaskVector | None = None) -> None:
         """Raise (and reload) if a source of a score just computed changed while it was computed: the
-        base, the experts, the checkpoint ``tv`` or the benchmark's data."""
-        path = self.lab.resolve(b.data)
+        base, the experts, the checkpoint ``tv`` or the benchmark's data (``scored``: as it was read)."""
         changed = (
             self._changed()
-            or file_signature(path) != self._bench(b).signature
+            or file_signature(self.lab.resolve(b.data)) != scored.signature
             or (tv is not None and tv.signature() != tv.loaded_signature)
         )
         if changed:
@@ -202,9 +201,8 @@ class Engine:
             cur = self._benchmarks[b.name] = _Benchmark(sig, examples, benchmark_desc(b, digest))
         return cur
 
-    def _items(self, b: BenchmarkSpec) -> list[dict] | None:
+    def _items(self, b: BenchmarkSpec, bench: _Benchmark) -> list[dict] | None:
         """The benchmark's tokenised work items: the same for every mixture, so made once per data version."""
-        bench = self._bench(b)
         if bench.items is None and b.evaluator in BUILTIN:
             bench.items = prepare(self.tokenizer, b, bench.examples, context_length(self.model))
         return bench.items
@@ -252,6 +250,7 @@ class Engine:
             key = key_of(b)
             hit = None if refresh else self.store.get(key.digest)
             if hit is None:
+                bench = self._bench(b)
                 with self._lock:
                     load()
 
@@ -263,15 +262,15 @@ class Engine:
                         self.model,
                         self.tokenizer,
                         b,
-                        self._bench(b).examples,
+                        bench.examples,
                         self.device,
                         batch_size=self.batch_size,
                         progress=step,
                         cancel=cancel,
-                        items=self._items(b),
+                        items=self._items(b, bench),
                         plugin_dirs=self.lab.plugin_dirs,
                     )
-                self._check_unchanged(b, checkpoint)
+                self._check_unchanged(b, bench, checkpoint)
                 hit = self._evaluation(key, b, r, str(self.device), **row)
                 self.store.put(hit)
             out.append(hit)
@@ -379,7 +378,8 @@ class Engine:
         why = supports_batched(self.experts)
         if why:
             raise EvaluationError(f"the batched path does not apply to this lab: {why}")
-        rows_per_mixture = max(1, len(self._items(b) or self._bench(b).examples))
+        bench = self._bench(b)
+        rows_per_mixture = max(1, len(self._items(b, bench) or bench.examples))
         chunk = max(1, self.batch_size // rows_per_mixture)
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
@@ -398,16 +398,16 @@ class Engine:
                         self.model,
                         self.tokenizer,
                         b,
-                        self._bench(b).examples,
+                        bench.examples,
                         self.device,
                         len(part),
                         lambda g, _coef=coef: lora.state.set(_coef[g]),
                         batch_size=self.batch_size,
                         progress=step,
                         cancel=cancel,
-                        items=self._items(b),
+                        items=self._items(b, bench),
                     )
-            self._check_unchanged(b)
+            self._check_unchanged(b, bench)
             evals = [
                 self._evaluation(
                     key,

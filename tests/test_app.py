@@ -4,7 +4,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from mixlab.cli import DEMO_LAB
+from mixlab.demo import DEMO_LAB
 
 ROOT = DEMO_LAB.parents[1]
 
@@ -105,3 +105,128 @@ def test_k4_lab_projection_view(app):
     at = _open(app, PAGES[1])
     assert any("K=4" in c.value for c in at.caption)
     assert "`count` **0.250**" in " ".join(m.value for m in at.markdown)
+
+
+# --- safety: the dashboard is reachable by someone we do not trust ---------------------------------
+
+
+def test_committed_streamlit_config_is_safe():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    server, client = cfg["server"], cfg["client"]
+    assert server["address"] == "127.0.0.1" and server["headless"] is True
+    assert server["enableXsrfProtection"] is True and server["enableCORS"] is True
+    assert server["enableStaticServing"] is False and server["runOnSave"] is False
+    assert client["showErrorDetails"] == "none"
+    assert {".venv", ".git", "cache"} <= set(server["folderWatchBlacklist"])
+    assert cfg["browser"]["gatherUsageStats"] is False
+
+
+def _lab_copy(tmp_path, scores: bool = True):
+    import shutil
+
+    dst = tmp_path / "lab"
+    ignore = [".mixlab", "exports"] + ([] if scores else ["evaluations.jsonl"])
+    shutil.copytree(DEMO_LAB, dst, ignore=shutil.ignore_patterns(*ignore))
+    return dst
+
+
+def test_lab_url_opens_only_a_lab_manifest_and_never_echoes_another_toml(app):
+    app.query_params["lab"] = str(ROOT / "pyproject.toml")  # a TOML with keys of its own
+    at = _open(app, PAGES[0])
+    shown = " ".join(e.value for e in at.error)
+    assert "no lab manifest" in shown and "ruff" not in shown and "testpaths" not in shown
+
+
+def test_lab_url_cannot_inject_markdown(app, tmp_path):
+    evil = tmp_path / "[click me](https:"
+    app.query_params["lab"] = f"{evil}//example.com)"
+    at = _open(app, PAGES[0])
+    import re
+
+    every = [e.value for e in at.error] + [c.value for c in at.sidebar.caption]
+    outside_code = [re.sub(r"(`+) .*? \1", "", v) for v in every]  # inside a code span a link is inert
+    assert every and not any("[click me](https://example.com)" in v for v in outside_code)
+    assert any("\\[click me\\]" in v for v in every)  # the library's message escaped: shown, not a link
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_works_on_a_lab_with_no_cached_scores(app, tmp_path, monkeypatch, page):
+    monkeypatch.delenv("MIXLAB_CACHE")
+    app.query_params["lab"] = str(_lab_copy(tmp_path, scores=False))
+    at = _open(app, page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_a_new_lab_gets_its_first_score_from_the_simplex_page(app, tmp_path, monkeypatch):
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from views._shared import worker
+
+    monkeypatch.delenv("MIXLAB_CACHE")
+    lab = _lab_copy(tmp_path, scores=False)
+    app.query_params["lab"] = str(lab)
+    at = _open(app, PAGES[1])
+    at.button(key="simplex_evaluate").click().run()
+    for job in list(worker().jobs):
+        worker().wait(job, 300)
+    assert Engine(load_lab(lab)).cached("proxy")  # the score landed in the lab's own cache
+
+
+def test_a_corrupt_cache_is_a_notice_on_every_page_and_is_left_alone(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("MIXLAB_CACHE")
+    lab = _lab_copy(tmp_path)
+    cache = lab / ".mixlab" / "evaluations.sqlite"
+    cache.parent.mkdir()
+    cache.write_bytes(b"not sqlite" * 500)
+    app.query_params["lab"] = str(lab)
+    for page in PAGES[:3]:
+        at = _open(app, page)
+        assert "corrupt" in _shown(at.warning), page
+    assert cache.read_bytes() == b"not sqlite" * 500
+
+
+def _shown(elements) -> str:
+    """What the page shows, with the markdown escapes (backslashes) taken out."""
+    return " | ".join(e.value for e in elements).replace("\\", "")
+
+
+def _export(at, name: str, replace: bool = False):
+    at.text_input(key="merge_export_name").set_value(name)
+    at.checkbox(key="merge_export_replace").set_value(replace)
+    at.button(key="merge_export").click().run()
+    assert not at.exception
+    return at
+
+
+def test_exports_from_the_app_land_in_the_lab_and_never_replace_other_folders(app, tmp_path, monkeypatch):
+    monkeypatch.delenv("MIXLAB_CACHE")
+    lab = _lab_copy(tmp_path)
+    app.query_params["lab"] = str(lab)
+    at = _open(app, PAGES[2])
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    for name in (str(victim), "../victim", "..", ".hidden", "a/b"):  # paths, not names: refused
+        _export(at, name)
+        assert "must be 1-100 letters" in _shown(at.error), name
+    assert (victim / "keep.txt").read_text() == "mine"
+
+    _export(at, "mine")
+    out = lab / "exports" / "mine"
+    assert (out / "model.safetensors").is_file() and (out / "mixlab_merge.json").is_file()
+    assert not list(out.glob("*.py"))
+    _export(at, "mine")  # exists, replace not ticked
+    assert "exists and is not empty" in _shown(at.error)
+    _export(at, "mine", replace=True)  # an earlier export may be replaced when asked
+    assert any("Wrote" in s.value for s in at.success)
+
+    (lab / "exports" / "notes").mkdir()
+    (lab / "exports" / "notes" / "todo.txt").write_text("keep")
+    _export(at, "notes", replace=True)  # not a mixlab export: never replaced
+    assert "not a mixlab export" in _shown(at.error)
+    assert (lab / "exports" / "notes" / "todo.txt").read_text() == "keep"
+    (lab / "exports" / "afile").write_text("x")
+    _export(at, "afile", replace=True)
+    assert "is a file, not a folder" in _shown(at.error)

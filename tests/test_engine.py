@@ -1,10 +1,13 @@
+import json
+import os
+
 import pytest
 import torch
 
 import mixlab.engine as engine_mod
 import mixlab.resident as resident_mod
 from mixlab.engine import Engine
-from mixlab.errors import EvaluationError
+from mixlab.errors import EvaluationError, ExpertError
 from mixlab.evaluate import read_examples, run_benchmark
 from mixlab.lab import load_lab
 from mixlab.simplex import Mixture
@@ -182,7 +185,8 @@ def test_unknown_benchmark(engine):
 
     with pytest.raises(ManifestError, match="has no benchmark 'nope'; benchmarks: rev, rev-loss, pick"):
         engine.proxy(Mixture.of(engine.names, [1.0, 0.0, 0.0]), benchmarks=["nope"])
-    assert EvaluationError
+    with pytest.raises(EvaluationError, match="unknown evaluation path 'fast'; use auto, materialize or batched"):
+        engine.sweep([Mixture.of(engine.names, [1.0, 0.0, 0.0])], path="fast")
 
 
 @pytest.mark.parametrize("method,params", [("linear", {}), ("task_arithmetic", {"scale": 0.6})])
@@ -220,3 +224,178 @@ def test_batched_path_refuses_what_it_cannot_do(full_lab_dir, tiny_lab_dir):
     assert lora.choose_path("ties", lora.lab.benchmark("rev"), 10) == "materialize"
     assert lora.choose_path("linear", lora.lab.benchmark("rev"), 10) == "batched"  # 12 examples: small
     assert lora.choose_path("linear", lora.lab.benchmark("rev"), 1) == "materialize"
+
+
+# --- never serve a stale or broken score ------------------------------------------------------------
+
+M = [0.2, 0.3, 0.5]
+
+
+def _count_new(engine, benchmark="rev-loss"):
+    """(score, whether it was computed now rather than served from the cache)."""
+    before = engine.store.count()
+    (ev,) = engine.proxy(Mixture.of(engine.names, M), benchmarks=[benchmark])
+    return ev, engine.store.count() > before
+
+
+@pytest.mark.parametrize("file", ["config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json"])
+def test_an_edited_base_config_or_tokenizer_is_never_served_the_old_score(tiny_lab_dir, file):
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    _, fresh = _count_new(engine)
+    assert fresh
+    path = tiny_lab_dir / "base" / file
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=3))  # any edit counts: bytes, not meaning
+    _, fresh = _count_new(Engine(load_lab(tiny_lab_dir), device="cpu"))
+    assert fresh, f"an edited {file} was served the old score"
+
+
+def test_an_engine_that_outlives_a_data_edit_scores_the_new_data(tiny_lab_dir):
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    old, _ = _count_new(engine)
+    data = tiny_lab_dir / "data" / "rev.jsonl"
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:5]))
+    new, fresh = _count_new(engine)  # the same engine, the file edited under it
+    assert fresh and (old.n, new.n) == (12, 5)
+    other = Engine(load_lab(tiny_lab_dir), device="cpu")  # a fresh engine agrees on key and score
+    ((ev,),) = [other.proxy(Mixture.of(other.names, M), benchmarks=["rev-loss"])]
+    assert ev.key == new.key and ev.score == pytest.approx(new.score, rel=1e-6)
+
+
+def test_an_expert_rewritten_in_place_with_its_mtime_kept_is_not_served_stale(tiny_lab_dir):
+    import struct
+
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    old, _ = _count_new(engine)
+    path = tiny_lab_dir / "experts" / "sort" / "adapter_model.safetensors"
+    st = path.stat()
+    with open(path, "r+b") as f:  # the same file, the same size: every float32 weight tripled in place
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        for name, t in header.items():
+            if name != "__metadata__":
+                start, end = t["data_offsets"]
+                f.seek(8 + n + start)
+                values = torch.frombuffer(bytearray(f.read(end - start)), dtype=torch.float32) * 3
+                f.seek(8 + n + start)
+                f.write(values.numpy().tobytes())
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    new, fresh = _count_new(engine)
+    assert fresh and new.key != old.key and new.score != pytest.approx(old.score)
+    other = Engine(load_lab(tiny_lab_dir), device="cpu")
+    (ev,) = other.proxy(Mixture.of(other.names, M), benchmarks=["rev-loss"])
+    assert ev.key == new.key and ev.score == pytest.approx(new.score, rel=1e-6)
+
+
+def test_a_file_changed_during_an_evaluation_is_not_stored(tiny_lab_dir, monkeypatch):
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    run = engine_mod.run_benchmark
+    data = tiny_lab_dir / "data" / "rev.jsonl"
+
+    def edit_while_running(*a, **kw):
+        out = run(*a, **kw)
+        data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])
+        return out
+
+    monkeypatch.setattr(engine_mod, "run_benchmark", edit_while_running)
+    with pytest.raises(EvaluationError, match="a file changed on disk during the evaluation; the score was not stored"):
+        engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
+    assert engine.store.count() == 0
+
+
+def test_an_overflowing_adapter_fails_its_evaluation_and_stores_nothing(tiny_lab_dir):
+    from safetensors.torch import load_file, save_file
+
+    # 'rev' adapts q_proj and k_proj: ×1e20 is finite in float32, but q·k overflows in the forward pass
+    path = tiny_lab_dir / "experts" / "rev" / "adapter_model.safetensors"
+    save_file({k: v * 1e20 if "lora_B" in k else v for k, v in load_file(path).items()}, path)
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    for bench in ("rev", "rev-loss", "pick"):  # generation, loss and choice all refuse it
+        with pytest.raises(EvaluationError, match="forward pass gave NaN or inf logits"):
+            engine.proxy(Mixture.of(engine.names, [0.0, 1.0, 0.0]), benchmarks=[bench])
+    assert engine.store.count() == 0
+
+
+def test_a_non_finite_base_tensor_is_an_error_naming_it(tiny_lab_dir):
+    from safetensors.torch import load_file, save_file
+
+    path = tiny_lab_dir / "base" / "model.safetensors"
+    state = load_file(path)
+    state["model.norm.weight"][0] = float("nan")  # a tensor no expert changes: the merge never reads it
+    save_file(state, path)
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    with pytest.raises(ExpertError, match=r"base: tensor model.norm.weight in .*base contains NaN or inf"):
+        engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
+    assert engine.store.count() == 0
+
+
+def test_a_base_config_that_disagrees_with_its_weights_is_a_clear_error(tiny_lab_dir):
+    path = tiny_lab_dir / "base" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "hidden_size": 24}))
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    with pytest.raises(ExpertError, match="base: transformers cannot load"):
+        engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
+
+
+def test_the_batched_path_stores_each_chunk_as_it_finishes(tiny_lab_dir):
+    import threading
+
+    from mixlab.errors import Cancelled
+    from mixlab.simplex import grid_from_step
+
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu", batch_size=24)  # 12 examples: 2 mixtures a chunk
+    grid = [Mixture.of(engine.names, w) for w in grid_from_step(3, 0.25)]  # 15 mixtures
+    cancel = threading.Event()
+
+    def progress(done, total, message):
+        if done >= 4:  # after two chunks
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        engine.sweep(grid, benchmarks=["rev"], path="batched", progress=progress, cancel=cancel)
+    kept = engine.store.count()
+    assert 4 <= kept < 15  # the finished chunks survived the interruption
+    again = engine.sweep(grid, benchmarks=["rev"], path="batched")
+    assert engine.store.count() == 15 and len(again) == 15
+
+
+def test_lab_merge_defaults_apply_where_a_parameter_is_not_given(tiny_lab_dir):
+    toml = tiny_lab_dir / "lab.toml"
+    toml.write_text(toml.read_text() + '\n[merge]\nmethod = "ties"\nparams = { density = 0.5 }\n')
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    assert engine.resolve_method() == ("ties", {"density": 0.5, "normalize": True, "scale": 1.0})
+    assert engine.resolve_method(None, {}) == engine.resolve_method()
+    assert engine.resolve_method("ties", {"scale": 2.0})[1] == {"density": 0.5, "normalize": True, "scale": 2.0}
+    assert engine.resolve_method("task_arithmetic")[1] == {"scale": 1.0}  # another method: its own defaults
+
+
+def test_a_score_that_cannot_be_saved_is_still_returned_with_a_warning(tiny_lab_dir, monkeypatch):
+    import sqlite3
+
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+
+    def full():
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(engine.store, "_transaction", full)
+    (ev,) = engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
+    assert ev.score > 0 and engine.store.get(ev.key) == ev
+    assert any("disk full" in w and "not saved" in w for w in engine.warnings())
+
+
+def test_a_lab_whose_cache_cannot_be_created_opens_with_a_notice(tiny_lab_dir, monkeypatch):
+    monkeypatch.setenv("MIXLAB_CACHE", "/dev/null/cache.sqlite")  # like a read-only lab folder
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    assert any("cannot create the cache folder" in w for w in engine.warnings())
+    (ev,) = engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
+    assert engine.store.get(ev.key) is not None
+
+
+def test_identical_experts_are_flagged(tiny_lab_dir):
+    import shutil
+
+    shutil.copytree(tiny_lab_dir / "experts" / "add", tiny_lab_dir / "experts" / "add2")
+    toml = tiny_lab_dir / "lab.toml"
+    toml.write_text(toml.read_text().replace('path = "experts/sort"', 'path = "experts/add2"'))
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    assert "experts 'add' and 'sort' have identical content" in engine.warnings()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,13 +74,22 @@ def test_dare_drops_and_rescales_reproducibly():
     torch.testing.assert_close(a[kept], big[kept] / 0.25)  # survivors ×1/(1−p)
 
 
-def test_dare_ties_is_ties_over_dropped_vectors():
-    g = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    out = get_method("dare_ties").merge(B, [T1, T2], [0.5, 0.5], {"drop_rate": 0.5}, g)
-    g = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    dropped = [get_method("dare_linear").prepare(t, {"drop_rate": 0.5}, gi) for t, gi in zip((T1, T2), g)]
-    expected = get_method("ties").combine(B, dropped, torch.tensor([0.5, 0.5]), {"normalize": True, "scale": 1.0})
-    torch.testing.assert_close(out, expected)
+def test_dare_ties_by_hand():
+    # the documented draw: entry j of expert i survives where rand(shape, generator_i)[j] >= p
+    p, w = 0.5, [0.25, 0.75]
+    keep = [(torch.rand(4, generator=torch.Generator().manual_seed(s)) >= p).tolist() for s in (1, 2)]
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    out = get_method("dare_ties").merge(B, [T1, T2], w, {"drop_rate": p}, gens)
+    want = []
+    for j in range(4):  # drop, rescale 1/(1−p), elect the sign of Σ w τ̃, weighted mean of the agreeing entries
+        t = [T[j].item() / (1 - p) if keep[i][j] else 0.0 for i, T in enumerate((T1, T2))]
+        total = w[0] * t[0] + w[1] * t[1]
+        sign = (total > 0) - (total < 0)
+        agree = [i for i in range(2) if t[i] * sign > 0]
+        num, den = sum(w[i] * t[i] for i in agree), sum(w[i] for i in agree)
+        want.append(B[j].item() + (num / den if den else 0.0))
+    assert any(not k for row in keep for k in row) and any(k for row in keep for k in row)  # some drops, some kept
+    torch.testing.assert_close(out, torch.tensor(want))
 
 
 @pytest.mark.parametrize(
@@ -200,8 +211,13 @@ def test_saved_merge_loads_in_transformers_and_shards(tiny_root, lora, tmp_path)
     from transformers import AutoModelForCausalLM
 
     base, experts = lora
-    spec = MergeSpec("ties", (0.2, 0.3, 0.5), get_method("ties").resolve({}))
-    expected = dict(iter_merged(base, experts, spec))
+    w = (0.2, 0.3, 0.5)
+    spec = MergeSpec("linear", w, {})
+    states = [_peft_merged_state(tiny_root, e.name) for e in experts]  # the reference: PEFT, expert by expert
+    expected = {}
+    for k in base.keys():
+        theta0 = base.get(k).float()
+        expected[k] = theta0 + sum(wi * (s[k].float() - theta0) for wi, s in zip(w, states))
     for shard_bytes, files in ((2**30, ["model.safetensors"]), (20_000, None)):
         out = save_merged(base, experts, spec, tmp_path / f"m{shard_bytes}", shard_bytes=shard_bytes)
         names = sorted(p.name for p in out.glob("*.safetensors"))
@@ -211,7 +227,7 @@ def test_saved_merge_loads_in_transformers_and_shards(tiny_root, lora, tmp_path)
             assert len(names) > 1 and (out / "model.safetensors.index.json").is_file()
         state = AutoModelForCausalLM.from_pretrained(out).state_dict()
         for k in base.keys():
-            torch.testing.assert_close(state[k], expected[k])
+            torch.testing.assert_close(state[k], expected[k], atol=1e-6, rtol=1e-5)
         assert (out / "tokenizer.json").is_file()
 
 
@@ -246,3 +262,71 @@ def test_lora_adapter_export_is_exact(tiny_root, lora, tmp_path):
             MergeSpec("ties", (1.0, 0.0, 0.0), {"density": 0.2, "normalize": True, "scale": 1.0}),
             tmp_path / "x",
         )
+
+
+# --- export folders: whole or nothing, never over a folder mixlab did not write ---------------------
+
+
+def test_overwrite_replaces_only_an_earlier_export(lora, tmp_path):
+    base, experts = lora
+    spec = MergeSpec("linear", (1.0, 0.0, 0.0))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(MergeError, match="refusing to replace .*mine: it is not a mixlab export"):
+        save_merged(base, experts, spec, mine, overwrite=True)
+    with pytest.raises(MergeError, match="not a mixlab export"):
+        save_lora_merge(experts, spec, mine, overwrite=True)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    out = save_merged(base, experts, spec, tmp_path / "export")
+    save_merged(base, experts, MergeSpec("linear", (0.0, 1.0, 0.0)), out, overwrite=True)  # an export: replaced
+    assert json.loads((out / "mixlab_merge.json").read_text()) == {}
+
+
+def test_an_export_copies_only_model_files_and_never_code(tiny_lab_dir, tmp_path):
+    base_dir = tiny_lab_dir / "base"
+    (base_dir / "modeling_evil.py").write_text("import os; os.system('echo pwned')")
+    (base_dir / "notes.txt").write_text("private")
+    base = load_base(base_dir, tiny_lab_dir)
+    experts = [load_task_vector("add", tiny_lab_dir / "experts" / "add", base)]
+    out = save_merged(base, experts, MergeSpec("linear", (1.0,)), tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "generation_config.json",
+        "mixlab_merge.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+
+
+@pytest.mark.parametrize("target", ["file", "cwd", "parent_of_cwd", "link"])
+def test_bad_output_folders_are_refused(lora, tmp_path, monkeypatch, target):
+    base, experts = lora
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "x.txt").write_text("x")
+    monkeypatch.chdir(tmp_path / "work")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "work")
+    out, match = {
+        "file": (tmp_path / "afile", "is a file, not a folder"),
+        "cwd": (Path("."), "is the current folder or contains it"),
+        "parent_of_cwd": (tmp_path, "is the current folder or contains it"),
+        "link": (tmp_path / "link", "is a symbolic link"),
+    }[target]
+    with pytest.raises(MergeError, match=match):
+        save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), out, overwrite=True)
+    assert (tmp_path / "work" / "x.txt").read_text() == "x" and (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_killed_export_leaves_nothing_behind_on_the_next_run(lora, tmp_path):
+    base, experts = lora
+    dead = tmp_path / ".m.mixlab-tmp-999999999-abc"  # a temp folder of a process that no longer exists
+    dead.mkdir()
+    (dead / "shard-1.safetensors").write_bytes(b"half")
+    old = tmp_path / ".m.mixlab-old-999999999"
+    old.mkdir()
+    alive = tmp_path / f".m.mixlab-tmp-{os.getpid()}-xyz"  # a live export's temp folder is not touched
+    alive.mkdir()
+    save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "m"]

@@ -191,7 +191,7 @@ def proxy_method_picker(df: pd.DataFrame, key: str, container=st) -> tuple[str, 
 def of_method(df: pd.DataFrame, method: str, params: dict) -> pd.DataFrame:
     """Every non-proxy row, and the proxy rows of one (method, params)."""
     keep = [k != "proxy" or (m == method and p == params) for k, m, p in zip(df.kind, df.method, df.params)]
-    return df[keep]
+    return df[np.asarray(keep, dtype=bool)]  # a mask even when empty (df[[]] would select no columns)
 
 
 def params_label(params) -> str:
