@@ -204,10 +204,8 @@ def cmd_report(args) -> None:
     df = engine.results(method, params)
     up = mean_benchmarks(engine.lab.benchmarks, df)
     df = with_mean(df, up)
-    print(
-        f"proxy ({method} {json.dumps(params, sort_keys=True) if params else ''}) vs true mixtures in "
-        f"{engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}"
-    )
+    label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
+    print(f"proxy ({label}) vs true mixtures in {engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}")
     print(f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  proxy pick: true rank, regret")
     for b in [*[b.name for b in engine.lab.benchmarks], MEAN]:
         pairs = paired(df, engine.names, b)

@@ -162,10 +162,11 @@ class Engine:
 
     def warnings(self) -> list[str]:
         """Doubts about the lab that do not stop it: experts that may not be fine-tunes of this base,
-        experts with identical content, and why the cache is not saving (if it is not)."""
-        out = [w for e in self.experts for w in e.warnings]
+        experts with identical content, and why the cache is not saving (if it is not). Loads nothing."""
+        experts = self.__dict__.get("experts", [])
+        out = [w for e in experts for w in e.warnings]
         seen: dict[str, str] = {}
-        for e in self.experts:
+        for e in experts:
             if e.fingerprint in seen:
                 out.append(f"experts {seen[e.fingerprint]!r} and {e.name!r} have identical content")
             seen.setdefault(e.fingerprint, e.name)

@@ -104,3 +104,24 @@ def test_vectorised_bootstrap_equals_scipy_row_by_row():
     for i in range(1, 20):
         assert rho[i] == pytest.approx(stats.spearmanr(xs[i], ys[i]).statistic)
         assert tau[i] == pytest.approx(stats.kendalltau(xs[i], ys[i]).statistic)
+
+
+def test_scores_at_a_mixture_uses_the_lattice_tolerance():
+    import pandas as pd
+
+    from mixlab.analysis import scores_at
+
+    names = ["a", "b", "c"]
+    third = {"a": 0.333333, "b": 0.333333, "c": 0.333334}  # a lab's rounding of the uniform mixture
+    rows = [
+        dict(kind="proxy", label="p", benchmark="x", score=0.4, weights={"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}),
+        dict(kind="true", label="t", benchmark="x", score=0.7, weights=third),
+        dict(kind="true", label="t2", benchmark="x", score=0.9, weights={"a": 1.0, "b": 0.0, "c": 0.0}),
+        dict(kind="expert", label="a", benchmark="x", score=0.5, weights={"a": 1.0, "b": 0.0, "c": 0.0}),
+    ]
+    df = pd.DataFrame(rows)
+    table, key, exact, dist = scores_at(df, names, [1 / 3, 1 / 3, 1 / 3], ["x"])
+    assert exact and table.to_dict("records") == [{"benchmark": "x", "proxy": 0.4, "true": 0.7, "expert a": 0.5}]
+    table, key, exact, dist = scores_at(df, names, [0.8, 0.1, 0.1], ["x"])
+    assert not exact and key == (1.0, 0.0, 0.0) and dist == pytest.approx(0.4)
+    assert table.to_dict("records") == [{"benchmark": "x", "proxy": None, "nearest true": 0.9, "expert a": 0.5}]

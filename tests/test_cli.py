@@ -114,3 +114,117 @@ def test_help_on_each_command():
     for cmd in ("info", "merge", "eval", "sweep"):
         r = mixlab(cmd, "--help")
         assert r.returncode == 0 and "usage: python -m mixlab " + cmd in r.stdout
+
+
+def _edit_json(path, edit):
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+
+
+def _break(lab, how: str) -> None:
+    """Damage a copy of the tiny lab in one of the ways users (and attackers) have."""
+    toml = lab / "lab.toml"
+    adapter = lab / "experts" / "add" / "adapter_config.json"
+    if how == "nul_path":
+        toml.write_text(toml.read_text().replace('path = "experts/add"', 'path = "experts/\\u0000add"'))
+    elif how == "non_utf8_jsonl":
+        (lab / "data" / "rev.jsonl").write_bytes(b'{"prompt": "\xff", "answer": "a"}\n')
+    elif how == "null_prompt":
+        (lab / "data" / "rev.jsonl").write_text('{"prompt": null, "answer": "a", "completion": "a"}\n')
+    elif how == "rank_pattern_string":
+        _edit_json(adapter, lambda c: {**c, "rank_pattern": "q_proj"})
+    elif how == "rank_pattern_bad_regex":
+        _edit_json(adapter, lambda c: {**c, "rank_pattern": {"q_proj[": 2}})
+    elif how == "adapter_config_list":
+        adapter.write_text("[]")
+    elif how == "non_utf8_adapter_config":
+        adapter.write_bytes(b'{"r": 4, "x": "\xff"}')
+    elif how == "config_disagrees":
+        _edit_json(lab / "base" / "config.json", lambda c: {**c, "hidden_size": 24})
+    elif how == "plugin_raises":
+        (lab / "evals").mkdir()
+        (lab / "evals" / "myplug.py").write_text("def run(*a):\n    raise KeyError('boom')\n")
+        text = toml.read_text().replace('name = "tiny"', 'name = "tiny"\nplugins = ["evals"]')
+        toml.write_text(text + '\n[[benchmarks]]\nname = "p"\nevaluator = "myplug:run"\ndata = "data/rev.jsonl"\n')
+
+
+@pytest.mark.parametrize(
+    ("args", "how", "msg"),
+    [
+        (("sweep", "LAB", "--grid", "0"), None, "error: --grid step must be in (0, 1]"),
+        (("sweep", "LAB", "--grid", "nan"), None, "error: --grid step must be in (0, 1]"),
+        (("sweep", "LAB", "--grid", "dirichlet:abc"), None, "error: --grid dirichlet:N needs a positive whole number"),
+        (("sweep", "LAB", "--grid", "dirichlet:-5"), None, "error: --grid dirichlet:N needs a positive whole number"),
+        (("sweep", "LAB", "--grid", "0.0001"), None, "error: --grid 0.0001 makes 50,015,001 mixtures for K=3"),
+        (("eval", "LAB", "--weights", "add=1", "--device", "mps"), None, "error: device 'mps' asked for, but MPS"),
+        (("merge", "LAB", "--weights", "add=1", "--out", "FILE"), None, "error: output"),
+        (("merge", "LAB", "--weights", "add=1", "--out", "."), None, "error: output"),
+        (("info", "LAB"), "nul_path", "error: "),
+        (("eval", "LAB", "--weights", "add=1", "--benchmark", "rev"), "non_utf8_jsonl", "error: "),
+        (("eval", "LAB", "--weights", "add=1", "--benchmark", "rev"), "null_prompt", "error: "),
+        (("info", "LAB"), "rank_pattern_string", "error: expert 'add'"),
+        (("info", "LAB"), "rank_pattern_bad_regex", "error: expert 'add'"),
+        (("info", "LAB"), "adapter_config_list", "error: expert 'add'"),
+        (("info", "LAB"), "non_utf8_adapter_config", "error: expert 'add'"),
+        (("eval", "LAB", "--weights", "add=1", "--benchmark", "rev"), "config_disagrees", "error: base: transformers"),
+        (("eval", "LAB", "--weights", "add=1", "--benchmark", "p"), "plugin_raises", "error: evaluator 'myplug:run'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_never_a_traceback(tiny_lab_dir, tmp_path, monkeypatch, args, how, msg):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("x")
+    if how:
+        _break(tiny_lab_dir, how)
+    r = mixlab(*[tiny_lab_dir if a == "LAB" else a for a in args])
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("warning: ")]
+    assert len(lines) == 1 and lines[0].startswith(msg) and "Traceback" not in r.stderr, r.stderr
+    assert "unexpected" not in lines[0], "a bad input reached the last-resort handler: give it its own message"
+    assert (tmp_path / "FILE").read_text() == "x"
+
+
+def test_a_big_grid_runs_when_asked(tiny_lab_dir):
+    r = mixlab("sweep", tiny_lab_dir, "--grid", "0.5", "--max-mixtures", "5", "--benchmark", "rev-loss")
+    assert r.returncode == 2 and "makes 6 mixtures" in r.stderr and "--max-mixtures 6" in r.stderr
+    r = mixlab("sweep", tiny_lab_dir, "--grid", "0.5", "--yes", "--benchmark", "rev-loss")
+    assert r.returncode == 0 and "6 scores for 6 mixtures" in r.stdout, r.stderr
+
+
+def test_merge_overwrite_refuses_a_folder_that_is_not_an_export(tiny_lab_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "paper.tex").write_text("draft")
+    r = mixlab("merge", tiny_lab_dir, "--weights", "add=1", "--out", mine, "--overwrite")
+    assert r.returncode == 2 and "not a mixlab export" in r.stderr
+    assert (mine / "paper.tex").read_text() == "draft"
+
+
+def test_cli_uses_the_labs_merge_defaults(tiny_lab_dir):
+    toml = tiny_lab_dir / "lab.toml"
+    toml.write_text(toml.read_text() + '\n[merge]\nmethod = "ties"\nparams = { density = 0.5 }\n')
+    r = mixlab("eval", tiny_lab_dir, "--weights", "0.2,0.3,0.5", "--benchmark", "rev-loss", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["method"] == "ties" and row["params"] == {"density": 0.5, "normalize": True, "scale": 1.0}
+    r = mixlab(
+        "eval", tiny_lab_dir, "--weights", "0.2,0.3,0.5", "--benchmark", "rev-loss", "--json", "--param", "scale=2"
+    )
+    assert json.loads(r.stdout)[0]["params"] == {"density": 0.5, "normalize": True, "scale": 2.0}
+
+
+def test_report_names_the_method_and_uses_the_benchmarks_direction(tiny_lab_dir):
+    toml = tiny_lab_dir / "lab.toml"
+    text = toml.read_text()
+    text += '\n[[benchmarks]]\nname = "chars"\nevaluator = "plugins:prompt_length"\ndata = "data/rev.jsonl"\n'
+    text += "lower_is_better = true\n"  # a lower-is-better plugin: never part of the mean
+    for i, w in enumerate(("add = 1.0", "add = 0.5, rev = 0.5", "sort = 1.0")):
+        text += (
+            f"\n[[true_mixtures]]\nweights = {{ {w} }}\nscores = {{ rev = {i / 4}, pick = {i / 3}, chars = {9 - i} }}\n"
+        )
+    toml.write_text(text)
+    assert mixlab("sweep", tiny_lab_dir, "--grid", "0.5", "--benchmark", "rev", "--benchmark", "pick").returncode == 0
+    r = mixlab("report", tiny_lab_dir)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("proxy (linear) vs true mixtures in tiny; 'mean' = mean of rev, pick\n")
+    assert any(line.startswith("mean ") and "  3  " in line for line in r.stdout.splitlines())
+    r = mixlab("report", tiny_lab_dir, "--method", "task_arithmetic", "--param", "scale=2")
+    assert r.stdout.startswith('proxy (task_arithmetic {"scale": 2.0}) vs true mixtures')

@@ -119,6 +119,9 @@ def test_plugins(model_tok, tiny_root):
         ("choice", '{"prompt": "a", "choices": ["x", "y"], "label": 2}', r"e.jsonl:2: 'label' must be an index"),
         ("choice", '{"prompt": "a", "choices": ["x"], "label": 0}', "at least two strings"),
         ("lm_loss", '{"prompt": "a"}', r"e.jsonl:2: lm_loss needs 'text'"),
+        ("exact_match", '{"prompt": null, "answer": "b"}', r"e.jsonl:2: 'prompt' must be a string, got None"),
+        ("exact_match", '{"prompt": "a", "answer": null}', r"e.jsonl:2: 'answer' must be a string or a number"),
+        ("choice", '{"prompt": 3, "choices": ["x", "y"], "label": 0}', r"e.jsonl:2: 'prompt' must be a string"),
     ],
 )
 def test_bad_examples_name_file_and_line(tmp_path, evaluator, line, match):
@@ -164,3 +167,124 @@ def test_auto_batch_size_from_free_memory():
     assert (
         auto_batch_size(SimpleNamespace(hidden_size=64, num_hidden_layers=2, vocab_size=46), 80 * 2**30) == 512
     )  # capped
+
+
+def test_non_utf8_data_names_file_and_line(tmp_path):
+    (tmp_path / "e.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xff\xfe"}\n')
+    with pytest.raises(EvaluationError, match=r"e.jsonl:2: not UTF-8 text \(invalid start byte at byte 10\)"):
+        read_examples(tmp_path / "e.jsonl", BenchmarkSpec(name="e", evaluator="lm_loss", data="e"))
+
+
+def test_an_empty_completion_is_an_error_not_a_perfect_loss(model_tok):
+    model, tok = model_tok
+    for evaluator, ex in (
+        ("lm_loss", {"prompt": "ab", "completion": ""}),
+        ("lm_loss", {"text": ""}),
+        ("choice", {"prompt": "ab", "choices": ["x", ""], "label": 0}),
+    ):
+        spec = BenchmarkSpec(name="e", evaluator=evaluator, data="e")
+        with pytest.raises(EvaluationError, match=r"benchmark 'e', example 1: .* is empty \(zero tokens\)"):
+            run_benchmark(model, tok, spec, [ex], "cpu")
+
+
+def test_a_prompt_longer_than_the_context_is_refused(model_tok):
+    model, tok = model_tok
+    n = model.config.max_position_embeddings
+    spec = BenchmarkSpec(name="e", evaluator="exact_match", data="e", max_new_tokens=8)  # BOS + n + 8 tokens
+    with pytest.raises(EvaluationError, match=rf"example 2: {1 + n + 8} tokens .* exceed the model's context of {n}"):
+        run_benchmark(model, tok, spec, [{"prompt": "ab", "answer": "c"}, {"prompt": "a" * n, "answer": "c"}], "cpu")
+    loss = BenchmarkSpec(name="e", evaluator="lm_loss", data="e")
+    with pytest.raises(EvaluationError, match="exceed the model's context"):
+        run_benchmark(model, tok, loss, [{"text": "a" * (n + 1)}], "cpu")
+
+
+@pytest.mark.parametrize("evaluator", ["exact_match", "lm_loss", "choice"])
+def test_non_finite_logits_fail_the_evaluation(model_tok, evaluator):
+    model, tok = model_tok
+    ex = {"prompt": "ab", "answer": "c", "completion": "c", "choices": ["c", "d"], "label": 0}
+    spec = BenchmarkSpec(name="e", evaluator=evaluator, data="e")
+    saved = model.lm_head.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            model.lm_head.weight[3, 0] = float("nan")
+        with pytest.raises(EvaluationError, match="forward pass gave NaN or inf logits"):
+            run_benchmark(model, tok, spec, [ex], "cpu")
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(saved)
+
+
+def test_a_plugin_with_non_finite_logits_fails_too(model_tok, tmp_path):
+    model, tok = model_tok
+    (tmp_path / "logitsplug.py").write_text(
+        "def run(model, tokenizer, examples, device):\n"
+        "    import torch\n"
+        "    model(input_ids=torch.tensor([[1, 2]]))\n"
+        "    return 1.0\n"
+    )
+    spec = BenchmarkSpec(name="e", evaluator="logitsplug:run", data="e")
+    saved = model.lm_head.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            model.lm_head.weight[3, 0] = float("inf")
+        with pytest.raises(EvaluationError, match="forward pass gave NaN or inf logits"):
+            run_benchmark(model, tok, spec, [{"prompt": "a"}], "cpu", plugin_dirs=[tmp_path])
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(saved)
+    assert run_benchmark(model, tok, spec, [{"prompt": "a"}], "cpu", plugin_dirs=[tmp_path]).score == 1.0
+
+
+def test_plugins_are_never_imported_from_the_current_folder(model_tok, tmp_path, monkeypatch):
+    import sys
+
+    model, tok = model_tok
+    (tmp_path / "cwdplug.py").write_text("def run(*a):\n    return 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as `python -m mixlab` run inside a lab puts it there
+    sys.modules.pop("cwdplug", None)
+    spec = BenchmarkSpec(name="e", evaluator="cwdplug:run", data="e")
+    with pytest.raises(EvaluationError, match="cannot import 'cwdplug' from installed packages"):
+        run_benchmark(model, tok, spec, [{"prompt": "a"}], "cpu")
+    assert "cwdplug" not in sys.modules
+    assert run_benchmark(model, tok, spec, [{"prompt": "a"}], "cpu", plugin_dirs=[tmp_path]).score == 0.5
+
+
+def test_a_plugin_that_fails_to_import_is_one_clear_error(model_tok, tmp_path):
+    model, tok = model_tok
+    (tmp_path / "badplug.py").write_text("raise ValueError('broken at import')\n")
+    spec = BenchmarkSpec(name="e", evaluator="badplug:run", data="e")
+    with pytest.raises(EvaluationError, match="importing 'badplug' raised ValueError: broken at import"):
+        run_benchmark(model, tok, spec, [{"prompt": "a"}], "cpu", plugin_dirs=[tmp_path])
+
+
+def test_cpu_out_of_memory_halves_the_batch_then_fails_clearly(model_tok, monkeypatch):
+    import mixlab.evaluate as ev
+
+    model, tok = model_tok
+    sizes = []
+    real = ev.continuation_logprobs
+
+    def tight(model_, batch, pad, device):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory")
+        return real(model_, batch, pad, device)
+
+    monkeypatch.setattr(ev, "continuation_logprobs", tight)
+    spec = BenchmarkSpec(name="e", evaluator="lm_loss", data="e")
+    rows = [{"text": "abc"}] * 5
+    assert run_benchmark(model, tok, spec, rows, "cpu", batch_size=8).n == 5 and sizes[:3] == [5, 4, 2]
+
+    def never(*a):
+        raise MemoryError()
+
+    monkeypatch.setattr(ev, "continuation_logprobs", never)
+    with pytest.raises(EvaluationError, match="out of memory at batch size 1"):
+        run_benchmark(model, tok, spec, rows, "cpu", batch_size=4)
+
+
+def test_an_unavailable_mps_device_is_a_clear_error():
+    if not torch.backends.mps.is_available():
+        with pytest.raises(EvaluationError, match="MPS \\(Apple GPU\\) is not available here"):
+            pick_device("mps")

@@ -73,6 +73,25 @@ def test_valid_manifest(lab_dir):
             r"benchmarks\[1\].name: String should match",
         ),
         ('[merge]\nmethod = "linear"\nparams = { scale = inf }\n', r"merge.params.scale"),
+        (
+            '[merge]\nmethod = "ties"\nparams = { density = 1.5 }\n',
+            r"merge: .*parameter density must be in \(0.0, 1.0\]",
+        ),
+        ('[merge]\nmethod = "ties"\nparams = { densty = 0.5 }\n', r"merge: .*has no parameter 'densty'"),
+        ('[merge]\nmethod = "slerp"\n', r"merge: unknown merge method 'slerp'"),
+        (
+            '[[experts]]\nname = "OCR"\npath = "experts/chart"\n',
+            r"experts\[2\].name: name equal up to case to 'ocr': 'OCR'",
+        ),
+        (
+            '[[benchmarks]]\nname = "x"\nevaluator = "exact_match"\ndata = "data/ocr.jsonl"\nstop = [""]\n',
+            "stop strings must be non-empty",
+        ),
+        (
+            '[[benchmarks]]\nname = "x"\nevaluator = "lm_loss"\ndata = "data/ocr.jsonl"\nlower_is_better = true\n',
+            "lower_is_better is for plugin evaluators",
+        ),
+        ('[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = "true/\\u0000mix"\n', "contains a NUL byte"),
     ],
 )
 def test_manifest_errors_name_the_field(lab_dir, extra, match):
@@ -90,3 +109,56 @@ def test_bad_toml_and_missing_manifest(lab_dir, tmp_path):
 def test_missing_base_names_the_field(lab_dir):
     with pytest.raises(ManifestError, match="base = 'nobase': no such file"):
         load_lab(write(lab_dir, BASE.replace('base = "base"', 'base = "nobase"')))
+
+
+def test_only_a_file_named_lab_toml_opens_and_other_tomls_are_not_echoed(lab_dir):
+    other = lab_dir / "pyproject.toml"
+    other.write_text('[tool.secret]\napi_key = "abc"\n')
+    with pytest.raises(ManifestError, match="no lab manifest") as err:
+        load_lab(other)
+    assert "api_key" not in str(err.value) and "secret" not in str(err.value)
+
+
+def test_an_oversized_manifest_is_refused_before_it_is_parsed(lab_dir):
+    write(lab_dir, BASE + "#" * (1 << 20) + "\n")
+    with pytest.raises(ManifestError, match="larger than 1048576 bytes; not a lab manifest"):
+        load_lab(lab_dir)
+
+
+def test_a_nul_byte_in_the_lab_path_is_a_clear_error(lab_dir):
+    with pytest.raises(ManifestError, match="contains a NUL byte"):
+        load_lab(str(lab_dir) + "\0x")
+
+
+def test_benchmark_direction_has_one_home(lab_dir):
+    lab = load_lab(
+        write(
+            lab_dir,
+            BASE
+            + '[[benchmarks]]\nname = "loss"\nevaluator = "lm_loss"\ndata = "data/ocr.jsonl"\n'
+            + '[[benchmarks]]\nname = "ppl"\nevaluator = "mypkg.evals:perplexity"\ndata = "data/ocr.jsonl"\n'
+            + "lower_is_better = true\n"
+            + '[[benchmarks]]\nname = "bleu"\nevaluator = "mypkg.evals:bleu"\ndata = "data/ocr.jsonl"\n',
+        )
+    )
+    assert {b.name: b.higher_is_better for b in lab.benchmarks} == {
+        "ocr-val": True,
+        "loss": False,
+        "ppl": False,
+        "bleu": True,
+    }
+
+
+def test_export_names_are_names_not_paths(lab_dir):
+    lab = load_lab(write(lab_dir, BASE))
+    assert lab.export_path("ties_ocr50") == lab.root / "exports" / "ties_ocr50"
+    for bad in ("../x", "/etc", ".hidden", "a/b", "", "-rf", "x" * 101):
+        with pytest.raises(ManifestError, match="must be 1-100 letters"):
+            lab.export_path(bad)
+
+
+def test_plugin_folders_resolve_inside_the_lab(lab_dir):
+    (lab_dir / "evals").mkdir()
+    assert load_lab(write(lab_dir, 'plugins = ["evals"]\n' + BASE)).plugin_dirs == [lab_dir.resolve() / "evals"]
+    with pytest.raises(ManifestError, match=r"plugins\[0\] = '../elsewhere' points outside the lab folder"):
+        load_lab(write(lab_dir, 'plugins = ["../elsewhere"]\n' + BASE))

@@ -95,3 +95,30 @@ def test_ternary_and_projection_put_vertices_at_experts():
     np.testing.assert_allclose(sides, sides[0])
     np.testing.assert_allclose(ternary_xy(np.full((1, 3), 1 / 3)), [[0.0, 0.0]], atol=1e-12)
     np.testing.assert_allclose(projected_xy(np.full((1, 5), 0.2)), [[0.0, 0.0]], atol=1e-12)
+
+
+def test_grid_size_counts_the_lattice_without_building_it():
+    from mixlab.simplex import grid_size, lattice
+
+    for k, step in ((3, 0.1), (4, 0.2), (2, 0.5), (5, 0.25)):
+        assert grid_size(k, step) == len(lattice(k, round(1 / step)))
+    assert grid_size(12, 0.1) == 352_716
+    for bad in (0, -0.1, float("nan"), float("inf"), 1.5, 0.3):
+        with pytest.raises(MixtureWeightsError):
+            grid_size(3, bad)
+
+
+@pytest.mark.parametrize(
+    ("weights", "i", "value", "want"),
+    [
+        ([0.2, 0.3, 0.5], 0, 0.6, [0.6, 0.4 * 0.375, 0.4 * 0.625]),  # the others keep their proportions
+        ([1.0, 0.0, 0.0], 0, 0.4, [0.4, 0.3, 0.3]),  # all others 0: equal shares
+        ([0.2, 0.3, 0.5], 2, 1.7, [0.0, 0.0, 1.0]),  # clipped to [0, 1]
+        ([0.2, 0.3, 0.5], 1, -1.0, [0.2 / 0.7, 0.0, 0.5 / 0.7]),
+    ],
+)
+def test_rebalance_keeps_the_mixture_on_the_simplex(weights, i, value, want):
+    from mixlab.simplex import rebalance
+
+    got = rebalance(weights, i, value)
+    assert got == pytest.approx(want) and sum(got) == pytest.approx(1.0)
