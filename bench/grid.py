@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mixlab.demo import DEMO_LAB  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.evaluate import prepare, read_examples, run_benchmark  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
@@ -98,7 +99,7 @@ def eval_folder(folder: str, lab_dir: str, bench: str, batch: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lab", default=str(Path(__file__).resolve().parents[1] / "cache" / "demo-k3"))
+    ap.add_argument("--lab", default=str(DEMO_LAB))
     ap.add_argument("--examples", default="16,64", help="examples per benchmark, comma-separated (small benchmarks)")
     ap.add_argument("--batch", type=int, default=None, help="rows per pass (default: the engine's, from free memory)")
     ap.add_argument("--naive-mixtures", type=int, default=6, help="mixtures timed for the in-process naive loop")

@@ -10,11 +10,9 @@ whose sources changed while it was computed is never stored.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -30,16 +28,16 @@ from mixlab.evaluate import (
     context_length,
     pick_device,
     prepare,
-    read_benchmark,
     run_benchmark,
     run_benchmark_grouped,
 )
-from mixlab.experts import Checkpoint, TaskVector, file_signature, load_base, load_task_vector
-from mixlab.keys import CacheKey, benchmark_desc
+from mixlab.experts import Checkpoint, TaskVector
+from mixlab.keys import CacheKey
 from mixlab.lab import BenchmarkSpec, Lab
 from mixlab.merge import MergeSpec, get_method, save_lora_merge, save_merged
 from mixlab.resident import ResidentModel
 from mixlab.simplex import Mixture
+from mixlab.sources import BenchmarkData, LabSources
 from mixlab.store import Evaluation, Store
 
 CACHE_DIR = ".mixlab"
@@ -68,16 +66,6 @@ def open_store(lab: Lab, path: str | Path | None = None) -> Store:
         return store
 
 
-@dataclass
-class _Benchmark:
-    """A benchmark's examples as last read, the hash of those bytes, and its tokenised items."""
-
-    signature: tuple
-    examples: list[dict]
-    desc: dict
-    items: list[dict] | None = None
-
-
 class Engine:
     def __init__(self, lab: Lab, store: Store | None = None, device: str | None = None, batch_size: int | None = None):
         self.lab = lab
@@ -85,60 +73,38 @@ class Engine:
         self.device = pick_device(device)
         self._batch_size = batch_size
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
-        self._benchmarks: dict[str, _Benchmark] = {}
+        self.sources = LabSources(lab)
 
-    # --- what the lab is made of (reloaded when its files change) ----------------------------------
-    _LOADED = ("base", "experts", "models_fp", "resident", "true_fingerprints")
-
-    @cached_property
+    # --- what the lab is made of (reloaded when its files change: mixlab.sources) -------------------
+    @property
     def base(self) -> Checkpoint:
-        return load_base(self.lab.resolve(self.lab.manifest.base, "base"), self.lab.root)
+        return self.sources.base
 
-    @cached_property
+    @property
     def experts(self) -> list[TaskVector]:
-        return [load_task_vector(e.name, self.lab.resolve(e.path), self.base) for e in self.lab.manifest.experts]
+        return self.sources.experts
 
-    def _changed(self) -> bool:
-        """True once a file of the base or an expert may differ from what was loaded."""
-        if "experts" not in self.__dict__:
-            return False
-        loaded = (self.base.loaded_signature, [e.loaded_signature for e in self.experts])
-        try:
-            return loaded != (self.base.signature(), [e.signature() for e in self.experts])
-        except OSError:  # a file went away
-            return True
+    @property
+    def models_fp(self) -> str:
+        return self.sources.models_fp
 
     def refresh(self) -> bool:
         """Reload the base and experts if any of their files changed on disk; True if it did."""
-        if not self._changed():
-            return False
         with self._lock:
-            for name in self._LOADED:
-                self.__dict__.pop(name, None)
+            if not self.sources.reload():
+                return False
+            self.__dict__.pop("resident", None)
+            self.__dict__.pop("true_fingerprints", None)
         return True
 
-    def _check_unchanged(self, b: BenchmarkSpec, scored: _Benchmark, tv: TaskVector | None = None) -> None:
-        """Raise (and reload) if a source of a score just computed changed while it was computed: the
-        base, the experts, the checkpoint ``tv`` or the benchmark's data (``scored``: as it was read)."""
-        changed = (
-            self._changed()
-            or file_signature(self.lab.resolve(b.data)) != scored.signature
-            or (tv is not None and tv.signature() != tv.loaded_signature)
-        )
-        if changed:
+    def _check_unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, tv: TaskVector | None = None) -> None:
+        """Raise (and reload) if a source of a score just computed changed while it was computed."""
+        if not self.sources.unchanged(b, scored, tv):
             self.refresh()
             raise EvaluationError(
                 f"lab {self.lab.name!r}: a file changed on disk during the evaluation; the score was not "
                 "stored (it may belong to either version). Run it again."
             )
-
-    @cached_property
-    def models_fp(self) -> str:
-        """Fingerprint of the base and the experts, in order: proxy rows of another expert set never match."""
-        h = hashlib.sha256(self.base.fingerprint.encode())
-        for e in self.experts:
-            h.update(e.fingerprint.encode())
-        return h.hexdigest()
 
     @cached_property
     def resident(self) -> ResidentModel:
@@ -163,14 +129,7 @@ class Engine:
     def warnings(self) -> list[str]:
         """Doubts about the lab that do not stop it: experts that may not be fine-tunes of this base,
         experts with identical content, and why the cache is not saving (if it is not). Loads nothing."""
-        experts = self.__dict__.get("experts", [])
-        out = [w for e in experts for w in e.warnings]
-        seen: dict[str, str] = {}
-        for e in experts:
-            if e.fingerprint in seen:
-                out.append(f"experts {seen[e.fingerprint]!r} and {e.name!r} have identical content")
-            seen.setdefault(e.fingerprint, e.name)
-        return out + list(self.store.notices)
+        return self.sources.warnings() + list(self.store.notices)
 
     def mixture(self, weights: Sequence[float], normalize: bool = False) -> Mixture:
         return Mixture.of(self.names, weights, normalize=normalize)
@@ -191,18 +150,10 @@ class Engine:
     def benchmarks(self, names: Sequence[str] | None = None) -> list[BenchmarkSpec]:
         return [self.lab.benchmark(n) for n in names] if names else self.lab.benchmarks
 
-    def _bench(self, b: BenchmarkSpec) -> _Benchmark:
-        """The benchmark as its file is now: re-read when the file changed, so the key's data hash is
-        always the hash of the examples that are scored."""
-        path = self.lab.resolve(b.data, f"benchmark {b.name!r} data", want_file=True)
-        sig = file_signature(path)
-        cur = self._benchmarks.get(b.name)
-        if cur is None or cur.signature != sig:
-            examples, digest = read_benchmark(path, b)
-            cur = self._benchmarks[b.name] = _Benchmark(sig, examples, benchmark_desc(b, digest))
-        return cur
+    def _bench(self, b: BenchmarkSpec) -> BenchmarkData:
+        return self.sources.benchmark(b)
 
-    def _items(self, b: BenchmarkSpec, bench: _Benchmark) -> list[dict] | None:
+    def _items(self, b: BenchmarkSpec, bench: BenchmarkData) -> list[dict] | None:
         """The benchmark's tokenised work items: the same for every mixture, so made once per data version."""
         if bench.items is None and b.evaluator in BUILTIN:
             bench.items = prepare(self.tokenizer, b, bench.examples, context_length(self.model))
@@ -448,22 +399,11 @@ class Engine:
             out += self._checkpoint("expert", tv, onehot, benchmarks, refresh, progress, cancel)
         return out
 
-    def _true_checkpoints(self) -> list[tuple[str, dict, TaskVector]]:
-        return [
-            (
-                self.lab.true_mixture_name(t),
-                self.lab.true_mixture_weights(t).as_dict(),
-                load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base),
-            )
-            for t in self.lab.manifest.true_mixtures
-            if t.path is not None
-        ]
-
     def true_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
         self.refresh()
         out = []
-        for _, weights, tv in self._true_checkpoints():
+        for _, weights, tv in self.sources.true_checkpoints():
             out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel)
         return out + self._manifest_scores(benchmarks)
 
@@ -513,7 +453,7 @@ class Engine:
     @cached_property
     def true_fingerprints(self) -> dict[str, str]:
         """Content fingerprint of each true mixture's checkpoint (label → fingerprint)."""
-        return {label: tv.fingerprint for label, _, tv in self._true_checkpoints()}
+        return {label: tv.fingerprint for label, _, tv in self.sources.true_checkpoints()}
 
     def cached(self, kind: str) -> list[Evaluation]:
         """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""

@@ -245,7 +245,7 @@ def build_demo(
         _write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
 
         lab = load_lab(root)
-        store = Store(root / ".mixlab" / "evaluations.sqlite")
+        store = Store(":memory:")  # the build's scores leave as the lab's evaluations.jsonl
         engine = Engine(lab, store, device="cpu")
         bar = tqdm(desc="evaluating", disable=not show_progress)
         engine.base_scores()
@@ -260,7 +260,6 @@ def build_demo(
         bar.close()
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
-        shutil.rmtree(root / ".mixlab")
         (root / "build_info.json").write_text(
             json.dumps(
                 {
