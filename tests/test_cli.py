@@ -156,8 +156,8 @@ def _break(lab, how: str) -> None:
         (("sweep", "LAB", "--grid", "dirichlet:-5"), None, "error: --grid dirichlet:N needs a positive whole number"),
         (("sweep", "LAB", "--grid", "0.0001"), None, "error: --grid 0.0001 makes 50,015,001 mixtures for K=3"),
         (("eval", "LAB", "--weights", "add=1", "--device", "mps"), None, "error: device 'mps' asked for, but MPS"),
-        (("merge", "LAB", "--weights", "add=1", "--out", "FILE"), None, "error: output"),
-        (("merge", "LAB", "--weights", "add=1", "--out", "."), None, "error: output"),
+        (("merge", "LAB", "--weights", "add=1", "--out", "FILE", "--overwrite"), None, "error: output"),
+        (("merge", "LAB", "--weights", "add=1", "--out", ".", "--overwrite"), None, "error: output"),
         (("info", "LAB"), "nul_path", "error: "),
         (("eval", "LAB", "--weights", "add=1", "--benchmark", "rev"), "non_utf8_jsonl", "error: "),
         (("eval", "LAB", "--weights", "add=1", "--benchmark", "rev"), "null_prompt", "error: "),
@@ -179,7 +179,7 @@ def test_bad_input_is_one_line_and_exit_2_never_a_traceback(tiny_lab_dir, tmp_pa
     lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("warning: ")]
     assert len(lines) == 1 and lines[0].startswith(msg) and "Traceback" not in r.stderr, r.stderr
     assert "unexpected" not in lines[0], "a bad input reached the last-resort handler: give it its own message"
-    assert (tmp_path / "FILE").read_text() == "x"
+    assert (tmp_path / "FILE").read_text() == "x" and Path.cwd() == tmp_path and (tmp_path / "FILE").is_file()
 
 
 def test_a_big_grid_runs_when_asked(tiny_lab_dir):
