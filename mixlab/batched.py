@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mixlab.errors import MergeError
-from mixlab.experts import LoraTaskVector, TaskVector
+from mixlab.experts import LoraTaskVector, TaskVector, concat_factors
 
 
 def supports_batched(experts: Sequence[TaskVector]) -> str | None:
@@ -34,28 +34,21 @@ def supports_batched(experts: Sequence[TaskVector]) -> str | None:
 class MixtureLinear(nn.Module):
     """A base nn.Linear plus every expert's LoRA factors, mixed per batch row."""
 
-    def __init__(
-        self,
-        base: nn.Linear,
-        a: torch.Tensor,
-        b: torch.Tensor,
-        group: torch.Tensor,
-        scale: torch.Tensor,
-        state: MixtureState,
-    ):
+    def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor, group: torch.Tensor, state: MixtureState):
+        """``a`` (R, in), ``b`` (out, R) with each expert's s_k folded in, ``group`` (R,): the expert of each
+        rank column — as :func:`mixlab.experts.concat_factors` makes them."""
         super().__init__()
         self.base = base
         self.register_buffer("a_t", a.T.contiguous(), persistent=False)  # (in, R)
         self.register_buffer("b_t", b.T.contiguous(), persistent=False)  # (R, out)
         self.register_buffer("group", group, persistent=False)  # (R,) expert index of each rank column
-        self.register_buffer("scale", scale, persistent=False)  # (R,) s_k of each rank column
         self.state = state
         self._seen = -1
         self._per_rank: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, in)
         if self._seen != self.state.version:  # once per batch, not once per generated token
-            self._per_rank = (self.state.coef[:, self.group] * self.scale).to(x.dtype)  # (B, R)
+            self._per_rank = self.state.coef[:, self.group].to(x.dtype)  # (B, R): c[b, k] of each rank column
             self._seen = self.state.version
         lead = x.shape[:-1]
         low = (x @ self.a_t) * self._per_rank[:, None, :]  # (B, T, R)
@@ -92,27 +85,11 @@ class BatchedLora:
             base = modules.get(name)
             if not isinstance(base, nn.Linear):
                 raise MergeError(f"the batched LoRA path needs nn.Linear at {name}, found {type(base).__name__}")
-            a, b, group, scale = [], [], [], []
-            for k, e in enumerate(experts):
-                f = e.factors.get(key)
-                if f is None:
-                    continue
-                r = f.a.shape[0]
-                a.append(f.a)
-                b.append(f.b)
-                group.append(torch.full((r,), k, dtype=torch.long))
-                scale.append(torch.full((r,), f.scale))
+            a, b, group, _ = concat_factors([(k, e.factors[key]) for k, e in enumerate(experts) if key in e.factors])
             self._original[name] = base
+            dtype = base.weight.dtype  # the layer's dtype: no cast per forward
             self._install(
-                name,
-                MixtureLinear(
-                    base,
-                    torch.cat(a).to(device, base.weight.dtype),  # the layer's dtype: no cast per forward
-                    torch.cat(b, 1).to(device, base.weight.dtype),
-                    torch.cat(group).to(device),
-                    torch.cat(scale).to(device),
-                    self.state,
-                ),
+                name, MixtureLinear(base, a.to(device, dtype), b.to(device, dtype), group.to(device), self.state)
             )
 
     def _install(self, name: str, module: nn.Module) -> None:
