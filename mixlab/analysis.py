@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -263,6 +264,77 @@ def scores_at(
         row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
         rows.append(row)
     return pd.DataFrame(rows), true_key, exact, dist
+
+
+def pairwise_accuracy(proxy: Sequence[float], true: Sequence[float]) -> float | None:
+    """The fraction of mixture pairs the proxy orders like the true scores (pairs tied under the true
+    scores are left out; a pair the proxy ties counts half). None with no untied pair."""
+    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    i, j = np.triu_indices(len(x), 1)
+    dy = np.sign(y[i] - y[j])
+    keep = dy != 0
+    if not keep.any():
+        return None
+    agree = np.sign(x[i] - x[j])[keep] * dy[keep]  # 1 same order, −1 reversed, 0 proxy tie
+    return float(np.mean((agree + 1) / 2))
+
+
+def top_quartile_correlation(
+    proxy: Sequence[float], true: Sequence[float], higher_is_better: bool = True, n_boot: int = 2000
+) -> Correlation:
+    """Spearman ρ among the best quarter of mixtures by true score (⌈n/4⌉ of them, as DeMix reports):
+    does the proxy still rank the mixtures worth choosing between?"""
+    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    k = math.ceil(len(x) / 4)
+    best = np.argsort(-y if higher_is_better else y, kind="stable")[:k]
+    return rank_correlation(x[best], y[best], "spearman", n_boot=n_boot)
+
+
+def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequence, n_boot: int = 2000) -> list[dict]:
+    """How well the proxy ranks the trained mixtures, per benchmark and on the ``mean``: the one table
+    that ``python -m mixlab report`` and the Proxy vs true page show.
+
+    Args:
+        results: one method's rows (see :meth:`mixlab.engine.Engine.results`), without the mean.
+        names: the experts, in order.
+        benchmarks: the lab's benchmark specs (their direction decides the mean and the regret).
+
+    Returns:
+        One dict per benchmark with true/proxy pairs: benchmark, higher_is_better, n, spearman and its 95%
+        bootstrap CI (spearman_low, spearman_high), kendall, top25_spearman (with n_top25), pairwise_accuracy,
+        pick (the proxy's favourite), pick_true_rank (1 = best of n), regret. Undefined values are None.
+    """
+    mean_of = mean_benchmarks(benchmarks, results)
+    df = with_mean(results, mean_of)
+    directions = {b.name: b.higher_is_better for b in benchmarks} | {MEAN: True}
+    rows = []
+    for name in [b.name for b in benchmarks] + ([MEAN] if mean_of else []):
+        pairs = paired(df, names, name)
+        if pairs.empty:
+            continue
+        hib = directions[name]
+        rho = rank_correlation(pairs.proxy, pairs.true, "spearman", n_boot=n_boot)
+        tau = rank_correlation(pairs.proxy, pairs.true, "kendall", n_boot=0)
+        top = top_quartile_correlation(pairs.proxy, pairs.true, hib, n_boot=0)
+        reg = regret(pairs.proxy, pairs.true, hib)
+        rows.append(
+            {
+                "benchmark": name,
+                "higher_is_better": hib,
+                "n": rho.n,
+                "spearman": rho.value,
+                "spearman_low": rho.low,
+                "spearman_high": rho.high,
+                "kendall": tau.value,
+                "top25_spearman": top.value,
+                "n_top25": top.n,
+                "pairwise_accuracy": pairwise_accuracy(pairs.proxy, pairs.true),
+                "pick": pairs.label.iloc[reg.chosen],
+                "pick_true_rank": reg.true_rank,
+                "regret": reg.regret,
+            }
+        )
+    return rows
 
 
 def nearest(weights: Sequence[float], candidates: np.ndarray) -> tuple[int, float]:

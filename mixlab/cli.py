@@ -197,27 +197,37 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from mixlab.analysis import MEAN, mean_benchmarks, paired, rank_correlation, regret, with_mean
+    from mixlab.analysis import MEAN, mean_benchmarks, proxy_report
 
     engine = _engine(args)
     method, params = engine.resolve_method(args.method, _params(args.param))
     df = engine.results(method, params)
+    rows = proxy_report(df, engine.names, engine.lab.benchmarks)
     up = mean_benchmarks(engine.lab.benchmarks, df)
-    df = with_mean(df, up)
+    if args.json:
+        report = {"lab": engine.lab.name, "method": method, "params": params, "mean_of": up, "benchmarks": rows}
+        print(json.dumps(report, indent=2))
+        return
     label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
     print(f"proxy ({label}) vs true mixtures in {engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}")
-    print(f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  proxy pick: true rank, regret")
-    for b in [*[b.name for b in engine.lab.benchmarks], MEAN]:
-        pairs = paired(df, engine.names, b)
-        if pairs.empty:
-            continue
-        rho = rank_correlation(pairs.proxy, pairs.true, "spearman")
-        tau = rank_correlation(pairs.proxy, pairs.true, "kendall")
-        hib = bool(df[df.benchmark == b].higher_is_better.iloc[0])
-        reg = regret(pairs.proxy, pairs.true, hib)
-        ci = "undefined" if rho.value is None else f"{rho.value:+.3f} [{rho.low:+.3f}, {rho.high:+.3f}]"
-        kt = "undefined" if tau.value is None else f"{tau.value:+.3f}"
-        print(f"{b:<14} {rho.n:>3}  {ci:<26} {kt:>9}  #{reg.true_rank} of {reg.n}, {reg.regret:.4f}")
+    print(
+        f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  {'top-25% ρ':>9}  "
+        f"{'pairs ok':>8}  proxy pick: true rank, regret"
+    )
+
+    def num(v, fmt="+.3f"):
+        return "undefined" if v is None else format(v, fmt)
+
+    for r in rows:
+        ci = (
+            "undefined"
+            if r["spearman"] is None
+            else f"{r['spearman']:+.3f} [{r['spearman_low']:+.3f}, {r['spearman_high']:+.3f}]"
+        )
+        print(
+            f"{r['benchmark']:<14} {r['n']:>3}  {ci:<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
+            f"{num(r['pairwise_accuracy'], '.3f'):>8}  #{r['pick_true_rank']} of {r['n']}, {r['regret']:.4f}"
+        )
 
 
 def cmd_demo_build(args) -> None:
@@ -288,9 +298,13 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--yes", action="store_true", help="run a grid of any size")
 
     s = lab_cmd(
-        "report", "Rank correlation of cached proxy scores with true-mixture scores, per benchmark.", cmd_report
+        "report",
+        "How well cached proxy scores rank the true mixtures, per benchmark and on the mean (one merge method: "
+        "the lab's unless --method is given).",
+        cmd_report,
     )
     merge_opts(s, weights=False)
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = sub.add_parser("demo", help="The built-in demo lab.")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)

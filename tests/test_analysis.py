@@ -125,3 +125,103 @@ def test_scores_at_a_mixture_uses_the_lattice_tolerance():
     table, key, exact, dist = scores_at(df, names, [0.8, 0.1, 0.1], ["x"])
     assert not exact and key == (1.0, 0.0, 0.0) and dist == pytest.approx(0.4)
     assert table.to_dict("records") == [{"benchmark": "x", "proxy": None, "nearest true": 0.9, "expert a": 0.5}]
+
+
+def test_pairwise_accuracy_by_brute_force():
+    from mixlab.analysis import pairwise_accuracy
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 5, size=25).astype(float)  # ties on both sides
+    y = rng.integers(0, 5, size=25).astype(float)
+    score, pairs = 0.0, 0
+    for i, j in itertools.combinations(range(25), 2):
+        if y[i] == y[j]:
+            continue
+        pairs += 1
+        score += 0.5 if x[i] == x[j] else float((x[i] > x[j]) == (y[i] > y[j]))
+    assert pairwise_accuracy(x, y) == pytest.approx(score / pairs)
+    assert pairwise_accuracy([1, 2, 3], [1, 2, 3]) == 1.0 and pairwise_accuracy([3, 2, 1], [1, 2, 3]) == 0.0
+    assert pairwise_accuracy([1, 2], [5, 5]) is None
+
+
+def test_top_quartile_correlation_ranks_the_best_quarter():
+    from mixlab.analysis import top_quartile_correlation
+
+    true = np.arange(20, dtype=float)  # the best quarter (higher is better): indices 15..19
+    proxy = np.where(true >= 15, -true, true)  # right overall, reversed among the best
+    top = top_quartile_correlation(proxy, true, True, n_boot=0)
+    assert top.n == 5 and top.value == pytest.approx(stats.spearmanr(proxy[15:], true[15:]).statistic) == -1.0
+    low = top_quartile_correlation(proxy, true, False, n_boot=0)  # lower is better: indices 0..4
+    assert low.n == 5 and low.value == pytest.approx(1.0)
+
+
+def test_proxy_report_by_hand():
+    from mixlab.analysis import proxy_report
+    from mixlab.lab import BenchmarkSpec
+
+    names = ["a", "b"]
+    ws = [{"a": w, "b": 1 - w} for w in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    proxy_x, true_x = [1, 2, 3, 4, 5], [2, 1, 3, 5, 4]
+    proxy_l, true_l = [5, 4, 3, 2, 1], [5, 4, 3, 1, 2]  # a loss: lower is better
+    rows = []
+    for w, px, tx, pl, tl in zip(ws, proxy_x, true_x, proxy_l, true_l):
+        label = f"a{w['a']}"
+        rows += [
+            dict(
+                kind="proxy",
+                label=label,
+                benchmark="x",
+                score=px,
+                higher_is_better=True,
+                weights=w,
+                method="linear",
+                params={},
+            ),
+            dict(
+                kind="true",
+                label=label,
+                benchmark="x",
+                score=tx,
+                higher_is_better=True,
+                weights=w,
+                method=None,
+                params=None,
+            ),
+            dict(
+                kind="proxy",
+                label=label,
+                benchmark="l",
+                score=pl,
+                higher_is_better=False,
+                weights=w,
+                method="linear",
+                params={},
+            ),
+            dict(
+                kind="true",
+                label=label,
+                benchmark="l",
+                score=tl,
+                higher_is_better=False,
+                weights=w,
+                method=None,
+                params=None,
+            ),
+        ]
+    df = pd.DataFrame(rows).assign(metric="m")
+    specs = [
+        BenchmarkSpec(name="x", evaluator="exact_match", data="d"),
+        BenchmarkSpec(name="l", evaluator="lm_loss", data="d"),
+    ]
+    report = {r["benchmark"]: r for r in proxy_report(df, names, specs, n_boot=100)}
+    assert set(report) == {"x", "l", MEAN}  # the mean averages x only (the only higher-is-better benchmark)
+    x = report["x"]
+    assert x["spearman"] == pytest.approx(stats.spearmanr(proxy_x, true_x).statistic)
+    assert x["kendall"] == pytest.approx(stats.kendalltau(proxy_x, true_x).statistic)
+    assert x["pairwise_accuracy"] == pytest.approx(8 / 10)  # pairs (0,1) and (3,4) reversed
+    assert (x["pick"], x["pick_true_rank"], x["regret"]) == ("a1.0", 2, 1.0)  # proxy picks 5, true 4 of best 5
+    assert x["n_top25"] == 2 and x["top25_spearman"] is None  # fewer than 3: undefined
+    l = report["l"]
+    # lowest proxy loss: a1.0, whose true loss 2 is second to a0.75's 1
+    assert (l["pick"], l["pick_true_rank"], l["regret"]) == ("a1.0", 2, 1.0)
+    assert report[MEAN]["spearman"] == pytest.approx(x["spearman"])

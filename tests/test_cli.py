@@ -228,3 +228,36 @@ def test_report_names_the_method_and_uses_the_benchmarks_direction(tiny_lab_dir)
     assert any(line.startswith("mean ") and "  3  " in line for line in r.stdout.splitlines())
     r = mixlab("report", tiny_lab_dir, "--method", "task_arithmetic", "--param", "scale=2")
     assert r.stdout.startswith('proxy (task_arithmetic {"scale": 2.0}) vs true mixtures')
+
+
+def test_report_json_has_every_metric(tiny_lab_dir):
+    toml = tiny_lab_dir / "lab.toml"
+    text = toml.read_text()
+    for i, w in enumerate(("add = 1.0", "add = 0.5, rev = 0.5", "sort = 1.0", "rev = 1.0")):
+        text += f'\n[[true_mixtures]]\nweights = {{ {w} }}\nscores = {{ rev = {i / 4}, "rev-loss" = {3 - i / 5} }}\n'
+    toml.write_text(text)
+    assert (
+        mixlab("sweep", tiny_lab_dir, "--grid", "0.5", "--benchmark", "rev", "--benchmark", "rev-loss").returncode == 0
+    )
+    r = mixlab("report", tiny_lab_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert (report["method"], report["params"], report["mean_of"]) == ("linear", {}, ["rev"])
+    assert [b["benchmark"] for b in report["benchmarks"]] == ["rev", "rev-loss", "mean"]
+    row = report["benchmarks"][1]
+    assert set(row) == {
+        "benchmark",
+        "higher_is_better",
+        "n",
+        "spearman",
+        "spearman_low",
+        "spearman_high",
+        "kendall",
+        "top25_spearman",
+        "n_top25",
+        "pairwise_accuracy",
+        "pick",
+        "pick_true_rank",
+        "regret",
+    }
+    assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4
