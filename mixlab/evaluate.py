@@ -168,13 +168,32 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _encode_many(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    """One call for many texts: the fast tokenizers batch in Rust."""
-    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+# How text becomes tokens, as lm-evaluation-harness does it: a prompt (the start of a sequence) is encoded
+# with the tokenizer's own special tokens (add_special_tokens=True: Llama adds BOS, GPT-2 and Qwen add
+# none), a continuation without. Part of every cache key (mixlab.keys), so a change here never serves old scores.
+TOKENIZATION = "prompt:add_special_tokens=True;continuation:add_special_tokens=False"
 
 
-def _prefix(tokenizer) -> list[int]:
-    return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+def _encode_many(tokenizer, texts: Sequence[str], special: bool = False) -> list[list[int]]:
+    """One call for many texts (the fast tokenizers batch in Rust); ``special``: the tokenizer's own
+    special tokens, for text that starts a sequence."""
+    return tokenizer(list(texts), add_special_tokens=special)["input_ids"] if texts else []
+
+
+def _prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Prompts as the tokenizer itself encodes the start of a sequence."""
+    return _encode_many(tokenizer, texts, special=True)
+
+
+def _whole_text(tokenizer, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(context, scored tokens) for texts scored whole: the context is what the tokenizer puts before a
+    text by itself (BOS for Llama), or, where it adds nothing, one EOS/pad token to predict the first from."""
+    plain, full = _encode_many(tokenizer, texts), _encode_many(tokenizer, texts, special=True)
+    out = []
+    for p, f in zip(plain, full):
+        head = f[: len(f) - len(p)] if len(f) > len(p) and f[len(f) - len(p) :] == p else []
+        out.append((head or [_pad_id(tokenizer)], p))
+    return out
 
 
 def _pad_id(tokenizer) -> int:
@@ -253,7 +272,7 @@ def greedy_generate(
     A plain loop rather than ``model.generate``: on small models generate's per-step bookkeeping costs
     more than the forward pass. Rows stop together once each has produced a stop token or EOS.
     """
-    seqs = [_prefix(tokenizer) + ids for ids in _encode_many(tokenizer, prompts)]
+    seqs = _prompts(tokenizer, prompts)
     return _greedy(model, tokenizer, seqs, max_new_tokens, stop, device)
 
 
@@ -306,15 +325,14 @@ def _cut(text: str, stop: Sequence[str]) -> str:
 
 def _lm_loss_items(tokenizer, examples, spec: BenchmarkSpec) -> list[dict]:
     texts = [ex["text"] if "text" in ex and "prompt" not in ex else None for ex in examples]
-    prompts = _encode_many(tokenizer, [ex["prompt"] for ex, t in zip(examples, texts) if t is None])
-    conts = _encode_many(
-        tokenizer, [t if t is not None else ex.get("completion", ex.get("answer")) for ex, t in zip(examples, texts)]
+    prompts = iter(_prompts(tokenizer, [ex["prompt"] for ex, t in zip(examples, texts) if t is None]))
+    conts = iter(
+        _encode_many(tokenizer, [ex.get("completion", ex.get("answer")) for ex, t in zip(examples, texts) if t is None])
     )
-    items, p = [], iter(prompts)
-    for j, (t, cont) in enumerate(zip(texts, conts)):
-        ctx = (_prefix(tokenizer) or [_pad_id(tokenizer)]) if t is not None else _prefix(tokenizer) + next(p)
-        items.append({"j": j, "pair": (ctx, cont)})
-    return items
+    whole = iter(_whole_text(tokenizer, [t for t in texts if t is not None]))
+    return [
+        {"j": j, "pair": next(whole) if t is not None else (next(prompts), next(conts))} for j, t in enumerate(texts)
+    ]
 
 
 def lm_loss(model, tokenizer, items, examples, device, batches: _Batches, spec) -> list[tuple[float, int]]:
@@ -329,8 +347,7 @@ def lm_loss(model, tokenizer, items, examples, device, batches: _Batches, spec) 
 
 
 def _exact_match_items(tokenizer, examples, spec: BenchmarkSpec) -> list[dict]:
-    prompts = _encode_many(tokenizer, [ex["prompt"] for ex in examples])
-    return [{"j": j, "ids": _prefix(tokenizer) + ids} for j, ids in enumerate(prompts)]
+    return [{"j": j, "ids": ids} for j, ids in enumerate(_prompts(tokenizer, [ex["prompt"] for ex in examples]))]
 
 
 def exact_match(model, tokenizer, items, examples, device, batches: _Batches, spec) -> list[bool]:
@@ -341,11 +358,11 @@ def exact_match(model, tokenizer, items, examples, device, batches: _Batches, sp
 
 
 def _choice_items(tokenizer, examples, spec: BenchmarkSpec) -> list[dict]:
-    prompts = _encode_many(tokenizer, [ex["prompt"] for ex in examples])
+    prompts = _prompts(tokenizer, [ex["prompt"] for ex in examples])
     options = iter(_encode_many(tokenizer, [c for ex in examples for c in ex["choices"]]))
     items = []
     for j, (ex, ids) in enumerate(zip(examples, prompts)):
-        ctx = _prefix(tokenizer) + ids
+        ctx = ids
         items += [{"j": j, "pair": (ctx, next(options))} for _ in ex["choices"]]
     return items
 

@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
+from mixlab.evaluate import TOKENIZATION
 from mixlab.lab import BenchmarkSpec
 from mixlab.merge.methods import MergeSpec
 from mixlab.simplex import ROUND
 
 # 2: base fingerprints cover config, generation config and tokenizer files; benchmark data hashed from the
-# bytes actually scored
+# bytes actually scored; the evaluators' tokenisation convention in every benchmark's description
 SCHEMA_VERSION = 2
 
 
@@ -30,7 +31,13 @@ def canonical(obj: object) -> str:
 def benchmark_desc(spec: BenchmarkSpec, data_fingerprint: str) -> dict:
     """What a benchmark is: its data by content, its evaluator and every option."""
     options = spec.model_dump(exclude={"name", "data", "evaluator"})
-    return {"name": spec.name, "data": data_fingerprint, "evaluator": spec.evaluator, "options": options}
+    return {
+        "name": spec.name,
+        "data": data_fingerprint,
+        "evaluator": spec.evaluator,
+        "options": options,
+        "tokenization": TOKENIZATION,
+    }
 
 
 @dataclass(frozen=True)

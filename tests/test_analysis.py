@@ -221,7 +221,7 @@ def test_proxy_report_by_hand():
     assert x["pairwise_accuracy"] == pytest.approx(8 / 10)  # pairs (0,1) and (3,4) reversed
     assert (x["pick"], x["pick_true_rank"], x["regret"]) == ("a1.0", 2, 1.0)  # proxy picks 5, true 4 of best 5
     assert x["n_top25"] == 2 and x["top25_spearman"] is None  # fewer than 3: undefined
-    l = report["l"]
+    loss = report["l"]
     # lowest proxy loss: a1.0, whose true loss 2 is second to a0.75's 1
-    assert (l["pick"], l["pick_true_rank"], l["regret"]) == ("a1.0", 2, 1.0)
+    assert (loss["pick"], loss["pick_true_rank"], loss["regret"]) == ("a1.0", 2, 1.0)
     assert report[MEAN]["spearman"] == pytest.approx(x["spearman"])

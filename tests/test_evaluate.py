@@ -288,3 +288,35 @@ def test_an_unavailable_mps_device_is_a_clear_error():
     if not torch.backends.mps.is_available():
         with pytest.raises(EvaluationError, match="MPS \\(Apple GPU\\) is not available here"):
             pick_device("mps")
+
+
+def test_prompts_follow_the_tokenizers_own_convention():
+    from tokenizers import processors
+
+    from mixlab.demo.tasks import build_tokenizer
+    from mixlab.evaluate import prepare
+
+    llama_like = build_tokenizer()  # puts BOS first itself, as Llama's does
+    gpt2_like = build_tokenizer()
+    gpt2_like._tokenizer.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B", special_tokens=[])
+    ab, cd = _ids(llama_like, "ab"), _ids(llama_like, "cd")
+    bos, eos = llama_like.bos_token_id, llama_like.pad_token_id
+    for tok, head in ((llama_like, [bos]), (gpt2_like, [])):
+        gen = prepare(
+            tok, BenchmarkSpec(name="g", evaluator="exact_match", data="d"), [{"prompt": "ab", "answer": "c"}]
+        )
+        loss = prepare(
+            tok,
+            BenchmarkSpec(name="l", evaluator="lm_loss", data="d"),
+            [{"prompt": "ab", "completion": "cd"}, {"text": "cd"}],
+        )
+        assert gen[0]["ids"] == head + ab
+        assert loss[0]["pair"] == (head + ab, cd)  # the continuation never gets special tokens
+        assert loss[1]["pair"] == (head or [eos], cd)  # scored whole: after BOS, or after one pad/EOS token
+
+
+def test_the_tokenisation_convention_is_part_of_the_key():
+    from mixlab.evaluate import TOKENIZATION
+    from mixlab.keys import benchmark_desc
+
+    assert benchmark_desc(BenchmarkSpec(name="x", evaluator="lm_loss", data="d"), "sha")["tokenization"] == TOKENIZATION

@@ -93,7 +93,7 @@ class _Stream:
         seqs, labels = [], []
         for d in domains:
             prompt, answer = DOMAINS[self.names[d]](self.rng)
-            p = [self.tok.bos_token_id] + self.tok(prompt, add_special_tokens=False)["input_ids"]
+            p = self.tok(prompt)["input_ids"]  # the tokenizer's own convention: BOS first
             a = self.tok(answer + "\n", add_special_tokens=False)["input_ids"]
             seqs.append(p + a)
             labels.append((p if self.prompt_loss else [-100] * len(p)) + a)

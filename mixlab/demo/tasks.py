@@ -54,14 +54,20 @@ def examples(domain: str, n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def build_tokenizer():
-    """A character-level fast tokenizer: one token per character of ALPHABET, plus specials."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """A character-level fast tokenizer: one token per character of ALPHABET, plus specials. Like Llama's,
+    it puts BOS before a sequence itself (a post-processor), so ``tok(prompt)`` is what the model was
+    trained on and plain ``model.generate(**tok(prompt, return_tensors="pt"))`` works."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(SPECIALS + list(ALPHABET))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    bos = vocab["<bos>"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
     )
