@@ -163,51 +163,15 @@ def test_proxy_report_by_hand():
     ws = [{"a": w, "b": 1 - w} for w in (0.0, 0.25, 0.5, 0.75, 1.0)]
     proxy_x, true_x = [1, 2, 3, 4, 5], [2, 1, 3, 5, 4]
     proxy_l, true_l = [5, 4, 3, 2, 1], [5, 4, 3, 1, 2]  # a loss: lower is better
+
+    def row(kind, bench, score, w):
+        proxy = kind == "proxy"
+        return dict(kind=kind, label=f"a{w['a']}", benchmark=bench, score=score, higher_is_better=bench == "x",
+                    weights=w, method="linear" if proxy else None, params={} if proxy else None)  # fmt: skip
+
     rows = []
     for w, px, tx, pl, tl in zip(ws, proxy_x, true_x, proxy_l, true_l):
-        label = f"a{w['a']}"
-        rows += [
-            dict(
-                kind="proxy",
-                label=label,
-                benchmark="x",
-                score=px,
-                higher_is_better=True,
-                weights=w,
-                method="linear",
-                params={},
-            ),
-            dict(
-                kind="true",
-                label=label,
-                benchmark="x",
-                score=tx,
-                higher_is_better=True,
-                weights=w,
-                method=None,
-                params=None,
-            ),
-            dict(
-                kind="proxy",
-                label=label,
-                benchmark="l",
-                score=pl,
-                higher_is_better=False,
-                weights=w,
-                method="linear",
-                params={},
-            ),
-            dict(
-                kind="true",
-                label=label,
-                benchmark="l",
-                score=tl,
-                higher_is_better=False,
-                weights=w,
-                method=None,
-                params=None,
-            ),
-        ]
+        rows += [row("proxy", "x", px, w), row("true", "x", tx, w), row("proxy", "l", pl, w), row("true", "l", tl, w)]
     df = pd.DataFrame(rows).assign(metric="m")
     specs = [
         BenchmarkSpec(name="x", evaluator="exact_match", data="d"),

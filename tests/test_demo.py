@@ -28,7 +28,7 @@ def test_quick_build_is_a_valid_lab(quick_lab, capsys):
     lab = load_lab(quick_lab)
     assert [b.name for b in lab.benchmarks] == ["add", "add-loss", "rev", "rev-loss", "sort", "sort-loss"]
     info = json.loads((quick_lab / "build_info.json").read_text())
-    assert info["quick"] and info["seconds"] > 0  # how long it took is bench material, not a test
+    assert info["quick"]  # how long it took is bench material, not a test
 
 
 def test_training_really_happened(quick_lab):
