@@ -94,7 +94,6 @@ class Engine:
             if not self.sources.reload():
                 return False
             self.__dict__.pop("resident", None)
-            self.__dict__.pop("true_fingerprints", None)
         return True
 
     def _check_unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, tv: TaskVector | None = None) -> None:
@@ -450,10 +449,10 @@ class Engine:
         )
 
     # --- tables -------------------------------------------------------------------------------------
-    @cached_property
+    @property
     def true_fingerprints(self) -> dict[str, str]:
-        """Content fingerprint of each true mixture's checkpoint (label → fingerprint)."""
-        return {label: tv.fingerprint for label, _, tv in self.sources.true_checkpoints()}
+        """Content fingerprint of each true mixture's checkpoint (label → fingerprint), current."""
+        return self.sources.true_fingerprints()
 
     def cached(self, kind: str) -> list[Evaluation]:
         """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""

@@ -63,6 +63,11 @@ def file_signature(path: Path) -> tuple:
     return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def folder_signature(folder: Path) -> tuple:
+    """:func:`file_signature` of every file in a folder, in name order."""
+    return tuple(file_signature(p) for p in sorted(Path(folder).iterdir()) if p.is_file())
+
+
 def file_fingerprint(path: Path) -> str:
     """sha256 of a file's bytes, memoised per :func:`file_signature` for this process."""
     memo = file_signature(path)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mixlab.evaluate import read_benchmark
-from mixlab.experts import Checkpoint, TaskVector, file_signature, load_base, load_task_vector
+from mixlab.experts import Checkpoint, TaskVector, file_signature, folder_signature, load_base, load_task_vector
 from mixlab.keys import benchmark_desc
 from mixlab.lab import BenchmarkSpec, Lab
 
@@ -32,6 +32,7 @@ class LabSources:
     def __init__(self, lab: Lab):
         self.lab = lab
         self._benchmarks: dict[str, BenchmarkData] = {}
+        self._true_fps: tuple[tuple, dict[str, str]] | None = None
 
     @cached_property
     def base(self) -> Checkpoint:
@@ -60,6 +61,15 @@ class LabSources:
             for t in self.lab.manifest.true_mixtures
             if t.path is not None
         ]
+
+    def true_fingerprints(self) -> dict[str, str]:
+        """label → content fingerprint of each true mixture's checkpoint, re-read when a file in one of
+        their folders changed (so tables never show a rewritten checkpoint's old score)."""
+        folders = [self.lab.resolve(t.path) for t in self.lab.manifest.true_mixtures if t.path is not None]
+        sig = tuple(folder_signature(f) for f in folders)
+        if self._true_fps is None or self._true_fps[0] != sig:
+            self._true_fps = (sig, {label: tv.fingerprint for label, _, tv in self.true_checkpoints()})
+        return self._true_fps[1]
 
     def changed(self) -> bool:
         """True once a file of the base or an expert may differ from what was loaded."""

@@ -400,3 +400,21 @@ def test_identical_experts_are_flagged(tiny_lab_dir):
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
     assert engine.warnings() == []  # warnings() loads nothing: the experts are not read yet
     assert len(engine.experts) == 3 and "experts 'add' and 'sort' have identical content" in engine.warnings()
+
+
+def test_a_rewritten_true_checkpoint_never_shows_its_old_score(tiny_lab_dir):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_lab_dir / "experts" / "add", tiny_lab_dir / "true" / "t1")
+    toml = tiny_lab_dir / "lab.toml"
+    toml.write_text(toml.read_text() + '\n[[true_mixtures]]\nweights = { add = 1.0 }\npath = "true/t1"\n')
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    (old,) = engine.true_scores(["rev-loss"])
+    assert [e.score for e in engine.cached("true")] == [old.score]
+    path = tiny_lab_dir / "true" / "t1" / "adapter_model.safetensors"
+    save_file({k: v * 2 for k, v in load_file(path).items()}, path)
+    assert engine.cached("true") == []  # the same engine: the rewritten checkpoint has no score yet
+    (new,) = engine.true_scores(["rev-loss"])
+    assert new.key != old.key and [e.score for e in engine.cached("true")] == [new.score]

@@ -115,12 +115,14 @@ def weight_inputs(eng: Engine) -> None:
 def results(eng: Engine) -> pd.DataFrame:
     """Every cached score of the lab (all methods), with the pseudo-benchmark 'mean' of the
     higher-is-better benchmarks; recomputed only when the cache changes."""
-    return _results(eng, eng.lab.root.as_posix(), eng.models_fp, eng.store.version())
+    eng.refresh()
+    trues = tuple(sorted(eng.true_fingerprints.items()))
+    return _results(eng, eng.lab.root.as_posix(), eng.models_fp, trues, eng.store.version())
 
 
 @st.cache_resource(max_entries=8)
-def _results(_eng: Engine, root: str, models_fp: str, version: tuple) -> pd.DataFrame:
-    """Keyed by lab, expert set and cache version (the engine itself is not hashed). Read-only."""
+def _results(_eng: Engine, root: str, models_fp: str, trues: tuple, version: tuple) -> pd.DataFrame:
+    """Keyed by lab, expert set, true checkpoints and cache version (the engine itself is not hashed)."""
     return with_lab_mean(_eng.results(), _eng.lab.benchmarks)
 
 
