@@ -160,10 +160,10 @@ class Engine:
 
     # --- scores -------------------------------------------------------------------------------------
     def _merge_key(self, spec: MergeSpec, b: BenchmarkSpec) -> CacheKey:
-        return CacheKey.merge(self.base.fingerprint, [e.fingerprint for e in self.experts], spec, self._bench(b).desc)
+        return CacheKey.merge(self.sources.base_fp, self.sources.expert_fps, spec, self._bench(b).desc)
 
     def _checkpoint_key(self, fingerprint: str | None, b: BenchmarkSpec) -> CacheKey:
-        return CacheKey.checkpoint(self.base.fingerprint, fingerprint, self._bench(b).desc)
+        return CacheKey.checkpoint(self.sources.base_fp, fingerprint, self._bench(b).desc)
 
     def _evaluation(self, key: CacheKey, b: BenchmarkSpec, r: EvalResult, device: str, **row) -> Evaluation:
         return Evaluation(

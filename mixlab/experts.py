@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,10 +58,11 @@ FINE_TUNE_COSINE = 0.5  # below this cos(θ_i, θ_0), an expert is flagged as pe
 
 
 def file_signature(path: Path) -> tuple:
-    """What changes whenever a file's bytes may have changed: inode, size, mtime and ctime (a rewrite
-    that keeps size and mtime still moves ctime, which no user call can set back)."""
-    st = path.stat()
-    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    """What changes whenever a file's bytes may have changed: which file (device, inode), its size, mtime
+    and ctime (a rewrite that keeps size and mtime still moves ctime, which no user call can set back).
+    One stat: cheap enough to ask before every score."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def folder_signature(folder: Path) -> tuple:
@@ -122,6 +124,7 @@ class Checkpoint:
         if not files:
             raise ExpertError(f"{label}: no *.safetensors file in {self.folder}")
         self.files = files
+        self._model_files = [self.folder / n for n in MODEL_FILES if (self.folder / n).is_file()]
         self.loaded_signature = self.signature()  # taken before anything is read
         self._where: dict[str, Path] = {}
         self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -180,12 +183,13 @@ class Checkpoint:
         return value if isinstance(value, str) else None
 
     def model_files(self) -> list[Path]:
-        """The folder's :data:`MODEL_FILES` (config, tokenizer, …) that exist."""
-        return [self.folder / n for n in MODEL_FILES if (self.folder / n).is_file()]
+        """The folder's :data:`MODEL_FILES` (config, tokenizer, …), as found when it was opened."""
+        return list(self._model_files)
 
     def signature(self) -> tuple:
-        """Changes whenever a file this checkpoint reads may have changed (see :func:`file_signature`)."""
-        return tuple(file_signature(f) for f in [*self.files, *self.model_files()])
+        """Changes whenever a file this checkpoint reads may have changed (see :func:`file_signature`);
+        the folder's own signature changes when a file is added or removed."""
+        return (file_signature(self.folder), *(file_signature(f) for f in [*self.files, *self._model_files]))
 
     @property
     def fingerprint(self) -> str:

@@ -27,7 +27,7 @@ class BenchmarkData:
 
 
 class LabSources:
-    _LOADED = ("base", "experts", "models_fp")
+    _LOADED = ("base", "experts", "base_fp", "expert_fps", "models_fp")
 
     def __init__(self, lab: Lab):
         self.lab = lab
@@ -43,11 +43,20 @@ class LabSources:
         return [load_task_vector(e.name, self.lab.resolve(e.path), self.base) for e in self.lab.manifest.experts]
 
     @cached_property
+    def base_fp(self) -> str:
+        """The base's content fingerprint, computed once per load (a reload forgets it)."""
+        return self.base.fingerprint
+
+    @cached_property
+    def expert_fps(self) -> list[str]:
+        return [e.fingerprint for e in self.experts]
+
+    @cached_property
     def models_fp(self) -> str:
         """Fingerprint of the base and the experts, in order: proxy rows of another expert set never match."""
-        h = hashlib.sha256(self.base.fingerprint.encode())
-        for e in self.experts:
-            h.update(e.fingerprint.encode())
+        h = hashlib.sha256(self.base_fp.encode())
+        for fp in self.expert_fps:
+            h.update(fp.encode())
         return h.hexdigest()
 
     def true_checkpoints(self) -> list[tuple[str, dict, TaskVector]]:
