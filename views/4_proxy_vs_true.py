@@ -61,7 +61,7 @@ st.markdown(
     "**All benchmarks** — top-25% ρ: Spearman among the best quarter of mixtures by true score; pairs ok: the "
     "fraction of mixture pairs the proxy orders like the trained models (0.5 = chance)"
 )
-table = pd.DataFrame(summary).rename(
+table = pd.DataFrame(summary).drop(columns=["higher_is_better", "n_top25"]).rename(
     columns={
         "spearman": "Spearman ρ",
         "spearman_low": "ρ 95% low",
