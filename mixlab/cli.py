@@ -230,11 +230,33 @@ def cmd_report(args) -> None:
         )
 
 
+def demo_budget(args):
+    """The demo recipe from ``demo build``'s flags: --quick or the full budget, then any overrides."""
+    from dataclasses import replace
+
+    from mixlab.demo.build import FULL, PRETRAIN_SHARE, QUICK
+
+    budget = QUICK if args.quick else FULL
+    if args.pretrain_steps:
+        budget = replace(budget, base_steps=args.pretrain_steps, pretrain_share=PRETRAIN_SHARE)
+    if args.replay is not None:
+        budget = replace(budget, replay=args.replay)
+    if args.expert_steps:
+        budget = replace(budget, steps=args.expert_steps)
+    return budget
+
+
 def cmd_demo_build(args) -> None:
     from mixlab.demo.build import build_demo
 
     out = build_demo(
-        args.out, domains=args.domains, quick=args.quick, full=args.full, seed=args.seed, overwrite=args.overwrite
+        args.out,
+        domains=args.domains,
+        quick=args.quick,
+        full=args.full,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        budget=demo_budget(args),
     )
     print(f"built demo lab {out}")
 
@@ -315,6 +337,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--full", action="store_true", help="full fine-tune experts instead of LoRA")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument(
+        "--pretrain-steps",
+        type=_positive,
+        default=None,
+        help="pretrain the base this many steps on every domain plus general data (default: the short from-scratch base)",
+    )
+    b.add_argument(
+        "--replay", type=float, default=None, help="share of general data in every expert and true-mixture run"
+    )
+    b.add_argument("--expert-steps", type=_positive, default=None, help="steps per expert and true-mixture run")
     b.set_defaults(fn=cmd_demo_build)
     return p
 

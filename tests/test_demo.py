@@ -90,3 +90,39 @@ def test_an_exported_demo_merge_scores_the_same_with_plain_transformers(tmp_path
             hits += text.strip() == str(ex["answer"]).strip()
     assert mine.n == len(rows) and hits / len(rows) == pytest.approx(mine.score)
     assert mine.score > 0.3  # a real signal, not two zeros agreeing
+
+
+def test_general_data_share_in_training_streams():
+    import numpy as np
+
+    from mixlab.demo.build import _Stream
+    from mixlab.demo.tasks import GENERAL
+
+    tok = build_tokenizer()
+    for share in (0.0, 0.5):
+        stream = _Stream(
+            tok, ["add", "rev", "sort"], np.array([1.0, 0.0, 0.0]), seed=3, prompt_loss=False, general=share
+        )
+        drawn = stream.np_rng.choice(len(stream.names), size=4000, p=stream.w)
+        names = np.array(stream.names)[drawn]
+        assert set(names) <= {"add", GENERAL} and "rev" not in names  # the mixture's zero weights stay zero
+        assert (names == GENERAL).mean() == pytest.approx(share, abs=0.03)
+    ids, _, _ = _Stream(tok, ["add"], np.ones(1), 0, False, general=0.99).batch(8)
+    assert any(tok.decode(row, skip_special_tokens=True).startswith("copy:") for row in ids)
+
+
+def test_demo_build_flags_make_the_recipe():
+    from mixlab.cli import demo_budget, parser
+    from mixlab.demo.build import FULL, QUICK, Budget
+    from mixlab.errors import MixlabError
+
+    def budget(*flags):
+        return demo_budget(parser().parse_args(["demo", "build", *flags]))
+
+    assert budget() == FULL and budget("--quick") == QUICK
+    b = budget("--pretrain-steps", "400", "--replay", "0.25", "--expert-steps", "60")
+    assert (b.base_steps, b.pretrain_share, b.replay, b.steps) == (400, 0.5, 0.25, 60)
+    with pytest.raises(MixlabError, match=r"replay must be in \[0, 1\), got 1.5"):
+        budget("--replay", "1.5")
+    with pytest.raises(MixlabError, match="steps must be ≥ 1, got 0"):
+        Budget(steps=0)

@@ -61,16 +61,20 @@ st.markdown(
     "**All benchmarks** — top-25% ρ: Spearman among the best quarter of mixtures by true score; pairs ok: the "
     "fraction of mixture pairs the proxy orders like the trained models (0.5 = chance)"
 )
-table = pd.DataFrame(summary).drop(columns=["higher_is_better", "n_top25"]).rename(
-    columns={
-        "spearman": "Spearman ρ",
-        "spearman_low": "ρ 95% low",
-        "spearman_high": "ρ 95% high",
-        "kendall": "Kendall τ",
-        "top25_spearman": "top-25% ρ",
-        "pairwise_accuracy": "pairs ok",
-        "pick": "proxy's pick",
-        "pick_true_rank": "its true rank",
-    }
+table = (
+    pd.DataFrame(summary)
+    .drop(columns=["higher_is_better", "n_top25"])
+    .rename(
+        columns={
+            "spearman": "Spearman ρ",
+            "spearman_low": "ρ 95% low",
+            "spearman_high": "ρ 95% high",
+            "kendall": "Kendall τ",
+            "top25_spearman": "top-25% ρ",
+            "pairwise_accuracy": "pairs ok",
+            "pick": "proxy's pick",
+            "pick_true_rank": "its true rank",
+        }
+    )
 )
 st.dataframe(table.round(3), hide_index=True, width="stretch", key="pvt_summary")

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mixlab.demo import LABS_DIR
-from mixlab.demo.tasks import DOMAINS, build_tokenizer, examples
+from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
 from mixlab.lab import load_lab, weights_label
@@ -36,6 +36,11 @@ from mixlab.store import Store
 
 @dataclass(frozen=True)
 class Budget:
+    """The training recipe. The default is the from-scratch recipe the shipped labs were built with: a
+    short base run on the task domains alone. ``pretrain_share`` > 0 turns the base run into pretraining
+    on a general corpus (that share of general data, the rest spread over every domain); ``replay`` mixes
+    that share of general data into every expert and true-mixture run."""
+
     base_steps: int = 120
     steps: int = 250  # per expert and per true mixture: B = steps × batch examples
     batch: int = 32
@@ -43,9 +48,20 @@ class Budget:
     lr: float = 3e-3
     n_eval: int = 200  # held-out examples per benchmark
     lora_r: int = 8
+    pretrain_share: float = 0.0  # general data in the base run (0: task domains only)
+    replay: float = 0.0  # general data in each expert and true-mixture run
+
+    def __post_init__(self) -> None:
+        for name in ("base_steps", "steps", "batch", "n_eval", "lora_r"):
+            if getattr(self, name) < 1:
+                raise MixlabError(f"demo budget: {name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("pretrain_share", "replay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise MixlabError(f"demo budget: {name} must be in [0, 1), got {getattr(self, name)}")
 
 
 FULL = Budget()
+PRETRAIN_SHARE = 0.5  # general data in a pretraining base run (the rest spread evenly over the domains)
 QUICK = Budget(base_steps=40, steps=30, batch=16, n_eval=24)
 
 
@@ -80,10 +96,15 @@ def model_config(tokenizer, hidden: int = 64, intermediate: int = 176, layers: i
 
 
 class _Stream:
-    """Training batches: each example's domain drawn by the mixture weights, seeded per run."""
+    """Training batches: each example's domain drawn by the mixture weights, seeded per run; a ``general``
+    share of the examples comes from the general corpus instead."""
 
-    def __init__(self, tokenizer, names: list[str], weights: np.ndarray, seed: int, prompt_loss: bool):
-        self.tok, self.names, self.w = tokenizer, names, np.asarray(weights, dtype=np.float64)
+    def __init__(
+        self, tokenizer, names: list[str], weights: np.ndarray, seed: int, prompt_loss: bool, general: float = 0.0
+    ):
+        w = np.asarray(weights, dtype=np.float64)
+        self.tok, self.names = tokenizer, [*names, GENERAL]
+        self.w = np.append(w / w.sum() * (1 - general), general)
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
         self.prompt_loss = prompt_loss
@@ -92,7 +113,8 @@ class _Stream:
         domains = self.np_rng.choice(len(self.names), size=size, p=self.w / self.w.sum())
         seqs, labels = [], []
         for d in domains:
-            prompt, answer = DOMAINS[self.names[d]](self.rng)
+            name = self.names[d]
+            prompt, answer = (GENERAL_TASK if name == GENERAL else DOMAINS[name])(self.rng)
             p = self.tok(prompt)["input_ids"]  # the tokenizer's own convention: BOS first
             a = self.tok(answer + "\n", add_special_tokens=False)["input_ids"]
             seqs.append(p + a)
@@ -194,8 +216,14 @@ def build_demo(
     seed: int = 0,
     overwrite: bool = False,
     show_progress: bool = True,
+    budget: Budget | None = None,
+    points: np.ndarray | None = None,
+    proxy_grid: bool = True,
 ) -> Path:
-    """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder."""
+    """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder.
+
+    ``budget``: the recipe (default: :data:`QUICK` or :data:`FULL`); ``points``: the true-mixture points
+    (default: :func:`mixture_points`); ``proxy_grid``: also cache linear proxies on a grid beyond them."""
     from transformers import LlamaForCausalLM
 
     from mixlab.engine import EXPORT_FILE, Engine  # the engine pulls in the evaluation stack: only when building
@@ -203,7 +231,7 @@ def build_demo(
     if domains not in (3, 4):
         raise MixlabError(f"the demo lab has 3 or 4 domains, got --domains {domains}")
     names = list(DOMAINS)[:domains]
-    budget = QUICK if quick else FULL
+    budget = budget or (QUICK if quick else FULL)
     out = Path(out) if out else LABS_DIR / f"demo-k{domains}{'-full' if full else ''}"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
@@ -218,14 +246,14 @@ def build_demo(
 
         torch.manual_seed(seed)
         base = LlamaForCausalLM(model_config(tokenizer))
-        stream = _Stream(tokenizer, names, np.ones(domains), seed, prompt_loss=True)
+        stream = _Stream(tokenizer, names, np.ones(domains), seed, prompt_loss=True, general=budget.pretrain_share)
         _train(base, stream, budget.base_steps, budget.batch, budget.lr_base, "base", show_progress)
         base.save_pretrained(root / "base")
         tokenizer.save_pretrained(root / "base")
 
         kind = "full" if full else "lora"
         runs = [(f"experts/{n}", np.eye(domains)[i], f"expert {n}") for i, n in enumerate(names)]
-        points = mixture_points(domains, quick, seed)
+        points = mixture_points(domains, quick, seed) if points is None else np.asarray(points, dtype=float)
         trues = []
         for w in points:
             label = weights_label(dict(zip(names, map(float, w))), names)
@@ -234,7 +262,7 @@ def build_demo(
                 {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
             )
         for j, (rel, w, desc) in enumerate(tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress)):
-            stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False)
+            stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False, general=budget.replay)
             _finetune(root / "base", root / rel, stream, budget, full, seed + 1 + j, desc, show_progress)
 
         description = (
@@ -254,7 +282,8 @@ def build_demo(
         # proxies at every true-mixture point, plus a grid (step 0.1 for K=3: 66 points; 0.2 for K=4: 56)
         step = 0.1 if domains == 3 else 0.2
         grid = [
-            Mixture.of(names, p) for p in (points if quick else np.concatenate([points, grid_from_step(domains, step)]))
+            Mixture.of(names, p)
+            for p in (points if quick or not proxy_grid else np.concatenate([points, grid_from_step(domains, step)]))
         ]
         engine.sweep(grid, "linear", progress=lambda d, t, m: (setattr(bar, "total", t), bar.update(d - bar.n)))
         bar.close()

@@ -39,6 +39,16 @@ def counting(rng: random.Random) -> tuple[str, str]:
     return f"count:{c}:{w}=", str(w.count(c))
 
 
+def copying(rng: random.Random) -> tuple[str, str]:
+    w = _word(rng, 3, 8)
+    return f"copy:{w}=", w
+
+
+# General data: not a domain of any expert or benchmark; the "bit of everything" a pretrained model has seen
+# (pretraining mixes it with every domain; experts may replay a share of it).
+GENERAL = "copy"
+GENERAL_TASK = copying
+
 DOMAINS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
     "add": addition,
     "rev": reversal,
@@ -50,7 +60,8 @@ DOMAINS: dict[str, Callable[[random.Random], tuple[str, str]]] = {
 def examples(domain: str, n: int, seed: int) -> list[tuple[str, str]]:
     """``n`` distinct-seeded examples of a domain."""
     rng = random.Random(f"{domain}:{seed}")
-    return [DOMAINS[domain](rng) for _ in range(n)]
+    task = GENERAL_TASK if domain == GENERAL else DOMAINS[domain]
+    return [task(rng) for _ in range(n)]
 
 
 def build_tokenizer():
