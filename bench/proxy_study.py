@@ -6,10 +6,10 @@ rank and regret, and ρ per benchmark; and what the base and the experts can do.
     python bench/proxy_study.py [--points 4] [--pretrain-steps 400] [--variants scratch,pretrained,...]
 
 Variants (each a fresh lab in a temp folder, true mixtures on the 1/m lattice):
-- scratch: today's shipped recipe — a 120-step base on the task domains, 250-step LoRA experts;
-- pretrained: the base pretrained on every domain plus general data (half the examples), same experts;
+- scratch: the earlier shipped recipe — a 120-step base on the task domains, 250-step LoRA experts;
+- pretrained: the base pretrained on every domain plus general data (half the examples), 250-step runs;
 - replay: pretrained, and every expert / true-mixture run replays 50% general data;
-- short: pretrained, expert and true-mixture runs of 60 steps instead of 250.
+- short: pretrained, expert and true-mixture runs of 60 steps (the shipped labs' recipe, `demo build`'s default).
 Nothing here is tuned towards a number: the table is what one run gives.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixlab.analysis import MEAN, proxy_report  # noqa: E402
-from mixlab.demo.build import FULL, build_demo  # noqa: E402
+from mixlab.demo.build import FULL, SCRATCH, build_demo  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
 from mixlab.simplex import Mixture, lattice  # noqa: E402
@@ -33,12 +33,12 @@ METHODS = [("linear", {}), ("task_arithmetic", {"scale": 2.0}), ("ties", {"densi
 
 
 def variants(pretrain_steps: int) -> dict:
-    pre = replace(FULL, base_steps=pretrain_steps, pretrain_share=0.5)
+    pre = replace(FULL, base_steps=pretrain_steps, steps=250)  # pretrained base, long (250-step) runs
     return {
-        "scratch": FULL,
+        "scratch": SCRATCH,
         "pretrained": pre,
         "replay": replace(pre, replay=0.5),
-        "short": replace(pre, steps=60),
+        "short": replace(pre, steps=60),  # with the default 400 steps: FULL, the shipped labs' recipe
     }
 
 

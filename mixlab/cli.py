@@ -234,14 +234,13 @@ def demo_budget(args):
     """The demo recipe from ``demo build``'s flags: --quick or the full budget, then any overrides."""
     from dataclasses import replace
 
-    from mixlab.demo.build import FULL, PRETRAIN_SHARE, QUICK
+    from mixlab.demo.build import FULL, QUICK, SCRATCH
 
-    budget = QUICK if args.quick else FULL
-    if args.pretrain_steps:
-        budget = replace(budget, base_steps=args.pretrain_steps, pretrain_share=PRETRAIN_SHARE)
-    if args.replay is not None:
-        budget = replace(budget, replay=args.replay)
-    if args.expert_steps:
+    budget = QUICK if args.quick else SCRATCH if args.scratch else FULL
+    for field in ("base_steps", "pretrain_share", "replay"):
+        if getattr(args, field) is not None:
+            budget = replace(budget, **{field: getattr(args, field)})
+    if args.expert_steps is not None:
         budget = replace(budget, steps=args.expert_steps)
     return budget
 
@@ -338,15 +337,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--overwrite", action="store_true")
     b.add_argument(
-        "--pretrain-steps",
-        type=_positive,
-        default=None,
-        help="pretrain the base this many steps on every domain plus general data (default: the short from-scratch base)",
+        "--scratch",
+        action="store_true",
+        help="the earlier recipe: a 120-step base on the tasks alone, 250-step experts",
     )
+    b.add_argument("--base-steps", type=_positive, default=None, help="steps of the base's (pre)training (default 400)")
     b.add_argument(
-        "--replay", type=float, default=None, help="share of general data in every expert and true-mixture run"
+        "--pretrain-share", type=float, default=None, help="share of general data in the base's training (default 0.5)"
     )
-    b.add_argument("--expert-steps", type=_positive, default=None, help="steps per expert and true-mixture run")
+    b.add_argument("--replay", type=float, default=None, help="share of general data in every expert and true run")
+    b.add_argument("--expert-steps", type=_positive, default=None, help="steps per expert and true run (default 60)")
     b.set_defaults(fn=cmd_demo_build)
     return p
 

@@ -113,15 +113,16 @@ def test_general_data_share_in_training_streams():
 
 def test_demo_build_flags_make_the_recipe():
     from mixlab.cli import demo_budget, parser
-    from mixlab.demo.build import FULL, QUICK, Budget
+    from mixlab.demo.build import FULL, QUICK, SCRATCH, Budget
     from mixlab.errors import MixlabError
 
     def budget(*flags):
         return demo_budget(parser().parse_args(["demo", "build", *flags]))
 
-    assert budget() == FULL and budget("--quick") == QUICK
-    b = budget("--pretrain-steps", "400", "--replay", "0.25", "--expert-steps", "60")
-    assert (b.base_steps, b.pretrain_share, b.replay, b.steps) == (400, 0.5, 0.25, 60)
+    assert budget() == FULL and budget("--quick") == QUICK and budget("--scratch") == SCRATCH
+    assert (FULL.base_steps, FULL.pretrain_share, FULL.steps) == (400, 0.5, 60)  # what the shipped labs were built with
+    b = budget("--base-steps", "700", "--pretrain-share", "0.25", "--replay", "0.25", "--expert-steps", "90")
+    assert (b.base_steps, b.pretrain_share, b.replay, b.steps) == (700, 0.25, 0.25, 90)
     with pytest.raises(MixlabError, match=r"replay must be in \[0, 1\), got 1.5"):
         budget("--replay", "1.5")
     with pytest.raises(MixlabError, match="steps must be ≥ 1, got 0"):

@@ -36,19 +36,19 @@ from mixlab.store import Store
 
 @dataclass(frozen=True)
 class Budget:
-    """The training recipe. The default is the from-scratch recipe the shipped labs were built with: a
-    short base run on the task domains alone. ``pretrain_share`` > 0 turns the base run into pretraining
-    on a general corpus (that share of general data, the rest spread over every domain); ``replay`` mixes
-    that share of general data into every expert and true-mixture run."""
+    """The training recipe. The default (:data:`FULL`, the shipped labs') pretrains the base on every domain
+    plus general data (``pretrain_share`` of the examples), then fine-tunes short runs from it, so experts
+    stay close to the base — the regime where merged proxies rank mixtures (bench/proxy_study.py).
+    ``replay`` mixes that share of general data into every expert and true-mixture run."""
 
-    base_steps: int = 120
-    steps: int = 250  # per expert and per true mixture: B = steps × batch examples
+    base_steps: int = 400
+    steps: int = 60  # per expert and per true mixture: B = steps × batch examples
     batch: int = 32
     lr_base: float = 3e-3
     lr: float = 3e-3
     n_eval: int = 200  # held-out examples per benchmark
     lora_r: int = 8
-    pretrain_share: float = 0.0  # general data in the base run (0: task domains only)
+    pretrain_share: float = 0.5  # general data in the base run (0: task domains only)
     replay: float = 0.0  # general data in each expert and true-mixture run
 
     def __post_init__(self) -> None:
@@ -61,8 +61,9 @@ class Budget:
 
 
 FULL = Budget()
-PRETRAIN_SHARE = 0.5  # general data in a pretraining base run (the rest spread evenly over the domains)
-QUICK = Budget(base_steps=40, steps=30, batch=16, n_eval=24)
+# the recipe the labs were shipped with before: a short base on the task domains alone, long expert runs
+SCRATCH = Budget(base_steps=120, steps=250, pretrain_share=0.0)
+QUICK = Budget(base_steps=40, steps=30, batch=16, n_eval=24, pretrain_share=0.0)
 
 
 def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
