@@ -231,7 +231,7 @@ def cmd_report(args) -> None:
 
 
 def demo_budget(args):
-    """The demo recipe from ``demo build``'s flags: --quick or the full budget, then any overrides."""
+    """The demo recipe from ``demo build``'s flags: --quick, --scratch or the default (FULL), then any overrides."""
     from dataclasses import replace
 
     from mixlab.demo.build import FULL, QUICK, SCRATCH
