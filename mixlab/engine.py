@@ -159,11 +159,12 @@ class Engine:
         return bench.items
 
     # --- scores -------------------------------------------------------------------------------------
-    def _merge_key(self, spec: MergeSpec, b: BenchmarkSpec) -> CacheKey:
-        return CacheKey.merge(self.sources.base_fp, self.sources.expert_fps, spec, self._bench(b).desc)
+    # keys are built from the BenchmarkData that is then scored: one read of the data per score
+    def _merge_key(self, spec: MergeSpec, bench: BenchmarkData) -> CacheKey:
+        return CacheKey.merge(self.sources.base_fp, self.sources.expert_fps, spec, bench.desc)
 
-    def _checkpoint_key(self, fingerprint: str | None, b: BenchmarkSpec) -> CacheKey:
-        return CacheKey.checkpoint(self.sources.base_fp, fingerprint, self._bench(b).desc)
+    def _checkpoint_key(self, fingerprint: str | None, bench: BenchmarkData) -> CacheKey:
+        return CacheKey.checkpoint(self.sources.base_fp, fingerprint, bench.desc)
 
     def _evaluation(self, key: CacheKey, b: BenchmarkSpec, r: EvalResult, device: str, **row) -> Evaluation:
         return Evaluation(
@@ -182,7 +183,7 @@ class Engine:
 
     def _score(
         self,
-        key_of: Callable[[BenchmarkSpec], CacheKey],
+        key_of: Callable[[BenchmarkData], CacheKey],
         benchmarks: list[BenchmarkSpec],
         load: Callable[[], None],
         row: dict,
@@ -198,10 +199,10 @@ class Engine:
         out = []
         total = total or len(benchmarks)
         for i, b in enumerate(benchmarks):
-            key = key_of(b)
+            bench = self._bench(b)
+            key = key_of(bench)
             hit = None if refresh else self.store.get(key.digest)
             if hit is None:
-                bench = self._bench(b)
                 with self._lock:
                     load()
 
@@ -253,7 +254,7 @@ class Engine:
             "weights": mixture.as_dict(),
         }
         return self._score(
-            lambda b: self._merge_key(spec, b),
+            lambda bench: self._merge_key(spec, bench),
             self.benchmarks(benchmarks),
             lambda: self.resident.load_merge(spec),
             row,
@@ -298,14 +299,15 @@ class Engine:
         total, done = len(mixtures) * len(bench), 0
         found: dict[tuple[int, str], Evaluation] = {}
         for b in bench:
-            keys = [self._merge_key(sp, b) for sp in specs]
+            data = self._bench(b)
+            keys = [self._merge_key(sp, data) for sp in specs]
             hits = self.store.get_many([k.digest for k in keys])
             missing = [i for i, k in enumerate(keys) if k.digest not in hits]
             found.update({(i, b.name): hits[k.digest] for i, k in enumerate(keys) if k.digest in hits})
             chosen = path if path != "auto" else (self.choose_path(specs[0].method, b, len(missing)) if specs else "")
             if chosen == "batched" and missing:
                 for i, ev in self._batched(
-                    b, [(i, mixtures[i], specs[i], keys[i]) for i in missing], progress, cancel, done, total
+                    b, data, [(i, mixtures[i], specs[i], keys[i]) for i in missing], progress, cancel, done, total
                 ):
                     found[(i, b.name)] = ev
                     done += 1
@@ -320,16 +322,18 @@ class Engine:
                 progress(done, total, f"{b.name} done")
         return [found[(i, b.name)] for i in range(len(mixtures)) for b in bench]
 
-    def _batched(self, b: BenchmarkSpec, todo: list[tuple], progress, cancel, done: int, total: int):
+    def _batched(
+        self, b: BenchmarkSpec, bench: BenchmarkData, todo: list[tuple], progress, cancel, done: int, total: int
+    ):
         """Yield (index, evaluation) for mixtures scored on the batched LoRA path, a chunk of mixtures
-        at a time (about one batch of rows), each chunk stored as soon as it is scored."""
+        at a time (about one batch of rows), each chunk stored as soon as it is scored. ``bench``: the
+        data the ``todo`` keys were built from."""
         method = get_method(todo[0][2].method)
         if not method.linear_in_task_vectors:
             raise EvaluationError(f"the batched path merges linearly; method {method.name!r} needs path='materialize'")
         why = supports_batched(self.experts)
         if why:
             raise EvaluationError(f"the batched path does not apply to this lab: {why}")
-        bench = self._bench(b)
         rows_per_mixture = max(1, len(self._items(b, bench) or bench.examples))
         chunk = max(1, self.batch_size // rows_per_mixture)
         for start in range(0, len(todo), chunk):
@@ -379,7 +383,7 @@ class Engine:
     def _checkpoint(self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel):
         row = {"kind": kind, "label": tv.name, "method": None, "params": None, "weights": weights}
         return self._score(
-            lambda b: self._checkpoint_key(tv.fingerprint, b),
+            lambda bench: self._checkpoint_key(tv.fingerprint, bench),
             self.benchmarks(benchmarks),
             lambda: self.resident.load_checkpoint(tv),
             row,
@@ -439,7 +443,7 @@ class Engine:
         self.refresh()
         row = {"kind": "base", "label": "base", "method": None, "params": None, "weights": None}
         return self._score(
-            lambda b: self._checkpoint_key(None, b),
+            lambda bench: self._checkpoint_key(None, bench),
             self.benchmarks(benchmarks),
             self.resident.load_base,
             row,
@@ -464,7 +468,8 @@ class Engine:
             "expert": [tv.fingerprint for tv in self.experts],
             "true": list(self.true_fingerprints.values()),
         }[kind]
-        keys = [self._checkpoint_key(fp, b).digest for fp in fps for b in self.benchmarks()]
+        data = [self._bench(b) for b in self.benchmarks()]
+        keys = [self._checkpoint_key(fp, d).digest for fp in fps for d in data]
         hits = self.store.get_many(keys)
         out = [hits[k] for k in keys if k in hits]
         return out + (self._manifest_scores() if kind == "true" else [])

@@ -91,11 +91,13 @@ class LabSources:
             return True
 
     def reload(self) -> bool:
-        """Forget the base and experts if their files changed (they load again when next asked for)."""
+        """Forget the base and experts if their files changed (they load again when next asked for), and
+        the benchmarks' tokenised items, which the base's tokenizer and config made."""
         if not self.changed():
             return False
         for name in self._LOADED:
             self.__dict__.pop(name, None)
+        self._benchmarks.clear()
         return True
 
     def benchmark(self, b: BenchmarkSpec) -> BenchmarkData:

@@ -418,3 +418,33 @@ def test_a_rewritten_true_checkpoint_never_shows_its_old_score(tiny_lab_dir):
     assert engine.cached("true") == []  # the same engine: the rewritten checkpoint has no score yet
     (new,) = engine.true_scores(["rev-loss"])
     assert new.key != old.key and [e.score for e in engine.cached("true")] == [new.score]
+
+
+def test_a_tokenizer_edited_while_the_engine_lives_retokenises_the_benchmarks(tiny_lab_dir):
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    old, _ = _count_new(engine)
+    path = tiny_lab_dir / "base" / "tokenizer.json"
+    tok = json.loads(path.read_text())
+    tok["post_processor"] = None  # no BOS any more: every prompt tokenises differently
+    path.write_text(json.dumps(tok))
+    new, fresh = _count_new(engine)  # the same engine, the tokenizer edited under it
+    other = Engine(load_lab(tiny_lab_dir), device="cpu")
+    (ev,) = other.proxy(Mixture.of(other.names, M), benchmarks=["rev-loss"])
+    assert fresh and new.key == ev.key != old.key
+    assert new.score == pytest.approx(ev.score, rel=1e-6) and new.score != pytest.approx(old.score, rel=1e-6)
+
+
+def test_the_key_and_the_examples_come_from_one_read_of_the_data(tiny_lab_dir, monkeypatch):
+    engine = Engine(load_lab(tiny_lab_dir), device="cpu")
+    data = tiny_lab_dir / "data" / "rev.jsonl"
+    key_of = engine._merge_key
+
+    def edit_after_keying(*args):
+        key = key_of(*args)
+        data.write_text("".join(data.read_text().splitlines(keepends=True)[:4]))  # the data changes now
+        return key
+
+    monkeypatch.setattr(engine, "_merge_key", edit_after_keying)
+    with pytest.raises(EvaluationError, match="a file changed on disk during the evaluation"):
+        engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
+    assert engine.store.count() == 0  # never a score of 4 examples under the 12-example key
