@@ -300,9 +300,10 @@ class FullTaskVector(TaskVector):
             )
 
     def base_cosine(self, n_tensors: int = 3) -> float | None:
-        """cos(θ_i, θ_0) over a few matrices (the first ``n_tensors`` 2-D ones by name): a cheap check
-        that the expert is a fine-tune of this base rather than another model of the same shape."""
-        keys = [k for k in sorted(self.base.keys()) if len(self.base.shape(k)) == 2][:n_tensors]
+        """cos(θ_i, θ_0) over the ``n_tensors`` smallest matrices: a cheap check (it reads little, not the
+        embeddings or lm_head) that the expert is a fine-tune of this base, not another model of that shape."""
+        matrices = [k for k in self.base.keys() if len(self.base.shape(k)) == 2]
+        keys = sorted(matrices, key=lambda k: (math.prod(self.base.shape(k)), k))[:n_tensors]
         if not keys:
             return None
         a = torch.cat([self.ckpt.get(k).float().reshape(-1) for k in keys])

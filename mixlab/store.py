@@ -119,6 +119,13 @@ class Evaluation:
 BUSY_SECONDS = 5  # how long a locked cache is waited on before it is reported busy
 
 
+def _open(target: str, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
+    db.row_factory = sqlite3.Row
+    db.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+    return db
+
+
 class Store:
     """The SQLite cache of one lab (or any path; ``":memory:"`` for one that lives in this process)."""
 
@@ -163,20 +170,17 @@ class Store:
 
     def _connect(self, memory: bool) -> sqlite3.Connection:
         if memory:
-            target, uri = ":memory:", False
-        elif self.readonly:
-            target, uri = f"file:{quote(str(self.path.resolve()))}?mode=ro", True
-            try:
-                db = sqlite3.connect(
-                    target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=True
-                )
-                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            except sqlite3.OperationalError:
-                # a WAL database in a read-only folder cannot make its -shm file: read the main file as it is
-                target += "&immutable=1"
-            else:
-                db.row_factory = sqlite3.Row
-                return db
+            return _open(":memory:")
+        if not self.readonly:
+            return _open(str(self.path))
+        target = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            db = _open(target, uri=True)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # a WAL database in a read-only folder cannot make its -shm file: read the main file as it is
+            return _open(target + "&immutable=1", uri=True)
         else:
             target, uri = str(self.path), False
         db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
