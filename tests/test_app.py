@@ -230,3 +230,20 @@ def test_exports_from_the_app_land_in_the_lab_and_never_replace_other_folders(ap
     (lab / "exports" / "afile").write_text("x")
     _export(at, "afile", replace=True)
     assert "is a file, not a folder" in _shown(at.error)
+
+
+def test_proxy_vs_true_shows_scipys_spearman(app):
+    from scipy import stats
+
+    from mixlab.analysis import paired
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    at = _open(app, PAGES[3])
+    at.selectbox(key="pvt_bench").set_value("rev")
+    at.run()
+    eng = Engine(load_lab(DEMO_LAB))
+    pairs = paired(eng.results("linear", {}), eng.names, "rev")
+    want = stats.spearmanr(pairs.proxy, pairs.true).statistic
+    shown = {m.label: m.value for m in at.metric}
+    assert float(shown["Spearman ρ"]) == pytest.approx(want, abs=5e-4) and int(shown["Mixtures (n)"]) == len(pairs)

@@ -3,9 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, paired, proxy_report, rank_correlation, regret
+from mixlab.analysis import MEAN, paired, proxy_report
 from mixlab.plots import proxy_true_figure
-from views._shared import benchmark_options, engine, of_method, proxy_method_picker, results
+from views._shared import benchmark_options, engine, escape, of_method, proxy_method_picker, results
 
 st.title("Proxy vs true")
 eng = engine()
@@ -21,27 +21,27 @@ rows = of_method(df, method, params)
 # the same report as `python -m mixlab report` (mixlab.analysis.proxy_report), without the page's mean rows
 summary = proxy_report(rows[rows.benchmark != MEAN], eng.names, eng.lab.benchmarks)
 pairs = paired(rows, eng.names, bench)
-rho = rank_correlation(pairs.proxy, pairs.true, "spearman")
-tau = rank_correlation(pairs.proxy, pairs.true, "kendall")
+row = next((r for r in summary if r["benchmark"] == bench), None)  # None: no mixture has both scores
 hib = bool(df[df.benchmark == bench].higher_is_better.iloc[0])
+
+
+def num(v) -> str:
+    return "undefined" if v is None else f"{v:+.3f}"
+
+
+rho = row["spearman"] if row else None
+ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
 cols = st.columns(4)
-cols[0].metric(
-    "Spearman ρ",
-    "undefined" if rho.value is None else f"{rho.value:+.3f}",
-    help="95% bootstrap CI: " + ("n < 3" if rho.value is None else f"[{rho.low:+.3f}, {rho.high:+.3f}]"),
-)
-cols[1].metric(
-    "Kendall τ",
-    "undefined" if tau.value is None else f"{tau.value:+.3f}",
-    help="95% bootstrap CI: " + ("n < 3" if tau.value is None else f"[{tau.low:+.3f}, {tau.high:+.3f}]"),
-)
-cols[2].metric("Mixtures (n)", rho.n)
-if len(pairs):
-    reg = regret(pairs.proxy, pairs.true, hib)
-    cols[3].metric("Proxy's pick: rank under true", f"{reg.true_rank} of {reg.n}", help=f"regret {reg.regret:.4f}")
+cols[0].metric("Spearman ρ", num(rho), help=f"95% bootstrap CI: {ci}")
+cols[1].metric("Kendall τ", num(row["kendall"] if row else None))
+cols[2].metric("Mixtures (n)", row["n"] if row else 0)
+if row:
+    rank = f"{row['pick_true_rank']} of {row['n']}"
+    cols[3].metric("Proxy's pick: rank under true", rank, help=f"regret {row['regret']:.4f}")
     st.caption(
-        f"{rho.describe()} · {tau.describe()} · the mixture the proxy ranks first, "
-        f"**{pairs.label.iloc[reg.chosen]}**, is #{reg.true_rank} under the true scores (regret {reg.regret:.4f})."
+        f"Spearman ρ {num(rho)} {ci} · Kendall τ {num(row['kendall'])} (n={row['n']}) · the mixture the proxy "
+        f"ranks first, **{escape(row['pick'])}**, is #{row['pick_true_rank']} under the true scores "
+        f"(regret {row['regret']:.4f})."
     )
 left, right = st.columns([3, 2])
 with left:
