@@ -1,6 +1,6 @@
 """A whole grid of proxies: the 66-mixture grid (K=3, step 0.1) on the demo lab's LoRA experts.
 
-    python bench/grid.py [--lab cache/demo-k3] [--examples 16,64] [--batch N] [--repeats 3]
+    python bench/grid.py [--lab cache/demo-k3] [--examples 16,64] [--batch N] [--repeats 3] [--device cpu|cuda]
 
 For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
 - floor: the evaluation forward passes alone (the base model, no merge, every mixture's examples, which
@@ -13,7 +13,8 @@ For (a) lm_loss and (b) exact_match on one benchmark, times in one run:
   loads the saved folder with transformers and runs the same evaluator.
 Both naive loops are timed on a subset of mixtures and scaled to the grid (their cost per mixture is
 flat). Every path is timed --repeats times, interleaved; prints medians of the times and of the paired ratios
-(the pipeline loop: one run); nothing asserts a time.
+(the pipeline loop: one run); nothing asserts a time. ``--device cuda`` runs every path on the GPU (the
+engine in bf16, as it runs there; CUDA synchronised before each clock read).
 """
 
 from __future__ import annotations
@@ -39,23 +40,33 @@ from mixlab.simplex import Mixture, grid_from_step  # noqa: E402
 from mixlab.store import Store  # noqa: E402
 
 _runs = itertools.count()
+DEVICE = torch.device("cpu")  # set from --device in main()
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def floor_once(model, tok, bench, examples, items, n_mixtures: int, batch: int) -> float:
     """The evaluation forward passes alone, once per mixture: no merge, no cache, and the examples
     tokenised once beforehand (as the engine keeps them)."""
+    sync()
     t0 = time.perf_counter()
     for _ in range(n_mixtures):
-        run_benchmark(model, tok, bench, examples, torch.device("cpu"), batch_size=batch, items=items)
+        run_benchmark(model, tok, bench, examples, DEVICE, batch_size=batch, items=items)
+    sync()
     return time.perf_counter() - t0
 
 
 def sweep_once(lab, grid, bench: str, path: str, batch: int, tmp: Path) -> float:
     """The engine sweeping the grid with a fresh cache (every score computed)."""
-    eng = Engine(lab, Store(tmp / f"{bench}-{path}-{next(_runs)}.sqlite"), device="cpu", batch_size=batch)
+    eng = Engine(lab, Store(tmp / f"{bench}-{path}-{next(_runs)}.sqlite"), device=str(DEVICE), batch_size=batch)
     eng.model  # noqa: B018 - load outside the timing, as the app does once
+    sync()
     t0 = time.perf_counter()
     eng.sweep(grid, "linear", benchmarks=[bench], path=path)
+    sync()
     return time.perf_counter() - t0
 
 
@@ -66,9 +77,10 @@ def naive_once(eng: Engine, grid, b, examples, batch: int, n: int, tmp: Path) ->
     t = time.perf_counter()
     for m in grid[:n]:
         out = eng.export(m, tmp / f"naive-{next(_runs)}", "linear")
-        mdl = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()
+        mdl = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval().to(DEVICE)
         tk = AutoTokenizer.from_pretrained(out, local_files_only=True)
-        run_benchmark(mdl, tk, b, examples, torch.device("cpu"), batch_size=batch)
+        run_benchmark(mdl, tk, b, examples, DEVICE, batch_size=batch)
+    sync()
     return (time.perf_counter() - t) / n * len(grid)
 
 
@@ -81,7 +93,8 @@ def naive_processes(lab_dir: Path, grid, bench: str, batch: int, n: int, tmp: Pa
         merge = [sys.executable, "-m", "mixlab", "merge", str(lab_dir), "--weights", weights, "--out", str(out)]
         subprocess.run(merge, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
         evaluate = [sys.executable, __file__, "--eval-folder", str(out), "--lab", str(lab_dir), "--bench", bench]
-        subprocess.run(evaluate + ["--batch", str(batch)], check=True, capture_output=True)
+        evaluate += ["--batch", str(batch), "--device", str(DEVICE)]
+        subprocess.run(evaluate, check=True, capture_output=True)
     return (time.perf_counter() - t) / n
 
 
@@ -91,9 +104,9 @@ def eval_folder(folder: str, lab_dir: str, bench: str, batch: int) -> None:
 
     lab = load_lab(lab_dir)
     b = lab.benchmark(bench)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval().to(DEVICE)
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    r = run_benchmark(model, tok, b, read_examples(lab.resolve(b.data), b), torch.device("cpu"), batch_size=batch)
+    r = run_benchmark(model, tok, b, read_examples(lab.resolve(b.data), b), DEVICE, batch_size=batch)
     print(r.score)
 
 
@@ -105,9 +118,12 @@ def main() -> None:
     ap.add_argument("--naive-mixtures", type=int, default=6, help="mixtures timed for the in-process naive loop")
     ap.add_argument("--process-mixtures", type=int, default=2, help="mixtures timed for the pipeline loop")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved timings per path; medians are printed")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where every path runs")
     ap.add_argument("--eval-folder", help=argparse.SUPPRESS)  # internal: the pipeline loop's eval process
     ap.add_argument("--bench", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.eval_folder:
         return eval_folder(args.eval_folder, args.lab, args.bench, args.batch)
     torch.manual_seed(0)
@@ -117,10 +133,11 @@ def main() -> None:
         names = src.expert_names
         grid = [Mixture.of(names, w) for w in grid_from_step(len(names), 0.1)]
         if args.batch is None:
-            args.batch = Engine(src, Store(tmp / "probe.sqlite"), device="cpu").batch_size
+            args.batch = Engine(src, Store(tmp / "probe.sqlite"), device=str(DEVICE)).batch_size
+        where = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{torch.get_num_threads()} threads"
         print(
             f"lab {src.name}: {len(names)} LoRA experts, {len(grid)} mixtures, batch {args.batch}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of {args.repeats}"
+            f"torch {torch.__version__}, {DEVICE}: {where}; medians of {args.repeats}"
         )
         print(
             f"\n{'benchmark':<10} {'examples':>8} {'floor s':>8} {'engine s':>9} {'path':<12} {'×floor':>7} "
@@ -145,15 +162,15 @@ def main() -> None:
 def measure(lab, lab_dir: Path, grid, bench: str, args, tmp: Path) -> str:
     """One table row: every timing of one benchmark, and the ratios."""
     b = lab.benchmark(bench)
-    probe = Engine(lab, Store(tmp / f"probe-{next(_runs)}.sqlite"), device="cpu", batch_size=args.batch)
+    probe = Engine(lab, Store(tmp / f"probe-{next(_runs)}.sqlite"), device=str(DEVICE), batch_size=args.batch)
     model, tok = probe.model, probe.tokenizer
     examples = read_examples(lab.resolve(b.data), b)
-    run_benchmark(model, tok, b, examples, torch.device("cpu"), batch_size=args.batch)  # warm up
+    run_benchmark(model, tok, b, examples, DEVICE, batch_size=args.batch)  # warm up
 
     items = prepare(tok, b, examples)
     auto_path = probe.choose_path("linear", b, len(grid))
     other = "materialize" if auto_path == "batched" else "batched"
-    naive_engine = Engine(lab, Store(tmp / f"naive-{next(_runs)}.sqlite"), device="cpu")
+    naive_engine = Engine(lab, Store(tmp / f"naive-{next(_runs)}.sqlite"), device=str(DEVICE))
     runs: dict[str, list[float]] = {"floor": [], auto_path: [], other: [], "naive": []}
     for _ in range(args.repeats):  # interleaved: a drift in the machine's speed hits every column alike
         runs["floor"].append(floor_once(model, tok, b, examples, items, len(grid), args.batch))

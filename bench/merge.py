@@ -1,6 +1,6 @@
 """Merge throughput: in-memory re-merges vs a memcpy measured in the same run.
 
-    python bench/merge.py [--layers 24] [--hidden 1024] [--repeats 5] [--mergekit]
+    python bench/merge.py [--layers 24] [--hidden 1024] [--repeats 5] [--device cpu|cuda] [--mergekit]
 
 Builds a Llama-shaped base (default ≈0.37B params) and 3 bf16 full fine-tune experts as safetensors in a
 temp folder, loads them once into a :class:`mixlab.merge.Merger`, and times re-merging new mixtures
@@ -9,7 +9,9 @@ K float32 task vectors (or prepared TIES vectors) read, the float32 model writte
 ``dst.copy_(src)`` on a float32 buffer as large as the model (read + write). Also times the streamed
 disk→disk merge (``save_merged``), putting one checkpoint into the model with the engine's shared float32
 θ_0 vs a θ_0 of its own, and, with --mergekit and mergekit-yaml on PATH, mergekit on the
-same files. Prints medians and ratios; nothing here asserts a time.
+same files. ``--device cuda`` keeps θ_0, the task vectors and the model on the GPU and times against a
+device-to-device copy (CUDA is synchronised before each clock read). Prints medians and ratios; nothing
+here asserts a time.
 """
 
 from __future__ import annotations
@@ -119,11 +121,19 @@ def time_mergekit(exe: str, tmp: Path, method: str, repeats: int) -> float:
     return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
 
 
-def median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int, device: str = "cpu") -> float:
+    """Median wall time of ``fn``; on CUDA the queue is drained before each clock read."""
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     times = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -135,6 +145,7 @@ def main() -> None:
     ap.add_argument("--inter", type=int, default=2816)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where θ_0, the task vectors and the model live")
     ap.add_argument(
         "--mergekit", action="store_true", help="also time mergekit-yaml (installed into bench/.mergekit-venv)"
     )
@@ -150,20 +161,19 @@ def main() -> None:
         del base_state
         base = load_base(tmp / "base")
         experts = [load_task_vector(f"e{i}", tmp / f"e{i}", base) for i in range(3)]
-        print(
-            f"model: {n_params / 1e9:.3f}B params, 3 bf16 full experts; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads"
-        )
+        dev = args.device
+        where = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else f"{torch.get_num_threads()} threads"
+        print(f"model: {n_params / 1e9:.3f}B params, 3 bf16 full experts; torch {torch.__version__}, {dev}: {where}")
 
         model_bytes = n_params * 4  # float32 model / task vectors
-        src, dst = torch.empty(n_params), torch.empty(n_params)
+        src, dst = torch.empty(n_params, device=dev), torch.empty(n_params, device=dev)
         src.normal_()
-        memcpy = median_time(functools.partial(dst.copy_, src), args.repeats)
+        memcpy = median_time(functools.partial(dst.copy_, src), args.repeats, dev)
         memcpy_gbs = 2 * model_bytes / memcpy / 1e9
         del src, dst
 
-        merger = Merger(base, experts)
-        target = {k: torch.empty(base.shape(k), dtype=torch.float32) for k in merger.keys}
+        merger = Merger(base, experts, device=dev)
+        target = {k: torch.empty(base.shape(k), dtype=torch.float32, device=dev) for k in merger.keys}
         t = time.perf_counter()
         for k in merger.keys:
             merger.stack(k)
@@ -171,12 +181,14 @@ def main() -> None:
         ws = iter([(0.2, 0.3, 0.5), (0.5, 0.25, 0.25), (0.1, 0.8, 0.1), (0.3, 0.3, 0.4), (0.6, 0.2, 0.2)] * 10)
         # bytes a re-merge moves: the float32 base and K float32 task vectors read, the float32 model written
         touched = model_bytes + 3 * model_bytes + model_bytes
-        linear = median_time(lambda: merger.write(target, MergeSpec("linear", next(ws))), args.repeats)
+        linear = median_time(lambda: merger.write(target, MergeSpec("linear", next(ws))), args.repeats, dev)
         ties_params = get_method("ties").resolve({"density": 0.2})
         t = time.perf_counter()
         merger.write(target, MergeSpec("ties", (0.2, 0.3, 0.5), ties_params))  # trims computed once here
+        if dev.startswith("cuda"):
+            torch.cuda.synchronize()
         ties_first = time.perf_counter() - t
-        ties = median_time(lambda: merger.write(target, MergeSpec("ties", next(ws), ties_params)), args.repeats)
+        ties = median_time(lambda: merger.write(target, MergeSpec("ties", next(ws), ties_params)), args.repeats, dev)
 
         # a checkpoint put into the model on its own, as the engine scores experts and true mixtures: a
         # merger with its own θ_0 reads and casts the base again; one sharing the engine's θ_0 does not
@@ -184,10 +196,10 @@ def main() -> None:
 
         def switch(shared: bool) -> None:
             for tv in experts:
-                Merger(base, [tv], theta0=merger.base if shared else None).write(target, one)
+                Merger(base, [tv], device=dev, theta0=merger.base if shared else None).write(target, one)
 
-        switch_own = median_time(lambda: switch(False), max(1, args.repeats // 2)) / len(experts)
-        switch_shared = median_time(lambda: switch(True), max(1, args.repeats // 2)) / len(experts)
+        switch_own = median_time(lambda: switch(False), max(1, args.repeats // 2), dev) / len(experts)
+        switch_shared = median_time(lambda: switch(True), max(1, args.repeats // 2), dev) / len(experts)
 
         streamed = median_time(
             lambda: save_merged(base, experts, MergeSpec("linear", (0.2, 0.3, 0.5)), tmp / "out", overwrite=True),
@@ -196,7 +208,12 @@ def main() -> None:
         ties_spec = MergeSpec("ties", (0.2, 0.3, 0.5), ties_params)
         streamed_ties = median_time(lambda: save_merged(base, experts, ties_spec, tmp / "out", overwrite=True), 1)
         rows = [
-            ("memcpy (read + write)", memcpy, memcpy_gbs, 1.0),
+            (
+                "device copy (read + write)" if dev.startswith("cuda") else "memcpy (read + write)",
+                memcpy,
+                memcpy_gbs,
+                1.0,
+            ),
             ("in-memory linear re-merge", linear, touched / linear / 1e9, touched / linear / 1e9 / memcpy_gbs),
             ("in-memory TIES re-merge (trims reused)", ties, touched / ties / 1e9, touched / ties / 1e9 / memcpy_gbs),
         ]

@@ -29,7 +29,14 @@ def test_cuda_proxy_scores_match_cpu(tiny_lab_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "method,params", [("ties", {"density": 0.5}), ("dare_linear", {"drop_rate": 0.3}), ("dare_ties", {})]
+    "method,params",
+    [
+        ("linear", {}),
+        ("task_arithmetic", {"scale": 1.5}),
+        ("ties", {"density": 0.5}),
+        ("dare_linear", {"drop_rate": 0.3}),
+        ("dare_ties", {}),
+    ],
 )
 def test_cuda_merge_equals_cpu_merge(full_lab_dir, tmp_path, method, params):
     """The in-memory merge on the GPU writes the CPU's tensors (DARE draws the same drops on both)."""

@@ -12,7 +12,8 @@ from mixlab.merge.methods import MergeMethod, MergeSpec, generator_for, is_exclu
 from mixlab.simplex import validate_weights
 
 Tensor = torch.Tensor
-CHUNK = 1 << 18  # elements per chunk in the pure-torch path (~1 MB float32: stays in cache)
+CHUNK = 1 << 18  # elements per chunk in the pure-torch path on the CPU (~1 MB float32: stays in cache)
+GPU_CHUNK = 1 << 26  # on a GPU a chunk only bounds the temporaries; smaller ones would cost a launch each
 
 
 class Merger:
@@ -139,13 +140,19 @@ class Merger:
 
     @staticmethod
     def _combine_chunked(method, params, base, d, wt, coef, out, linear: bool) -> None:
-        """The pure-torch path, chunk by chunk so each chunk stays in cache between its passes."""
-        for s0 in range(0, base.numel(), CHUNK):
-            s1 = s0 + CHUNK
+        """The pure-torch path: on the CPU chunk by chunk so each chunk stays in cache between its passes;
+        on a GPU a linear merge is one matrix-vector product (θ_0 + τᵀc: each tensor read once)."""
+        if linear and not base.is_cpu:
+            torch.addmv(base, d.T, coef, out=out)
+            return
+        chunk = CHUNK if base.is_cpu else GPU_CHUNK
+        coefs = coef.tolist() if linear else None  # read once: on a GPU each read is a device sync
+        for s0 in range(0, base.numel(), chunk):
+            s1 = s0 + chunk
             if linear:  # θ_0 + Σ c_i τ_i as chained adds
                 o = out[s0:s1]
                 o.copy_(base[s0:s1])
-                for i, c in enumerate(coef.tolist()):
+                for i, c in enumerate(coefs):
                     if c:
                         o.add_(d[i, s0:s1], alpha=c)
             else:
