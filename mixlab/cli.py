@@ -116,6 +116,8 @@ def _print_evals(evals, as_json: bool) -> None:
             json.dumps(
                 [
                     {
+                        "kind": e.kind,
+                        "label": e.label,
                         "benchmark": e.benchmark,
                         "metric": e.metric,
                         "score": e.score,
@@ -186,6 +188,18 @@ def cmd_sweep(args) -> None:
     from mixlab.simplex import Mixture
 
     engine = _engine(args)
+    if args.checkpoints:
+        with _Bar("scoring the base, experts and true mixtures") as bar:
+            evals = engine.checkpoint_scores(args.benchmark, progress=bar)
+        if args.json:
+            _print_evals(evals, True)
+        else:
+            kinds = {k: len({e.label for e in evals if e.kind == k}) for k in ("base", "expert", "true")}
+            print(
+                f"{len(evals)} scores: the base, {kinds['expert']} experts and {kinds['true']} true mixtures "
+                f"in {engine.store.path}"
+            )
+        return
     points = _grid(engine, args.grid, args.seed, math.inf if args.yes else args.max_mixtures)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     with _Bar(f"sweeping {len(mixtures)} mixtures") as bar:
@@ -204,10 +218,18 @@ def cmd_report(args) -> None:
     df = engine.results(method, params)
     rows = proxy_report(df, engine.names, engine.lab.benchmarks)
     up = mean_benchmarks(engine.lab.benchmarks, df)
+    unscored = engine.unscored()
     if args.json:
         report = {"lab": engine.lab.name, "method": method, "params": params, "mean_of": up, "benchmarks": rows}
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report | {"unscored_checkpoints": unscored}, indent=2))
         return
+    if unscored["true"] or not any(r["n"] for r in rows):
+        print(
+            f"note: {unscored['true']} true mixtures have no scores yet (python -m mixlab sweep {engine.lab.root} "
+            f"--checkpoints), and the proxies need the same points (python -m mixlab sweep {engine.lab.root} "
+            "--grid true)",
+            file=sys.stderr,
+        )
     label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
     print(f"proxy ({label}) vs true mixtures in {engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}")
     print(
@@ -237,7 +259,7 @@ def demo_budget(args):
     from mixlab.demo.build import FULL, QUICK, SCRATCH
 
     budget = QUICK if args.quick else SCRATCH if args.scratch else FULL
-    for field in ("base_steps", "pretrain_share", "replay"):
+    for field in ("base_steps", "base_target", "pretrain_share", "replay"):
         if getattr(args, field) is not None:
             budget = replace(budget, **{field: getattr(args, field)})
     if args.expert_steps is not None:
@@ -311,6 +333,11 @@ def parser() -> argparse.ArgumentParser:
             )
             s.add_argument("--seed", type=int, default=0, help="seed for Dirichlet draws")
             s.add_argument(
+                "--checkpoints",
+                action="store_true",
+                help="score the lab's checkpoints instead of merges: the base, every expert, every true mixture",
+            )
+            s.add_argument(
                 "--max-mixtures",
                 type=_positive,
                 default=MAX_MIXTURES,
@@ -341,7 +368,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the earlier recipe: a 120-step base on the tasks alone, 250-step experts",
     )
-    b.add_argument("--base-steps", type=_positive, default=None, help="steps of the base's (pre)training (default 400)")
+    b.add_argument(
+        "--base-steps",
+        type=_positive,
+        default=None,
+        help="at most this many steps of the base's pretraining (default 2000)",
+    )
+    b.add_argument(
+        "--base-target",
+        type=float,
+        default=None,
+        help="pretrain until every domain's dev exact match reaches this (default 0.2; 0: exactly --base-steps)",
+    )
     b.add_argument(
         "--pretrain-share", type=float, default=None, help="share of general data in the base's training (default 0.5)"
     )

@@ -53,7 +53,11 @@ def test_the_k4_lab_ships_with_its_presets():
     lab = load_lab(K4)
     assert lab.expert_names == ["add", "rev", "sort", "count"] and len(lab.manifest.true_mixtures) == 21
     engine = Engine(lab, Store(":memory:", seed_from=K4 / "evaluations.jsonl"))
-    assert len(engine.cached("true")) == 21 * 8 and len(engine.cached("proxy")) == 77 * 8
+    proxies = engine.cached("proxy")
+    linear = [e for e in proxies if e.method == "linear"]
+    assert len(engine.cached("true")) == 21 * 8 and len(linear) == 77 * 8  # true points + the step-0.2 grid
+    others = {(e.method, tuple(sorted(e.params.items()))) for e in proxies if e.method != "linear"}
+    assert len(others) == 4 and len(proxies) == 77 * 8 + 4 * 21 * 8  # each other method at the true points
 
 
 def test_tasks_and_tokenizer():
@@ -120,10 +124,52 @@ def test_demo_build_flags_make_the_recipe():
         return demo_budget(parser().parse_args(["demo", "build", *flags]))
 
     assert budget() == FULL and budget("--quick") == QUICK and budget("--scratch") == SCRATCH
-    assert (FULL.base_steps, FULL.pretrain_share, FULL.steps) == (400, 0.5, 60)  # what the shipped labs were built with
+    # what the shipped labs were built with
+    assert (FULL.base_target, FULL.base_steps, FULL.pretrain_share, FULL.steps) == (0.2, 2000, 0.5, 60)
     b = budget("--base-steps", "700", "--pretrain-share", "0.25", "--replay", "0.25", "--expert-steps", "90")
     assert (b.base_steps, b.pretrain_share, b.replay, b.steps) == (700, 0.25, 0.25, 90)
+    assert budget("--base-target", "0").base_target == 0.0
     with pytest.raises(MixlabError, match=r"replay must be in \[0, 1\), got 1.5"):
         budget("--replay", "1.5")
     with pytest.raises(MixlabError, match="steps must be ≥ 1, got 0"):
         Budget(steps=0)
+
+
+def test_base_pretrains_until_partly_able_in_every_domain(monkeypatch):
+    """The base stops at the first check where every domain's dev exact match reaches the target, and runs
+    its full steps when the target is 0 or never reached."""
+    from dataclasses import replace
+
+    import mixlab.demo.build as build
+
+    seen = []
+
+    def fake_ability(model, tok, names, seed):
+        seen.append(len(seen))
+        scores = {0: 0.5, 1: 0.1, 2: 0.3}  # check 1: one domain below 0.2; check 2 and after: all above
+        return {n: scores[min(len(seen), 2)] if n == "rev" else 0.5 for n in names}
+
+    monkeypatch.setattr(build, "dev_ability", fake_ability)
+    recipe = replace(build.QUICK, base_steps=40, base_check=10, base_target=0.2)
+    tok = build_tokenizer()
+    _, steps, dev = build.pretrain_base(tok, ["add", "rev"], recipe, seed=0, show=False)
+    assert steps == 20 and dev == {"add": 0.5, "rev": 0.3}
+    seen.clear()
+    _, steps, _ = build.pretrain_base(tok, ["add", "rev"], replace(recipe, base_target=0.0), seed=0, show=False)
+    assert steps == 40 and len(seen) == 1  # no checks on the way; the final ability is still measured
+    seen.clear()
+    _, steps, _ = build.pretrain_base(tok, ["add", "rev"], replace(recipe, base_target=0.9), seed=0, show=False)
+    assert steps == 40 and len(seen) == 4  # checks at 10, 20, 30 (none at the last step) and the final one
+
+
+def test_dev_ability_is_exact_match_on_examples_seeded_apart_from_the_benchmarks():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mixlab.demo.build import dev_ability
+
+    lab = DEMO_LAB
+    model = AutoModelForCausalLM.from_pretrained(lab / "base").eval()
+    tok = AutoTokenizer.from_pretrained(lab / "base")
+    dev = dev_ability(model, tok, ["rev"], seed=0, n=20)
+    assert 0.0 <= dev["rev"] <= 1.0
+    assert examples("rev", 100, seed=20_000) != examples("rev", 100, seed=10_000)[:100]  # seeded apart

@@ -1,7 +1,8 @@
 """Build the demo lab: ``python -m mixlab demo build [--out DIR] [--domains 3|4] [--quick] [--full]``.
 
-1. A character tokenizer and a tiny Llama (2 layers, d=64) trained from scratch for a short while on
-   every domain at once: the *base* knows the format but is weak at each domain.
+1. A character tokenizer and a tiny Llama (2 layers, d=64) pretrained from scratch on every domain plus
+   general data until it is partly able in each domain (exact match ≥ ``base_target`` on held-out dev
+   examples, checked every ``base_check`` steps): the *base* knows every task a little.
 2. One expert per domain, fine-tuned (LoRA r=8 on every linear layer, or ``--full``) on that domain
    alone for a budget of B = steps × batch examples.
 3. One model per mixture point, fine-tuned the same way with the same budget on examples whose domain
@@ -29,7 +30,7 @@ from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
-from mixlab.lab import load_lab, weights_label
+from mixlab.lab import BenchmarkSpec, load_lab, weights_label
 from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
 from mixlab.store import Store
 
@@ -39,9 +40,13 @@ class Budget:
     """The training recipe. The default (:data:`FULL`, the shipped labs') pretrains the base on every domain
     plus general data (``pretrain_share`` of the examples), then fine-tunes short runs from it, so experts
     stay close to the base — the regime where merged proxies rank mixtures (bench/proxy_study.py).
-    ``replay`` mixes that share of general data into every expert and true-mixture run."""
+    ``replay`` mixes that share of general data into every expert and true-mixture run. The base trains until
+    every task domain's exact match on dev examples (not the benchmarks) reaches ``base_target``, checked
+    every ``base_check`` steps, for at most ``base_steps`` (``base_target=0``: exactly ``base_steps``)."""
 
-    base_steps: int = 400
+    base_steps: int = 2000  # at most
+    base_target: float = 0.2  # "partly able": every task domain's dev exact match at least this
+    base_check: int = 100
     steps: int = 60  # per expert and per true mixture: B = steps × batch examples
     batch: int = 32
     lr_base: float = 3e-3
@@ -52,18 +57,19 @@ class Budget:
     replay: float = 0.0  # general data in each expert and true-mixture run
 
     def __post_init__(self) -> None:
-        for name in ("base_steps", "steps", "batch", "n_eval", "lora_r"):
+        for name in ("base_steps", "base_check", "steps", "batch", "n_eval", "lora_r"):
             if getattr(self, name) < 1:
                 raise MixlabError(f"demo budget: {name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("pretrain_share", "replay"):
+        for name in ("pretrain_share", "replay", "base_target"):
             if not 0 <= getattr(self, name) < 1:
                 raise MixlabError(f"demo budget: {name} must be in [0, 1), got {getattr(self, name)}")
 
 
 FULL = Budget()
 # the recipe the labs were shipped with before: a short base on the task domains alone, long expert runs
-SCRATCH = Budget(base_steps=120, steps=250, pretrain_share=0.0)
-QUICK = Budget(base_steps=40, steps=30, batch=16, n_eval=24, pretrain_share=0.0)
+SCRATCH = Budget(base_steps=120, base_target=0.0, steps=250, pretrain_share=0.0)
+QUICK = Budget(base_steps=40, base_target=0.0, steps=30, batch=16, n_eval=24, pretrain_share=0.0)
+DEV_EXAMPLES = 100  # per domain, for the base's stop rule; drawn apart from the benchmarks' examples
 
 
 def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
@@ -130,13 +136,16 @@ class _Stream:
         return ids, mask, lab
 
 
-def _train(model, stream: _Stream, steps: int, batch: int, lr: float, desc: str, show: bool) -> float:
+def _train(
+    model, stream: _Stream, steps: int, batch: int, lr: float, desc: str, show: bool, stop=None, every: int = 100
+) -> int:
+    """Train for ``steps`` steps, or until ``stop()`` (asked every ``every`` steps, in eval mode) says so;
+    returns the steps taken."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
     model.train()
-    loss_value = float("nan")
-    for _ in tqdm(range(steps), desc=desc, leave=False, disable=not show):
+    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not show):
         ids, mask, lab = stream.batch(batch)
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
         opt.zero_grad(set_to_none=True)
@@ -144,9 +153,41 @@ def _train(model, stream: _Stream, steps: int, batch: int, lr: float, desc: str,
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        loss_value = loss.item()
+        if stop is not None and step % every == 0 and step < steps:
+            model.eval()
+            if stop():
+                return step
+            model.train()
     model.eval()
-    return loss_value
+    return steps
+
+
+def dev_ability(model, tokenizer, names: list[str], seed: int, n: int = DEV_EXAMPLES) -> dict[str, float]:
+    """Greedy exact match per domain on ``n`` dev examples (seeded apart from the benchmarks' examples)."""
+    from mixlab.evaluate import run_benchmark
+
+    out = {}
+    for name in names:
+        spec = BenchmarkSpec(name=name, evaluator="exact_match", data="(dev)", max_new_tokens=8)
+        rows = [{"prompt": p, "answer": a} for p, a in examples(name, n, seed=20_000 + seed)]
+        out[name] = run_benchmark(model, tokenizer, spec, rows, torch.device("cpu"), batch_size=n).score
+    return out
+
+
+def pretrain_base(tokenizer, names: list[str], budget: Budget, seed: int, show: bool):
+    """The base: every domain plus ``pretrain_share`` general data, until partly able in each domain (see
+    :class:`Budget`). Returns the model, the steps taken and its dev exact match per domain."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    base = LlamaForCausalLM(model_config(tokenizer))
+    stream = _Stream(tokenizer, names, np.ones(len(names)), seed, prompt_loss=True, general=budget.pretrain_share)
+
+    def able() -> bool:
+        return budget.base_target > 0 and min(dev_ability(base, tokenizer, names, seed).values()) >= budget.base_target
+
+    steps = _train(base, stream, budget.base_steps, budget.batch, budget.lr_base, "base", show, able, budget.base_check)
+    return base, steps, dev_ability(base, tokenizer, names, seed)
 
 
 def _finetune(base_dir: Path, out: Path, stream: _Stream, budget: Budget, full: bool, seed: int, desc: str, show: bool):
@@ -208,6 +249,23 @@ def _write_manifest(root: Path, name: str, description: str, names: list[str], b
     (root / "lab.toml").write_text("\n".join(lines))
 
 
+# merge methods whose proxies the full labs also cache at the true-mixture points, so the dashboard and
+# `report --method` compare methods side by side on real scores
+COMPARE_METHODS = (
+    ("task_arithmetic", {"scale": 1.5}),
+    ("task_arithmetic", {"scale": 2.0}),
+    ("ties", {"density": 0.5}),
+    ("dare_linear", {"drop_rate": 0.5}),
+)
+
+
+def cache_method_comparison(engine, points, show: bool = True) -> None:
+    """Proxies of :data:`COMPARE_METHODS` at ``points`` (the true mixtures), into the engine's store."""
+    mixtures = [Mixture.of(engine.names, p) for p in points]
+    for method, params in tqdm(COMPARE_METHODS, desc="other merge methods", disable=not show):
+        engine.sweep(mixtures, method, params)
+
+
 def build_demo(
     out: Path | None = None,
     *,
@@ -225,8 +283,6 @@ def build_demo(
 
     ``budget``: the recipe (default: :data:`QUICK` or :data:`FULL`); ``points``: the true-mixture points
     (default: :func:`mixture_points`); ``proxy_grid``: also cache linear proxies on a grid beyond them."""
-    from transformers import LlamaForCausalLM
-
     from mixlab.engine import EXPORT_FILE, Engine  # the engine pulls in the evaluation stack: only when building
 
     if domains not in (3, 4):
@@ -245,10 +301,7 @@ def build_demo(
         tokenizer = build_tokenizer()
         benches = _write_benchmarks(root, names, budget.n_eval, seed)
 
-        torch.manual_seed(seed)
-        base = LlamaForCausalLM(model_config(tokenizer))
-        stream = _Stream(tokenizer, names, np.ones(domains), seed, prompt_loss=True, general=budget.pretrain_share)
-        _train(base, stream, budget.base_steps, budget.batch, budget.lr_base, "base", show_progress)
+        base, base_steps, base_dev = pretrain_base(tokenizer, names, budget, seed, show_progress)
         base.save_pretrained(root / "base")
         tokenizer.save_pretrained(root / "base")
 
@@ -268,8 +321,9 @@ def build_demo(
 
         description = (
             f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
-            f"{' --full' if full else ''}`: {kind} experts, {len(points)} true mixtures, "
-            f"budget {budget.steps} steps × {budget.batch} examples each."
+            f"{' --full' if full else ''}`: a base pretrained {base_steps} steps (dev exact match "
+            f"{', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), {kind} experts, {len(points)} true "
+            f"mixtures, budget {budget.steps} steps × {budget.batch} examples each."
         )
         _write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
 
@@ -288,6 +342,10 @@ def build_demo(
         ]
         engine.sweep(grid, "linear", progress=lambda d, t, m: (setattr(bar, "total", t), bar.update(d - bar.n)))
         bar.close()
+        compare_start = time.perf_counter()
+        if not quick and proxy_grid:
+            cache_method_comparison(engine, points, show_progress)
+        compare_seconds = time.perf_counter() - compare_start
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
         (root / "build_info.json").write_text(
@@ -298,7 +356,10 @@ def build_demo(
                     "kind": kind,
                     "quick": quick,
                     "budget": budget.__dict__,
+                    "base_steps_taken": base_steps,
+                    "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
                     "seconds": round(time.perf_counter() - start, 1),
+                    "method_comparison_seconds": round(compare_seconds, 1),
                     "torch": torch.__version__,
                 },
                 indent=2,
