@@ -1,14 +1,18 @@
-"""mixlab dashboard: `streamlit run app.py`. Opens the demo lab (or the lab in ?lab=PATH) and lays
-out the pages with st.navigation; each page is a thin script in views/ over the mixlab library.
-(The scripts live in views/, not pages/: a pages/ folder would also switch on Streamlit's older
-automatic page discovery, which flashes a second menu before st.navigation takes over.)"""
+"""mixlab dashboard: `streamlit run app.py`. Opens the demo lab (or the view a URL names:
+?lab=PATH&w=…&bench=…&method=…) and lays out the pages with st.navigation; each page is a thin script in
+views/ over the mixlab library. (The scripts live in views/, not pages/: a pages/ folder would also switch
+on Streamlit's older automatic page discovery, which flashes a second menu before st.navigation takes over.)"""
+
+from pathlib import Path
 
 import streamlit as st
 
-from views._shared import code, lab_path
+from views._shared import code, lab_path, read_url, start_warmup, write_url
 
-st.set_page_config(page_title="mixlab", page_icon=":material/science:", layout="wide")
-lab_path()  # read ?lab= once per session
+# a local icon: nothing is fetched from another host (a :material: icon would load a web font)
+st.set_page_config(page_title="mixlab", page_icon=str(Path(__file__).with_name("views") / "icon.png"), layout="wide")
+read_url()  # once per session: the URL's view becomes the session's state
+start_warmup()  # once per process: build the merge kernels and import the model stack in the background
 nav = st.navigation(
     [
         st.Page("views/1_lab.py", title="Lab", icon=":material/science:", default=True),
@@ -22,4 +26,7 @@ nav = st.navigation(
     ]
 )
 st.sidebar.caption(f"Lab: {code(lab_path())}")
-nav.run()
+try:
+    nav.run()
+finally:
+    write_url()  # the address bar names this view, also after a page switch (which drops query parameters)

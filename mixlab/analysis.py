@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from mixlab.errors import MixlabError
-from mixlab.simplex import ROUND, TOLERANCE
+from mixlab.simplex import ROUND
 
 MEAN = "mean"  # the pseudo-benchmark averaging the higher-is-better benchmarks
 RESULT_COLUMNS = (
@@ -217,15 +217,32 @@ def weights_key(weights: dict | None, names: Sequence[str]) -> tuple | None:
     return tuple(round(float(weights.get(n, 0.0)), ROUND) for n in names)
 
 
+MATCH = 1e-3  # two mixtures are the same point when every weight agrees this closely (0.3334 ≈ 1/3)
+
+
+def same_mixture(weights: Sequence[float], candidates: Sequence[Sequence[float]]) -> int | None:
+    """Index of the candidate that is the same mixture as ``weights`` (every weight within :data:`MATCH`;
+    the nearest such, by the largest difference), or None. Lattice points are ≥ 1/64 apart, so a weight
+    written to 3–4 decimals in a lab matches its lattice point and no other."""
+    if len(candidates) == 0:
+        return None
+    d = np.abs(np.asarray(candidates, dtype=float) - np.asarray(weights, dtype=float)).max(axis=1)
+    i = int(np.argmin(d))
+    return i if d[i] <= MATCH else None
+
+
 def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.DataFrame:
-    """Proxy and true scores of the same mixtures on one benchmark: columns label, *names, proxy, true."""
+    """Proxy and true scores of the same mixtures (:func:`same_mixture`) on one benchmark: columns label,
+    *names, proxy, true."""
     sub = results[results.benchmark == benchmark]
     proxy = {weights_key(w, names): s for w, s in zip(sub[sub.kind == "proxy"].weights, sub[sub.kind == "proxy"].score)}
+    keys, scores = list(proxy), list(proxy.values())
     rows = []
     for _, t in sub[sub.kind == "true"].iterrows():
         key = weights_key(t.weights, names)
-        if key in proxy:
-            rows.append({"label": t.label, **dict(zip(names, key)), "proxy": proxy[key], "true": t.score})
+        i = same_mixture(key, keys)
+        if i is not None:
+            rows.append({"label": t.label, **dict(zip(names, key)), "proxy": scores[i], "true": t.score})
     return pd.DataFrame(rows, columns=["label", *names, "proxy", "true"])
 
 
@@ -240,16 +257,18 @@ def scores_at(
         (table with columns benchmark, proxy, true or "nearest true", "expert <name>"…; the true point's
         weights or None; whether it is exact (within the simplex tolerance); its L1 distance or None).
     """
-    key = weights_key(dict(zip(names, weights)), names)
     proxy = results[results.kind == "proxy"]
     true = results[results.kind == "true"]
     true_keys = sorted({weights_key(w, names) for w in true.weights})
     if true_keys:
         i, dist = nearest(weights, np.array(true_keys))
-        true_key, exact = true_keys[i], dist <= TOLERANCE * len(names)
+        true_key, exact = true_keys[i], same_mixture(weights, [true_keys[i]]) is not None
     else:
         true_key, exact, dist = None, False, None
     proxy_keys = proxy.weights.map(lambda w: weights_key(w, names))
+    distinct = sorted(set(proxy_keys))
+    j = same_mixture(weights, distinct)
+    key = distinct[j] if j is not None else None
     true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
     rows = []
     for b in benchmarks:
@@ -335,6 +354,31 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
             }
         )
     return rows
+
+
+def method_comparison(
+    results: pd.DataFrame, names: Sequence[str], benchmarks: Sequence, benchmark: str = MEAN, n_boot: int = 2000
+) -> pd.DataFrame:
+    """Merge methods side by side on one benchmark: one row per (method, params) with cached proxies — its
+    :func:`proxy_report` row (n, ρ with CI, top-25% ρ, pairwise accuracy, pick's true rank, regret).
+
+    ``results``: every method's rows (:meth:`mixlab.engine.Engine.results` with no method), without the mean.
+    """
+    cols = ["method", "params", "n", "spearman", "spearman_low", "spearman_high", "top25_spearman"]
+    cols += ["pairwise_accuracy", "pick_true_rank", "regret"]
+    proxy = results[results.kind == "proxy"]
+    pairs = sorted({(m, repr(sorted(p.items()))): (m, p) for m, p in zip(proxy.method, proxy.params)}.items())
+    rows = []
+    for _, (method, params) in pairs:
+        keep = [
+            k != "proxy" or (m == method and p == params)
+            for k, m, p in zip(results.kind, results.method, results.params)
+        ]
+        report = proxy_report(results[np.asarray(keep, dtype=bool)], names, benchmarks, n_boot=n_boot)
+        row = next((r for r in report if r["benchmark"] == benchmark), None)
+        if row is not None:
+            rows.append({"method": method, "params": params} | {c: row[c] for c in cols[2:]})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def nearest(weights: Sequence[float], candidates: np.ndarray) -> tuple[int, float]:

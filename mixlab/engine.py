@@ -452,6 +452,32 @@ class Engine:
             cancel,
         )
 
+    def checkpoint_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
+        """Every checkpoint of the lab on every benchmark: the base, each expert, each true mixture (what
+        ``sweep --checkpoints`` and the Lab page's button run); cached scores are reused."""
+        return [
+            *self.base_scores(benchmarks, refresh=refresh, progress=progress, cancel=cancel),
+            *self.expert_scores(benchmarks, refresh=refresh, progress=progress, cancel=cancel),
+            *self.true_scores(benchmarks, refresh=refresh, progress=progress, cancel=cancel),
+        ]
+
+    def unscored(self) -> dict[str, int]:
+        """How many checkpoints of each kind (base, expert, true) lack a cached score on some benchmark;
+        computes nothing."""
+        n_bench = len(self.benchmarks())
+        out = {}
+        for kind, total in (
+            ("base", 1),
+            ("expert", len(self.experts)),
+            ("true", sum(t.path is not None for t in self.lab.manifest.true_mixtures)),
+        ):
+            counts: dict[str, int] = {}
+            for e in self.cached(kind):
+                if e.device != "manifest":
+                    counts[e.label] = counts.get(e.label, 0) + 1
+            out[kind] = total - sum(1 for c in counts.values() if c >= n_bench)
+        return out
+
     # --- tables -------------------------------------------------------------------------------------
     @property
     def true_fingerprints(self) -> dict[str, str]:

@@ -209,11 +209,17 @@ class Lab:
 
     @property
     def exports(self) -> Path:
-        """The lab's exports folder: the only place the dashboard writes merged models."""
+        """The lab's exports folder, the only place the dashboard writes merged models: ``<lab>/exports``,
+        except for the labs shipped in the git-tracked ``cache/`` folder, whose exports go to
+        ``exports/<lab>`` beside it (so nothing is ever written among tracked files)."""
+        from mixlab.demo import LABS_DIR
+
+        if self.root.resolve().parent == LABS_DIR.resolve():
+            return LABS_DIR.parent / EXPORTS / self.root.name
         return self.root / EXPORTS
 
     def export_path(self, name: str) -> Path:
-        """``<lab>/exports/<name>`` for an export *name* (letters, digits, ``_ . -``; not a path)."""
+        """``<exports>/<name>`` (see :attr:`exports`) for an export *name* (letters, digits, ``_ . -``; not a path)."""
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name or ""):
             raise ManifestError(
                 f"export name {name!r} must be 1-100 letters, digits, '_', '.' or '-' (a name, not a path), "

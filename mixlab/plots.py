@@ -10,10 +10,24 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from mixlab.simplex import projected_xy
+from mixlab.simplex import polygon_vertices, projected_xy
 
 SCALE_UP = "Viridis"  # higher is better: bright = good
 SCALE_DOWN = "Viridis_r"  # lower is better (loss): bright = good, too
+KINDS = ("proxy", "true", "expert", "selected")  # customdata[K + 1]: the index of the point's kind here
+
+
+def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: bool) -> dict | None:
+    """What a click, box or lasso on :func:`simplex_figure` selects, from the points' ``customdata`` (K
+    weights, score, kind index): one point is itself; several give the best scored among them. Points with
+    no score (the selection marker) are ignored; None when nothing is left. Returns weights, score, kind
+    (from :data:`KINDS`) and n (how many points were selected)."""
+    data = [list(d) for d in points if d is not None and len(d) > k + 1 and not np.isnan(d[k])]
+    if not data:
+        return None
+    scores = [d[k] for d in data]
+    best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
+    return {"weights": data[best][:k], "score": scores[best], "kind": KINDS[int(data[best][k + 1])], "n": len(data)}
 
 
 def metric_title(benchmark: str, metric: str, higher_is_better: bool) -> str:
@@ -32,12 +46,15 @@ def simplex_figure(
     selected: Sequence[float] | None,
     title: str,
     higher_is_better: bool,
+    vertices: np.ndarray | None = None,
 ) -> go.Figure:
-    """K=3: a ternary plot; K>3: the barycentric projection onto a regular K-gon.
+    """K=3: a ternary plot; K>3: the barycentric projection onto a polygon (``vertices``, (K, 2); default
+    the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
 
     ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
     Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale; experts
-    sit at the vertices.
+    sit at the vertices. ``customdata`` per point: the K weights, the score, the index of its kind in
+    :data:`KINDS`.
     """
     k = len(names)
     scores = pd.concat([proxy["score"], true["score"]]) if len(true) else proxy["score"]
@@ -45,9 +62,11 @@ def simplex_figure(
     scale = SCALE_UP if higher_is_better else SCALE_DOWN
     fig = go.Figure()
 
-    def trace(df: pd.DataFrame, name: str, marker: dict, text_col: str | None = None, colour: bool = True):
+    verts = polygon_vertices(k) if vertices is None else np.asarray(vertices, dtype=float)
+
+    def trace(df: pd.DataFrame, name: str, marker: dict, kind: str, text_col: str | None = None, colour: bool = True):
         w = df[list(names)].to_numpy(dtype=float) if len(df) else np.zeros((0, k))
-        custom = np.column_stack([w, df["score"].to_numpy(dtype=float)]) if len(df) else np.zeros((0, k + 1))
+        custom = np.column_stack([w, df["score"].to_numpy(dtype=float), np.full(len(df), KINDS.index(kind))])
         hover = f"<b>{name}</b><br>" + _hover(names) + f"<br>score = %{{customdata[{k}]:.4f}}<extra></extra>"
         if colour and len(df):
             marker = {**marker, "color": df["score"], "colorscale": scale, "cmin": cmin, "cmax": cmax}
@@ -64,7 +83,7 @@ def simplex_figure(
         if k == 3:
             fig.add_trace(go.Scatterternary(a=w[:, 0], b=w[:, 1], c=w[:, 2], **common))
         else:
-            xy = projected_xy(w) if len(w) else np.zeros((0, 2))
+            xy = projected_xy(w, verts) if len(w) else np.zeros((0, 2))
             fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], **common))
 
     trace(
@@ -76,22 +95,28 @@ def simplex_figure(
             line=dict(width=0.5, color="white"),
             colorbar=dict(title=dict(text=title, side="right"), len=0.85),
         ),
+        "proxy",
     )
     if len(true):
-        trace(true, "true mixture (trained)", dict(size=12, symbol="diamond", line=dict(width=1.5, color="black")))
+        trace(
+            true, "true mixture (trained)", dict(size=12, symbol="diamond", line=dict(width=1.5, color="black")), "true"
+        )
     if len(experts):
-        trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")))
+        trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")), "expert")
     if selected is not None:
         sel = pd.DataFrame([list(selected)], columns=list(names)).assign(score=np.nan)
         trace(
             sel,
             "selected",
             dict(size=22, symbol="circle-open", color="red", line=dict(width=3, color="red")),
+            "selected",
             colour=False,
         )
     # no clickmode/dragmode here: Streamlit sets click-to-select with pan, and box/lasso sit in the modebar
     layout = dict(
-        height=620, margin=dict(l=60, r=60, t=60, b=60), legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0)
+        height=560,
+        margin=dict(l=50, r=30, t=50, b=40),
+        legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0),
     )
     if k == 3:
         # interior ticks only: 0 and 1 would sit on the expert stars at the corners
@@ -106,7 +131,6 @@ def simplex_figure(
             **layout,
         )
     else:
-        verts = projected_xy(np.eye(k))
         ring = np.vstack([verts, verts[:1]])
         fig.add_trace(
             go.Scatter(
@@ -135,6 +159,18 @@ def simplex_figure(
             )
         )
         fig.update_layout(xaxis=dict(visible=False, scaleanchor="y"), yaxis=dict(visible=False), **layout)
+    return fig
+
+
+def parallel_figure(names: Sequence[str], points: pd.DataFrame, title: str, higher_is_better: bool) -> go.Figure:
+    """Parallel coordinates: one line per mixture through its K weights and its score, coloured by the
+    score, so every mixture of any K is its own line (axes can be brushed to filter)."""
+    dims = [dict(label=n, values=points[n], range=[0, 1]) for n in names]
+    dims.append(dict(label="score", values=points["score"]))
+    line = dict(color=points["score"], colorscale=SCALE_UP if higher_is_better else SCALE_DOWN, showscale=True)
+    line["colorbar"] = dict(title=dict(text=title, side="right"))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
+    fig.update_layout(height=460, margin=dict(l=50, r=80, t=60, b=30))
     return fig
 
 

@@ -192,7 +192,35 @@ def polygon_vertices(k: int) -> np.ndarray:
     return np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (K, 2)
 
 
-def projected_xy(weights: np.ndarray) -> np.ndarray:
-    """Barycentric projection of mixtures (N, K) onto the regular K-gon: (N, 2)."""
+def projected_xy(weights: np.ndarray, vertices: np.ndarray | None = None) -> np.ndarray:
+    """Barycentric projection of mixtures (N, K) onto a polygon with these (K, 2) vertices (default the
+    regular K-gon): (N, 2)."""
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    return w @ polygon_vertices(w.shape[1])
+    return w @ (polygon_vertices(w.shape[1]) if vertices is None else vertices)
+
+
+def separating_vertices(weights: np.ndarray, tries: int = 400, seed: int = 0) -> np.ndarray:
+    """(K, 2) vertices on the unit circle, in order, chosen so that distinct mixtures land as far apart as
+    possible: the regular K-gon maps symmetric mixtures (e.g. ½e₁+½e₃ and ½e₂+½e₄) onto one point. Tries
+    the regular polygon and ``tries`` seeded random angle sets, keeps the one with the largest smallest
+    distance between two distinct mixtures' points."""
+    w = np.unique(np.round(np.atleast_2d(np.asarray(weights, dtype=np.float64)), 6), axis=0)
+    k = w.shape[1]
+    rng = np.random.default_rng(seed)
+
+    def spread(verts: np.ndarray) -> float:
+        if len(w) < 2:
+            return 0.0
+        xy = w @ verts
+        d = np.sqrt(((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1))
+        return float(d[np.triu_indices(len(w), 1)].min())
+
+    best, best_spread = polygon_vertices(k), spread(polygon_vertices(k))
+    for _ in range(tries):
+        gaps = rng.dirichlet(np.full(k, 4.0))  # angle gaps: no vertex too close to the next
+        angles = np.pi / 2 + 2 * np.pi * np.concatenate([[0.0], np.cumsum(gaps)[:-1]])
+        verts = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        s = spread(verts)
+        if s > best_spread:
+            best, best_spread = verts, s
+    return best

@@ -189,3 +189,57 @@ def test_proxy_report_by_hand():
     # lowest proxy loss: a1.0, whose true loss 2 is second to a0.75's 1
     assert (loss["pick"], loss["pick_true_rank"], loss["regret"]) == ("a1.0", 2, 1.0)
     assert report[MEAN]["spearman"] == pytest.approx(x["spearman"])
+
+
+def test_a_labs_rounded_weights_are_the_lattice_point():
+    """0.3333/0.3333/0.3334 in a lab.toml is the uniform mixture; a neighbouring lattice point is not."""
+    from mixlab.analysis import same_mixture, scores_at
+
+    third = [1 / 3] * 3
+    assert same_mixture([0.3333, 0.3333, 0.3334], [[0.5, 0.25, 0.25], third]) == 1
+    assert same_mixture([0.34, 0.33, 0.33], [third]) is None
+    names = ["a", "b", "c"]
+    rows = pd.DataFrame(
+        [
+            {"kind": "proxy", "label": "p", "benchmark": "x", "score": 0.7, "weights": dict(zip(names, third))},
+            {
+                "kind": "true",
+                "label": "uniform",
+                "benchmark": "x",
+                "score": 0.6,
+                "weights": {"a": 0.3333, "b": 0.3333, "c": 0.3334},
+            },
+        ]
+    )
+    pairs = paired(rows, names, "x")
+    assert list(pairs.proxy) == [0.7] and list(pairs.true) == [0.6]
+    table, _, exact, _ = scores_at(rows, names, [0.3334, 0.3333, 0.3333], ["x"])
+    assert exact and table.proxy.iloc[0] == 0.7 and table.true.iloc[0] == 0.6
+
+
+def test_method_comparison_rows_match_scipy_per_method():
+    from mixlab.analysis import method_comparison
+    from mixlab.lab import BenchmarkSpec
+
+    rng = np.random.default_rng(0)
+    names = ["a", "b"]
+    ws = [{"a": x, "b": 1 - x} for x in np.linspace(0, 1, 9)]
+    true = rng.random(9)
+    methods = {("linear", ()): true + 0.1 * rng.random(9), ("ties", (("density", 0.5),)): rng.random(9)}
+    rows = [
+        {"kind": "true", "label": f"t{i}", "benchmark": "x", "score": s, "weights": w, "method": None, "params": None}
+        for i, (w, s) in enumerate(zip(ws, true))
+    ]
+    for (m, p), scores in methods.items():
+        rows += [
+            {"kind": "proxy", "label": "", "benchmark": "x", "score": s, "weights": w, "method": m, "params": dict(p)}
+            for w, s in zip(ws, scores)
+        ]
+    df = pd.DataFrame(rows).assign(higher_is_better=True, metric="exact_match")
+    bench = [BenchmarkSpec(name="x", evaluator="exact_match", data="x.jsonl")]
+    table = method_comparison(df, names, bench, "x", n_boot=200)
+    assert list(table.method) == ["linear", "ties"] and list(table.n) == [9, 9]
+    for (m, _), scores in methods.items():
+        got = table[table.method == m].iloc[0]
+        assert got.spearman == pytest.approx(stats.spearmanr(scores, true).statistic)
+        assert got.pick_true_rank == int((true > true[np.argmax(scores)]).sum()) + 1

@@ -27,6 +27,14 @@ def app(tmp_path, monkeypatch):
     return at
 
 
+def slider(at, label):
+    return next(s for s in at.slider if s.label == label)
+
+
+def selectbox(at, label):
+    return next(s for s in at.selectbox if s.label == label)
+
+
 def _open(at, page):
     at.run()
     if page != PAGES[0]:
@@ -57,8 +65,8 @@ def test_lab_page_lists_experts_and_bad_lab_is_a_clear_error(app, tmp_path):
 def test_injected_mixture_is_selected_and_weights_stay_on_the_simplex(app):
     app.session_state["mixture"] = [0.5, 0.25, 0.25]
     at = _open(app, PAGES[1])
-    assert "`add` **0.500** · `rev` **0.250** · `sort` **0.250**" in [m.value for m in at.markdown]
-    at.slider(key="w_0").set_value(0.8)
+    assert "` add ` **0.500** · ` rev ` **0.250** · ` sort ` **0.250**" in [m.value for m in at.markdown]
+    slider(at, "add").set_value(0.8)
     at.run()
     w = at.session_state["mixture"]
     assert w[0] == pytest.approx(0.8) and sum(w) == pytest.approx(1.0) and w[1] == pytest.approx(w[2])
@@ -67,7 +75,7 @@ def test_injected_mixture_is_selected_and_weights_stay_on_the_simplex(app):
 def test_benchmark_choice_changes_the_scores_shown(app):
     at = _open(app, PAGES[3])
     first = [m.value for m in at.metric]
-    at.selectbox(key="pvt_bench").set_value("rev")
+    selectbox(at, "Benchmark").set_value("rev")
     at.run()
     assert not at.exception and [m.value for m in at.metric] != first
 
@@ -104,7 +112,7 @@ def test_k4_lab_projection_view(app):
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-k4")
     at = _open(app, PAGES[1])
     assert any("K=4" in c.value for c in at.caption)
-    assert "`count` **0.250**" in " ".join(m.value for m in at.markdown)
+    assert "` count ` **0.250**" in " ".join(m.value for m in at.markdown)
 
 
 # --- safety: the dashboard is reachable by someone we do not trust ---------------------------------
@@ -119,7 +127,7 @@ def test_committed_streamlit_config_is_safe():
     assert server["enableXsrfProtection"] is True and server["enableCORS"] is True
     assert server["enableStaticServing"] is False and server["runOnSave"] is False
     assert client["showErrorDetails"] == "none"
-    assert {".venv", ".git", "cache"} <= set(server["folderWatchBlacklist"])
+    assert server["fileWatcherType"] == "none"  # a watcher would walk the .venv inside the app folder
     assert cfg["browser"]["gatherUsageStats"] is False
 
 
@@ -240,10 +248,97 @@ def test_proxy_vs_true_shows_scipys_spearman(app):
     from mixlab.lab import load_lab
 
     at = _open(app, PAGES[3])
-    at.selectbox(key="pvt_bench").set_value("rev")
+    selectbox(at, "Benchmark").set_value("rev")
     at.run()
     eng = Engine(load_lab(DEMO_LAB))
     pairs = paired(eng.results("linear", {}), eng.names, "rev")
     want = stats.spearmanr(pairs.proxy, pairs.true).statistic
     shown = {m.label: m.value for m in at.metric}
     assert float(shown["Spearman ρ"]) == pytest.approx(want, abs=5e-4) and int(shown["Mixtures (n)"]) == len(pairs)
+
+
+def test_the_chosen_mixture_stays_chosen_on_every_page(app):
+    """One home for the mixture: a choice on one page is what every other page shows and would evaluate,
+    whichever page it was made on and however often the pages are switched."""
+    at = _open(app, PAGES[1])
+    slider(at, "add").set_value(0.6)
+    at.run()
+    chosen = list(at.session_state["mixture"])
+    assert chosen[0] == pytest.approx(0.6) and sum(chosen) == pytest.approx(1.0)
+    for page in [PAGES[2], PAGES[4], PAGES[0], PAGES[1], PAGES[2]]:
+        at.switch_page(page)
+        at.run()
+        assert not at.exception and list(at.session_state["mixture"]) == chosen, page
+        if at.slider:
+            assert [s.value for s in at.slider] == pytest.approx([round(w, 4) for w in chosen])
+    slider(at, "sort").set_value(0.1)  # on the Merge page now
+    at.run()
+    moved = list(at.session_state["mixture"])
+    assert moved[2] == pytest.approx(0.1) and moved != chosen
+    at.switch_page(PAGES[1])
+    at.run()
+    assert [s.value for s in at.slider] == pytest.approx([round(w, 4) for w in moved])
+    assert "` sort ` **0.100**" in " ".join(m.value for m in at.markdown)
+
+
+def test_the_view_lives_in_the_url_and_survives_page_switches(app):
+    app.query_params.update({"w": "0.5,0.25,0.25", "bench": "rev", "method": "linear"})
+    at = _open(app, PAGES[1])
+    assert at.session_state["mixture"] == pytest.approx([0.5, 0.25, 0.25])
+    assert selectbox(at, "Benchmark").value == "rev"
+    slider(at, "add").set_value(0.2)
+    at.run()
+    at.switch_page(PAGES[3])
+    at.run()
+    assert selectbox(at, "Benchmark").value == "rev"  # the benchmark is shared by the pages
+    q = {k: v[0] if isinstance(v, list) else v for k, v in at.query_params.items()}
+    assert q["bench"] == "rev" and q["method"] == "linear" and "lab" not in q  # the demo lab needs no ?lab=
+    assert [float(x) for x in q["w"].split(",")] == pytest.approx(at.session_state["mixture"], abs=1e-5)
+
+
+def test_a_bad_url_is_said_and_opens_the_default_view(app):
+    app.query_params.update({"w": "1,nan", "bench": "nope", "params": "[1]", "method": "ties"})
+    at = _open(app, PAGES[0])  # said on the first page the link opens
+    shown = " ".join(w.value for w in at.warning)
+    assert "not a list of non\\-negative weights" in shown and "not a JSON object" in shown
+    assert at.session_state["mixture"] == pytest.approx([1 / 3] * 3)
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    fresh.query_params.update({"bench": "nope", "method": "dare_ties"})
+    at = _open(fresh, PAGES[1])
+    shown = " ".join(w.value for w in at.warning)
+    assert "no benchmark nope" in shown and "No cached proxy scores for dare\\_ties" in shown
+    app2 = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    app2.query_params.update({"w": "0.5,0.5"})  # K=2 weights for a K=3 lab
+    at2 = _open(app2, PAGES[0])
+    assert "gives 2 weights\\, the lab has 3 experts" in " ".join(w.value for w in at2.warning)
+
+
+def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_path, monkeypatch):
+    """A lab a researcher brings (no scores): the pages say what is missing and how to fill it; the Lab
+    page's button scores the base, experts and true mixtures through the engine's cache."""
+    import shutil
+
+    from views._shared import worker
+
+    lab = tmp_path / "k3"
+    shutil.copytree(DEMO_LAB, lab, ignore=shutil.ignore_patterns(".mixlab", "evaluations.jsonl", "true"))
+    head, *trues = (DEMO_LAB / "lab.toml").read_text().split("[[true_mixtures]]")
+    (lab / "lab.toml").write_text("[[true_mixtures]]".join([head, *trues[:2]]))  # two true mixtures
+    for t in trues[:2]:
+        folder = t.split('path = "')[1].split('"')[0]
+        shutil.copytree(DEMO_LAB / folder, lab / folder)
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "empty.sqlite"))
+    app.query_params["lab"] = str(lab)
+    at = _open(app, PAGES[3])
+    info = " ".join(i.value for i in at.info)
+    assert "the base, 3 experts, 2 true mixtures have no scores yet" in info and "--checkpoints" in info
+    at.switch_page(PAGES[0])
+    at.run()
+    next(b for b in at.button if b.label == "Score checkpoints").click()
+    at.run()
+    assert not at.exception
+    job = worker().wait(worker().jobs[-1], timeout=300)
+    assert job.state == "done", job.error
+    assert {(e.kind, e.label) for e in job.result} >= {("base", "base"), ("expert", "add"), ("true", "sort100")}
+    at.run()
+    assert not any("no scores yet" in i.value for i in at.info)

@@ -50,7 +50,17 @@ def server(tmp_path):
             time.sleep(0.2)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
-    proc.wait(timeout=20)
+    log = proc.communicate(timeout=20)[0]
+    assert "Inotify" not in log, "the committed config must keep Streamlit's file watcher off the .venv"
+
+
+def slider_values(page) -> list[float]:
+    """The weight sliders' values as drawn (each thumb shows its value)."""
+    return [float(t) for t in page.locator("[data-testid='stSliderThumbValue']").all_inner_texts()]
+
+
+def pytest_approx(values):
+    return pytest.approx(values, abs=0.006)  # sliders show two decimals; the text shows three
 
 
 def _settled(page) -> None:
@@ -65,7 +75,9 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
             executable_path=CHROMIUM,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        hosts = set()
+        page.on("request", lambda r: hosts.add(re.sub(r"^\w+://([^/:]+).*", r"\1", r.url)))
         start = time.time()
         page.goto(f"{server}/simplex")
         selected = page.get_by_text(re.compile(r"^add \d\.\d{3} · rev")).first
@@ -91,20 +103,32 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         weights = [float(x) for x in re.findall(r"\d\.\d{3}", after)]
         assert abs(sum(weights) - 1) < 2e-3 and weights != [0.333, 0.333, 0.333]
         page.screenshot(path=str(tmp_path / "simplex_after_click.png"))
+        _settled(page)
+        assert re.search(r"[?&]w=", page.url), page.url  # the view is in the address bar
 
-        # an evaluation that is not cached: TIES at the clicked mixture, on the Merge & evaluate page
+        # the clicked mixture is the one every page shows: the Merge page's sliders, after a page switch
         page.get_by_role("link", name="Merge & evaluate").click()
         page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
         _settled(page)
+        shown = slider_values(page)
+        assert shown == pytest_approx(weights), (shown, weights)
+        assert re.search(r"[?&]w=", page.url), page.url  # kept across the sidebar navigation
+        page.reload()  # a reload (or the link, shared) opens the same view
+        page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
+        _settled(page)
+        assert slider_values(page) == pytest_approx(weights)
+
+        # an evaluation that is not cached: TIES at the clicked mixture
         page.get_by_role("combobox", name="Merge method").click()
         page.get_by_role("option", name="ties", exact=True).click()
         _settled(page)
         page.get_by_role("button", name="Evaluate").click()
-        expect(page.get_by_text(re.compile(r"^Evaluated ties"))).to_be_visible(timeout=180_000)
+        expect(page.get_by_text(re.compile(r"^Done: ties"))).to_be_visible(timeout=180_000)
         _settled(page)
         expect(page.get_by_role("button", name="Scores as CSV")).to_be_visible(timeout=30_000)
         page.screenshot(path=str(tmp_path / "merge_after_eval.png"), full_page=True)
         browser.close()
+    assert hosts <= {"127.0.0.1", "localhost"}, f"requests to other hosts: {hosts - {'127.0.0.1', 'localhost'}}"
     print(
         f"\ncold load of the simplex page: {cold:.2f} s; cached click → selected weights updated: {click_seconds:.2f} s"
     )

@@ -261,3 +261,45 @@ def test_report_json_has_every_metric(tiny_lab_dir):
         "regret",
     }
     assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4
+
+
+def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
+    """A lab a researcher brings has no scores: `sweep --checkpoints` fills the base, every expert and
+    every true mixture through the engine's cache, and equals what the engine computes for each."""
+    import shutil
+
+    from conftest import write_lab_toml
+    from safetensors.torch import load_file, save_file
+
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    t1 = tiny_lab_dir / "true" / "t1"
+    shutil.copytree(tiny_lab_dir / "experts" / "rev", t1)  # a checkpoint of its own: rev, nudged
+    state = load_file(t1 / "adapter_model.safetensors")
+    save_file({k: v * 1.01 if "lora_B" in k else v for k, v in state.items()}, t1 / "adapter_model.safetensors")
+    write_lab_toml(
+        tiny_lab_dir,
+        {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"},
+        '\n[[true_mixtures]]\nname = "t1"\nweights = { rev = 0.5, sort = 0.5 }\npath = "true/t1"\n',
+    )
+    assert Engine(load_lab(tiny_lab_dir)).unscored() == {"base": 1, "expert": 3, "true": 1}
+    r = mixlab("report", tiny_lab_dir)
+    assert "1 true mixtures have no scores yet" in r.stderr and "--checkpoints" in r.stderr
+    r = mixlab("sweep", tiny_lab_dir, "--checkpoints", "--benchmark", "rev-loss", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert sorted((x["kind"], x["label"]) for x in rows) == [
+        ("base", "base"),
+        ("expert", "add"),
+        ("expert", "rev"),
+        ("expert", "sort"),
+        ("true", "t1"),
+    ]
+    scores = {x["label"]: x["score"] for x in rows}
+    assert scores["t1"] != scores["rev"] and scores["t1"] == pytest.approx(scores["rev"], rel=0.05)
+    r = mixlab("sweep", tiny_lab_dir, "--checkpoints")
+    assert r.returncode == 0 and "the base, 3 experts and 1 true mixtures" in r.stdout, r.stderr
+    eng = Engine(load_lab(tiny_lab_dir))
+    assert eng.unscored() == {"base": 0, "expert": 0, "true": 0}
+    assert json.loads(mixlab("report", tiny_lab_dir, "--json").stdout)["unscored_checkpoints"]["true"] == 0

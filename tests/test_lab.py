@@ -162,3 +162,20 @@ def test_plugin_folders_resolve_inside_the_lab(lab_dir):
     assert load_lab(write(lab_dir, 'plugins = ["evals"]\n' + BASE)).plugin_dirs == [lab_dir.resolve() / "evals"]
     with pytest.raises(ManifestError, match=r"plugins\[0\] = '../elsewhere' points outside the lab folder"):
         load_lab(write(lab_dir, 'plugins = ["../elsewhere"]\n' + BASE))
+
+
+def test_exports_of_a_shipped_lab_land_outside_the_tracked_cache_folder(tmp_path):
+    """The shipped labs live in git-tracked cache/: their exports go to exports/<lab> beside it; any other
+    lab keeps <lab>/exports."""
+    import shutil
+
+    from mixlab.demo import DEMO_LAB, LABS_DIR
+
+    shipped = load_lab(DEMO_LAB)
+    assert shipped.exports == LABS_DIR.parent / "exports" / "demo-k3"
+    assert LABS_DIR.resolve() not in shipped.export_path("x").resolve().parents
+    copy = tmp_path / "demo-k3"
+    shutil.copytree(DEMO_LAB, copy, ignore=shutil.ignore_patterns(".mixlab", "true"))
+    text = (copy / "lab.toml").read_text().split("[[true_mixtures]]")[0]
+    (copy / "lab.toml").write_text(text)
+    assert load_lab(copy).exports == copy / "exports"

@@ -62,3 +62,57 @@ def test_pareto_points_and_figure():
     assert set(pts[pts.true_front].label) == {"a", "b", "t"}
     fig = pareto_figure(pts, "x", "y", NAMES)
     assert {t.name for t in fig.data} >= {"expert", "proxy (merge)", "true mixture", "front of merges"}
+
+
+def test_separated_projection_gives_every_k4_mixture_its_own_point():
+    """On the K=4 demo lab the regular 4-gon stacks distinct cached mixtures on one point; the separated
+    projection draws each at its own, and the figure puts it there."""
+    from mixlab.demo import LABS_DIR
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.simplex import projected_xy, separating_vertices
+
+    eng = Engine(load_lab(LABS_DIR / "demo-k4"))
+    df = eng.results("linear", {})
+    df = df[df.kind.isin(["proxy", "true"])]
+    w = np.unique(np.round([[d.get(n, 0.0) for n in eng.names] for d in df.weights], 6), axis=0)
+    distinct = lambda xy: len(np.unique(np.round(xy, 6), axis=0))  # noqa: E731
+    assert distinct(projected_xy(w)) < len(w)  # the regular 4-gon hides some mixtures under others
+    verts = separating_vertices(w)
+    xy = projected_xy(w, verts)
+    gaps = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))[np.triu_indices(len(w), 1)]
+    assert distinct(xy) == len(w) and gaps.min() > 1e-3
+    assert np.allclose((verts**2).sum(1), 1.0)  # vertices on the unit circle: experts stay at the rim
+    proxy = pd.DataFrame(w, columns=eng.names).assign(score=np.arange(len(w), dtype=float), label="")
+    fig = simplex_figure(eng.names, proxy, proxy.iloc[:0], proxy.iloc[:0], None, "t", True, vertices=verts)
+    np.testing.assert_allclose(np.column_stack([fig.data[0].x, fig.data[0].y]), xy)
+
+
+def test_a_box_selection_picks_the_best_point_and_says_what_it_is():
+    from mixlab.plots import KINDS, selection_pick
+
+    proxy, true = KINDS.index("proxy"), KINDS.index("true")
+    points = [
+        [0.2, 0.3, 0.5, 0.70, proxy],
+        [0.5, 0.5, 0.0, 0.90, true],
+        [0.3, 0.3, 0.4, float("nan"), KINDS.index("selected")],  # the red ring has no score: never picked
+        None,
+    ]
+    up = selection_pick(points, 3, higher_is_better=True)
+    assert up == {"weights": [0.5, 0.5, 0.0], "score": 0.9, "kind": "true", "n": 2}
+    down = selection_pick(points, 3, higher_is_better=False)
+    assert down["kind"] == "proxy" and down["weights"] == [0.2, 0.3, 0.5]
+    assert selection_pick(points[2:], 3, True) is None
+
+
+def test_parallel_coordinates_carry_every_mixture():
+    from mixlab.plots import parallel_figure
+
+    names = ["a", "b", "c", "d"]
+    pts = pd.DataFrame([[0.1, 0.2, 0.3, 0.4, 0.5], [0.25, 0.25, 0.25, 0.25, 0.7]], columns=[*names, "score"])
+    fig = parallel_figure(names, pts, "t", higher_is_better=False)
+    dims = fig.data[0].dimensions
+    assert [d.label for d in dims] == [*names, "score"]
+    np.testing.assert_allclose(dims[3].values, [0.4, 0.25])
+    np.testing.assert_allclose(dims[4].values, [0.5, 0.7])
+    assert fig.data[0].line.colorscale is not None

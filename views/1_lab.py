@@ -4,7 +4,17 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.demo import DEMO_LAB
-from views._shared import code, engine, escape, lab_path
+from views._shared import (
+    code,
+    current_job,
+    engine,
+    escape,
+    job_panel,
+    lab_path,
+    missing_scores_note,
+    open_lab,
+    submit_job,
+)
 
 st.title("Lab")
 with st.form("lab_picker"):
@@ -15,8 +25,7 @@ with st.form("lab_picker"):
         help=f"The demo lab is {DEMO_LAB}. Any folder with a lab.toml works.",
     )
     if st.form_submit_button("Open"):
-        st.session_state.lab_path = path.strip()
-        st.query_params["lab"] = path.strip()  # remembered across reloads
+        open_lab(path.strip())  # the URL follows (app.py), so a reload or a shared link opens this lab
         st.rerun()
 
 eng = engine()
@@ -35,6 +44,21 @@ cols[1].metric("Benchmarks", len(lab.benchmarks))
 cols[2].metric("True mixtures", len(lab.manifest.true_mixtures))
 cols[3].metric("Cached proxy scores", counts["proxy"])
 cols[4].metric("Cached other scores", counts["base"] + counts["expert"] + counts["true"])
+
+missing_scores_note(eng)
+job = current_job()
+if st.button(
+    "Score checkpoints",
+    key="lab_score_checkpoints",
+    disabled=job is not None and job.active,
+    help="Evaluate the base, every expert and every true mixture on every benchmark (cached scores are reused); "
+    f"the same as python -m mixlab sweep {lab.root} --checkpoints",
+):
+    submit_job(
+        f"checkpoints of {lab.name}",
+        lambda progress, cancel: eng.checkpoint_scores(progress=progress, cancel=cancel),
+    )
+job_panel()
 
 st.markdown(
     f"**Base** {code(lab.manifest.base)} — {eng.base.n_params:,} parameters in {len(eng.base.keys())} tensors, "

@@ -3,13 +3,17 @@
 import numpy as np
 import streamlit as st
 
-from mixlab.analysis import scores_at, weights_key
-from mixlab.plots import metric_title, simplex_figure
+from mixlab.analysis import scores_at
+from mixlab.plots import metric_title, parallel_figure, selection_pick, simplex_figure
+from mixlab.simplex import separating_vertices
 from views._shared import (
     MIXTURE,
     benchmark_options,
+    benchmark_picker,
+    code,
     engine,
     job_panel,
+    missing_scores_note,
     mixture,
     of_method,
     point_data,
@@ -25,14 +29,16 @@ eng = engine()
 names = eng.names
 k = len(names)
 df = results(eng)
-if df.empty:
-    st.info("No cached evaluations yet: run `python -m mixlab sweep` or use **Merge & evaluate**.")
+if not (df.kind == "proxy").any():
+    st.info(
+        f"No proxy scores cached yet: run {code(f'python -m mixlab sweep {eng.lab.root}')} (a step-0.1 grid), "
+        "or pick a mixture below and press **Evaluate**."
+    )
+missing_scores_note(eng)
 
 c1, c2 = st.columns(2)
-bench = c1.selectbox(
-    "Benchmark", benchmark_options(df, eng), key="simplex_bench", help="'mean' averages the higher-is-better benchmarks"
-)
-method, params = proxy_method_picker(df, "simplex_method", c2)
+bench = benchmark_picker(benchmark_options(df, eng), c1, help="'mean' averages the higher-is-better benchmarks")
+method, params = proxy_method_picker(df, eng, c2)
 df = of_method(df, method, params)
 
 sub = df[df.benchmark == bench]
@@ -41,51 +47,88 @@ true = sub[sub.kind == "true"]
 experts = sub[sub.kind == "expert"]
 hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
 metric = sub.metric.iloc[0] if len(sub) else ""
+KIND_NAMES = {"proxy": "a proxy (merged experts)", "true": "a trained true mixture", "expert": "an expert"}
 
 
 def on_select() -> None:
     """Runs before the rerun a click triggers, so the page renders once, with the new mixture."""
-    k_, hib_ = st.session_state.simplex_ctx
+    k_, hib_, bench_ = st.session_state.simplex_ctx
     state = st.session_state.get("simplex_plot")
     points = state["selection"]["points"] if state and state.get("selection") else []
-    data = [d for d in map(point_data, points) if d is not None and len(d) > k_ and not np.isnan(d[k_])]  # w…, score
-    if not data:
+    pick = selection_pick([point_data(p) for p in points], k_, hib_)
+    if pick is None:
         return
-    if len(data) == 1:
-        st.session_state.region = None
-        set_mixture(data[0][:k_])
-    else:  # a box or lasso: select the region's best mixture
-        scores = [d[k_] for d in data]
-        best = int(np.argmax(scores) if hib_ else np.argmin(scores))
-        st.session_state.region = {"n": len(data), "best": data[best][:k_], "score": scores[best]}
-        set_mixture(data[best][:k_])
+    st.session_state.region = {**pick, "bench": bench_} if pick["n"] > 1 else None  # a box or lasso: say what won
+    set_mixture(pick["weights"])
 
 
-st.session_state.simplex_ctx = (k, hib)
-left, right = st.columns([1, 1])
-with left:
-    fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], metric_title(bench, metric, hib), hib)
-    st.plotly_chart(
-        fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"), width="stretch"
+st.session_state.simplex_ctx = (k, hib, bench)
+view = "ternary"
+if k > 3:
+    view = st.radio(
+        "View",
+        ["separated", "polygon", "parallel"],
+        format_func={
+            "separated": "Separated projection (every mixture at its own point)",
+            "polygon": f"Regular {k}-gon (overview)",
+            "parallel": "Parallel coordinates (every mixture a line)",
+        }.get,
+        horizontal=True,
+        key="simplex_view",
     )
-    if k > 3:
+# side by side on a wide screen; on a narrow one (a 1024 px laptop with the sidebar open) the plot takes
+# the full width and the selection goes below it (our own fixed CSS, nothing from the user)
+st.html(
+    "<style>@media (max-width: 1280px) {"
+    ".st-key-simplex_main [data-testid='stHorizontalBlock'] { flex-wrap: wrap; }"
+    ".st-key-simplex_main [data-testid='stColumn'] { min-width: 100%; flex: 1 1 100%; }"
+    "}</style>"
+)
+left, right = st.container(key="simplex_main").columns([3, 2])
+with left:
+    title = metric_title(bench, metric, hib)
+    if view == "parallel":
+        points = sub[sub.kind.isin(["proxy", "true"])]
+        st.plotly_chart(parallel_figure(names, points, title, hib), key="simplex_parallel", width="stretch")
         st.caption(
-            f"K={k}: each mixture is drawn at the weighted average of the polygon's vertices (one per expert). "
-            "Every cached mixture is visible and clickable here, which a ternary slice would not allow for "
-            "Dirichlet-sampled points; hover for the exact weights."
+            "One line per cached proxy and true mixture, through its weights and its score; drag along an "
+            "axis to filter. Select a mixture in the other views or with the sliders."
         )
+    else:
+        verts = None
+        if view == "separated":
+            everything = sub[sub.kind.isin(["proxy", "true"])][list(names)].to_numpy(dtype=float)
+            verts = separating_vertices(everything)
+        fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], title, hib, vertices=verts)
+        st.plotly_chart(
+            fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"), width="stretch"
+        )
+        if view == "separated":
+            st.caption(
+                f"K={k}: each mixture sits at the weighted average of the {k} vertices (one per expert), placed "
+                "so that no two cached mixtures share a point; hover for the exact weights."
+            )
+        elif view == "polygon":
+            st.caption(
+                f"K={k}: the regular {k}-gon, an overview: symmetric mixtures (e.g. half of the first and third "
+                "experts, and half of the second and fourth) land on one point here. Use the separated "
+                "projection to click any mixture."
+            )
 
 with right:
     m = mixture(eng)
     st.markdown("**Selected mixture**")
-    st.markdown(" · ".join(f"`{n}` **{w:.3f}**" for n, w in zip(names, m.weights)))
+    st.markdown(" · ".join(f"{code(n)} **{w:.3f}**" for n, w in zip(names, m.weights)))
     region = st.session_state.get("region")
-    if region and weights_key(dict(zip(names, region["best"])), names) == weights_key(m.as_dict(), names):
-        st.caption(f"Region of {region['n']} mixtures selected; its best ({bench}) is shown: {region['score']:.4f}")
+    if region and np.allclose(region["weights"], m.weights, atol=1e-6):
+        st.caption(
+            f"Box/lasso: {region['n']} points selected; the best on {region['bench']} ({region['score']:.4f}) is "
+            f"{KIND_NAMES.get(region['kind'], region['kind'])}, now selected."
+        )
     weight_inputs(eng)
 
     table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng))
-    st.dataframe(table.round(4), hide_index=True, width="stretch", key="selected_scores")
+    st.dataframe(table.style.format(precision=4, na_rep="—"), hide_index=True, width="stretch", key="selected_scores")
     if true_key is not None and not exact:
         st.caption(
             f"No model was trained at exactly this mixture; 'nearest true' is "

@@ -3,19 +3,38 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, paired, proxy_report
+from mixlab.analysis import MEAN, method_comparison, paired, proxy_report
 from mixlab.plots import proxy_true_figure
-from views._shared import benchmark_options, engine, escape, of_method, proxy_method_picker, results
+from views._shared import (
+    benchmark_options,
+    benchmark_picker,
+    code,
+    engine,
+    escape,
+    missing_scores_note,
+    of_method,
+    params_label,
+    proxy_method_picker,
+    results,
+)
 
 st.title("Proxy vs true")
 eng = engine()
 df = results(eng)
+missing_scores_note(eng)
+if not eng.lab.manifest.true_mixtures:
+    st.info("This lab lists no true mixtures (models trained on a mixture): add them to its lab.toml.")
+    st.stop()
 if df.empty or not (df.kind == "proxy").any() or not (df.kind == "true").any():
-    st.info("This page needs cached proxy scores and true-mixture scores at the same mixtures.")
+    st.info(
+        "This page needs true-mixture scores and proxy scores at the same mixtures: run "
+        f"{code(f'python -m mixlab sweep {eng.lab.root} --checkpoints')} and "
+        f"{code(f'python -m mixlab sweep {eng.lab.root} --grid true')}."
+    )
     st.stop()
 c1, c2 = st.columns(2)
-bench = c1.selectbox("Benchmark", benchmark_options(df, eng), key="pvt_bench")
-method, params = proxy_method_picker(df, "pvt_method", c2)
+bench = benchmark_picker(benchmark_options(df, eng), c1)
+method, params = proxy_method_picker(df, eng, c2)
 rows = of_method(df, method, params)
 
 # the same report as `python -m mixlab report` (mixlab.analysis.proxy_report), without the page's mean rows
@@ -78,3 +97,20 @@ table = (
     )
 )
 st.dataframe(table.round(3), hide_index=True, width="stretch", key="pvt_summary")
+
+st.markdown(
+    f"**Merge methods side by side** on {escape(bench)}: each method's proxies against the same trained mixtures "
+    f"(cache more with {code(f'python -m mixlab sweep {eng.lab.root} --grid true --method ties')})"
+)
+compare = method_comparison(df[df.benchmark != MEAN], eng.names, eng.lab.benchmarks, bench)
+compare = compare.assign(params=compare.params.map(params_label)).rename(
+    columns={
+        "spearman": "Spearman ρ",
+        "spearman_low": "ρ 95% low",
+        "spearman_high": "ρ 95% high",
+        "top25_spearman": "top-25% ρ",
+        "pairwise_accuracy": "pairs ok",
+        "pick_true_rank": "pick's true rank",
+    }
+)
+st.dataframe(compare.round(3), hide_index=True, width="stretch", key="pvt_methods")

@@ -1,16 +1,32 @@
 """Pareto fronts: which mixtures trade benchmarks off best, and does merging beat single checkpoints?"""
 
+import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import pareto_points
 from mixlab.plots import pareto_figure
-from views._shared import benchmark_options, engine, of_method, point_data, proxy_method_picker, results, set_mixture
+from views._shared import (
+    benchmark_options,
+    code,
+    engine,
+    missing_scores_note,
+    of_method,
+    params_label,
+    point_data,
+    proxy_method_picker,
+    results,
+    set_mixture,
+)
 
 st.title("Pareto fronts")
 eng = engine()
 df = results(eng)
+missing_scores_note(eng)
 if df.empty:
-    st.info("No cached evaluations yet.")
+    st.info(
+        f"No cached evaluations yet: run {code(f'python -m mixlab sweep {eng.lab.root} --checkpoints')} "
+        f"and {code(f'python -m mixlab sweep {eng.lab.root}')}."
+    )
     st.stop()
 opts = benchmark_options(df, eng)
 up = [b.name for b in eng.lab.benchmarks if b.higher_is_better] or opts
@@ -18,7 +34,7 @@ default_x, default_y = (up[0], up[1]) if len(up) > 1 else (opts[0], opts[-1])
 c1, c2, c3 = st.columns(3)
 bx = c1.selectbox("x benchmark", opts, index=opts.index(default_x), key="pareto_x")
 by = c2.selectbox("y benchmark", opts, index=opts.index(default_y), key="pareto_y")
-method, params = proxy_method_picker(df, "pareto_method", c3)
+method, params = proxy_method_picker(df, eng, c3)
 if bx == by:
     st.warning("Choose two different benchmarks.")
     st.stop()
@@ -61,3 +77,24 @@ for col, title in (
 ):
     st.markdown(title)
     st.dataframe(pts[pts[col]][cols].rename(columns=renamed), hide_index=True, width="stretch", key=f"pareto_{col}")
+
+st.markdown("**Merge methods side by side**: each method's merges against the single experts on these two benchmarks")
+proxy = df[df.kind == "proxy"]
+hib = {b: bool(df[df.benchmark == b].higher_is_better.iloc[0]) for b in (bx, by)}
+rows_ = []
+methods_ = {(m, repr(sorted(p.items()))): (m, p) for m, p in zip(proxy.method, proxy.params)}
+for _, (m_, p_) in sorted(methods_.items()):
+    pts_ = pareto_points(of_method(df, m_, p_), eng.names, bx, by)
+    merges = pts_[pts_.kind == "proxy"]
+    rows_.append(
+        {
+            "method": m_,
+            "params": params_label(p_),
+            "merges": len(merges),
+            "merges on the front": int(merges.proxy_front.sum()),
+            "experts on the front": int((pts_.proxy_front & (pts_.kind == "expert")).sum()),
+            f"best {bx}": (merges.x.max() if hib[bx] else merges.x.min()) if len(merges) else None,
+            f"best {by}": (merges.y.max() if hib[by] else merges.y.min()) if len(merges) else None,
+        }
+    )
+st.dataframe(pd.DataFrame(rows_).round(4), hide_index=True, width="stretch", key="pareto_methods")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import string
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,14 @@ from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
 from mixlab.simplex import Mixture, rebalance
 
-MIXTURE = "mixture"  # session_state key: the selected weights (list of floats)
+# The session's view state, one home each. Widgets are derived from it (their keys carry the value they
+# were drawn with, so no widget can hold on to a stale value and re-apply it), and app.py mirrors it in the
+# URL (?lab=…&w=…&bench=…&method=…&params=…) on every run, so a reload or a shared link opens the same view.
+MIXTURE = "mixture"  # the selected weights (list of floats, Σ = 1)
+REV = "mixture_rev"  # bumped on every change of the mixture; the weight sliders' keys include it
+BENCH = "bench"  # the benchmark every page shows (a lab benchmark or "mean")
+METHOD = "proxy_method"  # (method, params) of the proxy scores shown
+NOTICES = "url_notices"  # what was wrong with the URL, said once
 
 
 @st.cache_resource(show_spinner="Opening the lab…")
@@ -55,10 +63,71 @@ def show_error(prefix: str, e: Exception) -> None:
     st.error(f"{prefix}: {escape(e)}" if prefix else escape(e))
 
 
+def read_url() -> None:
+    """Once per session: the view the URL names becomes the session's state. Nothing in a URL runs code:
+    weights are parsed as numbers, params as a JSON object, names are matched against the lab's own."""
+    ss = st.session_state
+    if ss.get("_url_read"):
+        return
+    ss._url_read = True
+    q = st.query_params
+    ss.lab_path = q.get("lab", str(DEMO_LAB))
+    ss[NOTICES] = []
+    if "w" in q:
+        try:
+            w = [float(x) for x in q["w"].split(",")]
+            if not w or not all(np.isfinite(w)) or min(w) < 0 or sum(w) <= 0:
+                raise ValueError
+            ss.url_weights = w
+        except ValueError:
+            ss[NOTICES].append(f"?w={q['w']} is not a list of non-negative weights; the uniform mixture is shown")
+    if "bench" in q:
+        ss[BENCH] = q["bench"]
+    if "method" in q:
+        try:
+            params = json.loads(q.get("params", "{}"))
+            if not isinstance(params, dict):
+                raise ValueError
+            ss[METHOD] = (q["method"], params)
+        except ValueError:
+            ss[NOTICES].append(f"?params={q.get('params')} is not a JSON object; the method's defaults are shown")
+
+
+def view_params() -> dict[str, str]:
+    """The URL that names this session's view (what :func:`read_url` reads back)."""
+    ss = st.session_state
+    out = {} if lab_path() == str(DEMO_LAB) else {"lab": lab_path()}
+    if MIXTURE in ss:
+        out["w"] = ",".join(f"{x:.6g}" for x in ss[MIXTURE])
+    if ss.get(BENCH):
+        out["bench"] = ss[BENCH]
+    if ss.get(METHOD):
+        method, params = ss[METHOD]
+        out["method"] = method
+        if params:
+            out["params"] = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return out
+
+
+def write_url() -> None:
+    """Mirror the view in the address bar (st.navigation drops query parameters on a page switch)."""
+    want = view_params()
+    if st.query_params.to_dict() != want:
+        st.query_params.from_dict(want)
+
+
 def lab_path() -> str:
     if "lab_path" not in st.session_state:
-        st.session_state.lab_path = st.query_params.get("lab", str(DEMO_LAB))
+        read_url()
     return st.session_state.lab_path
+
+
+def open_lab(path: str) -> None:
+    """Switch the session to another lab: the mixture, benchmark and method start afresh there."""
+    ss = st.session_state
+    ss.lab_path = path
+    for key in (MIXTURE, BENCH, METHOD, "url_weights", "region"):
+        ss.pop(key, None)
 
 
 def engine() -> Engine:
@@ -72,9 +141,16 @@ def engine() -> Engine:
         show_error("", e)
         st.info("Pick another lab on the **Lab** page (the demo lab is at `cache/demo-k3`).")
         st.stop()
-    if MIXTURE not in st.session_state or len(st.session_state[MIXTURE]) != len(eng.names):
-        st.session_state[MIXTURE] = [1.0 / len(eng.names)] * len(eng.names)
-    for notice in eng.store.notices:
+    ss = st.session_state
+    if MIXTURE not in ss or len(ss[MIXTURE]) != len(eng.names):
+        url_w = ss.pop("url_weights", None)
+        if url_w is not None and len(url_w) != len(eng.names):
+            ss.setdefault(NOTICES, []).append(
+                f"the URL gives {len(url_w)} weights, the lab has {len(eng.names)} experts; the uniform mixture is shown"
+            )
+            url_w = None
+        set_mixture(url_w if url_w is not None else [1.0] * len(eng.names))
+    for notice in [*eng.store.notices, *ss.pop(NOTICES, [])]:
         st.warning(escape(notice))
     return eng
 
@@ -84,10 +160,10 @@ def mixture(eng: Engine) -> Mixture:
 
 
 def set_mixture(weights) -> None:
+    """The one way the selected mixture changes (a click, a slider, the URL)."""
     w = np.clip(np.asarray(weights, dtype=float), 0, None)
-    st.session_state[MIXTURE] = list(w / w.sum())
-    for i, x in enumerate(st.session_state[MIXTURE]):  # keep the weight inputs in step
-        st.session_state[f"w_{i}"] = round(float(x), 4)
+    st.session_state[MIXTURE] = [float(x) for x in w / w.sum()]
+    st.session_state[REV] = st.session_state.get(REV, 0) + 1  # every weight slider is drawn afresh
 
 
 def point_data(point: dict) -> list[float] | None:
@@ -98,18 +174,39 @@ def point_data(point: dict) -> list[float] | None:
     return None if cd is None else [float("nan") if v is None else float(v) for v in cd]
 
 
-def _rebalance(i: int, k: int) -> None:
+def _rebalance(i: int, key: str) -> None:
     """Weight i was edited: the others rescale so the mixture stays on the simplex (mixlab.simplex.rebalance)."""
-    set_mixture(rebalance(st.session_state[MIXTURE], i, st.session_state[f"w_{i}"]))
+    set_mixture(rebalance(st.session_state[MIXTURE], i, st.session_state[key]))
 
 
 def weight_inputs(eng: Engine) -> None:
-    """One slider per expert; editing one rescales the others (Σw = 1 always)."""
-    k = len(eng.names)
+    """One slider per expert, drawn from the selected mixture; editing one rescales the others (Σw = 1)."""
+    rev = st.session_state.get(REV, 0)
     for i, name in enumerate(eng.names):
-        if f"w_{i}" not in st.session_state:
-            st.session_state[f"w_{i}"] = round(float(st.session_state[MIXTURE][i]), 4)
-        st.slider(name, 0.0, 1.0, step=0.01, key=f"w_{i}", on_change=_rebalance, args=(i, k), format="%.2f")
+        key = f"w_{i}_{rev}"
+        value = round(float(st.session_state[MIXTURE][i]), 4)
+        st.slider(name, 0.0, 1.0, value=value, step=0.01, key=key, on_change=_rebalance, args=(i, key), format="%.2f")
+
+
+def _picked(state_key: str, widget_key: str, values: list | None = None) -> None:
+    """A picker changed: its choice becomes the state (``values``: the widget holds an index into them)."""
+    v = st.session_state[widget_key]
+    st.session_state[state_key] = v if values is None else values[v]
+
+
+def benchmark_picker(options: list[str], container=st, label: str = "Benchmark", help: str | None = None) -> str:
+    """The benchmark every page shows: one choice shared by the pages and the URL."""
+    current = st.session_state.get(BENCH)
+    if current not in options:
+        if current is not None:
+            st.warning(f"This lab has no benchmark {escape(current)}; showing {escape(options[0])}.")
+        current = options[0]
+    st.session_state[BENCH] = current
+    key = f"bench_pick:{current}"
+    container.selectbox(
+        label, options, index=options.index(current), key=key, on_change=_picked, args=(BENCH, key), help=help
+    )
+    return current
 
 
 def results(eng: Engine) -> pd.DataFrame:
@@ -139,8 +236,13 @@ def benchmark_options(df: pd.DataFrame, eng: Engine) -> list[str]:
 def method_params_inputs(key: str) -> tuple[str, dict]:
     """A method picker and one input per declared parameter (from the merge registry)."""
     names = [m.name for m in methods()]
+    shown = (st.session_state.get(METHOD) or ("linear", {}))[0]  # start from the method the pages show
     method = st.selectbox(
-        "Merge method", names, key=f"{key}_method", help="; ".join(f"{m.name}: {m.help}" for m in methods())
+        "Merge method",
+        names,
+        index=names.index(shown) if shown in names else 0,
+        key=f"{key}_method",
+        help="; ".join(f"{m.name}: {m.help}" for m in methods()),
     )
     params = {}
     for p in get_method(method).params:
@@ -175,19 +277,34 @@ def method_params_inputs(key: str) -> tuple[str, dict]:
     return method, params
 
 
-def proxy_method_picker(df: pd.DataFrame, key: str, container=st) -> tuple[str, dict]:
-    """Pick among the (method, params) pairs that have cached proxy scores (linear when none)."""
+def proxy_method_picker(df: pd.DataFrame, eng: Engine, container=st) -> tuple[str, dict]:
+    """Pick among the (method, params) pairs that have cached proxy scores (the lab's method first, linear
+    when none): one choice shared by the pages and the URL."""
     proxy = df[df.kind == "proxy"] if len(df) else df
-    options = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy.method, proxy.params)}) or [
-        ("linear", "{}")
-    ]
-    i = container.selectbox(
+    found = {(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy.method, proxy.params)}
+    lab_default = eng.resolve_method(None, {})
+    options = sorted(found, key=lambda o: (o != (lab_default[0], json.dumps(lab_default[1], sort_keys=True)), o))
+    options = [(m, json.loads(p)) for m, p in options] or [("linear", {})]
+    current = st.session_state.get(METHOD)
+    if current is not None and tuple(current) not in [tuple(o) for o in options]:
+        st.warning(
+            f"No cached proxy scores for {escape(current[0])} {escape(params_label(current[1]))}; "
+            f"showing {escape(options[0][0])}."
+        )
+        current = None
+    index = 0 if current is None else [tuple(o) for o in options].index(tuple(current))
+    st.session_state[METHOD] = options[index]
+    key = f"method_pick:{options[index][0]}:{params_label(options[index][1])}"
+    container.selectbox(
         "Proxy merge method",
         range(len(options)),
+        index=index,
         key=key,
-        format_func=lambda i: f"{options[i][0]} {params_label(json.loads(options[i][1]))}",
+        format_func=lambda i: f"{options[i][0]} {params_label(options[i][1])}",
+        on_change=_picked,
+        args=(METHOD, key, options),
     )
-    return options[i][0], json.loads(options[i][1])
+    return options[index]
 
 
 def of_method(df: pd.DataFrame, method: str, params: dict) -> pd.DataFrame:
@@ -200,13 +317,77 @@ def params_label(params) -> str:
     return json.dumps(params, sort_keys=True) if params else "defaults"
 
 
-def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
-    desc = f"{method} {params_label(params)} at {m.label()}"
-    job = worker().submit(
-        desc, lambda progress, cancel: eng.proxy(m, method, params, benchmarks, progress=progress, cancel=cancel)
+@st.cache_resource
+def _warmup() -> threading.Thread:
+    """Once per server process: the work the first evaluation would otherwise wait for (importing the
+    model stack, building the fused merge kernels) starts in the background when the app opens."""
+
+    def run() -> None:
+        import transformers  # noqa: F401
+
+        from mixlab.merge import fused
+
+        fused.available()
+
+    thread = threading.Thread(target=run, name="mixlab-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_warmup() -> None:
+    _warmup()
+
+
+def _stages(eng: Engine, progress, cancel) -> None:
+    """Report what a first evaluation waits for, stage by stage, and stop between stages on cancel."""
+    from mixlab.errors import Cancelled
+    from mixlab.merge import fused
+
+    stages = (
+        ("importing the model stack", lambda: _warmup().join()),
+        ("building the merge kernels (first run only)", fused.available),
+        ("loading the base and the experts", lambda: eng.model),
     )
+    for message, step in stages:
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        progress(0, 0, message)
+        step()
+
+
+def submit_job(description: str, body) -> Job:
+    """Run ``body(progress, cancel)`` on the worker, after the start-up stages; the page shows its progress."""
+    eng = engine()
+
+    def fn(progress, cancel):
+        _stages(eng, progress, cancel)
+        return body(progress, cancel)
+
+    job = worker().submit(description, fn)
     st.session_state.last_job = job.id
     return job
+
+
+def missing_scores_note(eng: Engine) -> None:
+    """Say which checkpoints have no scores yet, and what fills them."""
+    missing = eng.unscored()
+    parts = (["the base"] if missing["base"] else []) + [
+        f"{missing[k]} {label}{'' if missing[k] == 1 else 's'}"
+        for k, label in (("expert", "expert"), ("true", "true mixture"))
+        if missing[k]
+    ]
+    if parts:
+        st.info(
+            f"{', '.join(parts)} {'has' if parts == ['the base'] else 'have'} no scores yet: press **Score "
+            f"checkpoints** on the Lab page, or run {code(f'python -m mixlab sweep {eng.lab.root} --checkpoints')}."
+        )
+
+
+def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
+    return submit_job(
+        f"{method} {params_label(params)} at {m.label()}",
+        lambda progress, cancel: eng.proxy(m, method, params, benchmarks, progress=progress, cancel=cancel),
+    )
 
 
 def current_job() -> Job | None:
@@ -214,22 +395,30 @@ def current_job() -> Job | None:
     return next((j for j in worker().jobs if j.id == jid), None)
 
 
-@st.fragment(run_every=0.5)
 def job_panel() -> None:
-    """Progress and a cancel button for this session's last job; reruns the page when it ends."""
+    """Progress and a cancel button for this session's last job; reruns the page when it ends. The panel
+    polls twice a second only while the job runs (an idle page does not rerun)."""
+    job = current_job()
+    if job is None:
+        return
+    st.fragment(_job_panel, run_every=0.5 if job.active else None)()
+
+
+def _job_panel() -> None:
     job = current_job()
     if job is None:
         return
     if job.active:
-        st.progress(job.fraction, text=f"{job.state}: {job.description} — {job.message or 'starting…'}")
+        text = f"{job.state}: {escape(job.description)} — {escape(job.message) if job.message else 'queued…'}"
+        st.progress(job.fraction, text=text)
         if st.button("Cancel", key=f"cancel_{job.id}"):
             job.cancel()
         st.session_state.job_was_active = job.id
     else:
         if job.state == "done":
-            st.success(f"Evaluated {job.description}: {len(job.result)} scores cached.")
+            st.success(f"Done: {escape(job.description)}: {len(job.result)} scores cached.")
         elif job.state == "cancelled":
-            st.warning(f"Cancelled: {job.description}")
+            st.warning(f"Cancelled: {escape(job.description)}")
         else:
             st.error(f"Failed: {escape(job.description)}: {escape(job.error)}")
         if st.session_state.get("job_was_active") == job.id:
