@@ -23,6 +23,7 @@ nav = st.navigation(
         ),
         st.Page("views/5_pareto.py", title="Pareto fronts", icon=":material/stacked_line_chart:", url_path="pareto"),
         st.Page("views/6_experts.py", title="Experts", icon=":material/hub:", url_path="experts"),
+        st.Page("views/7_search.py", title="Search", icon=":material/travel_explore:", url_path="search"),
     ]
 )
 st.sidebar.caption(f"Lab: {code(lab_path())}")

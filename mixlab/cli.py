@@ -252,6 +252,67 @@ def cmd_report(args) -> None:
         )
 
 
+def cmd_search(args) -> None:
+    from mixlab.search import Search
+
+    engine = _engine(args)
+    search = Search(
+        engine,
+        args.objective or ["mean"],
+        method=args.method,
+        params=_params(args.param),
+        sampler=args.sampler,
+        seed=args.seed,
+        fidelity=args.fidelity,
+        allow_test=args.allow_test,
+        name=args.study,
+    )
+    with _Bar(f"searching ({search.sampler}, study {search.name})", "trial") as bar:
+        result = search.run(args.trials, budget=args.budget, progress=bar)
+    if args.json:
+        print(json.dumps(result.__dict__ | {"objectives": [o.label() for o in result.objectives]}, indent=2))
+        return
+    finished = [t for t in result.trials if t["state"] == "complete"]
+    pruned = sum(t["state"] == "pruned" for t in result.trials)
+    print(
+        f"study {result.study}: {len(result.trials)} trials ({len(finished)} complete, {pruned} pruned), "
+        f"{result.full_evaluations:g} full dev evaluations this run; searched on {result.split} data"
+    )
+    if result.split == "test":
+        print("warning: searched on the reported data (--allow-test): the scores below are optimistic", file=sys.stderr)
+    for b in result.best:
+        w = " ".join(f"{n}={x:.3f}" for n, x in b["weights"].items())
+        dev = " ".join(f"{v:+.4f}" for v in b["dev"])
+        test = " ".join(f"{n} {v:.4f}" for n, v in b["test"].items())
+        print(f"  {w}   objective on search data {dev}   on test: {test}")
+
+
+def cmd_recycle(args) -> None:
+    from mixlab.recycle import recycle
+
+    engine = _engine(args)
+    with _Bar(f"searching merge weights of {len(engine.names)} checkpoints", "trial") as bar:
+        rows = recycle(engine, args.objective, sampler=args.sampler, trials=args.trials, seed=args.seed, progress=bar)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    benches = list(rows[0]["test"])
+    print(f"{'candidate':<24} {'dev objective':>13} {'test objective':>14}  " + "  ".join(f"{b:>9}" for b in benches))
+    for r in rows:
+        tests = "  ".join(f"{r['test'][b]:>9.4f}" for b in benches)
+        print(f"{r['candidate']:<24} {r['dev_objective']:>13.4f} {r['test_objective']:>14.4f}  {tests}")
+    single = rows[0]["test_objective"]
+    searched = rows[-1]
+    verdict = "beats" if searched["test_objective"] > single else "does not beat"
+    print(
+        f"on test, the searched merge {verdict} the best single checkpoint ({searched['test_objective']:.4f} vs {single:.4f})"
+    )
+    print(
+        "searched weights: "
+        + ", ".join(f"{n} {w:.3f}" for n, w in sorted(searched["weights"].items(), key=lambda x: -x[1]))
+    )
+
+
 def demo_budget(args):
     """The demo recipe from ``demo build``'s flags: --quick, --scratch or the default (FULL), then any overrides."""
     from dataclasses import replace
@@ -268,7 +329,12 @@ def demo_budget(args):
 
 
 def cmd_demo_build(args) -> None:
-    from mixlab.demo.build import build_demo
+    from mixlab.demo.build import build_demo, build_recycle
+
+    if args.recycle:
+        out = build_recycle(out=args.out, trials=args.trials, overwrite=args.overwrite)
+        print(f"built recycling lab {out}")
+        return
 
     out = build_demo(
         args.out,
@@ -346,6 +412,41 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--yes", action="store_true", help="run a grid of any size")
 
     s = lab_cmd(
+        "search",
+        "Search the simplex for the best proxy (optuna): optimises on each benchmark's search_data, reports "
+        "the winners on its data; 2-3 objectives give a Pareto front. Resumable: the study lives in the lab.",
+        cmd_search,
+    )
+    merge_opts(s, weights=False)
+    s.add_argument(
+        "--objective",
+        action="append",
+        default=None,
+        help="'mean', a benchmark, or bench=0.5,other=0.5; repeat 2-3 times for a Pareto front (default: mean)",
+    )
+    s.add_argument("--sampler", default="tpe", help="random, grid, cmaes, tpe, gp or nsga2 (default tpe)")
+    s.add_argument("--trials", type=_positive, default=30, help="trials to run now (default 30)")
+    s.add_argument("--budget", type=float, default=None, help="stop after this many full dev evaluations")
+    s.add_argument("--fidelity", type=float, default=None, help="score a first subset (e.g. 0.25), prune the weak")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--study", default=None, help="study name (default: from the settings; same name resumes)")
+    s.add_argument("--allow-test", action="store_true", help="search benchmarks that have no search_data")
+    s.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    s = lab_cmd(
+        "recycle",
+        "Checkpoint recycling: the best merge of the lab's experts (a pool of checkpoints) against the best "
+        "single checkpoint, the uniform average and a greedy soup; chosen on search_data, reported on data.",
+        cmd_recycle,
+    )
+    s.add_argument("--objective", default="mean", help="'mean', a benchmark, or bench=0.5,other=0.5")
+    s.add_argument("--sampler", default="cmaes", help="random, cmaes, tpe or gp (default cmaes)")
+    s.add_argument("--trials", type=_positive, default=40)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    s = lab_cmd(
         "report",
         "How well cached proxy scores rank the true mixtures, per benchmark and on the mean (one merge method: "
         "the lab's unless --method is given).",
@@ -383,6 +484,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--pretrain-share", type=float, default=None, help="share of general data in the base's training (default 0.5)"
     )
+    b.add_argument(
+        "--recycle",
+        action="store_true",
+        help="a recycling lab from demo-k3's checkpoints (3 experts + 12 true mixtures): cache/demo-recycle",
+    )
+    b.add_argument("--trials", type=_positive, default=40, help="--recycle: search trials (default 40)")
     b.add_argument("--replay", type=float, default=None, help="share of general data in every expert and true run")
     b.add_argument("--expert-steps", type=_positive, default=None, help="steps per expert and true run (default 60)")
     b.set_defaults(fn=cmd_demo_build)

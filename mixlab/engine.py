@@ -146,8 +146,11 @@ class Engine:
         return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.exclude))
 
     # --- benchmarks ---------------------------------------------------------------------------------
-    def benchmarks(self, names: Sequence[str] | None = None) -> list[BenchmarkSpec]:
-        return [self.lab.benchmark(n) for n in names] if names else self.lab.benchmarks
+    def benchmarks(self, names: Sequence[str | BenchmarkSpec] | None = None) -> list[BenchmarkSpec]:
+        """The lab's benchmarks by name; a spec passes through (search scores variants: dev data, subsets)."""
+        if not names:
+            return self.lab.benchmarks
+        return [n if isinstance(n, BenchmarkSpec) else self.lab.benchmark(n) for n in names]
 
     def _bench(self, b: BenchmarkSpec) -> BenchmarkData:
         return self.sources.benchmark(b)
@@ -487,8 +490,9 @@ class Engine:
     def cached(self, kind: str) -> list[Evaluation]:
         """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
         self.refresh()
-        if kind == "proxy":
-            return self.store.evaluations(models=self.models_fp, kind="proxy")
+        if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
+            names = {b.name for b in self.lab.benchmarks}
+            return [e for e in self.store.evaluations(models=self.models_fp, kind="proxy") if e.benchmark in names]
         fps = {
             "base": [None],
             "expert": [tv.fingerprint for tv in self.experts],

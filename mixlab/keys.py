@@ -30,7 +30,7 @@ def canonical(obj: object) -> str:
 
 def benchmark_desc(spec: BenchmarkSpec, data_fingerprint: str) -> dict:
     """What a benchmark is: its data by content, its evaluator and every option."""
-    options = spec.model_dump(exclude={"name", "data", "evaluator"})
+    options = spec.model_dump(exclude={"name", "data", "evaluator", "search_data"})  # search_data: not this data
     return {
         "name": spec.name,
         "data": data_fingerprint,

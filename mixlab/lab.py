@@ -51,6 +51,9 @@ class BenchmarkSpec(_Strict):
     lower_is_better: bool | None = Field(
         None, description="plugin evaluators: true when a lower score is better (built-ins know their own)"
     )
+    search_data: str | None = Field(
+        None, description="JSONL inside the lab that `search` optimises on (dev); `data` stays for reporting (test)"
+    )
 
     @field_validator("stop")
     @classmethod

@@ -15,6 +15,7 @@ PAGES = [
     "views/4_proxy_vs_true.py",
     "views/5_pareto.py",
     "views/6_experts.py",
+    "views/7_search.py",
 ]
 
 
@@ -342,3 +343,24 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     assert {(e.kind, e.label) for e in job.result} >= {("base", "base"), ("expert", "add"), ("true", "sort100")}
     at.run()
     assert not any("no scores yet" in i.value for i in at.info)
+
+
+def test_search_page_runs_a_search_and_selects_its_winner(app):
+    from views._shared import worker
+
+    at = _open(app, "views/7_search.py")
+    at.number_input(key="search_trials").set_value(2)
+    at.selectbox(key="search_sampler").set_value("random")
+    at.multiselect(key="search_objectives").set_value(["rev"])
+    next(b for b in at.button if b.label == "Search").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = worker().wait(worker().jobs[-1], timeout=300)
+    assert job.state == "done", job.error
+    at.run()
+    best = job.result.best[0]
+    table = next(d.value for d in at.dataframe if "test rev" in d.value.columns)
+    assert table["test rev"].iloc[0] == pytest.approx(best["test"]["rev"], abs=1e-4)
+    next(b for b in at.button if b.label == "Select this mixture").click()
+    at.run()
+    assert at.session_state["mixture"] == pytest.approx([best["weights"][n] for n in ["add", "rev", "sort"]], abs=1e-5)

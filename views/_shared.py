@@ -416,7 +416,8 @@ def _job_panel() -> None:
         st.session_state.job_was_active = job.id
     else:
         if job.state == "done":
-            st.success(f"Done: {escape(job.description)}: {len(job.result)} scores cached.")
+            count = f": {len(job.result)} scores cached" if isinstance(job.result, list) else ""
+            st.success(f"Done: {escape(job.description)}{count}.")
         elif job.state == "cancelled":
             st.warning(f"Cancelled: {escape(job.description)}")
         else:

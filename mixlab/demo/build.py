@@ -217,15 +217,23 @@ def _write_benchmarks(root: Path, names: list[str], n: int, seed: int) -> list[d
     (root / "data").mkdir()
     benches = []
     for name in names:
-        path = root / "data" / f"{name}.jsonl"
+        write_split(root, name, n, seed)
+        data = {"data": f"data/{name}.jsonl", "search_data": f"data/{name}_dev.jsonl"}
+        benches.append({"name": name, "evaluator": "exact_match", **data, "max_new_tokens": 8})
+        benches.append({"name": f"{name}-loss", "evaluator": "lm_loss", **data})
+    return benches
+
+
+def write_split(root: Path, name: str, n: int, seed: int) -> None:
+    """A domain's held-out examples: ``data/<name>.jsonl`` (test: what every score reports) and
+    ``data/<name>_dev.jsonl`` (what ``search`` optimises on), each ``n`` examples, seeded apart from each
+    other and from the training runs."""
+    for path, offset in ((root / "data" / f"{name}.jsonl", 10_000), (root / "data" / f"{name}_dev.jsonl", 30_000)):
         with open(path, "w") as f:
             f.writelines(
                 json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n"
-                for prompt, answer in examples(name, n, seed=10_000 + seed)
+                for prompt, answer in examples(name, n, seed=offset + seed)
             )
-        benches.append({"name": name, "evaluator": "exact_match", "data": f"data/{name}.jsonl", "max_new_tokens": 8})
-        benches.append({"name": f"{name}-loss", "evaluator": "lm_loss", "data": f"data/{name}.jsonl"})
-    return benches
 
 
 def _toml(value) -> str:
@@ -365,6 +373,71 @@ def build_demo(
                 indent=2,
             )
         )
+        if out.exists():
+            shutil.rmtree(out)
+        root.replace(out)
+        return out
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def build_recycle(
+    source: Path | None = None,
+    out: Path | None = None,
+    *,
+    pool: int = 12,
+    trials: int = 40,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """``demo build --recycle``: a lab whose experts are a pool of checkpoints of one base — the source demo
+    lab's 3 experts and ``pool`` of its true-mixture models, evenly spread over its list (real trained runs,
+    nothing new is trained) — with every checkpoint scored, the recycling candidates of
+    :func:`mixlab.recycle.recycle` (objective: the mean) cached, and their table in ``recycle.json``."""
+    from mixlab.engine import EXPORT_FILE, Engine
+    from mixlab.recycle import recycle
+
+    src = load_lab(source or LABS_DIR / "demo-k3")
+    out = Path(out) if out else LABS_DIR / "demo-recycle"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
+    trues = [t for t in src.manifest.true_mixtures if t.path is not None]
+    if len(trues) < pool:
+        raise MixlabError(f"lab {src.name!r} has {len(trues)} true-mixture checkpoints; the pool needs {pool}")
+    picked = [trues[int(i)] for i in np.linspace(0, len(trues) - 1, pool)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    root.chmod(0o755)
+    start = time.perf_counter()
+    try:
+        shutil.copytree(src.resolve(src.manifest.base), root / "base")
+        shutil.copytree(src.root / "data", root / "data")
+        names = []
+        for e in src.manifest.experts:
+            names.append(f"expert-{e.name}")
+            shutil.copytree(src.resolve(e.path), root / "experts" / names[-1])
+        for t in picked:
+            names.append(f"true-{src.true_mixture_name(t)}")
+            shutil.copytree(src.resolve(t.path), root / "experts" / names[-1])
+        benches = [b.model_dump(exclude_none=True, exclude_defaults=True) | {"name": b.name} for b in src.benchmarks]
+        description = (
+            f"Built by `python -m mixlab demo build --recycle` from {src.name}: a pool of {len(names)} checkpoints "
+            f"of one base ({len(src.manifest.experts)} experts and {pool} true-mixture models), for recycling."
+        )
+        _write_manifest(root, "demo-recycle", description, names, benches, [])
+        lab = load_lab(root)
+        store = Store(":memory:")
+        engine = Engine(lab, store, device="cpu")
+        engine.checkpoint_scores()
+        bar = tqdm(desc="searching merge weights", total=trials, disable=not show_progress)
+        rows = recycle(engine, "mean", trials=trials, progress=lambda d, t, m: bar.update(d - bar.n))
+        bar.close()
+        (root / "recycle.json").write_text(json.dumps(rows, indent=2))
+        store.export_jsonl(root / EXPORT_FILE)
+        store.close()
+        info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
+        (root / "build_info.json").write_text(json.dumps(info | {"torch": torch.__version__}, indent=2))
         if out.exists():
             shutil.rmtree(out)
         root.replace(out)

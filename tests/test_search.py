@@ -1,0 +1,140 @@
+"""Search over the simplex through optuna: the box→simplex map, dev/test separation, the engine's cache,
+resumable studies, multi-fidelity pruning and Pareto fronts, on the tiny lab."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import write_lab_toml
+
+from mixlab.analysis import pareto_front
+from mixlab.demo.tasks import examples
+from mixlab.engine import Engine
+from mixlab.errors import MixlabError
+from mixlab.lab import load_lab
+from mixlab.search import Search, to_weights
+from mixlab.simplex import Mixture
+from mixlab.store import Store
+
+
+@pytest.fixture
+def dev_lab(tiny_lab_dir):
+    """The tiny lab with a dev file for rev and rev-loss (pick has none)."""
+    with open(tiny_lab_dir / "data" / "rev_dev.jsonl", "w") as f:
+        for prompt, answer in examples("rev", 12, 99):
+            f.write(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n")
+    write_lab_toml(tiny_lab_dir, {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"})
+    text = (tiny_lab_dir / "lab.toml").read_text()
+    text = text.replace('data = "data/rev.jsonl"', 'data = "data/rev.jsonl"\nsearch_data = "data/rev_dev.jsonl"')
+    (tiny_lab_dir / "lab.toml").write_text(text)
+    return tiny_lab_dir
+
+
+def test_the_box_maps_onto_the_simplex_uniformly():
+    rng = np.random.default_rng(0)
+    w = np.array([to_weights(u) for u in rng.uniform(1e-6, 1, size=(20000, 3))])
+    assert np.allclose(w.sum(1), 1) and (w > 0).all()
+    np.testing.assert_allclose(w.mean(0), [1 / 3] * 3, atol=0.01)  # Dirichlet(1): mean 1/K …
+    np.testing.assert_allclose(w.var(0), [1 / 18] * 3, atol=0.003)  # … and variance (K−1)/(K²(K+1))
+    assert to_weights([1, 1, 1]) == [1 / 3] * 3
+
+
+def test_search_optimises_on_dev_and_reports_on_test(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    search = Search(engine, ["rev-loss"], sampler="random", seed=1)
+    result = search.run(6)
+    assert result.split == "dev" and len(result.trials) == 6
+    values = [t["values"][0] for t in result.trials]
+    (best,) = result.best
+    assert best["dev"][0] == max(values)  # higher is better: the objective is −loss on the dev data
+    m = engine.mixture([best["weights"][n] for n in engine.names])
+    (test,) = engine.proxy(m, benchmarks=["rev-loss"])
+    assert best["test"] == {"rev-loss": test.score}  # reported on the lab's own data …
+    dev = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")
+    dev_spec = dev.lab.benchmark("rev-loss").model_copy(update={"name": "x", "data": "data/rev_dev.jsonl"})
+    (again,) = dev.proxy(m, benchmarks=[dev_spec])
+    assert -again.score == pytest.approx(best["dev"][0], rel=1e-6)  # … chosen on the dev file
+    shown = engine.results()
+    assert set(shown.benchmark) <= {"rev", "rev-loss", "pick"}  # dev scores never appear as reported ones
+
+
+def test_a_search_resumes_and_recomputes_nothing_cached(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    first = Search(engine, ["rev-loss"], sampler="random", seed=3, name="s1").run(4)
+    rows = engine.store.count()
+    again = Search(engine, ["rev-loss"], sampler="random", seed=3, name="s2").run(4)  # same points, new study
+    assert engine.store.count() == rows and again.best[0]["dev"] == first.best[0]["dev"]
+    resumed = Search(engine, ["rev-loss"], sampler="random", seed=3, name="s1").run(2)
+    assert len(resumed.trials) == 6  # the stored study grew
+    assert (dev_lab / ".mixlab" / "search.sqlite").exists() or (tmp_path / "search.sqlite").exists()
+
+
+def test_searching_the_reported_data_needs_asking(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")
+    with pytest.raises(MixlabError, match="pick have no search_data"):
+        Search(engine, ["pick"])
+    result = Search(engine, ["pick"], sampler="random", allow_test=True).run(2)
+    assert result.split == "test"
+    with pytest.raises(MixlabError, match="sampler must be one of"):
+        Search(engine, ["rev"], sampler="annealing")
+    with pytest.raises(MixlabError, match="no benchmark 'nope'"):
+        Search(engine, ["nope"])
+
+
+def test_multi_fidelity_prunes_and_spends_less_than_a_full_evaluation_each(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")
+    result = Search(engine, ["rev-loss"], sampler="random", seed=0, fidelity=0.25).run(12)
+    states = [t["state"] for t in result.trials]
+    assert "pruned" in states and result.full_evaluations < len(states)
+
+
+def test_two_objectives_give_a_pareto_front(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")
+    result = Search(engine, ["rev-loss", "rev"], sampler="nsga2", seed=0).run(8)
+    done = [t for t in result.trials if t["state"] == "complete"]
+    values = np.array([t["values"] for t in done])
+    front = {tuple(v) for v in values[pareto_front(values, [True, True])]}
+    assert {tuple(b["dev"]) for b in result.best} == front
+    assert all(set(b["test"]) == {"rev-loss", "rev"} for b in result.best)
+
+
+def test_grid_sampler_visits_the_lattice(dev_lab):
+    engine = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")
+    result = Search(engine, ["rev-loss"], sampler="grid").run(5)
+    for t in result.trials:
+        assert all(abs(x * 8 - round(x * 8)) < 1e-9 for x in t["weights"].values())
+
+
+def test_search_from_the_command_line(dev_lab, tmp_path, monkeypatch, capsys):
+    from mixlab.cli import main
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    args = ["search", str(dev_lab), "--objective", "rev-loss", "--sampler", "random", "--trials", "3"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "dev" and len(out["trials"]) == 3 and out["study"].startswith("rev-loss-random-")
+    assert main(args) == 0  # the same study again: resumed
+    text = capsys.readouterr().out
+    assert "6 trials (6 complete, 0 pruned)" in text and "searched on dev data" in text
+    assert main(["search", str(dev_lab), "--objective", "pick"]) == 2
+    assert "pick have no search_data" in capsys.readouterr().err
+
+
+def test_recycling_candidates_are_chosen_on_dev_and_reported_on_test(dev_lab):
+    from mixlab.recycle import recycle
+
+    engine = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")
+    rows = {r["candidate"]: r for r in recycle(engine, "rev-loss", sampler="random", trials=4)}
+    assert list(rows) == ["best single checkpoint", "uniform average", "greedy soup", "searched (random)"]
+    search = Search(engine, ["rev-loss"], allow_test=False)
+    singles = {n: search.dev_values(engine.mixture([float(m == n) for m in engine.names]))[0] for n in engine.names}
+    best = max(singles, key=singles.get)
+    assert rows["best single checkpoint"]["weights"] == {best: 1.0}
+    assert rows["best single checkpoint"]["dev_objective"] == pytest.approx(singles[best])
+    assert rows["uniform average"]["weights"] == pytest.approx({n: 1 / 3 for n in engine.names})
+    soup = rows["greedy soup"]
+    assert best in soup["weights"] and soup["dev_objective"] >= singles[best] - 1e-12  # only kept what helped
+    for r in rows.values():
+        m = Mixture.of(engine.names, [r["weights"].get(n, 0.0) for n in engine.names], normalize=True)
+        (test,) = engine.proxy(m, benchmarks=["rev-loss"])
+        assert r["test"] == {"rev-loss": test.score} and r["test_objective"] == -test.score
