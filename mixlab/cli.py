@@ -256,9 +256,10 @@ def cmd_search(args) -> None:
     from mixlab.search import Search
 
     engine = _engine(args)
+    objectives = args.objective or (args.objectives.split(",") if args.objectives else ["mean"])
     search = Search(
         engine,
-        args.objective or ["mean"],
+        objectives,
         method=args.method,
         params=_params(args.param),
         sampler=args.sampler,
@@ -267,16 +268,29 @@ def cmd_search(args) -> None:
         allow_test=args.allow_test,
         name=args.study,
     )
+    before = engine.store.count()
     with _Bar(f"searching ({search.sampler}, study {search.name})", "trial") as bar:
         result = search.run(args.trials, budget=args.budget, progress=bar)
     if args.json:
-        print(json.dumps(result.__dict__ | {"objectives": [o.label() for o in result.objectives]}, indent=2))
+        best = result.best[0]
+        out = {
+            "study": result.study,
+            "objectives": [o.label() for o in result.objectives],
+            "split": result.split,
+            "best": {"weights": best["weights"], "score": best["dev"][0], "test": best["test"]},
+            "evaluations": engine.store.count() - before,
+            "full_evaluations": result.full_evaluations,
+            "trials": result.trials,
+            "front": result.best if len(result.objectives) > 1 else [],
+        }
+        print(json.dumps(out, indent=2))
         return
     finished = [t for t in result.trials if t["state"] == "complete"]
     pruned = sum(t["state"] == "pruned" for t in result.trials)
     print(
         f"study {result.study}: {len(result.trials)} trials ({len(finished)} complete, {pruned} pruned), "
-        f"{result.full_evaluations:g} full dev evaluations this run; searched on {result.split} data"
+        f"{result.full_evaluations:g} full dev evaluations and {engine.store.count() - before} new scores this run; "
+        f"searched on {result.split} data"
     )
     if result.split == "test":
         print("warning: searched on the reported data (--allow-test): the scores below are optimistic", file=sys.stderr)
@@ -285,6 +299,27 @@ def cmd_search(args) -> None:
         dev = " ".join(f"{v:+.4f}" for v in b["dev"])
         test = " ".join(f"{n} {v:.4f}" for n, v in b["test"].items())
         print(f"  {w}   objective on search data {dev}   on test: {test}")
+
+
+def cmd_pareto(args) -> None:
+    from mixlab.analysis import pareto_points
+
+    engine = _engine(args)
+    method, params = engine.resolve_method(args.method, _params(args.param))
+    bx, by = args.objectives.split(",")
+    for b in (bx, by):
+        engine.lab.benchmark(b)  # a clear error for an unknown name
+    pts = pareto_points(engine.results(method, params), engine.names, bx, by)
+    cols = ["kind", "label", "x", "y", *engine.names]
+    merges, trained = pts[pts.proxy_front][cols], pts[pts.true_front][cols]
+    if args.json:
+        front = {"merges": merges.to_dict("records"), "trained": trained.to_dict("records")}
+        print(json.dumps({"x": bx, "y": by, "method": method, "params": params} | front, indent=2))
+        return
+    for title, rows in (("front of merges (experts + proxies)", merges), ("front of trained models", trained)):
+        print(f"{title}, {bx} × {by} ({method}):")
+        for r in rows.itertuples():
+            print(f"  {r.kind:<7} {r.label:<24} {bx} {r.x:.4f}  {by} {r.y:.4f}")
 
 
 def cmd_recycle(args) -> None:
@@ -311,6 +346,34 @@ def cmd_recycle(args) -> None:
         "searched weights: "
         + ", ".join(f"{n} {w:.3f}" for n, w in sorted(searched["weights"].items(), key=lambda x: -x[1]))
     )
+
+
+def cmd_regress(args) -> None:
+    from mixlab.regression import MODELS, regression_report
+
+    engine = _engine(args)
+    method, params = engine.resolve_method(args.method, _params(args.param))
+    df = engine.results(method, params)
+    rep = regression_report(
+        df, engine.names, engine.lab.benchmarks, args.benchmark, repeats=args.repeats, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(rep | {"method": method, "params": params}, indent=2))
+        return
+
+    def num(v):
+        return "undefined" if v is None else f"{v:+.3f}"
+
+    label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
+    print(
+        f"{engine.lab.name}, {args.benchmark}: n={rep['n']} true runs; proxy ({label}) ρ {num(rep['proxy_spearman'])}"
+    )
+    print("regression on the true runs, leave-one-out ρ: " + ", ".join(f"{m} {num(rep['loo'].get(m))}" for m in MODELS))
+    if rep["curve"]:
+        print(f"{'n train':>7}  " + "  ".join(f"{m + ' ρ (median [IQR])':>30}" for m in MODELS))
+        for row in rep["curve"]:
+            cells = [f"{num(row[m])} [{num(row[m + '_low'])}, {num(row[m + '_high'])}]" for m in MODELS]
+            print(f"{row['n_train']:>7}  " + "  ".join(f"{c:>30}" for c in cells))
 
 
 def demo_budget(args):
@@ -424,6 +487,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="'mean', a benchmark, or bench=0.5,other=0.5; repeat 2-3 times for a Pareto front (default: mean)",
     )
+    s.add_argument("--objectives", default=None, help="a,b: two (or three) benchmarks at once, for a Pareto front")
     s.add_argument("--sampler", default="tpe", help="random, grid, cmaes, tpe, gp or nsga2 (default tpe)")
     s.add_argument("--trials", type=_positive, default=30, help="trials to run now (default 30)")
     s.add_argument("--budget", type=float, default=None, help="stop after this many full dev evaluations")
@@ -445,6 +509,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=_positive, default=40)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    s = lab_cmd("pareto", "The Pareto fronts of cached merges and trained models on two benchmarks.", cmd_pareto)
+    merge_opts(s, weights=False)
+    s.add_argument("--objectives", required=True, help="two benchmarks: x,y")
+    s.add_argument("--json", action="store_true", help="print the fronts as JSON")
+
+    s = lab_cmd(
+        "regress",
+        "The regression baseline (RegMix-style): predict true scores from mixture weights with n true runs "
+        "(linear and gradient-boosted), leave-one-out and by n, beside the merged proxy's ρ.",
+        cmd_regress,
+    )
+    merge_opts(s, weights=False)
+    s.add_argument("--benchmark", default="mean", help="a benchmark or 'mean' (default)")
+    s.add_argument("--repeats", type=_positive, default=20, help="random subsets per training size (default 20)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
 
     s = lab_cmd(
         "report",

@@ -173,3 +173,23 @@ def test_dev_ability_is_exact_match_on_examples_seeded_apart_from_the_benchmarks
     dev = dev_ability(model, tok, ["rev"], seed=0, n=20)
     assert 0.0 <= dev["rev"] <= 1.0
     assert examples("rev", 100, seed=20_000) != examples("rev", 100, seed=10_000)[:100]  # seeded apart
+
+
+def test_the_recycling_lab_ships_its_scores_and_its_table_recomputes_from_them():
+    """cache/demo-recycle: 15 checkpoints of one base, every one scored; its recycle.json is what
+    mixlab.recycle computes from the shipped cache (every candidate, every searched point is cached)."""
+    from mixlab.recycle import recycle
+
+    root = DEMO_LAB.parent / "demo-recycle"
+    lab = load_lab(root)
+    assert len(lab.expert_names) == 15 and all(b.search_data for b in lab.benchmarks)
+    store = Store(":memory:", seed_from=root / "evaluations.jsonl")
+    engine = Engine(lab, store, device="cpu")
+    assert engine.unscored() == {"base": 0, "expert": 0, "true": 0}
+    rows = store.count()
+    again = recycle(engine, "mean", trials=40)
+    assert store.count() == rows  # nothing recomputed
+    shipped = json.loads((root / "recycle.json").read_text())
+    assert [r["candidate"] for r in again] == [r["candidate"] for r in shipped]
+    for a, b in zip(again, shipped):
+        assert a["test"] == pytest.approx(b["test"]) and a["weights"] == pytest.approx(b["weights"])

@@ -113,11 +113,17 @@ def test_search_from_the_command_line(dev_lab, tmp_path, monkeypatch, capsys):
     assert main([*args, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "dev" and len(out["trials"]) == 3 and out["study"].startswith("rev-loss-random-")
+    assert set(out["best"]) == {"weights", "score", "test"} and out["evaluations"] >= 3 and out["front"] == []
     assert main(args) == 0  # the same study again: resumed
     text = capsys.readouterr().out
     assert "6 trials (6 complete, 0 pruned)" in text and "searched on dev data" in text
     assert main(["search", str(dev_lab), "--objective", "pick"]) == 2
     assert "pick have no search_data" in capsys.readouterr().err
+    assert main([*args[:2], "--objectives", "rev-loss,rev", "--sampler", "nsga2", "--trials", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["front"]
+    assert main(["pareto", str(dev_lab), "--objectives", "rev,rev-loss", "--json"]) == 0
+    fronts = json.loads(capsys.readouterr().out)
+    assert fronts["x"] == "rev" and {r["kind"] for r in fronts["merges"]} <= {"expert", "proxy"}
 
 
 def test_recycling_candidates_are_chosen_on_dev_and_reported_on_test(dev_lab):
@@ -138,3 +144,31 @@ def test_recycling_candidates_are_chosen_on_dev_and_reported_on_test(dev_lab):
         m = Mixture.of(engine.names, [r["weights"].get(n, 0.0) for n in engine.names], normalize=True)
         (test,) = engine.proxy(m, benchmarks=["rev-loss"])
         assert r["test"] == {"rev-loss": test.score} and r["test_objective"] == -test.score
+
+
+def test_regression_baseline_leave_one_out_is_exact_on_a_linear_truth():
+    import pandas as pd
+
+    from mixlab.lab import BenchmarkSpec
+    from mixlab.regression import leave_one_out, regression_report
+
+    rng = np.random.default_rng(0)
+    x = rng.dirichlet(np.ones(3), size=12)
+    y = x @ np.array([0.2, 0.5, 0.9])  # a linear truth: leave-one-out recovers every run exactly
+    np.testing.assert_allclose(leave_one_out(x, y, "linear"), y, atol=1e-9)
+    assert np.abs(leave_one_out(x, y, "boosted") - y).max() > 1e-3  # trees only approximate it
+    names = ["a", "b", "c"]
+    proxy = y + 0.05 * rng.standard_normal(12)
+    rows = [
+        {"kind": k, "label": f"m{i}", "benchmark": "x", "score": s, "weights": dict(zip(names, w)), "method": m}
+        for i, w in enumerate(x)
+        for k, s, m in (("true", y[i], None), ("proxy", proxy[i], "linear"))
+    ]
+    df = pd.DataFrame(rows).assign(params=[None if r["method"] is None else {} for r in rows])
+    df = df.assign(higher_is_better=True, metric="exact_match")
+    rep = regression_report(df, names, [BenchmarkSpec(name="x", evaluator="exact_match", data="x")], "x", repeats=5)
+    assert rep["n"] == 12 and rep["loo"]["linear"] == pytest.approx(1.0)
+    from scipy import stats
+
+    assert rep["proxy_spearman"] == pytest.approx(stats.spearmanr(proxy, y).statistic)
+    assert [r["n_train"] for r in rep["curve"]] == [4, 6, 8] and rep["curve"][-1]["linear"] == pytest.approx(1.0)

@@ -64,6 +64,15 @@ if job is not None and job.state == "done" and job.id == st.session_state.get("s
         for b in result.best
     ]
     st.dataframe(pd.DataFrame(rows).round(4), hide_index=True, width="stretch", key="search_best")
+    curve, bars = st.columns(2)
+    done_trials = [t for t in result.trials if t["state"] == "complete" and t["values"]]
+    if len(result.objectives) == 1 and done_trials:
+        values = [t["values"][0] for t in done_trials]
+        best_so_far = pd.Series(values).cummax()
+        curve.markdown(f"**Best so far** ({escape(result.objectives[0].label())} on dev) vs trials")
+        curve.line_chart(pd.DataFrame({"best so far": best_so_far, "trial": values}))
+    bars.markdown("**Best weights** per expert")
+    bars.bar_chart(pd.Series(result.best[0]["weights"], name="weight"), horizontal=True)
     pick = st.selectbox("Use a winner as the selected mixture", range(len(result.best)), key="search_pick")
     if st.button("Select this mixture", key="search_select"):
         set_mixture([result.best[pick]["weights"][n] for n in eng.names])
