@@ -364,3 +364,56 @@ def test_search_page_runs_a_search_and_selects_its_winner(app):
     next(b for b in at.button if b.label == "Select this mixture").click()
     at.run()
     assert at.session_state["mixture"] == pytest.approx([best["weights"][n] for n in ["add", "rev", "sort"]], abs=1e-5)
+
+
+def test_pages_poll_only_while_a_job_runs(monkeypatch):
+    """An idle page does not rerun: the progress fragment gets run_every only while its job is active."""
+    import views._shared as shared
+
+    seen = []
+
+    def fragment(fn, run_every=None):
+        seen.append(run_every)
+        return lambda: None
+
+    monkeypatch.setattr(shared.st, "fragment", fragment)
+    job = type("J", (), {"active": True})()
+    monkeypatch.setattr(shared, "current_job", lambda: job)
+    shared.job_panel()
+    job.active = False
+    shared.job_panel()
+    monkeypatch.setattr(shared, "current_job", lambda: None)
+    shared.job_panel()
+    assert seen == [0.5, None]
+
+
+def test_a_first_evaluation_says_its_start_up_stages_and_cancels_between_them():
+    import threading
+
+    from mixlab.errors import Cancelled
+    from views._shared import _stages
+
+    class Eng:
+        loaded = False
+
+        @property
+        def model(self):
+            Eng.loaded = True
+
+    said, cancel = [], threading.Event()
+    _stages(Eng(), lambda d, t, m: said.append(m), cancel)
+    assert said == [
+        "importing the model stack",
+        "building the merge kernels (first run only)",
+        "loading the base and the experts",
+    ] and Eng.loaded
+    said.clear()
+    Eng.loaded = False
+
+    def progress(d, t, m):
+        said.append(m)
+        cancel.set()  # cancel pressed during the first stage
+
+    with pytest.raises(Cancelled):
+        _stages(Eng(), progress, cancel)
+    assert said == ["importing the model stack"] and not Eng.loaded
