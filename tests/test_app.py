@@ -402,11 +402,15 @@ def test_a_first_evaluation_says_its_start_up_stages_and_cancels_between_them():
 
     said, cancel = [], threading.Event()
     _stages(Eng(), lambda d, t, m: said.append(m), cancel)
-    assert said == [
-        "importing the model stack",
-        "building the merge kernels (first run only)",
-        "loading the base and the experts",
-    ] and Eng.loaded
+    assert (
+        said
+        == [
+            "importing the model stack",
+            "building the merge kernels (first run only)",
+            "loading the base and the experts",
+        ]
+        and Eng.loaded
+    )
     said.clear()
     Eng.loaded = False
 
