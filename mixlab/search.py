@@ -109,6 +109,45 @@ def make_sampler(name: str, seed: int, k: int):
     raise MixlabError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
+def create_study(
+    k: int,
+    n_objectives: int,
+    sampler: str,
+    seed: int = 0,
+    *,
+    name: str | None = None,
+    storage: str | Path | None = None,
+    fidelity: bool = False,
+):
+    """An optuna study over K-expert mixtures, every objective maximised (resumed when ``name`` exists in
+    ``storage``). With ``fidelity``: one successive-halving rung — a trial reports its subset score at step
+    1 and goes on to the full data only if it is in the top third of the trials scored there so far."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = (
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        if fidelity
+        else optuna.pruners.NopPruner()
+    )
+    return optuna.create_study(
+        study_name=name,
+        storage=None if storage is None else str(storage),
+        load_if_exists=name is not None,
+        directions=["maximize"] * n_objectives,
+        sampler=make_sampler(sampler, seed, k),
+        pruner=pruner,
+    )
+
+
+def suggest_weights(trial, k: int, sampler: str) -> list[float]:
+    """A trial's mixture: a lattice point for the grid sampler, else the box point mapped by :func:`to_weights`."""
+    if sampler == "grid":
+        points = lattice(k, GRID_M)
+        return [float(x) for x in points[trial.suggest_categorical("point", list(range(len(points))))]]
+    return to_weights([trial.suggest_float(f"u{i}", EPS, 1.0) for i in range(k)])
+
+
 @dataclass
 class SearchResult:
     study: str
@@ -192,32 +231,18 @@ class Search:
         return spec.model_copy(update=update)
 
     def _study(self):
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # one rung: the subset's score is reported at step 1; a trial continues to the full data only if it is
-        # in the top third of the trials scored on the subset so far
-        pruner = (
-            optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-            if self.fidelity
-            else optuna.pruners.NopPruner()
-        )
-        k = len(self.engine.names)
-        return optuna.create_study(
-            study_name=self.name,
-            storage=None if self.storage is None else str(self.storage),
-            load_if_exists=True,
-            directions=["maximize"] * len(self.objectives),
-            sampler=make_sampler(self.sampler, self.seed, k),
-            pruner=pruner,
+        return create_study(
+            len(self.engine.names),
+            len(self.objectives),
+            self.sampler,
+            self.seed,
+            name=self.name,
+            storage=self.storage,
+            fidelity=bool(self.fidelity),
         )
 
     def _weights(self, trial) -> list[float]:
-        k = len(self.engine.names)
-        if self.sampler == "grid":
-            points = lattice(k, GRID_M)
-            return [float(x) for x in points[trial.suggest_categorical("point", list(range(len(points))))]]
-        return to_weights([trial.suggest_float(f"u{i}", EPS, 1.0) for i in range(k)])
+        return suggest_weights(trial, len(self.engine.names), self.sampler)
 
     def dev_values(self, mixture: Mixture, limit: int | None = None, progress=None, cancel=None) -> list[float]:
         """The objectives at ``mixture`` on the search data (its first ``limit`` examples when given)."""

@@ -172,3 +172,37 @@ def test_regression_baseline_leave_one_out_is_exact_on_a_linear_truth():
 
     assert rep["proxy_spearman"] == pytest.approx(stats.spearmanr(proxy, y).statistic)
     assert [r["n_train"] for r in rep["curve"]] == [4, 6, 8] and rep["curve"][-1]["linear"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "tpe", "gp"])
+def test_samplers_find_a_known_optimum_on_the_simplex(sampler):
+    """A synthetic objective with its maximum at w* inside the simplex: the sampler gets close."""
+    from mixlab.search import create_study, suggest_weights
+
+    target = np.array([0.6, 0.3, 0.1])
+    study = create_study(3, 1, sampler, seed=0)
+    study.optimize(lambda t: -float(((np.array(suggest_weights(t, 3, sampler)) - target) ** 2).sum()), n_trials=60)
+    best = np.array(to_weights([study.best_params[f"u{i}"] for i in range(3)]))
+    assert np.abs(best - target).max() < 0.1, (sampler, best)
+
+
+def test_a_two_objective_front_matches_the_brute_force_front_on_the_lattice():
+    from mixlab.search import create_study, suggest_weights
+    from mixlab.simplex import lattice
+
+    def f(w):  # two conflicting objectives: weight on the first expert vs closeness to the centre
+        w = np.asarray(w)
+        return [float(w[0]), float(-((w - 1 / 3) ** 2).sum())]
+
+    points = lattice(3, 8)
+    study = create_study(3, 2, "grid")
+    study.optimize(lambda t: f(suggest_weights(t, 3, "grid")), n_trials=len(points))
+    found = {tuple(np.round(t.values, 9)) for t in study.best_trials}
+    values = np.array([f(p) for p in points])
+    brute = {tuple(np.round(v, 9)) for v in values[pareto_front(values, [True, True])]}
+    assert found == brute
+    nsga = create_study(3, 2, "nsga2", seed=0)
+    nsga.optimize(lambda t: f(suggest_weights(t, 3, "nsga2")), n_trials=40)
+    vals = np.array([t.values for t in nsga.trials])
+    front = np.array([t.values for t in nsga.best_trials])
+    assert all(not ((vals >= v).all(1) & (vals > v).any(1)).any() for v in front)  # none dominated
