@@ -32,12 +32,20 @@ class Job:
     error: str | None = None
     result: Any = None
     created: float = field(default_factory=time.time)
+    started: float | None = None
     finished: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def fraction(self) -> float:
         return self.done / self.total if self.total else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far (None before the first step is done)."""
+        if self.started is None or not self.done or not self.total:
+            return None
+        return (time.time() - self.started) / self.done * (self.total - self.done)
 
     @property
     def active(self) -> bool:
@@ -71,7 +79,7 @@ class Worker:
             if job.cancel_event.is_set():
                 job.state, job.finished = "cancelled", time.time()
                 continue
-            job.state = "running"
+            job.state, job.started = "running", time.time()
             try:
                 job.result = job.fn(job._progress, job.cancel_event)
                 job.state = "done"

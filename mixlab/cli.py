@@ -577,6 +577,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def console() -> None:
+    """The ``mixlab`` console script (``pip install -e .``)."""
+    sys.exit(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _OPEN.clear()

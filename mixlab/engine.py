@@ -10,6 +10,7 @@ whose sources changed while it was computed is never stored.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -205,6 +206,8 @@ class Engine:
             bench = self._bench(b)
             key = key_of(bench)
             hit = None if refresh else self.store.get(key.digest)
+            if hit is not None:
+                hit = self._as_here(hit, row)
             if hit is None:
                 with self._lock:
                     load()
@@ -493,16 +496,36 @@ class Engine:
         if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
             names = {b.name for b in self.lab.benchmarks}
             return [e for e in self.store.evaluations(models=self.models_fp, kind="proxy") if e.benchmark in names]
-        fps = {
-            "base": [None],
-            "expert": [tv.fingerprint for tv in self.experts],
-            "true": list(self.true_fingerprints.values()),
-        }[kind]
+        rows = {  # fingerprint → how this lab names the checkpoint
+            "base": lambda: {None: ("base", None)},
+            "expert": lambda: {
+                tv.fingerprint: (tv.name, {n: float(n == tv.name) for n in self.names}) for tv in self.experts
+            },
+            "true": lambda: {
+                fp: (label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict())
+                for label, fp in self.true_fingerprints.items()
+            },
+        }[kind]()
         data = [self._bench(b) for b in self.benchmarks()]
-        keys = [self._checkpoint_key(fp, d).digest for fp in fps for d in data]
-        hits = self.store.get_many(keys)
-        out = [hits[k] for k in keys if k in hits]
+        keys = {self._checkpoint_key(fp, d).digest: fp for fp in rows for d in data}
+        hits = self.store.get_many(list(keys))
+        out = [
+            self._as_here(
+                hits[k], {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
+            )
+            for k, fp in keys.items()
+            if k in hits
+        ]
         return out + (self._manifest_scores() if kind == "true" else [])
+
+    def _true_spec(self, label: str):
+        return next(t for t in self.lab.manifest.true_mixtures if self.lab.true_mixture_name(t) == label)
+
+    def _as_here(self, hit: Evaluation, row: dict) -> Evaluation:
+        """A cached score as this lab names it. A checkpoint's key is its content and the benchmark, so
+        another lab that holds the same checkpoint (the recycling lab holds demo-k3's true mixtures as
+        experts) stored it under its own kind, label and weights."""
+        return dataclasses.replace(hit, lab=self.lab.name, models=self.models_fp, **row)
 
     def results(self, method: str | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table (see :func:`mixlab.analysis.results_table`);

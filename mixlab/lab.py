@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -20,7 +21,7 @@ from pydantic import (
 )
 
 from mixlab.errors import ManifestError, MixlabError
-from mixlab.simplex import TOLERANCE, Mixture
+from mixlab.simplex import TOLERANCE, Mixture, weight_value
 
 MANIFEST = "lab.toml"
 MAX_MANIFEST_BYTES = 1 << 20  # a lab.toml is a few KB; anything bigger is not one
@@ -38,6 +39,16 @@ class _Strict(BaseModel):
 class ExpertSpec(_Strict):
     name: Name = Field(description="unique name, shown as a simplex vertex")
     path: str = Field(description="a PEFT LoRA adapter dir or a full fine-tune dir, inside the lab")
+
+
+def _fraction(v):
+    """lab.toml weights may be fractions written as strings ("1/3"): exact thirds sum to 1."""
+    if isinstance(v, str):
+        try:
+            return weight_value(v)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"weight {v!r} is not a number or a fraction like '1/3'") from None
+    return v
 
 
 class BenchmarkSpec(_Strict):
@@ -87,7 +98,9 @@ class BenchmarkSpec(_Strict):
 
 class TrueMixtureSpec(_Strict):
     name: Name | None = Field(None, description="defaults to the weights, e.g. ocr50_chart50")
-    weights: dict[str, float] = Field(description="expert name → weight; missing experts are 0")
+    weights: dict[str, Annotated[float, BeforeValidator(_fraction)]] = Field(
+        description='expert name → weight (a number or a fraction like "1/3"); missing experts are 0'
+    )
     path: str | None = Field(None, description="checkpoint trained on this mixture (adapter or full)")
     scores: dict[str, float] | None = Field(None, description="benchmark name → score, if no checkpoint")
 

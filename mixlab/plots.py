@@ -14,7 +14,7 @@ from mixlab.simplex import polygon_vertices, projected_xy
 
 SCALE_UP = "Viridis"  # higher is better: bright = good
 SCALE_DOWN = "Viridis_r"  # lower is better (loss): bright = good, too
-KINDS = ("proxy", "true", "expert", "selected")  # customdata[K + 1]: the index of the point's kind here
+KINDS = ("proxy", "true", "expert", "selected", "searched")  # customdata[K + 1]: the index of the point's kind here
 
 
 def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: bool) -> dict | None:
@@ -47,13 +47,15 @@ def simplex_figure(
     title: str,
     higher_is_better: bool,
     vertices: np.ndarray | None = None,
+    searched: pd.DataFrame | None = None,
 ) -> go.Figure:
     """K=3: a ternary plot; K>3: the barycentric projection onto a polygon (``vertices``, (K, 2); default
     the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
 
     ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
     Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale; experts
-    sit at the vertices. ``customdata`` per point: the K weights, the score, the index of its kind in
+    sit at the vertices; ``searched`` (weights, ``score`` = the search objective on dev) are the points a
+    search tried, drawn small and uncoloured (their scores are on other data). ``customdata`` per point: the K weights, the score, the index of its kind in
     :data:`KINDS`.
     """
     k = len(names)
@@ -103,6 +105,14 @@ def simplex_figure(
         )
     if len(experts):
         trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")), "expert")
+    if searched is not None and len(searched):
+        trace(
+            searched.assign(score=np.nan),
+            "searched (trials)",
+            dict(size=7, symbol="x-thin", line=dict(width=1.5, color="#d62728")),
+            "searched",
+            colour=False,
+        )
     if selected is not None:
         sel = pd.DataFrame([list(selected)], columns=list(names)).assign(score=np.nan)
         trace(
@@ -153,7 +163,7 @@ def simplex_figure(
                 text=list(names),
                 textposition=position,
                 hoverinfo="skip",
-                textfont=dict(size=14),
+                textfont=dict(size=14 if k <= 8 else 10),
                 showlegend=False,
                 cliponaxis=False,
             )
@@ -190,9 +200,12 @@ def proxy_true_figure(pairs: pd.DataFrame, title_x: str, title_y: str) -> go.Fig
     return fig
 
 
-def pareto_figure(points: pd.DataFrame, x: str, y: str, names: Sequence[str]) -> go.Figure:
+def pareto_figure(
+    points: pd.DataFrame, x: str, y: str, names: Sequence[str], searched: pd.DataFrame | None = None
+) -> go.Figure:
     """``points`` from :func:`mixlab.analysis.pareto_points`; points on a front get a thick outline and
-    each front (merges and experts; trained mixtures and experts) is traced by a dotted line."""
+    each front (merges and experts; trained mixtures and experts) is traced by a dotted line. ``searched``:
+    a multi-objective search's front (columns x, y: its winners' test scores), drawn as a dashed line."""
     styles = {
         "expert": ("star", 17, "#ff7f0e"),
         "proxy": ("circle", 9, "#1f77b4"),
@@ -237,6 +250,18 @@ def pareto_figure(points: pd.DataFrame, x: str, y: str, names: Sequence[str]) ->
                     hoverinfo="skip",
                 )
             )
+    if searched is not None and len(searched):
+        front = searched.sort_values(["x", "y"])
+        fig.add_trace(
+            go.Scatter(
+                x=front["x"],
+                y=front["y"],
+                mode="lines+markers",
+                name="searched front (test)",
+                line=dict(color="#d62728", width=2, dash="dash"),
+                marker=dict(symbol="x", size=9, color="#d62728"),
+            )
+        )
     fig.update_layout(
         height=520,
         xaxis_title=x,

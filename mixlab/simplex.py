@@ -7,6 +7,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -102,10 +103,17 @@ def parse_weights(text: str, names: Sequence[str], normalize: bool = False) -> M
     return Mixture.of(names, values, normalize=normalize)
 
 
+def weight_value(value) -> float:
+    """A weight as written: a number, or a fraction like ``"1/3"`` (exact thirds sum to 1)."""
+    if isinstance(value, str) and "/" in value:
+        return float(Fraction(value.strip()))
+    return float(value)
+
+
 def _number(value: str, text: str) -> float:
     try:
-        return float(value)
-    except ValueError:
+        return weight_value(value)
+    except (ValueError, ZeroDivisionError):
         raise MixtureWeightsError(f"weight {value.strip()!r} in {text!r} is not a number") from None
 
 

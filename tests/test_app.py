@@ -421,3 +421,17 @@ def test_a_first_evaluation_says_its_start_up_stages_and_cancels_between_them():
     with pytest.raises(Cancelled):
         _stages(Eng(), progress, cancel)
     assert said == ["importing the model stack"] and not Eng.loaded
+
+
+def test_every_page_runs_on_the_recycling_lab(app):
+    """15 checkpoints: the K-gon views, the Search page and the Pareto page work there too."""
+    app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
+    at = _open(app, PAGES[0])
+    for page in PAGES[1:]:
+        at.switch_page(page)
+        at.run()
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+    at.switch_page(PAGES[1])
+    at.session_state["searched"] = [{"expert-add": 0.5, "expert-rev": 0.5}]
+    at.run()
+    assert not at.exception

@@ -1,5 +1,7 @@
 import time
 
+import pytest
+
 from mixlab.backend import Worker
 from mixlab.errors import Cancelled, MixlabError
 
@@ -33,3 +35,14 @@ def test_cancel_and_failures_keep_the_worker_alive():
     bug = w.wait(w.submit("bug", lambda p, c: 1 / 0))
     assert bug.state == "failed" and bug.error.startswith("ZeroDivisionError")
     assert w.wait(w.submit("after", lambda p, c: 42)).result == 42
+
+
+def test_a_running_job_estimates_the_time_left():
+    import time
+
+    from mixlab.backend import Job
+
+    job = Job("x", lambda p, c: None)
+    assert job.eta is None
+    job.started, job.done, job.total = time.time() - 10, 2, 6
+    assert job.eta == pytest.approx(20, abs=0.5)  # 5 s per step so far, 4 steps left

@@ -104,7 +104,7 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         assert abs(sum(weights) - 1) < 2e-3 and weights != [0.333, 0.333, 0.333]
         page.screenshot(path=str(tmp_path / "simplex_after_click.png"))
         _settled(page)
-        assert re.search(r"[?&]w=", page.url), page.url  # the view is in the address bar
+        page.wait_for_url(re.compile(r"[?&]w="), timeout=30_000)  # the view is in the address bar
 
         # the clicked mixture is the one every page shows: the Merge page's sliders, after a page switch
         page.get_by_role("link", name="Merge & evaluate").click()
@@ -112,7 +112,7 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         _settled(page)
         shown = slider_values(page)
         assert shown == pytest_approx(weights), (shown, weights)
-        assert re.search(r"[?&]w=", page.url), page.url  # kept across the sidebar navigation
+        page.wait_for_url(re.compile(r"[?&]w="), timeout=30_000)  # kept across the sidebar navigation
         page.reload()  # a reload (or the link, shared) opens the same view
         page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
         _settled(page)

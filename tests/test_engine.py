@@ -11,6 +11,7 @@ from mixlab.errors import EvaluationError, ExpertError
 from mixlab.evaluate import read_examples, run_benchmark
 from mixlab.lab import load_lab
 from mixlab.simplex import Mixture
+from mixlab.store import Store
 
 
 @pytest.fixture
@@ -448,3 +449,30 @@ def test_the_key_and_the_examples_come_from_one_read_of_the_data(tiny_lab_dir, m
     with pytest.raises(EvaluationError, match="a file changed on disk during the evaluation"):
         engine.proxy(Mixture.of(engine.names, M), benchmarks=["rev-loss"])
     assert engine.store.count() == 0  # never a score of 4 examples under the 12-example key
+
+
+def test_a_shared_checkpoint_is_shown_as_the_asking_lab_names_it(tiny_lab_dir, tmp_path):
+    """Checkpoint scores are keyed by content: a lab that holds another lab's checkpoint (the recycling lab
+    holds demo-k3's true mixtures as experts) reuses the score, under its own kind, label and weights."""
+    import shutil
+
+    from conftest import write_lab_toml
+
+    store = Store(tmp_path / "shared.sqlite")
+    write_lab_toml(
+        tiny_lab_dir,
+        {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"},
+        '\n[[true_mixtures]]\nname = "t1"\nweights = { rev = 0.5, sort = 0.5 }\npath = "experts/rev"\n',
+    )
+    first = Engine(load_lab(tiny_lab_dir), store, device="cpu")
+    (true,) = first.true_scores(["rev-loss"])
+    assert (true.kind, true.label) == ("true", "t1")
+    other = tmp_path / "pool"
+    shutil.copytree(tiny_lab_dir, other, ignore=shutil.ignore_patterns(".mixlab"))
+    write_lab_toml(other, {"a": "experts/add", "r2": "experts/rev"})
+    second = Engine(load_lab(other), store, device="cpu")
+    rows = {e.label: e for e in second.cached("expert") if e.benchmark == "rev-loss"}
+    assert rows["r2"].kind == "expert" and rows["r2"].weights == {"a": 0.0, "r2": 1.0}
+    assert rows["r2"].score == true.score  # the same model: the cached score, not a new evaluation
+    (again,) = [e for e in second.expert_scores(["rev-loss"]) if e.label == "r2"]
+    assert (again.kind, again.label, again.score) == ("expert", "r2", true.score)

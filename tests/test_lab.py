@@ -179,3 +179,14 @@ def test_exports_of_a_shipped_lab_land_outside_the_tracked_cache_folder(tmp_path
     text = (copy / "lab.toml").read_text().split("[[true_mixtures]]")[0]
     (copy / "lab.toml").write_text(text)
     assert load_lab(copy).exports == copy / "exports"
+
+
+def test_true_mixture_weights_may_be_fractions(lab_dir):
+    lab = load_lab(
+        write(lab_dir, BASE + '[[true_mixtures]]\nweights = { ocr = "1/3", chart = "2/3" }\npath = "true/mix"\n')
+    )
+    assert lab.true_mixture_weights(lab.manifest.true_mixtures[0]).weights == pytest.approx((1 / 3, 2 / 3))
+    with pytest.raises(ManifestError, match="weight 'a/3' is not a number or a fraction"):
+        load_lab(
+            write(lab_dir, BASE + '[[true_mixtures]]\nweights = { ocr = "a/3", chart = 0.5 }\npath = "true/mix"\n')
+        )

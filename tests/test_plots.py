@@ -116,3 +116,24 @@ def test_parallel_coordinates_carry_every_mixture():
     np.testing.assert_allclose(dims[3].values, [0.4, 0.25])
     np.testing.assert_allclose(dims[4].values, [0.5, 0.7])
     assert fig.data[0].line.colorscale is not None
+
+
+def test_searched_points_and_front_are_drawn_but_never_picked():
+    from mixlab.plots import KINDS, selection_pick
+
+    proxy = _frame([[0.2, 0.3, 0.5, 0.7, "p1"]])
+    searched = pd.DataFrame([[0.1, 0.1, 0.8], [0.6, 0.2, 0.2]], columns=NAMES)
+    fig = simplex_figure(NAMES, proxy, proxy.iloc[:0], proxy.iloc[:0], None, "t", True, searched=searched)
+    tr = next(t for t in fig.data if t.name == "searched (trials)")
+    np.testing.assert_allclose(tr.a, [0.1, 0.6])
+    cd = np.asarray(tr.customdata)
+    assert np.isnan(cd[:, 3]).all() and (cd[:, 4] == KINDS.index("searched")).all()
+    assert selection_pick(list(cd), 3, True) is None  # their scores are on dev data: a box never picks them
+    pts = pd.DataFrame(
+        [["expert", "a", 0.1, 0.9, 1, 0, 0, True, True]],
+        columns=["kind", "label", "x", "y", "a", "b", "c", "proxy_front", "true_front"],
+    )
+    front = pd.DataFrame({"x": [0.5, 0.2], "y": [0.1, 0.6]})
+    fig = pareto_figure(pts, "x", "y", NAMES, searched=front)
+    line = next(t for t in fig.data if t.name == "searched front (test)")
+    assert list(line.x) == [0.2, 0.5] and list(line.y) == [0.6, 0.1]

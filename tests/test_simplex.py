@@ -122,3 +122,13 @@ def test_rebalance_keeps_the_mixture_on_the_simplex(weights, i, value, want):
 
     got = rebalance(weights, i, value)
     assert got == pytest.approx(want) and sum(got) == pytest.approx(1.0)
+
+
+def test_weights_may_be_fractions():
+    from mixlab.simplex import parse_weights
+
+    m = parse_weights("1/3,1/3,1/3", ["a", "b", "c"])
+    assert m.weights == pytest.approx([1 / 3] * 3)
+    assert parse_weights("a=1/2,c=1/2", ["a", "b", "c"]).weights == pytest.approx([0.5, 0, 0.5])
+    with pytest.raises(MixtureWeightsError, match="'1/0' in '1/0,1' is not a number"):
+        parse_weights("1/0,1", ["a", "b"])

@@ -1,6 +1,7 @@
 """Simplex explorer: proxy scores over the mixture simplex; click a point to select a mixture."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import scores_at
@@ -99,7 +100,11 @@ with left:
         if view == "separated":
             everything = sub[sub.kind.isin(["proxy", "true"])][list(names)].to_numpy(dtype=float)
             verts = separating_vertices(everything)
-        fig = simplex_figure(names, proxy, true, experts, st.session_state[MIXTURE], title, hib, vertices=verts)
+        tried = st.session_state.get("searched") or []
+        searched = pd.DataFrame([[t.get(n, 0.0) for n in names] for t in tried], columns=list(names))
+        fig = simplex_figure(
+            names, proxy, true, experts, st.session_state[MIXTURE], title, hib, vertices=verts, searched=searched
+        )
         st.plotly_chart(
             fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"), width="stretch"
         )

@@ -52,8 +52,12 @@ def on_select() -> None:
         st.session_state.pareto_picked = True
 
 
+front = st.session_state.get("searched_front")
+searched = None
+if front and sorted(map(tuple, front["objectives"])) == sorted([(bx,), (by,)]):  # a search on these two benchmarks
+    searched = pd.DataFrame([{"x": b["test"][bx], "y": b["test"][by]} for b in front["best"]])
 st.plotly_chart(
-    pareto_figure(pts, bx, by, eng.names),
+    pareto_figure(pts, bx, by, eng.names, searched),
     key="pareto_plot",
     on_select=on_select,
     selection_mode="points",

@@ -50,6 +50,9 @@ job_panel()
 job = current_job()
 if job is not None and job.state == "done" and job.id == st.session_state.get("search_job"):
     result = job.result
+    # for the Simplex explorer (the points tried) and the Pareto page (a two-benchmark front)
+    st.session_state.searched = [t["weights"] for t in result.trials if t["state"] == "complete"]
+    st.session_state.searched_front = {"objectives": [o.names for o in result.objectives], "best": result.best}
     st.markdown(
         f"**Study {escape(result.study)}**: {len(result.trials)} trials, {result.full_evaluations:g} full dev "
         f"evaluations this run; searched on **{result.split}** data"

@@ -409,7 +409,8 @@ def _job_panel() -> None:
     if job is None:
         return
     if job.active:
-        text = f"{job.state}: {escape(job.description)} — {escape(job.message) if job.message else 'queued…'}"
+        eta = f" · about {job.eta:.0f} s left" if job.eta is not None else ""
+        text = f"{job.state}: {escape(job.description)} — {escape(job.message) if job.message else 'queued…'}{eta}"
         st.progress(job.fraction, text=text)
         if st.button("Cancel", key=f"cancel_{job.id}"):
             job.cancel()

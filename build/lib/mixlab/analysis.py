@@ -1,0 +1,388 @@
+"""How well proxies rank mixtures, and which mixtures are worth having.
+
+- :func:`rank_correlation`: Spearman ρ or Kendall τ (scipy) with a percentile bootstrap 95% CI over
+  resampled mixtures; ``None`` when fewer than 3 pairs make it undefined.
+- :func:`regret`: pick the mixture the proxy likes best; its rank under the true scores and how much
+  true score it leaves on the table.
+- :func:`pareto_front`: the non-dominated rows of a score matrix, each column with its direction.
+- :func:`paired`: proxy and true scores of the same mixtures, side by side, from an engine's results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mixlab.errors import MixlabError
+from mixlab.simplex import ROUND
+
+MEAN = "mean"  # the pseudo-benchmark averaging the higher-is-better benchmarks
+RESULT_COLUMNS = (
+    "kind",
+    "label",
+    "benchmark",
+    "metric",
+    "score",
+    "higher_is_better",
+    "n",
+    "method",
+    "params",
+    "seconds",
+    "device",
+    "weights",
+)
+
+
+def results_table(evaluations: Sequence, names: Sequence[str]) -> pd.DataFrame:
+    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS` and one weight column per expert."""
+    df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in evaluations], columns=list(RESULT_COLUMNS))
+    for n in names:
+        df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
+    return df
+
+
+def mean_benchmarks(benchmarks: Sequence, results: pd.DataFrame) -> list[str]:
+    """The benchmarks the pseudo-benchmark ``mean`` averages: every higher-is-better one (by the
+    benchmark spec's own direction) that has scores in ``results``."""
+    present = set(results.benchmark)
+    return [b.name for b in benchmarks if b.higher_is_better and b.name in present]
+
+
+def with_lab_mean(results: pd.DataFrame, benchmarks: Sequence) -> pd.DataFrame:
+    """``results`` plus the ``mean`` rows over :func:`mean_benchmarks`."""
+    return with_mean(results, mean_benchmarks(benchmarks, results)) if len(results) else results
+
+
+@dataclass(frozen=True)
+class Correlation:
+    method: str
+    value: float | None  # None: undefined (n < 3 or a constant side)
+    low: float | None
+    high: float | None
+    n: int
+    p_value: float | None
+
+    def describe(self) -> str:
+        if self.value is None:
+            return f"{self.method} undefined (n={self.n})"
+        if self.low is None:
+            return f"{self.method} {self.value:+.3f} (n={self.n})"
+        return f"{self.method} {self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
+
+
+def _corr(method: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    fn = stats.spearmanr if method == "spearman" else stats.kendalltau
+    res = fn(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+def rank_correlation(
+    proxy: Sequence[float],
+    true: Sequence[float],
+    method: str = "spearman",
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Correlation:
+    """Rank correlation of proxy and true scores over the same mixtures, with a bootstrap CI."""
+    if method not in ("spearman", "kendall"):
+        raise MixlabError(f"unknown rank correlation {method!r}; use spearman or kendall")
+    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    if x.shape != y.shape:
+        raise MixlabError(f"proxy and true scores differ in length: {len(x)} vs {len(y)}")
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Correlation(method, None, None, None, n, None)
+    value, p = _corr(method, x, y)
+    if n_boot == 0:
+        return Correlation(method, value, None, None, n, p)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boots = bootstrap_statistics(method, x[idx], y[idx])
+    boots = boots[np.isfinite(boots)]  # resamples with a constant side have no correlation
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan)
+    return Correlation(method, value, float(low), float(high), n, p)
+
+
+def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Spearman ρ or Kendall τ-b of every row pair of ``xs``/``ys`` (B, n) at once (NaN where undefined);
+    row by row these equal scipy's spearmanr/kendalltau (a test checks it)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "spearman":
+            rx, ry = stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1)  # average ranks for ties
+            rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+            return (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+        # τ-b = Σ_{i<j} sgn(Δx)·sgn(Δy) / √(Σ|sgn Δx| · Σ|sgn Δy|)
+        i, j = np.triu_indices(xs.shape[1], 1)
+        sx = np.sign(xs[:, i] - xs[:, j]).astype(np.int8)  # (B, n(n−1)/2)
+        sy = np.sign(ys[:, i] - ys[:, j]).astype(np.int8)
+        concordance = np.einsum("bp,bp->b", sx, sy, dtype=np.int64)
+        return concordance / np.sqrt(np.abs(sx).sum(1, dtype=np.int64) * np.abs(sy).sum(1, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Regret:
+    chosen: int  # index of the proxy's favourite
+    true_rank: int  # its rank under the true scores, 1 = best
+    regret: float  # best true score − the chosen mixture's true score, in the metric's units (≥ 0)
+    n: int
+
+
+def regret(proxy: Sequence[float], true: Sequence[float], higher_is_better: bool = True) -> Regret:
+    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    if len(x) == 0:
+        raise MixlabError("regret needs at least one mixture with both proxy and true scores")
+    sign = 1.0 if higher_is_better else -1.0
+    chosen = int(np.argmax(sign * x))
+    true_rank = 1 + int(np.sum(sign * y > sign * y[chosen]))
+    return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x))
+
+
+def topk_overlap(proxy: Sequence[float], true: Sequence[float], k: int, higher_is_better: bool = True) -> float:
+    """|top-k by proxy ∩ top-k by true| / k."""
+    sign = 1.0 if higher_is_better else -1.0
+    x, y = sign * np.asarray(proxy, dtype=float), sign * np.asarray(true, dtype=float)
+    k = min(k, len(x))
+    if k == 0:
+        return float("nan")
+    return len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k
+
+
+def pareto_front(scores: np.ndarray, higher_is_better: Sequence[bool]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``scores`` (N, M)."""
+    s = np.asarray(scores, dtype=float) * np.where(np.asarray(higher_is_better), 1.0, -1.0)  # maximise all
+    n = len(s)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated_by = np.all(s >= s[i], axis=1) & np.any(s > s[i], axis=1)
+        mask[i] = not dominated_by.any()
+    return mask
+
+
+def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str) -> pd.DataFrame:
+    """Models scored on both benchmarks, one row each: kind, label, x, y, a column per expert, and
+    ``proxy_front`` (non-dominated among experts + proxies: what recycling checkpoints by merging can
+    reach) and ``true_front`` (among experts + true mixtures)."""
+    cols = ["kind", "label", "x", "y", *names, "proxy_front", "true_front"]
+    sub = results[results.benchmark.isin([bx, by]) & results.kind.isin(["expert", "proxy", "true", "base"])]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    dirs = [bool(sub[sub.benchmark == b].higher_is_better.iloc[0]) for b in (bx, by)]
+    wide = sub.pivot_table(index=["kind", "label"], columns="benchmark", values="score", aggfunc="last").dropna()
+    if bx == by or wide.empty:
+        return pd.DataFrame(columns=cols)
+    wide = wide.reset_index().rename(columns={bx: "x", by: "y"})
+    first = sub.drop_duplicates(["kind", "label"]).set_index(["kind", "label"])
+    for n in names:
+        wide[n] = [first.loc[(k, lab), n] for k, lab in zip(wide.kind, wide.label)]
+    for col, family in (("proxy_front", ("expert", "proxy")), ("true_front", ("expert", "true"))):
+        member = wide.kind.isin(family).to_numpy()
+        front = np.zeros(len(wide), dtype=bool)
+        if member.any():
+            front[member] = pareto_front(wide.loc[member, ["x", "y"]].to_numpy(), dirs)
+        wide[col] = front
+    return wide[cols]
+
+
+def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
+    """Add rows of the pseudo-benchmark ``mean``: the mean of ``benchmarks`` (which must share a
+    direction) for every model scored on all of them."""
+    if not benchmarks:
+        return results
+    sub = results[results.benchmark.isin(benchmarks)]
+    directions = set(sub.higher_is_better)
+    if len(directions) > 1:
+        raise MixlabError(f"cannot average benchmarks of opposite directions: {', '.join(benchmarks)}")
+    model = pd.Series(
+        [f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
+        index=sub.index,
+    )  # one key per model (a proxy is its method + params + weights)
+    stats_ = sub.groupby(model, sort=False).agg(score=("score", "mean"), k=("benchmark", "nunique"))
+    complete = stats_.index[stats_.k == len(set(benchmarks))]
+    if len(complete) == 0:
+        return results
+    first = sub.assign(_model=model).drop_duplicates("_model").set_index("_model").loc[complete]
+    mean = first.assign(benchmark=MEAN, score=stats_.loc[complete, "score"].to_numpy(), metric=sub.metric.iloc[0])
+    return pd.concat([results, mean.reset_index(drop=True)], ignore_index=True)
+
+
+def weights_key(weights: dict | None, names: Sequence[str]) -> tuple | None:
+    if weights is None:
+        return None
+    return tuple(round(float(weights.get(n, 0.0)), ROUND) for n in names)
+
+
+MATCH = 1e-3  # two mixtures are the same point when every weight agrees this closely (0.3334 ≈ 1/3)
+
+
+def same_mixture(weights: Sequence[float], candidates: Sequence[Sequence[float]]) -> int | None:
+    """Index of the candidate that is the same mixture as ``weights`` (every weight within :data:`MATCH`;
+    the nearest such, by the largest difference), or None. Lattice points are ≥ 1/64 apart, so a weight
+    written to 3–4 decimals in a lab matches its lattice point and no other."""
+    if len(candidates) == 0:
+        return None
+    d = np.abs(np.asarray(candidates, dtype=float) - np.asarray(weights, dtype=float)).max(axis=1)
+    i = int(np.argmin(d))
+    return i if d[i] <= MATCH else None
+
+
+def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.DataFrame:
+    """Proxy and true scores of the same mixtures (:func:`same_mixture`) on one benchmark: columns label,
+    *names, proxy, true."""
+    sub = results[results.benchmark == benchmark]
+    proxy = {weights_key(w, names): s for w, s in zip(sub[sub.kind == "proxy"].weights, sub[sub.kind == "proxy"].score)}
+    keys, scores = list(proxy), list(proxy.values())
+    rows = []
+    for _, t in sub[sub.kind == "true"].iterrows():
+        key = weights_key(t.weights, names)
+        i = same_mixture(key, keys)
+        if i is not None:
+            rows.append({"label": t.label, **dict(zip(names, key)), "proxy": scores[i], "true": t.score})
+    return pd.DataFrame(rows, columns=["label", *names, "proxy", "true"])
+
+
+def scores_at(
+    results: pd.DataFrame, names: Sequence[str], weights: Sequence[float], benchmarks: Sequence[str]
+) -> tuple[pd.DataFrame, tuple | None, bool, float | None]:
+    """The scores a page shows beside a selected mixture: per benchmark, the proxy at these weights,
+    the true model trained at these weights (or the nearest trained mixture, by L1 distance) and each
+    expert on its own.
+
+    Returns:
+        (table with columns benchmark, proxy, true or "nearest true", "expert <name>"…; the true point's
+        weights or None; whether it is exact (within the simplex tolerance); its L1 distance or None).
+    """
+    proxy = results[results.kind == "proxy"]
+    true = results[results.kind == "true"]
+    true_keys = sorted({weights_key(w, names) for w in true.weights})
+    if true_keys:
+        i, dist = nearest(weights, np.array(true_keys))
+        true_key, exact = true_keys[i], same_mixture(weights, [true_keys[i]]) is not None
+    else:
+        true_key, exact, dist = None, False, None
+    proxy_keys = proxy.weights.map(lambda w: weights_key(w, names))
+    distinct = sorted(set(proxy_keys))
+    j = same_mixture(weights, distinct)
+    key = distinct[j] if j is not None else None
+    true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
+    rows = []
+    for b in benchmarks:
+        pr = proxy[(proxy.benchmark == b) & (proxy_keys == key)]
+        tr = true[(true.benchmark == b) & true_at] if len(true) else true
+        ex = results[(results.kind == "expert") & (results.benchmark == b)]
+        row = {
+            "benchmark": b,
+            "proxy": pr.score.iloc[-1] if len(pr) else None,
+            ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None,
+        }
+        row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
+        rows.append(row)
+    return pd.DataFrame(rows), true_key, exact, dist
+
+
+def pairwise_accuracy(proxy: Sequence[float], true: Sequence[float]) -> float | None:
+    """The fraction of mixture pairs the proxy orders like the true scores (pairs tied under the true
+    scores are left out; a pair the proxy ties counts half). None with no untied pair."""
+    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    i, j = np.triu_indices(len(x), 1)
+    dy = np.sign(y[i] - y[j])
+    keep = dy != 0
+    if not keep.any():
+        return None
+    agree = np.sign(x[i] - x[j])[keep] * dy[keep]  # 1 same order, −1 reversed, 0 proxy tie
+    return float(np.mean((agree + 1) / 2))
+
+
+def top_quartile_correlation(
+    proxy: Sequence[float], true: Sequence[float], higher_is_better: bool = True, n_boot: int = 2000
+) -> Correlation:
+    """Spearman ρ among the best quarter of mixtures by true score (⌈n/4⌉ of them, as DeMix reports):
+    does the proxy still rank the mixtures worth choosing between?"""
+    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    k = math.ceil(len(x) / 4)
+    best = np.argsort(-y if higher_is_better else y, kind="stable")[:k]
+    return rank_correlation(x[best], y[best], "spearman", n_boot=n_boot)
+
+
+def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequence, n_boot: int = 2000) -> list[dict]:
+    """How well the proxy ranks the trained mixtures, per benchmark and on the ``mean``: the one table
+    that ``python -m mixlab report`` and the Proxy vs true page show.
+
+    Args:
+        results: one method's rows (see :meth:`mixlab.engine.Engine.results`), without the mean.
+        names: the experts, in order.
+        benchmarks: the lab's benchmark specs (their direction decides the mean and the regret).
+
+    Returns:
+        One dict per benchmark with true/proxy pairs: benchmark, higher_is_better, n, spearman and its 95%
+        bootstrap CI (spearman_low, spearman_high), kendall, top25_spearman (with n_top25), pairwise_accuracy,
+        pick (the proxy's favourite), pick_true_rank (1 = best of n), regret. Undefined values are None.
+    """
+    mean_of = mean_benchmarks(benchmarks, results)
+    df = with_mean(results, mean_of)
+    directions = {b.name: b.higher_is_better for b in benchmarks} | {MEAN: True}
+    rows = []
+    for name in [b.name for b in benchmarks] + ([MEAN] if mean_of else []):
+        pairs = paired(df, names, name)
+        if pairs.empty:
+            continue
+        hib = directions[name]
+        rho = rank_correlation(pairs.proxy, pairs.true, "spearman", n_boot=n_boot)
+        tau = rank_correlation(pairs.proxy, pairs.true, "kendall", n_boot=0)
+        top = top_quartile_correlation(pairs.proxy, pairs.true, hib, n_boot=0)
+        reg = regret(pairs.proxy, pairs.true, hib)
+        rows.append(
+            {
+                "benchmark": name,
+                "higher_is_better": hib,
+                "n": rho.n,
+                "spearman": rho.value,
+                "spearman_low": rho.low,
+                "spearman_high": rho.high,
+                "kendall": tau.value,
+                "top25_spearman": top.value,
+                "n_top25": top.n,
+                "pairwise_accuracy": pairwise_accuracy(pairs.proxy, pairs.true),
+                "pick": pairs.label.iloc[reg.chosen],
+                "pick_true_rank": reg.true_rank,
+                "regret": reg.regret,
+            }
+        )
+    return rows
+
+
+def method_comparison(
+    results: pd.DataFrame, names: Sequence[str], benchmarks: Sequence, benchmark: str = MEAN, n_boot: int = 2000
+) -> pd.DataFrame:
+    """Merge methods side by side on one benchmark: one row per (method, params) with cached proxies — its
+    :func:`proxy_report` row (n, ρ with CI, top-25% ρ, pairwise accuracy, pick's true rank, regret).
+
+    ``results``: every method's rows (:meth:`mixlab.engine.Engine.results` with no method), without the mean.
+    """
+    cols = ["method", "params", "n", "spearman", "spearman_low", "spearman_high", "top25_spearman"]
+    cols += ["pairwise_accuracy", "pick_true_rank", "regret"]
+    proxy = results[results.kind == "proxy"]
+    pairs = sorted({(m, repr(sorted(p.items()))): (m, p) for m, p in zip(proxy.method, proxy.params)}.items())
+    rows = []
+    for _, (method, params) in pairs:
+        keep = [
+            k != "proxy" or (m == method and p == params)
+            for k, m, p in zip(results.kind, results.method, results.params)
+        ]
+        report = proxy_report(results[np.asarray(keep, dtype=bool)], names, benchmarks, n_boot=n_boot)
+        row = next((r for r in report if r["benchmark"] == benchmark), None)
+        if row is not None:
+            rows.append({"method": method, "params": params} | {c: row[c] for c in cols[2:]})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def nearest(weights: Sequence[float], candidates: np.ndarray) -> tuple[int, float]:
+    """Index of the candidate mixture nearest to ``weights`` (L1), and that distance."""
+    d = np.abs(np.asarray(candidates, dtype=float) - np.asarray(weights, dtype=float)).sum(axis=1)
+    i = int(np.argmin(d))
+    return i, float(d[i])

@@ -1,0 +1,447 @@
+"""Build the demo lab: ``python -m mixlab demo build [--out DIR] [--domains 3|4] [--quick] [--full]``.
+
+1. A character tokenizer and a tiny Llama (2 layers, d=64) pretrained from scratch on every domain plus
+   general data until it is partly able in each domain (exact match ≥ ``base_target`` on held-out dev
+   examples, checked every ``base_check`` steps): the *base* knows every task a little.
+2. One expert per domain, fine-tuned (LoRA r=8 on every linear layer, or ``--full``) on that domain
+   alone for a budget of B = steps × batch examples.
+3. One model per mixture point, fine-tuned the same way with the same budget on examples whose domain
+   is drawn by the mixture's weights: the *true* mixture models.
+4. A ``lab.toml`` like any user's, then every benchmark on the base, experts, true mixtures and the
+   linear-merge proxies (true-mixture points and the step-0.1 grid), exported to evaluations.jsonl.
+Everything is seeded; the K=3 build takes minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mixlab.demo import LABS_DIR
+from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
+from mixlab.errors import MixlabError
+from mixlab.evaluate import quiet_transformers
+from mixlab.lab import BenchmarkSpec, load_lab, weights_label
+from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
+from mixlab.store import Store
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training recipe. The default (:data:`FULL`, the shipped labs') pretrains the base on every domain
+    plus general data (``pretrain_share`` of the examples), then fine-tunes short runs from it, so experts
+    stay close to the base — the regime where merged proxies rank mixtures (bench/proxy_study.py).
+    ``replay`` mixes that share of general data into every expert and true-mixture run. The base trains until
+    every task domain's exact match on dev examples (not the benchmarks) reaches ``base_target``, checked
+    every ``base_check`` steps, for at most ``base_steps`` (``base_target=0``: exactly ``base_steps``)."""
+
+    base_steps: int = 2000  # at most
+    base_target: float = 0.2  # "partly able": every task domain's dev exact match at least this
+    base_check: int = 100
+    steps: int = 60  # per expert and per true mixture: B = steps × batch examples
+    batch: int = 32
+    lr_base: float = 3e-3
+    lr: float = 3e-3
+    n_eval: int = 200  # held-out examples per benchmark
+    lora_r: int = 8
+    pretrain_share: float = 0.5  # general data in the base run (0: task domains only)
+    replay: float = 0.0  # general data in each expert and true-mixture run
+
+    def __post_init__(self) -> None:
+        for name in ("base_steps", "base_check", "steps", "batch", "n_eval", "lora_r"):
+            if getattr(self, name) < 1:
+                raise MixlabError(f"demo budget: {name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("pretrain_share", "replay", "base_target"):
+            if not 0 <= getattr(self, name) < 1:
+                raise MixlabError(f"demo budget: {name} must be in [0, 1), got {getattr(self, name)}")
+
+
+FULL = Budget()
+# the recipe the labs were shipped with before: a short base on the task domains alone, long expert runs
+SCRATCH = Budget(base_steps=120, base_target=0.0, steps=250, pretrain_share=0.0)
+QUICK = Budget(base_steps=40, base_target=0.0, steps=30, batch=16, n_eval=24, pretrain_share=0.0)
+DEV_EXAMPLES = 100  # per domain, for the base's stop rule; drawn apart from the benchmarks' examples
+
+
+def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
+    """K=3: the whole 1/8 lattice (45 points: the seed paper's 21 interior points plus vertices and
+    edges) and the uniform mixture. K=4: 20 seeded Dirichlet(1) draws plus uniform (as the paper)."""
+    uniform = np.full((1, k), 1.0 / k)
+    if quick:
+        return np.concatenate([np.eye(k)[:1], uniform, lattice(k, 2)[1:2]])
+    if k == 3:
+        return np.concatenate([lattice(3, 8), uniform])
+    return np.concatenate([dirichlet(k, 20, 1.0, seed), uniform])
+
+
+def model_config(tokenizer, hidden: int = 64, intermediate: int = 176, layers: int = 2, heads: int = 4):
+    """The demo's tiny Llama (the tests build a smaller one with the same function)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+class _Stream:
+    """Training batches: each example's domain drawn by the mixture weights, seeded per run; a ``general``
+    share of the examples comes from the general corpus instead."""
+
+    def __init__(
+        self, tokenizer, names: list[str], weights: np.ndarray, seed: int, prompt_loss: bool, general: float = 0.0
+    ):
+        w = np.asarray(weights, dtype=np.float64)
+        self.tok, self.names = tokenizer, [*names, GENERAL]
+        self.w = np.append(w / w.sum() * (1 - general), general)
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+        self.prompt_loss = prompt_loss
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        domains = self.np_rng.choice(len(self.names), size=size, p=self.w / self.w.sum())
+        seqs, labels = [], []
+        for d in domains:
+            name = self.names[d]
+            prompt, answer = (GENERAL_TASK if name == GENERAL else DOMAINS[name])(self.rng)
+            p = self.tok(prompt)["input_ids"]  # the tokenizer's own convention: BOS first
+            a = self.tok(answer + "\n", add_special_tokens=False)["input_ids"]
+            seqs.append(p + a)
+            labels.append((p if self.prompt_loss else [-100] * len(p)) + a)
+        width = max(map(len, seqs))
+        ids = torch.full((size, width), self.tok.pad_token_id)
+        lab = torch.full((size, width), -100)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for i, (s, lab_i) in enumerate(zip(seqs, labels)):
+            ids[i, : len(s)], lab[i, : len(lab_i)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(lab_i), 1
+        lab[:, 0] = -100
+        return ids, mask, lab
+
+
+def _train(
+    model, stream: _Stream, steps: int, batch: int, lr: float, desc: str, show: bool, stop=None, every: int = 100
+) -> int:
+    """Train for ``steps`` steps, or until ``stop()`` (asked every ``every`` steps, in eval mode) says so;
+    returns the steps taken."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
+    model.train()
+    for step in tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not show):
+        ids, mask, lab = stream.batch(batch)
+        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if stop is not None and step % every == 0 and step < steps:
+            model.eval()
+            if stop():
+                return step
+            model.train()
+    model.eval()
+    return steps
+
+
+def dev_ability(model, tokenizer, names: list[str], seed: int, n: int = DEV_EXAMPLES) -> dict[str, float]:
+    """Greedy exact match per domain on ``n`` dev examples (seeded apart from the benchmarks' examples)."""
+    from mixlab.evaluate import run_benchmark
+
+    out = {}
+    for name in names:
+        spec = BenchmarkSpec(name=name, evaluator="exact_match", data="(dev)", max_new_tokens=8)
+        rows = [{"prompt": p, "answer": a} for p, a in examples(name, n, seed=20_000 + seed)]
+        out[name] = run_benchmark(model, tokenizer, spec, rows, torch.device("cpu"), batch_size=n).score
+    return out
+
+
+def pretrain_base(tokenizer, names: list[str], budget: Budget, seed: int, show: bool):
+    """The base: every domain plus ``pretrain_share`` general data, until partly able in each domain (see
+    :class:`Budget`). Returns the model, the steps taken and its dev exact match per domain."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    base = LlamaForCausalLM(model_config(tokenizer))
+    stream = _Stream(tokenizer, names, np.ones(len(names)), seed, prompt_loss=True, general=budget.pretrain_share)
+
+    def able() -> bool:
+        return budget.base_target > 0 and min(dev_ability(base, tokenizer, names, seed).values()) >= budget.base_target
+
+    steps = _train(base, stream, budget.base_steps, budget.batch, budget.lr_base, "base", show, able, budget.base_check)
+    return base, steps, dev_ability(base, tokenizer, names, seed)
+
+
+def _finetune(base_dir: Path, out: Path, stream: _Stream, budget: Budget, full: bool, seed: int, desc: str, show: bool):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    if full:
+        _train(model, stream, budget.steps, budget.batch, budget.lr / 3, desc, show)
+        model.save_pretrained(out)
+        (out / "generation_config.json").unlink(missing_ok=True)
+        return
+    cfg = LoraConfig(
+        r=budget.lora_r,
+        lora_alpha=2 * budget.lora_r,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    model = get_peft_model(model, cfg)
+    _train(model, stream, budget.steps, budget.batch, budget.lr, desc, show)
+    model.save_pretrained(out)
+    (out / "README.md").unlink(missing_ok=True)
+
+
+def _write_benchmarks(root: Path, names: list[str], n: int, seed: int) -> list[dict]:
+    (root / "data").mkdir()
+    benches = []
+    for name in names:
+        write_split(root, name, n, seed)
+        data = {"data": f"data/{name}.jsonl", "search_data": f"data/{name}_dev.jsonl"}
+        benches.append({"name": name, "evaluator": "exact_match", **data, "max_new_tokens": 8})
+        benches.append({"name": f"{name}-loss", "evaluator": "lm_loss", **data})
+    return benches
+
+
+def write_split(root: Path, name: str, n: int, seed: int) -> None:
+    """A domain's held-out examples: ``data/<name>.jsonl`` (test: what every score reports) and
+    ``data/<name>_dev.jsonl`` (what ``search`` optimises on), each ``n`` examples, seeded apart from each
+    other and from the training runs."""
+    for path, offset in ((root / "data" / f"{name}.jsonl", 10_000), (root / "data" / f"{name}_dev.jsonl", 30_000)):
+        with open(path, "w") as f:
+            f.writelines(
+                json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n"
+                for prompt, answer in examples(name, n, seed=offset + seed)
+            )
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def _write_manifest(root: Path, name: str, description: str, names: list[str], benches: list[dict], trues: list[dict]):
+    lines = [f"name = {_toml(name)}", f"description = {_toml(description)}", 'base = "base"', ""]
+    for n in names:
+        lines += ["[[experts]]", f"name = {_toml(n)}", f'path = "experts/{n}"', ""]
+    for b in benches:
+        lines += ["[[benchmarks]]"] + [f"{k} = {_toml(v)}" for k, v in b.items()] + [""]
+    for t in trues:
+        lines += ["[[true_mixtures]]"] + [f"{k} = {_toml(v)}" for k, v in t.items()] + [""]
+    (root / "lab.toml").write_text("\n".join(lines))
+
+
+# merge methods whose proxies the full labs also cache at the true-mixture points, so the dashboard and
+# `report --method` compare methods side by side on real scores
+COMPARE_METHODS = (
+    ("task_arithmetic", {"scale": 1.5}),
+    ("task_arithmetic", {"scale": 2.0}),
+    ("ties", {"density": 0.5}),
+    ("dare_linear", {"drop_rate": 0.5}),
+)
+
+
+def cache_method_comparison(engine, points, show: bool = True) -> None:
+    """Proxies of :data:`COMPARE_METHODS` at ``points`` (the true mixtures), into the engine's store."""
+    mixtures = [Mixture.of(engine.names, p) for p in points]
+    for method, params in tqdm(COMPARE_METHODS, desc="other merge methods", disable=not show):
+        engine.sweep(mixtures, method, params)
+
+
+def build_demo(
+    out: Path | None = None,
+    *,
+    domains: int = 3,
+    quick: bool = False,
+    full: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    budget: Budget | None = None,
+    points: np.ndarray | None = None,
+    proxy_grid: bool = True,
+) -> Path:
+    """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder.
+
+    ``budget``: the recipe (default: :data:`QUICK` or :data:`FULL`); ``points``: the true-mixture points
+    (default: :func:`mixture_points`); ``proxy_grid``: also cache linear proxies on a grid beyond them."""
+    from mixlab.engine import EXPORT_FILE, Engine  # the engine pulls in the evaluation stack: only when building
+
+    if domains not in (3, 4):
+        raise MixlabError(f"the demo lab has 3 or 4 domains, got --domains {domains}")
+    names = list(DOMAINS)[:domains]
+    budget = budget or (QUICK if quick else FULL)
+    out = Path(out) if out else LABS_DIR / f"demo-k{domains}{'-full' if full else ''}"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    root.chmod(0o755)
+    quiet_transformers()
+    start = time.perf_counter()
+    try:
+        tokenizer = build_tokenizer()
+        benches = _write_benchmarks(root, names, budget.n_eval, seed)
+
+        base, base_steps, base_dev = pretrain_base(tokenizer, names, budget, seed, show_progress)
+        base.save_pretrained(root / "base")
+        tokenizer.save_pretrained(root / "base")
+
+        kind = "full" if full else "lora"
+        runs = [(f"experts/{n}", np.eye(domains)[i], f"expert {n}") for i, n in enumerate(names)]
+        points = mixture_points(domains, quick, seed) if points is None else np.asarray(points, dtype=float)
+        trues = []
+        for w in points:
+            label = weights_label(dict(zip(names, map(float, w))), names)
+            runs.append((f"true/{label}", w, f"true {label}"))
+            trues.append(
+                {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
+            )
+        for j, (rel, w, desc) in enumerate(tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress)):
+            stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False, general=budget.replay)
+            _finetune(root / "base", root / rel, stream, budget, full, seed + 1 + j, desc, show_progress)
+
+        description = (
+            f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
+            f"{' --full' if full else ''}`: a base pretrained {base_steps} steps (dev exact match "
+            f"{', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), {kind} experts, {len(points)} true "
+            f"mixtures, budget {budget.steps} steps × {budget.batch} examples each."
+        )
+        _write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
+
+        lab = load_lab(root)
+        store = Store(":memory:")  # the build's scores leave as the lab's evaluations.jsonl
+        engine = Engine(lab, store, device="cpu")
+        bar = tqdm(desc="evaluating", disable=not show_progress)
+        engine.base_scores()
+        engine.expert_scores()
+        engine.true_scores()
+        # proxies at every true-mixture point, plus a grid (step 0.1 for K=3: 66 points; 0.2 for K=4: 56)
+        step = 0.1 if domains == 3 else 0.2
+        grid = [
+            Mixture.of(names, p)
+            for p in (points if quick or not proxy_grid else np.concatenate([points, grid_from_step(domains, step)]))
+        ]
+        engine.sweep(grid, "linear", progress=lambda d, t, m: (setattr(bar, "total", t), bar.update(d - bar.n)))
+        bar.close()
+        compare_start = time.perf_counter()
+        if not quick and proxy_grid:
+            cache_method_comparison(engine, points, show_progress)
+        compare_seconds = time.perf_counter() - compare_start
+        store.export_jsonl(root / EXPORT_FILE)
+        store.close()
+        (root / "build_info.json").write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "domains": names,
+                    "kind": kind,
+                    "quick": quick,
+                    "budget": budget.__dict__,
+                    "base_steps_taken": base_steps,
+                    "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
+                    "seconds": round(time.perf_counter() - start, 1),
+                    "method_comparison_seconds": round(compare_seconds, 1),
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        root.replace(out)
+        return out
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def build_recycle(
+    source: Path | None = None,
+    out: Path | None = None,
+    *,
+    pool: int = 12,
+    trials: int = 40,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """``demo build --recycle``: a lab whose experts are a pool of checkpoints of one base — the source demo
+    lab's 3 experts and ``pool`` of its true-mixture models, evenly spread over its list (real trained runs,
+    nothing new is trained) — with every checkpoint scored, the recycling candidates of
+    :func:`mixlab.recycle.recycle` (objective: the mean) cached, and their table in ``recycle.json``."""
+    from mixlab.engine import EXPORT_FILE, Engine
+    from mixlab.recycle import recycle
+
+    src = load_lab(source or LABS_DIR / "demo-k3")
+    out = Path(out) if out else LABS_DIR / "demo-recycle"
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
+    trues = [t for t in src.manifest.true_mixtures if t.path is not None]
+    if len(trues) < pool:
+        raise MixlabError(f"lab {src.name!r} has {len(trues)} true-mixture checkpoints; the pool needs {pool}")
+    picked = [trues[int(i)] for i in np.linspace(0, len(trues) - 1, pool)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    root.chmod(0o755)
+    start = time.perf_counter()
+    try:
+        shutil.copytree(src.resolve(src.manifest.base), root / "base")
+        shutil.copytree(src.root / "data", root / "data")
+        names = []
+        for e in src.manifest.experts:
+            names.append(f"expert-{e.name}")
+            shutil.copytree(src.resolve(e.path), root / "experts" / names[-1])
+        for t in picked:
+            names.append(f"true-{src.true_mixture_name(t)}")
+            shutil.copytree(src.resolve(t.path), root / "experts" / names[-1])
+        benches = [b.model_dump(exclude_none=True, exclude_defaults=True) | {"name": b.name} for b in src.benchmarks]
+        description = (
+            f"Built by `python -m mixlab demo build --recycle` from {src.name}: a pool of {len(names)} checkpoints "
+            f"of one base ({len(src.manifest.experts)} experts and {pool} true-mixture models), for recycling."
+        )
+        _write_manifest(root, "demo-recycle", description, names, benches, [])
+        lab = load_lab(root)
+        store = Store(":memory:")
+        engine = Engine(lab, store, device="cpu")
+        engine.checkpoint_scores()
+        bar = tqdm(desc="searching merge weights", total=trials, disable=not show_progress)
+        rows = recycle(engine, "mean", trials=trials, progress=lambda d, t, m: bar.update(d - bar.n))
+        bar.close()
+        (root / "recycle.json").write_text(json.dumps(rows, indent=2))
+        store.export_jsonl(root / EXPORT_FILE)
+        store.close()
+        info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
+        (root / "build_info.json").write_text(json.dumps(info | {"torch": torch.__version__}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        root.replace(out)
+        return out
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise

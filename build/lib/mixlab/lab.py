@@ -1,0 +1,297 @@
+"""The lab manifest (``lab.toml``): one validated description of a base model, its experts, the
+benchmarks to score them on, and models truly trained on mixtures. Every path in it is resolved inside
+the lab's folder by :meth:`Lab.resolve`; nothing else in mixlab joins manifest paths by hand."""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mixlab.errors import ManifestError, MixlabError
+from mixlab.simplex import TOLERANCE, Mixture, weight_value
+
+MANIFEST = "lab.toml"
+MAX_MANIFEST_BYTES = 1 << 20  # a lab.toml is a few KB; anything bigger is not one
+BUILTIN_EVALUATORS = ("lm_loss", "exact_match", "choice")
+LOWER_IS_BETTER = ("lm_loss",)  # built-in evaluators whose score is better when lower
+EXPORTS = "exports"  # <lab>/exports/<name>: where the dashboard writes merged models
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class ExpertSpec(_Strict):
+    name: Name = Field(description="unique name, shown as a simplex vertex")
+    path: str = Field(description="a PEFT LoRA adapter dir or a full fine-tune dir, inside the lab")
+
+
+def _fraction(v):
+    """lab.toml weights may be fractions written as strings ("1/3"): exact thirds sum to 1."""
+    if isinstance(v, str):
+        try:
+            return weight_value(v)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"weight {v!r} is not a number or a fraction like '1/3'") from None
+    return v
+
+
+class BenchmarkSpec(_Strict):
+    name: Name
+    evaluator: str = Field(description="lm_loss | exact_match | choice | package.module:function")
+    data: str = Field(description="JSONL file inside the lab")
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="exact_match: tokens generated at most")
+    stop: tuple[str, ...] = Field(("\n",), description="exact_match: generation stops at these strings")
+    length_normalize: bool = Field(False, description="choice: score options by mean token log-prob")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N examples")
+    lower_is_better: bool | None = Field(
+        None, description="plugin evaluators: true when a lower score is better (built-ins know their own)"
+    )
+    search_data: str | None = Field(
+        None, description="JSONL inside the lab that `search` optimises on (dev); `data` stays for reporting (test)"
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _nonempty_stops(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must be non-empty (an empty one would stop before the first token)")
+        return v
+
+    @model_validator(mode="after")
+    def _direction_for_plugins(self) -> BenchmarkSpec:
+        if self.lower_is_better is not None and self.evaluator in BUILTIN_EVALUATORS:
+            raise ValueError(f"lower_is_better is for plugin evaluators; {self.evaluator} knows its own direction")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        """The one answer to "is a higher score better?" that every table, mean and report asks."""
+        if self.evaluator in BUILTIN_EVALUATORS:
+            return self.evaluator not in LOWER_IS_BETTER
+        return not self.lower_is_better
+
+    @field_validator("evaluator")
+    @classmethod
+    def _known_evaluator(cls, v: str) -> str:
+        if v in BUILTIN_EVALUATORS or (":" in v and all(v.split(":", 1))):
+            return v
+        raise ValueError(
+            f"unknown evaluator {v!r}; use one of {', '.join(BUILTIN_EVALUATORS)} or 'package.module:function'"
+        )
+
+
+class TrueMixtureSpec(_Strict):
+    name: Name | None = Field(None, description="defaults to the weights, e.g. ocr50_chart50")
+    weights: dict[str, Annotated[float, BeforeValidator(_fraction)]] = Field(
+        description='expert name → weight (a number or a fraction like "1/3"); missing experts are 0'
+    )
+    path: str | None = Field(None, description="checkpoint trained on this mixture (adapter or full)")
+    scores: dict[str, float] | None = Field(None, description="benchmark name → score, if no checkpoint")
+
+    @model_validator(mode="after")
+    def _path_or_scores(self) -> TrueMixtureSpec:
+        if (self.path is None) == (self.scores is None):
+            raise ValueError("give exactly one of 'path' (a checkpoint) or 'scores'")
+        return self
+
+
+class MergeDefaults(_Strict):
+    method: str = Field("linear", description="default merge method")
+    params: dict[str, float | int | bool] = Field(
+        default_factory=dict, description="its parameters; they apply wherever a parameter is not given"
+    )
+    exclude: tuple[str, ...] = Field((), description="glob patterns of tensors kept at the base value")
+
+    @model_validator(mode="after")
+    def _known_method_and_params(self) -> MergeDefaults:
+        from mixlab.merge.methods import get_method  # pure kernels and their registry: no I/O
+
+        try:
+            get_method(self.method).resolve(self.params)
+        except MixlabError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+
+class Manifest(_Strict):
+    name: Name
+    description: str = ""
+    base: str = Field(description="HF model dir: config.json + *.safetensors")
+    experts: list[ExpertSpec] = Field(min_length=1)
+    benchmarks: list[BenchmarkSpec] = Field(default_factory=list)
+    true_mixtures: list[TrueMixtureSpec] = Field(default_factory=list)
+    merge: MergeDefaults = Field(default_factory=MergeDefaults)
+    plugins: list[str] = Field(
+        default_factory=list, description="folders inside the lab that plugin evaluators are imported from"
+    )
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Manifest:
+        for field, items in (("experts", self.experts), ("benchmarks", self.benchmarks)):
+            seen: dict[str, str] = {}
+            for i, item in enumerate(items):
+                folded = item.name.casefold()  # names become file and column names: 'OCR' and 'ocr' collide
+                if folded in seen:
+                    what = (
+                        "duplicate name" if seen[folded] == item.name else f"name equal up to case to {seen[folded]!r}:"
+                    )
+                    raise ValueError(f"{field}[{i}].name: {what} {item.name!r}")
+                seen[folded] = item.name
+        experts = [e.name for e in self.experts]
+        benchmarks = {b.name for b in self.benchmarks}
+        names: set[str] = set()
+        for i, tm in enumerate(self.true_mixtures):
+            where = f"true_mixtures[{i}]"
+            for expert, w in tm.weights.items():
+                if expert not in experts:
+                    raise ValueError(f"{where}.weights: unknown expert {expert!r}; experts: {', '.join(experts)}")
+                if not math.isfinite(w) or w < 0:
+                    raise ValueError(f"{where}.weights.{expert}: weight must be finite and ≥ 0, got {w}")
+            total = math.fsum(tm.weights.values())
+            if abs(total - 1) > TOLERANCE:
+                raise ValueError(f"{where}.weights: weights must sum to 1, got {total:.9g}")
+            for bench in tm.scores or {}:
+                if bench not in benchmarks:
+                    raise ValueError(f"{where}.scores: unknown benchmark {bench!r}")
+            label = tm.name or weights_label(tm.weights, experts)
+            if label in names:
+                raise ValueError(f"{where}: duplicate true mixture {label!r}")
+            names.add(label)
+        return self
+
+
+def weights_label(weights: dict[str, float], order: list[str]) -> str:
+    """A mixture's name from its weights, e.g. {ocr: 0.5, chart: 0.5} → 'ocr50_chart50' (zeros left out)."""
+    return "_".join(f"{n}{round(100 * weights[n])}" for n in order if weights.get(n, 0) > 0)
+
+
+class Lab:
+    """A validated manifest bound to its folder."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = root.resolve()
+        self.manifest = manifest
+        # check every named path now, so a bad lab fails when opened, not mid-sweep
+        self.resolve(manifest.base, "base")
+        for i, e in enumerate(manifest.experts):
+            self.resolve(e.path, f"experts[{i}].path")
+        for i, b in enumerate(manifest.benchmarks):
+            self.resolve(b.data, f"benchmarks[{i}].data", want_file=True)
+        for i, t in enumerate(manifest.true_mixtures):
+            if t.path is not None:
+                self.resolve(t.path, f"true_mixtures[{i}].path")
+        self.plugin_dirs = [self.resolve(d, f"plugins[{i}]") for i, d in enumerate(manifest.plugins)]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def expert_names(self) -> list[str]:
+        return [e.name for e in self.manifest.experts]
+
+    @property
+    def benchmarks(self) -> list[BenchmarkSpec]:
+        return list(self.manifest.benchmarks)
+
+    def benchmark(self, name: str) -> BenchmarkSpec:
+        for b in self.manifest.benchmarks:
+            if b.name == name:
+                return b
+        known = ", ".join(b.name for b in self.manifest.benchmarks) or "none"
+        raise ManifestError(f"lab {self.name!r} has no benchmark {name!r}; benchmarks: {known}")
+
+    def true_mixture_name(self, spec: TrueMixtureSpec) -> str:
+        return spec.name or weights_label(spec.weights, self.expert_names)
+
+    def true_mixture_weights(self, spec: TrueMixtureSpec) -> Mixture:
+        return Mixture.of(self.expert_names, [spec.weights.get(n, 0.0) for n in self.expert_names])
+
+    @property
+    def exports(self) -> Path:
+        """The lab's exports folder, the only place the dashboard writes merged models: ``<lab>/exports``,
+        except for the labs shipped in the git-tracked ``cache/`` folder, whose exports go to
+        ``exports/<lab>`` beside it (so nothing is ever written among tracked files)."""
+        from mixlab.demo import LABS_DIR
+
+        if self.root.resolve().parent == LABS_DIR.resolve():
+            return LABS_DIR.parent / EXPORTS / self.root.name
+        return self.root / EXPORTS
+
+    def export_path(self, name: str) -> Path:
+        """``<exports>/<name>`` (see :attr:`exports`) for an export *name* (letters, digits, ``_ . -``; not a path)."""
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name or ""):
+            raise ManifestError(
+                f"export name {name!r} must be 1-100 letters, digits, '_', '.' or '-' (a name, not a path), "
+                "not starting with '.' or '-'"
+            )
+        return self.exports / name
+
+    def resolve(self, rel: str, field: str = "path", want_file: bool = False) -> Path:
+        """Resolve a manifest path inside the lab folder (symlinks followed), or raise ManifestError
+        naming the field."""
+        if "\0" in rel:
+            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r} contains a NUL byte")
+        p = Path(rel)
+        full = (p if p.is_absolute() else self.root / p).resolve()
+        if not full.is_relative_to(self.root):
+            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r} points outside the lab folder {self.root}")
+        if not full.exists():
+            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r}: no such file or folder ({full})")
+        if want_file and not full.is_file():
+            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r} is a folder, expected a file")
+        return full
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Open a lab from its folder or its ``lab.toml``, validating everything it names. Only a file
+    named ``lab.toml`` (of at most 1 MiB) is read: pointing at any other file reveals nothing of it."""
+    if "\0" in str(path):
+        raise ManifestError(f"lab path {str(path)!r} contains a NUL byte")
+    path = Path(path)
+    file = path / MANIFEST if path.is_dir() else path
+    if file.name != MANIFEST or not file.is_file():
+        raise ManifestError(f"no lab manifest at {file}; a lab is a folder with a {MANIFEST}")
+    try:
+        with open(file, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
+        raise ManifestError(f"{file}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{file}: larger than {MAX_MANIFEST_BYTES} bytes; not a lab manifest")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{file}: not valid TOML: {e}") from None
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as e:
+        raise ManifestError(f"{file}: " + "; ".join(_describe(err) for err in e.errors())) from None
+    return Lab(file.parent, manifest)
+
+
+def _describe(err: dict) -> str:
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    where = f"{loc}: " if loc else ""
+    if err["type"] in ("missing",) or loc == "" or "input" not in err or isinstance(err["input"], dict):
+        return f"{where}{msg}"
+    return f"{where}{msg} (got {err['input']!r})"

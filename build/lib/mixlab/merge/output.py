@@ -1,0 +1,99 @@
+"""Export folders: written whole or not at all, and never over a folder mixlab did not write.
+
+A merge is written into a hidden temp folder beside the target and moved into place only when it is
+complete. Every export carries :data:`EXPORT_MARKER` (its provenance), and ``overwrite`` replaces only a
+folder holding one: an export can never delete a user's own folder. Temp folders left by a killed
+process are removed by the next export to the same place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mixlab.errors import MergeError
+
+EXPORT_MARKER = "mixlab_merge.json"  # provenance of the merge; its presence marks a mixlab export
+_TMP = ".mixlab-tmp-"
+_OLD = ".mixlab-old-"
+
+
+def is_export(folder: Path) -> bool:
+    """True for a folder mixlab exported (it holds the marker file, not a link to one)."""
+    marker = Path(folder) / EXPORT_MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove temp/old folders that an export to ``out`` left behind when its process died."""
+    removed = []
+    for p in out.parent.glob(f".{out.name}.mixlab-*"):
+        tag = p.name[len(out.name) + 1 :]
+        for prefix in (_TMP, _OLD):
+            if tag.startswith(prefix):
+                pid = tag[len(prefix) :].split("-", 1)[0]
+                if pid.isdigit() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed.append(p)
+    return removed
+
+
+def start(out: Path, overwrite: bool) -> tuple[Path, Path]:
+    """Check ``out`` and make the temp folder to write into: returns (out resolved, temp folder).
+
+    Raises MergeError when ``out`` is a file, a link, the current folder or an ancestor of it, a
+    non-empty folder without ``overwrite``, or a non-empty folder that is not a mixlab export."""
+    out = Path(out)
+    if out.is_symlink():
+        raise MergeError(f"output {out} is a symbolic link; give a real folder path")
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise MergeError(f"output {out} is a file, not a folder; choose a folder path")
+    if Path.cwd().resolve().is_relative_to(out):
+        raise MergeError(f"output {out} is the current folder or contains it; choose a new folder")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise MergeError(f"output folder {out} exists and is not empty; choose another or pass overwrite")
+        if not is_export(out):
+            raise MergeError(
+                f"refusing to replace {out}: it is not a mixlab export (no {EXPORT_MARKER}); choose a new folder"
+            )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP}{os.getpid()}-", dir=out.parent))
+    except OSError as e:
+        raise MergeError(f"cannot write into {out.parent}: {e.strerror or e}") from None
+    tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should not be
+    return out, tmp
+
+
+def finish(tmp: Path, out: Path, provenance: dict) -> Path:
+    """Write the marker, then move the finished temp folder into place; an old export at ``out`` is
+    removed only after the new one is whole."""
+    (tmp / EXPORT_MARKER).write_text(json.dumps(provenance, indent=2, sort_keys=True))
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}{_OLD}{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def abort(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,296 @@
+"""Plotly figures for the dashboard, built from library tables (no Streamlit here, so tests can check
+every number a figure carries). Each point carries its mixture weights in ``customdata``, which is
+how a click on a point becomes a selected mixture."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from mixlab.simplex import polygon_vertices, projected_xy
+
+SCALE_UP = "Viridis"  # higher is better: bright = good
+SCALE_DOWN = "Viridis_r"  # lower is better (loss): bright = good, too
+KINDS = ("proxy", "true", "expert", "selected", "searched")  # customdata[K + 1]: the index of the point's kind here
+
+
+def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: bool) -> dict | None:
+    """What a click, box or lasso on :func:`simplex_figure` selects, from the points' ``customdata`` (K
+    weights, score, kind index): one point is itself; several give the best scored among them. Points with
+    no score (the selection marker) are ignored; None when nothing is left. Returns weights, score, kind
+    (from :data:`KINDS`) and n (how many points were selected)."""
+    data = [list(d) for d in points if d is not None and len(d) > k + 1 and not np.isnan(d[k])]
+    if not data:
+        return None
+    scores = [d[k] for d in data]
+    best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
+    return {"weights": data[best][:k], "score": scores[best], "kind": KINDS[int(data[best][k + 1])], "n": len(data)}
+
+
+def metric_title(benchmark: str, metric: str, higher_is_better: bool) -> str:
+    return f"{benchmark} {metric} ({'↑ higher' if higher_is_better else '↓ lower'} is better)"
+
+
+def _hover(names: Sequence[str]) -> str:
+    return "<br>".join(f"{n} = %{{customdata[{i}]:.3f}}" for i, n in enumerate(names))
+
+
+def simplex_figure(
+    names: Sequence[str],
+    proxy: pd.DataFrame,
+    true: pd.DataFrame,
+    experts: pd.DataFrame,
+    selected: Sequence[float] | None,
+    title: str,
+    higher_is_better: bool,
+    vertices: np.ndarray | None = None,
+    searched: pd.DataFrame | None = None,
+) -> go.Figure:
+    """K=3: a ternary plot; K>3: the barycentric projection onto a polygon (``vertices``, (K, 2); default
+    the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
+
+    ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
+    Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale; experts
+    sit at the vertices; ``searched`` (weights, ``score`` = the search objective on dev) are the points a
+    search tried, drawn small and uncoloured (their scores are on other data). ``customdata`` per point: the K weights, the score, the index of its kind in
+    :data:`KINDS`.
+    """
+    k = len(names)
+    scores = pd.concat([proxy["score"], true["score"]]) if len(true) else proxy["score"]
+    cmin, cmax = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
+    scale = SCALE_UP if higher_is_better else SCALE_DOWN
+    fig = go.Figure()
+
+    verts = polygon_vertices(k) if vertices is None else np.asarray(vertices, dtype=float)
+
+    def trace(df: pd.DataFrame, name: str, marker: dict, kind: str, text_col: str | None = None, colour: bool = True):
+        w = df[list(names)].to_numpy(dtype=float) if len(df) else np.zeros((0, k))
+        custom = np.column_stack([w, df["score"].to_numpy(dtype=float), np.full(len(df), KINDS.index(kind))])
+        hover = f"<b>{name}</b><br>" + _hover(names) + f"<br>score = %{{customdata[{k}]:.4f}}<extra></extra>"
+        if colour and len(df):
+            marker = {**marker, "color": df["score"], "colorscale": scale, "cmin": cmin, "cmax": cmax}
+        common = dict(
+            name=name,
+            mode="markers+text" if text_col else "markers",
+            marker=marker,
+            customdata=custom,
+            hovertemplate=hover,
+            cliponaxis=False,
+            text=df[text_col] if text_col else None,
+            textposition="top center",
+        )
+        if k == 3:
+            fig.add_trace(go.Scatterternary(a=w[:, 0], b=w[:, 1], c=w[:, 2], **common))
+        else:
+            xy = projected_xy(w, verts) if len(w) else np.zeros((0, 2))
+            fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], **common))
+
+    trace(
+        proxy,
+        "proxy (merged experts)",
+        dict(
+            size=13,
+            symbol="circle",
+            line=dict(width=0.5, color="white"),
+            colorbar=dict(title=dict(text=title, side="right"), len=0.85),
+        ),
+        "proxy",
+    )
+    if len(true):
+        trace(
+            true, "true mixture (trained)", dict(size=12, symbol="diamond", line=dict(width=1.5, color="black")), "true"
+        )
+    if len(experts):
+        trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")), "expert")
+    if searched is not None and len(searched):
+        trace(
+            searched.assign(score=np.nan),
+            "searched (trials)",
+            dict(size=7, symbol="x-thin", line=dict(width=1.5, color="#d62728")),
+            "searched",
+            colour=False,
+        )
+    if selected is not None:
+        sel = pd.DataFrame([list(selected)], columns=list(names)).assign(score=np.nan)
+        trace(
+            sel,
+            "selected",
+            dict(size=22, symbol="circle-open", color="red", line=dict(width=3, color="red")),
+            "selected",
+            colour=False,
+        )
+    # no clickmode/dragmode here: Streamlit sets click-to-select with pan, and box/lasso sit in the modebar
+    layout = dict(
+        height=560,
+        margin=dict(l=50, r=30, t=50, b=40),
+        legend=dict(orientation="h", yanchor="bottom", y=-0.12, x=0),
+    )
+    if k == 3:
+        # interior ticks only: 0 and 1 would sit on the expert stars at the corners
+        axis = dict(min=0, linewidth=2, ticks="outside", tickvals=[0.2, 0.4, 0.6, 0.8], tickformat=".1f")
+        fig.update_layout(
+            ternary=dict(
+                sum=1,
+                aaxis=dict(title=dict(text=names[0]), **axis),
+                baxis=dict(title=dict(text=names[1]), **axis),
+                caxis=dict(title=dict(text=names[2]), **axis),
+            ),
+            **layout,
+        )
+    else:
+        ring = np.vstack([verts, verts[:1]])
+        fig.add_trace(
+            go.Scatter(
+                x=ring[:, 0], y=ring[:, 1], mode="lines", line=dict(color="#999"), hoverinfo="skip", showlegend=False
+            )
+        )
+        # each label sits beyond its vertex, anchored away from the polygon (clear of the expert stars)
+        position = [
+            ("middle right" if x > 0 else "middle left")
+            if abs(x) > abs(y)
+            else ("top center" if y > 0 else "bottom center")
+            for x, y in verts
+        ]
+        labels = verts * 1.08
+        fig.add_trace(
+            go.Scatter(
+                x=labels[:, 0],
+                y=labels[:, 1],
+                mode="text",
+                text=list(names),
+                textposition=position,
+                hoverinfo="skip",
+                textfont=dict(size=14 if k <= 8 else 10),
+                showlegend=False,
+                cliponaxis=False,
+            )
+        )
+        fig.update_layout(xaxis=dict(visible=False, scaleanchor="y"), yaxis=dict(visible=False), **layout)
+    return fig
+
+
+def parallel_figure(names: Sequence[str], points: pd.DataFrame, title: str, higher_is_better: bool) -> go.Figure:
+    """Parallel coordinates: one line per mixture through its K weights and its score, coloured by the
+    score, so every mixture of any K is its own line (axes can be brushed to filter)."""
+    dims = [dict(label=n, values=points[n], range=[0, 1]) for n in names]
+    dims.append(dict(label="score", values=points["score"]))
+    line = dict(color=points["score"], colorscale=SCALE_UP if higher_is_better else SCALE_DOWN, showscale=True)
+    line["colorbar"] = dict(title=dict(text=title, side="right"))
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
+    fig.update_layout(height=460, margin=dict(l=50, r=80, t=60, b=30))
+    return fig
+
+
+def proxy_true_figure(pairs: pd.DataFrame, title_x: str, title_y: str) -> go.Figure:
+    """Scatter of proxy (x) against true (y) scores, one point per mixture."""
+    fig = go.Figure(
+        go.Scatter(
+            x=pairs["proxy"],
+            y=pairs["true"],
+            mode="markers",
+            text=pairs["label"],
+            marker=dict(size=10, color="#3b6fb6", line=dict(width=1, color="white")),
+            hovertemplate="<b>%{text}</b><br>proxy %{x:.4f}<br>true %{y:.4f}<extra></extra>",
+        )
+    )
+    fig.update_layout(height=480, xaxis_title=title_x, yaxis_title=title_y, margin=dict(l=60, r=20, t=30, b=60))
+    return fig
+
+
+def pareto_figure(
+    points: pd.DataFrame, x: str, y: str, names: Sequence[str], searched: pd.DataFrame | None = None
+) -> go.Figure:
+    """``points`` from :func:`mixlab.analysis.pareto_points`; points on a front get a thick outline and
+    each front (merges and experts; trained mixtures and experts) is traced by a dotted line. ``searched``:
+    a multi-objective search's front (columns x, y: its winners' test scores), drawn as a dashed line."""
+    styles = {
+        "expert": ("star", 17, "#ff7f0e"),
+        "proxy": ("circle", 9, "#1f77b4"),
+        "true": ("diamond", 11, "#2ca02c"),
+        "base": ("x", 12, "#7f7f7f"),
+    }
+    fig = go.Figure()
+    for kind, (symbol, size, colour) in styles.items():
+        sub = points[points.kind == kind]
+        if sub.empty:
+            continue
+        on_front = sub["proxy_front"] | sub["true_front"]
+        fig.add_trace(
+            go.Scatter(
+                x=sub["x"],
+                y=sub["y"],
+                mode="markers",
+                name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
+                text=sub["label"],
+                customdata=sub[list(names)].to_numpy(dtype=float),
+                marker=dict(
+                    symbol=symbol, size=size, color=colour, line=dict(width=np.where(on_front, 2.5, 0.5), color="black")
+                ),
+                hovertemplate="<b>%{text}</b><br>"
+                + _hover(names)
+                + f"<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra>{kind}</extra>",
+            )
+        )
+    for col, name, colour in (
+        ("proxy_front", "front of merges", "#1f77b4"),
+        ("true_front", "front of trained mixtures", "#2ca02c"),
+    ):
+        front = points[points[col]].sort_values(["x", "y"])
+        if len(front) > 1:
+            fig.add_trace(
+                go.Scatter(
+                    x=front["x"],
+                    y=front["y"],
+                    mode="lines",
+                    name=name,
+                    line=dict(color=colour, width=2, dash="dot"),
+                    hoverinfo="skip",
+                )
+            )
+    if searched is not None and len(searched):
+        front = searched.sort_values(["x", "y"])
+        fig.add_trace(
+            go.Scatter(
+                x=front["x"],
+                y=front["y"],
+                mode="lines+markers",
+                name="searched front (test)",
+                line=dict(color="#d62728", width=2, dash="dash"),
+                marker=dict(symbol="x", size=9, color="#d62728"),
+            )
+        )
+    fig.update_layout(
+        height=520,
+        xaxis_title=x,
+        yaxis_title=y,
+        margin=dict(l=60, r=20, t=30, b=60),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
+    return fig
+
+
+def heatmap(
+    df: pd.DataFrame,
+    title: str,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    colorscale: str = "Blues",
+    fmt: str = ".3f",
+) -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(
+            z=df.to_numpy(dtype=float),
+            x=[str(c) for c in df.columns],
+            y=[str(i) for i in df.index],
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            texttemplate=f"%{{z:{fmt}}}",
+            colorbar=dict(title=dict(text=title, side="right")),
+        )
+    )
+    fig.update_layout(height=max(260, 60 * len(df) + 120), margin=dict(l=80, r=20, t=30, b=60))
+    return fig

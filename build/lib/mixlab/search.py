@@ -1,0 +1,317 @@
+"""Search the simplex for the mixture whose merged proxy scores best, through optuna.
+
+Every candidate is scored by the :class:`~mixlab.engine.Engine`, so search, sweeps and the dashboard
+share one cache, and a study lives in the lab's ``.mixlab/search.sqlite`` (optuna's storage): running a
+search again with the same name resumes it, and a repeated point costs nothing (its score is cached).
+
+**Parametrisation.** Samplers see a box: one parameter ``u_i ∈ [EPS, 1]`` per expert, mapped to the
+simplex by ``w_i = −log u_i / Σ_j −log u_j``. Uniform ``u`` gives the uniform distribution on the
+simplex (Dirichlet(1)), so the random sampler is an unbiased draw, and every point of the simplex's
+interior is reachable by a unique direction in the box; ``EPS`` keeps each weight finite. (A softmax of
+free logits has the same reach but needs an arbitrary box width; stick-breaking with uniform sticks
+favours the first experts.) The grid sampler takes the lattice points themselves.
+
+**Dev and test.** A search optimises on each benchmark's ``search_data`` (its dev file) and never on
+``data``; the winners are then scored on ``data`` (test), and those are the numbers to report. A lab
+whose benchmarks have no ``search_data`` can be searched only with ``allow_test=True``, said in the result.
+
+**Multi-fidelity.** With ``fidelity=f`` a candidate is first scored on the first ``f`` of its dev
+examples; optuna's successive-halving pruner stops the unpromising ones there, so a budget of N full
+evaluations explores more than N points (single objective only: optuna does not prune multi-objective
+studies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mixlab.errors import MixlabError
+from mixlab.lab import BenchmarkSpec
+from mixlab.simplex import Mixture, lattice
+
+EPS = 1e-6
+GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
+SAMPLERS = ("random", "grid", "cmaes", "tpe", "gp", "nsga2")
+MEAN = "mean"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A weighted sum of benchmark scores, signed so that higher is better (a loss counts negatively)."""
+
+    weights: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def parse(cls, text: str, benchmarks: Sequence[BenchmarkSpec]) -> Objective:
+        """``mean`` (the higher-is-better benchmarks, equally), a benchmark name, or ``a=0.5,b=0.5``."""
+        names = [b.name for b in benchmarks]
+        if text == MEAN:
+            up = [b.name for b in benchmarks if b.higher_is_better]
+            if not up:
+                raise MixlabError("objective 'mean' needs a higher-is-better benchmark; this lab has none")
+            return cls(tuple((n, 1.0 / len(up)) for n in up))
+        parts = []
+        for item in text.split(","):
+            name, _, w = item.partition("=")
+            name = name.strip()
+            if name not in names:
+                raise MixlabError(f"objective {text!r}: no benchmark {name!r}; benchmarks: {', '.join(names)}")
+            try:
+                weight = float(w) if w else 1.0
+            except ValueError:
+                raise MixlabError(f"objective {text!r}: weight {w!r} of {name!r} is not a number") from None
+            if not math.isfinite(weight) or weight <= 0:
+                raise MixlabError(f"objective {text!r}: weight of {name!r} must be positive, got {w}")
+            parts.append((name, weight))
+        return cls(tuple(parts))
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.weights]
+
+    def label(self) -> str:
+        return ",".join(f"{n}={w:g}" for n, w in self.weights)
+
+    def value(self, scores: dict[str, float], higher_is_better: dict[str, bool]) -> float:
+        return sum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
+
+
+def to_weights(u: Sequence[float]) -> list[float]:
+    """A point of the box ``[EPS, 1]^K`` as mixture weights (see the module docstring)."""
+    e = -np.log(np.clip(np.asarray(u, dtype=float), EPS, 1.0))
+    if e.sum() <= 0:  # every u_i = 1: the centre
+        return [1.0 / len(e)] * len(e)
+    return [float(x) for x in e / e.sum()]
+
+
+def make_sampler(name: str, seed: int, k: int):
+    import optuna
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler({"point": list(range(len(lattice(k, GRID_M))))}, seed=seed)
+    raise MixlabError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def create_study(
+    k: int,
+    n_objectives: int,
+    sampler: str,
+    seed: int = 0,
+    *,
+    name: str | None = None,
+    storage: str | Path | None = None,
+    fidelity: bool = False,
+):
+    """An optuna study over K-expert mixtures, every objective maximised (resumed when ``name`` exists in
+    ``storage``). With ``fidelity``: one successive-halving rung — a trial reports its subset score at step
+    1 and goes on to the full data only if it is in the top third of the trials scored there so far."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = (
+        optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        if fidelity
+        else optuna.pruners.NopPruner()
+    )
+    return optuna.create_study(
+        study_name=name,
+        storage=None if storage is None else str(storage),
+        load_if_exists=name is not None,
+        directions=["maximize"] * n_objectives,
+        sampler=make_sampler(sampler, seed, k),
+        pruner=pruner,
+    )
+
+
+def suggest_weights(trial, k: int, sampler: str) -> list[float]:
+    """A trial's mixture: a lattice point for the grid sampler, else the box point mapped by :func:`to_weights`."""
+    if sampler == "grid":
+        points = lattice(k, GRID_M)
+        return [float(x) for x in points[trial.suggest_categorical("point", list(range(len(points))))]]
+    return to_weights([trial.suggest_float(f"u{i}", EPS, 1.0) for i in range(k)])
+
+
+@dataclass
+class SearchResult:
+    study: str
+    objectives: list[Objective]
+    split: str  # "dev" (search_data) or "test" (allow_test: searched on the reported data)
+    best: list[dict]  # per winner: weights, dev values, test scores ({benchmark: score})
+    trials: list[dict] = field(default_factory=list)  # every finished trial: weights, values, state
+    full_evaluations: float = 0.0  # cost in full dev evaluations (a subset costs its fraction)
+
+
+class Search:
+    """One optuna study over one lab's mixtures (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine,
+        objectives: Sequence[str],
+        *,
+        method: str | None = None,
+        params: dict | None = None,
+        sampler: str = "tpe",
+        seed: int = 0,
+        fidelity: float | None = None,
+        allow_test: bool = False,
+        name: str | None = None,
+        storage: str | Path | None = None,
+    ):
+        if not 1 <= len(objectives) <= 3:
+            raise MixlabError(f"search takes 1 objective, or 2-3 for a Pareto front; got {len(objectives)}")
+        if fidelity is not None and not 0 < fidelity < 1:
+            raise MixlabError(f"fidelity must be a fraction in (0, 1), like 0.25; got {fidelity}")
+        if fidelity is not None and len(objectives) > 1:
+            raise MixlabError("multi-fidelity pruning needs one objective (optuna does not prune multi-objective)")
+        self.engine = engine
+        self.method, self.params = engine.resolve_method(method, params)
+        specs = engine.lab.benchmarks
+        self.objectives = [Objective.parse(o, specs) for o in objectives]
+        self.sampler, self.seed, self.fidelity = sampler, seed, fidelity
+        make_sampler(sampler, seed, len(engine.names))  # a bad name fails here, before any work
+        used = sorted({n for o in self.objectives for n in o.names})
+        missing = [n for n in used if engine.lab.benchmark(n).search_data is None]
+        if missing and not allow_test:
+            raise MixlabError(
+                f"benchmark(s) {', '.join(missing)} have no search_data: a search would optimise on the data it "
+                "reports. Add search_data = 'data/<name>_dev.jsonl' (a dev split) to each in lab.toml, or pass "
+                "--allow-test to search on the reported data anyway (the result says so)."
+            )
+        self.split = "test" if missing else "dev"
+        self.used = used
+        self.hib = {n: engine.lab.benchmark(n).higher_is_better for n in used}
+        self.dev = {n: self._dev_spec(engine.lab.benchmark(n)) for n in used}
+        self._n_dev = {n: len(engine._bench(s).examples) for n, s in self.dev.items()}
+        desc = {
+            "lab": engine.lab.name,
+            "models": engine.models_fp,
+            "objectives": [o.label() for o in self.objectives],
+            "method": self.method,
+            "params": self.params,
+            "sampler": sampler,
+            "seed": seed,
+            "fidelity": fidelity,
+            "split": self.split,
+        }
+        digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:10]
+        self.name = name or f"{'-'.join(objectives)}-{sampler}-{digest}"
+        if storage is None and str(engine.store.path) != ":memory:":
+            storage = f"sqlite:///{engine.store.path.parent / 'search.sqlite'}"
+        self.storage = storage  # None: in memory (an in-memory cache has no folder to keep a study in)
+        self.cost = 0.0
+
+    def _dev_spec(self, spec: BenchmarkSpec, limit: int | None = None) -> BenchmarkSpec:
+        """The benchmark on its dev data (or, with allow_test, its own), optionally its first ``limit`` examples;
+        named apart (``rev@dev``, ``rev@dev:50``) so its scores never mix with the reported ones."""
+        if spec.search_data is None:
+            update = {"name": f"{spec.name}@test"}
+        else:
+            self.engine.lab.resolve(spec.search_data, f"benchmark {spec.name!r} search_data", want_file=True)
+            update = {"name": f"{spec.name}@dev", "data": spec.search_data}
+        if limit is not None:
+            update |= {"name": f"{update['name']}:{limit}", "limit": limit}
+        return spec.model_copy(update=update)
+
+    def _study(self):
+        return create_study(
+            len(self.engine.names),
+            len(self.objectives),
+            self.sampler,
+            self.seed,
+            name=self.name,
+            storage=self.storage,
+            fidelity=bool(self.fidelity),
+        )
+
+    def _weights(self, trial) -> list[float]:
+        return suggest_weights(trial, len(self.engine.names), self.sampler)
+
+    def dev_values(self, mixture: Mixture, limit: int | None = None, progress=None, cancel=None) -> list[float]:
+        """The objectives at ``mixture`` on the search data (its first ``limit`` examples when given)."""
+        specs = [self._dev_spec(self.engine.lab.benchmark(n), limit) for n in self.used]
+        evals = self.engine.proxy(mixture, self.method, self.params, specs, progress=progress, cancel=cancel)
+        scores = {n: e.score for n, e in zip(self.used, evals)}
+        for n in self.used:
+            full = self._n_dev[n]
+            self.cost += (min(limit, full) if limit else full) / full / len(self.used)
+        return [o.value(scores, self.hib) for o in self.objectives]
+
+    def run(
+        self,
+        trials: int = 30,
+        *,
+        budget: float | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+        cancel=None,
+    ) -> SearchResult:
+        """Run ``trials`` more trials (or until ``budget`` full dev evaluations are spent), then score the
+        winner(s) on the reported data."""
+        import optuna
+
+        study = self._study()
+        k = len(self.engine.names)
+        done = [0]
+
+        def objective(trial):
+            w = self._weights(trial)
+            mixture = Mixture.of(self.engine.names, w, normalize=True)
+            trial.set_user_attr("weights", mixture.weights)
+            if self.fidelity:
+                n_low = max(1, int(min(self._n_dev.values()) * self.fidelity))
+                (low,) = self.dev_values(mixture, n_low, cancel=cancel)
+                trial.report(low, step=1)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            values = self.dev_values(mixture, None, cancel=cancel)
+            return values[0] if len(values) == 1 else values
+
+        def after(study_, trial) -> None:
+            done[0] += 1
+            if progress:
+                progress(done[0], trials, f"trial {trial.number}: {trial.state.name.lower()}")
+            if budget is not None and self.cost >= budget:
+                study_.stop()
+
+        study.optimize(objective, n_trials=trials, callbacks=[after], catch=())
+        winners = study.best_trials if len(self.objectives) > 1 else [study.best_trial]
+        best = []
+        test = [self.engine.lab.benchmark(n) for n in self.used]
+        for t in winners:
+            m = Mixture.of(self.engine.names, t.user_attrs["weights"], normalize=True)
+            scores = {e.benchmark: e.score for e in self.engine.proxy(m, self.method, self.params, test, cancel=cancel)}
+            best.append(
+                {
+                    "weights": m.as_dict(),
+                    "dev": list(t.values),
+                    "test": scores,
+                    "test_objective": [o.value(scores, self.hib) for o in self.objectives],
+                }
+            )
+        rows = [
+            {
+                "number": t.number,
+                "state": t.state.name.lower(),
+                "weights": dict(zip(self.engine.names, t.user_attrs.get("weights", [float("nan")] * k))),
+                "values": list(t.values) if t.values else None,
+            }
+            for t in study.trials
+        ]
+        return SearchResult(self.name, self.objectives, self.split, best, rows, round(self.cost, 3))

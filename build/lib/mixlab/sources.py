@@ -1,0 +1,132 @@
+"""A lab's files as loaded: the base checkpoint, the experts' task vectors, the true-mixture checkpoints
+and each benchmark's examples — each with the signature its files had when read. A change on disk is
+noticed (:meth:`LabSources.reload`), and :meth:`LabSources.unchanged` tells whether a score computed from
+these sources may be stored under their fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from mixlab.evaluate import read_benchmark
+from mixlab.experts import Checkpoint, TaskVector, file_signature, folder_signature, load_base, load_task_vector
+from mixlab.keys import benchmark_desc
+from mixlab.lab import BenchmarkSpec, Lab
+
+
+@dataclass
+class BenchmarkData:
+    """A benchmark's examples as last read, its description for cache keys (with the hash of those very
+    bytes), the file's signature before the read, and (made once, by the engine) its tokenised items."""
+
+    signature: tuple
+    examples: list[dict]
+    desc: dict
+    items: list[dict] | None = None
+
+
+class LabSources:
+    _LOADED = ("base", "experts", "base_fp", "expert_fps", "models_fp")
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self._benchmarks: dict[str, BenchmarkData] = {}
+        self._true_fps: tuple[tuple, dict[str, str]] | None = None
+
+    @cached_property
+    def base(self) -> Checkpoint:
+        return load_base(self.lab.resolve(self.lab.manifest.base, "base"), self.lab.root)
+
+    @cached_property
+    def experts(self) -> list[TaskVector]:
+        return [load_task_vector(e.name, self.lab.resolve(e.path), self.base) for e in self.lab.manifest.experts]
+
+    @cached_property
+    def base_fp(self) -> str:
+        """The base's content fingerprint, computed once per load (a reload forgets it)."""
+        return self.base.fingerprint
+
+    @cached_property
+    def expert_fps(self) -> list[str]:
+        return [e.fingerprint for e in self.experts]
+
+    @cached_property
+    def models_fp(self) -> str:
+        """Fingerprint of the base and the experts, in order: proxy rows of another expert set never match."""
+        h = hashlib.sha256(self.base_fp.encode())
+        for fp in self.expert_fps:
+            h.update(fp.encode())
+        return h.hexdigest()
+
+    def true_checkpoints(self) -> list[tuple[str, dict, TaskVector]]:
+        """(label, weights, task vector) of every true mixture with a checkpoint, read now."""
+        return [
+            (
+                self.lab.true_mixture_name(t),
+                self.lab.true_mixture_weights(t).as_dict(),
+                load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base),
+            )
+            for t in self.lab.manifest.true_mixtures
+            if t.path is not None
+        ]
+
+    def true_fingerprints(self) -> dict[str, str]:
+        """label → content fingerprint of each true mixture's checkpoint, re-read when a file in one of
+        their folders changed (so tables never show a rewritten checkpoint's old score)."""
+        folders = [self.lab.resolve(t.path) for t in self.lab.manifest.true_mixtures if t.path is not None]
+        sig = tuple(folder_signature(f) for f in folders)
+        if self._true_fps is None or self._true_fps[0] != sig:
+            self._true_fps = (sig, {label: tv.fingerprint for label, _, tv in self.true_checkpoints()})
+        return self._true_fps[1]
+
+    def changed(self) -> bool:
+        """True once a file of the base or an expert may differ from what was loaded."""
+        if "experts" not in self.__dict__:
+            return False
+        loaded = (self.base.loaded_signature, [e.loaded_signature for e in self.experts])
+        try:
+            return loaded != (self.base.signature(), [e.signature() for e in self.experts])
+        except OSError:  # a file went away
+            return True
+
+    def reload(self) -> bool:
+        """Forget the base and experts if their files changed (they load again when next asked for), and
+        the benchmarks' tokenised items, which the base's tokenizer and config made."""
+        if not self.changed():
+            return False
+        for name in self._LOADED:
+            self.__dict__.pop(name, None)
+        self._benchmarks.clear()
+        return True
+
+    def benchmark(self, b: BenchmarkSpec) -> BenchmarkData:
+        """The benchmark as its file is now: re-read when the file changed, so the key's data hash is
+        always the hash of the examples that are scored."""
+        path = self.lab.resolve(b.data, f"benchmark {b.name!r} data", want_file=True)
+        sig = file_signature(path)
+        cur = self._benchmarks.get(b.name)
+        if cur is None or cur.signature != sig:
+            examples, digest = read_benchmark(path, b)
+            cur = self._benchmarks[b.name] = BenchmarkData(sig, examples, benchmark_desc(b, digest))
+        return cur
+
+    def unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, checkpoint: TaskVector | None = None) -> bool:
+        """Whether the sources of a score just computed are still as they were read: the base, the
+        experts, the ``checkpoint`` scored (if any) and the benchmark's data (``scored``: as it was read)."""
+        return not (
+            self.changed()
+            or file_signature(self.lab.resolve(b.data)) != scored.signature
+            or (checkpoint is not None and checkpoint.signature() != checkpoint.loaded_signature)
+        )
+
+    def warnings(self) -> list[str]:
+        """Doubts about the experts that do not stop a merge (loads nothing)."""
+        experts = self.__dict__.get("experts", [])
+        out = [w for e in experts for w in e.warnings]
+        seen: dict[str, str] = {}
+        for e in experts:
+            if e.fingerprint in seen:
+                out.append(f"experts {seen[e.fingerprint]!r} and {e.name!r} have identical content")
+            seen.setdefault(e.fingerprint, e.name)
+        return out

@@ -1,0 +1,359 @@
+"""The evaluation cache: one SQLite file (WAL) of scores keyed by *content*.
+
+A key is the sha256 of canonical JSON of what was evaluated (base and expert fingerprints, merge
+method and params, weights rounded to 1e-6 — or a checkpoint's fingerprint) and how (benchmark name,
+data file hash, evaluator and its options), plus a schema version. Each write is one transaction, so
+a killed process leaves the database whole; two processes writing the same key leave one row.
+Rows export to and import from JSONL, which is how a lab ships its evaluations in git.
+
+A store keeps its promises when the file misbehaves: a corrupt file is detected on open (``quick_check``)
+and never written to; a locked one is waited on for a few seconds, then reported busy; a write that fails
+(read-only, busy, disk full) keeps the new rows in memory for this process, readable like the others,
+and says so in :attr:`Store.notices`; a bad line in an imported export is skipped with a notice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from urllib.parse import quote
+
+from mixlab.errors import CacheError
+from mixlab.keys import canonical
+
+KINDS = ("proxy", "true", "expert", "base")
+
+_COLUMNS = (
+    "key",
+    "lab",
+    "kind",
+    "label",
+    "models",
+    "method",
+    "params",
+    "weights",
+    "benchmark",
+    "metric",
+    "score",
+    "higher_is_better",
+    "n",
+    "device",
+    "seconds",
+    "created",
+)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS evaluations (
+    key TEXT PRIMARY KEY,      -- sha256 of the canonical description
+    lab TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN {KINDS}),
+    label TEXT NOT NULL,       -- expert / true-mixture name, or the weights for a proxy
+    models TEXT NOT NULL,      -- fingerprint of base + experts: rows of other expert sets are ignored
+    method TEXT,               -- merge method (proxy rows)
+    params TEXT,               -- JSON of its resolved params
+    weights TEXT,              -- JSON {{expert: weight}}
+    benchmark TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    score REAL NOT NULL,
+    higher_is_better INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS by_models ON evaluations (models, kind, benchmark);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One cached score."""
+
+    key: str
+    lab: str
+    kind: str
+    label: str
+    models: str
+    benchmark: str
+    metric: str
+    score: float
+    higher_is_better: bool
+    n: int
+    device: str
+    seconds: float
+    method: str | None = None
+    params: dict | None = None
+    weights: dict | None = None
+    created: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise CacheError(f"evaluation kind must be one of {KINDS}, got {self.kind!r}")
+        if not math.isfinite(self.score):
+            raise CacheError(f"refusing to cache a non-finite score {self.score} for {self.label} on {self.benchmark}")
+
+    def row(self) -> tuple:
+        d = asdict(self)
+        for k in ("params", "weights"):
+            d[k] = None if d[k] is None else canonical(d[k])
+        d["higher_is_better"] = int(d["higher_is_better"])
+        return tuple(d[c] for c in _COLUMNS)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row | dict) -> Evaluation:
+        d = dict(row)
+        for k in ("params", "weights"):
+            d[k] = None if d.get(k) is None else json.loads(d[k])
+        d["higher_is_better"] = bool(d["higher_is_better"])
+        return cls(**{c: d[c] for c in _COLUMNS})
+
+
+BUSY_SECONDS = 5  # how long a locked cache is waited on before it is reported busy
+
+
+def _open(target: str, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
+    db.row_factory = sqlite3.Row
+    db.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+    return db
+
+
+class Store:
+    """The SQLite cache of one lab (or any path; ``":memory:"`` for one that lives in this process)."""
+
+    def __init__(self, path: str | Path, *, seed_from: Path | None = None):
+        self.path = Path(path)
+        self.notices: list[str] = []  # why something was not saved or not imported, for pages and the CLI
+        self._unsaved: dict[str, Evaluation] = {}  # rows a write could not store, still served from memory
+        memory = str(path) == ":memory:"
+        if not memory:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CacheError(f"cannot create the cache folder {self.path.parent}: {e.strerror or e}") from None
+        # a cache we may not write is opened read-only: scores stay readable, writes are kept in memory
+        self.readonly = (
+            not memory
+            and self.path.exists()
+            and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+        )
+        if self.readonly:
+            self.notices.append(f"evaluation cache {self.path} is read-only: new scores are kept in memory only")
+        try:
+            self._db = self._connect(memory)
+            if not self.readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL: a commit is atomic and a killed process leaves the file whole; only a power
+                # cut can drop the last commits. Saves an fsync per cached score.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            has_table = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='evaluations'"
+            ).fetchone()
+            if has_table:
+                problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
+            elif not self.readonly:
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise self._error("open", e) from None
+        if seed_from is not None and not self.readonly:
+            self.sync_export(Path(seed_from))
+
+    def _connect(self, memory: bool) -> sqlite3.Connection:
+        if memory:
+            return _open(":memory:")
+        if not self.readonly:
+            return _open(str(self.path))
+        target = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            db = _open(target, uri=True)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # a WAL database in a read-only folder cannot make its -shm file: read the main file as it is
+            return _open(target + "&immutable=1", uri=True)
+        else:
+            target, uri = str(self.path), False
+        db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        return db
+
+    def sync_export(self, path: Path) -> int:
+        """Import a lab's committed export once per version of it (its sha256 is recorded), so a
+        cache shared by several labs, or older than the export, still has every shipped score."""
+        if not path.is_file():
+            return 0
+        digest = sha256(path.read_bytes()).hexdigest()
+        try:
+            seen = self._db.execute("SELECT 1 FROM meta WHERE name = ?", (f"import:{digest}",)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        if seen:
+            return 0
+        n = self.import_jsonl(path)
+        try:
+            self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (f"import:{digest}", str(path)))
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+        return n
+
+    def _error(self, action: str, e: Exception) -> CacheError:
+        text = str(e)
+        if "readonly" in text or "read-only" in text:
+            hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
+        elif "not a database" in text or "malformed" in text:
+            hint = "the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new cache"
+        elif "locked" in text or "busy" in text:
+            text, hint = f"busy (locked by another process for over {BUSY_SECONDS} s)", "try again when it is done"
+        elif "full" in text:
+            text, hint = "disk full", "free some space or point MIXLAB_CACHE at another disk"
+        else:
+            hint = "check the path and permissions"
+        return CacheError(f"evaluation cache {self.path}: cannot {action}: {text} ({hint})")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: str) -> Evaluation | None:
+        if key in self._unsaved:
+            return self._unsaved[key]
+        try:
+            row = self._db.execute("SELECT * FROM evaluations WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        return None if row is None else Evaluation.from_row(row)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Evaluation]:
+        """The cached rows among ``keys``, in one query per 500 keys."""
+        out: dict[str, Evaluation] = {}
+        keys = list(keys)
+        try:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                sql = f"SELECT * FROM evaluations WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update({r["key"]: Evaluation.from_row(r) for r in self._db.execute(sql, chunk)})
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        out.update({k: self._unsaved[k] for k in keys if k in self._unsaved})
+        return out
+
+    def version(self) -> tuple[int, float, int]:
+        """(rows, newest timestamp, unsaved rows): changes whenever a row is added or replaced."""
+        try:
+            n, newest = self._db.execute("SELECT COUNT(*), MAX(created) FROM evaluations").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        return n, newest or 0.0, len(self._unsaved)
+
+    def put(self, evaluations: Evaluation | Iterable[Evaluation]) -> bool:
+        """Insert or replace rows, all in one transaction. Where the write fails (read-only, busy, disk
+        full) the rows are kept in memory for this process and a notice says why: returns False then."""
+        evals = [evaluations] if isinstance(evaluations, Evaluation) else list(evaluations)
+        marks = ",".join("?" * len(_COLUMNS))
+        try:
+            if self.readonly:
+                raise sqlite3.OperationalError("attempt to write a readonly database")
+            with self._transaction():
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})",
+                    [e.row() for e in evals],
+                )
+        except sqlite3.DatabaseError as e:
+            self._unsaved.update({ev.key: ev for ev in evals})
+            notice = f"{self._error('write', e)}; {len(self._unsaved)} new score(s) are kept in memory only, not saved"
+            self.notices[:] = [n for n in self.notices if "kept in memory only, not saved" not in n] + [notice]
+            return False
+        return True
+
+    def _transaction(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, *_):
+                if exc_type is None:
+                    db.execute("COMMIT")
+                elif db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    db.execute("ROLLBACK")
+
+        return _Tx()
+
+    def evaluations(
+        self, models: str | None = None, kind: str | None = None, lab: str | None = None
+    ) -> list[Evaluation]:
+        """All rows, optionally of one expert set / kind / lab, oldest first."""
+        where, args = [], []
+        for col, val in (("models", models), ("kind", kind), ("lab", lab)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created"
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        out = [Evaluation.from_row(r) for r in rows]
+        extra = [
+            e
+            for e in self._unsaved.values()
+            if all(v is None or getattr(e, c) == v for c, v in (("models", models), ("kind", kind), ("lab", lab)))
+        ]
+        if extra:
+            keys = {e.key for e in extra}
+            out = [e for e in out if e.key not in keys] + extra
+        return out
+
+    def count(self) -> int:
+        try:
+            return self._db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+
+    def export_jsonl(self, path: Path, lab: str | None = None) -> int:
+        """Write every row (of ``lab``) to ``path`` atomically, sorted by key for stable diffs."""
+        evals = sorted(self.evaluations(lab=lab), key=lambda e: e.key)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            for e in evals:
+                f.write(canonical(asdict(e)) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return len(evals)
+
+    def import_jsonl(self, path: Path) -> int:
+        """Insert rows from an export; rows already cached are kept as they are. A line that is not an
+        evaluation record is skipped, with a notice naming file:line."""
+        evals = []
+        for i, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise TypeError("not a JSON object")
+                evals.append(Evaluation(**record))
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, CacheError) as e:
+                self.notices.append(f"{path}:{i}: skipped, not an evaluation record ({type(e).__name__}: {e})")
+        marks = ",".join("?" * len(_COLUMNS))
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    f"INSERT OR IGNORE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})",
+                    [e.row() for e in evals],
+                )
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+        return len(evals)

@@ -1,0 +1,70 @@
+"""mixlab installs as a package: a wheel holds the library (not the app, views, benches or tests) and a
+`mixlab` console script that works from any folder. Installed into a fresh venv without dependencies;
+the test venv's packages stand in for them (a .pth file), so nothing is downloaded."""
+
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("mixlab-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.startswith("mixlab-")}
+    assert tops == {"mixlab"}, tops  # not app.py, views, bench, tests
+    assert any(n.endswith("entry_points.txt") for n in names)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch & co. from the test venv
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(
+        [str(venv / "bin" / "mixlab"), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert r.returncode == 0 and "search" in r.stdout and "sweep" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import mixlab, sys; print(mixlab.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert str(site) in r.stdout, r.stdout + r.stderr  # the installed copy, imported from another folder
