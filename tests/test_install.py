@@ -2,6 +2,7 @@
 `mixlab` console script that works from any folder. Installed into a fresh venv without dependencies;
 the test venv's packages stand in for them (a .pth file), so nothing is downloaded."""
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
+    src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources it builds
+    src.mkdir()
+    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "mixlab", src / "mixlab", ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run(
         [
             sys.executable,
@@ -23,7 +29,7 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(src),
         ],
         capture_output=True,
         text=True,
@@ -68,3 +74,4 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
         timeout=120,
     )
     assert str(site) in r.stdout, r.stdout + r.stderr  # the installed copy, imported from another folder
+    assert not (ROOT / "build").exists() and not list(ROOT.glob("*.egg-info"))  # the checkout stays clean

@@ -1,5 +1,0 @@
-import sys
-
-from mixlab.cli import main
-
-sys.exit(main())
