@@ -193,3 +193,28 @@ def test_the_recycling_lab_ships_its_scores_and_its_table_recomputes_from_them()
     assert [r["candidate"] for r in again] == [r["candidate"] for r in shipped]
     for a, b in zip(again, shipped):
         assert a["test"] == pytest.approx(b["test"]) and a["weights"] == pytest.approx(b["weights"])
+
+
+def test_build_recycle_makes_a_pool_lab_and_a_failed_build_leaves_nothing(quick_lab, tmp_path, monkeypatch):
+    import mixlab.recycle
+    from mixlab.demo.build import build_recycle
+    from mixlab.errors import MixlabError
+
+    out = build_recycle(quick_lab, tmp_path / "pool", pool=2, trials=2, show_progress=False)
+    lab = load_lab(out)
+    assert lab.expert_names[:3] == ["expert-add", "expert-rev", "expert-sort"] and len(lab.expert_names) == 5
+    assert all(n.startswith("true-") for n in lab.expert_names[3:])  # 2 of the source's true-mixture models
+    rows = json.loads((out / "recycle.json").read_text())
+    assert [r["candidate"] for r in rows][:3] == ["best single checkpoint", "uniform average", "greedy soup"]
+    with pytest.raises(MixlabError, match="exists; pass --overwrite"):
+        build_recycle(quick_lab, out, pool=2, trials=2, show_progress=False)
+    with pytest.raises(MixlabError, match="the pool needs 9"):
+        build_recycle(quick_lab, tmp_path / "big", pool=9, show_progress=False)
+
+    def boom(*a, **k):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(mixlab.recycle, "recycle", boom)
+    with pytest.raises(RuntimeError):
+        build_recycle(quick_lab, tmp_path / "half", pool=2, trials=2, show_progress=False)
+    assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))  # no half-built lab left

@@ -19,6 +19,7 @@ import random
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,6 +275,25 @@ def cache_method_comparison(engine, points, show: bool = True) -> None:
         engine.sweep(mixtures, method, params)
 
 
+@contextmanager
+def _staged(out: Path, overwrite: bool):
+    """Build a lab in a temp folder beside ``out``; it replaces ``out`` only when complete (a failed or
+    interrupted build leaves ``out`` as it was)."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    root.chmod(0o755)
+    try:
+        yield root
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    root.replace(out)
+
+
 def build_demo(
     out: Path | None = None,
     *,
@@ -298,14 +318,9 @@ def build_demo(
     names = list(DOMAINS)[:domains]
     budget = budget or (QUICK if quick else FULL)
     out = Path(out) if out else LABS_DIR / f"demo-k{domains}{'-full' if full else ''}"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    root.chmod(0o755)
     quiet_transformers()
     start = time.perf_counter()
-    try:
+    with _staged(out, overwrite) as root:
         tokenizer = build_tokenizer()
         benches = _write_benchmarks(root, names, budget.n_eval, seed)
 
@@ -373,13 +388,7 @@ def build_demo(
                 indent=2,
             )
         )
-        if out.exists():
-            shutil.rmtree(out)
-        root.replace(out)
-        return out
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return out
 
 
 def build_recycle(
@@ -400,17 +409,12 @@ def build_recycle(
 
     src = load_lab(source or LABS_DIR / "demo-k3")
     out = Path(out) if out else LABS_DIR / "demo-recycle"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
     trues = [t for t in src.manifest.true_mixtures if t.path is not None]
     if len(trues) < pool:
         raise MixlabError(f"lab {src.name!r} has {len(trues)} true-mixture checkpoints; the pool needs {pool}")
     picked = [trues[int(i)] for i in np.linspace(0, len(trues) - 1, pool)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    root.chmod(0o755)
     start = time.perf_counter()
-    try:
+    with _staged(out, overwrite) as root:
         shutil.copytree(src.resolve(src.manifest.base), root / "base")
         shutil.copytree(src.root / "data", root / "data")
         names = []
@@ -438,10 +442,4 @@ def build_recycle(
         store.close()
         info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
         (root / "build_info.json").write_text(json.dumps(info | {"torch": torch.__version__}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        root.replace(out)
-        return out
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return out
