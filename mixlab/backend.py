@@ -5,10 +5,13 @@ batches. The UI polls :class:`Job` objects; the CLI calls the engine directly.""
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import queue
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +38,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    key: str | None = None  # what it computes: a second submit of the same key while this runs gets this job
+    on_update: Callable[[Job], None] | None = field(default=None, repr=False)  # keeps a record (see recorder)
 
     @property
     def fraction(self) -> float:
@@ -56,6 +61,11 @@ class Job:
 
     def _progress(self, done: int, total: int, message: str = "") -> None:
         self.done, self.total, self.message = done, total, message
+        self._update()
+
+    def _update(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self)
 
 
 class Worker:
@@ -64,12 +74,22 @@ class Worker:
     def __init__(self) -> None:
         self._queue: queue.Queue[Job] = queue.Queue()
         self.jobs: list[Job] = []
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="mixlab-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, description: str, fn: JobFn) -> Job:
-        job = Job(description, fn)
-        self.jobs.append(job)
+    def submit(
+        self, description: str, fn: JobFn, key: str | None = None, on_update: Callable[[Job], None] | None = None
+    ) -> Job:
+        """Queue a job; while a job with the same ``key`` is queued or running, that job is returned instead
+        (two browser sessions asking for one evaluation run it once)."""
+        with self._lock:
+            same = next((j for j in self.jobs if key is not None and j.key == key and j.active), None)
+            if same is not None:
+                return same
+            job = Job(description, fn, key=key, on_update=on_update)
+            self.jobs.append(job)
+        job._update()
         self._queue.put(job)
         return job
 
@@ -78,8 +98,10 @@ class Worker:
             job = self._queue.get()
             if job.cancel_event.is_set():
                 job.state, job.finished = "cancelled", time.time()
+                job._update()
                 continue
             job.state, job.started = "running", time.time()
+            job._update()
             try:
                 job.result = job.fn(job._progress, job.cancel_event)
                 job.state = "done"
@@ -90,9 +112,71 @@ class Worker:
             except Exception as e:  # a bug or a plugin's error: keep the worker alive, show what happened
                 job.state, job.error = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
             job.finished = time.time()
+            job._update()
 
     def wait(self, job: Job, timeout: float = 60.0) -> Job:
         deadline = time.time() + timeout
         while job.active and time.time() < deadline:
             time.sleep(0.02)
         return job
+
+
+def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = None) -> Callable[[Job], None]:
+    """An ``on_update`` that keeps a job's record in the lab's store (at most one progress write a second),
+    so a restarted app or CLI lists it, and one interrupted can be resumed (:func:`resume`)."""
+    record_id = record_id or uuid.uuid4().hex[:12]
+    last = [0.0]
+
+    def update(job: Job) -> None:
+        if job.state == "running" and job.done and time.time() - last[0] < 1.0:
+            return
+        last[0] = time.time()
+        store.put_job(
+            {
+                "id": record_id,
+                "lab": lab,
+                "kind": kind,
+                "description": job.description,
+                "spec": json.dumps(spec, sort_keys=True),
+                "state": job.state,
+                "done": job.done,
+                "total": job.total,
+                "message": job.message,
+                "error": job.error,
+                "created": job.created,
+                "started": job.started,
+                "finished": job.finished,
+                "pid": os.getpid(),
+            }
+        )
+
+    return update
+
+
+RESUMABLE = ("proxy", "checkpoints")
+
+
+def job_body(engine, kind: str, spec: dict) -> JobFn:
+    """What a recorded job runs, from its spec: the same body a first run and a resume use (cached scores
+    are reused, so a resume computes only what was missing)."""
+    from mixlab.simplex import Mixture
+
+    if kind == "proxy":
+        mixtures = [Mixture.of(engine.names, w, normalize=True) for w in spec["mixtures"]]
+        return lambda progress, cancel: engine.sweep(
+            mixtures, spec["method"], spec["params"], spec.get("benchmarks"), progress=progress, cancel=cancel
+        )
+    if kind == "checkpoints":
+        return lambda progress, cancel: engine.checkpoint_scores(
+            spec.get("benchmarks"), progress=progress, cancel=cancel
+        )
+    raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
+
+
+def resume(worker: Worker, engine, record: dict) -> Job:
+    """Run an interrupted (or failed, or cancelled) recorded job again, under the same record."""
+    spec = json.loads(record["spec"])
+    body = job_body(engine, record["kind"], spec)
+    update = recorder(engine.store, record["lab"], record["kind"], spec, record_id=record["id"])
+    key = f"{engine.lab.root}:{record['kind']}:{record['spec']}"  # as the dashboard keys a first run
+    return worker.submit(record["description"], body, key=key, on_update=update)

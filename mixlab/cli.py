@@ -376,6 +376,40 @@ def cmd_regress(args) -> None:
             print(f"{row['n_train']:>7}  " + "  ".join(f"{c:>30}" for c in cells))
 
 
+def cmd_jobs(args) -> None:
+    import time
+
+    from mixlab.backend import Worker, resume
+
+    engine = _engine(args)
+    records = engine.store.jobs(engine.lab.name)
+    if args.resume:
+        record = next((r for r in records if r["id"] == args.resume), None)
+        if record is None:
+            raise MixlabError(f"no job {args.resume!r} in {engine.store.path}; `mixlab jobs LAB` lists them")
+        if record["state"] in ("queued", "running"):
+            raise MixlabError(f"job {args.resume} is {record['state']} in process {record['pid']}; it is not stopped")
+        worker = Worker()
+        with _Bar(f"resuming {record['description']}") as bar:
+            job = resume(worker, engine, record)
+            while job.active:
+                bar(job.done, job.total or 1, job.message)
+                time.sleep(0.2)
+        if job.state != "done":
+            raise MixlabError(f"job {args.resume} {job.state}: {job.error or ''}")
+        print(f"job {args.resume} done: {len(job.result)} scores in {engine.store.path}")
+        return
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return
+    if not records:
+        print(f"no jobs recorded in {engine.store.path}")
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))
+        error = f"  ({r['error'].splitlines()[0]})" if r["error"] else ""
+        print(f"{r['id']}  {when}  {r['state']:<11} {r['done']}/{r['total']}  {r['description']}{error}")
+
+
 def demo_budget(args):
     """The demo recipe from ``demo build``'s flags: --quick, --scratch or the default (FULL), then any overrides."""
     from dataclasses import replace
@@ -509,6 +543,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=_positive, default=40)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print the table as JSON")
+
+    s = lab_cmd(
+        "jobs",
+        "Jobs the dashboard ran on this lab (every session's, kept in the lab's cache), and --resume ID for one "
+        "that was interrupted, failed or cancelled (cached scores are not recomputed).",
+        cmd_jobs,
+    )
+    s.add_argument("--resume", default=None, metavar="ID", help="run a stopped job again")
+    s.add_argument("--json", action="store_true", help="print the records as JSON")
 
     s = lab_cmd("pareto", "The Pareto fronts of cached merges and trained models on two benchmarks.", cmd_pareto)
     merge_opts(s, weights=False)

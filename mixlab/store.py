@@ -71,6 +71,41 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE INDEX IF NOT EXISTS by_models ON evaluations (models, kind, benchmark);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# jobs the dashboard and the CLI ran on this cache: what a restarted app shows and can resume
+_JOBS = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    lab TEXT NOT NULL,
+    kind TEXT NOT NULL,        -- proxy | checkpoints | search | recycle
+    description TEXT NOT NULL,
+    spec TEXT NOT NULL,        -- JSON: what to run again on resume
+    state TEXT NOT NULL,       -- queued | running | done | failed | cancelled | interrupted
+    done INTEGER NOT NULL,
+    total INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    error TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    pid INTEGER NOT NULL
+);
+"""
+JOB_FIELDS = (
+    "id",
+    "lab",
+    "kind",
+    "description",
+    "spec",
+    "state",
+    "done",
+    "total",
+    "message",
+    "error",
+    "created",
+    "started",
+    "finished",
+    "pid",
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,18 @@ class Evaluation:
 BUSY_SECONDS = 5  # how long a locked cache is waited on before it is reported busy
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _open(target: str, uri: bool = False) -> sqlite3.Connection:
     db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
     db.row_factory = sqlite3.Row
@@ -163,6 +210,8 @@ class Store:
                     raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
             elif not self.readonly:
                 self._db.executescript(_SCHEMA)
+            if not self.readonly:
+                self._db.executescript(_JOBS)
         except sqlite3.DatabaseError as e:
             raise self._error("open", e) from None
         if seed_from is not None and not self.readonly:
@@ -181,12 +230,6 @@ class Store:
         except sqlite3.OperationalError:
             # a WAL database in a read-only folder cannot make its -shm file: read the main file as it is
             return _open(target + "&immutable=1", uri=True)
-        else:
-            target, uri = str(self.path), False
-        db = sqlite3.connect(target, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False, uri=uri)
-        db.row_factory = sqlite3.Row
-        db.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
-        return db
 
     def sync_export(self, path: Path) -> int:
         """Import a lab's committed export once per version of it (its sha256 is recorded), so a
@@ -223,6 +266,35 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    # --- jobs ---------------------------------------------------------------------------------------
+    def put_job(self, job: dict) -> None:
+        """Write a job's record (every field of :data:`JOB_FIELDS`); a record that cannot be written is
+        skipped with a notice: the job itself goes on."""
+        if self.readonly:
+            return
+        try:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO jobs ({', '.join(JOB_FIELDS)}) VALUES ({', '.join('?' * len(JOB_FIELDS))})",
+                tuple(job[f] for f in JOB_FIELDS),
+            )
+        except sqlite3.DatabaseError as e:
+            notice = f"{self._error('write', e)} (job records)"
+            if notice not in self.notices:
+                self.notices.append(notice)
+
+    def jobs(self, lab: str | None = None) -> list[dict]:
+        """Every recorded job (newest first); a job left queued or running by a process that is gone is
+        marked interrupted here, so a restarted app says so and can resume it."""
+        try:
+            rows = [dict(r) for r in self._db.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()]
+        except sqlite3.DatabaseError:
+            return []
+        for r in rows:
+            if r["state"] in ("queued", "running") and not _alive(r["pid"]):
+                r["state"], r["error"] = "interrupted", "the process running it stopped"
+                self.put_job(r)
+        return [r for r in rows if lab is None or r["lab"] == lab]
 
     def get(self, key: str) -> Evaluation | None:
         if key in self._unsaved:

@@ -435,3 +435,31 @@ def test_every_page_runs_on_the_recycling_lab(app):
     at.session_state["searched"] = [{"expert-add": 0.5, "expert-rev": 0.5}]
     at.run()
     assert not at.exception
+
+
+def test_the_lab_page_lists_every_sessions_jobs_and_resumes_a_stopped_one(app, tmp_path):
+    import json
+    import os
+
+    from mixlab.store import Store
+    from views._shared import worker
+
+    spec = {"mixtures": [[0.3, 0.3, 0.4]], "method": "linear", "params": {}, "benchmarks": ["rev-loss"]}
+    Store(os.environ["MIXLAB_CACHE"]).put_job(
+        {
+            "id": "r1", "lab": "demo-k3", "kind": "proxy", "description": "linear at a restart", "state": "running",
+            "spec": json.dumps(spec, sort_keys=True), "done": 0, "total": 1, "message": "", "error": None,
+            "created": 1.0, "started": 1.0, "finished": None, "pid": 2**22 + 12345,  # a process that is gone
+        }
+    )  # fmt: skip
+    at = _open(app, PAGES[0])
+    table = next(d.value for d in at.dataframe if "job" in d.value.columns)
+    assert list(table.state) == ["interrupted"] and list(table.job) == ["linear at a restart"]
+    next(b for b in at.button if b.label == "Resume").click()
+    at.run()
+    assert not at.exception
+    job = worker().wait(worker().jobs[-1], timeout=300)
+    assert job.state == "done", job.error
+    at.run()
+    table = next(d.value for d in at.dataframe if "job" in d.value.columns)
+    assert list(table.state) == ["done"]

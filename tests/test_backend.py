@@ -46,3 +46,90 @@ def test_a_running_job_estimates_the_time_left():
     assert job.eta is None
     job.started, job.done, job.total = time.time() - 10, 2, 6
     assert job.eta == pytest.approx(20, abs=0.5)  # 5 s per step so far, 4 steps left
+
+
+def test_jobs_are_recorded_survive_their_process_and_resume(tiny_lab_dir, tmp_path):
+    """A recorded job: its record follows it; one left running by a process that is gone reads as
+    interrupted, and a resume computes only what is not cached."""
+    import json
+    import subprocess
+    import sys
+
+    from mixlab.backend import job_body, recorder, resume
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    engine = Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite"), device="cpu")
+    spec = {
+        "mixtures": [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]],
+        "method": "linear",
+        "params": {},
+        "benchmarks": ["rev-loss"],
+    }
+    worker = Worker()
+    job = worker.submit(
+        "two mixtures", job_body(engine, "proxy", spec), on_update=recorder(engine.store, "tiny", "proxy", spec)
+    )
+    worker.wait(job, timeout=120)
+    (record,) = engine.store.jobs("tiny")
+    assert record["state"] == "done" and record["kind"] == "proxy" and json.loads(record["spec"]) == spec
+    assert record["done"] == record["total"] > 0
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {**record, "id": "x1", "state": "running", "done": 1, "pid": int(gone.stdout), "finished": None}
+    dead["spec"] = json.dumps({**spec, "mixtures": [[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]}, sort_keys=True)
+    engine.store.put_job(dead)
+    fresh = Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite"), device="cpu")  # the app, restarted
+    states = {r["id"]: r["state"] for r in fresh.store.jobs("tiny")}
+    assert states["x1"] == "interrupted"
+    rows = fresh.store.count()
+    again = worker.wait(resume(worker, fresh, next(r for r in fresh.store.jobs() if r["id"] == "x1")), timeout=120)
+    assert again.state == "done" and fresh.store.count() == rows + 1  # one new mixture; the other was cached
+    assert {r["id"]: r["state"] for r in fresh.store.jobs("tiny")}["x1"] == "done"  # the same record
+
+
+def test_the_same_work_asked_twice_runs_once():
+    import threading
+
+    gate = threading.Event()
+    worker = Worker()
+    calls = []
+
+    def body(progress, cancel):
+        calls.append(1)
+        gate.wait(10)
+        return []
+
+    a = worker.submit("eval", body, key="lab:proxy:w")
+    b = worker.submit("eval", body, key="lab:proxy:w")  # a second browser session, while it runs
+    c = worker.submit("other", body, key="lab:proxy:v")
+    gate.set()
+    worker.wait(c)
+    assert a is b and c is not a and len(calls) == 2
+
+
+def test_jobs_from_the_command_line(tiny_lab_dir, tmp_path, monkeypatch, capsys):
+    import json
+
+    from mixlab.cli import main
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    store = Store(tmp_path / "c.sqlite")
+    spec = {"mixtures": [[0.2, 0.3, 0.5]], "method": "linear", "params": {}, "benchmarks": ["rev-loss"]}
+    record = {
+        "id": "j1", "lab": "tiny", "kind": "proxy", "description": "one mixture", "spec": json.dumps(spec),
+        "state": "failed", "done": 0, "total": 1, "message": "", "error": "out of memory", "created": 1.0,
+        "started": 1.0, "finished": 2.0, "pid": 1,
+    }  # fmt: skip
+    store.put_job(record)
+    assert main(["jobs", str(tiny_lab_dir)]) == 0
+    assert "j1" in (out := capsys.readouterr().out) and "failed" in out and "out of memory" in out
+    assert main(["jobs", str(tiny_lab_dir), "--resume", "j1"]) == 0
+    assert "job j1 done: 1 scores" in capsys.readouterr().out
+    assert Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite")).store.jobs()[0]["state"] == "done"
+    assert main(["jobs", str(tiny_lab_dir), "--resume", "nope"]) == 2
+    assert "no job 'nope'" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from mixlab.backend import RESUMABLE, job_body, resume
 from mixlab.demo import DEMO_LAB
 from views._shared import (
     code,
@@ -14,6 +15,7 @@ from views._shared import (
     missing_scores_note,
     open_lab,
     submit_job,
+    worker,
 )
 
 st.title("Lab")
@@ -54,10 +56,7 @@ if st.button(
     help="Evaluate the base, every expert and every true mixture on every benchmark (cached scores are reused); "
     f"the same as python -m mixlab sweep {lab.root} --checkpoints",
 ):
-    submit_job(
-        f"checkpoints of {lab.name}",
-        lambda progress, cancel: eng.checkpoint_scores(progress=progress, cancel=cancel),
-    )
+    submit_job(f"checkpoints of {lab.name}", job_body(eng, "checkpoints", {}), "checkpoints", {})
 job_panel()
 
 st.markdown(
@@ -110,3 +109,31 @@ table(
     height=260,
 )
 st.caption(f"Evaluation cache: {code(eng.store.path)} — {counts}")
+
+records = eng.store.jobs(lab.name)
+if records:
+    st.markdown("**Jobs** (every session's, kept in the lab's cache: a restarted app still lists them)")
+    jobs_table = pd.DataFrame(
+        [
+            {
+                "job": r["description"],
+                "state": r["state"],
+                "progress": f"{r['done']}/{r['total']}" if r["total"] else "",
+                "started": pd.Timestamp(r["created"], unit="s").strftime("%Y-%m-%d %H:%M:%S"),
+                "error": r["error"] or "",
+            }
+            for r in records
+        ]
+    )
+    st.dataframe(jobs_table, hide_index=True, width="stretch", key="lab_jobs")
+    stopped = [r for r in records if r["state"] in ("interrupted", "failed", "cancelled") and r["kind"] in RESUMABLE]
+    if stopped:
+        pick = st.selectbox(
+            "Resume a stopped job (scores already cached are not recomputed)",
+            range(len(stopped)),
+            format_func=lambda i: f"{stopped[i]['description']} ({stopped[i]['state']})",
+            key="lab_resume_pick",
+        )
+        if st.button("Resume", key="lab_resume"):
+            st.session_state.last_job = resume(worker(), eng, stopped[pick]).id
+            st.rerun()

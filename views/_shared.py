@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import MEAN, with_lab_mean
-from mixlab.backend import Job, Worker
+from mixlab.backend import Job, Worker, job_body, recorder
 from mixlab.demo import DEMO_LAB
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
@@ -355,15 +355,21 @@ def _stages(eng: Engine, progress, cancel) -> None:
         step()
 
 
-def submit_job(description: str, body) -> Job:
-    """Run ``body(progress, cancel)`` on the worker, after the start-up stages; the page shows its progress."""
+def submit_job(description: str, body, kind: str | None = None, spec: dict | None = None) -> Job:
+    """Run ``body(progress, cancel)`` on the worker, after the start-up stages; the page shows its progress.
+    With ``kind`` and ``spec`` the job is recorded in the lab's store (listed after a restart, resumable) and
+    a second request for the same work while it runs joins it instead of running it twice."""
     eng = engine()
 
     def fn(progress, cancel):
         _stages(eng, progress, cancel)
         return body(progress, cancel)
 
-    job = worker().submit(description, fn)
+    key = on_update = None
+    if kind is not None:
+        key = f"{eng.lab.root}:{kind}:{json.dumps(spec, sort_keys=True)}"
+        on_update = recorder(eng.store, eng.lab.name, kind, spec)
+    job = worker().submit(description, fn, key=key, on_update=on_update)
     st.session_state.last_job = job.id
     return job
 
@@ -384,10 +390,8 @@ def missing_scores_note(eng: Engine) -> None:
 
 
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
-    return submit_job(
-        f"{method} {params_label(params)} at {m.label()}",
-        lambda progress, cancel: eng.proxy(m, method, params, benchmarks, progress=progress, cancel=cancel),
-    )
+    spec = {"mixtures": [list(m.weights)], "method": method, "params": params, "benchmarks": benchmarks}
+    return submit_job(f"{method} {params_label(params)} at {m.label()}", job_body(eng, "proxy", spec), "proxy", spec)
 
 
 def current_job() -> Job | None:
