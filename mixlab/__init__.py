@@ -1,5 +1,7 @@
 """mixlab: choose data mixtures by merging per-domain experts and evaluating the merged proxies."""
 
+__version__ = "0.1.0"  # as pyproject.toml (a test keeps the two equal)
+
 from mixlab.errors import (
     CacheError,
     EvaluationError,

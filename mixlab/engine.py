@@ -555,6 +555,16 @@ class Engine:
         replaces only an earlier mixlab export (see :mod:`mixlab.merge.output`)."""
         self.refresh()
         spec = self.spec(mixture, method, params)
+        from mixlab import __version__
+
+        scores = []
+        for b in self.lab.benchmarks:
+            hit = self.store.get(self._merge_key(spec, self._bench(b)).digest)
+            if hit is not None:
+                scores.append(
+                    {"benchmark": b.name, "metric": hit.metric, "score": hit.score, "n": hit.n}
+                    | {"higher_is_better": b.higher_is_better}
+                )
         prov = {
             "lab": self.lab.name,
             "experts": self.names,
@@ -562,6 +572,10 @@ class Engine:
             "method": spec.method,
             "params": spec.params,
             "exclude": list(spec.exclude),
+            "base": {"path": self.lab.manifest.base, "fingerprint": self.sources.base_fp},
+            "expert_info": [{"name": tv.name, "kind": tv.kind, "fingerprint": tv.fingerprint} for tv in self.experts],
+            "scores": scores,
+            "mixlab": __version__,
         }
         if adapter:
             return save_lora_merge(self.experts, spec, out, overwrite=overwrite, provenance=prov)

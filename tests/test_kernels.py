@@ -44,3 +44,33 @@ def test_kernels_refuse_what_they_cannot_do():
     assert not kernels.sign_consensus(
         torch.randn(n), torch.randn(2, 2 * n)[:, ::2], torch.ones(2) / 2, torch.empty(n), 1.0, True
     )
+
+
+def test_a_killed_builds_lock_does_not_hang_the_next_load(tmp_path, monkeypatch):
+    """torch's builder waits forever on the lock of a build whose process was killed: an old one goes."""
+    import os
+    import time
+
+    from mixlab.merge import fused
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    folder = tmp_path / "mixlab_kernels_x"
+    folder.mkdir()
+    lock = folder / "lock"
+    lock.touch()
+    fused._clear_stale_lock("mixlab_kernels_x")
+    assert lock.exists()  # a build in progress keeps its lock
+    old = time.time() - fused.STALE_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    fused._clear_stale_lock("mixlab_kernels_x")
+    assert not lock.exists()
+
+
+def test_each_environment_keeps_its_own_kernel_build(monkeypatch):
+    import sys
+
+    from mixlab.merge import fused
+
+    here = fused._build_name()
+    monkeypatch.setattr(sys, "prefix", "/elsewhere/.venv")
+    assert fused._build_name() != here and fused._build_name().startswith("mixlab_kernels_")

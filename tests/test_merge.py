@@ -330,3 +330,36 @@ def test_a_killed_export_leaves_nothing_behind_on_the_next_run(lora, tmp_path):
     alive.mkdir()
     save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "m"]
+
+
+def test_exports_carry_a_model_card_and_their_facts(tiny_lab_dir, tmp_path):
+    """Every export explains itself: README.md with the Hugging Face metadata block (base, experts with
+    fingerprints, method, params, weights, the merge's cached scores, mixlab's version) and mixlab.json."""
+    import json
+    import tomllib
+
+    import mixlab
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    engine = Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite"), device="cpu")
+    m = engine.mixture([0.2, 0.3, 0.5])
+    (score,) = engine.proxy(m, "ties", {"density": 0.5}, ["rev-loss"])
+    out = engine.export(m, tmp_path / "model", "ties", {"density": 0.5})
+    facts = json.loads((out / "mixlab.json").read_text())
+    assert facts["weights"] == {"add": 0.2, "rev": 0.3, "sort": 0.5} and facts["method"] == "ties"
+    assert facts["scores"] == [
+        {"benchmark": "rev-loss", "metric": score.metric, "score": score.score, "n": score.n, "higher_is_better": False}
+    ]
+    assert [e["fingerprint"] for e in facts["expert_info"]] == [tv.fingerprint for tv in engine.experts]
+    card = (out / "README.md").read_text()
+    assert card.startswith('---\nlibrary_name: transformers\nbase_model: "base"\n')
+    assert f"| rev-loss | {score.metric} | {score.score:.4f} | ↓ | {score.n} |" in card
+    assert "--weights add=0.2,rev=0.3,sort=0.5 --method ties --param density=0.5" in card
+    assert facts["mixlab"] == mixlab.__version__
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert tomllib.loads(pyproject.read_text())["project"]["version"] == mixlab.__version__
+    adapter = engine.export(m, tmp_path / "adapter", "linear", adapter=True)
+    assert "library_name: peft" in (adapter / "README.md").read_text()
+    assert "No scores of this merge were cached" in (adapter / "README.md").read_text()

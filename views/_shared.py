@@ -343,8 +343,15 @@ def _stages(eng: Engine, progress, cancel) -> None:
     from mixlab.errors import Cancelled
     from mixlab.merge import fused
 
+    def warm() -> None:  # wait for the background warm-up, but let a cancel through every half second
+        thread = _warmup()
+        while thread.is_alive():
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            thread.join(0.5)
+
     stages = (
-        ("importing the model stack", lambda: _warmup().join()),
+        ("importing the model stack", warm),
         ("building the merge kernels (first run only)", fused.available),
         ("loading the base and the experts", lambda: eng.model),
     )

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
+import time
+from pathlib import Path
 
 import torch
 
@@ -92,10 +95,27 @@ _failed: str | None = None
 
 
 def _build_name() -> str:
-    """Keyed by source and torch version: two venvs (or checkouts) sharing ~/.cache/torch_extensions
-    keep a build each instead of evicting each other's."""
-    tag = hashlib.sha256(f"{_SOURCE}\0{torch.__version__}".encode()).hexdigest()[:12]
+    """Keyed by source, torch version and environment: two venvs (or checkouts) sharing
+    ~/.cache/torch_extensions keep a build each (one build folder for two venvs made ninja rebuild on
+    every switch, since the compile command names each venv's include paths)."""
+    tag = hashlib.sha256(f"{_SOURCE}\0{torch.__version__}\0{sys.prefix}".encode()).hexdigest()[:12]
     return f"mixlab_kernels_{tag}"
+
+
+STALE_LOCK_SECONDS = 600  # a build takes about a minute; a lock this old was left by a killed process
+
+
+def _clear_stale_lock(name: str) -> None:
+    """torch's extension builder waits forever on the ``lock`` file of a build whose process was killed;
+    remove one that old so the next load builds instead of hanging."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _load():
@@ -111,6 +131,7 @@ def _load():
             try:
                 from torch.utils.cpp_extension import load_inline
 
+                _clear_stale_lock(_build_name())
                 _module = load_inline(
                     name=_build_name(),
                     cpp_sources=_SOURCE,

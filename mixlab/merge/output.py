@@ -85,6 +85,9 @@ def finish(tmp: Path, out: Path, provenance: dict) -> Path:
     """Write the marker, then move the finished temp folder into place; an old export at ``out`` is
     removed only after the new one is whole."""
     (tmp / EXPORT_MARKER).write_text(json.dumps(provenance, indent=2, sort_keys=True))
+    (tmp / FACTS).write_text(json.dumps(provenance, indent=2, sort_keys=True))
+    if "base" in provenance:  # an export from a lab: a Hugging Face model card that explains it
+        (tmp / "README.md").write_text(model_card(provenance, adapter=(tmp / "adapter_config.json").exists()))
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}{_OLD}{os.getpid()}")
@@ -93,6 +96,65 @@ def finish(tmp: Path, out: Path, provenance: dict) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+FACTS = "mixlab.json"  # the same facts as the marker, under the name tools look for
+
+
+def model_card(p: dict, adapter: bool) -> str:
+    """A Hugging Face model card (metadata block + text) from an export's provenance: base, experts with
+    their fingerprints, method and parameters, weights, the cached scores of this merge, mixlab's version."""
+    meta = [
+        "---",
+        f"library_name: {'peft' if adapter else 'transformers'}",
+        f"base_model: {json.dumps(p['base']['path'])}",
+        "tags:",
+        "- mixlab",
+        "- merge",
+        f"- {p['method']}",
+        "---",
+        "",
+    ]
+    weights = ", ".join(f"{n}={w:g}" for n, w in p["weights"].items())
+    params = " ".join(f"--param {k}={v}" for k, v in sorted(p["params"].items()))
+    lines = [
+        f"# {p['lab']}: {p['method']} merge at {weights}",
+        "",
+        f"θ = merge_{p['method']}(θ₀, τ; w) of the lab's experts, written by mixlab {p['mixlab']}"
+        + (" as a PEFT adapter." if adapter else " as a full model."),
+        "",
+        f"- **Base**: `{p['base']['path']}` (fingerprint `{p['base']['fingerprint'][:16]}`)",
+        f"- **Method**: {p['method']} {json.dumps(p['params'], sort_keys=True)}"
+        + (f"; excluded tensors: {', '.join(p['exclude'])}" if p["exclude"] else ""),
+        "",
+        "| expert | weight | fingerprint |",
+        "|---|---|---|",
+        *(f"| {e['name']} | {p['weights'][e['name']]:g} | `{e['fingerprint'][:16]}` |" for e in p["expert_info"]),
+        "",
+    ]
+    if p["scores"]:
+        lines += ["Scores of this merge cached in the lab (mixlab's evaluators):", ""]
+        lines += ["| benchmark | metric | score | direction | n |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {s['benchmark']} | {s['metric']} | {s['score']:.4f} | {'↑' if s['higher_is_better'] else '↓'} | {s['n']} |"
+            for s in p["scores"]
+        ]
+    else:
+        lines.append("No scores of this merge were cached when it was exported.")
+    lines += [
+        "",
+        "Reproduce with:",
+        "",
+        "```bash",
+        f"python -m mixlab merge LAB --weights {weights.replace(', ', ',')} --method {p['method']} {params}".rstrip()
+        + (" --adapter" if adapter else "")
+        + " --out OUT",
+        "```",
+        "",
+        f"The same facts, as JSON: `{FACTS}`.",
+        "",
+    ]
+    return "\n".join(meta + lines)
 
 
 def abort(tmp: Path) -> None:
