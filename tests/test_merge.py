@@ -293,6 +293,7 @@ def test_an_export_copies_only_model_files_and_never_code(tiny_lab_dir, tmp_path
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
         "generation_config.json",
+        "mixlab.json",
         "mixlab_merge.json",
         "model.safetensors",
         "tokenizer.json",
