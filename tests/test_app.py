@@ -332,7 +332,7 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     app.query_params["lab"] = str(lab)
     at = _open(app, PAGES[3])
     info = " ".join(i.value for i in at.info)
-    assert "the base, 3 experts, 2 true mixtures have no scores yet" in info and "--checkpoints" in info
+    assert "The base, 3 experts, 2 true mixtures have no scores yet" in info and "--checkpoints" in info
     at.switch_page(PAGES[0])
     at.run()
     next(b for b in at.button if b.label == "Score checkpoints").click()

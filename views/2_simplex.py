@@ -133,7 +133,10 @@ with right:
     weight_inputs(eng)
 
     table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng))
-    st.dataframe(table.style.format(precision=4, na_rep="—"), hide_index=True, width="stretch", key="selected_scores")
+    shown = table.copy()  # scores as text, so a missing one reads "—" (st.dataframe prints NaN as "None")
+    for c in shown.columns.drop("benchmark"):
+        shown[c] = ["—" if pd.isna(v) else f"{v:.4f}" for v in table[c]]
+    st.dataframe(shown, hide_index=True, width="stretch", key="selected_scores")
     if true_key is not None and not exact:
         st.caption(
             f"No model was trained at exactly this mixture; 'nearest true' is "

@@ -390,8 +390,9 @@ def missing_scores_note(eng: Engine) -> None:
         if missing[k]
     ]
     if parts:
+        what = ", ".join(parts)
         st.info(
-            f"{', '.join(parts)} {'has' if parts == ['the base'] else 'have'} no scores yet: press **Score "
+            f"{what[0].upper() + what[1:]} {'has' if parts == ['the base'] else 'have'} no scores yet: press **Score "
             f"checkpoints** on the Lab page, or run {code(f'python -m mixlab sweep {eng.lab.root} --checkpoints')}."
         )
 
