@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixlab.analysis import MEAN
 from mixlab.errors import MixlabError
 from mixlab.lab import BenchmarkSpec
 from mixlab.simplex import Mixture, lattice
@@ -39,7 +40,6 @@ from mixlab.simplex import Mixture, lattice
 EPS = 1e-6
 GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
 SAMPLERS = ("random", "grid", "cmaes", "tpe", "gp", "nsga2")
-MEAN = "mean"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ presets, seeded Dirichlet samples, and 2-D coordinates for plotting."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -211,9 +212,15 @@ def separating_vertices(weights: np.ndarray, tries: int = 400, seed: int = 0) ->
     """(K, 2) vertices on the unit circle, in order, chosen so that distinct mixtures land as far apart as
     possible: the regular K-gon maps symmetric mixtures (e.g. ½e₁+½e₃ and ½e₂+½e₄) onto one point. Tries
     the regular polygon and ``tries`` seeded random angle sets, keeps the one with the largest smallest
-    distance between two distinct mixtures' points."""
+    distance between two distinct mixtures' points. Memoised on the set of mixtures: a page redrawn after
+    a click asks again for the same points (the search takes ~0.13 s for 100 mixtures)."""
     w = np.unique(np.round(np.atleast_2d(np.asarray(weights, dtype=np.float64)), 6), axis=0)
-    k = w.shape[1]
+    return _separating(w.shape[1], w.tobytes(), tries, seed).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _separating(k: int, points: bytes, tries: int, seed: int) -> np.ndarray:
+    w = np.frombuffer(points, dtype=np.float64).reshape(-1, k)
     rng = np.random.default_rng(seed)
 
     def spread(verts: np.ndarray) -> float:

@@ -132,3 +132,14 @@ def test_weights_may_be_fractions():
     assert parse_weights("a=1/2,c=1/2", ["a", "b", "c"]).weights == pytest.approx([0.5, 0, 0.5])
     with pytest.raises(MixtureWeightsError, match="'1/0' in '1/0,1' is not a number"):
         parse_weights("1/0,1", ["a", "b"])
+
+
+def test_separating_vertices_are_memoised_per_set_of_mixtures_and_returned_as_copies():
+    from mixlab.simplex import lattice, separating_vertices
+
+    w = lattice(4, 4)
+    first = separating_vertices(w)
+    first[:] = 0.0  # a caller's edit must not reach the memo
+    again = separating_vertices(w[::-1])  # the same set in another order
+    assert np.allclose((again**2).sum(1), 1.0) and not np.allclose(again, 0.0)
+    np.testing.assert_array_equal(again, separating_vertices(w))
