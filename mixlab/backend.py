@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mixlab.errors import Cancelled, MixlabError
+from mixlab.errors import Cancelled, EvaluationError, MixlabError
 
 # a job body: fn(progress(done, total, message), cancel_event) -> result
 JobFn = Callable[[Callable[[int, int, str], None], threading.Event], Any]
@@ -162,10 +162,26 @@ def job_body(engine, kind: str, spec: dict) -> JobFn:
     from mixlab.simplex import Mixture
 
     if kind == "proxy":
+        from mixlab.distributed import shared
+
         mixtures = [Mixture.of(engine.names, w, normalize=True) for w in spec["mixtures"]]
-        return lambda progress, cancel: engine.sweep(
-            mixtures, spec["method"], spec["params"], spec.get("benchmarks"), progress=progress, cancel=cancel
-        )
+
+        def sweep(progress, cancel):
+            runner = shared(spec.get("backend", "local"))
+            result = runner.sweep(
+                engine,
+                mixtures,
+                spec["method"],
+                spec["params"],
+                spec.get("benchmarks"),
+                progress=progress,
+                cancel=cancel,
+            )
+            if result.failed:
+                raise EvaluationError(f"{result.summary()}; the other scores are cached (resume to retry)")
+            return result.evaluations
+
+        return sweep
     if kind == "checkpoints":
         return lambda progress, cancel: engine.checkpoint_scores(
             spec.get("benchmarks"), progress=progress, cancel=cancel

@@ -73,6 +73,27 @@ class _Bar:
         self.bar.update(done - self.bar.n)
 
 
+def _backend(args, engine):
+    """The backend ``--backend`` names, with this command's device and batch size for its workers."""
+    from mixlab.distributed import backend
+
+    return backend(
+        args.backend,
+        args.address,
+        args.workers,
+        **({"device": args.device, "batch_size": args.batch_size} if args.backend == "ray" else {}),
+    )
+
+
+def _failed(result) -> None:
+    """Exit 1 after printing which mixtures failed (their reasons), the rest having been stored."""
+    if result.failed:
+        print(
+            f"error: {result.summary()}; the other scores are cached (run the command again to retry)", file=sys.stderr
+        )
+        raise SystemExit(1)
+
+
 def cmd_info(args) -> None:
     engine = _engine(args)
     lab = engine.lab
@@ -143,10 +164,17 @@ def cmd_eval(args) -> None:
 
     engine = _engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
-    with _Bar("evaluating") as bar:
-        evals = engine.proxy(
-            mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=bar
-        )
+    if args.backend == "ray":
+        if args.refresh:
+            raise MixlabError("--refresh is for --backend local (a Ray worker scores what is not cached)")
+        result = _backend(args, engine).sweep(engine, [mixture], args.method, _params(args.param), args.benchmark)
+        _failed(result)
+        evals = result.evaluations
+    else:
+        with _Bar("evaluating") as bar:
+            evals = engine.proxy(
+                mixture, args.method, _params(args.param), args.benchmark, refresh=args.refresh, progress=bar
+            )
     _print_evals(evals, args.json)
 
 
@@ -188,6 +216,8 @@ def cmd_sweep(args) -> None:
     from mixlab.simplex import Mixture
 
     engine = _engine(args)
+    if args.checkpoints and args.backend != "local":
+        raise MixlabError("--checkpoints runs here (a handful of models): drop --backend ray for it")
     if args.checkpoints:
         with _Bar("scoring the base, experts and true mixtures") as bar:
             evals = engine.checkpoint_scores(args.benchmark, progress=bar)
@@ -202,12 +232,14 @@ def cmd_sweep(args) -> None:
         return
     points = _grid(engine, args.grid, args.seed, math.inf if args.yes else args.max_mixtures)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
-    with _Bar(f"sweeping {len(mixtures)} mixtures") as bar:
-        evals = engine.sweep(mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
+    runner = _backend(args, engine)
+    with _Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", "mixture") as bar:
+        result = runner.sweep(engine, mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
     if args.json:
-        _print_evals(evals, True)
+        _print_evals(result.evaluations, True)
     else:
-        print(f"{len(evals)} scores for {len(mixtures)} mixtures in {engine.store.path}")
+        print(f"{len(result.evaluations)} scores for {len(mixtures)} mixtures in {engine.store.path}")
+    _failed(result)
 
 
 def cmd_report(args) -> None:
@@ -267,6 +299,7 @@ def cmd_search(args) -> None:
         fidelity=args.fidelity,
         allow_test=args.allow_test,
         name=args.study,
+        backend=_backend(args, engine),
     )
     before = engine.store.count()
     with _Bar(f"searching ({search.sampler}, study {search.name})", "trial") as bar:
@@ -466,6 +499,19 @@ def parser() -> argparse.ArgumentParser:
             "--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, repeatable"
         )
 
+    def backend_opts(s):
+        s.add_argument(
+            "--backend", choices=("local", "ray"), default="local", help="where evaluations run (default local)"
+        )
+        s.add_argument(
+            "--address",
+            default=None,
+            help="--backend ray: 'auto' (a running cluster), ray://host:10001, or none to start one here",
+        )
+        s.add_argument(
+            "--workers", type=_positive, default=None, help="--backend ray: actors (default: one per GPU, else CPU)"
+        )
+
     lab_cmd("info", "Show a lab's experts, benchmarks, true mixtures and cached evaluations.", cmd_info)
     s = lab_cmd("merge", "Merge the experts with mixture weights and write the model.", cmd_merge)
     merge_opts(s)
@@ -486,6 +532,7 @@ def parser() -> argparse.ArgumentParser:
             "--batch-size", type=_positive, default=None, help="rows per forward pass (default: from free memory)"
         )
         s.add_argument("--json", action="store_true", help="print scores as JSON")
+        backend_opts(s)
         if name == "eval":
             s.add_argument("--refresh", action="store_true", help="re-evaluate even if cached")
         else:
@@ -530,7 +577,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--study", default=None, help="study name (default: from the settings; same name resumes)")
     s.add_argument("--allow-test", action="store_true", help="search benchmarks that have no search_data")
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
+    s.add_argument(
+        "--batch-size", type=_positive, default=None, help="rows per forward pass (default: from free memory)"
+    )
     s.add_argument("--json", action="store_true", help="print the result as JSON")
+    backend_opts(s)
 
     s = lab_cmd(
         "recycle",

@@ -283,6 +283,13 @@ class Engine:
         small = len(self._bench(bench).examples) <= SMALL_BENCHMARK[bench.evaluator]
         return "batched" if (self.device.type != "cpu" or small) else "materialize"
 
+    def lookup(self, mixture: Mixture, method=None, params=None, benchmarks=None) -> list[Evaluation] | None:
+        """The cached proxy scores of ``mixture`` on ``benchmarks`` (all of them), or None: computes nothing."""
+        spec = self.spec(mixture, method, params)
+        keys = [self._merge_key(spec, self._bench(b)).digest for b in self.benchmarks(benchmarks)]
+        hits = self.store.get_many(keys)
+        return [hits[k] for k in keys] if len(hits) == len(keys) else None
+
     def sweep(
         self,
         mixtures: Sequence[Mixture],
@@ -319,7 +326,7 @@ class Engine:
                     done += 1
             for i in missing if chosen != "batched" else []:
                 (ev,) = self.proxy(
-                    mixtures[i], method, params, [b.name], progress=progress, cancel=cancel, _done=done, _total=total
+                    mixtures[i], method, params, [b], progress=progress, cancel=cancel, _done=done, _total=total
                 )
                 found[(i, b.name)] = ev
                 done += 1

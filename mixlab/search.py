@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +175,10 @@ class Search:
         allow_test: bool = False,
         name: str | None = None,
         storage: str | Path | None = None,
+        backend=None,
     ):
+        from mixlab.distributed import LocalBackend
+
         if not 1 <= len(objectives) <= 3:
             raise MixlabError(f"search takes 1 objective, or 2-3 for a Pareto front; got {len(objectives)}")
         if fidelity is not None and not 0 < fidelity < 1:
@@ -182,6 +186,7 @@ class Search:
         if fidelity is not None and len(objectives) > 1:
             raise MixlabError("multi-fidelity pruning needs one objective (optuna does not prune multi-objective)")
         self.engine = engine
+        self.backend = backend or LocalBackend()  # a RayBackend runs one trial per worker at a time
         self.method, self.params = engine.resolve_method(method, params)
         specs = engine.lab.benchmarks
         self.objectives = [Objective.parse(o, specs) for o in objectives]
@@ -217,6 +222,7 @@ class Search:
             storage = f"sqlite:///{engine.store.path.parent / 'search.sqlite'}"
         self.storage = storage  # None: in memory (an in-memory cache has no folder to keep a study in)
         self.cost = 0.0
+        self._cost_lock = threading.Lock()
 
     def _dev_spec(self, spec: BenchmarkSpec, limit: int | None = None) -> BenchmarkSpec:
         """The benchmark on its dev data (or, with allow_test, its own), optionally its first ``limit`` examples;
@@ -244,14 +250,15 @@ class Search:
     def _weights(self, trial) -> list[float]:
         return suggest_weights(trial, len(self.engine.names), self.sampler)
 
-    def dev_values(self, mixture: Mixture, limit: int | None = None, progress=None, cancel=None) -> list[float]:
+    def dev_values(self, mixture: Mixture, limit: int | None = None, cancel=None) -> list[float]:
         """The objectives at ``mixture`` on the search data (its first ``limit`` examples when given)."""
         specs = [self._dev_spec(self.engine.lab.benchmark(n), limit) for n in self.used]
-        evals = self.engine.proxy(mixture, self.method, self.params, specs, progress=progress, cancel=cancel)
+        evals = self.backend.proxy(self.engine, mixture, self.method, self.params, specs, cancel=cancel)
         scores = {n: e.score for n, e in zip(self.used, evals)}
-        for n in self.used:
-            full = self._n_dev[n]
-            self.cost += (min(limit, full) if limit else full) / full / len(self.used)
+        with self._cost_lock:  # trials run on several threads with a Ray backend
+            for n in self.used:
+                full = self._n_dev[n]
+                self.cost += (min(limit, full) if limit else full) / full / len(self.used)
         return [o.value(scores, self.hib) for o in self.objectives]
 
     def run(
@@ -290,7 +297,7 @@ class Search:
             if budget is not None and self.cost >= budget:
                 study_.stop()
 
-        study.optimize(objective, n_trials=trials, callbacks=[after], catch=())
+        study.optimize(objective, n_trials=trials, callbacks=[after], catch=(), n_jobs=self.backend.workers)
         winners = study.best_trials if len(self.objectives) > 1 else [study.best_trial]
         best = []
         test = [self.engine.lab.benchmark(n) for n in self.used]

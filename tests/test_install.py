@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
     src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources it builds
     src.mkdir()
-    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+    for name in ("pyproject.toml", "requirements.txt", "requirements-ray.txt", "README.md"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "mixlab", src / "mixlab", ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run(
@@ -41,6 +41,8 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.startswith("mixlab-")}
     assert tops == {"mixlab"}, tops  # not app.py, views, bench, tests
     assert any(n.endswith("entry_points.txt") for n in names)
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Provides-Extra: ray" in meta and "ray==2.60.0; extra == \"ray\"" in meta  # pip install mixlab[ray]
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site = next((venv / "lib").glob("python*/site-packages"))

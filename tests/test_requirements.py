@@ -7,13 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pins() -> dict[str, str]:
+def pins(files=("requirements.txt", "requirements-ray.txt")) -> dict[str, str]:
     out = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in "\n".join((ROOT / f).read_text() for f in files).splitlines():
         line = line.split("#")[0].strip()
         if line and not line.startswith("-"):
             name, _, v = line.partition("==")
-            assert v, f"requirements.txt: {line!r} is not pinned with =="
+            assert v, f"requirements: {line!r} is not pinned with =="
             out[name.strip()] = v.strip()
     return out
 

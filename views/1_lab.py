@@ -6,6 +6,7 @@ import streamlit as st
 from mixlab.backend import RESUMABLE, job_body, resume
 from mixlab.demo import DEMO_LAB
 from views._shared import (
+    backend_picker,
     code,
     current_job,
     engine,
@@ -48,6 +49,7 @@ cols[3].metric("Cached proxy scores", counts["proxy"])
 cols[4].metric("Cached other scores", counts["base"] + counts["expert"] + counts["true"])
 
 missing_scores_note(eng)
+backend_picker()
 job = current_job()
 if st.button(
     "Score checkpoints",

@@ -3,9 +3,20 @@
 import pandas as pd
 import streamlit as st
 
+from mixlab.distributed import shared
 from mixlab.errors import MixlabError
 from mixlab.search import SAMPLERS
-from views._shared import code, current_job, engine, escape, job_panel, set_mixture, show_error, submit_job
+from views._shared import (
+    backend_name,
+    code,
+    current_job,
+    engine,
+    escape,
+    job_panel,
+    set_mixture,
+    show_error,
+    submit_job,
+)
 
 st.title("Search")
 eng = engine()
@@ -38,7 +49,15 @@ if st.button("Search", type="primary", disabled=(job is not None and job.active)
     from mixlab.search import Search
 
     try:
-        search = Search(eng, objectives, sampler=sampler, fidelity=fidelity or None, allow_test=allow_test, seed=0)
+        search = Search(
+            eng,
+            objectives,
+            sampler=sampler,
+            fidelity=fidelity or None,
+            allow_test=allow_test,
+            seed=0,
+            backend=shared(backend_name()),
+        )
         st.session_state.search_job = submit_job(
             f"search {', '.join(objectives)} ({sampler}, {trials} trials)",
             lambda progress, cancel: search.run(trials, progress=progress, cancel=cancel),

@@ -4,6 +4,7 @@ small widgets. Thin: all computing happens in mixlab/."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
 import threading
@@ -16,6 +17,7 @@ import streamlit as st
 from mixlab.analysis import MEAN, with_lab_mean
 from mixlab.backend import Job, Worker, job_body, recorder
 from mixlab.demo import DEMO_LAB
+from mixlab.distributed import dashboard_backends
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
@@ -29,6 +31,7 @@ MIXTURE = "mixture"  # the selected weights (list of floats, Σ = 1)
 REV = "mixture_rev"  # bumped on every change of the mixture; the weight sliders' keys include it
 BENCH = "bench"  # the benchmark every page shows (a lab benchmark or "mean")
 METHOD = "proxy_method"  # (method, params) of the proxy scores shown
+BACKEND = "backend"  # where this session's evaluations run (mixlab.distributed)
 NOTICES = "url_notices"  # what was wrong with the URL, said once
 
 
@@ -397,8 +400,35 @@ def missing_scores_note(eng: Engine) -> None:
         )
 
 
+def backend_name() -> str:
+    """Where this session's evaluations run: its choice on the Lab page, else $MIXLAB_BACKEND, else local."""
+    offered = dashboard_backends()
+    name = st.session_state.get(BACKEND) or os.environ.get("MIXLAB_BACKEND", "local")
+    return name if name in offered else "local"
+
+
+def backend_picker() -> None:
+    """The session's backend (kept under its own key: a widget's state is dropped on pages that lack it)."""
+    offered, current = dashboard_backends(), backend_name()
+    key = f"backend_pick:{current}"
+    st.radio(
+        "Evaluations run on",
+        offered,
+        index=offered.index(current),
+        key=key,
+        on_change=_picked,
+        args=(BACKEND, key),
+        horizontal=True,
+        help="local: this process, one job at a time. ray: a pool of Ray workers (one per GPU, else per CPU) — the "
+        "cluster at $MIXLAB_RAY_ADDRESS as the app was started, else one on this machine"
+        + ("" if "ray" in offered else ". Ray is not installed here: pip install -r requirements-ray.txt"),
+    )
+
+
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
     spec = {"mixtures": [list(m.weights)], "method": method, "params": params, "benchmarks": benchmarks}
+    if backend_name() != "local":
+        spec["backend"] = backend_name()
     return submit_job(f"{method} {params_label(params)} at {m.label()}", job_body(eng, "proxy", spec), "proxy", spec)
 
 

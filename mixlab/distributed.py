@@ -1,0 +1,306 @@
+"""Where evaluations run: here (:class:`LocalBackend`, the engine itself) or on a Ray cluster
+(:class:`RayBackend`).
+
+The Ray backend follows mergekit-evolve's pattern: one actor per GPU (or per CPU slot where the cluster
+has none), each holding a resident engine (the base loaded once, experts as task vectors), fed mixtures
+through a pool. The driver keeps the cache: it sends only what is not cached, and stores each score as it
+comes back, so a worker that dies loses only the mixtures it was computing. Those are reported failed
+with the reason, and the rest of the sweep goes on.
+
+Workers read the lab from its path, so on a cluster every node must see the lab at the same path (a
+shared filesystem). Each worker checks that the lab's files fingerprint the same as the driver's.
+
+Ray is optional (``pip install -r requirements-ray.txt``); importing this module does not import it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from mixlab.errors import Cancelled, EvaluationError, MixlabError
+from mixlab.simplex import Mixture
+from mixlab.store import Evaluation
+
+BACKENDS = ("local", "ray")
+CHUNK = 8  # at most this many mixtures per task: a batch for the batched path, little lost if a worker dies
+
+
+@dataclass
+class SweepResult:
+    """Scores in the order of (mixture, benchmark), the failed mixtures' indices with why."""
+
+    evaluations: list[Evaluation]
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if not self.failed:
+            return ""
+        reasons = sorted(set(self.failed.values()))
+        return f"{len(self.failed)} mixture(s) failed: {'; '.join(reasons)}"
+
+
+class LocalBackend:
+    """This process: the engine's own sweep (one model in memory; a failure stops the sweep)."""
+
+    name = "local"
+    workers = 1
+
+    def sweep(self, engine, mixtures, method=None, params=None, benchmarks=None, *, progress=None, cancel=None):
+        return SweepResult(engine.sweep(mixtures, method, params, benchmarks, progress=progress, cancel=cancel))
+
+    def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
+        return engine.proxy(mixture, method, params, benchmarks, cancel=cancel)
+
+    def close(self) -> None:
+        pass
+
+
+def dashboard_backends() -> list[str]:
+    """The backends the dashboard offers: local, and ray where it is installed. Its address is the
+    operator's (``MIXLAB_RAY_ADDRESS``, unset: a Ray cluster on this machine), never a page's input:
+    a Ray cluster sends pickled results, so the app joins only the one it was started with."""
+    return ["local", *(["ray"] if importlib.util.find_spec("ray") else [])]
+
+
+@functools.cache
+def shared(name: str):
+    """One backend of ``name`` per process, as the dashboard's jobs use it (Ray's start-up is paid once)."""
+    return backend(name, os.environ.get("MIXLAB_RAY_ADDRESS") or None if name == "ray" else None)
+
+
+def backend(name: str = "local", address: str | None = None, workers: int | None = None, **kw):
+    """The backend ``name`` (``local`` or ``ray``); ``address`` and ``workers`` are Ray's."""
+    if name == "local":
+        if address:
+            raise MixlabError("--address is for --backend ray")
+        return LocalBackend()
+    if name == "ray":
+        return RayBackend(address, workers, **kw)
+    raise MixlabError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+
+
+class _Resident:
+    """A Ray actor's state: one engine over the lab, scores kept in memory (the driver stores them)."""
+
+    def __init__(self, lab_root: str, device: str | None, batch_size: int | None, threads: int | None):
+        import torch
+
+        from mixlab.engine import Engine
+        from mixlab.lab import load_lab
+        from mixlab.store import Store
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.engine = Engine(load_lab(lab_root), Store(":memory:"), device=device, batch_size=batch_size)
+
+    def describe(self) -> dict:
+        return {"models": self.engine.models_fp, "device": str(self.engine.device), "pid": os.getpid()}
+
+    def score(self, weights: list[list[float]], method, params, specs, paths: dict[str, str]) -> list[Evaluation]:
+        """Scores of ``weights`` on ``specs``, in (mixture, benchmark) order; ``paths`` per benchmark as the
+        driver chose them, so a chunk is evaluated the way the whole sweep would be here."""
+        mixtures = [Mixture.of(self.engine.names, w) for w in weights]
+        by = {}
+        for path in dict.fromkeys(paths.values()):
+            group = [s for s in specs if paths[s.name] == path]
+            evals = self.engine.sweep(mixtures, method, params, group, path=path)
+            by.update({(i // len(group), e.benchmark): e for i, e in enumerate(evals)})
+        return [by[(i, s.name)] for i in range(len(mixtures)) for s in specs]
+
+
+class RayBackend:
+    """Evaluations on a Ray cluster: ``address`` None starts a local one (``auto`` joins a running one,
+    ``ray://host:10001`` a remote one); ``workers`` caps the actors (default: one per GPU, else per CPU)."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int | None = None,
+        num_cpus: int | None = None,
+    ):
+        try:
+            import ray
+        except ImportError:
+            raise MixlabError(
+                "the Ray backend needs ray: pip install -r requirements-ray.txt (or use --backend local)"
+            ) from None
+        self.ray = ray
+        if not ray.is_initialized():
+            kw = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:  # a local cluster of this machine's cores, its files in a private temp dir
+                kw |= {"num_cpus": num_cpus, "_temp_dir": tempfile.mkdtemp(prefix="mixlab-ray-")}
+            try:
+                ray.init(address=address, **kw)
+            except Exception as e:  # ConnectionError, or Ray's own for a bad address
+                raise MixlabError(f"could not start or join Ray at {address or 'a new local cluster'}: {e}") from e
+        res = ray.cluster_resources()
+        self.gpus, self.cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
+        self.workers = workers or self.gpus or self.cpus
+        self.device, self.batch_size = device, batch_size
+        self._pools: dict[tuple[str, str], list] = {}  # (lab root, models fingerprint) -> actors
+        self._idle: dict[tuple[str, str], queue.Queue] = {}  # actors free for one-mixture calls (search)
+        self._dead: set = set()
+        self._lock = threading.Lock()
+
+    def _key(self, engine) -> tuple[str, str]:
+        return (str(engine.lab.root), engine.models_fp)
+
+    def actors(self, engine) -> list:
+        """The live actors for ``engine``'s lab: started on first use (and to replace dead ones), each checked
+        to see the same lab files as this process."""
+        key = self._key(engine)
+        with self._lock:
+            pool = [a for a in self._pools.get(key, []) if a not in self._dead]
+            if len(pool) < self.workers:
+                opts, threads = ({"num_gpus": 1}, None) if self.gpus else ({}, max(1, self.cpus // self.workers))
+                cls = self.ray.remote(num_cpus=1, max_restarts=0, **opts)(_Resident)
+                new = [
+                    cls.remote(str(engine.lab.root), self.device, self.batch_size, threads)
+                    for _ in range(self.workers - len(pool))
+                ]
+                seen = self.ray.get([a.describe.remote() for a in new])
+                wrong = [s for s in seen if s["models"] != engine.models_fp]
+                if wrong:
+                    raise MixlabError(
+                        f"a Ray worker (pid {wrong[0]['pid']}) sees different files at {engine.lab.root}: every node "
+                        "must see the lab at the same path, with the same base and experts"
+                    )
+                idle = self._idle.setdefault(key, queue.Queue())
+                for a in new:
+                    idle.put(a)
+                pool += new
+            self._pools[key] = pool
+            return list(pool)
+
+    def sweep(
+        self,
+        engine,
+        mixtures: Sequence[Mixture],
+        method: str | None = None,
+        params: dict | None = None,
+        benchmarks=None,
+        *,
+        progress: Callable[[int, int, str], None] | None = None,
+        cancel=None,
+        chunk: int | None = None,
+    ) -> SweepResult:
+        """Proxy scores for ``mixtures`` over the actor pool: cached ones are not sent; each result is
+        stored here as it arrives; a dead worker's mixtures are reported in ``failed``."""
+        ray = self.ray
+        engine.refresh()
+        method, params = engine.resolve_method(method, params)
+        specs = engine.benchmarks(benchmarks)
+        found: dict[int, list[Evaluation]] = {}
+        todo = []
+        for i, m in enumerate(mixtures):
+            hit = engine.lookup(m, method, params, specs)
+            if hit is None:
+                todo.append(i)
+            else:
+                found[i] = hit
+        paths = {b.name: engine.choose_path(method, b, len(todo)) for b in specs}
+        pool = list(self.actors(engine))
+        size = chunk or max(1, min(CHUNK, len(todo) // max(1, len(pool))))
+        chunks = [todo[j : j + size] for j in range(0, len(todo), size)]
+        failed: dict[int, str] = {}
+        running: dict = {}  # object ref -> (actor, chunk)
+        total = len(mixtures)
+
+        def report(message):
+            if progress:
+                progress(len(found) + len(failed), total, message)
+
+        report(f"{len(found)} cached; {len(todo)} to compute on {len(pool)} Ray worker(s)")
+        while chunks or running:
+            if cancel is not None and cancel.is_set():
+                for actor, _ in running.values():  # a running actor task cannot be interrupted: its actor is
+                    ray.kill(actor)  # stopped, and replaced on next use
+                    self._dead.add(actor)
+                raise Cancelled(f"cancelled after {len(found)} of {total} mixtures (those are cached)")
+            while chunks and pool:
+                actor, part = pool.pop(0), chunks.pop(0)
+                ref = actor.score.remote([mixtures[i].weights for i in part], method, params, specs, paths)
+                running[ref] = (actor, part)
+            if not running:  # every worker died: what is left cannot run
+                for part in chunks:
+                    failed.update({i: "no Ray workers left" for i in part})
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            for ref in ready:
+                actor, part = running.pop(ref)
+                try:
+                    evals = ray.get(ref)
+                except ray.exceptions.RayActorError as e:
+                    reason = f"Ray worker died: {str(e).splitlines()[0][:200]}"
+                    failed.update({i: reason for i in part})
+                    self._dead.add(actor)  # not put back; the next sweep starts a replacement
+                    continue
+                except ray.exceptions.RayTaskError as e:
+                    cause = e.cause if isinstance(e.cause, Exception) else e
+                    failed.update({i: f"{type(cause).__name__}: {cause}" for i in part})
+                    pool.append(actor)
+                    continue
+                engine.store.put(evals)
+                n = len(specs)
+                for j, i in enumerate(part):
+                    found[i] = evals[j * n : (j + 1) * n]
+                pool.append(actor)
+                report(f"{len(found)} of {total} mixtures scored")
+        evaluations = [e for i in range(total) if i in found for e in found[i]]
+        return SweepResult(evaluations, failed)
+
+    def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
+        """One mixture's scores on a free worker (a search's trials call this from several threads)."""
+        method, params = engine.resolve_method(method, params)
+        specs = engine.benchmarks(benchmarks)
+        hit = engine.lookup(mixture, method, params, specs)
+        if hit is not None:
+            return hit
+        self.actors(engine)
+        idle = self._idle[self._key(engine)]
+        actor = idle.get()
+        while actor in self._dead:
+            self.actors(engine)  # replaces it
+            actor = idle.get()
+        try:
+            paths = {b.name: "materialize" for b in specs}
+            ref = actor.score.remote([mixture.weights], method, params, specs, paths)
+            while True:
+                if cancel is not None and cancel.is_set():
+                    self.ray.kill(actor)
+                    self._dead.add(actor)
+                    raise Cancelled("cancelled")
+                ready, _ = self.ray.wait([ref], timeout=0.5)
+                if ready:
+                    break
+            try:
+                evals = self.ray.get(ref)
+            except self.ray.exceptions.RayActorError as e:
+                self._dead.add(actor)
+                raise EvaluationError(f"Ray worker died while scoring {mixture}: {str(e).splitlines()[0]}") from e
+            except self.ray.exceptions.RayTaskError as e:
+                raise (e.cause if isinstance(e.cause, MixlabError) else EvaluationError(str(e))) from e
+        finally:
+            idle.put(actor)
+        engine.store.put(evals)
+        return evals
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            for a in pool:
+                self.ray.kill(a)
+        self._pools.clear()
+        self._idle.clear()
+        self._dead.clear()
