@@ -42,7 +42,7 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
     assert tops == {"mixlab"}, tops  # not app.py, views, bench, tests
     assert any(n.endswith("entry_points.txt") for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
-    assert "Provides-Extra: ray" in meta and "ray==2.60.0; extra == \"ray\"" in meta  # pip install mixlab[ray]
+    assert "Provides-Extra: ray" in meta and 'ray==2.60.0; extra == "ray"' in meta  # pip install mixlab[ray]
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site = next((venv / "lib").glob("python*/site-packages"))
