@@ -123,7 +123,8 @@ class Worker:
 
 def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = None) -> Callable[[Job], None]:
     """An ``on_update`` that keeps a job's record in the lab's store (at most one progress write a second),
-    so a restarted app or CLI lists it, and one interrupted can be resumed (:func:`resume`)."""
+    so a restarted app or CLI lists it, and one interrupted can be resumed (:func:`resume`). It also reads
+    whether any session asked to cancel the job (``store.request_cancel``), and cancels it if so."""
     record_id = record_id or uuid.uuid4().hex[:12]
     last = [0.0]
 
@@ -131,6 +132,8 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
         if job.state == "running" and job.done and time.time() - last[0] < 1.0:
             return
         last[0] = time.time()
+        if job.active and store.cancel_requested(record_id):
+            job.cancel()
         store.put_job(
             {
                 "id": record_id,
@@ -191,6 +194,7 @@ def job_body(engine, kind: str, spec: dict) -> JobFn:
 
 def resume(worker: Worker, engine, record: dict) -> Job:
     """Run an interrupted (or failed, or cancelled) recorded job again, under the same record."""
+    engine.store.forget_cancel(record["id"])
     spec = json.loads(record["spec"])
     body = job_body(engine, record["kind"], spec)
     update = recorder(engine.store, record["lab"], record["kind"], spec, record_id=record["id"])

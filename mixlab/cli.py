@@ -416,6 +416,16 @@ def cmd_jobs(args) -> None:
 
     engine = _engine(args)
     records = engine.store.jobs(engine.lab.name)
+    if args.cancel:
+        record = next((r for r in records if r["id"] == args.cancel), None)
+        if record is None or record["state"] not in ("queued", "running"):
+            state = "not recorded" if record is None else record["state"]
+            raise MixlabError(
+                f"job {args.cancel!r} is {state} in {engine.store.path}; only a running job can be cancelled"
+            )
+        engine.store.request_cancel(args.cancel)
+        print(f"asked process {record['pid']} to cancel job {args.cancel}: it stops at its next progress step")
+        return
     if args.resume:
         record = next((r for r in records if r["id"] == args.resume), None)
         if record is None:
@@ -602,6 +612,7 @@ def parser() -> argparse.ArgumentParser:
         cmd_jobs,
     )
     s.add_argument("--resume", default=None, metavar="ID", help="run a stopped job again")
+    s.add_argument("--cancel", default=None, metavar="ID", help="ask the process running a job to cancel it")
     s.add_argument("--json", action="store_true", help="print the records as JSON")
 
     s = lab_cmd("pareto", "The Pareto fronts of cached merges and trained models on two benchmarks.", cmd_pareto)

@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     pid INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_cancels (id TEXT PRIMARY KEY, asked REAL NOT NULL);  -- asked of the job's process
 """
 JOB_FIELDS = (
     "id",
@@ -282,6 +283,26 @@ class Store:
             notice = f"{self._error('write', e)} (job records)"
             if notice not in self.notices:
                 self.notices.append(notice)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask the process running recorded job ``job_id`` (this one or another) to cancel it: its recorder
+        reads this at its next progress report (see :func:`mixlab.backend.recorder`)."""
+        if self.readonly:
+            raise CacheError(f"cache {self.path} is read-only: cannot ask for job {job_id} to be cancelled")
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO job_cancels (id, asked) VALUES (?, ?)", (job_id, time.time()))
+
+    def forget_cancel(self, job_id: str) -> None:
+        if self.readonly:
+            return
+        with self._transaction():
+            self._db.execute("DELETE FROM job_cancels WHERE id = ?", (job_id,))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        try:
+            return self._db.execute("SELECT 1 FROM job_cancels WHERE id = ?", (job_id,)).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
 
     def jobs(self, lab: str | None = None) -> list[dict]:
         """Every recorded job (newest first); a job left queued or running by a process that is gone is

@@ -463,3 +463,23 @@ def test_the_lab_page_lists_every_sessions_jobs_and_resumes_a_stopped_one(app, t
     at.run()
     table = next(d.value for d in at.dataframe if "job" in d.value.columns)
     assert list(table.state) == ["done"]
+
+
+def test_the_lab_page_cancels_a_running_job_of_any_process(app):
+    import json
+    import os
+
+    from mixlab.store import Store
+
+    store = Store(os.environ["MIXLAB_CACHE"])
+    store.put_job(
+        {
+            "id": "c1", "lab": "demo-k3", "kind": "proxy", "description": "a long sweep", "state": "running",
+            "spec": json.dumps({}), "done": 3, "total": 66, "message": "", "error": None,
+            "created": 1.0, "started": 1.0, "finished": None, "pid": os.getpid(),  # alive: this process
+        }
+    )  # fmt: skip
+    at = _open(app, PAGES[0])
+    assert next(s for s in at.selectbox if s.key == "lab_cancel_pick").options == ["a long sweep (3/66)"]
+    at.button(key="lab_cancel").click().run()
+    assert not at.exception and store.cancel_requested("c1")

@@ -133,3 +133,41 @@ def test_jobs_from_the_command_line(tiny_lab_dir, tmp_path, monkeypatch, capsys)
     assert Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite")).store.jobs()[0]["state"] == "done"
     assert main(["jobs", str(tiny_lab_dir), "--resume", "nope"]) == 2
     assert "no job 'nope'" in capsys.readouterr().err
+
+
+def test_a_recorded_job_is_cancelled_from_another_process(tmp_path, monkeypatch, capsys):
+    """The job list's cancel: a request written to the cache by another process (here the CLI, on another
+    connection to the same file) stops the job at its next progress report; resuming clears the request."""
+    from mixlab.backend import recorder
+    from mixlab.cli import main
+    from mixlab.store import Store
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+
+    here, there = Store(tmp_path / "c.sqlite"), Store(tmp_path / "c.sqlite")
+    steps = []
+
+    def body(progress, cancel):
+        for i in range(600):
+            if cancel.is_set():
+                raise Cancelled(f"stopped at step {i}")
+            steps.append(i)
+            progress(i + 1, 600, "")
+            time.sleep(0.01)
+        return "finished"
+
+    worker = Worker()
+    job = worker.submit("long", body, on_update=recorder(here, "demo-k3", "search", {}, record_id="j1"))
+    while not steps:
+        time.sleep(0.01)
+    (record,) = there.jobs()
+    assert record["state"] == "running"
+    assert main(["jobs", "--cancel", "j1"]) == 0  # the demo lab, its cache at MIXLAB_CACHE
+    assert "to cancel job j1" in capsys.readouterr().out
+    assert worker.wait(job, 30).state == "cancelled" and len(steps) < 600
+    assert [r["state"] for r in there.jobs()] == ["cancelled"]
+    assert here.cancel_requested("j1")
+    assert main(["jobs", "--cancel", "j1"]) == 2  # no longer running: said so
+    assert "job 'j1' is cancelled" in capsys.readouterr().err
+    here.forget_cancel("j1")  # what a resume does first
+    assert not there.cancel_requested("j1")

@@ -128,6 +128,18 @@ if records:
         ]
     )
     st.dataframe(jobs_table, hide_index=True, width="stretch", key="lab_jobs")
+    running = [r for r in records if r["state"] in ("queued", "running")]
+    if running:
+        c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+        pick = c1.selectbox(
+            "Cancel a running job (any session's, or another app's or CLI's on this cache)",
+            range(len(running)),
+            format_func=lambda i: f"{running[i]['description']} ({running[i]['done']}/{running[i]['total']})",
+            key="lab_cancel_pick",
+        )
+        if c2.button("Cancel job", key="lab_cancel"):
+            eng.store.request_cancel(running[pick]["id"])
+            st.toast("Asked to cancel: it stops at its next progress step (scores finished so far stay cached).")
     stopped = [r for r in records if r["state"] in ("interrupted", "failed", "cancelled") and r["kind"] in RESUMABLE]
     if stopped:
         pick = st.selectbox(
