@@ -59,6 +59,28 @@ def test_info(tiny_lab_dir):
     assert f"base: base  {n:,} params" in r.stdout  # counted from the safetensors headers, checked by torch
 
 
+def test_info_counts_the_tensors_an_expert_really_changes(tiny_lab_dir):
+    """An expert identical to the base (its files copied; a PEFT adapter with B = 0, PEFT's own
+    initialisation) changes 0 tensors; a trained adapter changes the modules it targets."""
+    import shutil
+
+    from conftest import write_lab_toml
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(tiny_lab_dir / "base", tiny_lab_dir / "same")
+    model = AutoModelForCausalLM.from_pretrained(tiny_lab_dir / "base")
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tiny_lab_dir / "fresh")
+    write_lab_toml(tiny_lab_dir, {"same": "same", "fresh": "fresh", "rev": "experts/rev"})
+    r = mixlab("info", tiny_lab_dir)
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.endswith("tensors changed")}
+    n = len(AutoModelForCausalLM.from_pretrained(tiny_lab_dir / "base").state_dict())
+    assert lines["same"].endswith(f"0 of {n} tensors changed"), lines["same"]
+    assert lines["fresh"].endswith("0 of 2 tensors changed"), lines["fresh"]  # q_proj in each of 2 layers
+    assert lines["rev"].endswith("of 6 tensors changed") and " 0 of" not in lines["rev"], lines["rev"]
+
+
 def test_eval_json_then_sweep_then_merge(tiny_lab_dir, tmp_path):
     r = mixlab("eval", tiny_lab_dir, "--weights", "add=0.2,rev=0.8", "--benchmark", "rev-loss", "--json")
     assert r.returncode == 0, r.stderr
