@@ -104,7 +104,7 @@ def cmd_info(args) -> None:
     print(f"experts ({len(engine.experts)}):")
     for e in engine.experts:
         rank = f"r={e.rank}" if e.rank else ""
-        changed = f"{len(e.changed())} of {len(e.keys())} tensors changed"
+        changed = f"{len(e.changed)} of {len(e.keys())} tensors changed"
         print(f"  {e.name:<16} {e.kind:<5} {rank:<6} {e.n_params:>12,} params  {changed}")
     print(f"benchmarks ({len(lab.benchmarks)}):")
     for b in lab.benchmarks:

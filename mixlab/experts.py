@@ -261,9 +261,10 @@ class TaskVector:
         ``theta0``: the base tensor, when the caller has it already (saves re-reading it)."""
         raise NotImplementedError
 
+    @cached_property
     def changed(self) -> list[str]:
-        """The tensors this expert actually changes (a non-zero τ): reads every tensor it touches, so it
-        is for ``info``, not the merge path. A LoRA adapter with zero B factors (PEFT's initialisation),
+        """The tensors this expert actually changes (a non-zero τ): reads every tensor it touches once (then
+        kept), so it is for ``info`` and the Lab page, not the merge path. A LoRA adapter with zero B factors (PEFT's initialisation),
         or a full fine-tune saved unchanged, changes none."""
         return [k for k in self.keys() if (d := self.delta(k)) is not None and bool(d.any())]
 

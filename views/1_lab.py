@@ -80,7 +80,7 @@ table(
             "kind": e.kind,
             "rank": e.rank,
             "trainable params": e.n_params,
-            "tensors changed": len(e.keys()),
+            "tensors changed": f"{len(e.changed)} of {len(e.keys())}",
             "fingerprint": e.fingerprint[:12],
         }
         for e in eng.experts
