@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from views._shared import code, lab_path, read_url, start_warmup, write_url
+from views._shared import code, figure_format_picker, lab_path, read_url, start_warmup, write_url
 
 # a local icon: nothing is fetched from another host (a :material: icon would load a web font)
 st.set_page_config(page_title="mixlab", page_icon=str(Path(__file__).with_name("views") / "icon.png"), layout="wide")
@@ -27,6 +27,7 @@ nav = st.navigation(
     ]
 )
 st.sidebar.caption(f"Lab: {code(lab_path())}")
+figure_format_picker()
 try:
     nav.run()
 finally:

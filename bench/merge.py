@@ -121,6 +121,53 @@ def time_mergekit(exe: str, tmp: Path, method: str, repeats: int) -> float:
     return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
 
 
+YAML_CHECKS = [
+    ("linear", {}),
+    ("task_arithmetic", {"scale": 0.7}),
+    ("ties", {"density": 0.2}),
+    ("ties", {"density": 0.5, "normalize": False, "scale": 1.5}),
+]
+BF16_TOL = 2**-7  # max |Δ| over max |θ| per tensor: two bf16 roundings apart at most
+
+
+def check_mergekit_yaml(exe: str, lab_dir: Path, tmp: Path, name: str) -> bool:
+    """mergekit run on the config `mixlab merge --mergekit-yaml` writes gives mixlab's own export of the
+    same merge, tensor by tensor, within bf16 rounding (DARE is left out: its drops are random in both)."""
+    from safetensors.torch import load_file
+
+    from mixlab.engine import Engine
+    from mixlab.interop import to_mergekit
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    engine = Engine(load_lab(lab_dir), Store(":memory:"), device="cpu")
+    mixture = engine.mixture([0.2, 0.3, 0.5])
+    ok = True
+    for method, params in YAML_CHECKS:
+        ours, theirs, cfg = tmp / "yaml-ours", tmp / "yaml-mk", tmp / "check.yml"
+        engine.export(mixture, ours, method, params, overwrite=True)
+        cfg.write_text(to_mergekit(engine, mixture, method, params)[0])
+        shutil.rmtree(theirs, ignore_errors=True)
+        cmd = [exe, str(cfg), str(theirs), "--allow-crimes", "--lora-merge-cache", str(tmp / "lora-cache")]
+        subprocess.run(cmd, check=True, capture_output=True)
+        a = {k: v for f in ours.glob("*.safetensors") for k, v in load_file(f).items()}
+        b = {k: v for f in theirs.glob("*.safetensors") for k, v in load_file(f).items()}
+        worst, off, n = 0.0, 0, 0
+        for k in a:
+            x, y = a[k].float(), b[k].float()
+            scale = x.abs().max().clamp_min(1e-12)
+            worst = max(worst, ((x - y).abs().max() / scale).item())
+            off += int(((x - y).abs() > BF16_TOL * scale).sum())
+            n += x.numel()
+        same = set(a) == set(b) and worst <= BF16_TOL
+        ok &= same
+        print(
+            f"  {name:<8} {method:<16} {json.dumps(params):<48} {len(a)} tensors, worst max|Δ|/max|θ| {worst:.1e}, "
+            f"{off / n:.4%} of entries beyond bf16  {'ok' if same else 'DIFFERENT'}"
+        )
+    return ok
+
+
 def median_time(fn, repeats: int, device: str = "cpu") -> float:
     """Median wall time of ``fn``; on CUDA the queue is drained before each clock read."""
 
@@ -149,8 +196,15 @@ def main() -> None:
     ap.add_argument(
         "--mergekit", action="store_true", help="also time mergekit-yaml (installed into bench/.mergekit-venv)"
     )
+    ap.add_argument(
+        "--yaml-check",
+        action="store_true",
+        help="only check mergekit on mixlab's --mergekit-yaml configs (demo-k3's LoRA experts; a small full lab)",
+    )
     args = ap.parse_args()
     dims = (args.layers, args.hidden, args.inter, args.vocab)
+    if args.yaml_check:
+        dims = (2, 256, 512, 1000)
     tmp = Path(tempfile.mkdtemp(prefix="mixlab-bench-"))
     try:
         base_state = llama_state(*dims, seed=0)
@@ -159,6 +213,12 @@ def main() -> None:
         for i in range(3):
             write_model(tmp / f"e{i}", llama_state(*dims, seed=i + 1, base=base_state), *dims)
         del base_state
+        if args.yaml_check:
+            exe = shutil.which("mergekit-yaml") or install_mergekit()
+            if exe is None:
+                raise SystemExit("mergekit could not be installed")
+            yaml_check(exe, tmp)
+            return
         base = load_base(tmp / "base")
         experts = [load_task_vector(f"e{i}", tmp / f"e{i}", base) for i in range(3)]
         dev = args.device
@@ -245,8 +305,22 @@ def main() -> None:
                     f"mergekit-yaml TIES (density 0.2), whole process: {mk_ties:.2f} s = "
                     f"{mk_ties / ties:.0f}× an in-memory TIES re-merge"
                 )
+                yaml_check(exe, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def yaml_check(exe: str, tmp: Path) -> None:
+    from mixlab.demo import LABS_DIR
+
+    (tmp / "lab.toml").write_text(
+        'name = "bench"\nbase = "base"\n' + "".join(f'[[experts]]\nname = "e{i}"\npath = "e{i}"\n' for i in range(3))
+    )
+    print("\nmergekit-yaml on mixlab's --mergekit-yaml configs, against mixlab's export (mixture 0.2/0.3/0.5):")
+    ok = check_mergekit_yaml(exe, LABS_DIR / "demo-k3", tmp / "k3", "demo-k3") & check_mergekit_yaml(
+        exe, tmp, tmp / "full", "full"
+    )
+    print("all within bf16 rounding" if ok else "SOME DIFFER (see above)")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,18 @@ def cmd_merge(args) -> None:
 
     engine = _engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
+    if not args.out and not args.mergekit_yaml:
+        raise MixlabError("merge needs --out (a model or adapter folder) and/or --mergekit-yaml (a mergekit config)")
+    if args.mergekit_yaml:
+        from mixlab.interop import to_mergekit
+
+        text, notes = to_mergekit(engine, mixture, args.method, _params(args.param))
+        Path(args.mergekit_yaml).write_text(text)
+        print(f"wrote mergekit config {args.mergekit_yaml} (run: mergekit-yaml {args.mergekit_yaml} OUT_DIR)")
+        for n in notes:
+            print(f"  note: {n}", file=sys.stderr)
+        if not args.out:
+            return
     with _Bar("merging", "tensor") as bar:
         out = engine.export(
             mixture,
@@ -454,6 +466,20 @@ def cmd_jobs(args) -> None:
         print(f"{r['id']}  {when}  {r['state']:<11} {r['done']}/{r['total']}  {r['description']}{error}")
 
 
+def cmd_lab_init(args) -> None:
+    from mixlab.interop import init_lab
+
+    path = init_lab(Path(args.dir), args.base, args.experts, args.benchmarks)
+    print(f"wrote {path}; check it with: python -m mixlab info {path.parent}")
+
+
+def cmd_lab_from_mergekit(args) -> None:
+    from mixlab.interop import lab_from_mergekit
+
+    path = lab_from_mergekit(Path(args.config), Path(args.out) if args.out else None, args.name)
+    print(f"wrote {path}; add benchmarks, or run: python -m mixlab info {path.parent}")
+
+
 def demo_budget(args):
     """The demo recipe from ``demo build``'s flags: --quick, --scratch or the default (FULL), then any overrides."""
     from dataclasses import replace
@@ -526,7 +552,10 @@ def parser() -> argparse.ArgumentParser:
     lab_cmd("info", "Show a lab's experts, benchmarks, true mixtures and cached evaluations.", cmd_info)
     s = lab_cmd("merge", "Merge the experts with mixture weights and write the model.", cmd_merge)
     merge_opts(s)
-    s.add_argument("--out", required=True, help="output folder (Hugging Face model, or PEFT adapter with --adapter)")
+    s.add_argument("--out", default=None, help="output folder (Hugging Face model, or PEFT adapter with --adapter)")
+    s.add_argument(
+        "--mergekit-yaml", default=None, metavar="FILE", help="also (or only) write the mergekit config of this merge"
+    )
     s.add_argument("--adapter", action="store_true", help="write a rank-concatenated PEFT adapter (linear LoRA merges)")
     s.add_argument(
         "--overwrite", action="store_true", help="replace --out if it is an earlier mixlab export (never other folders)"
@@ -641,6 +670,24 @@ def parser() -> argparse.ArgumentParser:
     )
     merge_opts(s, weights=False)
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    labs = sub.add_parser("lab", help="Make a lab: from a folder of checkpoints and JSONL, or from a mergekit config.")
+    labs_sub = labs.add_subparsers(dest="lab_command", required=True)
+    i = labs_sub.add_parser(
+        "init",
+        help="Write DIR/lab.toml from what is in DIR: the base, PEFT adapters or full fine-tunes, JSONL benchmarks "
+        "(evaluators guessed from their fields, stated in comments); then run `mixlab info DIR`.",
+    )
+    i.add_argument("dir", help="the lab folder")
+    i.add_argument("--base", required=True, help="the base model folder (inside DIR)")
+    i.add_argument("--experts", default="experts/*", help="glob of expert folders under DIR (default experts/*)")
+    i.add_argument("--benchmarks", default="data/*.jsonl", help="glob of JSONL files (default data/*.jsonl)")
+    i.set_defaults(fn=cmd_lab_init)
+    m = labs_sub.add_parser("from-mergekit", help="Write a lab.toml from a mergekit config's base and models.")
+    m.add_argument("config", help="mergekit YAML")
+    m.add_argument("--out", default=None, help="lab folder (default: the folder that holds every model)")
+    m.add_argument("--name", default=None, help="lab name (default: the config's file name)")
+    m.set_defaults(fn=cmd_lab_from_mergekit)
 
     demo = sub.add_parser("demo", help="The built-in demo lab.")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)

@@ -294,3 +294,28 @@ def heatmap(
     )
     fig.update_layout(height=max(260, 60 * len(df) + 120), margin=dict(l=80, r=20, t=30, b=60))
     return fig
+
+
+def trace_figure(values: Sequence[float], label: str) -> go.Figure:
+    """A search's objective per trial and its best so far."""
+    x = list(range(1, len(values) + 1))
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=list(values), mode="markers", name="trial", marker=dict(size=7, opacity=0.6)),
+            go.Scatter(x=x, y=list(pd.Series(values, dtype=float).cummax()), mode="lines", name="best so far"),
+        ]
+    )
+    fig.update_layout(xaxis_title="trial", yaxis_title=label, height=360, margin=dict(t=30))
+    return fig
+
+
+def weights_figure(weights: dict[str, float], title: str = "weight") -> go.Figure:
+    """Mixture weights as horizontal bars, one per expert or checkpoint."""
+    names = list(weights)
+    fig = go.Figure(
+        go.Bar(x=[weights[n] for n in names], y=names, orientation="h", text=[f"{weights[n]:.3f}" for n in names])
+    )
+    fig.update_layout(
+        xaxis_title=title, height=max(240, 28 * len(names) + 100), margin=dict(t=30), yaxis=dict(autorange="reversed")
+    )
+    return fig

@@ -1,5 +1,7 @@
 """Every page through streamlit's AppTest, on the shipped demo lab (its cache redirected to tmp)."""
 
+import json
+
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -483,3 +485,63 @@ def test_the_lab_page_cancels_a_running_job_of_any_process(app):
     assert next(s for s in at.selectbox if s.key == "lab_cancel_pick").options == ["a long sweep (3/66)"]
     at.button(key="lab_cancel").click().run()
     assert not at.exception and store.cancel_requested("c1")
+
+
+def test_the_lab_page_makes_a_lab_from_a_folder_only_inside_the_workspace(app, tiny_root, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "space" / "mine"
+    shutil.copytree(tiny_root / "base", root / "base")
+    shutil.copytree(tiny_root / "experts" / "rev", root / "experts" / "rev")
+    shutil.copytree(tiny_root / "data", root / "data")
+
+    def ask(at, folder):
+        at.text_input(key="init_dir").set_value(str(folder))
+        next(b for b in at.button if b.label == "Preview lab.toml").click()
+        return at.run()
+
+    monkeypatch.delenv("MIXLAB_WORKSPACE", raising=False)
+    at = ask(_open(app, PAGES[0]), root)
+    assert any("MIXLAB_WORKSPACE" in i.value and "lab init" in i.value for i in at.info)
+    assert not at.code and not (root / "lab.toml").exists()  # nothing read, nothing written
+
+    monkeypatch.setenv("MIXLAB_WORKSPACE", str(tmp_path / "space"))
+    at = ask(at, tmp_path)  # outside the workspace
+    assert any("is not inside the workspace" in e.value for e in at.error) and not at.code
+    at = ask(at, root)
+    (preview,) = [c.value for c in at.code if c.language == "toml"]
+    assert 'path = "experts/rev"' in preview and 'evaluator = "choice"' in preview
+    at.button(key="init_write").click().run()
+    assert not at.exception and (root / "lab.toml").read_text().strip() == preview.strip()
+    assert at.session_state.lab_path == str(root)
+
+
+def _charts(at):
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+
+    return [json.loads(e.proto.config) for e in walk(at._tree) if getattr(e, "type", "") == "plotly_chart"]
+
+
+def test_every_figure_downloads_as_png_or_svg_at_publication_size_and_tables_as_csv(app):
+    """Figures: Plotly's own camera button, configured per the sidebar's format; tables: st.dataframe,
+    whose toolbar downloads CSV. No page draws a figure or table any other way."""
+    at = _open(app, PAGES[3])
+    (config,) = _charts(at)
+    assert config["toImageButtonOptions"] == {
+        "format": "png", "filename": "demo-k3-pvt_scatter", "width": 800, "height": 500, "scale": 3
+    }  # fmt: skip
+    at.sidebar.radio(key="figure_format").set_value("svg").run()
+    for page in PAGES[1:6]:
+        at.switch_page(page).run()
+        assert not at.exception
+        for c in _charts(at):
+            assert c["toImageButtonOptions"]["format"] == "svg" and c["toImageButtonOptions"]["scale"] == 1
+    for page in (ROOT / "views").glob("*.py"):
+        text = page.read_text()
+        for other in ("line_chart(", "bar_chart(", "st.table(", "altair_chart(", "pyplot("):
+            assert other not in text, (page.name, other)
+        if page.name != "_shared.py":
+            assert "plotly_chart(" not in text, page.name  # every figure goes through chart()

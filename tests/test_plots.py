@@ -137,3 +137,14 @@ def test_searched_points_and_front_are_drawn_but_never_picked():
     fig = pareto_figure(pts, "x", "y", NAMES, searched=front)
     line = next(t for t in fig.data if t.name == "searched front (test)")
     assert list(line.x) == [0.2, 0.5] and list(line.y) == [0.6, 0.1]
+
+
+def test_search_trace_and_weight_bars_carry_their_numbers():
+    from mixlab.plots import trace_figure, weights_figure
+
+    values = [0.2, 0.1, 0.5, 0.3, 0.6]
+    fig = trace_figure(values, "mean (dev)")
+    assert list(fig.data[0].y) == values
+    assert list(fig.data[1].y) == list(np.maximum.accumulate(values))  # best so far
+    bars = weights_figure({"a": 0.25, "b": 0.75})
+    assert list(bars.data[0].x) == [0.25, 0.75] and list(bars.data[0].y) == ["a", "b"]

@@ -1,10 +1,15 @@
 """Lab: pick a lab and see what it holds."""
 
+import os
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from mixlab.backend import RESUMABLE, job_body, resume
 from mixlab.demo import DEMO_LAB
+from mixlab.errors import MixlabError
+from mixlab.interop import init_lab
 from views._shared import (
     backend_picker,
     code,
@@ -15,6 +20,7 @@ from views._shared import (
     lab_path,
     missing_scores_note,
     open_lab,
+    show_error,
     submit_job,
     worker,
 )
@@ -30,6 +36,54 @@ with st.form("lab_picker"):
     if st.form_submit_button("Open"):
         open_lab(path.strip())  # the URL follows (app.py), so a reload or a shared link opens this lab
         st.rerun()
+
+
+def new_lab_from_a_folder() -> None:
+    """lab init from the page: only inside $MIXLAB_WORKSPACE (set by whoever starts the app), since it lists
+    folders and reads JSONL rows: the page reads and writes nothing outside what its operator allowed."""
+    workspace = os.environ.get("MIXLAB_WORKSPACE")
+    with st.form("lab_init"):
+        c1, c2, c3, c4 = st.columns(4)
+        folder = c1.text_input("Folder", key="init_dir", help="a folder inside $MIXLAB_WORKSPACE")
+        base = c2.text_input("Base model folder (inside it)", "base", key="init_base")
+        experts = c3.text_input("Experts (glob)", "experts/*", key="init_experts")
+        benchmarks = c4.text_input("Benchmarks (glob)", "data/*.jsonl", key="init_benchmarks")
+        asked = st.form_submit_button("Preview lab.toml")
+    args = (folder.strip(), base.strip(), experts.strip(), benchmarks.strip())
+    command = (
+        f"python -m mixlab lab init {args[0] or 'DIR'} --base {args[1]} --experts '{args[2]}' --benchmarks '{args[3]}'"
+    )
+    if asked:
+        st.session_state.pop("init_preview", None)
+        root = Path(args[0]).expanduser().resolve() if args[0] else None
+        if not workspace:
+            st.info(
+                "The dashboard makes labs only inside $MIXLAB_WORKSPACE, which was not set when the app started "
+                f"(`MIXLAB_WORKSPACE=/path/to/labs streamlit run app.py`). From a shell: {code(command)}"
+            )
+        elif root is None or not root.is_relative_to(Path(workspace).resolve()):
+            st.error(f"{escape(args[0] or '(no folder)')} is not inside the workspace {escape(workspace)}.")
+        else:
+            try:
+                st.session_state.init_preview = (args, init_lab(root, *args[1:], write=False))
+            except MixlabError as e:
+                show_error("Cannot make a lab there", e)
+    preview = st.session_state.get("init_preview")
+    if preview is not None and preview[0] == args:
+        st.code(preview[1], language="toml")
+        if st.button("Write lab.toml and open the lab", key="init_write"):
+            try:
+                written = init_lab(Path(args[0]).expanduser().resolve(), *args[1:])
+            except MixlabError as e:
+                show_error("Cannot make a lab there", e)
+            else:
+                st.session_state.pop("init_preview", None)
+                open_lab(str(written.parent))
+                st.rerun()
+
+
+with st.expander("New lab from a folder: a base, PEFT adapters or full fine-tunes, JSONL benchmarks"):
+    new_lab_from_a_folder()
 
 eng = engine()
 lab = eng.lab

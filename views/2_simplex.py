@@ -11,6 +11,7 @@ from views._shared import (
     MIXTURE,
     benchmark_options,
     benchmark_picker,
+    chart,
     code,
     engine,
     job_panel,
@@ -90,7 +91,7 @@ with left:
     title = metric_title(bench, metric, hib)
     if view == "parallel":
         points = sub[sub.kind.isin(["proxy", "true"])]
-        st.plotly_chart(parallel_figure(names, points, title, hib), key="simplex_parallel", width="stretch")
+        chart(parallel_figure(names, points, title, hib), key="simplex_parallel")
         st.caption(
             "One line per cached proxy and true mixture, through its weights and its score; drag along an "
             "axis to filter. Select a mixture in the other views or with the sliders."
@@ -105,9 +106,7 @@ with left:
         fig = simplex_figure(
             names, proxy, true, experts, st.session_state[MIXTURE], title, hib, vertices=verts, searched=searched
         )
-        st.plotly_chart(
-            fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"), width="stretch"
-        )
+        chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
         if view == "separated":
             st.caption(
                 f"K={k}: each mixture sits at the weighted average of the {k} vertices (one per expert), placed "

@@ -8,6 +8,7 @@ from mixlab.plots import proxy_true_figure
 from views._shared import (
     benchmark_options,
     benchmark_picker,
+    chart,
     code,
     engine,
     escape,
@@ -65,7 +66,7 @@ if row:
 left, right = st.columns([3, 2])
 with left:
     arrow = "↑" if hib else "↓"
-    st.plotly_chart(
+    chart(
         proxy_true_figure(pairs, f"proxy score: {bench} {arrow}", f"true score: {bench} {arrow}"),
         key="pvt_scatter",
         width="stretch",

@@ -7,6 +7,7 @@ from mixlab.analysis import pareto_points
 from mixlab.plots import pareto_figure
 from views._shared import (
     benchmark_options,
+    chart,
     code,
     engine,
     missing_scores_note,
@@ -56,7 +57,7 @@ front = st.session_state.get("searched_front")
 searched = None
 if front and sorted(map(tuple, front["objectives"])) == sorted([(bx,), (by,)]):  # a search on these two benchmarks
     searched = pd.DataFrame([{"x": b["test"][bx], "y": b["test"][by]} for b in front["best"]])
-st.plotly_chart(
+chart(
     pareto_figure(pts, bx, by, eng.names, searched),
     key="pareto_plot",
     on_select=on_select,

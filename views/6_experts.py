@@ -4,7 +4,7 @@ import streamlit as st
 
 from mixlab.diagnostics import interference
 from mixlab.plots import heatmap
-from views._shared import engine
+from views._shared import chart, engine
 
 st.title("Experts")
 eng = engine()
@@ -17,11 +17,11 @@ def diagnostics(models_fp: str, lab_path: str):
 
 d = diagnostics(eng.models_fp, str(eng.lab.root))
 st.markdown("**Task-vector norms** ‖τ_i‖ per layer: how far each expert moved from the base.")
-st.plotly_chart(heatmap(d["norms"], "‖τ‖₂", colorscale="Blues"), key="exp_norms", width="stretch")
+chart(heatmap(d["norms"], "‖τ‖₂", colorscale="Blues"), key="exp_norms")
 left, right = st.columns(2)
 with left:
     st.markdown("**Cosine similarity** of whole task vectors: near 0 means the experts moved in unrelated directions.")
-    st.plotly_chart(heatmap(d["cosine"], "cosine", zmin=-1, zmax=1, colorscale="RdBu"), key="exp_cos", width="stretch")
+    chart(heatmap(d["cosine"], "cosine", zmin=-1, zmax=1, colorscale="RdBu"), key="exp_cos")
 with right:
     st.markdown(
         "**Sign conflicts** per layer: of the entries that ≥ 2 experts change, the fraction whose signs "
@@ -30,7 +30,5 @@ with right:
     conflicts = (
         d["conflicts"].set_index("layer")[["conflict_fraction"]].T.rename(index={"conflict_fraction": "conflicts"})
     )
-    st.plotly_chart(
-        heatmap(conflicts, "fraction", zmin=0, zmax=1, colorscale="Reds", fmt=".2f"), key="exp_conf", width="stretch"
-    )
-    st.dataframe(d["conflicts"], hide_index=True, width="stretch")
+    chart(heatmap(conflicts, "fraction", zmin=0, zmax=1, colorscale="Reds", fmt=".2f"), key="exp_conf")
+    st.dataframe(d["conflicts"], hide_index=True)

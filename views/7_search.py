@@ -5,9 +5,11 @@ import streamlit as st
 
 from mixlab.distributed import shared
 from mixlab.errors import MixlabError
+from mixlab.plots import trace_figure, weights_figure
 from mixlab.search import SAMPLERS
 from views._shared import (
     backend_name,
+    chart,
     code,
     current_job,
     engine,
@@ -90,11 +92,12 @@ if job is not None and job.state == "done" and job.id == st.session_state.get("s
     done_trials = [t for t in result.trials if t["state"] == "complete" and t["values"]]
     if len(result.objectives) == 1 and done_trials:
         values = [t["values"][0] for t in done_trials]
-        best_so_far = pd.Series(values).cummax()
         curve.markdown(f"**Best so far** ({escape(result.objectives[0].label())} on dev) vs trials")
-        curve.line_chart(pd.DataFrame({"best so far": best_so_far, "trial": values}))
+        with curve:
+            chart(trace_figure(values, f"{result.objectives[0].label()} (dev)"), key="search_trace")
     bars.markdown("**Best weights** per expert")
-    bars.bar_chart(pd.Series(result.best[0]["weights"], name="weight"), horizontal=True)
+    with bars:
+        chart(weights_figure(result.best[0]["weights"]), key="search_weights")
     pick = st.selectbox("Use a winner as the selected mixture", range(len(result.best)), key="search_pick")
     if st.button("Select this mixture", key="search_select"):
         set_mixture([result.best[pick]["weights"][n] for n in eng.names])
@@ -136,5 +139,4 @@ if job is not None and job.state == "done" and job.id == st.session_state.get("r
         f"On test the searched merge **{'beats' if searched > single else 'does not beat'}** the best single "
         f"checkpoint ({searched:.4f} vs {single:.4f})."
     )
-    weights = pd.DataFrame([{"checkpoint": n, "weight": w} for n, w in rows[-1]["weights"].items()])
-    st.bar_chart(weights.set_index("checkpoint"), horizontal=True)
+    chart(weights_figure(rows[-1]["weights"], "weight in the searched merge"), key="recycle_weights")

@@ -400,6 +400,43 @@ def missing_scores_note(eng: Engine) -> None:
         )
 
 
+FIGURE_FORMATS = ("png", "svg")
+# publication size: an 800×500 layout is a full-width (7 in) figure with 14 px type at 8.8 pt; PNG at 3× is 300 dpi
+EXPORT_WIDTH, EXPORT_HEIGHT, EXPORT_SCALE, FONT_SIZE = 800, 500, 3, 14
+
+
+def chart(fig, key: str, **kw):
+    """Every figure of the app: Plotly's camera button (its own client-side export, nothing on the server)
+    downloads it in the sidebar's format — PNG at 300 dpi or SVG, 800×500 with 14 px type — named by lab
+    and figure. Tables download as CSV from their own toolbar (st.dataframe)."""
+    fmt = st.session_state.get("figure_format", "png")
+    if fig.layout.font.size is None:
+        fig.update_layout(font_size=FONT_SIZE)
+    config = {
+        "displaylogo": False,
+        "toImageButtonOptions": {
+            "format": fmt,
+            "filename": re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{engine().lab.name}-{key}"),
+            "width": EXPORT_WIDTH,
+            "height": EXPORT_HEIGHT,
+            "scale": EXPORT_SCALE if fmt == "png" else 1,
+        },
+    }
+    return st.plotly_chart(fig, key=key, config=config, **{"width": "stretch", **kw})
+
+
+def figure_format_picker() -> None:
+    st.sidebar.radio(
+        "Figures download as",
+        FIGURE_FORMATS,
+        format_func=str.upper,
+        key="figure_format",
+        horizontal=True,
+        help="the camera button on each figure: 800×500, PNG at 300 dpi or SVG. Tables: the download button on "
+        "their toolbar (CSV).",
+    )
+
+
 def backend_name() -> str:
     """Where this session's evaluations run: its choice on the Lab page, else $MIXLAB_BACKEND, else local."""
     offered = dashboard_backends()

@@ -1,0 +1,290 @@
+"""Meeting researchers' own files: mergekit configs out (:func:`to_mergekit`) and in
+(:func:`lab_from_mergekit`), and a ``lab.toml`` written from a folder of checkpoints and JSONL
+(:func:`init_lab`).
+
+mergekit's methods are the same formulas on full models (see its ``generalized_task_arithmetic``): per
+tensor, θ_0 + λ·Σ_i w_i τ̂_i, with TIES' sign election over w_i τ̂_i and, with ``normalize``, division by
+the summed weights of the agreeing models. mixlab's ``linear`` (θ_0 + Σ w_i τ_i) is written as mergekit's
+``task_arithmetic`` with λ = 1, which equals mergekit's ``linear`` when Σw = 1 and also keeps excluded
+tensors at the base (weight 0 for them, by exact tensor-name filters). Where they differ, the written
+config says so in its comments.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from pathlib import Path
+
+from mixlab.errors import ManifestError, MixlabError
+from mixlab.experts import ADAPTER_CONFIG
+
+# mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
+MERGEKIT = {
+    "linear": ("task_arithmetic", {}),
+    "task_arithmetic": ("task_arithmetic", {"scale": "lambda"}),
+    "ties": ("ties", {"density": "density", "normalize": "normalize", "scale": "lambda"}),
+    "dare_linear": ("dare_linear", {"drop_rate": "density", "scale": "lambda"}),
+    "dare_ties": ("dare_ties", {"drop_rate": "density", "normalize": "normalize", "scale": "lambda"}),
+}
+PER_MODEL = {"density"}
+DTYPES = {
+    "F32": "float32",
+    "BF16": "bfloat16",
+    "F16": "float16",
+}  # safetensors' names -> mergekit's  # mergekit parameters given per model; the rest are global
+
+
+def _yaml(data) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def to_mergekit(engine, mixture, method: str | None = None, params: dict | None = None) -> tuple[str, list[str]]:
+    """The mergekit config (YAML text) that reproduces ``engine``'s merge of ``mixture``, and the notes on
+    where mergekit's result can differ (also written into the YAML as comments)."""
+    method, params = engine.resolve_method(method, params)
+    if method not in MERGEKIT:
+        raise MixlabError(f"merge method {method!r} has no mergekit equivalent; mergekit covers {', '.join(MERGEKIT)}")
+    mk_method, names = MERGEKIT[method]
+    base = str(engine.base.folder)
+    notes = []
+    excluded = [
+        k for k in engine.base.keys() if any(fnmatch.fnmatchcase(k, p) for p in engine.lab.manifest.merge.exclude)
+    ]
+    models = []
+    for expert, w in zip(engine.experts, mixture.weights):
+        if w == 0:
+            continue
+        if expert.kind == "lora":
+            ref = f"{base}+{expert.folder}"  # mergekit bakes the adapter into the base on load (PEFT)
+        else:
+            ref = str(expert.ckpt.folder)
+        weight = [{"filter": k, "value": 0.0} for k in excluded] + [{"value": float(w)}] if excluded else float(w)
+        entry = {"model": ref, "parameters": {"weight": weight}}
+        for ours, theirs in names.items():
+            if theirs in PER_MODEL:
+                value = float(params[ours])
+                entry["parameters"][theirs] = 1.0 - value if ours == "drop_rate" else value
+        models.append(entry)
+    config = {"merge_method": mk_method, "base_model": base}
+    shared = {theirs: params[ours] for ours, theirs in names.items() if theirs not in PER_MODEL}
+    if mk_method == "task_arithmetic":
+        shared.setdefault("normalize", False)
+    if shared:
+        config["parameters"] = {
+            k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in shared.items()
+        }
+    stored = engine.base.dtype(engine.base.keys()[0])
+    config |= {"models": models, "dtype": "float32", "out_dtype": DTYPES.get(stored, "float32")}
+
+    if method == "linear":
+        notes.append(
+            "mixlab's linear (θ_0 + Σ w_i τ_i) is mergekit's task_arithmetic with lambda 1 (= mergekit's linear when Σw = 1)"
+        )
+    if any(e.kind == "lora" for e, w in zip(engine.experts, mixture.weights) if w):
+        notes.append(
+            "LoRA experts are given as base+adapter: mergekit bakes each adapter into a full model on load (PEFT's "
+            "merge; run mergekit-yaml with --lora-merge-cache DIR); mixlab adds the factored s·BA in float32"
+        )
+    if method.startswith("dare"):
+        notes.append(
+            "DARE drops are random: mergekit draws its own (set random_seed for repeatability), so its tensors "
+            f"equal mixlab's (seed {params['seed']}) only in expectation; mergekit rescales survivors by 1/density "
+            "as mixlab does"
+        )
+    if method in ("ties", "dare_ties"):
+        notes.append(
+            "sign election: where Σ w_i τ̂_i is exactly 0, mergekit elects + and mixlab elects none (that entry "
+            "stays at the base in mixlab); elsewhere the same"
+        )
+    if method == "ties" and any(e.kind == "full" for e, w in zip(engine.experts, mixture.weights) if w):
+        notes.append(
+            "trim ties: where several entries share the k-th largest |τ| (common in bf16 checkpoints, which hold few "
+            "distinct values), mixlab and mergekit may keep different ones of them (bench/merge.py --yaml-check: "
+            "0.02-0.09% of entries)"
+        )
+    if excluded:
+        notes.append(f"{len(excluded)} excluded tensor(s) kept at the base by weight-0 filters on their exact names")
+    header = "# mergekit config written by mixlab: reproduces this merge\n"
+    header += (
+        f"# lab {engine.lab.name}, mixture {mixture.label()}, method {method} {json.dumps(params, sort_keys=True)}\n"
+    )
+    header += "".join(f"# note: {n}\n" for n in notes)
+    return header + _yaml(config), notes
+
+
+def _lab_path(root: Path, path: Path, what: str) -> str:
+    path = path.resolve()
+    if not path.is_relative_to(root):
+        raise MixlabError(f"{what} {path} is outside the lab folder {root}; a lab holds (or links) its models")
+    return path.relative_to(root).as_posix() or "."
+
+
+def _toml(value) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string or number is a TOML one
+
+
+def lab_from_mergekit(config: Path, out: Path | None = None, name: str | None = None) -> Path:
+    """A lab from a mergekit config: its base_model as the base, its models as experts (``base+adapter``
+    references as LoRA experts), its method and parameters as the lab's merge defaults; the mixture weights
+    it used go in a comment. Written to ``out`` (default: the folder that holds every model)."""
+    import yaml
+
+    config = Path(config)
+    try:
+        data = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise MixlabError(f"{config}: cannot read a mergekit config: {e}") from None
+    if not isinstance(data, dict) or "models" not in data:
+        raise MixlabError(f"{config}: not a mergekit config (no models: list)")
+    here = config.parent
+
+    def local(ref: str, field: str) -> Path:
+        p = Path(os.path.expanduser(ref))
+        p = p if p.is_absolute() else here / p
+        if not p.exists():
+            raise MixlabError(
+                f"{config}: {field} {ref!r} is not a local folder; mixlab loads nothing from a hub: download it "
+                "and point the config at the folder"
+            )
+        return p.resolve()
+
+    base_ref = data.get("base_model")
+    models = data["models"] or []
+    refs = [str(m["model"]) if isinstance(m, dict) else str(m) for m in models]
+    if base_ref is None:
+        raise MixlabError(f"{config}: no base_model; a lab needs the base the experts were fine-tuned from")
+    base = local(str(base_ref), "base_model")
+    experts, weights = [], {}
+    for i, (m, ref) in enumerate(zip(models, refs)):
+        model_ref, _, lora = ref.partition("+")
+        path = local(lora, f"models[{i}] adapter") if lora else local(model_ref, f"models[{i}].model")
+        if path == base:
+            continue  # mergekit lists the base among the models for some methods
+        expert = path.name.replace(".", "-")
+        experts.append((expert, path))
+        w = (m.get("parameters") or {}).get("weight") if isinstance(m, dict) else None
+        if isinstance(w, (int, float)):
+            weights[expert] = float(w)
+    if not experts:
+        raise MixlabError(f"{config}: no models besides the base")
+    root = Path(out).resolve() if out else Path(os.path.commonpath([base, *(p for _, p in experts)]))
+    method = str(data.get("merge_method", "linear"))
+    lines = [f"# from mergekit config {config.resolve()}", f"name = {_toml(name or config.stem)}"]
+    lines += [f"base = {_toml(_lab_path(root, base, 'base_model'))}", ""]
+    if weights:
+        lines.insert(1, "# its mixture: " + ", ".join(f"{k}={v:g}" for k, v in weights.items()))
+    for expert, path in experts:
+        lines += ["[[experts]]", f"name = {_toml(expert)}", f"path = {_toml(_lab_path(root, path, 'model'))}", ""]
+    method_here, ours = "linear", {}
+    if method in MERGEKIT and method != "linear":  # the same names and formulas (the module docstring)
+        method_here, ours = method, {v: k for k, v in MERGEKIT[method][1].items()}
+    elif method != "linear":
+        lines.append(f"# mergekit method {method!r} has no mixlab equivalent: the lab merges linearly")
+    params = {}
+    shared = data.get("parameters") or {}
+    first = (models[0].get("parameters") or {}) if isinstance(models[0], dict) else {}
+    for theirs, value in {**shared, **{k: v for k, v in first.items() if k in PER_MODEL}}.items():
+        mine = ours.get(theirs)
+        if mine and isinstance(value, (int, float)):
+            params[mine] = 1.0 - value if mine == "drop_rate" else value
+    if method_here == "task_arithmetic" and params.get("scale", 1.0) == 1.0:
+        method_here, params = "linear", {}
+    lines += ["[merge]", f"method = {_toml(method_here)}"]
+    if params:
+        lines.append("params = { " + ", ".join(f"{k} = {_toml(v)}" for k, v in params.items()) + " }")
+    lines.append("")
+    return _write_manifest(root, "\n".join(lines))
+
+
+def _write_manifest(root: Path, text: str) -> Path:
+    from mixlab.lab import MANIFEST, load_lab
+
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / MANIFEST
+    if target.exists():
+        raise MixlabError(f"{target} exists; move it away first (mixlab never overwrites a lab manifest)")
+    target.write_text(text)
+    try:
+        load_lab(root)
+    except ManifestError as e:
+        target.unlink()
+        raise MixlabError(f"the lab.toml written for {root} does not validate, so it was removed: {e}") from None
+    return target
+
+
+def _kind(folder: Path) -> str | None:
+    if (folder / ADAPTER_CONFIG).is_file():
+        return "lora"
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return "full"
+    return None
+
+
+def _guess_evaluator(path: Path) -> tuple[str, str]:
+    """The evaluator a JSONL file's fields call for, and why (read from its first row)."""
+    try:
+        with open(path) as f:
+            row = json.loads(f.readline())
+    except (OSError, ValueError) as e:
+        raise MixlabError(f"{path}: cannot read a first JSON row: {e}") from None
+    fields = set(row) if isinstance(row, dict) else set()
+    if {"choices", "label"} <= fields:
+        return "choice", "rows have choices and label: multiple choice, scored by log-likelihood"
+    if {"prompt", "answer"} <= fields:
+        return "exact_match", "rows have prompt and answer: greedy generation, exact match"
+    if "text" in fields or {"prompt", "completion"} <= fields:
+        return "lm_loss", "rows have text (or prompt and completion): mean token loss, lower is better"
+    raise MixlabError(
+        f"{path}: cannot tell the evaluator from its fields {sorted(fields)}; rows need prompt+answer (exact_match), "
+        "prompt+choices+label (choice) or text / prompt+completion (lm_loss)"
+    )
+
+
+def init_lab(
+    root: Path, base: str, experts: str = "experts/*", benchmarks: str = "data/*.jsonl", *, write: bool = True
+) -> Path | str:
+    """Write ``root/lab.toml`` from what is there: the base folder, every PEFT adapter or full fine-tune that
+    ``experts`` (a glob under ``root``) matches, and every JSONL file ``benchmarks`` matches, each with its
+    evaluator guessed from its fields and the guess stated in a comment. ``write=False``: return the text."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise MixlabError(f"lab folder {root} does not exist")
+    for flag, pattern in (("--experts", experts), ("--benchmarks", benchmarks)):
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise MixlabError(f"{flag} {pattern!r}: a glob under the lab folder, without .. (e.g. experts/*)")
+    base_path = Path(base) if Path(base).is_absolute() else root / base
+    base_rel = _lab_path(root, base_path, "--base")
+    if _kind(base_path) != "full":
+        raise MixlabError(f"--base {base}: no config.json and *.safetensors in {base_path}")
+    lines = [f"# written by mixlab lab init from {root}", f"name = {_toml(root.name.replace('.', '-'))}"]
+    lines += [f"base = {_toml(base_rel)}", ""]
+    found = []
+    for folder in sorted(p for p in root.glob(experts) if p.is_dir() and p.resolve() != base_path.resolve()):
+        rel = _lab_path(root, folder, "expert")
+        kind = _kind(folder)
+        if kind is None:
+            lines.append(f"# skipped {folder.relative_to(root)}: neither a PEFT adapter nor a full fine-tune")
+            continue
+        found.append(folder)
+        name = folder.name.replace(".", "-")
+        lines += [f"[[experts]]  # {'PEFT LoRA adapter' if kind == 'lora' else 'full fine-tune'}"]
+        lines += [f"name = {_toml(name)}", f"path = {_toml(rel)}", ""]
+    if not found:
+        raise MixlabError(f"no experts under {root} match {experts!r} (PEFT adapter folders or full fine-tunes)")
+    for path in sorted(p for p in root.glob(benchmarks) if p.is_file() and p.suffix == ".jsonl"):
+        if path.stem.endswith("_dev"):
+            continue  # a dev split: named as search_data by its test file below
+        rel = _lab_path(root, path, "benchmark")  # inside the lab (a link out of it is refused) before it is read
+        evaluator, why = _guess_evaluator(path)
+        lines += [f"[[benchmarks]]  # {why}", f"name = {_toml(path.stem.replace('.', '-'))}"]
+        lines += [f"evaluator = {_toml(evaluator)}", f"data = {_toml(rel)}"]
+        dev = path.with_name(f"{path.stem}_dev.jsonl")
+        if dev.is_file():
+            lines.append(f"search_data = {_toml(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
+        lines.append("")
+    text = "\n".join(lines)
+    return _write_manifest(root, text) if write else text

@@ -1,0 +1,171 @@
+"""Researchers' own files: mergekit configs out and in, and a lab from a plain folder (lab init).
+
+mergekit itself is not installed here (bench/merge.py --yaml-check runs it on these configs); the
+written config is checked by reading it as mergekit's formula does (θ_0 + λ Σ w_i τ_i, filters by tensor
+name) over LoRA experts baked by PEFT, independently of mixlab's merge code."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from mixlab.cli import main
+from mixlab.engine import Engine
+from mixlab.errors import MixlabError
+from mixlab.interop import init_lab, lab_from_mergekit, to_mergekit
+from mixlab.lab import load_lab
+from mixlab.store import Store
+
+
+def _baked(ref: str) -> dict[str, torch.Tensor]:
+    """A mergekit model reference as mergekit loads it: a folder, or base+adapter baked by PEFT."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model_path, _, lora = ref.partition("+")
+    model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
+    if lora:
+        model = PeftModel.from_pretrained(model, lora).merge_and_unload()
+    return {k: v.detach().float() for k, v in model.state_dict().items()}
+
+
+def _mergekit_task_arithmetic(config: dict) -> dict[str, torch.Tensor]:
+    """mergekit's task_arithmetic (its generalized_task_arithmetic without sparsification or consensus)."""
+    base = _baked(config["base_model"])
+    lam = config.get("parameters", {}).get("lambda", 1.0)
+    out = {k: v.clone() for k, v in base.items()}
+    for m in config["models"]:
+        theta, w = _baked(m["model"]), m["parameters"]["weight"]
+        for k in out:
+            if isinstance(w, list):  # [{filter, value}, …, {value}]: the first filter found in the name wins
+                wk = next(c["value"] for c in w if "filter" not in c or c["filter"] in k)
+            else:
+                wk = w
+            out[k] += lam * wk * (theta[k] - base[k])
+    return out
+
+
+@pytest.mark.parametrize("method,params", [("linear", {}), ("task_arithmetic", {"scale": 0.7})])
+def test_the_mergekit_config_reproduces_the_merge(tiny_lab_dir, tmp_path, method, params):
+    (tiny_lab_dir / "lab.toml").write_text(
+        (tiny_lab_dir / "lab.toml").read_text() + '\n[merge]\nexclude = ["*embed_tokens*", "lm_head.weight"]\n'
+    )
+    engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
+    mixture = engine.mixture([0.2, 0.8, 0.0])
+    text, notes = to_mergekit(engine, mixture, method, params)
+    config = yaml.safe_load(text)
+    assert config["merge_method"] == "task_arithmetic" and config["parameters"]["normalize"] is False
+    assert [m["model"] for m in config["models"]] == [  # the zero-weight expert is left out
+        f"{tiny_lab_dir / 'base'}+{tiny_lab_dir / 'experts' / n}" for n in ("add", "rev")
+    ]
+    assert text.startswith("# mergekit config written by mixlab") and all(f"# note: {n}" in text for n in notes)
+    assert any("exact names" in n for n in notes) and any("--lora-merge-cache" in n for n in notes)
+    reference = _mergekit_task_arithmetic(config)
+    out = engine.export(mixture, tmp_path / "ours", method, params)
+    ours = {k: v.float() for k, v in load_file(out / "model.safetensors").items()}
+    assert set(ours) <= set(reference)
+    for k, v in ours.items():
+        torch.testing.assert_close(v, reference[k], rtol=1e-5, atol=1e-6, msg=k)
+    base = load_file(tiny_lab_dir / "base" / "model.safetensors")
+    assert torch.equal(ours["model.embed_tokens.weight"], base["model.embed_tokens.weight"].float())
+
+
+def test_ties_and_dare_configs_carry_their_parameters_and_caveats(tiny_lab_dir):
+    engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
+    m = engine.mixture([0.2, 0.3, 0.5])
+    ties, notes = to_mergekit(engine, m, "ties", {"density": 0.4, "normalize": False, "scale": 1.5})
+    config = yaml.safe_load(ties)
+    assert config["merge_method"] == "ties" and config["parameters"] == {"normalize": False, "lambda": 1.5}
+    assert [x["parameters"] for x in config["models"]] == [{"weight": w, "density": 0.4} for w in (0.2, 0.3, 0.5)]
+    assert any("sign election" in n for n in notes)
+    dare = yaml.safe_load(to_mergekit(engine, m, "dare_ties", {"drop_rate": 0.75, "seed": 3})[0])
+    assert dare["merge_method"] == "dare_ties" and dare["models"][0]["parameters"]["density"] == 0.25
+    assert "only in expectation" in to_mergekit(engine, m, "dare_linear", {})[0]
+
+
+def test_a_lab_from_a_mergekit_config_and_back(tiny_lab_dir, tmp_path, capsys):
+    engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
+    config = tmp_path / "recipe.yml"
+    m = engine.mixture([0.2, 0.3, 0.5])
+    config.write_text(to_mergekit(engine, m, "ties", {"density": 0.4, "scale": 1.2})[0])
+    (tiny_lab_dir / "lab.toml").unlink()  # the folder of models alone, as a mergekit user has it
+    assert main(["lab", "from-mergekit", str(config), "--name", "from-mk"]) == 0, capsys.readouterr().err
+    lab = load_lab(tiny_lab_dir)
+    assert lab.root == tiny_lab_dir.resolve()  # the folder that holds every model
+    assert (lab.name, lab.expert_names) == ("from-mk", ["add", "rev", "sort"])
+    assert [e.path for e in lab.manifest.experts] == ["experts/add", "experts/rev", "experts/sort"]
+    assert lab.manifest.merge.method == "ties"
+    assert lab.manifest.merge.params == {"density": 0.4, "normalize": True, "scale": 1.2}
+    assert "# its mixture: add=0.2, rev=0.3, sort=0.5" in (tiny_lab_dir / "lab.toml").read_text()
+    again = Engine(lab, Store(":memory:"), device="cpu")
+    assert yaml.safe_load(to_mergekit(again, m)[0]) == yaml.safe_load(config.read_text())  # round trip
+    with pytest.raises(MixlabError, match="exists; move it away first"):
+        lab_from_mergekit(config)
+    hub = tmp_path / "hub.yml"
+    hub.write_text("merge_method: linear\nbase_model: meta-llama/Llama-3-8B\nmodels:\n  - model: org/x\n")
+    with pytest.raises(MixlabError, match="not a local folder; mixlab loads nothing from a hub"):
+        lab_from_mergekit(hub)
+
+
+def _plain_folder(tiny_root, tmp_path):
+    """What a researcher brings: a base, two PEFT adapters, something else, and JSONL of three shapes."""
+    root = tmp_path / "mine"
+    shutil.copytree(tiny_root / "base", root / "base")
+    for name in ("add", "rev"):
+        shutil.copytree(tiny_root / "experts" / name, root / "adapters" / name)
+    (root / "adapters" / "notes").mkdir()
+    (root / "evals").mkdir()
+    shutil.copy(tiny_root / "data" / "rev.jsonl", root / "evals" / "rev.jsonl")  # prompt, answer, completion
+    shutil.copy(tiny_root / "data" / "rev.jsonl", root / "evals" / "rev_dev.jsonl")
+    shutil.copy(tiny_root / "data" / "pick.jsonl", root / "evals" / "pick.jsonl")  # prompt, choices, label
+    with open(root / "evals" / "prose.jsonl", "w") as f:
+        f.write(json.dumps({"text": "abc def"}) + "\n")
+    return root
+
+
+def test_lab_init_from_plain_peft_adapters_and_everything_works_on_it(tiny_root, tmp_path, capsys):
+    root = _plain_folder(tiny_root, tmp_path)
+    argv = ["lab", "init", str(root), "--base", "base", "--experts", "adapters/*", "--benchmarks", "evals/*.jsonl"]
+    assert main(argv) == 0, capsys.readouterr().err
+    text = (root / "lab.toml").read_text()
+    assert "# skipped adapters/notes: neither a PEFT adapter nor a full fine-tune" in text
+    assert "[[experts]]  # PEFT LoRA adapter" in text
+    assert '[[benchmarks]]  # rows have prompt and answer: greedy generation, exact match\nname = "rev"' in text
+    assert 'search_data = "evals/rev_dev.jsonl"' in text
+    lab = load_lab(root)
+    assert lab.expert_names == ["add", "rev"]
+    assert {b.name: b.evaluator for b in lab.benchmarks} == {"pick": "choice", "prose": "lm_loss", "rev": "exact_match"}
+    assert main(["info", str(root)]) == 0
+    assert "rev              lora" in capsys.readouterr().out
+    assert main(["eval", str(root), "--weights", "1/3,2/3", "--benchmark", "pick", "--json"]) == 0
+    (score,) = json.loads(capsys.readouterr().out)
+    assert score["benchmark"] == "pick" and 0 <= score["score"] <= 1
+    out = tmp_path / "exported"
+    assert (
+        main(
+            ["merge", str(root), "--weights", "0.5,0.5", "--out", str(out), "--mergekit-yaml", str(tmp_path / "m.yml")]
+        )
+        == 0
+    )
+    assert (out / "README.md").is_file() and (out / "mixlab.json").is_file()
+    assert yaml.safe_load((tmp_path / "m.yml").read_text())["base_model"] == str(root / "base")
+    with pytest.raises(MixlabError, match="exists; move it away first"):
+        init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+
+
+def test_lab_init_says_what_it_cannot_use(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    with pytest.raises(MixlabError, match="--base nowhere: no config.json and \\*.safetensors"):
+        init_lab(root, "nowhere")
+    with pytest.raises(MixlabError, match="no experts under .* match 'experts/\\*'"):
+        init_lab(root, "base")
+    with open(root / "evals" / "odd.jsonl", "w") as f:
+        f.write(json.dumps({"question": "?", "gold": "!"}) + "\n")
+    with pytest.raises(
+        MixlabError, match="odd.jsonl: cannot tell the evaluator from its fields \\['gold', 'question'\\]"
+    ):
+        init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+    assert not (root / "lab.toml").exists()
