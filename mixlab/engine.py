@@ -34,7 +34,7 @@ from mixlab.evaluate import (
 )
 from mixlab.experts import Checkpoint, TaskVector
 from mixlab.keys import CacheKey
-from mixlab.lab import BenchmarkSpec, Lab
+from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
 from mixlab.merge import MergeSpec, get_method, save_lora_merge, save_merged
 from mixlab.resident import ResidentModel
 from mixlab.simplex import Mixture
@@ -164,6 +164,19 @@ class Engine:
 
     # --- scores -------------------------------------------------------------------------------------
     # keys are built from the BenchmarkData that is then scored: one read of the data per score
+    def _harness(self, b: BenchmarkSpec) -> dict | None:
+        """An lm-eval benchmark's files: its data, its task folder, and where datasets may cache (the lab's)."""
+        if b.evaluator != LM_EVAL:
+            return None
+        cache = (
+            self.store.path.parent if str(self.store.path) != ":memory:" else self.lab.root / CACHE_DIR
+        ) / "hf-datasets"
+        return {
+            "data": self.lab.resolve(b.data),
+            "include": None if b.include_path is None else self.lab.resolve(b.include_path),
+            "cache": cache,
+        }
+
     def _merge_key(self, spec: MergeSpec, bench: BenchmarkData) -> CacheKey:
         return CacheKey.merge(self.sources.base_fp, self.sources.expert_fps, spec, bench.desc)
 
@@ -227,6 +240,7 @@ class Engine:
                         cancel=cancel,
                         items=self._items(b, bench),
                         plugin_dirs=self.lab.plugin_dirs,
+                        harness=self._harness(b),
                     )
                 self._check_unchanged(b, bench, checkpoint)
                 hit = self._evaluation(key, b, r, str(self.device), **row)

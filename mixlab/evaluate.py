@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from mixlab.errors import Cancelled, EvaluationError, MixlabError
-from mixlab.lab import BenchmarkSpec
+from mixlab.lab import LM_EVAL, BenchmarkSpec
 
 Progress = Callable[[int, int], None]
 REQUIRED = {"exact_match": ("prompt", "answer"), "choice": ("prompt", "choices", "label")}
@@ -543,11 +543,21 @@ def run_benchmark(
     cancel=None,
     items: list[dict] | None = None,
     plugin_dirs: Sequence[Path] = (),
+    harness: dict | None = None,
 ) -> EvalResult:
     """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches; ``items``:
-    the benchmark's work items from :func:`prepare`, when the caller keeps them."""
+    the benchmark's work items from :func:`prepare`, when the caller keeps them; ``harness``: for
+    ``lm_eval`` benchmarks, the lab's files (``data``, ``include``, ``cache``: see :mod:`mixlab.harness`)."""
     start = time.perf_counter()
-    if spec.evaluator in BUILTIN:
+    n = len(examples)
+    if spec.evaluator == LM_EVAL:
+        from mixlab import harness as lm_eval_harness
+
+        if harness is None:
+            raise EvaluationError(f"benchmark {spec.name!r}: lm_eval needs the lab's files (run it through the engine)")
+        with _FiniteLogits(model):
+            score, metric, n = lm_eval_harness.run(spec, model, tokenizer, device, batch_size, **harness)
+    elif spec.evaluator in BUILTIN:
         ev = BUILTIN[spec.evaluator]
         metric = ev.metric
         items = prepare(tokenizer, spec, examples, context_length(model)) if items is None else items
@@ -557,7 +567,7 @@ def run_benchmark(
         score, metric = _run_plugin(spec, model, tokenizer, examples, device, plugin_dirs)
     if not math.isfinite(score):
         raise EvaluationError(f"benchmark {spec.name!r}: evaluator {spec.evaluator!r} gave a non-finite score {score}")
-    return EvalResult(float(score), metric, spec.higher_is_better, len(examples), time.perf_counter() - start)
+    return EvalResult(float(score), metric, spec.higher_is_better, n, time.perf_counter() - start)
 
 
 @torch.no_grad()

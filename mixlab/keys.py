@@ -23,6 +23,9 @@ from mixlab.simplex import ROUND
 SCHEMA_VERSION = 2
 
 
+LATER_OPTIONS = ("task", "include_path")  # lm_eval's (mixlab.harness)
+
+
 def canonical(obj: object) -> str:
     """Canonical JSON: sorted keys, no spaces, floats as written by repr (rounded by the caller)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -31,6 +34,9 @@ def canonical(obj: object) -> str:
 def benchmark_desc(spec: BenchmarkSpec, data_fingerprint: str) -> dict:
     """What a benchmark is: its data by content, its evaluator and every option."""
     options = spec.model_dump(exclude={"name", "data", "evaluator", "search_data"})  # search_data: not this data
+    for later in LATER_OPTIONS:  # options added after keys were first stored: absent when unset, so those keys hold
+        if options[later] is None:
+            del options[later]
     return {
         "name": spec.name,
         "data": data_fingerprint,

@@ -26,6 +26,7 @@ from mixlab.simplex import TOLERANCE, Mixture, weight_value
 MANIFEST = "lab.toml"
 MAX_MANIFEST_BYTES = 1 << 20  # a lab.toml is a few KB; anything bigger is not one
 BUILTIN_EVALUATORS = ("lm_loss", "exact_match", "choice")
+LM_EVAL = "lm_eval"  # lm-evaluation-harness (mixlab/harness.py): direction from lower_is_better, checked on each run
 LOWER_IS_BETTER = ("lm_loss",)  # built-in evaluators whose score is better when lower
 EXPORTS = "exports"  # <lab>/exports/<name>: where the dashboard writes merged models
 
@@ -53,8 +54,8 @@ def _fraction(v):
 
 class BenchmarkSpec(_Strict):
     name: Name
-    evaluator: str = Field(description="lm_loss | exact_match | choice | package.module:function")
-    data: str = Field(description="JSONL file inside the lab")
+    evaluator: str = Field(description="lm_loss | exact_match | choice | lm_eval | package.module:function")
+    data: str = Field(description="JSONL file inside the lab (for lm_eval: the file its task reads as its test split)")
     max_new_tokens: int = Field(32, ge=1, le=4096, description="exact_match: tokens generated at most")
     stop: tuple[str, ...] = Field(("\n",), description="exact_match: generation stops at these strings")
     length_normalize: bool = Field(False, description="choice: score options by mean token log-prob")
@@ -65,6 +66,8 @@ class BenchmarkSpec(_Strict):
     search_data: str | None = Field(
         None, description="JSONL inside the lab that `search` optimises on (dev); `data` stays for reporting (test)"
     )
+    task: str | None = Field(None, description="lm_eval: the lm-evaluation-harness task name")
+    include_path: str | None = Field(None, description="lm_eval: a folder inside the lab with the task's YAML")
 
     @field_validator("stop")
     @classmethod
@@ -77,6 +80,10 @@ class BenchmarkSpec(_Strict):
     def _direction_for_plugins(self) -> BenchmarkSpec:
         if self.lower_is_better is not None and self.evaluator in BUILTIN_EVALUATORS:
             raise ValueError(f"lower_is_better is for plugin evaluators; {self.evaluator} knows its own direction")
+        if self.evaluator == LM_EVAL and not self.task:
+            raise ValueError('evaluator "lm_eval" needs task = "<an lm-evaluation-harness task name>"')
+        if self.evaluator != LM_EVAL and (self.task or self.include_path):
+            raise ValueError('task and include_path are for evaluator = "lm_eval"')
         return self
 
     @property
@@ -89,10 +96,10 @@ class BenchmarkSpec(_Strict):
     @field_validator("evaluator")
     @classmethod
     def _known_evaluator(cls, v: str) -> str:
-        if v in BUILTIN_EVALUATORS or (":" in v and all(v.split(":", 1))):
+        if v in BUILTIN_EVALUATORS or v == LM_EVAL or (":" in v and all(v.split(":", 1))):
             return v
         raise ValueError(
-            f"unknown evaluator {v!r}; use one of {', '.join(BUILTIN_EVALUATORS)} or 'package.module:function'"
+            f"unknown evaluator {v!r}; use one of {', '.join(BUILTIN_EVALUATORS)}, {LM_EVAL} or 'package.module:function'"
         )
 
 
@@ -193,6 +200,8 @@ class Lab:
             self.resolve(e.path, f"experts[{i}].path")
         for i, b in enumerate(manifest.benchmarks):
             self.resolve(b.data, f"benchmarks[{i}].data", want_file=True)
+            if b.include_path is not None:
+                self.resolve(b.include_path, f"benchmarks[{i}].include_path")
         for i, t in enumerate(manifest.true_mixtures):
             if t.path is not None:
                 self.resolve(t.path, f"true_mixtures[{i}].path")

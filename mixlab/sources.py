@@ -104,19 +104,32 @@ class LabSources:
         """The benchmark as its file is now: re-read when the file changed, so the key's data hash is
         always the hash of the examples that are scored."""
         path = self.lab.resolve(b.data, f"benchmark {b.name!r} data", want_file=True)
-        sig = file_signature(path)
+        sig = self._signature(b)
         cur = self._benchmarks.get(b.name)
         if cur is None or cur.signature != sig:
             examples, digest = read_benchmark(path, b)
+            if b.include_path is not None:  # an lm-eval task: its YAML (and helpers) are part of what it is
+                from mixlab.harness import folder_digest
+
+                include = self.lab.resolve(b.include_path, f"benchmark {b.name!r} include_path")
+                digest = hashlib.sha256(f"{digest}:{folder_digest(include)}".encode()).hexdigest()
             cur = self._benchmarks[b.name] = BenchmarkData(sig, examples, benchmark_desc(b, digest))
         return cur
+
+    def _signature(self, b: BenchmarkSpec) -> tuple:
+        """The benchmark's files as they are now: its data, and an lm-eval task folder's files."""
+        sig = (file_signature(self.lab.resolve(b.data)),)
+        if b.include_path is not None:
+            include = self.lab.resolve(b.include_path)
+            sig += tuple(file_signature(f) for f in sorted(include.rglob("*")) if f.is_file())
+        return sig
 
     def unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, checkpoint: TaskVector | None = None) -> bool:
         """Whether the sources of a score just computed are still as they were read: the base, the
         experts, the ``checkpoint`` scored (if any) and the benchmark's data (``scored``: as it was read)."""
         return not (
             self.changed()
-            or file_signature(self.lab.resolve(b.data)) != scored.signature
+            or self._signature(b) != scored.signature
             or (checkpoint is not None and checkpoint.signature() != checkpoint.loaded_signature)
         )
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
     src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info beside the sources it builds
     src.mkdir()
-    for name in ("pyproject.toml", "requirements.txt", "requirements-ray.txt", "README.md"):
+    for name in ("pyproject.toml", "requirements.txt", "requirements-ray.txt", "requirements-lmeval.txt", "README.md"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "mixlab", src / "mixlab", ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run(

@@ -45,3 +45,16 @@ def test_checkpoint_keys_differ_from_the_base_and_from_merges():
     base = CacheKey.checkpoint("b", None, desc).digest
     ckpt = CacheKey.checkpoint("b", "c", desc).digest
     assert len({base, ckpt, key()}) == 3 and CacheKey.checkpoint("b2", "c", desc).digest != ckpt
+
+
+def test_the_shipped_labs_scores_are_found_under_todays_keys():
+    """A new benchmark option must not change every key: the demo lab's committed proxies are still hits."""
+    from mixlab.demo import LABS_DIR
+    from mixlab.engine import EXPORT_FILE, Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    lab = load_lab(LABS_DIR / "demo-k3")
+    engine = Engine(lab, Store(":memory:", seed_from=lab.root / EXPORT_FILE), device="cpu")
+    for t in lab.manifest.true_mixtures[:5]:
+        assert engine.lookup(lab.true_mixture_weights(t)) is not None, t.name

@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pins(files=("requirements.txt", "requirements-ray.txt")) -> dict[str, str]:
+def pins(files=("requirements.txt", "requirements-ray.txt", "requirements-lmeval.txt")) -> dict[str, str]:
     out = {}
     for line in "\n".join((ROOT / f).read_text() for f in files).splitlines():
         line = line.split("#")[0].strip()
