@@ -502,6 +502,12 @@ def cmd_demo_build(args) -> None:
         out = build_recycle(out=args.out, trials=args.trials, overwrite=args.overwrite)
         print(f"built recycling lab {out}")
         return
+    if args.multimodal:
+        from mixlab.demo.vision import build_vl
+
+        out = build_vl(args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, budget=demo_budget(args))
+        print(f"built multimodal demo lab {out}")
+        return
 
     out = build_demo(
         args.out,
@@ -724,6 +730,11 @@ def parser() -> argparse.ArgumentParser:
         help="a recycling lab from demo-k3's checkpoints (3 experts + 12 true mixtures): cache/demo-recycle",
     )
     b.add_argument("--trials", type=_positive, default=40, help="--recycle: search trials (default 40)")
+    b.add_argument(
+        "--multimodal",
+        action="store_true",
+        help="the vision-language lab (a tiny LLaVA-style model, general/ocr/count/chart): cache/demo-vl",
+    )
     b.add_argument("--replay", type=float, default=None, help="share of general data in every expert and true run")
     b.add_argument("--expert-steps", type=_positive, default=None, help="steps per expert and true run (default 60)")
     b.set_defaults(fn=cmd_demo_build)

@@ -11,6 +11,7 @@ whose sources changed while it was computed is never stored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from mixlab.experts import Checkpoint, TaskVector
 from mixlab.keys import CacheKey
 from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
 from mixlab.merge import MergeSpec, get_method, save_lora_merge, save_merged
+from mixlab.merge.methods import is_excluded
 from mixlab.resident import ResidentModel
 from mixlab.simplex import Mixture
 from mixlab.sources import BenchmarkData, LabSources
@@ -65,6 +67,10 @@ def open_store(lab: Lab, path: str | Path | None = None) -> Store:
         store = Store(":memory:", seed_from=seed)
         store.notices.insert(0, f"{e} Scores computed now are kept in memory only, not saved.")
         return store
+
+
+def _has_images(bench: BenchmarkData) -> bool:
+    return bool(bench.examples) and "_image" in bench.examples[0]
 
 
 class Engine:
@@ -108,7 +114,7 @@ class Engine:
 
     @cached_property
     def resident(self) -> ResidentModel:
-        return ResidentModel(self.base, self.experts, self.lab.manifest.merge.exclude, self.device, self._batch_size)
+        return ResidentModel(self.base, self.experts, self.lab.manifest.merge.excluded, self.device, self._batch_size)
 
     @property
     def model(self):
@@ -144,7 +150,7 @@ class Engine:
 
     def spec(self, mixture: Mixture, method: str | None = None, params: dict | None = None) -> MergeSpec:
         method, resolved = self.resolve_method(method, params)
-        return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.exclude))
+        return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.excluded))
 
     # --- benchmarks ---------------------------------------------------------------------------------
     def benchmarks(self, names: Sequence[str | BenchmarkSpec] | None = None) -> list[BenchmarkSpec]:
@@ -241,6 +247,7 @@ class Engine:
                         items=self._items(b, bench),
                         plugin_dirs=self.lab.plugin_dirs,
                         harness=self._harness(b),
+                        processor=self.resident.processor if _has_images(bench) else None,
                     )
                 self._check_unchanged(b, bench, checkpoint)
                 hit = self._evaluation(key, b, r, str(self.device), **row)
@@ -292,10 +299,45 @@ class Engine:
         README has the table)."""
         if n_mixtures < 2 or bench.evaluator not in BUILTIN or not get_method(method).linear_in_task_vectors:
             return "materialize"
+        if _has_images(self._bench(bench)):  # image rows are generated through the processor, one merge at a time
+            return "materialize"
         if supports_batched(self.experts) is not None:
             return "materialize"
         small = len(self._bench(bench).examples) <= SMALL_BENCHMARK[bench.evaluator]
         return "batched" if (self.device.type != "cpu" or small) else "materialize"
+
+    def image_answers(self, mixture: Mixture, benchmark: str, n: int = 6, method=None, params=None) -> list[dict]:
+        """The merge's own answers to the first ``n`` rows of an image benchmark (the dashboard's strip of
+        examples): each row's image path, prompt, expected answer and the merged model's output."""
+        from mixlab.evaluate import _Batches, image_answers
+
+        b = self.lab.benchmark(benchmark)
+        rows = self._bench(b).examples[:n]
+        if not rows or "_image" not in rows[0]:
+            raise EvaluationError(f"benchmark {benchmark!r} has no images")
+        with self._lock:
+            self.resident.load_merge(self.spec(mixture, method, params))
+            outs = image_answers(self.model, self.resident.processor, rows, b, self.device, _Batches(n, None, None))
+        return [
+            {"image": r["_image"], "prompt": r["prompt"], "answer": str(r["answer"]), "output": o}
+            for r, o in zip(rows, outs)
+        ]
+
+    def image_examples(self, benchmark: str, n: int = 6) -> list[dict]:
+        """The first ``n`` rows of an image benchmark: image path (inside the lab), prompt, answer."""
+        rows = self._bench(self.lab.benchmark(benchmark)).examples[:n]
+        return [
+            {"image": r["_image"], "prompt": r["prompt"], "answer": str(r["answer"])} for r in rows if "_image" in r
+        ]
+
+    def image_benchmarks(self) -> list[str]:
+        """The lab's benchmarks whose rows carry images."""
+        return [b.name for b in self.lab.benchmarks if _has_images(self._bench(b))]
+
+    def excluded_tensors(self) -> list[tuple[str, int]]:
+        """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
+        patterns = self.lab.manifest.merge.excluded
+        return [(k, math.prod(self.base.shape(k))) for k in self.base.keys() if is_excluded(k, patterns)]
 
     def lookup(self, mixture: Mixture, method=None, params=None, benchmarks=None) -> list[Evaluation] | None:
         """The cached proxy scores of ``mixture`` on ``benchmarks`` (all of them), or None: computes nothing."""
@@ -332,6 +374,8 @@ class Engine:
             missing = [i for i, k in enumerate(keys) if k.digest not in hits]
             found.update({(i, b.name): hits[k.digest] for i, k in enumerate(keys) if k.digest in hits})
             chosen = path if path != "auto" else (self.choose_path(specs[0].method, b, len(missing)) if specs else "")
+            if chosen == "batched" and missing and _has_images(data):
+                raise EvaluationError(f"benchmark {b.name!r} has images: the batched path is for text; use materialize")
             if chosen == "batched" and missing:
                 for i, ev in self._batched(
                     b, data, [(i, mixtures[i], specs[i], keys[i]) for i in missing], progress, cancel, done, total

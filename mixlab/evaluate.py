@@ -97,6 +97,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def auto_batch_size(config, free_bytes: int, seq_len: int = 512, dtype_bytes: int = 2, cap: int = 512) -> int:
     """Rows per batch that fit in half of ``free_bytes``: per row, the float32 logits (seq × vocab) plus
     the activations kept by a forward pass (≈ 16 · seq × hidden per layer at ``dtype_bytes``)."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config  # a VLM's language model
     hidden = getattr(config, "hidden_size", 4096)
     layers = getattr(config, "num_hidden_layers", 32)
     vocab = getattr(config, "vocab_size", 32000)
@@ -140,6 +141,8 @@ def read_benchmark(path: Path, spec: BenchmarkSpec) -> tuple[list[dict], str]:
 
 
 def _check_example(ex: dict, evaluator: str, where: str) -> None:
+    if "image" in ex and (evaluator != "exact_match" or not isinstance(ex["image"], str)):
+        raise EvaluationError(f"{where}: 'image' must be a path inside the lab (a string), on exact_match rows")
     if evaluator == "lm_loss":
         if not (
             isinstance(ex.get("text"), str)
@@ -500,6 +503,34 @@ class _FiniteLogits:
             self.handle.remove()
 
 
+def image_answers(
+    model, processor, examples: Sequence[dict], spec: BenchmarkSpec, device, batches: _Batches
+) -> list[str]:
+    """Greedy answers to image questions (rows ``{"image", "prompt", ...}``; the image path resolved by the
+    engine into ``_image``): the base's processor puts each image and its prompt into one batch (the
+    processor's image token is prepended where the prompt lacks it), generation stops at ``stop`` or
+    ``max_new_tokens``."""
+    from PIL import Image
+
+    token = getattr(processor, "image_token", "<image>")
+    tok = processor.tokenizer
+    tok.padding_side = "left"  # generation continues each row from its last token
+
+    def answer(batch):
+        images = [Image.open(ex["_image"]).convert("RGB") for ex in batch]
+        texts = [ex["prompt"] if token in ex["prompt"] else token + ex["prompt"] for ex in batch]
+        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        with _FiniteLogits(model):
+            out = model.generate(
+                **inputs, max_new_tokens=spec.max_new_tokens, do_sample=False, pad_token_id=_pad_id(tok)
+            )
+        new = tok.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [_cut(t, spec.stop) for t in new]
+
+    return batches.run(list(examples), answer)
+
+
 def _run_plugin(spec: BenchmarkSpec, model, tokenizer, examples, device, plugin_dirs) -> tuple[float, str]:
     fn = load_plugin(spec.evaluator, plugin_dirs)
     try:
@@ -544,10 +575,12 @@ def run_benchmark(
     items: list[dict] | None = None,
     plugin_dirs: Sequence[Path] = (),
     harness: dict | None = None,
+    processor=None,
 ) -> EvalResult:
     """Score ``model`` on one benchmark. ``cancel`` (a threading.Event) stops between batches; ``items``:
     the benchmark's work items from :func:`prepare`, when the caller keeps them; ``harness``: for
-    ``lm_eval`` benchmarks, the lab's files (``data``, ``include``, ``cache``: see :mod:`mixlab.harness`)."""
+    ``lm_eval`` benchmarks, the lab's files (``data``, ``include``, ``cache``: see :mod:`mixlab.harness`);
+    ``processor``: for exact_match rows with an ``image``, the base's processor."""
     start = time.perf_counter()
     n = len(examples)
     if spec.evaluator == LM_EVAL:
@@ -557,6 +590,14 @@ def run_benchmark(
             raise EvaluationError(f"benchmark {spec.name!r}: lm_eval needs the lab's files (run it through the engine)")
         with _FiniteLogits(model):
             score, metric, n = lm_eval_harness.run(spec, model, tokenizer, device, batch_size, **harness)
+    elif spec.evaluator == "exact_match" and "image" in examples[0]:
+        if processor is None:
+            raise EvaluationError(
+                f"benchmark {spec.name!r} has images: the base needs a processor (a vision-language model)"
+            )
+        metric = "accuracy"
+        outs = image_answers(model, processor, examples, spec, device, _Batches(batch_size, progress, cancel))
+        score = _aggregate("exact_match", [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)])
     elif spec.evaluator in BUILTIN:
         ev = BUILTIN[spec.evaluator]
         metric = ev.metric

@@ -52,7 +52,7 @@ def to_mergekit(engine, mixture, method: str | None = None, params: dict | None 
     base = str(engine.base.folder)
     notes = []
     excluded = [
-        k for k in engine.base.keys() if any(fnmatch.fnmatchcase(k, p) for p in engine.lab.manifest.merge.exclude)
+        k for k in engine.base.keys() if any(fnmatch.fnmatchcase(k, p) for p in engine.lab.manifest.merge.excluded)
     ]
     models = []
     for expert, w in zip(engine.experts, mixture.weights):

@@ -3,6 +3,7 @@ written in place (the :class:`~mixlab.merge.Merger`), and restored to θ_0 tenso
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 
@@ -34,13 +35,22 @@ class ResidentModel:
         self._dirty: set[str] = set()
 
     @cached_property
+    def multimodal(self) -> bool:
+        """A vision-language base (its config has a vision_config): loaded as an image-text-to-text model."""
+        try:
+            return "vision_config" in json.loads((self.base.folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+
+    @cached_property
     def model(self):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
         quiet_transformers()
         folder = self.base.folder
+        auto = AutoModelForImageTextToText if self.multimodal else AutoModelForCausalLM
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = auto.from_pretrained(
                 folder,
                 dtype=default_dtype(self.device),
                 local_files_only=True,
@@ -62,6 +72,16 @@ class ResidentModel:
             return AutoTokenizer.from_pretrained(self.base.folder, local_files_only=True, trust_remote_code=False)
         except Exception as e:
             raise ExpertError(f"base: no usable tokenizer in {self.base.folder}: {type(e).__name__}: {e}") from None
+
+    @cached_property
+    def processor(self):
+        """The base folder's processor (image benchmarks): its tokenizer and image processor."""
+        from transformers import AutoProcessor
+
+        try:
+            return AutoProcessor.from_pretrained(self.base.folder, local_files_only=True, trust_remote_code=False)
+        except Exception as e:
+            raise ExpertError(f"base: no usable processor in {self.base.folder}: {type(e).__name__}: {e}") from None
 
     @cached_property
     def batch_size(self) -> int:

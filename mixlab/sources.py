@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
+from mixlab.errors import EvaluationError
 from mixlab.evaluate import read_benchmark
 from mixlab.experts import Checkpoint, TaskVector, file_signature, folder_signature, load_base, load_task_vector
 from mixlab.keys import benchmark_desc
@@ -104,21 +106,36 @@ class LabSources:
         """The benchmark as its file is now: re-read when the file changed, so the key's data hash is
         always the hash of the examples that are scored."""
         path = self.lab.resolve(b.data, f"benchmark {b.name!r} data", want_file=True)
-        sig = self._signature(b)
         cur = self._benchmarks.get(b.name)
-        if cur is None or cur.signature != sig:
+        if cur is None or cur.signature != self._signature(b, cur.examples):
             examples, digest = read_benchmark(path, b)
+            if any("image" in ex for ex in examples):  # the images are what is scored as much as the rows
+                digest = hashlib.sha256(f"{digest}:{self._images(b, examples)}".encode()).hexdigest()
             if b.include_path is not None:  # an lm-eval task: its YAML (and helpers) are part of what it is
                 from mixlab.harness import folder_digest
 
                 include = self.lab.resolve(b.include_path, f"benchmark {b.name!r} include_path")
                 digest = hashlib.sha256(f"{digest}:{folder_digest(include)}".encode()).hexdigest()
+            sig = self._signature(b, examples)
             cur = self._benchmarks[b.name] = BenchmarkData(sig, examples, benchmark_desc(b, digest))
         return cur
 
-    def _signature(self, b: BenchmarkSpec) -> tuple:
-        """The benchmark's files as they are now: its data, and an lm-eval task folder's files."""
+    def _images(self, b: BenchmarkSpec, examples: list[dict]) -> str:
+        """Resolve each row's image inside the lab (into ``_image``) and hash their bytes, in row order."""
+        h = hashlib.sha256()
+        for i, ex in enumerate(examples):
+            if "image" not in ex:
+                raise EvaluationError(f"benchmark {b.name!r}: row {i + 1} has no 'image' (its other rows have one)")
+            path = self.lab.resolve(ex["image"], f"benchmark {b.name!r} row {i + 1} image", want_file=True)
+            ex["_image"] = str(path)
+            h.update(path.read_bytes())
+        return h.hexdigest()
+
+    def _signature(self, b: BenchmarkSpec, examples: list[dict]) -> tuple:
+        """The benchmark's files as they are now: its data, the images its rows name, and an lm-eval task
+        folder's files."""
         sig = (file_signature(self.lab.resolve(b.data)),)
+        sig += tuple(file_signature(Path(ex["_image"])) for ex in examples if "_image" in ex)
         if b.include_path is not None:
             include = self.lab.resolve(b.include_path)
             sig += tuple(file_signature(f) for f in sorted(include.rglob("*")) if f.is_file())
@@ -129,7 +146,7 @@ class LabSources:
         experts, the ``checkpoint`` scored (if any) and the benchmark's data (``scored``: as it was read)."""
         return not (
             self.changed()
-            or self._signature(b) != scored.signature
+            or self._signature(b, scored.examples) != scored.signature
             or (checkpoint is not None and checkpoint.signature() != checkpoint.loaded_signature)
         )
 

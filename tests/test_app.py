@@ -545,3 +545,26 @@ def test_every_figure_downloads_as_png_or_svg_at_publication_size_and_tables_as_
             assert other not in text, (page.name, other)
         if page.name != "_shared.py":
             assert "plotly_chart(" not in text, page.name  # every figure goes through chart()
+
+
+def test_the_lab_picker_opens_every_shipped_lab(app):
+    at = _open(app, PAGES[0])
+    picker = next(s for s in at.selectbox if s.key == "lab_shipped")
+    assert {"demo-k3", "demo-k4", "demo-recycle"} <= set(picker.options)
+    picker.set_value("demo-k4").run()
+    assert not at.exception and at.session_state.lab_path.endswith("demo-k4")
+    assert any(h.value == "demo-k4" for h in at.subheader)
+
+
+def test_the_vision_language_lab_opens_from_the_picker_and_every_page_works(app):
+    """cache/demo-vl, as shipped: its cached scores fill every page; the Simplex explorer shows images."""
+    at = _open(app, PAGES[0])
+    next(s for s in at.selectbox if s.key == "lab_shipped").set_value("demo-vl").run()
+    assert any(h.value == "demo-vl" for h in at.subheader)
+    assert any("Kept at the base by every merge" in md.value for md in at.markdown)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, (page, [e.value for e in at.error])
+        assert not any("have no scores yet" in i.value for i in at.info), page  # the shipped cache is used
+    at.switch_page(PAGES[3]).run()
+    assert _charts(at)  # proxy vs true, from the shipped scores

@@ -218,3 +218,18 @@ def test_build_recycle_makes_a_pool_lab_and_a_failed_build_leaves_nothing(quick_
     with pytest.raises(RuntimeError):
         build_recycle(quick_lab, tmp_path / "half", pool=2, trials=2, show_progress=False)
     assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))  # no half-built lab left
+
+
+def test_the_vision_language_lab_ships_small_with_its_scores_recomputable(tmp_path):
+    """cache/demo-vl: under 15 MB; a score in its evaluations.jsonl recomputes from its files."""
+    from mixlab.demo import LABS_DIR
+
+    root = LABS_DIR / "demo-vl"
+    assert sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and ".mixlab" not in f.parts) < 15e6
+    lab = load_lab(root)
+    shipped = [json.loads(line) for line in (root / "evaluations.jsonl").read_text().splitlines()]
+    (row,) = [r for r in shipped if r["kind"] == "expert" and r["label"] == "ocr" and r["benchmark"] == "ocr"]
+    engine = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
+    (fresh,) = [e for e in engine.expert_scores(["ocr"]) if e.label == "ocr"]
+    assert fresh.key == row["key"] and fresh.score == pytest.approx(row["score"], abs=1e-9)
+    assert len(lab.manifest.true_mixtures) == 21 and lab.manifest.merge.preset == "lora"

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.backend import RESUMABLE, job_body, resume
-from mixlab.demo import DEMO_LAB
+from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop import init_lab
 from views._shared import (
@@ -26,6 +26,22 @@ from views._shared import (
 )
 
 st.title("Lab")
+shipped = sorted(p.parent.name for p in LABS_DIR.glob("*/lab.toml") if not p.parent.name.startswith("."))
+
+
+def _open_shipped() -> None:
+    open_lab(str(LABS_DIR / st.session_state.lab_shipped))
+
+
+st.selectbox(
+    "Shipped labs",
+    shipped,
+    index=None,
+    placeholder="open a shipped lab…",
+    key="lab_shipped",
+    on_change=_open_shipped,
+    help="demo-k3 and demo-k4: text domains; demo-recycle: a pool of checkpoints; demo-vl: a vision-language lab",
+)
 with st.form("lab_picker"):
     path = st.text_input(
         "Lab folder or lab.toml",
@@ -119,6 +135,21 @@ st.markdown(
     f"**Base** {code(lab.manifest.base)} — {eng.base.n_params:,} parameters in {len(eng.base.keys())} tensors, "
     f"fingerprint `{eng.base.fingerprint[:12]}`"
 )
+kept = eng.excluded_tensors()
+if kept:
+    merge = lab.manifest.merge
+    n_kept = sum(n for _, n in kept)
+    how = (f"preset **{merge.preset}**" if merge.preset else "") + (
+        (" and " if merge.preset else "") + f"exclude {code(', '.join(merge.exclude))}" if merge.exclude else ""
+    )
+    st.markdown(
+        f"**Kept at the base by every merge** ({how}): {len(kept)} tensors, {n_kept:,} parameters "
+        f"({n_kept / eng.base.n_params:.0%} of the model)."
+    )
+    with st.expander("Which tensors"):
+        st.dataframe(
+            pd.DataFrame(kept, columns=["tensor", "parameters"]), hide_index=True, width="stretch", key="lab_kept"
+        )
 
 
 def table(title: str, rows: list[dict], **kw) -> None:

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import scores_at
+from mixlab.errors import MixlabError
 from mixlab.plots import metric_title, parallel_figure, selection_pick, simplex_figure
 from mixlab.simplex import separating_vertices
 from views._shared import (
@@ -14,6 +15,7 @@ from views._shared import (
     chart,
     code,
     engine,
+    escape,
     job_panel,
     missing_scores_note,
     mixture,
@@ -22,6 +24,7 @@ from views._shared import (
     proxy_method_picker,
     results,
     set_mixture,
+    show_error,
     submit_evaluation,
     weight_inputs,
 )
@@ -145,3 +148,40 @@ with right:
         if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
             submit_evaluation(eng, m, method, params)
     job_panel()
+
+
+@st.cache_data(show_spinner=False, max_entries=1)
+def _image_benchmarks(root: str, models_fp: str) -> list[str]:
+    return engine().image_benchmarks()
+
+
+shown_images = _image_benchmarks(str(eng.lab.root), eng.models_fp)
+if shown_images:
+    st.subheader("Examples")
+    which = bench if bench in shown_images else shown_images[0]
+    m = mixture(eng)
+    answers_key = ("strip", which, tuple(round(w, 6) for w in m.weights), method, str(sorted(params.items())))
+    got = st.session_state.get("strip_answers", {}).get(answers_key)
+    st.caption(
+        f"The first images of **{which}** ({'the selected benchmark' if which == bench else 'pick an image benchmark above to change'}), "
+        "the question, the expected answer"
+        + (
+            ", and what the selected mixture's merge answers."
+            if got
+            else ". Press the button for the selected mixture's answers."
+        )
+    )
+    if got is None and st.button("Answer with the selected mixture", key="strip_answer"):
+        try:
+            got = eng.image_answers(m, which, 6, method, params)
+        except MixlabError as e:
+            show_error("Cannot answer", e)
+        else:
+            st.session_state.setdefault("strip_answers", {})[answers_key] = got
+    rows = got or [{**r, "output": None} for r in eng.image_examples(which, 6)]
+    for col, r in zip(st.columns(len(rows)), rows):
+        col.image(r["image"], width=96)
+        col.markdown(f"{code(r['prompt'])} → **{escape(r['answer'])}**")
+        if r["output"] is not None:
+            mark = "✓" if r["output"].strip() == r["answer"].strip() else "✗"
+            col.markdown(f"merge: {code(r['output'] or '∅')} {mark}")

@@ -84,6 +84,20 @@ def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
     return np.concatenate([dirichlet(k, 20, 1.0, seed), uniform])
 
 
+def training_runs(names: list[str], points: np.ndarray) -> tuple[list[tuple], list[dict]]:
+    """What a demo build trains: one run per expert (a vertex) and per true mixture, as (folder, weights,
+    description); and the true mixtures' manifest entries."""
+    runs = [(f"experts/{n}", np.eye(len(names))[i], f"expert {n}") for i, n in enumerate(names)]
+    trues = []
+    for w in points:
+        label = weights_label(dict(zip(names, map(float, w))), names)
+        runs.append((f"true/{label}", w, f"true {label}"))
+        trues.append(
+            {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
+        )
+    return runs, trues
+
+
 def model_config(tokenizer, hidden: int = 64, intermediate: int = 176, layers: int = 2, heads: int = 4):
     """The demo's tiny Llama (the tests build a smaller one with the same function)."""
     from transformers import LlamaConfig
@@ -147,8 +161,8 @@ def _train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.05, 1 - s / steps))
     model.train()
     for step in tqdm(range(1, steps + 1), desc=desc, leave=False, disable=not show):
-        ids, mask, lab = stream.batch(batch)
-        loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
+        b = stream.batch(batch)  # the text demo's (ids, mask, labels), or the vision demo's processor output
+        loss = (model(input_ids=b[0], attention_mask=b[1], labels=b[2]) if isinstance(b, tuple) else model(**b)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -329,15 +343,8 @@ def build_demo(
         tokenizer.save_pretrained(root / "base")
 
         kind = "full" if full else "lora"
-        runs = [(f"experts/{n}", np.eye(domains)[i], f"expert {n}") for i, n in enumerate(names)]
         points = mixture_points(domains, quick, seed) if points is None else np.asarray(points, dtype=float)
-        trues = []
-        for w in points:
-            label = weights_label(dict(zip(names, map(float, w))), names)
-            runs.append((f"true/{label}", w, f"true {label}"))
-            trues.append(
-                {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
-            )
+        runs, trues = training_runs(names, points)
         for j, (rel, w, desc) in enumerate(tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress)):
             stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False, general=budget.replay)
             _finetune(root / "base", root / rel, stream, budget, full, seed + 1 + j, desc, show_progress)
