@@ -3,7 +3,8 @@
 - ``lm_loss``: mean token NLL of the completion given the prompt (``{"prompt","completion"}``, or
   ``"answer"`` as the completion) or of the whole ``{"text"}``; lower is better.
 - ``exact_match``: greedy generation until a stop string or ``max_new_tokens``, compared stripped to
-  ``"answer"``; accuracy, higher is better.
+  ``"answer"``; accuracy, higher is better. Rows with an ``"image"`` (a vision-language base) go through
+  the base's processor (:func:`image_answers`).
 - ``choice``: the option with the highest log-likelihood (``length_normalize``: per token) among
   ``"choices"`` must be ``"label"`` (an index); accuracy.
 - ``package.module:function``: called as ``function(model, tokenizer, examples, device)``, returns a
