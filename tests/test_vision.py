@@ -136,3 +136,4 @@ def test_every_page_works_on_the_vision_language_lab_and_shows_examples(vl_lab, 
     at.button(key="strip_answer").click().run()
     assert not at.exception
     assert sum("merge:" in md.value for md in at.markdown) == 6
+    assert not [b for b in at.button if b.key == "strip_answer"]  # answered: the button gives way to the answers

@@ -161,6 +161,15 @@ if shown_images:
     which = bench if bench in shown_images else shown_images[0]
     m = mixture(eng)
     answers_key = ("strip", which, tuple(round(w, 6) for w in m.weights), method, str(sorted(params.items())))
+
+    def answer() -> None:  # before the rerun, so the page draws the answers (and no button) at once
+        try:
+            got_ = eng.image_answers(m, which, 6, method, params)
+        except MixlabError as e:
+            st.session_state.strip_error = str(e)
+        else:
+            st.session_state.setdefault("strip_answers", {})[answers_key] = got_
+
     got = st.session_state.get("strip_answers", {}).get(answers_key)
     st.caption(
         f"The first images of **{which}** ({'the selected benchmark' if which == bench else 'pick an image benchmark above to change'}), "
@@ -171,13 +180,10 @@ if shown_images:
             else ". Press the button for the selected mixture's answers."
         )
     )
-    if got is None and st.button("Answer with the selected mixture", key="strip_answer"):
-        try:
-            got = eng.image_answers(m, which, 6, method, params)
-        except MixlabError as e:
-            show_error("Cannot answer", e)
-        else:
-            st.session_state.setdefault("strip_answers", {})[answers_key] = got
+    if got is None:
+        st.button("Answer with the selected mixture", key="strip_answer", on_click=answer)
+    if "strip_error" in st.session_state:
+        show_error("Cannot answer", MixlabError(st.session_state.pop("strip_error")))
     rows = got or [{**r, "output": None} for r in eng.image_examples(which, 6)]
     for col, r in zip(st.columns(len(rows)), rows):
         col.image(r["image"], width=96)
