@@ -25,6 +25,7 @@ from views._shared import (
     worker,
 )
 
+COUNT_BYTES = 2**30  # full experts of a base under 1 GiB have their changed tensors counted here
 st.title("Lab")
 shipped = sorted(p.parent.name for p in LABS_DIR.glob("*/lab.toml") if not p.parent.name.startswith("."))
 
@@ -165,7 +166,11 @@ table(
             "kind": e.kind,
             "rank": e.rank,
             "trainable params": e.n_params,
-            "tensors changed": f"{len(e.changed)} of {len(e.keys())}",
+            # counting reads every tensor an expert touches: LoRA factors are small; a large full fine-tune is
+            # left to `mixlab info`, not read on the page every session opens first
+            "tensors changed": f"{len(e.changed)} of {len(e.keys())}"
+            if e.kind == "lora" or eng.base.nbytes < COUNT_BYTES
+            else f"{len(e.keys())} (count: mixlab info)",
             "fingerprint": e.fingerprint[:12],
         }
         for e in eng.experts
