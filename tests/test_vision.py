@@ -137,3 +137,38 @@ def test_every_page_works_on_the_vision_language_lab_and_shows_examples(vl_lab, 
     assert not at.exception
     assert sum("merge:" in md.value for md in at.markdown) == 6
     assert not [b for b in at.button if b.key == "strip_answer"]  # answered: the button gives way to the answers
+
+
+def test_the_full_preset_merges_the_connector_and_keeps_the_tower(vl_built, tmp_path):
+    """The paper's full fine-tune setting: full experts; the vision tower stays the base's, the projector
+    (connector) and the language model are merged (checked against a hand-computed weighted sum)."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from mixlab.demo.vision import save_model
+
+    root = tmp_path / "full"
+    shutil.copytree(vl_built / "base", root / "base")
+    processor = AutoProcessor.from_pretrained(root / "base")
+    for i, name in enumerate(("a", "b")):
+        model = LlavaForConditionalGeneration.from_pretrained(root / "base")
+        torch.manual_seed(10 + i)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))  # every tensor moves, the tower's too
+        save_model(model, processor, root / name)
+    (root / "lab.toml").write_text(
+        'name = "full"\nbase = "base"\n[[experts]]\nname = "a"\npath = "a"\n[[experts]]\nname = "b"\npath = "b"\n'
+        '[merge]\npreset = "full"\n'
+    )
+    engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
+    out = engine.export(engine.mixture([0.3, 0.7]), tmp_path / "merged")
+    merged, base = load_file(out / "model.safetensors"), load_file(root / "base" / "model.safetensors")
+    a, b = load_file(root / "a" / "model.safetensors"), load_file(root / "b" / "model.safetensors")
+    assert {k for k, _ in engine.excluded_tensors()} == {k for k in base if k.startswith("model.vision_tower.")}
+    for key in base:
+        if key.startswith("model.vision_tower."):
+            assert torch.equal(merged[key], base[key]), key
+        else:  # projector and language model: θ0 + 0.3 τa + 0.7 τb = 0.3 θa + 0.7 θb
+            want = base[key] + 0.3 * (a[key] - base[key]) + 0.7 * (b[key] - base[key])
+            torch.testing.assert_close(merged[key], want, rtol=1e-5, atol=1e-6, msg=key)
+    assert any(k.startswith("model.multi_modal_projector.") for k in base)
