@@ -58,9 +58,6 @@ class LocalBackend:
     def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
         return engine.proxy(mixture, method, params, benchmarks, cancel=cancel)
 
-    def close(self) -> None:
-        pass
-
 
 def dashboard_backends() -> list[str]:
     """The backends the dashboard offers: local, and ray where it is installed. Its address is the
@@ -296,11 +293,3 @@ class RayBackend:
             idle.put(actor)
         engine.store.put(evals)
         return evals
-
-    def close(self) -> None:
-        for pool in self._pools.values():
-            for a in pool:
-                self.ray.kill(a)
-        self._pools.clear()
-        self._idle.clear()
-        self._dead.clear()

@@ -28,6 +28,7 @@ from mixlab.evaluate import (
     BUILTIN,
     EvalResult,
     context_length,
+    has_images,
     pick_device,
     prepare,
     run_benchmark,
@@ -67,10 +68,6 @@ def open_store(lab: Lab, path: str | Path | None = None) -> Store:
         store = Store(":memory:", seed_from=seed)
         store.notices.insert(0, f"{e} Scores computed now are kept in memory only, not saved.")
         return store
-
-
-def _has_images(bench: BenchmarkData) -> bool:
-    return bool(bench.examples) and "_image" in bench.examples[0]
 
 
 class Engine:
@@ -247,7 +244,7 @@ class Engine:
                         items=self._items(b, bench),
                         plugin_dirs=self.lab.plugin_dirs,
                         harness=self._harness(b),
-                        processor=self.resident.processor if _has_images(bench) else None,
+                        processor=self.resident.processor if has_images(bench.examples) else None,
                     )
                 self._check_unchanged(b, bench, checkpoint)
                 hit = self._evaluation(key, b, r, str(self.device), **row)
@@ -299,7 +296,9 @@ class Engine:
         README has the table)."""
         if n_mixtures < 2 or bench.evaluator not in BUILTIN or not get_method(method).linear_in_task_vectors:
             return "materialize"
-        if _has_images(self._bench(bench)):  # image rows are generated through the processor, one merge at a time
+        if has_images(
+            self._bench(bench).examples
+        ):  # image rows are generated through the processor, one merge at a time
             return "materialize"
         if supports_batched(self.experts) is not None:
             return "materialize"
@@ -313,15 +312,12 @@ class Engine:
 
         b = self.lab.benchmark(benchmark)
         rows = self._bench(b).examples[:n]
-        if not rows or "_image" not in rows[0]:
+        if not has_images(rows):
             raise EvaluationError(f"benchmark {benchmark!r} has no images")
         with self._lock:
             self.resident.load_merge(self.spec(mixture, method, params))
             outs = image_answers(self.model, self.resident.processor, rows, b, self.device, _Batches(n, None, None))
-        return [
-            {"image": r["_image"], "prompt": r["prompt"], "answer": str(r["answer"]), "output": o}
-            for r, o in zip(rows, outs)
-        ]
+        return [{**ex, "output": o} for ex, o in zip(self.image_examples(benchmark, n), outs)]
 
     def image_examples(self, benchmark: str, n: int = 6) -> list[dict]:
         """The first ``n`` rows of an image benchmark: image path (inside the lab), prompt, answer."""
@@ -332,7 +328,7 @@ class Engine:
 
     def image_benchmarks(self) -> list[str]:
         """The lab's benchmarks whose rows carry images."""
-        return [b.name for b in self.lab.benchmarks if _has_images(self._bench(b))]
+        return [b.name for b in self.lab.benchmarks if has_images(self._bench(b).examples)]
 
     def excluded_tensors(self) -> list[tuple[str, int]]:
         """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
@@ -374,7 +370,7 @@ class Engine:
             missing = [i for i, k in enumerate(keys) if k.digest not in hits]
             found.update({(i, b.name): hits[k.digest] for i, k in enumerate(keys) if k.digest in hits})
             chosen = path if path != "auto" else (self.choose_path(specs[0].method, b, len(missing)) if specs else "")
-            if chosen == "batched" and missing and _has_images(data):
+            if chosen == "batched" and missing and has_images(data.examples):
                 raise EvaluationError(f"benchmark {b.name!r} has images: the batched path is for text; use materialize")
             if chosen == "batched" and missing:
                 for i, ev in self._batched(

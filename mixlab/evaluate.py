@@ -413,7 +413,7 @@ def prepare(tokenizer, spec: BenchmarkSpec, examples: list[dict], max_len: int |
 
     Refused with an error naming the example: a completion (or choice) that tokenises to nothing (its
     loss would be a perfect 0.0), and, given ``max_len``, a sequence longer than the model's context."""
-    if spec.evaluator not in BUILTIN:
+    if spec.evaluator not in BUILTIN or has_images(examples):  # image rows go through the processor whole
         return None
     items = BUILTIN[spec.evaluator].items(tokenizer, examples, spec)
     for it in items:
@@ -504,6 +504,11 @@ class _FiniteLogits:
             self.handle.remove()
 
 
+def has_images(examples: Sequence[dict]) -> bool:
+    """Whether a benchmark's rows are image questions (for a vision-language base's processor)."""
+    return bool(examples) and "image" in examples[0]
+
+
 def image_answers(
     model, processor, examples: Sequence[dict], spec: BenchmarkSpec, device, batches: _Batches
 ) -> list[str]:
@@ -591,7 +596,7 @@ def run_benchmark(
             raise EvaluationError(f"benchmark {spec.name!r}: lm_eval needs the lab's files (run it through the engine)")
         with _FiniteLogits(model):
             score, metric, n = lm_eval_harness.run(spec, model, tokenizer, device, batch_size, **harness)
-    elif spec.evaluator == "exact_match" and "image" in examples[0]:
+    elif spec.evaluator == "exact_match" and has_images(examples):
         if processor is None:
             raise EvaluationError(
                 f"benchmark {spec.name!r} has images: the base needs a processor (a vision-language model)"

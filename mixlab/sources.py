@@ -108,38 +108,43 @@ class LabSources:
         path = self.lab.resolve(b.data, f"benchmark {b.name!r} data", want_file=True)
         cur = self._benchmarks.get(b.name)
         if cur is None or cur.signature != self._signature(b, cur.examples):
+            data_sig, _, include_sig = self._signature(b, [])  # taken before the files are read
             examples, digest = read_benchmark(path, b)
+            image_sigs = ()
             if any("image" in ex for ex in examples):  # the images are what is scored as much as the rows
-                digest = hashlib.sha256(f"{digest}:{self._images(b, examples)}".encode()).hexdigest()
+                image_digest, image_sigs = self._images(b, examples)
+                digest = hashlib.sha256(f"{digest}:{image_digest}".encode()).hexdigest()
             if b.include_path is not None:  # an lm-eval task: its YAML (and helpers) are part of what it is
                 from mixlab.harness import folder_digest
 
                 include = self.lab.resolve(b.include_path, f"benchmark {b.name!r} include_path")
                 digest = hashlib.sha256(f"{digest}:{folder_digest(include)}".encode()).hexdigest()
-            sig = self._signature(b, examples)
+            sig = (data_sig, image_sigs, include_sig)
             cur = self._benchmarks[b.name] = BenchmarkData(sig, examples, benchmark_desc(b, digest))
         return cur
 
-    def _images(self, b: BenchmarkSpec, examples: list[dict]) -> str:
-        """Resolve each row's image inside the lab (into ``_image``) and hash their bytes, in row order."""
-        h = hashlib.sha256()
+    def _images(self, b: BenchmarkSpec, examples: list[dict]) -> tuple[str, tuple]:
+        """Resolve each row's image inside the lab (into ``_image``); the hash of their bytes in row order,
+        and each image's signature taken before it was read."""
+        h, sigs = hashlib.sha256(), []
         for i, ex in enumerate(examples):
             if "image" not in ex:
                 raise EvaluationError(f"benchmark {b.name!r}: row {i + 1} has no 'image' (its other rows have one)")
             path = self.lab.resolve(ex["image"], f"benchmark {b.name!r} row {i + 1} image", want_file=True)
             ex["_image"] = str(path)
+            sigs.append(file_signature(path))
             h.update(path.read_bytes())
-        return h.hexdigest()
+        return h.hexdigest(), tuple(sigs)
 
     def _signature(self, b: BenchmarkSpec, examples: list[dict]) -> tuple:
-        """The benchmark's files as they are now: its data, the images its rows name, and an lm-eval task
-        folder's files."""
-        sig = (file_signature(self.lab.resolve(b.data)),)
-        sig += tuple(file_signature(Path(ex["_image"])) for ex in examples if "_image" in ex)
+        """The benchmark's files as they are now: (its data, the images its rows name, an lm-eval task
+        folder's files)."""
+        images = tuple(file_signature(Path(ex["_image"])) for ex in examples if "_image" in ex)
+        include = ()
         if b.include_path is not None:
-            include = self.lab.resolve(b.include_path)
-            sig += tuple(file_signature(f) for f in sorted(include.rglob("*")) if f.is_file())
-        return sig
+            folder = self.lab.resolve(b.include_path)
+            include = tuple(file_signature(f) for f in sorted(folder.rglob("*")) if f.is_file())
+        return file_signature(self.lab.resolve(b.data)), images, include
 
     def unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, checkpoint: TaskVector | None = None) -> bool:
         """Whether the sources of a score just computed are still as they were read: the base, the
