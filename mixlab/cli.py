@@ -73,7 +73,7 @@ class _Bar:
         self.bar.update(done - self.bar.n)
 
 
-def _backend(args, engine):
+def _backend(args):
     """The backend ``--backend`` names, with this command's device and batch size for its workers."""
     from mixlab.distributed import backend
 
@@ -180,7 +180,7 @@ def cmd_eval(args) -> None:
     if args.backend == "ray":
         if args.refresh:
             raise MixlabError("--refresh is for --backend local (a Ray worker scores what is not cached)")
-        result = _backend(args, engine).sweep(engine, [mixture], args.method, _params(args.param), args.benchmark)
+        result = _backend(args).sweep(engine, [mixture], args.method, _params(args.param), args.benchmark)
         _failed(result)
         evals = result.evaluations
     else:
@@ -245,7 +245,7 @@ def cmd_sweep(args) -> None:
         return
     points = _grid(engine, args.grid, args.seed, math.inf if args.yes else args.max_mixtures)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
-    runner = _backend(args, engine)
+    runner = _backend(args)
     with _Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", "mixture") as bar:
         result = runner.sweep(engine, mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
     if args.json:
@@ -312,7 +312,7 @@ def cmd_search(args) -> None:
         fidelity=args.fidelity,
         allow_test=args.allow_test,
         name=args.study,
-        backend=_backend(args, engine),
+        backend=_backend(args),
     )
     before = engine.store.count()
     with _Bar(f"searching ({search.sampler}, study {search.name})", "trial") as bar:

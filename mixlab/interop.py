@@ -12,13 +12,13 @@ config says so in its comments.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 from pathlib import Path
 
 from mixlab.errors import ManifestError, MixlabError
 from mixlab.experts import ADAPTER_CONFIG
+from mixlab.lab import toml_value
 
 # mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
 MERGEKIT = {
@@ -51,9 +51,7 @@ def to_mergekit(engine, mixture, method: str | None = None, params: dict | None 
     mk_method, names = MERGEKIT[method]
     base = str(engine.base.folder)
     notes = []
-    excluded = [
-        k for k in engine.base.keys() if any(fnmatch.fnmatchcase(k, p) for p in engine.lab.manifest.merge.excluded)
-    ]
+    excluded = [k for k, _ in engine.excluded_tensors()]
     models = []
     for expert, w in zip(engine.experts, mixture.weights):
         if w == 0:
@@ -123,10 +121,6 @@ def _lab_path(root: Path, path: Path, what: str) -> str:
     return path.relative_to(root).as_posix() or "."
 
 
-def _toml(value) -> str:
-    return json.dumps(value, ensure_ascii=False)  # a JSON string or number is a TOML one
-
-
 def lab_from_mergekit(config: Path, out: Path | None = None, name: str | None = None) -> Path:
     """A lab from a mergekit config: its base_model as the base, its models as experts (``base+adapter``
     references as LoRA experts), its method and parameters as the lab's merge defaults; the mixture weights
@@ -173,12 +167,17 @@ def lab_from_mergekit(config: Path, out: Path | None = None, name: str | None = 
         raise MixlabError(f"{config}: no models besides the base")
     root = Path(out).resolve() if out else Path(os.path.commonpath([base, *(p for _, p in experts)]))
     method = str(data.get("merge_method", "linear"))
-    lines = [f"# from mergekit config {config.resolve()}", f"name = {_toml(name or config.stem)}"]
-    lines += [f"base = {_toml(_lab_path(root, base, 'base_model'))}", ""]
+    lines = [f"# from mergekit config {config.resolve()}", f"name = {toml_value(name or config.stem)}"]
+    lines += [f"base = {toml_value(_lab_path(root, base, 'base_model'))}", ""]
     if weights:
         lines.insert(1, "# its mixture: " + ", ".join(f"{k}={v:g}" for k, v in weights.items()))
     for expert, path in experts:
-        lines += ["[[experts]]", f"name = {_toml(expert)}", f"path = {_toml(_lab_path(root, path, 'model'))}", ""]
+        lines += [
+            "[[experts]]",
+            f"name = {toml_value(expert)}",
+            f"path = {toml_value(_lab_path(root, path, 'model'))}",
+            "",
+        ]
     method_here, ours = "linear", {}
     if method in MERGEKIT and method != "linear":  # the same names and formulas (the module docstring)
         method_here, ours = method, {v: k for k, v in MERGEKIT[method][1].items()}
@@ -193,9 +192,9 @@ def lab_from_mergekit(config: Path, out: Path | None = None, name: str | None = 
             params[mine] = 1.0 - value if mine == "drop_rate" else value
     if method_here == "task_arithmetic" and params.get("scale", 1.0) == 1.0:
         method_here, params = "linear", {}
-    lines += ["[merge]", f"method = {_toml(method_here)}"]
+    lines += ["[merge]", f"method = {toml_value(method_here)}"]
     if params:
-        lines.append("params = { " + ", ".join(f"{k} = {_toml(v)}" for k, v in params.items()) + " }")
+        lines.append(f"params = {toml_value(params)}")
     lines.append("")
     return _write_manifest(root, "\n".join(lines))
 
@@ -260,8 +259,8 @@ def init_lab(
     base_rel = _lab_path(root, base_path, "--base")
     if _kind(base_path) != "full":
         raise MixlabError(f"--base {base}: no config.json and *.safetensors in {base_path}")
-    lines = [f"# written by mixlab lab init from {root}", f"name = {_toml(root.name.replace('.', '-'))}"]
-    lines += [f"base = {_toml(base_rel)}", ""]
+    lines = [f"# written by mixlab lab init from {root}", f"name = {toml_value(root.name.replace('.', '-'))}"]
+    lines += [f"base = {toml_value(base_rel)}", ""]
     found = []
     for folder in sorted(p for p in root.glob(experts) if p.is_dir() and p.resolve() != base_path.resolve()):
         rel = _lab_path(root, folder, "expert")
@@ -272,7 +271,7 @@ def init_lab(
         found.append(folder)
         name = folder.name.replace(".", "-")
         lines += [f"[[experts]]  # {'PEFT LoRA adapter' if kind == 'lora' else 'full fine-tune'}"]
-        lines += [f"name = {_toml(name)}", f"path = {_toml(rel)}", ""]
+        lines += [f"name = {toml_value(name)}", f"path = {toml_value(rel)}", ""]
     if not found:
         raise MixlabError(f"no experts under {root} match {experts!r} (PEFT adapter folders or full fine-tunes)")
     for path in sorted(p for p in root.glob(benchmarks) if p.is_file() and p.suffix == ".jsonl"):
@@ -280,11 +279,11 @@ def init_lab(
             continue  # a dev split: named as search_data by its test file below
         rel = _lab_path(root, path, "benchmark")  # inside the lab (a link out of it is refused) before it is read
         evaluator, why = _guess_evaluator(path)
-        lines += [f"[[benchmarks]]  # {why}", f"name = {_toml(path.stem.replace('.', '-'))}"]
-        lines += [f"evaluator = {_toml(evaluator)}", f"data = {_toml(rel)}"]
+        lines += [f"[[benchmarks]]  # {why}", f"name = {toml_value(path.stem.replace('.', '-'))}"]
+        lines += [f"evaluator = {toml_value(evaluator)}", f"data = {toml_value(rel)}"]
         dev = path.with_name(f"{path.stem}_dev.jsonl")
         if dev.is_file():
-            lines.append(f"search_data = {_toml(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
+            lines.append(f"search_data = {toml_value(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
         lines.append("")
     text = "\n".join(lines)
     return _write_manifest(root, text) if write else text

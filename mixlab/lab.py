@@ -4,6 +4,7 @@ the lab's folder by :meth:`Lab.resolve`; nothing else in mixlab joins manifest p
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -201,6 +202,14 @@ class Manifest(_Strict):
                 raise ValueError(f"{where}: duplicate true mixture {label!r}")
             names.add(label)
         return self
+
+
+def toml_value(value) -> str:
+    """A value as lab.toml writes it (strings, numbers, booleans, lists and inline tables): for the files
+    mixlab writes itself (demo builds, lab init, lab from-mergekit)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value, ensure_ascii=False)  # a JSON string, number, boolean or list is a TOML one
 
 
 def weights_label(weights: dict[str, float], order: list[str]) -> str:

@@ -31,7 +31,7 @@ from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
-from mixlab.lab import BenchmarkSpec, load_lab, weights_label
+from mixlab.lab import BenchmarkSpec, load_lab, toml_value, weights_label
 from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
 from mixlab.store import Store
 
@@ -251,24 +251,14 @@ def write_split(root: Path, name: str, n: int, seed: int) -> None:
             )
 
 
-def _toml(value) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return repr(value)
-
-
 def _write_manifest(root: Path, name: str, description: str, names: list[str], benches: list[dict], trues: list[dict]):
-    lines = [f"name = {_toml(name)}", f"description = {_toml(description)}", 'base = "base"', ""]
+    lines = [f"name = {toml_value(name)}", f"description = {toml_value(description)}", 'base = "base"', ""]
     for n in names:
-        lines += ["[[experts]]", f"name = {_toml(n)}", f'path = "experts/{n}"', ""]
+        lines += ["[[experts]]", f"name = {toml_value(n)}", f'path = "experts/{n}"', ""]
     for b in benches:
-        lines += ["[[benchmarks]]"] + [f"{k} = {_toml(v)}" for k, v in b.items()] + [""]
+        lines += ["[[benchmarks]]"] + [f"{k} = {toml_value(v)}" for k, v in b.items()] + [""]
     for t in trues:
-        lines += ["[[true_mixtures]]"] + [f"{k} = {_toml(v)}" for k, v in t.items()] + [""]
+        lines += ["[[true_mixtures]]"] + [f"{k} = {toml_value(v)}" for k, v in t.items()] + [""]
     (root / "lab.toml").write_text("\n".join(lines))
 
 
