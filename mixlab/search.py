@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mixlab.analysis import MEAN
+from mixlab.distributed import LocalBackend
 from mixlab.errors import MixlabError
 from mixlab.lab import BenchmarkSpec
 from mixlab.simplex import Mixture, lattice
@@ -177,8 +178,6 @@ class Search:
         storage: str | Path | None = None,
         backend=None,
     ):
-        from mixlab.distributed import LocalBackend
-
         if not 1 <= len(objectives) <= 3:
             raise MixlabError(f"search takes 1 objective, or 2-3 for a Pareto front; got {len(objectives)}")
         if fidelity is not None and not 0 < fidelity < 1:

@@ -228,8 +228,12 @@ if records:
             key="lab_cancel_pick",
         )
         if c2.button("Cancel job", key="lab_cancel"):
-            eng.store.request_cancel(running[pick]["id"])
-            st.toast("Asked to cancel: it stops at its next progress step (scores finished so far stay cached).")
+            try:
+                eng.store.request_cancel(running[pick]["id"])
+            except MixlabError as e:  # a read-only cache
+                show_error("Cannot ask", e)
+            else:
+                st.toast("Asked to cancel: it stops at its next progress step (scores finished so far stay cached).")
     stopped = [r for r in records if r["state"] in ("interrupted", "failed", "cancelled") and r["kind"] in RESUMABLE]
     if stopped:
         pick = st.selectbox(

@@ -27,6 +27,7 @@ from views._shared import (
     show_error,
     submit_evaluation,
     weight_inputs,
+    worker,
 )
 
 st.title("Simplex explorer")
@@ -181,7 +182,14 @@ if shown_images:
         )
     )
     if got is None:
-        st.button("Answer with the selected mixture", key="strip_answer", on_click=answer)
+        busy = any(j.active for j in worker().jobs)  # the model is one: answering would wait for the job
+        st.button(
+            "Answer with the selected mixture",
+            key="strip_answer",
+            on_click=answer,
+            disabled=busy,
+            help="the model is busy with a job; answer when it is done" if busy else None,
+        )
     if "strip_error" in st.session_state:
         show_error("Cannot answer", MixlabError(st.session_state.pop("strip_error")))
     rows = got or [{**r, "output": None} for r in eng.image_examples(which, 6)]
