@@ -369,11 +369,30 @@ def cmd_pareto(args) -> None:
 
 
 def cmd_recycle(args) -> None:
-    from mixlab.recycle import recycle
+    from mixlab.recycle import RECORD, recorded_points, recycle
 
     engine = _engine(args)
-    with _Bar(f"searching merge weights of {len(engine.names)} checkpoints", "trial") as bar:
-        rows = recycle(engine, args.objective, sampler=args.sampler, trials=args.trials, seed=args.seed, progress=bar)
+    settings = dict(objective=args.objective, sampler=args.sampler, trials=args.trials, seed=args.seed)
+    points = None if args.fresh else recorded_points(engine.lab, method="linear", params={}, **settings)
+    before = engine.store.count()
+    what = f"replaying {RECORD}'s points" if points else f"searching merge weights of {len(engine.names)} checkpoints"
+    with _Bar(what, "trial") as bar:
+        rows = recycle(
+            engine,
+            args.objective,
+            sampler=args.sampler,
+            trials=args.trials,
+            seed=args.seed,
+            progress=bar,
+            replay=points,
+        )
+    new = engine.store.count() - before
+    origin = (
+        f"replayed the {len(points)} points recorded in {RECORD} (pass --fresh to search anew)"
+        if points
+        else f"searched {args.trials} trials"
+    )
+    print(f"{origin}; {new} new evaluation{'s' * (new != 1)}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -640,6 +659,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=_positive, default=40)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print the table as JSON")
+    s.add_argument(
+        "--fresh",
+        action="store_true",
+        help="search anew even when the lab's recycle.json recorded a search with these settings (by default its "
+        "points are replayed: the same table on any machine, from the cache)",
+    )
 
     s = lab_cmd(
         "jobs",

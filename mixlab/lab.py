@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from mixlab.errors import ManifestError, MixlabError
-from mixlab.simplex import TOLERANCE, Mixture, weight_value
+from mixlab.simplex import Mixture, tolerance, weight_value
 
 MANIFEST = "lab.toml"
 MAX_MANIFEST_BYTES = 1 << 20  # a lab.toml is a few KB; anything bigger is not one
@@ -192,7 +192,7 @@ class Manifest(_Strict):
                 if not math.isfinite(w) or w < 0:
                     raise ValueError(f"{where}.weights.{expert}: weight must be finite and ≥ 0, got {w}")
             total = math.fsum(tm.weights.values())
-            if abs(total - 1) > TOLERANCE:
+            if abs(total - 1) > tolerance(len(tm.weights)):
                 raise ValueError(f"{where}.weights: weights must sum to 1, got {total:.9g}")
             for bench in tm.scores or {}:
                 if bench not in benchmarks:

@@ -9,14 +9,24 @@ data (each benchmark's ``search_data``) and reported on the test data (``data``)
   scores at least as well on dev (Wortsman et al.'s recipe);
 - **searched**: the merge weights :class:`~mixlab.search.Search` finds (CMA-ES by default, as in the
   recycling paper and mergekit-evolve).
+
+The searched row records the search (sampler, seed, trials) and every point it evaluated, in order.
+What a seed guarantees: on the same machine, the same study; on another CPU, the same sampler and seed
+but possibly another trajectory (floating-point differences steer CMA-ES elsewhere after a few trials).
+So a recorded table is re-derived with ``replay=`` its points: the same candidates on any machine, every
+score read from the cache the table was built with (:func:`recorded_points`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 
+from mixlab.errors import MixlabError
 from mixlab.search import Search
 from mixlab.simplex import Mixture
+
+RECORD = "recycle.json"  # a recycling lab's table, with its search's settings and points
 
 
 def recycle(
@@ -29,8 +39,11 @@ def recycle(
     trials: int = 40,
     seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
+    replay: Sequence[dict[str, float]] | None = None,
 ) -> list[dict]:
-    """One row per candidate: name, weights, dev objective, test scores per benchmark, test objective."""
+    """One row per candidate: name, weights, dev objective, test scores per benchmark, test objective; the
+    searched row adds ``search`` (its settings and the points it evaluated). With ``replay``, the searched
+    candidate is the best of those recorded points instead of a new search."""
     search = Search(engine, [objective], method=method, params=params, sampler=sampler, seed=seed)
     names = engine.names
     test = [engine.lab.benchmark(n) for n in search.used]
@@ -52,7 +65,17 @@ def recycle(
         trial = dev(soup([*greedy, n]))
         if trial >= score:
             greedy, score = [*greedy, n], trial
-    found = search.run(trials, progress=progress).best[0]["weights"]
+    result = search.replay(replay, progress=progress) if replay is not None else search.run(trials, progress=progress)
+    found = result.best[0]["weights"]
+    record = {
+        "objective": objective,
+        "method": search.method,
+        "params": search.params,
+        "sampler": sampler,
+        "seed": seed,
+        "trials": len(replay) if replay is not None else trials,
+        "points": [r["weights"] for r in result.trials if r["state"] == "complete"],
+    }
     candidates = {
         "best single checkpoint": best_single,
         "uniform average": soup(names),
@@ -72,4 +95,26 @@ def recycle(
                 "test_objective": search.objectives[0].value(scores, search.hib),
             }
         )
+    rows[-1]["search"] = record
     return rows
+
+
+def recorded_points(
+    lab, *, objective: str, method: str, params: dict, sampler: str, trials: int, seed: int
+) -> list[dict] | None:
+    """The points the lab's ``recycle.json`` recorded, when its search had these settings; else None."""
+    if not (lab.root / RECORD).is_file():
+        return None
+    file = lab.resolve(RECORD, RECORD, want_file=True)
+    try:
+        rows = json.loads(file.read_text())
+        rec = [r for r in rows if "search" in r][-1]["search"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise MixlabError(f"{file}: not a recycle table with a recorded search ({type(e).__name__}: {e})") from None
+    wanted = dict(objective=objective, method=method, params=params, sampler=sampler, trials=trials, seed=seed)
+    if any(rec.get(k) != v for k, v in wanted.items()):
+        return None
+    points = rec.get("points")
+    if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
+        raise MixlabError(f"{file}: search.points must be a non-empty list of {{expert: weight}} objects")
+    return points

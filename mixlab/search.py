@@ -298,19 +298,10 @@ class Search:
 
         study.optimize(objective, n_trials=trials, callbacks=[after], catch=(), n_jobs=self.backend.workers)
         winners = study.best_trials if len(self.objectives) > 1 else [study.best_trial]
-        best = []
-        test = [self.engine.lab.benchmark(n) for n in self.used]
-        for t in winners:
-            m = Mixture.of(self.engine.names, t.user_attrs["weights"], normalize=True)
-            scores = {e.benchmark: e.score for e in self.engine.proxy(m, self.method, self.params, test, cancel=cancel)}
-            best.append(
-                {
-                    "weights": m.as_dict(),
-                    "dev": list(t.values),
-                    "test": scores,
-                    "test_objective": [o.value(scores, self.hib) for o in self.objectives],
-                }
-            )
+        best = [
+            self._winner(Mixture.of(self.engine.names, t.user_attrs["weights"], normalize=True), t.values, cancel)
+            for t in winners
+        ]
         rows = [
             {
                 "number": t.number,
@@ -321,3 +312,60 @@ class Search:
             for t in study.trials
         ]
         return SearchResult(self.name, self.objectives, self.split, best, rows, round(self.cost, 3))
+
+    def replay(
+        self,
+        points: Sequence[dict[str, float]],
+        *,
+        progress: Callable[[int, int, str], None] | None = None,
+        cancel=None,
+    ) -> SearchResult:
+        """Score recorded points (a finished search's trials, in trial order) on the search data instead of
+        sampling anew, and report the best. A sampler with the same seed can take another trajectory on
+        another CPU (floating-point differences), so a shipped search result is re-derived by replaying its
+        points: the same winner on any machine, every score read from the cache where it was stored."""
+        if len(self.objectives) != 1:
+            raise MixlabError(f"replay takes a one-objective search; this one has {len(self.objectives)}")
+        if not points:
+            raise MixlabError("replay needs at least one recorded point")
+        names = self.engine.names
+        rows = []
+        for i, point in enumerate(points):
+            unknown = sorted(set(point) - set(names))
+            if unknown:
+                raise MixlabError(f"recorded point {i} names unknown expert(s) {', '.join(unknown)}; experts: {names}")
+            # as recorded, not renormalised: a point written to 6 decimals keys the cache as it did when stored
+            mixture = Mixture.of(names, [point.get(n, 0.0) for n in names])
+            rows.append(
+                {
+                    "number": i,
+                    "state": "complete",
+                    "weights": dict(point),
+                    "values": self.dev_values(mixture, cancel=cancel),
+                }
+            )
+            if progress:
+                progress(i + 1, len(points), f"point {i}: replayed")
+        best = max(rows, key=lambda r: r["values"][0])  # the first of equal values, like optuna's best_trial
+        mixture = Mixture.of(names, [best["weights"].get(n, 0.0) for n in names])
+        return SearchResult(
+            self.name,
+            self.objectives,
+            self.split,
+            [self._winner(mixture, best["values"], cancel)],
+            rows,
+            round(self.cost, 3),
+        )
+
+    def _winner(self, mixture: Mixture, dev: Sequence[float], cancel=None) -> dict:
+        """A winner's row: its weights, dev values, and its scores on the reported (test) data."""
+        test = [self.engine.lab.benchmark(n) for n in self.used]
+        scores = {
+            e.benchmark: e.score for e in self.engine.proxy(mixture, self.method, self.params, test, cancel=cancel)
+        }
+        return {
+            "weights": mixture.as_dict(),
+            "dev": list(dev),
+            "test": scores,
+            "test_objective": [o.value(scores, self.hib) for o in self.objectives],
+        }

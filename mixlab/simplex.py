@@ -14,8 +14,14 @@ import numpy as np
 
 from mixlab.errors import MixtureWeightsError
 
-TOLERANCE = 1e-6  # |Σw − 1| allowed before a mixture is rejected
+TOLERANCE = 1e-6  # |Σw − 1| allowed before a mixture is rejected (for K ≤ 2; see tolerance())
 ROUND = 6  # decimals kept in cache keys and displays
+
+
+def tolerance(k: int) -> float:
+    """|Σw − 1| allowed for K weights: 1e-6, or what rounding each weight to ROUND decimals can add up to,
+    so every mixture mixlab writes (``as_dict()``, recycle.json, search --json) reads back as written."""
+    return max(TOLERANCE, k * 0.5 * 10.0**-ROUND)
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,9 @@ def validate_weights(weights: Sequence[float], k: int | None = None, normalize: 
         if total <= 0:
             raise MixtureWeightsError(f"cannot normalise mixture weights that sum to {total}: {w}")
         return [x / total for x in w]
-    if abs(total - 1.0) > TOLERANCE:
+    if abs(total - 1.0) > tolerance(len(w)):
         raise MixtureWeightsError(
-            f"mixture weights must sum to 1 (±{TOLERANCE}), got Σ={total:.9g} for {w}; "
+            f"mixture weights must sum to 1 (±{tolerance(len(w)):.2g}), got Σ={total:.9g} for {w}; "
             "pass normalize=True (CLI: --normalize) to rescale them"
         )
     return w

@@ -40,7 +40,7 @@ def test_entry_point(tiny_lab_dir):
         timeout=300,
     )
     assert r.returncode == 2 and r.stderr.strip() == (
-        "error: mixture weights must sum to 1 (±1e-06), got Σ=1.1 for [0.5, 0.6, 0.0]; "
+        "error: mixture weights must sum to 1 (±1.5e-06), got Σ=1.1 for [0.5, 0.6, 0.0]; "
         "pass normalize=True (CLI: --normalize) to rescale them"
     )
 

@@ -1,7 +1,10 @@
 """The demo lab: a quick build is a real, valid lab; the shipped labs load and their cached scores
 are reproducible."""
 
+import contextlib
+import io
 import json
+import shutil
 
 import pytest
 
@@ -175,24 +178,32 @@ def test_dev_ability_is_exact_match_on_examples_seeded_apart_from_the_benchmarks
     assert examples("rev", 100, seed=20_000) != examples("rev", 100, seed=10_000)[:100]  # seeded apart
 
 
-def test_the_recycling_lab_ships_its_scores_and_its_table_recomputes_from_them():
-    """cache/demo-recycle: 15 checkpoints of one base, every one scored; its recycle.json is what
-    mixlab.recycle computes from the shipped cache (every candidate, every searched point is cached)."""
-    from mixlab.recycle import recycle
-
-    root = DEMO_LAB.parent / "demo-recycle"
+def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_path):
+    """cache/demo-recycle: 15 checkpoints of one base, every one scored; its recycle.json records the 40
+    points its CMA-ES search evaluated, and `mixlab recycle` replays them from the shipped cache: the same
+    table with 0 new evaluations on any machine (a new CMA-ES run can take another path on another CPU)."""
+    src = DEMO_LAB.parent / "demo-recycle"
+    root = tmp_path / "demo-recycle"
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns(".mixlab", "exports"))
     lab = load_lab(root)
     assert len(lab.expert_names) == 15 and all(b.search_data for b in lab.benchmarks)
     store = Store(":memory:", seed_from=root / "evaluations.jsonl")
-    engine = Engine(lab, store, device="cpu")
-    assert engine.unscored() == {"base": 0, "expert": 0, "true": 0}
-    rows = store.count()
-    again = recycle(engine, "mean", trials=40)
-    assert store.count() == rows  # nothing recomputed
+    assert Engine(lab, store, device="cpu").unscored() == {"base": 0, "expert": 0, "true": 0}
     shipped = json.loads((root / "recycle.json").read_text())
+    record = shipped[-1]["search"]
+    assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 40, 40)
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["recycle", str(root), "--json"]) == 0
+    assert "replayed the 40 points recorded in recycle.json" in err.getvalue()
+    assert "; 0 new evaluations" in err.getvalue()
+    again = json.loads(out.getvalue())
     assert [r["candidate"] for r in again] == [r["candidate"] for r in shipped]
     for a, b in zip(again, shipped):
         assert a["test"] == pytest.approx(b["test"]) and a["weights"] == pytest.approx(b["weights"])
+        assert a["dev_objective"] == pytest.approx(b["dev_objective"])
+    assert again[-1]["search"]["points"] == record["points"]
 
 
 def test_build_recycle_makes_a_pool_lab_and_a_failed_build_leaves_nothing(quick_lab, tmp_path, monkeypatch):

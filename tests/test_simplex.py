@@ -53,7 +53,7 @@ def test_dirichlet_is_seeded():
 @pytest.mark.parametrize(
     ("weights", "match"),
     [
-        ([0.5, 0.6, 0.0], r"must sum to 1 \(±1e-06\), got Σ=1.1"),
+        ([0.5, 0.6, 0.0], r"must sum to 1 \(±1.5e-06\), got Σ=1.1"),
         ([1.5, -0.5, 0.0], "must be ≥ 0"),
         ([float("nan"), 0.5, 0.5], "must be finite"),
         ([], "empty"),
@@ -143,3 +143,17 @@ def test_separating_vertices_are_memoised_per_set_of_mixtures_and_returned_as_co
     again = separating_vertices(w[::-1])  # the same set in another order
     assert np.allclose((again**2).sum(1), 1.0) and not np.allclose(again, 0.0)
     np.testing.assert_array_equal(again, separating_vertices(w))
+
+
+def test_a_mixture_written_to_six_decimals_reads_back_for_any_k():
+    """Rounding each of K weights to 6 decimals can move Σw by K·5e-7: what mixlab writes must read back."""
+    from mixlab.simplex import Mixture, tolerance
+
+    rng = np.random.default_rng(0)
+    for k in (3, 15, 40):
+        for _ in range(200):
+            w = [round(x, 6) for x in rng.dirichlet(np.ones(k))]
+            assert Mixture.of([str(i) for i in range(k)], w).weights == tuple(w)
+        assert tolerance(k) == max(1e-6, k * 5e-7)
+    with pytest.raises(MixtureWeightsError, match="must sum to 1"):
+        Mixture.of(["a", "b", "c"], [0.5, 0.5, 0.00001])

@@ -402,7 +402,7 @@ def build_recycle(
     nothing new is trained) — with every checkpoint scored, the recycling candidates of
     :func:`mixlab.recycle.recycle` (objective: the mean) cached, and their table in ``recycle.json``."""
     from mixlab.engine import EXPORT_FILE, Engine
-    from mixlab.recycle import recycle
+    from mixlab.recycle import RECORD, recycle
 
     src = load_lab(source or LABS_DIR / "demo-k3")
     out = Path(out) if out else LABS_DIR / "demo-recycle"
@@ -434,7 +434,7 @@ def build_recycle(
         bar = tqdm(desc="searching merge weights", total=trials, disable=not show_progress)
         rows = recycle(engine, "mean", trials=trials, progress=lambda d, t, m: bar.update(d - bar.n))
         bar.close()
-        (root / "recycle.json").write_text(json.dumps(rows, indent=2))
+        (root / RECORD).write_text(json.dumps(rows, indent=2) + "\n")
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
         info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
