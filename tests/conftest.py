@@ -106,3 +106,24 @@ def full_lab_dir(tiny_root, tmp_path) -> Path:
     shutil.copytree(tiny_root, dst, ignore=shutil.ignore_patterns(".mixlab"))
     write_lab_toml(dst, {"a": "full/a", "b": "full/b"})
     return dst
+
+
+# `pytest -m smoke`: a quick check of an install (the README names it); CI runs the whole suite.
+SMOKE_MODULES = {
+    "test_requirements",
+    "test_simplex",
+    "test_keys",
+    "test_lab",
+    "test_experts",
+    "test_merge",
+    "test_store",
+    "test_analysis",
+    "test_diagnostics",
+}
+SMOKE_TESTS = {"test_entry_point", "test_every_page_runs"}  # the CLI as a process; every page of the demo lab
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in SMOKE_MODULES or getattr(item, "originalname", "") in SMOKE_TESTS:
+            item.add_marker(pytest.mark.smoke)

@@ -63,6 +63,22 @@ def pytest_approx(values):
     return pytest.approx(values, abs=0.006)  # sliders show two decimals; the text shows three
 
 
+def expect_sliders(page, weights, timeout: float = 90) -> None:
+    """Wait for the weight sliders to show ``weights``: Streamlit draws widgets from lazily loaded chunks
+    (skeletons for seconds after the status widget goes under load), so wait for the value itself."""
+    deadline = time.monotonic() + timeout
+    shown: list[float] = []
+    while time.monotonic() < deadline:
+        try:
+            shown = slider_values(page)
+        except ValueError:  # a thumb drawn before its value
+            shown = []
+        if len(shown) == len(weights) and shown == pytest_approx(weights):
+            return
+        time.sleep(0.2)
+    assert shown == pytest_approx(weights), (shown, weights)
+
+
 def _settled(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
 
@@ -83,10 +99,10 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         selected = page.get_by_text(re.compile(r"^add \d\.\d{3} · rev")).first
         expect(selected).to_be_visible(timeout=90_000)
         page.locator(".js-plotly-plot .scatterlayer .trace .points path").first.wait_for(timeout=60_000)
-        _settled(page)
+        before = "add 0.333 · rev 0.333 · sort 0.333"
+        expect(selected).to_have_text(before, timeout=60_000)
+        _settled(page)  # the plot takes clicks once its script run is over
         cold = time.time() - start
-        before = selected.inner_text()
-        assert before == "add 0.333 · rev 0.333 · sort 0.333"
 
         # click the proxy point at the 'sort' vertex-adjacent grid point: any proxy point will do
         points = page.locator(".js-plotly-plot .scatterlayer .trace:first-child .points path")
@@ -109,14 +125,11 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
         # the clicked mixture is the one every page shows: the Merge page's sliders, after a page switch
         page.get_by_role("link", name="Merge & evaluate").click()
         page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
-        _settled(page)
-        shown = slider_values(page)
-        assert shown == pytest_approx(weights), (shown, weights)
+        expect_sliders(page, weights)
         page.wait_for_url(re.compile(r"[?&]w="), timeout=30_000)  # kept across the sidebar navigation
         page.reload()  # a reload (or the link, shared) opens the same view
         page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
-        _settled(page)
-        assert slider_values(page) == pytest_approx(weights)
+        expect_sliders(page, weights)
 
         # an evaluation that is not cached: TIES at the clicked mixture
         page.get_by_role("combobox", name="Merge method").click()

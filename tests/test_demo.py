@@ -49,7 +49,10 @@ def test_the_shipped_cache_matches_a_fresh_evaluation(tmp_path):
     assert len(cached) == 18 and len(shipped.cached("true")) == 46 * 6 and len(shipped.cached("proxy")) >= 106 * 6
     fresh = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
     for e in fresh.expert_scores(["rev", "rev-loss"]):
-        assert e.score == pytest.approx(cached[(e.label, e.benchmark)], rel=1e-5, abs=1e-6)
+        # another CPU sums in another order: a loss moves in its 5th digit, and greedy decoding of a near-tie
+        # can flip an answer, so exact match may differ by an example or two of its 200 (never bit-identical)
+        tol = dict(rel=1e-4) if e.benchmark == "rev-loss" else dict(abs=2 / e.n + 1e-9)
+        assert e.score == pytest.approx(cached[(e.label, e.benchmark)], **tol)
 
 
 def test_the_k4_lab_ships_with_its_presets():
@@ -242,5 +245,6 @@ def test_the_vision_language_lab_ships_small_with_its_scores_recomputable(tmp_pa
     (row,) = [r for r in shipped if r["kind"] == "expert" and r["label"] == "ocr" and r["benchmark"] == "ocr"]
     engine = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
     (fresh,) = [e for e in engine.expert_scores(["ocr"]) if e.label == "ocr"]
-    assert fresh.key == row["key"] and fresh.score == pytest.approx(row["score"], abs=1e-9)
+    assert fresh.key == row["key"]  # the same files, the same key
+    assert fresh.score == pytest.approx(row["score"], abs=2 / row["n"] + 1e-9)  # a near-tie may flip on another CPU
     assert len(lab.manifest.true_mixtures) == 21 and lab.manifest.merge.preset == "lora"

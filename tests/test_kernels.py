@@ -1,14 +1,29 @@
-"""The fused CPU kernels against the pure-torch kernels they replace."""
+"""The fused CPU kernels against the pure-torch kernels they replace, and a build that cannot hang or leak."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from shutil import which as shutil_which
+
+import psutil
 import pytest
 import torch
 
 from mixlab.merge import fused as kernels
 from mixlab.merge import sign_consensus
 
-pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"fused kernels unavailable here: {kernels._failed}")
+ROOT = Path(__file__).resolve().parents[1]
+built = pytest.mark.skipif(not kernels.available(), reason=f"fused kernels unavailable here: {kernels._failed}")
+can_build = pytest.mark.skipif(
+    shutil_which("c++") is None or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+    reason="no C++ compiler or no AVX2 here: the kernels are never built",
+)
 
 
+@built
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 @pytest.mark.parametrize("n", [7, 64, 1001])
 @pytest.mark.parametrize("normalize", [True, False])
@@ -25,6 +40,7 @@ def test_fused_ties_equals_torch(k, n, normalize):
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
 
 
+@built
 @pytest.mark.parametrize("n", [5, 4096, 10_003])
 def test_fused_linear_equals_torch(n):
     base, stacked, c = torch.randn(n), torch.randn(3, n), torch.tensor([0.2, 0.0, 0.8])
@@ -46,24 +62,62 @@ def test_kernels_refuse_what_they_cannot_do():
     )
 
 
-def test_a_killed_builds_lock_does_not_hang_the_next_load(tmp_path, monkeypatch):
-    """torch's builder waits forever on the lock of a build whose process was killed: an old one goes."""
-    import os
-    import time
+def _loader(tmp_path, **env) -> subprocess.Popen:
+    """A process that loads the kernels with a fresh build folder (so it really builds)."""
+    env = os.environ | {"MIXLAB_KERNELS_DIR": str(tmp_path)} | env
+    env.pop("MIXLAB_NO_KERNELS", None)
+    code = "from mixlab.merge import fused; print(fused.available(), flush=True)"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
-    from mixlab.merge import fused
 
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    folder = tmp_path / "mixlab_kernels_x"
-    folder.mkdir()
-    lock = folder / "lock"
-    lock.touch()
-    fused._clear_stale_lock("mixlab_kernels_x")
-    assert lock.exists()  # a build in progress keeps its lock
-    old = time.time() - fused.STALE_LOCK_SECONDS - 5
-    os.utime(lock, (old, old))
-    fused._clear_stale_lock("mixlab_kernels_x")
-    assert not lock.exists()
+def _alive(procs) -> list:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@can_build
+def test_a_build_over_its_time_limit_falls_back_with_a_notice_and_leaves_nothing(tmp_path):
+    proc = _loader(tmp_path, MIXLAB_KERNEL_BUILD_TIMEOUT="0.5")
+    out, err = proc.communicate(timeout=120)
+    assert out.strip() == "False"
+    assert "fused CPU merge kernels unavailable (TimeoutError: the build took over 0.5 s" in err
+    assert "using the torch kernels" in err and len(err.strip().splitlines()) == 1  # one line
+    assert not list(tmp_path.iterdir())  # no half-built folder, nothing renamed into place
+
+
+@can_build
+def test_killing_the_process_while_its_kernels_build_leaves_no_compiler_behind(tmp_path):
+    proc = _loader(tmp_path)
+    parent = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        for child in parent.children(recursive=True):
+            seen.setdefault(child.pid, child)
+        if any(p.name() in ("cc1plus", "ninja", "c++", "g++") for p in _alive(seen.values())):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(
+            f"no compiler started within 240 s (exit {proc.poll()}: {proc.stderr.read() if proc.stderr else ''})"
+        )
+    for child in parent.children(recursive=True):
+        seen.setdefault(child.pid, child)
+    os.kill(proc.pid, signal.SIGKILL)  # like stopping the app server hard
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while _alive(seen.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(seen.values()), [p.name() for p in _alive(seen.values())]
+    assert not (tmp_path / kernels._build_name()).exists()  # nothing half-built in place
 
 
 def test_each_environment_keeps_its_own_kernel_build(monkeypatch):

@@ -1,5 +1,6 @@
-"""Fused CPU kernels, compiled on first use with torch's C++ extension loader (gcc + ninja), and
-optional: when they cannot be built, callers fall back to the pure-torch kernels in mixlab.merge.methods,
+"""Fused CPU kernels, compiled on first use with torch's C++ extension loader (a C++ compiler + ninja),
+and optional: when they cannot be built (no compiler, no AVX2, a build over MIXLAB_KERNEL_BUILD_TIMEOUT
+seconds, MIXLAB_NO_KERNELS=1), callers fall back to the pure-torch kernels in mixlab.merge.methods,
 which are also the reference the tests compare these against.
 
 TIES's sign election and disjoint mean touch every entry of K task vectors several times; as separate
@@ -93,32 +94,86 @@ _lock = threading.Lock()
 _module = None
 _failed: str | None = None
 
+BUILD_TIMEOUT = 300.0  # seconds; MIXLAB_KERNEL_BUILD_TIMEOUT overrides. A build takes ~35 s on 2 cores.
+STALE_BUILD_SECONDS = 3600  # a private build folder this old was left by a killed build: removed
+_FUNCTIONS = ["sign_consensus", "weighted_sum"]
+_CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+
 
 def _build_name() -> str:
-    """Keyed by source, torch version and environment: two venvs (or checkouts) sharing
-    ~/.cache/torch_extensions keep a build each (one build folder for two venvs made ninja rebuild on
-    every switch, since the compile command names each venv's include paths)."""
+    """Keyed by source, torch version and environment: two venvs (or checkouts) sharing one build root
+    keep a build each (the compile command names each venv's include paths)."""
     tag = hashlib.sha256(f"{_SOURCE}\0{torch.__version__}\0{sys.prefix}".encode()).hexdigest()[:12]
     return f"mixlab_kernels_{tag}"
 
 
-STALE_LOCK_SECONDS = 600  # a build takes about a minute; a lock this old was left by a killed process
+def _build_root() -> Path:
+    """``MIXLAB_KERNELS_DIR``, else torch's extension folder (``~/.cache/torch_extensions``)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(os.environ.get("MIXLAB_KERNELS_DIR") or get_default_build_root())
 
 
-def _clear_stale_lock(name: str) -> None:
-    """torch's extension builder waits forever on the ``lock`` file of a build whose process was killed;
-    remove one that old so the next load builds instead of hanging."""
-    from torch.utils.cpp_extension import _get_build_directory
+def _import(folder: Path, name: str):
+    import importlib.util
 
-    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build(root: Path, name: str, timeout: float) -> Path:
+    """Compile into a private folder and rename it into place (atomic: no lock, nothing half-built is ever
+    seen); two processes building at once each build, the first rename wins. Returns the final folder."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from mixlab.merge.kernel_build import kill_tree
+
+    final = root / name
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f".{name}.*"):  # left by a killed build
+        if time.time() - old.stat().st_mtime > STALE_BUILD_SECONDS:
+            shutil.rmtree(old, ignore_errors=True)
+    private = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-            lock.unlink()
-    except FileNotFoundError:
-        pass
+        (private / "source.cpp").write_text(_SOURCE)
+        args = [name, str(private), str(private / "source.cpp"), ",".join(_FUNCTIONS), ",".join(_CFLAGS)]
+        package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this mixlab
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mixlab.merge.kernel_build", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"the build took over {timeout:g} s (MIXLAB_KERNEL_BUILD_TIMEOUT)") from None
+        finally:  # whatever happened (a timeout, an interrupt), no process of the build outlives this call
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+            proc.wait()
+        if proc.returncode != 0:
+            tail = out.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+            raise RuntimeError(tail[0][:300])
+        try:
+            private.rename(final)
+        except OSError:  # another process put its build there first
+            if not (final / f"{name}.so").is_file():
+                raise
+        return final
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _load():
+    """The compiled module, built on first use; None (with the reason in ``_failed``, said once on stderr)
+    when it cannot be had: callers then use the pure-torch kernels."""
     global _module, _failed
     with _lock:
         if _module is None and _failed is None:
@@ -128,20 +183,18 @@ def _load():
             if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
                 _failed = f"needs AVX2; this CPU offers {torch.backends.cpu.get_cpu_capability()}"
                 return None
+            name, root = _build_name(), _build_root()
             try:
-                from torch.utils.cpp_extension import load_inline
-
-                _clear_stale_lock(_build_name())
-                _module = load_inline(
-                    name=_build_name(),
-                    cpp_sources=_SOURCE,
-                    functions=["sign_consensus", "weighted_sum"],
-                    extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"],
-                    verbose=False,
-                )
-            except Exception as e:  # no compiler or ninja: the torch kernels still work
+                timeout = float(os.environ.get("MIXLAB_KERNEL_BUILD_TIMEOUT") or BUILD_TIMEOUT)
+                folder = root / name
+                if not (folder / f"{name}.so").is_file():
+                    folder = _build(root, name, timeout)
+                _module = _import(folder, name)
+            except Exception as e:  # no compiler, a timeout, a broken build: the torch kernels still work
                 _failed = f"{type(e).__name__}: {e}"
+                print(
+                    f"mixlab: fused CPU merge kernels unavailable ({_failed}); using the torch kernels", file=sys.stderr
+                )
     return _module
 
 
