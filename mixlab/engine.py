@@ -185,6 +185,7 @@ class Engine:
             "data": self.lab.resolve(b.data),
             "include": None if b.include_path is None else self.lab.resolve(b.include_path),
             "cache": cache,
+            "root": self.lab.root,
         }
 
     def _merge_key(self, spec: MergeSpec, bench: BenchmarkData) -> CacheKey:
