@@ -229,9 +229,10 @@ class Store:
         if self.root is None:
             return path
         try:
-            for side in SQLITE_SIDE_FILES:
-                confined(self.root, path.with_name(path.name + side), what)
-            return confined(self.root, path, what)
+            resolved = confined(self.root, path, what)
+            for side in SQLITE_SIDE_FILES:  # SQLite opens them beside the file it resolved
+                confined(self.root, resolved.with_name(resolved.name + side), what)
+            return resolved
         except ManifestError as e:
             raise CacheError(str(e)) from None
 
