@@ -49,7 +49,7 @@ def _refuse(path: Path, line: int | None, what: str) -> EvaluationError:
     return EvaluationError(f"{where}: {what}; an lm-eval task may use only files inside the lab")
 
 
-def _read_task_yaml(path: Path) -> tuple[object, list[tuple[str, int]], list[tuple[object, int]]]:
+def _read_task_yaml(path: Path) -> tuple[object, list[tuple[str, int]], list[tuple[object, int | None]]]:
     """A task YAML as lm-eval's loader reads it (libyaml's safe loader plus ``!function``): its data, its
     ``!function`` names and its ``include`` values, each with its line."""
     import yaml
@@ -76,12 +76,13 @@ def _read_task_yaml(path: Path) -> tuple[object, list[tuple[str, int]], list[tup
             loader.dispose()
     except (OSError, yaml.YAMLError) as e:
         raise _refuse(path, None, f"not a task YAML mixlab can check ({type(e).__name__}: {e})") from None
-    includes: list[tuple[object, int]] = []
+    includes: list[tuple[object, int | None]] = []
     if isinstance(data, dict) and "include" in data:
-        (value,) = [v for k, v in node.value if getattr(k, "value", None) == "include"][-1:]
-        items = value.value if isinstance(value, yaml.SequenceNode) else [value]
+        found = [v for k, v in node.value if getattr(k, "value", None) == "include"][-1:]
+        items = found[0].value if found and isinstance(found[0], yaml.SequenceNode) else found
         values = data["include"] if isinstance(data["include"], list) else [data["include"]]
-        includes = [(v, n.start_mark.line + 1) for v, n in zip(values, items)]
+        lines = [n.start_mark.line + 1 for n in items] if len(items) == len(values) else [None] * len(values)
+        includes = list(zip(values, lines))  # a line where the include is written plainly (not merged in)
     return data, functions, includes
 
 
