@@ -122,10 +122,10 @@ def cmd_merge(args) -> None:
     if not args.out and not args.mergekit_yaml:
         raise MixlabError("merge needs --out (a model or adapter folder) and/or --mergekit-yaml (a mergekit config)")
     if args.mergekit_yaml:
-        from mixlab.interop import to_mergekit
+        from mixlab.interop import save_mergekit, to_mergekit
 
         text, notes = to_mergekit(engine, mixture, args.method, _params(args.param))
-        Path(args.mergekit_yaml).write_text(text)
+        save_mergekit(Path(args.mergekit_yaml), text)
         print(f"wrote mergekit config {args.mergekit_yaml} (run: mergekit-yaml {args.mergekit_yaml} OUT_DIR)")
         for n in notes:
             print(f"  note: {n}", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 
 from mixlab.analysis import results_table
 from mixlab.batched import BatchedLora, supports_batched
-from mixlab.errors import CacheError, EvaluationError
+from mixlab.errors import CacheError, EvaluationError, ManifestError
 from mixlab.evaluate import (
     BUILTIN,
     EvalResult,
@@ -60,14 +60,20 @@ def open_store(lab: Lab, path: str | Path | None = None) -> Store:
     from the lab's committed ``evaluations.jsonl`` when created. Where that file cannot be used (a
     read-only lab, a corrupt cache) the scores live in memory for this process, with a notice saying why:
     the lab still opens and a corrupt file is never written to."""
-    path = Path(path or os.environ.get("MIXLAB_CACHE") or lab.root / CACHE_DIR / CACHE_FILE)
-    seed = lab.root / EXPORT_FILE
+    chosen = path or os.environ.get("MIXLAB_CACHE")  # a path the user gave: theirs to place anywhere
+    path = Path(chosen) if chosen else Path(CACHE_DIR) / CACHE_FILE
+    notices = []
     try:
-        return Store(path, seed_from=seed)
+        seed = lab.inside(EXPORT_FILE, "the lab's evaluations export")
+    except ManifestError as e:
+        seed, notices = None, [f"{e}; its scores were not imported."]
+    try:
+        store = Store(path if chosen else lab.root / path, seed_from=seed, root=None if chosen else lab.root)
     except CacheError as e:
         store = Store(":memory:", seed_from=seed)
-        store.notices.insert(0, f"{e} Scores computed now are kept in memory only, not saved.")
-        return store
+        notices.insert(0, f"{e} Scores computed now are kept in memory only, not saved.")
+    store.notices[:0] = notices
+    return store
 
 
 class Engine:
@@ -171,13 +177,15 @@ class Engine:
         """An lm-eval benchmark's files: its data, its task folder, and where datasets may cache (the lab's)."""
         if b.evaluator != LM_EVAL:
             return None
-        cache = (
-            self.store.path.parent if str(self.store.path) != ":memory:" else self.lab.root / CACHE_DIR
-        ) / "hf-datasets"
+        if str(self.store.path) != ":memory:":
+            cache = self.store.beside("hf-datasets")
+        else:
+            cache = self.lab.inside(Path(CACHE_DIR) / "hf-datasets", "lm-eval's datasets cache")
         return {
             "data": self.lab.resolve(b.data),
             "include": None if b.include_path is None else self.lab.resolve(b.include_path),
             "cache": cache,
+            "root": self.lab.root,
         }
 
     def _merge_key(self, spec: MergeSpec, bench: BenchmarkData) -> CacheKey:
@@ -611,9 +619,11 @@ class Engine:
         adapter: bool = False,
         overwrite: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        in_lab: bool = False,
     ) -> Path:
         """Write the merge as a Hugging Face model folder, or (``adapter``) a PEFT adapter. ``overwrite``
-        replaces only an earlier mixlab export (see :mod:`mixlab.merge.output`)."""
+        replaces only an earlier mixlab export (see :mod:`mixlab.merge.output`). ``in_lab``: ``out`` is one
+        of the lab's exports (:meth:`Lab.export_path`), checked again as it is written to stay inside."""
         self.refresh()
         spec = self.spec(mixture, method, params)
         from mixlab import __version__
@@ -638,6 +648,9 @@ class Engine:
             "scores": scores,
             "mixlab": __version__,
         }
+        within = self.lab.exports if in_lab else None
         if adapter:
-            return save_lora_merge(self.experts, spec, out, overwrite=overwrite, provenance=prov)
-        return save_merged(self.base, self.experts, spec, out, overwrite=overwrite, progress=progress, provenance=prov)
+            return save_lora_merge(self.experts, spec, out, overwrite=overwrite, provenance=prov, within=within)
+        return save_merged(
+            self.base, self.experts, spec, out, overwrite=overwrite, progress=progress, provenance=prov, within=within
+        )

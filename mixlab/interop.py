@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
-from mixlab.errors import ManifestError, MixlabError
+from mixlab.errors import MixlabError
 from mixlab.experts import ADAPTER_CONFIG
-from mixlab.lab import toml_value
+from mixlab.lab import ManifestWriter
 
 # mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
 MERGEKIT = {
@@ -114,6 +115,18 @@ def to_mergekit(engine, mixture, method: str | None = None, params: dict | None 
     return header + _yaml(config), notes
 
 
+def save_mergekit(path: Path, text: str) -> Path:
+    """Write a mergekit config (the text :func:`to_mergekit` made) to ``path``, a file (new or replaced)."""
+    path = Path(path)
+    if path.is_dir():
+        raise MixlabError(f"--mergekit-yaml {path} is a folder; give a file name, e.g. {path / 'mergekit.yml'}")
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise MixlabError(f"cannot write the mergekit config {path}: {e.strerror or e}") from None
+    return path
+
+
 def _lab_path(root: Path, path: Path, what: str) -> str:
     path = path.resolve()
     if not path.is_relative_to(root):
@@ -121,98 +134,161 @@ def _lab_path(root: Path, path: Path, what: str) -> str:
     return path.relative_to(root).as_posix() or "."
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a mergekit recipe is a few KB
+LAB_DEPTH = 2  # how deep below a lab folder its models sit at most: <lab>/base, <lab>/experts/<name>
+
+
+def _expert_name(path: Path) -> str:
+    """A lab name for a model folder: its name with every character a name cannot hold written as ``-``."""
+    return re.sub(r"[^A-Za-z0-9_\-]", "-", path.name)[:64] or "expert"
+
+
+def _read_recipe(config: Path) -> dict:
+    """A mergekit recipe as data: at most :data:`MAX_RECIPE_BYTES`, and no YAML aliases (``*a`` can make
+    a few lines expand to billions of strings; recipes have no use for them)."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise MixlabError(
+                    f"{config}: line {mark.line + 1}: YAML aliases (*name) are not accepted in a mergekit recipe; "
+                    "write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    try:
+        with open(config, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as e:
+        raise MixlabError(f"{config}: cannot read a mergekit config: {e.strerror or e}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise MixlabError(f"{config}: larger than {MAX_RECIPE_BYTES} bytes; not a mergekit config")
+    try:
+        data = yaml.load(raw, Loader=NoAliases)  # noqa: S506 (a safe loader that also refuses aliases)
+    except yaml.YAMLError as e:
+        raise MixlabError(f"{config}: cannot read a mergekit config: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise MixlabError(f"{config}: not a mergekit config (no models: list)")
+    return data
+
+
+def _model_entry(config: Path, i: int, m) -> tuple[str, dict]:
+    """(the model reference, its parameters) of ``models[i]``, or an error naming the entry."""
+    where = f"{config}: models[{i}]"
+    if isinstance(m, str):
+        return m, {}
+    if not isinstance(m, dict) or "model" not in m:
+        raise MixlabError(f"{where}: expected a model path or a mapping with model: (got {type(m).__name__})")
+    ref, params = m["model"], m.get("parameters") or {}
+    if isinstance(ref, dict):  # mergekit's long form: model: {model: {path: ...}, lora: {path: ...}}
+        raise MixlabError(f"{where}.model: the long form (model: path:, lora:) is not read; write base+adapter paths")
+    if not isinstance(ref, str) or not ref:
+        raise MixlabError(f"{where}.model: expected a path, got {type(ref).__name__}")
+    if not isinstance(params, dict):
+        raise MixlabError(f"{where}.parameters: expected a mapping, got {type(params).__name__}")
+    return ref, params
+
+
+def _lab_root(config: Path, folders: list[Path]) -> Path:
+    """The lab folder when ``--out`` is not given: the folder that holds every model, if it looks like a
+    lab's (not the filesystem root, the home folder or an ancestor of it, a top-level folder, or a folder
+    far above the models, all of which hold unrelated things the lab's containment checks would let in)."""
+    root = Path(os.path.commonpath(folders))
+    home = Path.home().resolve()
+    deepest = max(len(p.relative_to(root).parts) for p in folders)
+    why = None
+    if len(root.parts) <= 2:
+        why = "a top-level folder" if len(root.parts) == 2 else "the filesystem root"
+    elif home.is_relative_to(root):
+        why = "your home folder or one above it"
+    elif deepest > LAB_DEPTH:
+        why = f"{deepest} levels above a model (a lab holds them at most {LAB_DEPTH} deep: base/, experts/NAME/)"
+    if why:
+        raise MixlabError(
+            f"{config}: the folder that holds every model is {root}, {why}; it cannot be the lab folder. "
+            "Pass --out LAB (a new folder: link or copy the models into it) or --out a folder that holds them"
+        )
+    return root
+
+
 def lab_from_mergekit(config: Path, out: Path | None = None, name: str | None = None) -> Path:
     """A lab from a mergekit config: its base_model as the base, its models as experts (``base+adapter``
     references as LoRA experts), its method and parameters as the lab's merge defaults; the mixture weights
-    it used go in a comment. Written to ``out`` (default: the folder that holds every model)."""
-    import yaml
-
+    it used go in a comment. Written to ``out`` (default: the folder that holds every model, when that
+    folder can be a lab's: :func:`_lab_root`)."""
     config = Path(config)
-    try:
-        data = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise MixlabError(f"{config}: cannot read a mergekit config: {e}") from None
-    if not isinstance(data, dict) or "models" not in data:
-        raise MixlabError(f"{config}: not a mergekit config (no models: list)")
+    data = _read_recipe(config)
     here = config.parent
 
-    def local(ref: str, field: str) -> Path:
+    def local(ref, field: str) -> Path:
+        if not isinstance(ref, str) or not ref or "\0" in ref:
+            raise MixlabError(f"{config}: {field}: expected a folder path, got {ref!r}")
         p = Path(os.path.expanduser(ref))
         p = p if p.is_absolute() else here / p
-        if not p.exists():
+        if not p.is_dir():
             raise MixlabError(
                 f"{config}: {field} {ref!r} is not a local folder; mixlab loads nothing from a hub: download it "
                 "and point the config at the folder"
             )
         return p.resolve()
 
-    base_ref = data.get("base_model")
-    models = data["models"] or []
-    refs = [str(m["model"]) if isinstance(m, dict) else str(m) for m in models]
-    if base_ref is None:
+    if data.get("base_model") is None:
         raise MixlabError(f"{config}: no base_model; a lab needs the base the experts were fine-tuned from")
-    base = local(str(base_ref), "base_model")
+    base = local(data["base_model"], "base_model")
+    entries = [_model_entry(config, i, m) for i, m in enumerate(data["models"])]
     experts, weights = [], {}
-    for i, (m, ref) in enumerate(zip(models, refs)):
+    for i, (ref, params) in enumerate(entries):
         model_ref, _, lora = ref.partition("+")
         path = local(lora, f"models[{i}] adapter") if lora else local(model_ref, f"models[{i}].model")
         if path == base:
             continue  # mergekit lists the base among the models for some methods
-        expert = path.name.replace(".", "-")
+        expert = _expert_name(path)
         experts.append((expert, path))
-        w = (m.get("parameters") or {}).get("weight") if isinstance(m, dict) else None
-        if isinstance(w, (int, float)):
+        w = params.get("weight")
+        if isinstance(w, (int, float)) and not isinstance(w, bool):
             weights[expert] = float(w)
     if not experts:
         raise MixlabError(f"{config}: no models besides the base")
-    root = Path(out).resolve() if out else Path(os.path.commonpath([base, *(p for _, p in experts)]))
-    method = str(data.get("merge_method", "linear"))
-    lines = [f"# from mergekit config {config.resolve()}", f"name = {toml_value(name or config.stem)}"]
-    lines += [f"base = {toml_value(_lab_path(root, base, 'base_model'))}", ""]
+    root = Path(out).resolve() if out else _lab_root(config, [base, *(p for _, p in experts)])
+    method = data.get("merge_method", "linear")
+    if not isinstance(method, str):
+        raise MixlabError(f"{config}: merge_method: expected a name, got {method!r}")
+    shared = data.get("parameters") or {}
+    if not isinstance(shared, dict):
+        raise MixlabError(f"{config}: parameters: expected a mapping, got {type(shared).__name__}")
+    doc = ManifestWriter()
+    doc.comment(f"from mergekit config {config.resolve()}")
     if weights:
-        lines.insert(1, "# its mixture: " + ", ".join(f"{k}={v:g}" for k, v in weights.items()))
+        doc.comment("its mixture: " + ", ".join(f"{k}={v:g}" for k, v in weights.items()))
+    doc.set("name", name or re.sub(r"[^A-Za-z0-9_.\-]", "-", config.stem)[:64])
+    doc.set("base", _lab_path(root, base, "base_model"))
     for expert, path in experts:
-        lines += [
-            "[[experts]]",
-            f"name = {toml_value(expert)}",
-            f"path = {toml_value(_lab_path(root, path, 'model'))}",
-            "",
-        ]
+        doc.blank()
+        doc.item("experts")
+        doc.set("name", expert)
+        doc.set("path", _lab_path(root, path, "model"))
     method_here, ours = "linear", {}
     if method in MERGEKIT and method != "linear":  # the same names and formulas (the module docstring)
         method_here, ours = method, {v: k for k, v in MERGEKIT[method][1].items()}
     elif method != "linear":
-        lines.append(f"# mergekit method {method!r} has no mixlab equivalent: the lab merges linearly")
+        doc.comment(f"mergekit method {method!r} has no mixlab equivalent: the lab merges linearly")
     params = {}
-    shared = data.get("parameters") or {}
-    first = (models[0].get("parameters") or {}) if isinstance(models[0], dict) else {}
+    first = entries[0][1]
     for theirs, value in {**shared, **{k: v for k, v in first.items() if k in PER_MODEL}}.items():
         mine = ours.get(theirs)
         if mine and isinstance(value, (int, float)):
             params[mine] = 1.0 - value if mine == "drop_rate" else value
     if method_here == "task_arithmetic" and params.get("scale", 1.0) == 1.0:
         method_here, params = "linear", {}
-    lines += ["[merge]", f"method = {toml_value(method_here)}"]
+    doc.blank()
+    doc.table("merge")
+    doc.set("method", method_here)
     if params:
-        lines.append(f"params = {toml_value(params)}")
-    lines.append("")
-    return _write_manifest(root, "\n".join(lines))
-
-
-def _write_manifest(root: Path, text: str) -> Path:
-    from mixlab.lab import MANIFEST, load_lab
-
+        doc.set("params", params)
     root.mkdir(parents=True, exist_ok=True)
-    target = root / MANIFEST
-    if target.exists():
-        raise MixlabError(f"{target} exists; move it away first (mixlab never overwrites a lab manifest)")
-    target.write_text(text)
-    try:
-        load_lab(root)
-    except ManifestError as e:
-        target.unlink()
-        raise MixlabError(f"the lab.toml written for {root} does not validate, so it was removed: {e}") from None
-    return target
+    return doc.write(root)
 
 
 def _kind(folder: Path) -> str | None:
@@ -223,11 +299,21 @@ def _kind(folder: Path) -> str | None:
     return None
 
 
+MAX_FIRST_ROW = 1 << 20  # lab init reads at most this much of a JSONL file to guess its evaluator
+
+
 def _guess_evaluator(path: Path) -> tuple[str, str]:
-    """The evaluator a JSONL file's fields call for, and why (read from its first row)."""
+    """The evaluator a JSONL file's fields call for, and why (read from its first row, of at most
+    :data:`MAX_FIRST_ROW` bytes: a one-line file of gigabytes is not read whole)."""
     try:
-        with open(path) as f:
-            row = json.loads(f.readline())
+        with open(path, "rb") as f:
+            line = f.readline(MAX_FIRST_ROW + 1)
+        if len(line) > MAX_FIRST_ROW:
+            raise MixlabError(
+                f"{path}: the first row is longer than {MAX_FIRST_ROW} bytes; lab init reads at most that much to "
+                "guess the evaluator (add this benchmark to lab.toml by hand)"
+            )
+        row = json.loads(line)
     except (OSError, ValueError) as e:
         raise MixlabError(f"{path}: cannot read a first JSON row: {e}") from None
     fields = set(row) if isinstance(row, dict) else set()
@@ -259,19 +345,22 @@ def init_lab(
     base_rel = _lab_path(root, base_path, "--base")
     if _kind(base_path) != "full":
         raise MixlabError(f"--base {base}: no config.json and *.safetensors in {base_path}")
-    lines = [f"# written by mixlab lab init from {root}", f"name = {toml_value(root.name.replace('.', '-'))}"]
-    lines += [f"base = {toml_value(base_rel)}", ""]
+    doc = ManifestWriter()
+    doc.comment(f"written by mixlab lab init from {root}")
+    doc.set("name", _expert_name(root))
+    doc.set("base", base_rel)
     found = []
     for folder in sorted(p for p in root.glob(experts) if p.is_dir() and p.resolve() != base_path.resolve()):
         rel = _lab_path(root, folder, "expert")
         kind = _kind(folder)
         if kind is None:
-            lines.append(f"# skipped {folder.relative_to(root)}: neither a PEFT adapter nor a full fine-tune")
+            doc.comment(f"skipped {folder.relative_to(root)}: neither a PEFT adapter nor a full fine-tune")
             continue
         found.append(folder)
-        name = folder.name.replace(".", "-")
-        lines += [f"[[experts]]  # {'PEFT LoRA adapter' if kind == 'lora' else 'full fine-tune'}"]
-        lines += [f"name = {toml_value(name)}", f"path = {toml_value(rel)}", ""]
+        doc.blank()
+        doc.item("experts", "PEFT LoRA adapter" if kind == "lora" else "full fine-tune")
+        doc.set("name", _expert_name(folder))
+        doc.set("path", rel)
     if not found:
         raise MixlabError(f"no experts under {root} match {experts!r} (PEFT adapter folders or full fine-tunes)")
     for path in sorted(p for p in root.glob(benchmarks) if p.is_file() and p.suffix == ".jsonl"):
@@ -279,11 +368,12 @@ def init_lab(
             continue  # a dev split: named as search_data by its test file below
         rel = _lab_path(root, path, "benchmark")  # inside the lab (a link out of it is refused) before it is read
         evaluator, why = _guess_evaluator(path)
-        lines += [f"[[benchmarks]]  # {why}", f"name = {toml_value(path.stem.replace('.', '-'))}"]
-        lines += [f"evaluator = {toml_value(evaluator)}", f"data = {toml_value(rel)}"]
+        doc.blank()
+        doc.item("benchmarks", why)
+        doc.set("name", _expert_name(Path(path.stem)))
+        doc.set("evaluator", evaluator)
+        doc.set("data", rel)
         dev = path.with_name(f"{path.stem}_dev.jsonl")
         if dev.is_file():
-            lines.append(f"search_data = {toml_value(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
-        lines.append("")
-    text = "\n".join(lines)
-    return _write_manifest(root, text) if write else text
+            doc.set("search_data", _lab_path(root, dev, "benchmark"), "what a search optimises on")
+    return doc.write(root) if write else doc.text()

@@ -4,9 +4,10 @@ the lab's folder by :meth:`Lab.resolve`; nothing else in mixlab joins manifest p
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import re
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -205,11 +206,156 @@ class Manifest(_Strict):
 
 
 def toml_value(value) -> str:
-    """A value as lab.toml writes it (strings, numbers, booleans, lists and inline tables): for the files
-    mixlab writes itself (demo builds, lab init, lab from-mergekit)."""
+    """A value as lab.toml writes it (strings, integers, finite floats, booleans, lists and inline tables),
+    every character a string holds escaped where TOML (or a reader) would not take it literally: quotes,
+    backslashes, newlines and every other control or invisible character. Raises ManifestError for what
+    TOML cannot hold (NaN, infinities, unpaired surrogates from undecodable file names, other types)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ManifestError(f"cannot write {value!r} into lab.toml: TOML values here are finite numbers")
+        return repr(value)  # the shortest text that reads back as the same float; TOML reads Python's form
+    if isinstance(value, str):
+        return '"' + "".join(_toml_char(ch, value) for ch in value) + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value, ensure_ascii=False)  # a JSON string, number, boolean or list is a TOML one
+        return "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise ManifestError(f"cannot write a {type(value).__name__} ({value!r}) into lab.toml")
+
+
+def _toml_char(ch: str, whole: str) -> str:
+    if ch in '"\\':
+        return "\\" + ch
+    if ch.isprintable() or ch == " ":
+        return ch
+    code = ord(ch)
+    if 0xD800 <= code <= 0xDFFF:  # an undecodable byte of a file name (surrogateescape): not text TOML can hold
+        raise ManifestError(f"cannot write {ascii(whole)} into lab.toml: it is not valid Unicode; rename it")
+    return f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(str(key))
+
+
+def comment_text(text: str) -> str:
+    """``text`` made safe for a ``#`` comment: one line, every non-printable character (newlines, carriage
+    returns, other controls, undecodable bytes) written as its escape, so nothing after it can become TOML."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+class ManifestWriter:
+    """The one writer of ``lab.toml`` (demo builds, ``lab init``, ``lab from-mergekit``): keys are
+    mixlab's own names, every value goes through :func:`toml_value` and every comment through
+    :func:`comment_text`, the text is parsed back and must equal what was meant, the manifest must
+    validate, and the file is created atomically and only where nothing (not even a dangling link) is."""
+
+    def __init__(self) -> None:
+        self.data: dict = {}
+        self._lines: list[str] = []
+        self._table = self.data
+
+    def comment(self, text: str) -> None:
+        self._lines.append(f"# {comment_text(text)}")
+
+    def blank(self) -> None:
+        self._lines.append("")
+
+    def set(self, key: str, value, comment: str | None = None) -> None:
+        """``key = value`` in the current table (the top level, or the last :meth:`table` / :meth:`item`)."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or key in self._table:
+            raise ManifestError(f"lab.toml writer: bad or repeated key {key!r} (a mixlab bug)")
+        self._table[key] = value
+        self._lines.append(f"{key} = {toml_value(value)}" + (f"  # {comment_text(comment)}" if comment else ""))
+
+    def table(self, name: str, comment: str | None = None) -> None:
+        """Start ``[name]``: what :meth:`set` writes next goes into it."""
+        self._table = self.data.setdefault(name, {})
+        self._lines.append(f"[{name}]" + (f"  # {comment_text(comment)}" if comment else ""))
+
+    def item(self, name: str, comment: str | None = None) -> None:
+        """Start a new ``[[name]]`` entry (experts, benchmarks, true_mixtures)."""
+        self._table = {}
+        self.data.setdefault(name, []).append(self._table)
+        self._lines.append(f"[[{name}]]" + (f"  # {comment_text(comment)}" if comment else ""))
+
+    def text(self) -> str:
+        """The file's text, after checking that it parses back to exactly the values that were set."""
+        text = "\n".join(self._lines) + "\n"
+        try:
+            parsed = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ManifestError(
+                f"the lab.toml mixlab wrote does not parse ({e}); nothing was written (a mixlab bug)"
+            ) from None
+        if parsed != self.data:
+            raise ManifestError("the lab.toml mixlab wrote reads back differently; nothing was written (a mixlab bug)")
+        return text
+
+    def write(self, root: Path) -> Path:
+        """Validate the manifest against ``root`` (every path it names inside, existing), then create
+        ``root/lab.toml`` atomically. Never replaces anything: an existing file, folder or link (dangling
+        ones included, whose target would be created outside the lab) is an error."""
+        root = Path(root).resolve()
+        text = self.text()
+        try:
+            Lab(root, Manifest.model_validate(self.data))
+        except ValidationError as e:
+            errors = "; ".join(_describe(err) for err in e.errors())
+            raise ManifestError(
+                f"the lab.toml written for {root} does not validate, so it was not written: {errors}"
+            ) from None
+        target = root / MANIFEST
+        if os.path.lexists(target):
+            what = "is a link" if target.is_symlink() else "exists"
+            raise ManifestError(f"{target} {what}; move it away first (mixlab never overwrites a lab manifest)")
+        fd, tmp = tempfile.mkstemp(prefix=".lab.toml.", dir=root)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.link(tmp, target)  # atomic, and fails if anything (a dangling link too) is already there
+        except FileExistsError:
+            raise ManifestError(
+                f"{target} exists; move it away first (mixlab never overwrites a lab manifest)"
+            ) from None
+        except OSError as e:
+            raise ManifestError(f"cannot write {target}: {e.strerror or e}") from None
+        finally:
+            os.unlink(tmp)
+        return target
+
+
+def confined(root: Path, path: str | Path, what: str) -> Path:
+    """``path`` (relative to ``root``, or absolute) resolved, if it stays inside ``root``: the one check
+    of every path mixlab reads or writes under a lab. Every component is looked at: a link (dangling or
+    not) that leads out of the folder is refused, for reads and writes alike, so no symlinked ``.mixlab``,
+    cache file or ``exports`` can make mixlab write outside the lab. Raises ManifestError naming ``what``."""
+    root = Path(root).resolve()
+    if "\0" in str(path):
+        raise ManifestError(f"{what} {str(path)!r} contains a NUL byte")
+    p = Path(path)
+    full = p if p.is_absolute() else root / p
+    try:
+        if full.is_relative_to(root):
+            cur = root
+            for part in full.relative_to(root).parts:
+                cur = cur / part
+                if cur.is_symlink() and not cur.resolve().is_relative_to(root):
+                    raise ManifestError(
+                        f"{what} {str(path)!r} points outside the lab folder {root}: {cur} is a link to "
+                        f"{cur.resolve()}; mixlab reads and writes only inside the lab"
+                    )
+        resolved = full.resolve()
+    except (OSError, RuntimeError) as e:  # a link loop, a name too long
+        raise ManifestError(f"{what} {str(path)!r}: cannot resolve it inside {root}: {e}") from None
+    if not resolved.is_relative_to(root):
+        raise ManifestError(f"{what} {str(path)!r} points outside the lab folder {root}")
+    return resolved
 
 
 def weights_label(weights: dict[str, float], order: list[str]) -> str:
@@ -265,12 +411,13 @@ class Lab:
     def exports(self) -> Path:
         """The lab's exports folder, the only place the dashboard writes merged models: ``<lab>/exports``,
         except for the labs shipped in the git-tracked ``cache/`` folder, whose exports go to
-        ``exports/<lab>`` beside it (so nothing is ever written among tracked files)."""
+        ``exports/<lab>`` beside it (so nothing is ever written among tracked files). Resolved by
+        :func:`confined`: an ``exports`` link that leads out of the lab is refused."""
         from mixlab.demo import LABS_DIR
 
-        if self.root.resolve().parent == LABS_DIR.resolve():
-            return LABS_DIR.parent / EXPORTS / self.root.name
-        return self.root / EXPORTS
+        if self.root.parent == LABS_DIR.resolve():
+            return confined(LABS_DIR.parent, Path(EXPORTS) / self.root.name, "the exports folder")
+        return self.inside(EXPORTS, "the exports folder")
 
     def export_path(self, name: str) -> Path:
         """``<exports>/<name>`` (see :attr:`exports`) for an export *name* (letters, digits, ``_ . -``; not a path)."""
@@ -279,17 +426,17 @@ class Lab:
                 f"export name {name!r} must be 1-100 letters, digits, '_', '.' or '-' (a name, not a path), "
                 "not starting with '.' or '-'"
             )
-        return self.exports / name
+        exports = self.exports
+        return confined(exports.parent, Path(exports.name) / name, f"export {name!r}")
+
+    def inside(self, rel: str | Path, what: str) -> Path:
+        """A path mixlab itself reads or writes under the lab (its cache, a study, exports), by :func:`confined`."""
+        return confined(self.root, rel, what)
 
     def resolve(self, rel: str, field: str = "path", want_file: bool = False) -> Path:
-        """Resolve a manifest path inside the lab folder (symlinks followed), or raise ManifestError
+        """Resolve a manifest path inside the lab folder (links inside it followed), or raise ManifestError
         naming the field."""
-        if "\0" in rel:
-            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r} contains a NUL byte")
-        p = Path(rel)
-        full = (p if p.is_absolute() else self.root / p).resolve()
-        if not full.is_relative_to(self.root):
-            raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r} points outside the lab folder {self.root}")
+        full = confined(self.root, rel, f"{self.root / MANIFEST}: {field} =")
         if not full.exists():
             raise ManifestError(f"{self.root / MANIFEST}: {field} = {rel!r}: no such file or folder ({full})")
         if want_file and not full.is_file():
@@ -306,6 +453,10 @@ def load_lab(path: str | Path) -> Lab:
     file = path / MANIFEST if path.is_dir() else path
     if file.name != MANIFEST or not file.is_file():
         raise ManifestError(f"no lab manifest at {file}; a lab is a folder with a {MANIFEST}")
+    if file.is_symlink():  # it could name any TOML file, whose values a validation error would echo
+        raise ManifestError(
+            f"{file} is a symbolic link; a lab's {MANIFEST} must be a regular file (open the folder it points to)"
+        )
     try:
         with open(file, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)

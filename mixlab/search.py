@@ -218,7 +218,7 @@ class Search:
         digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:10]
         self.name = name or f"{'-'.join(objectives)}-{sampler}-{digest}"
         if storage is None and str(engine.store.path) != ":memory:":
-            storage = f"sqlite:///{engine.store.path.parent / 'search.sqlite'}"
+            storage = f"sqlite:///{engine.store.beside('search.sqlite')}"  # inside the lab, as the cache is
         self.storage = storage  # None: in memory (an in-memory cache has no folder to keep a study in)
         self.cost = 0.0
         self._cost_lock = threading.Lock()

@@ -114,11 +114,11 @@ class LabSources:
             if any("image" in ex for ex in examples):  # the images are what is scored as much as the rows
                 image_digest, image_sigs = self._images(b, examples)
                 digest = hashlib.sha256(f"{digest}:{image_digest}".encode()).hexdigest()
-            if b.include_path is not None:  # an lm-eval task: its YAML (and helpers) are part of what it is
-                from mixlab.harness import folder_digest
+            if b.include_path is not None:  # an lm-eval task: every file of it (YAML, includes, helpers) is what it is
+                from mixlab.harness import task_digest
 
                 include = self.lab.resolve(b.include_path, f"benchmark {b.name!r} include_path")
-                digest = hashlib.sha256(f"{digest}:{folder_digest(include)}".encode()).hexdigest()
+                digest = hashlib.sha256(f"{digest}:{task_digest(include, self.lab.root)}".encode()).hexdigest()
             sig = (data_sig, image_sigs, include_sig)
             cur = self._benchmarks[b.name] = BenchmarkData(sig, examples, benchmark_desc(b, digest))
         return cur
@@ -137,13 +137,14 @@ class LabSources:
         return h.hexdigest(), tuple(sigs)
 
     def _signature(self, b: BenchmarkSpec, examples: list[dict]) -> tuple:
-        """The benchmark's files as they are now: (its data, the images its rows name, an lm-eval task
-        folder's files)."""
+        """The benchmark's files as they are now: (its data, the images its rows name, an lm-eval task's
+        files: its folder's and those its YAMLs include or import)."""
         images = tuple(file_signature(Path(ex["_image"])) for ex in examples if "_image" in ex)
         include = ()
-        if b.include_path is not None:
-            folder = self.lab.resolve(b.include_path)
-            include = tuple(file_signature(f) for f in sorted(folder.rglob("*")) if f.is_file())
+        if b.include_path is not None:  # the task's whole closure: an edited included YAML is a change too
+            from mixlab.harness import task_files
+
+            include = tuple(file_signature(f) for f in task_files(self.lab.resolve(b.include_path), self.lab.root))
         return file_signature(self.lab.resolve(b.data)), images, include
 
     def unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, checkpoint: TaskVector | None = None) -> bool:

@@ -26,10 +26,12 @@ from hashlib import sha256
 from pathlib import Path
 from urllib.parse import quote
 
-from mixlab.errors import CacheError
+from mixlab.errors import CacheError, ManifestError
 from mixlab.keys import canonical
+from mixlab.lab import confined
 
 KINDS = ("proxy", "true", "expert", "base")
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # the files SQLite opens by name beside a database
 
 _COLUMNS = (
     "key",
@@ -177,11 +179,15 @@ def _open(target: str, uri: bool = False) -> sqlite3.Connection:
 class Store:
     """The SQLite cache of one lab (or any path; ``":memory:"`` for one that lives in this process)."""
 
-    def __init__(self, path: str | Path, *, seed_from: Path | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, *, seed_from: Path | None = None, root: Path | None = None):
+        """``root``: the lab folder the cache lives in, if it does: the file, its folder and SQLite's own
+        files beside it (``-wal``, ``-shm``, ``-journal``) must then stay inside it (:func:`mixlab.lab.confined`),
+        so a linked ``.mixlab`` or cache file cannot make a score land outside the lab."""
+        self.root = None if root is None else Path(root).resolve()
         self.notices: list[str] = []  # why something was not saved or not imported, for pages and the CLI
         self._unsaved: dict[str, Evaluation] = {}  # rows a write could not store, still served from memory
         memory = str(path) == ":memory:"
+        self.path = Path(path) if memory else self._confined(Path(path), "the evaluation cache")
         if not memory:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +223,25 @@ class Store:
             raise self._error("open", e) from None
         if seed_from is not None and not self.readonly:
             self.sync_export(Path(seed_from))
+
+    def _confined(self, path: Path, what: str) -> Path:
+        """``path`` and the files SQLite keeps beside it, checked to stay inside :attr:`root` (when set)."""
+        if self.root is None:
+            return path
+        try:
+            resolved = confined(self.root, path, what)
+            for side in SQLITE_SIDE_FILES:  # SQLite opens them beside the file it resolved
+                confined(self.root, resolved.with_name(resolved.name + side), what)
+            return resolved
+        except ManifestError as e:
+            raise CacheError(str(e)) from None
+
+    def beside(self, name: str) -> Path:
+        """A file or folder kept next to the cache (a search study, lm-eval's datasets cache), held to the
+        same folder as the cache itself (inside the lab, for a lab's own cache)."""
+        if str(self.path) == ":memory:":
+            raise CacheError(f"an in-memory cache has no folder to keep {name} in")
+        return self._confined(self.path.parent / name, name)
 
     def _connect(self, memory: bool) -> sqlite3.Connection:
         if memory:

@@ -150,6 +150,17 @@ def test_lab_url_opens_only_a_lab_manifest_and_never_echoes_another_toml(app):
     assert "no lab manifest" in shown and "ruff" not in shown and "testpaths" not in shown
 
 
+def test_lab_url_never_follows_a_lab_toml_link_to_another_file(app, tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('name = "x"\npassword = "hunter2"\n')  # a validation error would name its keys and values
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "lab.toml").symlink_to(secrets)
+    app.query_params["lab"] = str(tmp_path / "lab")
+    at = _open(app, PAGES[0])
+    shown = " ".join(e.value for e in at.error)
+    assert "symbolic link" in shown and "hunter2" not in shown and "password" not in shown
+
+
 def test_lab_url_cannot_inject_markdown(app, tmp_path):
     evil = tmp_path / "[click me](https:"
     app.query_params["lab"] = f"{evil}//example.com)"

@@ -3,6 +3,7 @@ evaluators' accuracy on the same examples (generation and multiple choice), on t
 demo lab's trained models, so the accuracies are neither 0 nor 1 and a difference would show."""
 
 import json
+import re
 import shutil
 import sys
 
@@ -163,3 +164,89 @@ def test_lm_eval_benchmarks_are_checked_and_explained(harness_lab, tmp_path, mon
     engine = Engine(load_lab(harness_lab), Store(":memory:"), device="cpu")
     with pytest.raises(MixlabError, match="pip install -r requirements-lmeval.txt"):
         engine.proxy(engine.mixture([1, 0, 0]), benchmarks=["pick-harness"])
+
+
+def _bench(engine, name="rev-harness"):
+    return engine.lab.benchmark(name)
+
+
+def _pick_task(harness_lab, text):
+    (harness_lab / "tasks" / "pick_mc.yaml").write_text(TASKS["pick_mc.yaml"] + text)
+
+
+def test_a_function_outside_the_lab_is_refused_before_lm_eval_runs_it(harness_lab, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ran = tmp_path / "ran"
+    (outside / "evil.py").write_text(f"open({str(ran)!r}, 'w').close()\ndef fn(doc):\n    return doc['prompt']\n")
+    spec = str(outside / "evil").replace("/", ".") + ".fn"  # lm-eval reads .a.b.evil.fn as the file /a/b/evil.py
+    _pick_task(harness_lab, f"process_docs: !function {spec}\n")
+    engine = Engine(load_lab(harness_lab), Store(":memory:"), device="cpu")
+    with pytest.raises(MixlabError, match=rf"pick_mc.yaml, line 13: !function '{re.escape(spec)}': .*points outside"):
+        engine.proxy(engine.mixture([1, 0, 0]), benchmarks=["pick-harness"])
+    assert not ran.exists()
+
+
+def test_a_function_that_names_no_file_is_refused(harness_lab):
+    _pick_task(harness_lab, "process_docs: !function os.system\n")
+    engine = Engine(load_lab(harness_lab), Store(":memory:"), device="cpu")
+    with pytest.raises(MixlabError, match=r"line 13: !function 'os.system': no file .*os.py, so lm-eval would import"):
+        engine.proxy(engine.mixture([1, 0, 0]), benchmarks=["pick-harness"])
+
+
+def test_includes_and_task_links_that_leave_the_lab_are_refused(harness_lab, tmp_path):
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("doc_to_text: '{{prompt}}'\n")
+    engine = Engine(load_lab(harness_lab), Store(":memory:"), device="cpu")
+    m = engine.mixture([1, 0, 0])
+    for include in (str(secret), "../../secret.yaml"):
+        (harness_lab / "tasks" / "pick_mc.yaml").write_text(f"include: {include}\n" + TASKS["pick_mc.yaml"])
+        with pytest.raises(
+            MixlabError, match=rf"pick_mc.yaml, line 1: include '{re.escape(include)}' = .* points outside"
+        ):
+            engine.proxy(m, benchmarks=["pick-harness"])
+    (harness_lab / "tasks" / "pick_mc.yaml").unlink()
+    (harness_lab / "tasks" / "pick_mc.yaml").symlink_to(secret)
+    with pytest.raises(MixlabError, match=r"pick_mc.yaml: task file .*points outside the lab folder.*is a link to"):
+        engine.proxy(m, benchmarks=["pick-harness"])
+
+
+def test_every_file_a_task_includes_is_in_the_cache_key(harness_lab):
+    shared = harness_lab / "shared"
+    shared.mkdir()
+    base = (
+        "output_type: multiple_choice\nprocess_docs: !function helpers.docs\n"  # shared/helpers.py, as lm-eval reads it
+    )
+    (shared / "base.yaml").write_text(base + "target_delimiter: ''\n")
+    (shared / "helpers.py").write_text("def docs(ds):\n    return ds.select(range(20))\n")
+    text = TASKS["pick_mc.yaml"].replace('target_delimiter: ""\n', "").replace("output_type: multiple_choice\n", "")
+    (harness_lab / "tasks" / "pick_mc.yaml").write_text("include: ../shared/base.yaml\n" + text)
+    engine = Engine(load_lab(harness_lab), Store(":memory:"), device="cpu")
+    (theirs,) = engine.proxy(engine.mixture([0, 1, 0]), benchmarks=["pick-harness"])
+    assert theirs.n == 20  # lm-eval read the include and ran shared/helpers.py, where mixlab found them
+    first = engine.sources.benchmark(_bench(engine, "pick-harness")).desc
+    (shared / "base.yaml").write_text(base + "target_delimiter: ' '\n")
+    edited = engine.sources.benchmark(_bench(engine, "pick-harness")).desc
+    assert edited["data"] != first["data"]  # an included YAML outside the task folder, edited: a new key
+    (shared / "helpers.py").write_text("def docs(ds):\n    return ds  # changed\n")
+    assert engine.sources.benchmark(_bench(engine, "pick-harness")).desc["data"] != edited["data"]
+
+
+def test_task_keys_without_files_elsewhere_are_as_they_were(harness_lab):
+    from mixlab.harness import folder_digest, task_digest
+
+    assert task_digest(harness_lab / "tasks", harness_lab) == folder_digest(harness_lab / "tasks")
+
+
+def test_task_templates_render_in_jinjas_sandbox():
+    from jinja2.exceptions import SecurityError
+    from lm_eval import utils
+
+    from mixlab.harness import sandbox_templates
+
+    sandbox_templates()
+    assert (
+        utils.apply_template("{{prompt}} → {{ x | regex_replace('a', 'b') }}", {"prompt": "p", "x": "aa"}) == "p → bb"
+    )
+    with pytest.raises(SecurityError):
+        utils.apply_template("{{ ''.__class__.__mro__[1].__subclasses__() }}", {})

@@ -169,3 +169,98 @@ def test_lab_init_says_what_it_cannot_use(tiny_root, tmp_path):
     ):
         init_lab(root, "base", "adapters/*", "evals/*.jsonl")
     assert not (root / "lab.toml").exists()
+
+
+def _mergekit_lab(tiny_lab_dir, tmp_path, where):
+    """A recipe of the tiny lab's models in ``where`` (the lab.toml removed: the models alone)."""
+    engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
+    where.mkdir(parents=True, exist_ok=True)
+    config = where / "recipe.yml"
+    config.write_text(to_mergekit(engine, engine.mixture([0.2, 0.3, 0.5]))[0])
+    (tiny_lab_dir / "lab.toml").unlink()
+    return config
+
+
+def test_lab_init_folder_names_cannot_inject_toml(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    (root / "adapters" / '0\nplugins = ["adapters"]\n#').mkdir()  # skipped (not an adapter): named in a comment
+    init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+    lab = load_lab(root)
+    assert lab.manifest.plugins == []  # nothing after the newline became TOML
+    assert '# skipped adapters/0\\nplugins = ["adapters"]\\n#: neither' in (root / "lab.toml").read_text()
+
+
+def test_lab_init_names_odd_expert_folders_and_keeps_their_paths(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    shutil.copytree(root / "adapters" / "rev", root / "adapters" / 'z"\n[x]')
+    init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+    lab = load_lab(root)
+    assert lab.expert_names == ["add", "rev", "z---x-"]  # a name holds letters, digits, _ and -
+    assert lab.manifest.experts[2].path == 'adapters/z"\n[x]'  # the path exactly, escaped in the file
+
+
+def test_a_mergekit_recipes_path_cannot_inject_toml(tiny_lab_dir, tmp_path):
+    config = _mergekit_lab(tiny_lab_dir, tmp_path, tmp_path / 'r\nplugins = ["experts"]\n#')
+    lab_from_mergekit(config, out=tiny_lab_dir)
+    lab = load_lab(tiny_lab_dir)
+    assert lab.manifest.plugins == [] and lab.expert_names == ["add", "rev", "sort"]
+
+
+def test_lab_init_never_writes_through_a_dangling_lab_toml_link(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    outside = tmp_path / "outside" / "lab.toml"
+    outside.parent.mkdir()
+    (root / "lab.toml").symlink_to(outside)
+    with pytest.raises(MixlabError, match="lab.toml is a link; move it away first"):
+        init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+    assert not outside.exists() and (root / "lab.toml").is_symlink()
+
+
+def test_from_mergekit_without_out_needs_a_folder_that_can_be_a_lab(tiny_lab_dir, tmp_path):
+    config = _mergekit_lab(tiny_lab_dir, tmp_path, tmp_path)
+    far = tmp_path / "far" / "away" / "down"
+    shutil.move(tiny_lab_dir / "experts" / "sort", far / "sort")  # the common folder is now tmp_path
+    text = config.read_text().replace(str(tiny_lab_dir / "experts" / "sort"), str(far / "sort"))
+    config.write_text(text)
+    with pytest.raises(MixlabError, match="4 levels above a model .* Pass --out LAB"):
+        lab_from_mergekit(config)
+    assert not (tmp_path / "lab.toml").exists()
+    config.write_text(text.replace(f"base_model: {tiny_lab_dir / 'base'}", "base_model: /usr"))
+    with pytest.raises(MixlabError, match="holds every model is /, the filesystem root; it cannot be the lab folder"):
+        lab_from_mergekit(config)
+
+
+def test_lab_init_reads_at_most_a_mebibyte_of_a_first_row(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    with open(root / "evals" / "huge.jsonl", "w") as f:
+        f.write(json.dumps({"text": "a" * (1 << 20)}) + "\n")
+    with pytest.raises(MixlabError, match="huge.jsonl: the first row is longer than 1048576 bytes"):
+        init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+
+
+@pytest.mark.parametrize(
+    "recipe, match",
+    [
+        ("base_model: B\nmodels:\n  - &a {model: E}\n  - *a\n", r"line 4: YAML aliases \(\*name\) are not accepted"),
+        ("base_model: B\nmodels:\n  - parameters: {weight: 1}\n", r"models\[0\]: expected a model path or a mapping"),
+        ("base_model: B\nmodels:\n  - model: E\n    parameters: [1]\n", r"models\[0\].parameters: expected a mapping"),
+        ("base_model: B\nmodels:\n  - model: [E]\n", r"models\[0\].model: expected a path, got list"),
+        ("base_model: [B]\nmodels:\n  - model: E\n", r"base_model: expected a folder path, got \['/"),
+        ("base_model: B\nmodels:\n  - model: E\nparameters: 3\n", "parameters: expected a mapping, got int"),
+        ("base_model: B\nmodels: 3\n", r"not a mergekit config \(no models: list\)"),
+    ],
+)
+def test_malformed_mergekit_recipes_are_named_errors(tiny_lab_dir, tmp_path, recipe, match):
+    config = tmp_path / "recipe.yml"
+    config.write_text(
+        recipe.replace("B", str(tiny_lab_dir / "base")).replace("E", str(tiny_lab_dir / "experts" / "add"))
+    )
+    with pytest.raises(MixlabError, match=match):
+        lab_from_mergekit(config, out=tiny_lab_dir)
+
+
+def test_merge_mergekit_yaml_naming_a_folder_is_a_clear_error(tiny_lab_dir, tmp_path, capsys):
+    argv = ["merge", str(tiny_lab_dir), "--weights", "0.2,0.3,0.5", "--mergekit-yaml", str(tmp_path)]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert f"--mergekit-yaml {tmp_path} is a folder; give a file name" in err and "unexpected" not in err

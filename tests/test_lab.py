@@ -190,3 +190,102 @@ def test_true_mixture_weights_may_be_fractions(lab_dir):
         load_lab(
             write(lab_dir, BASE + '[[true_mixtures]]\nweights = { ocr = "a/3", chart = 0.5 }\npath = "true/mix"\n')
         )
+
+
+def test_the_manifest_writer_escapes_what_it_writes_and_reads_it_back():
+    import tomllib
+
+    from mixlab.lab import ManifestWriter
+
+    doc = ManifestWriter()
+    hostile = 'x\nplugins = ["evals"]\r\n[[benchmarks]]\u2028"\\\x7f\t'
+    doc.comment(f"from {hostile}")
+    doc.set("name", "lab")
+    doc.set("description", hostile, comment=hostile)
+    doc.item("experts", comment=hostile)
+    doc.set("name", "a")
+    doc.set("path", hostile)
+    text = doc.text()
+    assert tomllib.loads(text) == {"name": "lab", "description": hostile, "experts": [{"name": "a", "path": hostile}]}
+    assert all(line.startswith(("#", "name", "description", "[[experts]]", "path")) for line in text.splitlines())
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (float("nan"), "finite numbers"),
+        (float("inf"), "finite numbers"),
+        ("a\udcffb", "not valid Unicode"),
+        (object(), "cannot write a object"),
+    ],
+)
+def test_toml_value_refuses_what_toml_cannot_hold(value, match):
+    from mixlab.lab import toml_value
+
+    with pytest.raises(ManifestError, match=match):
+        toml_value(value)
+
+
+def test_the_manifest_writer_never_writes_through_a_link(lab_dir, tmp_path_factory):
+    from mixlab.lab import ManifestWriter
+
+    outside = tmp_path_factory.mktemp("outside") / "created.toml"
+    (lab_dir / "lab.toml").symlink_to(outside)  # dangling: lab_dir/lab.toml "does not exist"
+    doc = ManifestWriter()
+    for k, v in (("name", "lab"), ("base", "base")):
+        doc.set(k, v)
+    doc.item("experts")
+    doc.set("name", "ocr")
+    doc.set("path", "experts/ocr")
+    with pytest.raises(ManifestError, match="lab.toml is a link; move it away first"):
+        doc.write(lab_dir)
+    assert not outside.exists()
+    (lab_dir / "lab.toml").unlink()
+    assert doc.write(lab_dir).read_text() == doc.text() and load_lab(lab_dir).expert_names == ["ocr"]
+
+
+def test_confined_refuses_links_out_of_the_lab_at_every_component(lab_dir, tmp_path_factory):
+    from mixlab.lab import confined
+
+    outside = tmp_path_factory.mktemp("outside")
+    root = lab_dir.resolve()
+    (lab_dir / ".mixlab").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(
+        ManifestError, match=r"the cache '.mixlab/e.sqlite' points outside the lab folder .*\.mixlab is a link"
+    ):
+        confined(lab_dir, ".mixlab/e.sqlite", "the cache")
+    (lab_dir / ".mixlab").unlink()
+    (lab_dir / ".mixlab").mkdir()
+    (lab_dir / ".mixlab" / "e.sqlite").symlink_to(outside / "new.sqlite")  # dangling, leading out
+    with pytest.raises(ManifestError, match="points outside the lab folder"):
+        confined(lab_dir, ".mixlab/e.sqlite", "the cache")
+    (lab_dir / ".mixlab" / "e.sqlite").unlink()
+    (lab_dir / ".mixlab" / "e.sqlite").symlink_to(lab_dir / "data" / "ocr.jsonl")  # a link inside the lab is fine
+    assert confined(lab_dir, ".mixlab/e.sqlite", "the cache") == root / "data" / "ocr.jsonl"
+    assert confined(lab_dir, ".mixlab/new/x", "the cache") == root / ".mixlab" / "new" / "x"
+    with pytest.raises(ManifestError, match="points outside the lab folder"):
+        confined(lab_dir, "../x", "the cache")
+
+
+def test_a_lab_toml_link_is_refused_and_its_target_never_echoed(lab_dir, tmp_path_factory):
+    secrets = tmp_path_factory.mktemp("home") / "secrets.toml"
+    secrets.write_text('password = "hunter2"\n')
+    (lab_dir / "lab.toml").symlink_to(secrets)
+    for opened in (lab_dir, lab_dir / "lab.toml"):
+        with pytest.raises(ManifestError, match="lab.toml is a symbolic link") as err:
+            load_lab(opened)
+        assert "hunter2" not in str(err.value) and "password" not in str(err.value)
+
+
+def test_exports_that_link_out_of_the_lab_are_refused(lab_dir, tmp_path_factory):
+    lab = load_lab(write(lab_dir, BASE))
+    outside = tmp_path_factory.mktemp("outside")
+    (lab_dir / "exports").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ManifestError, match="the exports folder 'exports' points outside the lab folder"):
+        lab.export_path("m")
+    (lab_dir / "exports").unlink()
+    (lab_dir / "exports").mkdir()
+    (lab_dir / "exports" / "m").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ManifestError, match="export 'm' 'exports/m' points outside the lab folder"):
+        lab.export_path("m")
+    assert lab.export_path("n") == lab_dir.resolve() / "exports" / "n"

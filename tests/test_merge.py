@@ -364,3 +364,40 @@ def test_exports_carry_a_model_card_and_their_facts(tiny_lab_dir, tmp_path):
     adapter = engine.export(m, tmp_path / "adapter", "linear", adapter=True)
     assert "library_name: peft" in (adapter / "README.md").read_text()
     assert "No scores of this merge were cached" in (adapter / "README.md").read_text()
+
+
+def test_an_export_into_the_labs_exports_never_follows_a_link_out(lora, tmp_path):
+    base, experts = lora
+    lab, outside = tmp_path / "lab", tmp_path / "outside"
+    lab.mkdir()
+    outside.mkdir()
+    (lab / "exports").symlink_to(outside, target_is_directory=True)
+    spec = MergeSpec("linear", (1.0, 0.0, 0.0))
+    with pytest.raises(MergeError, match="output .* points outside the lab folder .*exports is a link"):
+        save_merged(base, experts, spec, lab / "exports" / "m", within=lab / "exports")
+    with pytest.raises(MergeError, match="points outside the lab folder"):
+        save_lora_merge(experts, spec, lab / "exports" / "m", within=lab / "exports")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_failed_replace_puts_the_earlier_export_back(lora, tmp_path, monkeypatch):
+    from mixlab.merge import output
+
+    base, experts = lora
+    out = save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), tmp_path / "export", provenance={"n": 1})
+    before = sorted(p.name for p in out.iterdir())
+    real = os.replace
+
+    def failing(src, dst):
+        if ".mixlab-tmp-" in Path(src).name and Path(dst) == out:  # moving the new export into place
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(output.os, "replace", failing)
+    with pytest.raises(
+        MergeError, match="cannot move the finished export into place .*; the earlier export is unchanged"
+    ):
+        save_merged(base, experts, MergeSpec("linear", (0.0, 1.0, 0.0)), out, overwrite=True, provenance={"n": 2})
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert json.loads((out / "mixlab_merge.json").read_text()) == {"n": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temp or old folder left behind

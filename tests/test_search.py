@@ -206,3 +206,18 @@ def test_a_two_objective_front_matches_the_brute_force_front_on_the_lattice():
     vals = np.array([t.values for t in nsga.trials])
     front = np.array([t.values for t in nsga.best_trials])
     assert all(not ((vals >= v).all(1) & (vals > v).any(1)).any() for v in front)  # none dominated
+
+
+def test_a_study_is_never_kept_outside_the_lab(dev_lab, tmp_path):
+    from mixlab.engine import open_store
+    from mixlab.errors import CacheError
+
+    lab = load_lab(dev_lab)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dev_lab / ".mixlab").mkdir(exist_ok=True)
+    (dev_lab / ".mixlab" / "search.sqlite").symlink_to(outside / "study.sqlite")  # dangling: optuna would create it
+    engine = Engine(lab, open_store(lab), device="cpu")
+    with pytest.raises(CacheError, match="search.sqlite '.*search.sqlite' points outside the lab folder"):
+        Search(engine, ["rev-loss"], sampler="random", seed=1)
+    assert list(outside.iterdir()) == []

@@ -219,3 +219,34 @@ def test_an_existing_cache_picks_up_a_labs_export_once(tmp_path):
     again = Store(tmp_path / "shared.sqlite", seed_from=tmp_path / "e.jsonl")
     assert again.count() == 4 and again.get("mine").score == 0.9
     assert again.sync_export(tmp_path / "e.jsonl") == 0  # already imported
+
+
+@pytest.mark.parametrize("link", [".mixlab", ".mixlab/evaluations.sqlite", ".mixlab/evaluations.sqlite-wal"])
+def test_a_labs_cache_never_follows_a_link_out_of_the_lab(tiny_lab_dir, tmp_path, link):
+    from mixlab.lab import load_lab
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tiny_lab_dir / ".mixlab").mkdir(exist_ok=link != ".mixlab")
+    if link == ".mixlab":
+        (tiny_lab_dir / ".mixlab").rmdir()
+        (tiny_lab_dir / link).symlink_to(outside, target_is_directory=True)
+    else:
+        (tiny_lab_dir / link).symlink_to(outside / "x")  # dangling: SQLite would create it
+    store = open_store(load_lab(tiny_lab_dir))
+    assert str(store.path) == ":memory:" and "points outside the lab folder" in store.notices[0]
+    assert store.put(ev()) is True and store.get("k") is not None
+    assert list(outside.iterdir()) == []
+
+
+def test_a_labs_export_linked_from_outside_is_not_imported(tiny_lab_dir, tmp_path):
+    from mixlab.lab import load_lab
+
+    src = Store(tmp_path / "src.sqlite")
+    src.put(ev("shipped"))
+    src.export_jsonl(tmp_path / "elsewhere.jsonl")
+    (tiny_lab_dir / "evaluations.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    store = open_store(load_lab(tiny_lab_dir))
+    assert store.get("shipped") is None
+    assert any("the lab's evaluations export" in n and "points outside" in n for n in store.notices)
+    assert store.path == tiny_lab_dir.resolve() / ".mixlab" / "evaluations.sqlite"  # the cache itself is fine

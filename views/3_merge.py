@@ -98,7 +98,9 @@ with right:
         try:
             out = eng.lab.export_path(name.strip())
             with st.spinner("Merging…"):
-                path = eng.export(m, out, method, params, adapter=kind.startswith("PEFT"), overwrite=replace)
+                path = eng.export(
+                    m, out, method, params, adapter=kind.startswith("PEFT"), overwrite=replace, in_lab=True
+                )
             st.success(f"Wrote {code(path)}")
         except MixlabError as e:
             show_error("Export failed", e)

@@ -31,7 +31,7 @@ from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
-from mixlab.lab import BenchmarkSpec, load_lab, toml_value, weights_label
+from mixlab.lab import BenchmarkSpec, ManifestWriter, load_lab, weights_label
 from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
 from mixlab.store import Store
 
@@ -251,15 +251,37 @@ def write_split(root: Path, name: str, n: int, seed: int) -> None:
             )
 
 
-def _write_manifest(root: Path, name: str, description: str, names: list[str], benches: list[dict], trues: list[dict]):
-    lines = [f"name = {toml_value(name)}", f"description = {toml_value(description)}", 'base = "base"', ""]
+def _write_manifest(
+    root: Path,
+    name: str,
+    description: str,
+    names: list[str],
+    benches: list[dict],
+    trues: list[dict],
+    merge: dict | None = None,
+    merge_comment: str | None = None,
+) -> Path:
+    doc = ManifestWriter()
+    doc.set("name", name)
+    doc.set("description", description)
+    doc.set("base", "base")
     for n in names:
-        lines += ["[[experts]]", f"name = {toml_value(n)}", f'path = "experts/{n}"', ""]
-    for b in benches:
-        lines += ["[[benchmarks]]"] + [f"{k} = {toml_value(v)}" for k, v in b.items()] + [""]
-    for t in trues:
-        lines += ["[[true_mixtures]]"] + [f"{k} = {toml_value(v)}" for k, v in t.items()] + [""]
-    (root / "lab.toml").write_text("\n".join(lines))
+        doc.blank()
+        doc.item("experts")
+        doc.set("name", n)
+        doc.set("path", f"experts/{n}")
+    for table, rows in (("benchmarks", benches), ("true_mixtures", trues)):
+        for row in rows:
+            doc.blank()
+            doc.item(table)
+            for k, v in row.items():
+                doc.set(k, v)
+    if merge:
+        doc.blank()
+        doc.table("merge", merge_comment)
+        for k, v in merge.items():
+            doc.set(k, v)
+    return doc.write(root)
 
 
 # merge methods whose proxies the full labs also cache at the true-mixture points, so the dashboard and

@@ -327,11 +327,16 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
             f"(dev exact match {', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), LoRA experts on the "
             f"language model, {len(points)} true mixtures, {budget.steps} steps × {budget.batch} images each."
         )
-        _write_manifest(root, "demo-vl" + ("-quick" if quick else ""), description, names, benches, trues)
-        with open(root / "lab.toml", "a") as f:
-            f.write(
-                '[merge]\npreset = "lora"  # vision tower, projector, embeddings, lm_head and norms stay the base\'s\n'
-            )
+        _write_manifest(
+            root,
+            "demo-vl" + ("-quick" if quick else ""),
+            description,
+            names,
+            benches,
+            trues,
+            merge={"preset": "lora"},
+            merge_comment="preset lora: the vision tower, projector, embeddings, lm_head and norms stay the base's",
+        )
 
         store = Store(":memory:")
         engine = Engine(load_lab(root), store, device="cpu")

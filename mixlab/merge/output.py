@@ -51,14 +51,23 @@ def remove_stale(out: Path) -> list[Path]:
     return removed
 
 
-def start(out: Path, overwrite: bool) -> tuple[Path, Path]:
+def start(out: Path, overwrite: bool, within: Path | None = None) -> tuple[Path, Path]:
     """Check ``out`` and make the temp folder to write into: returns (out resolved, temp folder).
 
     Raises MergeError when ``out`` is a file, a link, the current folder or an ancestor of it, a
-    non-empty folder without ``overwrite``, or a non-empty folder that is not a mixlab export."""
+    non-empty folder without ``overwrite``, or a non-empty folder that is not a mixlab export; with
+    ``within`` (a lab's exports folder), also when ``out`` or any folder on the way leads out of it."""
     out = Path(out)
     if out.is_symlink():
         raise MergeError(f"output {out} is a symbolic link; give a real folder path")
+    if within is not None:
+        from mixlab.errors import ManifestError
+        from mixlab.lab import confined
+
+        try:
+            out = confined(Path(within).parent, out, "output")
+        except ManifestError as e:
+            raise MergeError(str(e)) from None
     out = out.resolve()
     if out.exists() and not out.is_dir():
         raise MergeError(f"output {out} is a file, not a folder; choose a folder path")
@@ -92,7 +101,13 @@ def finish(tmp: Path, out: Path, provenance: dict) -> Path:
     if out.exists():
         old = out.with_name(f".{out.name}{_OLD}{os.getpid()}")
         os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError as e:
+        if old is not None:
+            os.replace(old, out)  # the earlier export goes back where it was
+        kept = "; the earlier export is unchanged" if old is not None else ""
+        raise MergeError(f"cannot move the finished export into place at {out}: {e.strerror or e}{kept}") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out

@@ -22,6 +22,7 @@ def save_lora_merge(
     *,
     overwrite: bool = False,
     provenance: dict | None = None,
+    within: Path | None = None,
 ) -> Path:
     """Write θ_0 + λ Σ w_i τ_i for LoRA experts as one PEFT adapter, exactly.
 
@@ -47,7 +48,7 @@ def save_lora_merge(
         raise MergeError("the experts disagree on fan_in_fan_out; export a full model instead")
     fan = fans.pop()
     coef = torch.tensor(method.coefficients([w for _, w in chosen], params))
-    out, tmp = output.start(out, overwrite)
+    out, tmp = output.start(out, overwrite, within)
     try:
         tensors, ranks, targets = {}, {}, set()
         for key in sorted(set().union(*(e.factors for e, _ in chosen))):

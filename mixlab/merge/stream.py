@@ -49,12 +49,13 @@ def save_merged(
     shard_bytes: int = 2 * 1024**3,
     progress: Callable[[int, int], None] | None = None,
     provenance: dict | None = None,
+    within: Path | None = None,
 ) -> Path:
     """Stream a merge into a Hugging Face model folder: the base's model files (config, generation config,
     tokenizer: :meth:`Checkpoint.model_files`, never code) plus safetensors shards of at most
     ``shard_bytes`` (memory stays bounded by one shard). The folder appears only when complete; on any
     error nothing is left behind."""
-    out, tmp = output.start(out, overwrite)
+    out, tmp = output.start(out, overwrite, within)
     try:
         for f in base.model_files():
             shutil.copyfile(f, tmp / f.name)
