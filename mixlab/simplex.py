@@ -66,11 +66,14 @@ def validate_weights(weights: Sequence[float], k: int | None = None, normalize: 
     if min(w) < 0:
         negative = ", ".join(f"{x:g}" for x in w if x < 0)
         raise MixtureWeightsError(f"mixture weights must be ≥ 0, got {negative} in {w}")
-    total = math.fsum(w)
     if normalize:
-        if total <= 0:
-            raise MixtureWeightsError(f"cannot normalise mixture weights that sum to {total}: {w}")
-        return [x / total for x in w]
+        top = max(w)  # scaled by the largest first: weights near the float maximum sum without overflowing
+        if top <= 0:
+            raise MixtureWeightsError(f"cannot normalise mixture weights that sum to 0: {w}")
+        scaled = [x / top for x in w]
+        total = math.fsum(scaled)
+        return [x / total for x in scaled]
+    total = math.fsum(w)
     if abs(total - 1.0) > TOLERANCE:
         raise MixtureWeightsError(
             f"mixture weights must sum to 1 (±{TOLERANCE}), got Σ={total:.9g} for {w}; "
