@@ -40,13 +40,18 @@ def test_ray_address_in_the_environment_does_not_redirect_the_local_cluster(clus
     assert ray.is_initialized() and rb.cpus == 2
 
 
-def test_a_ray_client_address_without_ray_client_says_what_to_install(monkeypatch):
+def test_a_ray_client_address_without_ray_client_says_what_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
     monkeypatch.setitem(sys.modules, "grpc", None)  # as where ray is installed without the [client] extra
     with pytest.raises(
         MixlabError,
         match=rf"ray://head:10001 is a Ray Client address, which needs ray\[client\]: pip install 'ray\[client\]=={ray.__version__}'",
     ):
         RayBackend("ray://head:10001")
+    from mixlab.cli import main
+
+    code = main(["sweep", "--backend", "ray", "--address", "ray://head:10001"])  # on the demo lab
+    assert code == 2 and "needs ray[client]" in capsys.readouterr().err
 
 
 DRIVER = """
