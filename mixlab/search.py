@@ -29,6 +29,7 @@ studies).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import math
@@ -53,6 +54,7 @@ GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
 SAMPLERS = ("random", "grid", "cmaes", "tpe", "gp", "nsga2")
 DESCRIPTION = "mixlab"  # the study's user attribute that records what it searches
 OWNER = "owner"  # a trial's user attribute: the process that runs it (mixlab.owner)
+NEW_TRIAL_SECONDS = 60  # a running trial without an owner this young may be another process's, just begun
 
 
 @dataclass(frozen=True)
@@ -328,9 +330,13 @@ class Search:
         from optuna.trial import TrialState
 
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = t.user_attrs.get(OWNER)
-            if isinstance(owner, dict) and Owner(**owner).alive():
-                continue
+            try:
+                if Owner(**t.user_attrs[OWNER]).alive():
+                    continue
+            except (KeyError, TypeError):  # no owner (yet: a trial just asked for), or not one we can read
+                age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else math.inf
+                if age < NEW_TRIAL_SECONDS:
+                    continue
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 

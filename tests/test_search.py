@@ -248,6 +248,7 @@ def test_a_named_study_of_an_older_mixlab_is_not_resumed_blindly(dev_lab, tmp_pa
 
 
 def test_a_resumed_study_fails_the_trials_a_killed_process_left_running(dev_lab, tmp_path):
+    import datetime
     import os
     import subprocess
     import sys
@@ -260,19 +261,18 @@ def test_a_resumed_study_fails_the_trials_a_killed_process_left_running(dev_lab,
     search.run(1)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     study = optuna.load_study(study_name="s", storage=search.storage)
-    killed, elsewhere, legacy = study.ask(), study.ask(), study.ask()
+    killed, elsewhere = study.ask(), study.ask()
+    study.ask()  # just asked for: no owner yet
     killed.set_user_attr("owner", {"pid": int(gone.stdout), "host": None, "started": 1.0})
     parent = psutil.Process(os.getppid())  # a live process: another search still running its trial
     elsewhere.set_user_attr("owner", {"pid": parent.pid, "host": None, "started": parent.create_time()})
+    legacy = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={}, distributions={})
+    legacy.datetime_start = datetime.datetime.now() - datetime.timedelta(hours=1)  # an older mixlab's, no owner
+    study.add_trial(legacy)
     result = Search(engine, ["rev-loss"], sampler="random", name="s").run(1)
-    states = {t["number"]: t["state"] for t in result.trials}
-    assert states == {
-        0: "complete",
-        killed.number: "fail",
-        elsewhere.number: "running",
-        legacy.number: "fail",
-        4: "complete",
-    }
+    states = [t["state"] for t in sorted(result.trials, key=lambda t: t["number"])]
+    # complete, killed, elsewhere, just asked (no owner yet: another process's trial that has just begun), legacy
+    assert states == ["complete", "fail", "running", "running", "fail", "complete"]
 
 
 def _search_file_broken(path, how: str, monkeypatch):
