@@ -618,9 +618,9 @@ def test_every_page_works_on_a_lab_without_benchmarks(app, tmp_path, monkeypatch
     app.query_params["lab"] = str(lab)
     for page in PAGES:
         at = _open(app, page)
-        assert not at.error or page == PAGES[-1], (page, [e.value for e in at.error])
-    at = _open(app, PAGES[1])
-    assert any("This lab has no benchmarks" in i.value for i in at.info)
+        assert not at.error, (page, [e.value for e in at.error])
+        if page in (PAGES[1], PAGES[-1]):  # the pages that need a benchmark say why they show nothing
+            assert any("This lab has no benchmarks" in i.value for i in at.info), page
 
 
 def test_an_unreadable_image_in_an_image_benchmark_is_a_notice(app, tmp_path, monkeypatch):
