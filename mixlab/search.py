@@ -48,6 +48,7 @@ from mixlab.errors import MixlabError, StudyError
 from mixlab.lab import BenchmarkSpec
 from mixlab.owner import Owner
 from mixlab.simplex import Mixture, check_seed, lattice
+from mixlab.store import sqlite_trouble
 
 EPS = 1e-6
 GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
@@ -340,23 +341,6 @@ class Search:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
-    def _storage_error(self, e: Exception) -> StudyError:
-        text = str(getattr(e, "orig", None) or e).splitlines()[0]
-        if "not a database" in text or "malformed" in text:
-            hint = "the file is corrupt; move it aside and a new study starts (scores stay in the evaluation cache)"
-        elif "locked" in text or "busy" in text:
-            text = f"busy (locked by another process for over {mixlab.store.BUSY_SECONDS} s)"
-            hint = "try again when the other search is done"
-        elif "readonly" in text or "read-only" in text:
-            hint = "make the file and its folder writable, or point MIXLAB_CACHE at a writable folder"
-        elif "unable to open" in text:
-            hint = "check that it is a file in a folder you may write"
-        elif "full" in text:
-            hint = "free some space"
-        else:
-            hint = "move it aside and a new study starts"
-        return StudyError(f"search study file {self.file or self.storage}: {text} ({hint})")
-
     @contextlib.contextmanager
     def _storage_errors(self):
         """The study file's SQLite errors as StudyErrors that say which file and what to do."""
@@ -367,7 +351,7 @@ class Search:
         try:
             yield
         except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as e:
-            raise self._storage_error(e) from None
+            raise StudyError(f"search study file {self.file or self.storage}: {sqlite_trouble(e, 'study')}") from None
 
     def _weights(self, trial) -> list[float]:
         return suggest_weights(trial, len(self.engine.names), self.sampler)

@@ -161,6 +161,26 @@ class Evaluation:
 BUSY_SECONDS = 5  # how long a locked cache is waited on before it is reported busy
 
 
+def sqlite_trouble(e: Exception, what: str) -> str:
+    """What is wrong with a SQLite file mixlab keeps (the evaluation ``cache``, a search ``study``), and the
+    fix: ``"file is not a database (the file is corrupt; move it aside …)"``. ``e``: sqlite3's error, or
+    SQLAlchemy's wrapping of it (optuna's storage)."""
+    text = str(getattr(e, "orig", None) or e).splitlines()[0]
+    if "readonly" in text or "read-only" in text:
+        hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
+    elif "not a database" in text or "malformed" in text:
+        hint = f"the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new {what}"
+    elif "locked" in text or "busy" in text:
+        text, hint = f"busy (locked by another process for over {BUSY_SECONDS} s)", "try again when it is done"
+    elif "full" in text:
+        text, hint = "disk full", "free some space or point MIXLAB_CACHE at another disk"
+    elif "unable to open" in text:
+        hint = "check that it is a file in a folder you may write"
+    else:
+        hint = "check the path and permissions"
+    return f"{text} ({hint})"
+
+
 def job_owner(record: dict) -> Owner:
     """The process a job record names (pid, host, start time; the last two absent in older records)."""
     return Owner(record["pid"], record.get("host"), record.get("pid_started"))
@@ -255,18 +275,7 @@ class Store:
         return n
 
     def _error(self, action: str, e: Exception) -> CacheError:
-        text = str(e)
-        if "readonly" in text or "read-only" in text:
-            hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
-        elif "not a database" in text or "malformed" in text:
-            hint = "the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new cache"
-        elif "locked" in text or "busy" in text:
-            text, hint = f"busy (locked by another process for over {BUSY_SECONDS} s)", "try again when it is done"
-        elif "full" in text:
-            text, hint = "disk full", "free some space or point MIXLAB_CACHE at another disk"
-        else:
-            hint = "check the path and permissions"
-        return CacheError(f"evaluation cache {self.path}: cannot {action}: {text} ({hint})")
+        return CacheError(f"evaluation cache {self.path}: cannot {action}: {sqlite_trouble(e, 'cache')}")
 
     def close(self) -> None:
         self._db.close()

@@ -300,10 +300,10 @@ def _search_file_broken(path, how: str, monkeypatch):
 @pytest.mark.parametrize(
     ("how", "msg"),
     [
-        ("corrupt", r"search\.sqlite: file is not a database \(the file is corrupt; move it aside"),
+        ("corrupt", r"search\.sqlite: file is not a database \(the file is corrupt; .* starts a new study\)"),
         ("folder", r"search\.sqlite is a folder, not a file: move it aside"),
         ("read-only", r"search\.sqlite is read-only \(or its folder is\).*MIXLAB_CACHE"),
-        ("locked", r"search\.sqlite: busy \(locked by another process for over 0\.2 s\) \(try again when"),
+        ("locked", r"search\.sqlite: busy \(locked by another process for over 0\.2 s\) \(try again when it is"),
     ],
 )
 def test_an_unusable_study_file_is_a_specific_error(dev_lab, tmp_path, monkeypatch, capsys, how, msg):
