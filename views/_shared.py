@@ -217,7 +217,7 @@ def benchmark_picker(options: list[str], container=st, label: str = "Benchmark",
     current = st.session_state.get(BENCH)
     if current not in options:
         if current is not None:
-            st.warning(f"This lab has no benchmark {escape(current)}; showing {escape(options[0])}.")
+            st.warning(f"This lab has no benchmark {escape(clip(current))}; showing {escape(options[0])}.")
         current = options[0]
     st.session_state[BENCH] = current
     key = f"bench_pick:{current}"
@@ -315,7 +315,7 @@ def proxy_method_picker(df: pd.DataFrame, eng: Engine, container=st) -> tuple[st
     current = st.session_state.get(METHOD)
     if current is not None and tuple(current) not in [tuple(o) for o in options]:
         st.warning(
-            f"No cached proxy scores for {escape(current[0])} {escape(params_label(current[1]))}; "
+            f"No cached proxy scores for {escape(clip(current[0]))} {escape(clip(params_label(current[1])))}; "
             f"showing {escape(options[0][0])}."
         )
         current = None
