@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import queue
 import threading
 import time
@@ -16,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mixlab.errors import Cancelled, EvaluationError, MixlabError
+from mixlab.errors import Cancelled, EvaluationError, JobError, MixlabError
+from mixlab.owner import Owner
 
 # a job body: fn(progress(done, total, message), cancel_event) -> result
 JobFn = Callable[[Callable[[int, int, str], None], threading.Event], Any]
@@ -127,6 +127,7 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
     whether any session asked to cancel the job (``store.request_cancel``), and cancels it if so."""
     record_id = record_id or uuid.uuid4().hex[:12]
     last = [0.0]
+    me = Owner.here()
 
     def update(job: Job) -> None:
         if job.state == "running" and job.done and time.time() - last[0] < 1.0:
@@ -149,7 +150,9 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
                 "created": job.created,
                 "started": job.started,
                 "finished": job.finished,
-                "pid": os.getpid(),
+                "pid": me.pid,
+                "host": me.host,
+                "pid_started": me.started,
             }
         )
 
@@ -168,14 +171,15 @@ def job_body(engine, kind: str, spec: dict) -> JobFn:
         from mixlab.distributed import shared
 
         mixtures = [Mixture.of(engine.names, w, normalize=True) for w in spec["mixtures"]]
+        method, params = spec["method"], spec["params"]  # read now: a record that lacks them fails before it runs
 
         def sweep(progress, cancel):
             runner = shared(spec.get("backend", "local"))
             result = runner.sweep(
                 engine,
                 mixtures,
-                spec["method"],
-                spec["params"],
+                method,
+                params,
                 spec.get("benchmarks"),
                 progress=progress,
                 cancel=cancel,
@@ -193,10 +197,22 @@ def job_body(engine, kind: str, spec: dict) -> JobFn:
 
 
 def resume(worker: Worker, engine, record: dict) -> Job:
-    """Run an interrupted (or failed, or cancelled) recorded job again, under the same record."""
+    """Run an interrupted (or failed, or cancelled) recorded job again, under the same record. The record is
+    claimed first, in one transaction (:meth:`~mixlab.store.Store.claim_job`): a job two processes resume
+    runs once, and the second is told which process has it."""
+    where = f"job {record['id']} in {engine.store.path}"
+    try:
+        spec = json.loads(record["spec"])
+        if not isinstance(spec, dict):
+            raise TypeError(f"a JSON {type(spec).__name__}, not an object")
+        body = job_body(engine, record["kind"], spec)
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+        raise JobError(
+            f"{where}: its record is corrupt (spec: {type(e).__name__}: {e}); it cannot be resumed, run the work "
+            "again from the page or the command line (cached scores are reused)"
+        ) from None
+    engine.store.claim_job(record["id"])
     engine.store.forget_cancel(record["id"])
-    spec = json.loads(record["spec"])
-    body = job_body(engine, record["kind"], spec)
     update = recorder(engine.store, record["lab"], record["kind"], spec, record_id=record["id"])
     key = f"{engine.lab.root}:{record['kind']}:{record['spec']}"  # as the dashboard keys a first run
     return worker.submit(record["description"], body, key=key, on_update=update)

@@ -27,6 +27,30 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+VALUE_OPTIONS = ("--weights",)  # options whose value may start with '-' (a negative weight, said as such)
+
+
+def _attach_values(argv: list[str]) -> list[str]:
+    """``--weights -0.2,0.6,0.6`` as ``--weights=-0.2,0.6,0.6``: argparse takes a value that starts with '-'
+    (and is not one plain negative number) for an option, and would say "expected one argument" instead of
+    what is wrong with the weights."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if (
+            argv[i] in VALUE_OPTIONS
+            and i + 1 < len(argv)
+            and argv[i + 1].startswith("-")
+            and not argv[i + 1].startswith("--")
+        ):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -772,7 +796,7 @@ def console() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_attach_values(sys.argv[1:] if argv is None else list(argv)))
     _OPEN.clear()
     try:
         args.fn(args)

@@ -15,6 +15,7 @@ Ray is optional (``pip install -r requirements-ray.txt``); importing this module
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -23,6 +24,8 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import psutil
 
 from mixlab.errors import Cancelled, EvaluationError, MixlabError
 from mixlab.simplex import Mixture
@@ -112,9 +115,62 @@ class _Resident:
         return [by[(i, s.name)] for i in range(len(mixtures)) for s in specs]
 
 
+# Watches a driver from its own session; once the driver is gone (a kill -9 included), it ends the local
+# cluster's processes it started that are still there. Ray ends most of them itself (its raylet and GCS share
+# the driver's fate), but its per-node agents (DashboardAgent, RuntimeEnvAgent) notice their raylet's death
+# and still do not exit. psutil's Process remembers each start time: a pid reused since is never signalled.
+_REAPER = """
+import sys, time, psutil
+
+def same(pid_started):  # the process, if it still runs and is the one recorded (not a reused pid)
+    pid, started = pid_started.split(":")
+    try:
+        p = psutil.Process(int(pid))
+        if abs(p.create_time() - float(started)) < 0.5 and p.status() != psutil.STATUS_ZOMBIE:
+            return p
+    except psutil.Error:
+        pass
+    return None
+
+procs = [p for p in map(same, sys.argv[2:]) if p is not None]
+while same(sys.argv[1]) is not None:
+    time.sleep(1)
+time.sleep(2)  # Ray's own fate-sharing first
+left = [p for p in procs if p.is_running()]
+for p in left:
+    try:
+        p.terminate()
+    except psutil.Error:
+        pass
+for p in psutil.wait_procs(left, timeout=3)[1]:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _reap_when_gone(procs: Sequence[psutil.Process]) -> None:
+    """Start the watcher (:data:`_REAPER`) of this process over the cluster processes ``procs``."""
+    import subprocess
+    import sys
+
+    def arg(p: psutil.Process) -> str:
+        return f"{p.pid}:{p.create_time()!r}"
+
+    subprocess.Popen(
+        [sys.executable, "-c", _REAPER, arg(psutil.Process()), *map(arg, procs)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not in the driver's process group: a Ctrl-C or a group kill leaves it to watch
+    )
+
+
 class RayBackend:
-    """Evaluations on a Ray cluster: ``address`` None starts a local one (``auto`` joins a running one,
-    ``ray://host:10001`` a remote one); ``workers`` caps the actors (default: one per GPU, else per CPU)."""
+    """Evaluations on a Ray cluster: ``address`` None starts a local one, whatever ``$RAY_ADDRESS`` says
+    (``auto`` joins a running one, ``ray://host:10001`` a remote one through Ray Client, which needs
+    ``ray[client]``); ``workers`` caps the actors (default: one per GPU, else per CPU)."""
 
     name = "ray"
 
@@ -134,14 +190,29 @@ class RayBackend:
                 "the Ray backend needs ray: pip install -r requirements-ray.txt (or use --backend local)"
             ) from None
         self.ray = ray
+        if address is not None and address.startswith("ray://"):
+            try:
+                import grpc  # noqa: F401 - Ray Client's transport, which plain `ray` lacks
+            except ImportError:
+                raise MixlabError(
+                    f"--address {address} is a Ray Client address, which needs ray[client]: pip install "
+                    f"'ray[client]=={ray.__version__}' (or, on the cluster's head node, use --address auto)"
+                ) from None
         if not ray.is_initialized():
             kw = {"include_dashboard": False, "log_to_driver": False}
             if address is None:  # a local cluster of this machine's cores, its files in a private temp dir
                 kw |= {"num_cpus": num_cpus, "_temp_dir": tempfile.mkdtemp(prefix="mixlab-ray-")}
+            before = {c.pid for c in psutil.Process().children(recursive=True)} if address is None else set()
             try:
-                ray.init(address=address, **kw)
+                # "local", not None: Ray reads None as "$RAY_ADDRESS if set", and would join (or wait on) the
+                # cluster the environment names; only an explicit --address joins one.
+                ray.init(address=address or "local", **kw)
             except Exception as e:  # ConnectionError, or Ray's own for a bad address
                 raise MixlabError(f"could not start or join Ray at {address or 'a new local cluster'}: {e}") from e
+            if address is None:
+                started = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+                with contextlib.suppress(psutil.Error):  # a process that ended meanwhile: nothing to watch
+                    _reap_when_gone(started)
         res = ray.cluster_resources()
         self.gpus, self.cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
         self.workers = workers or self.gpus or self.cpus

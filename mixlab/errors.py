@@ -34,3 +34,11 @@ class CacheError(MixlabError):
 
 class Cancelled(MixlabError):
     """A long job was cancelled by its caller."""
+
+
+class JobError(MixlabError):
+    """A recorded job cannot be resumed: its record is corrupt, or another process has it."""
+
+
+class StudyError(MixlabError):
+    """A search study cannot be used: its file is unusable, or its name belongs to another search."""

@@ -509,6 +509,34 @@ def has_images(examples: Sequence[dict]) -> bool:
     return bool(examples) and "image" in examples[0]
 
 
+def open_image(path):
+    """The image at ``path`` as RGB (a PIL image), read whole now; a file that is not one, is cut short, or
+    declares more pixels than PIL opens safely (``PIL.Image.MAX_IMAGE_PIXELS``: a decompression bomb) is an
+    EvaluationError naming it."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    fix = "replace it with a PNG or JPEG image, or remove its row from the benchmark"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise EvaluationError(
+            f"image {path}: too many pixels to open safely ({e}); {fix} (a smaller one: at most "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels)"
+        ) from None
+    except UnidentifiedImageError:
+        raise EvaluationError(f"image {path}: not an image file PIL can read; {fix}") from None
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's "image file is truncated", "broken PNG file", …
+        what = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if "truncated" in what:
+            raise EvaluationError(f"image {path}: the file is truncated (cut short); {fix}") from None
+        raise EvaluationError(f"image {path}: cannot read it ({what}); {fix}") from None
+
+
 def image_answers(
     model, processor, examples: Sequence[dict], spec: BenchmarkSpec, device, batches: _Batches
 ) -> list[str]:
@@ -516,14 +544,12 @@ def image_answers(
     engine into ``_image``): the base's processor puts each image and its prompt into one batch (the
     processor's image token is prepended where the prompt lacks it), generation stops at ``stop`` or
     ``max_new_tokens``."""
-    from PIL import Image
-
     token = getattr(processor, "image_token", "<image>")
     tok = processor.tokenizer
     tok.padding_side = "left"  # generation continues each row from its last token
 
     def answer(batch):
-        images = [Image.open(ex["_image"]).convert("RGB") for ex in batch]
+        images = [open_image(ex["_image"]) for ex in batch]
         texts = [ex["prompt"] if token in ex["prompt"] else token + ex["prompt"] for ex in batch]
         inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(device)
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)

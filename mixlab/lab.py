@@ -450,8 +450,12 @@ def load_lab(path: str | Path) -> Lab:
     if "\0" in str(path):
         raise ManifestError(f"lab path {str(path)!r} contains a NUL byte")
     path = Path(path)
-    file = path / MANIFEST if path.is_dir() else path
-    if file.name != MANIFEST or not file.is_file():
+    try:
+        file = path / MANIFEST if path.is_dir() else path
+        found = file.name == MANIFEST and file.is_file()
+    except OSError as e:  # a name too long for the filesystem, a folder we may not enter
+        raise ManifestError(f"lab path {str(path)[:200]!r}: cannot be opened ({e.strerror or e})") from None
+    if not found:
         raise ManifestError(f"no lab manifest at {file}; a lab is a folder with a {MANIFEST}")
     if file.is_symlink():  # it could name any TOML file, whose values a validation error would echo
         raise ManifestError(

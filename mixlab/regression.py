@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from mixlab.analysis import paired, with_lab_mean
+from mixlab.simplex import check_seed
 
 MODELS = ("linear", "boosted")
 
@@ -62,6 +63,7 @@ def regression_report(
     Returns {benchmark, n, proxy_spearman, loo: {model: ρ}, curve: [{n_train, model: median ρ on held-out,
     low, high (25th/75th percentiles)}]}.
     """
+    check_seed(seed)
     pairs = paired(with_lab_mean(results, benchmarks), names, benchmark)
     x, y = pairs[list(names)].to_numpy(dtype=float), pairs["true"].to_numpy(dtype=float)
     n = len(y)

@@ -15,6 +15,11 @@ favours the first experts.) The grid sampler takes the lattice points themselves
 ``data``; the winners are then scored on ``data`` (test), and those are the numbers to report. A lab
 whose benchmarks have no ``search_data`` can be searched only with ``allow_test=True``, said in the result.
 
+**One study, one search.** A study records what it searches (the lab, the models' fingerprint, the
+objectives, method, sampler, seed, fidelity, split); a name given again with anything else changed, an
+expert retrained say, is refused rather than resumed with the old models' scores. A trial a killed process
+left running is marked failed when the study is resumed (a trial records the process that runs it).
+
 **Multi-fidelity.** With ``fidelity=f`` a candidate is first scored on the first ``f`` of its dev
 examples; optuna's successive-halving pruner stops the unpromising ones there, so a budget of N full
 evaluations explores more than N points (single objective only: optuna does not prune multi-objective
@@ -23,25 +28,34 @@ studies).
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import json
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+import mixlab.store
 from mixlab.analysis import MEAN
 from mixlab.distributed import LocalBackend
-from mixlab.errors import MixlabError
+from mixlab.errors import MixlabError, StudyError
 from mixlab.lab import BenchmarkSpec
-from mixlab.simplex import Mixture, lattice
+from mixlab.owner import Owner
+from mixlab.simplex import Mixture, check_seed, lattice
+from mixlab.store import sqlite_trouble
 
 EPS = 1e-6
 GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
 SAMPLERS = ("random", "grid", "cmaes", "tpe", "gp", "nsga2")
+DESCRIPTION = "mixlab"  # the study's user attribute that records what it searches
+OWNER = "owner"  # a trial's user attribute: the process that runs it (mixlab.owner)
+NEW_TRIAL_SECONDS = 60  # a running trial without an owner this young may be another process's, just begun
 
 
 @dataclass(frozen=True)
@@ -93,8 +107,17 @@ def to_weights(u: Sequence[float]) -> list[float]:
     return [float(x) for x in e / e.sum()]
 
 
+def check_budget(budget) -> float | None:
+    """A search's budget in full dev evaluations: None (no budget) or a positive finite number."""
+    if budget is not None and (isinstance(budget, bool) or not math.isfinite(budget) or budget <= 0):
+        raise MixlabError(f"budget must be a positive number of full dev evaluations, like 10, got {budget!r}")
+    return budget
+
+
 def make_sampler(name: str, seed: int, k: int):
     import optuna
+
+    check_seed(seed)
 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -127,6 +150,12 @@ def create_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None if storage is None else str(storage)
+    if storage is not None and storage.startswith("sqlite:///"):
+        # a locked file is waited on as the evaluation cache is, then reported busy (not forever)
+        storage = optuna.storages.RDBStorage(
+            storage, engine_kwargs={"connect_args": {"timeout": mixlab.store.BUSY_SECONDS}}
+        )
     pruner = (
         optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
         if fidelity
@@ -134,7 +163,7 @@ def create_study(
     )
     return optuna.create_study(
         study_name=name,
-        storage=None if storage is None else str(storage),
+        storage=storage,
         load_if_exists=name is not None,
         directions=["maximize"] * n_objectives,
         sampler=make_sampler(sampler, seed, k),
@@ -216,7 +245,9 @@ class Search:
             "split": self.split,
         }
         digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:10]
-        self.name = name or f"{'-'.join(objectives)}-{sampler}-{digest}"
+        self.desc = json.loads(json.dumps(desc, sort_keys=True))  # as the study stores it (JSON)
+        self.default_name = f"{'-'.join(objectives)}-{sampler}-{digest}"
+        self.name = name or self.default_name
         if storage is None and str(engine.store.path) != ":memory:":
             storage = f"sqlite:///{engine.store.beside('search.sqlite')}"  # inside the lab, as the cache is
         self.storage = storage  # None: in memory (an in-memory cache has no folder to keep a study in)
@@ -235,8 +266,24 @@ class Search:
             update |= {"name": f"{update['name']}:{limit}", "limit": limit}
         return spec.model_copy(update=update)
 
+    @property
+    def file(self) -> Path | None:
+        """The SQLite file the study lives in (None: in memory, or a storage that is not a SQLite file)."""
+        url = str(self.storage) if self.storage is not None else ""
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
     def _study(self):
-        return create_study(
+        """The study, created or resumed: refused where the name holds another search; the trials a killed
+        process left running are marked failed."""
+        path = self.file
+        if path is not None and path.is_dir():
+            raise StudyError(f"search study file {path} is a folder, not a file: move it aside (or remove it)")
+        if path is not None and path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            raise StudyError(
+                f"search study file {path} is read-only (or its folder is): a search writes its trials there; "
+                "make both writable, or point MIXLAB_CACHE at a writable folder (the study is kept beside the cache)"
+            )
+        study = create_study(
             len(self.engine.names),
             len(self.objectives),
             self.sampler,
@@ -245,6 +292,66 @@ class Search:
             storage=self.storage,
             fidelity=bool(self.fidelity),
         )
+        self._check_same_search(study)
+        self._fail_orphans(study)
+        return study
+
+    def _check_same_search(self, study) -> None:
+        where = f"study {self.name!r}" + (f" in {self.file}" if self.file else "")
+        fix = (
+            "A study holds one search: choose another name with --study (or leave it out: the default name is "
+            "derived from the settings, and a new one starts), or move the study file aside."
+        )
+        stored = study.user_attrs.get(DESCRIPTION)
+        if len(study.directions) != len(self.objectives):
+            raise StudyError(
+                f"{where} has {len(study.directions)} objective(s), this search has {len(self.objectives)}. {fix}"
+            )
+        if stored is None:
+            if study.trials and self.name != self.default_name:
+                raise StudyError(
+                    f"{where} does not record what it searched (an older mixlab made it), so its trials may be of "
+                    f"other models or settings. {fix}"
+                )
+            study.set_user_attr(DESCRIPTION, self.desc)  # a default name is the digest of this description
+            return
+        changed = [k for k in sorted(set(stored) | set(self.desc)) if stored.get(k) != self.desc.get(k)]
+        if changed:
+            said = "; ".join(f"{k}: {stored.get(k)!r} then, {self.desc.get(k)!r} now" for k in changed)
+            why = (
+                " (the base or an expert changed: its trials' scores are of the old models)"
+                if "models" in changed
+                else ""
+            )
+            raise StudyError(f"{where} was run with other settings: {said}{why}. {fix}")
+
+    def _fail_orphans(self, study) -> None:
+        """Mark failed the trials left running by a process that is gone (killed mid-trial)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            try:
+                if Owner(**t.user_attrs[OWNER]).alive():
+                    continue
+            except (KeyError, TypeError):  # no owner (yet: a trial just asked for), or not one we can read
+                age = (datetime.datetime.now() - t.datetime_start).total_seconds() if t.datetime_start else math.inf
+                if age < NEW_TRIAL_SECONDS:
+                    continue
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+    @contextlib.contextmanager
+    def _storage_errors(self):
+        """The study file's SQLite errors as StudyErrors that say which file and what to do."""
+        import sqlite3
+
+        import sqlalchemy.exc
+
+        try:
+            yield
+        except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as e:
+            raise StudyError(f"search study file {self.file or self.storage}: {sqlite_trouble(e, 'study')}") from None
 
     def _weights(self, trial) -> list[float]:
         return suggest_weights(trial, len(self.engine.names), self.sampler)
@@ -270,13 +377,20 @@ class Search:
     ) -> SearchResult:
         """Run ``trials`` more trials (or until ``budget`` full dev evaluations are spent), then score the
         winner(s) on the reported data."""
+        check_budget(budget)
+        with self._storage_errors():
+            return self._run(trials, budget, progress, cancel)
+
+    def _run(self, trials, budget, progress, cancel) -> SearchResult:
         import optuna
 
         study = self._study()
         k = len(self.engine.names)
         done = [0]
+        owner = asdict(Owner.here())
 
         def objective(trial):
+            trial.set_user_attr(OWNER, owner)  # a process that finds this trial running after we are gone fails it
             w = self._weights(trial)
             mixture = Mixture.of(self.engine.names, w, normalize=True)
             trial.set_user_attr("weights", mixture.weights)

@@ -12,10 +12,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from mixlab.errors import MixtureWeightsError
+from mixlab.errors import MixlabError, MixtureWeightsError
 
 TOLERANCE = 1e-6  # |Σw − 1| allowed before a mixture is rejected (for K ≤ 2; see tolerance())
 ROUND = 6  # decimals kept in cache keys and displays
+MAX_SEED = 2**32 - 1  # numpy's generators and optuna's samplers take seeds in [0, 2**32)
 
 
 def tolerance(k: int) -> float:
@@ -69,12 +70,16 @@ def validate_weights(weights: Sequence[float], k: int | None = None, normalize: 
     if bad:
         raise MixtureWeightsError(f"mixture weights must be finite, got {w}")
     if min(w) < 0:
-        raise MixtureWeightsError(f"mixture weights must be ≥ 0, got {w}")
-    total = math.fsum(w)
+        negative = ", ".join(f"{x:g}" for x in w if x < 0)
+        raise MixtureWeightsError(f"mixture weights must be ≥ 0, got {negative} in {w}")
     if normalize:
-        if total <= 0:
-            raise MixtureWeightsError(f"cannot normalise mixture weights that sum to {total}: {w}")
-        return [x / total for x in w]
+        top = max(w)  # scaled by the largest first: weights near the float maximum sum without overflowing
+        if top <= 0:
+            raise MixtureWeightsError(f"cannot normalise mixture weights that sum to 0: {w}")
+        scaled = [x / top for x in w]
+        total = math.fsum(scaled)
+        return [x / total for x in scaled]
+    total = math.fsum(w)
     if abs(total - 1.0) > tolerance(len(w)):
         raise MixtureWeightsError(
             f"mixture weights must sum to 1 (±{tolerance(len(w)):.2g}), got Σ={total:.9g} for {w}; "
@@ -141,13 +146,21 @@ def grid_from_step(k: int, step: float) -> np.ndarray:
     return lattice(k, _steps(step))
 
 
+def check_seed(seed) -> int:
+    """A seed for the seeded draws (here, a search's sampler, a regression's subsets): a whole number in
+    [0, 2**32), else a MixlabError that says so."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise MixlabError(f"seed must be a whole number from 0 to {MAX_SEED:,} (2**32 - 1), got {seed!r}")
+    return seed
+
+
 def dirichlet(k: int, n: int, alpha: float = 1.0, seed: int = 0) -> np.ndarray:
     """``n`` seeded draws from Dirichlet(alpha·1_K)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise MixtureWeightsError(f"number of Dirichlet draws must be a positive integer, got {n!r}")
     if not math.isfinite(alpha) or alpha <= 0:
         raise MixtureWeightsError(f"Dirichlet concentration must be positive, got {alpha!r}")
-    return np.random.default_rng(seed).dirichlet([alpha] * k, size=n)
+    return np.random.default_rng(check_seed(seed)).dirichlet([alpha] * k, size=n)
 
 
 def paper_grid(k: int, seed: int = 0) -> np.ndarray:

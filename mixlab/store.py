@@ -26,9 +26,10 @@ from hashlib import sha256
 from pathlib import Path
 from urllib.parse import quote
 
-from mixlab.errors import CacheError, ManifestError
+from mixlab.errors import CacheError, JobError, ManifestError
 from mixlab.keys import canonical
 from mixlab.lab import confined
+from mixlab.owner import Owner
 
 KINDS = ("proxy", "true", "expert", "base")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # the files SQLite opens by name beside a database
@@ -89,7 +90,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created REAL NOT NULL,
     started REAL,
     finished REAL,
-    pid INTEGER NOT NULL
+    pid INTEGER NOT NULL,      -- the process that runs it (or ran it last) ...
+    host TEXT,                 -- ... on this host, started at pid_started: a pid reused by another process
+    pid_started REAL           --     is told apart (mixlab.owner; NULL in records of older versions)
 );
 CREATE TABLE IF NOT EXISTS job_cancels (id TEXT PRIMARY KEY, asked REAL NOT NULL);  -- asked of the job's process
 """
@@ -108,7 +111,10 @@ JOB_FIELDS = (
     "started",
     "finished",
     "pid",
+    "host",
+    "pid_started",
 )
+OPTIONAL_JOB_FIELDS = {"host": "TEXT", "pid_started": "REAL"}  # added later: older records and tables lack them
 
 
 @dataclass(frozen=True)
@@ -157,16 +163,29 @@ class Evaluation:
 BUSY_SECONDS = 5  # how long a locked cache is waited on before it is reported busy
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def sqlite_trouble(e: Exception, what: str) -> str:
+    """What is wrong with a SQLite file mixlab keeps (the evaluation ``cache``, a search ``study``), and the
+    fix: ``"file is not a database (the file is corrupt; move it aside …)"``. ``e``: sqlite3's error, or
+    SQLAlchemy's wrapping of it (optuna's storage)."""
+    text = str(getattr(e, "orig", None) or e).splitlines()[0]
+    if "readonly" in text or "read-only" in text:
+        hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
+    elif "not a database" in text or "malformed" in text:
+        hint = f"the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new {what}"
+    elif "locked" in text or "busy" in text:
+        text, hint = f"busy (locked by another process for over {BUSY_SECONDS} s)", "try again when it is done"
+    elif "full" in text:
+        text, hint = "disk full", "free some space or point MIXLAB_CACHE at another disk"
+    elif "unable to open" in text:
+        hint = "check that it is a file in a folder you may write"
+    else:
+        hint = "check the path and permissions"
+    return f"{text} ({hint})"
+
+
+def job_owner(record: dict) -> Owner:
+    """The process a job record names (pid, host, start time; the last two absent in older records)."""
+    return Owner(record["pid"], record.get("host"), record.get("pid_started"))
 
 
 def _open(target: str, uri: bool = False) -> sqlite3.Connection:
@@ -219,6 +238,10 @@ class Store:
                 self._db.executescript(_SCHEMA)
             if not self.readonly:
                 self._db.executescript(_JOBS)
+                have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+                for name, kind in OPTIONAL_JOB_FIELDS.items():
+                    if name not in have:
+                        self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as e:
             raise self._error("open", e) from None
         if seed_from is not None and not self.readonly:
@@ -277,18 +300,7 @@ class Store:
         return n
 
     def _error(self, action: str, e: Exception) -> CacheError:
-        text = str(e)
-        if "readonly" in text or "read-only" in text:
-            hint = "the file or its folder is read-only; point MIXLAB_CACHE at a writable path"
-        elif "not a database" in text or "malformed" in text:
-            hint = "the file is corrupt; move it aside (nothing is deleted) and mixlab starts a new cache"
-        elif "locked" in text or "busy" in text:
-            text, hint = f"busy (locked by another process for over {BUSY_SECONDS} s)", "try again when it is done"
-        elif "full" in text:
-            text, hint = "disk full", "free some space or point MIXLAB_CACHE at another disk"
-        else:
-            hint = "check the path and permissions"
-        return CacheError(f"evaluation cache {self.path}: cannot {action}: {text} ({hint})")
+        return CacheError(f"evaluation cache {self.path}: cannot {action}: {sqlite_trouble(e, 'cache')}")
 
     def close(self) -> None:
         self._db.close()
@@ -302,12 +314,39 @@ class Store:
         try:
             self._db.execute(
                 f"INSERT OR REPLACE INTO jobs ({', '.join(JOB_FIELDS)}) VALUES ({', '.join('?' * len(JOB_FIELDS))})",
-                tuple(job[f] for f in JOB_FIELDS),
+                tuple(job.get(f) if f in OPTIONAL_JOB_FIELDS else job[f] for f in JOB_FIELDS),
             )
         except sqlite3.DatabaseError as e:
             notice = f"{self._error('write', e)} (job records)"
             if notice not in self.notices:
                 self.notices.append(notice)
+
+    def claim_job(self, job_id: str) -> dict:
+        """Take stopped job ``job_id`` for this process (its record is marked queued here), in one
+        transaction: of two processes resuming one job, one gets it and the other is told which has it."""
+        if self.readonly:
+            raise CacheError(f"cache {self.path} is read-only: cannot resume job {job_id} (its record cannot change)")
+        me = Owner.here()
+        try:
+            with self._transaction():
+                row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                if row is None:
+                    raise JobError(f"no job {job_id!r} in {self.path}; `mixlab jobs LAB` lists them")
+                record = dict(row)
+                if record["state"] in ("queued", "running") and job_owner(record).alive():
+                    raise JobError(
+                        f"job {job_id} is already {record['state']} in {job_owner(record).describe()} (resumed "
+                        "there, or never stopped): wait for it, or cancel it with `mixlab jobs LAB --cancel "
+                        f"{job_id}`"
+                    )
+                record |= {"state": "queued", "error": None, "pid": me.pid, "host": me.host, "pid_started": me.started}
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, error = NULL, pid = ?, host = ?, pid_started = ? WHERE id = ?",
+                    ("queued", me.pid, me.host, me.started, job_id),
+                )
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+        return record
 
     def request_cancel(self, job_id: str) -> None:
         """Ask the process running recorded job ``job_id`` (this one or another) to cancel it: its recorder
@@ -337,7 +376,7 @@ class Store:
         except sqlite3.DatabaseError:
             return []
         for r in rows:
-            if r["state"] in ("queued", "running") and not _alive(r["pid"]):
+            if r["state"] in ("queued", "running") and not job_owner(r).alive():
                 r["state"], r["error"] = "interrupted", "the process running it stopped"
                 self.put_job(r)
         return [r for r in rows if lab is None or r["lab"] == lab]

@@ -579,3 +579,71 @@ def test_the_vision_language_lab_opens_from_the_picker_and_every_page_works(app)
         assert not any("have no scores yet" in i.value for i in at.info), page  # the shipped cache is used
     at.switch_page(PAGES[3]).run()
     assert _charts(at)  # proxy vs true, from the shipped scores
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ({"w": "1e308,1e308,1e308"}, None),  # equal weights near the float maximum: the uniform mixture
+        ({"w": "1e308,1e309,1"}, "not a list of non\\-negative weights"),  # 1e309 is inf
+        (
+            {"method": "linear", "params": "[" * 1500 + "]" * 1500},
+            "is not a JSON object",
+        ),  # deeper than Python recurses
+        ({"method": "linear", "params": "[" * 100_000}, "\\(100\\,000 characters\\) is not a JSON object"),
+    ],
+    ids=["w-overflow", "w-inf", "params-deep", "params-long"],
+)
+def test_hostile_url_values_are_a_notice_on_every_page(app, query, said):
+    app.query_params.update(query)
+    at = _open(app, PAGES[0])
+    shown = " ".join(w.value for w in at.warning)
+    assert (said in shown) if said else not shown, shown
+    assert len(shown) < 400  # one line, not the value echoed whole
+    assert at.session_state["mixture"] == pytest.approx([1 / 3] * 3)
+    for page in PAGES[1:] if "w" in query else PAGES[1:2]:  # the weights reach every page; params, the first
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+
+
+def test_an_over_long_lab_path_is_a_clear_error(app, tmp_path):
+    app.query_params["lab"] = str(tmp_path / ("a" * 300) / "lab")
+    for page in PAGES[:2]:
+        at = _open(app, page)
+        shown = " ".join(e.value for e in at.error)
+        assert "File name too long" in shown, shown
+
+
+def test_every_page_works_on_a_lab_without_benchmarks(app, tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.delenv("MIXLAB_CACHE")
+    lab = _lab_copy(tmp_path, scores=False)
+    toml = (lab / "lab.toml").read_text()
+    keep = re.split(r"\n(?=\[\[benchmarks\]\])", toml)[0]  # everything before the first benchmark
+    keep = re.sub(r"(?ms)^\[\[true_mixtures\]\].*", "", keep)
+    (lab / "lab.toml").write_text(keep)
+    from mixlab.lab import load_lab
+
+    assert load_lab(lab).benchmarks == []
+    app.query_params["lab"] = str(lab)
+    for page in PAGES:
+        at = _open(app, page)
+        assert not at.error, (page, [e.value for e in at.error])
+        if page in (PAGES[1], PAGES[-1]):  # the pages that need a benchmark say why they show nothing
+            assert any("This lab has no benchmarks" in i.value for i in at.info), page
+
+
+def test_an_unreadable_image_in_an_image_benchmark_is_a_notice(app, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.delenv("MIXLAB_CACHE")
+    lab = tmp_path / "vl"
+    shutil.copytree(DEMO_LAB.parent / "demo-vl", lab, ignore=shutil.ignore_patterns(".mixlab", "exports"))
+    for name in ("general", "ocr", "count", "chart"):
+        first = json.loads((lab / "data" / f"{name}.jsonl").read_text().splitlines()[0])
+        (lab / first["image"]).write_text("not a picture")
+    app.query_params["lab"] = str(lab)
+    at = _open(app, PAGES[1])
+    shown = " ".join(w.value for w in at.warning)
+    assert "not an image file PIL can read" in shown and "0000\\.png" in shown, shown

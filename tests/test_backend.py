@@ -1,5 +1,7 @@
+import os
 import time
 
+import psutil
 import pytest
 
 from mixlab.backend import Worker
@@ -171,3 +173,66 @@ def test_a_recorded_job_is_cancelled_from_another_process(tmp_path, monkeypatch,
     assert "job 'j1' is cancelled" in capsys.readouterr().err
     here.forget_cancel("j1")  # what a resume does first
     assert not there.cancel_requested("j1")
+
+
+def _recorded(tmp_path, spec: str, state: str = "interrupted", **kw):
+    from mixlab.store import Store
+
+    store = Store(tmp_path / "c.sqlite")
+    record = {
+        "id": "j1", "lab": "tiny", "kind": "proxy", "description": "one mixture", "spec": spec, "state": state,
+        "done": 0, "total": 1, "message": "", "error": None, "created": 1.0, "started": 1.0, "finished": None,
+        "pid": 999_999_999,
+    } | kw  # fmt: skip
+    store.put_job(record)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("{not json", "JSONDecodeError"),
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"method": "linear", "params": {}}', "KeyError: 'mixtures'"),
+        ('{"mixtures": [[1, 0, 0]]}', "KeyError: 'method'"),
+    ],
+)
+def test_a_corrupt_job_record_is_a_clear_error_and_is_left_stopped(
+    tiny_lab_dir, tmp_path, monkeypatch, capsys, spec, why
+):
+    from mixlab.backend import resume
+    from mixlab.cli import main
+    from mixlab.engine import Engine
+    from mixlab.errors import JobError
+    from mixlab.lab import load_lab
+
+    store = _recorded(tmp_path, spec)
+    engine = Engine(load_lab(tiny_lab_dir), store, device="cpu")
+    with pytest.raises(JobError, match=rf"job j1 in .*c\.sqlite: its record is corrupt \(spec: .*{why}"):
+        resume(Worker(), engine, store.jobs()[0])
+    assert store.jobs()[0]["state"] == "interrupted"  # not claimed
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    assert main(["jobs", str(tiny_lab_dir), "--resume", "j1"]) == 2
+    err = capsys.readouterr().err
+    assert "its record is corrupt" in err and "unexpected" not in err
+
+
+def test_a_job_resumed_by_another_live_process_is_not_run_again(tiny_lab_dir, tmp_path):
+    """The record says 'running' in a live process (here: the pid of this test's parent, with its start time):
+    a resume is refused with the process's number, and nothing runs."""
+    import json
+
+    from mixlab.backend import resume
+    from mixlab.engine import Engine
+    from mixlab.errors import JobError
+    from mixlab.lab import load_lab
+    from mixlab.owner import Owner
+
+    other = Owner(os.getppid(), Owner.here().host, psutil.Process(os.getppid()).create_time())
+    spec = json.dumps({"mixtures": [[1, 0, 0]], "method": "linear", "params": {}, "benchmarks": ["rev-loss"]})
+    store = _recorded(tmp_path, spec, state="running", pid=other.pid, host=other.host, pid_started=other.started)
+    engine = Engine(load_lab(tiny_lab_dir), store, device="cpu")
+    worker = Worker()
+    with pytest.raises(JobError, match=rf"job j1 is already running in process {other.pid} \(resumed there"):
+        resume(worker, engine, {**store.jobs()[0], "state": "interrupted"})  # as a page listed it a moment ago
+    assert worker.jobs == [] and store.count() == 0

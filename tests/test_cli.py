@@ -177,6 +177,15 @@ def _break(lab, how: str) -> None:
         (("sweep", "LAB", "--grid", "dirichlet:abc"), None, "error: --grid dirichlet:N needs a positive whole number"),
         (("sweep", "LAB", "--grid", "dirichlet:-5"), None, "error: --grid dirichlet:N needs a positive whole number"),
         (("sweep", "LAB", "--grid", "0.0001"), None, "error: --grid 0.0001 makes 50,015,001 mixtures for K=3"),
+        (("sweep", "LAB", "--grid", "dirichlet:3", "--seed", "-1"), None, "error: seed must be a whole number from 0"),
+        (("regress", "LAB", "--seed", "-1"), None, "error: seed must be a whole number from 0"),
+        (
+            ("merge", "LAB", "--weights", "-0.2,0.6,0.6", "--out", "out"),
+            None,
+            "error: mixture weights must be ≥ 0, got -0.2 in [-0.2, 0.6, 0.6]",
+        ),
+        (("eval", "LAB", "--weights", "-1,1,1", "--normalize"), None, "error: mixture weights must be ≥ 0, got -1 in"),
+        (("eval", "LAB", "--normalize", "--weights", "-.5,1,1"), None, "error: mixture weights must be ≥ 0, got -0.5"),
         (("eval", "LAB", "--weights", "add=1", "--device", "mps"), None, "error: device 'mps' asked for, but MPS"),
         (("merge", "LAB", "--weights", "add=1", "--out", "FILE", "--overwrite"), None, "error: output"),
         (("merge", "LAB", "--weights", "add=1", "--out", ".", "--overwrite"), None, "error: output"),
@@ -325,3 +334,19 @@ def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
     eng = Engine(load_lab(tiny_lab_dir))
     assert eng.unscored() == {"base": 0, "expert": 0, "true": 0}
     assert json.loads(mixlab("report", tiny_lab_dir, "--json").stdout)["unscored_checkpoints"]["true"] == 0
+
+
+def test_an_unreadable_image_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    import shutil
+
+    from mixlab.demo import DEMO_LAB
+
+    lab = tmp_path / "vl"
+    shutil.copytree(DEMO_LAB.parent / "demo-vl", lab, ignore=shutil.ignore_patterns(".mixlab", "exports"))
+    first = json.loads((lab / "data" / "count.jsonl").read_text().splitlines()[0])
+    (lab / first["image"]).write_text("not a picture")
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    r = mixlab("eval", lab, "--weights", "general=1", "--benchmark", "count", "--device", "cpu")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: image {lab / first['image']}: not an image file PIL can read"), r.stderr

@@ -4,6 +4,7 @@ for a sweep and a search, and a worker killed mid-sweep loses only the mixtures 
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from test_search import dev_lab  # noqa: F401 (a fixture)
@@ -28,6 +29,74 @@ def cluster():
 
 def _grid(names):
     return [Mixture.of(names, w) for w in grid_from_step(3, 0.25)]  # 15 mixtures
+
+
+def test_ray_address_in_the_environment_does_not_redirect_the_local_cluster(cluster, monkeypatch):
+    """$RAY_ADDRESS names a cluster (here none answers there): --backend ray without --address still starts
+    its own (the module's other tests then use it)."""
+    ray.shutdown()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    rb = RayBackend(num_cpus=2)
+    assert ray.is_initialized() and rb.cpus == 2
+
+
+def test_a_ray_client_address_without_ray_client_says_what_to_install(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as where ray is installed without the [client] extra
+    with pytest.raises(
+        MixlabError,
+        match=rf"ray://head:10001 is a Ray Client address, which needs ray\[client\]: pip install 'ray\[client\]=={ray.__version__}'",
+    ):
+        RayBackend("ray://head:10001")
+    from mixlab.cli import main
+
+    code = main(["sweep", "--backend", "ray", "--address", "ray://head:10001"])  # on the demo lab
+    assert code == 2 and "needs ray[client]" in capsys.readouterr().err
+
+
+DRIVER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from mixlab.distributed import RayBackend
+RayBackend(num_cpus=1)
+print("up", flush=True)
+time.sleep(300)
+"""
+
+
+def test_the_local_clusters_processes_end_with_a_killed_driver(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER.format(root=root)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert driver.stdout.readline().strip() == "up"
+        cluster = psutil.Process(driver.pid).children(recursive=True)
+        assert any("raylet" in " ".join(p.cmdline()) for p in cluster), [p.name() for p in cluster]
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+
+    def running(p):
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(map(running, cluster)):
+        time.sleep(0.5)
+    left = [p for p in cluster if running(p)]
+    for p in left:  # not to leave them to the next test
+        p.kill()
+    assert not left, [" ".join(p.cmdline())[:80] for p in left]
 
 
 def test_a_sweep_on_ray_equals_the_local_sweep(cluster, tiny_lab_dir, tmp_path):

@@ -320,3 +320,57 @@ def test_the_tokenisation_convention_is_part_of_the_key():
     from mixlab.keys import benchmark_desc
 
     assert benchmark_desc(BenchmarkSpec(name="x", evaluator="lm_loss", data="d"), "sha")["tokenization"] == TOKENIZATION
+
+
+def _png(size=(16, 16)) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (*size, 3)).astype("uint8")
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _bomb_png(side: int = 40_000) -> bytes:
+    """A valid small PNG whose header declares side × side pixels (PIL reads the size from the header)."""
+    import struct
+    import zlib
+
+    data = _png()
+    body = b"IHDR" + struct.pack(">II", side, side) + data[24:29]  # depth, colour type, methods kept
+    return data[:8] + struct.pack(">I", 13) + body + struct.pack(">I", zlib.crc32(body)) + data[33:]
+
+
+@pytest.mark.parametrize(
+    ("content", "msg"),
+    [
+        (_bomb_png(), r"too many pixels to open safely \(Image size \(1600000000 pixels\)"),
+        (_bomb_png(10_000), r"too many pixels to open safely"),  # over the warning limit, under the error one
+        (_png((64, 64))[:2000], "the file is truncated"),
+        (b'{"not": "an image"}', "not an image file PIL can read"),
+    ],
+    ids=["bomb", "big", "truncated", "not-an-image"],
+)
+def test_a_bad_image_is_an_error_naming_its_file(tmp_path, content, msg):
+    from types import SimpleNamespace
+
+    from mixlab.evaluate import _Batches, image_answers, open_image
+
+    path = tmp_path / "pic.png"
+    path.write_bytes(content)
+    with pytest.raises(EvaluationError, match=rf"image {path}: {msg}.*replace it with a PNG or JPEG"):
+        open_image(path)
+    processor = SimpleNamespace(tokenizer=SimpleNamespace(), image_token="<image>")
+    rows = [{"_image": str(path), "prompt": "what?", "answer": "a"}]
+    spec = BenchmarkSpec(name="pics", evaluator="exact_match", data="data/pics.jsonl")
+    with pytest.raises(EvaluationError, match=rf"image {path}: {msg}"):  # the evaluation's own reader
+        image_answers(None, processor, rows, spec, "cpu", _Batches(4, None, None))
+    assert open_image(_write(tmp_path / "ok.png", _png())).size == (16, 16)
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path

@@ -221,3 +221,140 @@ def test_a_study_is_never_kept_outside_the_lab(dev_lab, tmp_path):
     with pytest.raises(CacheError, match="search.sqlite '.*search.sqlite' points outside the lab folder"):
         Search(engine, ["rev-loss"], sampler="random", seed=1)
     assert list(outside.iterdir()) == []
+
+
+def _retrain(lab, expert: str = "add") -> None:
+    """The expert's adapter weights change (as a retrained expert's do)."""
+    from safetensors.torch import load_file, save_file
+
+    path = lab / "experts" / expert / "adapter_model.safetensors"
+    save_file({k: 2 * v for k, v in load_file(path).items()}, path)
+
+
+def test_a_named_study_is_refused_when_its_models_or_objectives_changed(dev_lab, tmp_path):
+    from mixlab.errors import StudyError
+
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    Search(engine, ["rev-loss"], sampler="random", name="s").run(1)
+    with pytest.raises(StudyError, match=r"study 's' in .*search\.sqlite has 1 objective\(s\), this search has 2"):
+        Search(engine, ["rev-loss", "rev"], sampler="random", name="s").run(1)
+    with pytest.raises(StudyError, match=r"'s' .* other settings: seed: 0 then, 5 now\. A study holds one search"):
+        Search(engine, ["rev-loss"], sampler="random", seed=5, name="s").run(1)
+    _retrain(dev_lab)
+    after = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    assert after.models_fp != engine.models_fp
+    with pytest.raises(StudyError, match=r"models: '\w+' then, '\w+' now \(the base or an expert changed.*--study"):
+        Search(after, ["rev-loss"], sampler="random", name="s").run(1)
+    fresh = Search(after, ["rev-loss"], sampler="random").run(1)  # the default name follows the models
+    assert len(fresh.trials) == 1
+
+
+def test_a_named_study_of_an_older_mixlab_is_not_resumed_blindly(dev_lab, tmp_path):
+    import optuna
+
+    from mixlab.errors import StudyError
+
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    storage = f"sqlite:///{tmp_path / 'search.sqlite'}"
+    old = optuna.create_study(study_name="old", storage=storage, direction="maximize")
+    old.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}))  # no description recorded
+    with pytest.raises(StudyError, match="does not record what it searched"):
+        Search(engine, ["rev-loss"], sampler="random", name="old").run(1)
+
+
+def test_a_resumed_study_fails_the_trials_a_killed_process_left_running(dev_lab, tmp_path):
+    import datetime
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+    import psutil
+
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    search = Search(engine, ["rev-loss"], sampler="random", name="s")
+    search.run(1)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    study = optuna.load_study(study_name="s", storage=search.storage)
+    killed, elsewhere = study.ask(), study.ask()
+    study.ask()  # just asked for: no owner yet
+    killed.set_user_attr("owner", {"pid": int(gone.stdout), "host": None, "started": 1.0})
+    parent = psutil.Process(os.getppid())  # a live process: another search still running its trial
+    elsewhere.set_user_attr("owner", {"pid": parent.pid, "host": None, "started": parent.create_time()})
+    legacy = optuna.trial.create_trial(state=optuna.trial.TrialState.RUNNING, params={}, distributions={})
+    legacy.datetime_start = datetime.datetime.now() - datetime.timedelta(hours=1)  # an older mixlab's, no owner
+    study.add_trial(legacy)
+    result = Search(engine, ["rev-loss"], sampler="random", name="s").run(1)
+    states = [t["state"] for t in sorted(result.trials, key=lambda t: t["number"])]
+    # complete, killed, elsewhere, just asked (no owner yet: another process's trial that has just begun), legacy
+    assert states == ["complete", "fail", "running", "running", "fail", "complete"]
+
+
+def _search_file_broken(path, how: str, monkeypatch):
+    import os
+    import sqlite3
+
+    import mixlab.store
+
+    if how == "corrupt":
+        path.write_bytes(b"not sqlite" * 500)
+    elif how == "folder":
+        path.mkdir()
+    elif how == "read-only":
+        path.write_bytes(b"")
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if p == path and mode == os.W_OK else real(p, mode))
+    elif how == "locked":
+        monkeypatch.setattr(mixlab.store, "BUSY_SECONDS", 0.2)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("CREATE TABLE x (y)")
+        holder.execute("BEGIN EXCLUSIVE")
+        return holder
+
+
+@pytest.mark.parametrize(
+    ("how", "msg"),
+    [
+        ("corrupt", r"search\.sqlite: file is not a database \(the file is corrupt; .* starts a new study\)"),
+        ("folder", r"search\.sqlite is a folder, not a file: move it aside"),
+        ("read-only", r"search\.sqlite is read-only \(or its folder is\).*MIXLAB_CACHE"),
+        ("locked", r"search\.sqlite: busy \(locked by another process for over 0\.2 s\) \(try again when it is"),
+    ],
+)
+def test_an_unusable_study_file_is_a_specific_error(dev_lab, tmp_path, monkeypatch, capsys, how, msg):
+    from mixlab.cli import main
+    from mixlab.errors import StudyError
+
+    path = tmp_path / "search.sqlite"
+    holder = _search_file_broken(path, how, monkeypatch)
+    before = path.read_bytes() if path.is_file() else None
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    with pytest.raises(StudyError, match=msg):
+        Search(engine, ["rev-loss"], sampler="random").run(1)
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    assert main(["search", str(dev_lab), "--objective", "rev-loss", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "search.sqlite" in err and "unexpected" not in err, err
+    if before is not None and how != "locked":
+        assert path.read_bytes() == before  # left as it was
+    if holder is not None:
+        holder.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--budget", "nan"], "error: budget must be a positive number of full dev evaluations, like 10, got nan"),
+        (["--budget", "-1"], "error: budget must be a positive number of full dev evaluations, like 10, got -1.0"),
+        (["--budget", "0"], "error: budget must be a positive number"),
+        (["--seed", "-1"], "error: seed must be a whole number from 0 to 4,294,967,295 (2**32 - 1), got -1"),
+        (["--seed", str(2**32)], "error: seed must be a whole number from 0"),
+    ],
+)
+def test_a_bad_budget_or_seed_is_refused_before_any_trial(dev_lab, tmp_path, monkeypatch, capsys, args, msg):
+    from mixlab.cli import main
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
+    assert main(["search", str(dev_lab), "--objective", "rev-loss", "--sampler", "random", *args]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(msg) and not (tmp_path / "search.sqlite").exists()  # refused before the study opened

@@ -3,7 +3,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from mixlab.errors import MixtureWeightsError
+from mixlab.errors import MixlabError, MixtureWeightsError
 from mixlab.simplex import (
     Mixture,
     dirichlet,
@@ -50,11 +50,19 @@ def test_dirichlet_is_seeded():
     assert not np.array_equal(dirichlet(3, 5, seed=7), dirichlet(3, 5, seed=8))
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_a_seed_outside_what_numpy_takes_is_refused_with_the_range(seed):
+    with pytest.raises(MixlabError, match=rf"seed must be a whole number from 0 to 4,294,967,295 .*got {seed!r}"):
+        dirichlet(3, 5, seed=seed)
+
+
 @pytest.mark.parametrize(
     ("weights", "match"),
     [
         ([0.5, 0.6, 0.0], r"must sum to 1 \(±1.5e-06\), got Σ=1.1"),
         ([1.5, -0.5, 0.0], "must be ≥ 0"),
+        ([0.5, 0.6, 0.0], r"must sum to 1 \(±1e-06\), got Σ=1.1"),
+        ([1.5, -0.5, 0.0], r"must be ≥ 0, got -0.5 in \[1.5, -0.5, 0.0\]"),
         ([float("nan"), 0.5, 0.5], "must be finite"),
         ([], "empty"),
     ],

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mixlab.engine import open_store
-from mixlab.errors import CacheError
+from mixlab.errors import CacheError, JobError
 from mixlab.store import Evaluation, Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,3 +250,80 @@ def test_a_labs_export_linked_from_outside_is_not_imported(tiny_lab_dir, tmp_pat
     assert store.get("shipped") is None
     assert any("the lab's evaluations export" in n and "points outside" in n for n in store.notices)
     assert store.path == tiny_lab_dir.resolve() / ".mixlab" / "evaluations.sqlite"  # the cache itself is fine
+
+
+def _job(**kw) -> dict:
+    return {
+        "id": "j1", "lab": "l", "kind": "proxy", "description": "d", "spec": "{}", "state": "running", "done": 0,
+        "total": 1, "message": "", "error": None, "created": 1.0, "started": 1.0, "finished": None, "pid": 1,
+    } | kw  # fmt: skip
+
+
+def test_a_job_whose_pid_now_belongs_to_another_process_reads_interrupted(tmp_path):
+    from mixlab.owner import Owner
+
+    me = Owner.here()
+    s = Store(tmp_path / "c.sqlite")
+    s.put_job(_job(id="reused", pid=me.pid, host=me.host, pid_started=me.started - 1000))  # pid reused since
+    s.put_job(_job(id="mine", pid=me.pid, host=me.host, pid_started=me.started))
+    states = {r["id"]: r["state"] for r in s.jobs()}
+    assert states == {"reused": "interrupted", "mine": "running"}
+    assert {r["id"]: r["state"] for r in Store(tmp_path / "c.sqlite").jobs()}["reused"] == "interrupted"  # stored
+
+
+def test_job_records_of_an_older_version_stay_readable_and_gain_the_owner_fields(tmp_path):
+    path = tmp_path / "c.sqlite"
+    db = sqlite3.connect(path)
+    old = (
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, lab TEXT NOT NULL, kind TEXT NOT NULL, description TEXT NOT NULL, "
+        "spec TEXT NOT NULL, state TEXT NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL, message TEXT NOT "
+        "NULL, error TEXT, created REAL NOT NULL, started REAL, finished REAL, pid INTEGER NOT NULL)"
+    )
+    db.execute(old)
+    db.execute("INSERT INTO jobs VALUES ('old', 'l', 'proxy', 'd', '{}', 'failed', 0, 1, '', 'x', 1.0, 1.0, 2.0, 1)")
+    db.commit()
+    db.close()
+    s = Store(path)
+    (record,) = s.jobs()
+    assert record["id"] == "old" and record["state"] == "failed" and record["host"] is None
+    claimed = s.claim_job("old")
+    assert claimed["state"] == "queued" and claimed["pid"] == os.getpid() and claimed["pid_started"] is not None
+
+
+CLAIM = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from mixlab.errors import JobError
+from mixlab.store import Store
+s = Store({path!r})
+while not os.path.exists({go!r}):  # both start together
+    time.sleep(0.005)
+try:
+    s.claim_job("j1")
+    print("claimed", flush=True)
+except JobError as e:
+    print(e, flush=True)
+time.sleep(3)  # stays alive while the other one tries
+"""
+
+
+def test_two_processes_resuming_one_job_run_it_once(tmp_path):
+    path = tmp_path / "c.sqlite"
+    Store(path).put_job(_job(state="interrupted", pid=999_999_999))
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM.format(root=str(ROOT), path=str(path), go=str(go))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(2.5)  # both imported and waiting
+    go.touch()
+    outs = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert outs[0] == "claimed", outs
+    winner = Store(path).jobs()[0]["pid"]
+    assert outs[1].startswith(f"job j1 is already queued in process {winner} (resumed there"), outs
+    with pytest.raises(JobError, match="no job 'nope'"):
+        Store(path).claim_job("nope")

@@ -243,5 +243,9 @@ if records:
             key="lab_resume_pick",
         )
         if st.button("Resume", key="lab_resume"):
-            st.session_state.last_job = resume(worker(), eng, stopped[pick]).id
-            st.rerun()
+            try:
+                st.session_state.last_job = resume(worker(), eng, stopped[pick]).id
+            except MixlabError as e:  # another process resumed it first, or its record is corrupt
+                show_error("Cannot resume", e)
+            else:
+                st.rerun()

@@ -6,6 +6,7 @@ import streamlit as st
 
 from mixlab.analysis import scores_at
 from mixlab.errors import MixlabError
+from mixlab.evaluate import open_image
 from mixlab.plots import metric_title, parallel_figure, selection_pick, simplex_figure
 from mixlab.simplex import separating_vertices
 from views._shared import (
@@ -193,9 +194,17 @@ if shown_images:
     if "strip_error" in st.session_state:
         show_error("Cannot answer", MixlabError(st.session_state.pop("strip_error")))
     rows = got or [{**r, "output": None} for r in eng.image_examples(which, 6)]
+    unreadable = []
     for col, r in zip(st.columns(len(rows)), rows):
-        col.image(r["image"], width=96)
+        try:
+            col.image(open_image(r["image"]), width=96)
+        except MixlabError as e:
+            unreadable.append(e)
+            col.caption("(no image)")
         col.markdown(f"{code(r['prompt'])} → **{escape(r['answer'])}**")
         if r["output"] is not None:
             mark = "✓" if r["output"].strip() == r["answer"].strip() else "✗"
             col.markdown(f"merge: {code(r['output'] or '∅')} {mark}")
+    if unreadable:
+        more = f" ({len(unreadable) - 1} more like it)" if len(unreadable) > 1 else ""
+        st.warning(f"{escape(unreadable[0])}{more}")

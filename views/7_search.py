@@ -15,6 +15,7 @@ from views._shared import (
     engine,
     escape,
     job_panel,
+    no_benchmarks,
     set_mixture,
     show_error,
     submit_job,
@@ -23,6 +24,8 @@ from views._shared import (
 st.title("Search")
 eng = engine()
 names = [b.name for b in eng.lab.benchmarks]
+if not names:
+    no_benchmarks()
 dev = [b.name for b in eng.lab.benchmarks if b.search_data]
 st.caption(
     "Optimises on each benchmark's search_data (dev) and reports the winners on its data (test); every "

@@ -22,7 +22,7 @@ from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
-from mixlab.simplex import Mixture, rebalance
+from mixlab.simplex import Mixture, rebalance, validate_weights
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
 # were drawn with, so no widget can hold on to a stale value and re-apply it), and app.py mirrors it in the
@@ -77,23 +77,32 @@ def read_url() -> None:
     ss.lab_path = q.get("lab", str(DEMO_LAB))
     ss[NOTICES] = []
     if "w" in q:
-        try:
-            w = [float(x) for x in q["w"].split(",")]
-            if not w or not all(np.isfinite(w)) or min(w) < 0 or sum(w) <= 0:
-                raise ValueError
-            ss.url_weights = w
-        except ValueError:
-            ss[NOTICES].append(f"?w={q['w']} is not a list of non-negative weights; the uniform mixture is shown")
+        try:  # the library's own check and normalisation (finite, ≥ 0, some weight > 0; no overflow)
+            ss.url_weights = validate_weights([float(x) for x in q["w"].split(",")], normalize=True)
+        except (ValueError, MixlabError):
+            ss[NOTICES].append(f"?w={clip(q['w'])} is not a list of non-negative weights; the uniform mixture is shown")
     if "bench" in q:
         ss[BENCH] = q["bench"]
     if "method" in q:
+        text = q.get("params", "{}")
         try:
-            params = json.loads(q.get("params", "{}"))
+            if len(text) > MAX_URL_PARAMS:
+                raise ValueError
+            params = json.loads(text)
             if not isinstance(params, dict):
                 raise ValueError
             ss[METHOD] = (q["method"], params)
-        except ValueError:
-            ss[NOTICES].append(f"?params={q.get('params')} is not a JSON object; the method's defaults are shown")
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
+            ss[NOTICES].append(f"?params={clip(text)} is not a JSON object; the method's defaults are shown")
+
+
+MAX_URL_PARAMS = 4096  # characters of ?params= read: a method's parameters are a few short numbers
+MAX_SHOWN = 80  # characters of a URL value echoed in a notice
+
+
+def clip(text: str) -> str:
+    """A value from a URL as a notice shows it: at most MAX_SHOWN characters."""
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + f"… ({len(text):,} characters)"
 
 
 def view_params() -> dict[str, str]:
@@ -165,7 +174,10 @@ def mixture(eng: Engine) -> Mixture:
 def set_mixture(weights) -> None:
     """The one way the selected mixture changes (a click, a slider, the URL)."""
     w = np.clip(np.asarray(weights, dtype=float), 0, None)
-    st.session_state[MIXTURE] = [float(x) for x in w / w.sum()]
+    try:
+        st.session_state[MIXTURE] = validate_weights(w, normalize=True)
+    except MixlabError:  # nothing left to normalise (every weight 0): the uniform mixture
+        st.session_state[MIXTURE] = [1.0 / len(w)] * len(w)
     st.session_state[REV] = st.session_state.get(REV, 0) + 1  # every weight slider is drawn afresh
 
 
@@ -198,11 +210,14 @@ def _picked(state_key: str, widget_key: str, values: list | None = None) -> None
 
 
 def benchmark_picker(options: list[str], container=st, label: str = "Benchmark", help: str | None = None) -> str:
-    """The benchmark every page shows: one choice shared by the pages and the URL."""
+    """The benchmark every page shows: one choice shared by the pages and the URL. A lab without
+    benchmarks has nothing to show here: the page says so and stops."""
+    if not options:
+        no_benchmarks()
     current = st.session_state.get(BENCH)
     if current not in options:
         if current is not None:
-            st.warning(f"This lab has no benchmark {escape(current)}; showing {escape(options[0])}.")
+            st.warning(f"This lab has no benchmark {escape(clip(current))}; showing {escape(options[0])}.")
         current = options[0]
     st.session_state[BENCH] = current
     key = f"bench_pick:{current}"
@@ -210,6 +225,12 @@ def benchmark_picker(options: list[str], container=st, label: str = "Benchmark",
         label, options, index=options.index(current), key=key, on_change=_picked, args=(BENCH, key), help=help
     )
     return current
+
+
+def no_benchmarks() -> None:
+    """The notice of a page that needs benchmarks, on a lab without any; the page stops."""
+    st.info("This lab has no benchmarks: add a `[[benchmarks]]` table to its lab.toml to score mixtures.")
+    st.stop()
 
 
 def results(eng: Engine) -> pd.DataFrame:
@@ -227,8 +248,11 @@ def _results(_eng: Engine, root: str, models_fp: str, trues: tuple, version: tup
 
 
 def _mtime(path: str) -> float:
-    toml = Path(path) / "lab.toml" if Path(path).is_dir() else Path(path)
-    return toml.stat().st_mtime if toml.exists() else 0.0
+    try:
+        toml = Path(path) / "lab.toml" if Path(path).is_dir() else Path(path)
+        return toml.stat().st_mtime if toml.exists() else 0.0
+    except (OSError, ValueError):  # a name too long, a NUL byte: load_lab says what is wrong with it
+        return 0.0
 
 
 def benchmark_options(df: pd.DataFrame, eng: Engine) -> list[str]:
@@ -291,7 +315,7 @@ def proxy_method_picker(df: pd.DataFrame, eng: Engine, container=st) -> tuple[st
     current = st.session_state.get(METHOD)
     if current is not None and tuple(current) not in [tuple(o) for o in options]:
         st.warning(
-            f"No cached proxy scores for {escape(current[0])} {escape(params_label(current[1]))}; "
+            f"No cached proxy scores for {escape(clip(current[0]))} {escape(clip(params_label(current[1])))}; "
             f"showing {escape(options[0][0])}."
         )
         current = None
