@@ -60,8 +60,6 @@ def test_a_seed_outside_what_numpy_takes_is_refused_with_the_range(seed):
     ("weights", "match"),
     [
         ([0.5, 0.6, 0.0], r"must sum to 1 \(±1.5e-06\), got Σ=1.1"),
-        ([1.5, -0.5, 0.0], "must be ≥ 0"),
-        ([0.5, 0.6, 0.0], r"must sum to 1 \(±1e-06\), got Σ=1.1"),
         ([1.5, -0.5, 0.0], r"must be ≥ 0, got -0.5 in \[1.5, -0.5, 0.0\]"),
         ([float("nan"), 0.5, 0.5], "must be finite"),
         ([], "empty"),
