@@ -14,6 +14,7 @@ from mixlab.errors import ExpertError
 from mixlab.evaluate import auto_batch_size, default_dtype, quiet_transformers
 from mixlab.experts import Checkpoint, TaskVector
 from mixlab.merge import Merger, MergeSpec
+from mixlab.names import auto_class, is_multimodal
 
 
 class ResidentModel:
@@ -38,17 +39,15 @@ class ResidentModel:
     def multimodal(self) -> bool:
         """A vision-language base (its config has a vision_config): loaded as an image-text-to-text model."""
         try:
-            return "vision_config" in json.loads((self.base.folder / "config.json").read_text())
-        except (OSError, ValueError):
+            return is_multimodal(json.loads((self.base.folder / "config.json").read_text()))
+        except (OSError, ValueError, TypeError):
             return False
 
     @cached_property
     def model(self):
-        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
         quiet_transformers()
         folder = self.base.folder
-        auto = AutoModelForImageTextToText if self.multimodal else AutoModelForCausalLM
+        auto = auto_class(self.multimodal)
         try:
             model = auto.from_pretrained(
                 folder,
