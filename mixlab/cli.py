@@ -110,6 +110,10 @@ def cmd_info(args) -> None:
     for b in lab.benchmarks:
         print(f"  {b.name:<16} {b.evaluator:<12} {b.data}")
     print(f"true mixtures: {len(lab.manifest.true_mixtures)}")
+    if lab.manifest.merge.preset or lab.manifest.merge.exclude:
+        kept = engine.excluded_tensors()
+        how = f"preset {lab.manifest.merge.preset}" if lab.manifest.merge.preset else "merge.exclude"
+        print(f"kept at the base by every merge ({how}): {len(kept)} tensors, {sum(n for _, n in kept):,} params")
     counts = {k: len(engine.cached(k)) for k in ("base", "expert", "true", "proxy")}
     print("cached evaluations: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"  ({engine.store.path})")
 

@@ -268,7 +268,7 @@ def init_lab(
         if kind is None:
             lines.append(f"# skipped {folder.relative_to(root)}: neither a PEFT adapter nor a full fine-tune")
             continue
-        found.append(folder)
+        found.append((folder, kind))
         name = folder.name.replace(".", "-")
         lines += [f"[[experts]]  # {'PEFT LoRA adapter' if kind == 'lora' else 'full fine-tune'}"]
         lines += [f"name = {toml_value(name)}", f"path = {toml_value(rel)}", ""]
@@ -285,5 +285,22 @@ def init_lab(
         if dev.is_file():
             lines.append(f"search_data = {toml_value(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
         lines.append("")
+    lines += _preset_lines(base_path, [kind for _, kind in found])
     text = "\n".join(lines)
     return _write_manifest(root, text) if write else text
+
+
+def _preset_lines(base: Path, kinds: list[str]) -> list[str]:
+    """A vision-language base's ``[merge] preset`` (mixlab.presets): ``lora`` when every expert is an adapter,
+    else ``full``, with what it keeps at the base in a comment."""
+    from mixlab.names import is_multimodal
+    from mixlab.presets import PRESET_HELP
+
+    try:
+        config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(config, dict) or not is_multimodal(config):
+        return []
+    preset = "lora" if all(k == "lora" for k in kinds) else "full"
+    return ["[merge]", f"preset = {toml_value(preset)}  # {PRESET_HELP[preset]}", ""]
