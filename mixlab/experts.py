@@ -418,6 +418,7 @@ class LoraTaskVector(TaskVector):
                 continue
             key = base.names(key.replace(".base_layer.", ".").replace(".modules_to_save.default.", "."))
             if key not in base:
+                _refuse_tied(label, key, base)
                 raise ExpertError(f"{label}: adapter tensor {akey} matches no base tensor ({key})")
             if tuple(t.shape) != base.shape(key):
                 raise ExpertError(
@@ -434,6 +435,7 @@ class LoraTaskVector(TaskVector):
             a, b, emb = parts["A"], parts["B"], parts["emb"]
             key = base.names(f"{module}.weight")  # PEFT names modules as the model did when it was trained
             if key not in base:
+                _refuse_tied(label, key, base)
                 raise ExpertError(f"{label}: adapted module {module} has no tensor {key} in the base")
             if key in self.factors:
                 raise ExpertError(f"{label}: module {module} is adapted twice (as {key.removesuffix('.weight')})")
@@ -482,6 +484,19 @@ class LoraTaskVector(TaskVector):
     def rank(self) -> int | None:
         ranks = {f.a.shape[0] for f in self.factors.values()}
         return max(ranks) if ranks else None
+
+
+def _refuse_tied(label: str, key: str, base: Checkpoint) -> None:
+    """An adapter that changes a tensor the base does not store but its class holds: a tied one (lm_head
+    sharing the input embeddings' tensor, tie_word_embeddings). Merging it would change the input
+    embeddings too, and a tied export cannot hold the two apart, so it is refused with the way out."""
+    if base.names.holds(key):
+        raise ExpertError(
+            f"{label}: the adapter changes {key}, which this base ties to another tensor (tie_word_embeddings: "
+            "save_pretrained stores it once, as the input embeddings); merging it would change both, and an "
+            "export could not keep them apart. Train without it in modules_to_save / target_modules, or untie "
+            "the base (config tie_word_embeddings=false, lm_head saved) and train on that"
+        )
 
 
 def _is_hub_id(name) -> bool:

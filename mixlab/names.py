@@ -61,8 +61,9 @@ class LiveNames:
         return self._memo[name]
 
     def holds(self, name: str) -> bool:
-        """Whether the model class holds a tensor of this (live) name; always True without a class."""
-        return self.model_class is None or name in self.params
+        """Whether the model class holds a parameter or buffer of this (live) name (False without a class):
+        a name it holds that its checkpoint lacks is a tied one (lm_head with tie_word_embeddings)."""
+        return name in self.params
 
 
 IDENTITY = LiveNames()
