@@ -51,7 +51,7 @@ def to_mergekit(engine, mixture, method: str | None = None, params: dict | None 
     mk_method, names = MERGEKIT[method]
     base = str(engine.base.folder)
     notes = []
-    excluded = [k for k, _ in engine.excluded_tensors()]
+    excluded = [engine.base.disk_name(k) for k, _ in engine.excluded_tensors()]  # mergekit reads stored names
     models = []
     for expert, w in zip(engine.experts, mixture.weights):
         if w == 0:
