@@ -74,11 +74,12 @@ class ResidentModel:
 
     @cached_property
     def processor(self):
-        """The base folder's processor (image benchmarks): its tokenizer and image processor."""
-        from transformers import AutoProcessor
+        """The base folder's processor (image benchmarks): its tokenizer and image processor
+        (:func:`mixlab.processors.load_processor`)."""
+        from mixlab.processors import load_processor
 
         try:
-            return AutoProcessor.from_pretrained(self.base.folder, local_files_only=True, trust_remote_code=False)
+            return load_processor(self.base.folder)
         except Exception as e:
             raise ExpertError(f"base: no usable processor in {self.base.folder}: {type(e).__name__}: {e}") from None
 

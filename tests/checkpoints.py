@@ -307,13 +307,39 @@ VISION = [
 ]
 FAMILIES = {f.name: f for f in TEXT + VISION}
 SPECIAL = ("image", "video", "start", "end")
+# Qwen2-VL's own names for them (its processor and prompts use these strings)
+QWEN_SPECIAL = {
+    "image": "<|image_pad|>",
+    "video": "<|video_pad|>",
+    "start": "<|vision_start|>",
+    "end": "<|vision_end|>",
+}
 
 
 def tokenizer():
-    """The demo's character tokenizer plus the image/video/boundary tokens a VL config names by id."""
+    """The demo's character tokenizer plus the image/video/boundary tokens a VL config names by id (in the
+    generic spelling and in Qwen2-VL's)."""
     tok = build_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": [f"<{s}>" for s in SPECIAL]})
+    specials = [f"<{s}>" for s in SPECIAL] + list(QWEN_SPECIAL.values())
+    tok.add_special_tokens({"additional_special_tokens": specials})
     return tok
+
+
+def _ids(tok, family: Family) -> dict[str, int]:
+    names = QWEN_SPECIAL if family.name.startswith("qwen2") else {s: f"<{s}>" for s in SPECIAL}
+    return {s: tok.convert_tokens_to_ids(t) for s, t in names.items()}
+
+
+def save_image_processor(family: Family, folder: Path) -> None:
+    """The image processor a hub folder of ``family`` carries (preprocessor_config.json), tiny: Qwen2-VL's
+    (PIL backend; 16×16 images → a 4×4 grid of 4-pixel patches → 4 image tokens after the 2×2 merge)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    if not family.name.startswith("qwen2"):
+        raise NotImplementedError(family.name)
+    Qwen2VLImageProcessorPil(
+        min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, merge_size=2, temporal_patch_size=2
+    ).save_pretrained(folder)
 
 
 def model_class(family: Family):
@@ -325,9 +351,8 @@ def model_class(family: Family):
 def build_base(family: Family, folder: Path, seed: int = 0):
     """A random base of ``family`` saved with ``save_pretrained`` (and the tokenizer beside it); returns it."""
     tok = tokenizer()
-    ids = {s: tok.convert_tokens_to_ids(f"<{s}>") for s in SPECIAL}
     torch.manual_seed(seed)
-    model = model_class(family)(family.config(len(tok), ids)).eval()
+    model = model_class(family)(family.config(len(tok), _ids(tok, family))).eval()
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return model

@@ -250,3 +250,67 @@ def test_an_adapter_of_a_tied_lm_head_is_refused_with_the_reason(lora, tmp_path,
     _cli(capsys, "lab", "init", tmp_path, "--base", "base")
     assert main(["info", str(tmp_path)]) == 2
     assert "the adapter changes lm_head.weight, which this base ties" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
+def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys):
+    """Image rows of a Qwen2-VL / Qwen2.5-VL lab evaluate in mixlab's environment (no torchvision: the processor
+    is built without its video part) with Qwen's own placeholder, <|vision_start|><|image_pad|>…<|vision_end|>.
+    The reference builds the inputs by hand (image processor + the expanded pad tokens) and generates with plain
+    transformers on base + Σ w_i·(PEFT delta); half the rows' answers are its outputs, so the accuracy is 0.5
+    exactly when mixlab answers as it does, and the merge's answers are compared row by row."""
+    from checkpoints import save_image_processor
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    family = FAMILIES[name]
+    root = tmp_path / "lab"
+    build_base(family, root / "base")
+    save_image_processor(family, root / "base")
+    for i, expert in enumerate(("a", "b")):
+        build_lora(family, root / "base", root / "experts" / expert, seed=10 + i)
+    (root / "images").mkdir()
+    colours = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (230, 200, 30)]
+    for i, c in enumerate(colours):
+        Image.new("RGB", (16, 16), c).save(root / "images" / f"{i}.png")
+
+    reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
+    tok, images = tokenizer(), AutoImageProcessor.from_pretrained(root / "base")
+    # one batch of the four rows, as mixlab runs them (same prompt and image size: no padding)
+    pictures = [Image.open(root / "images" / f"{i}.png").convert("RGB") for i in range(len(colours))]
+    feats = images(images=pictures, return_tensors="pt")
+    n = int(feats["image_grid_thw"][0].prod()) // 4  # the 2×2 merge
+    ids = torch.tensor([tok("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>shape:")["input_ids"]] * 4)
+    image_rows = (ids == tok.convert_tokens_to_ids("<|image_pad|>")).long()  # which positions hold the image (M-RoPE)
+    with torch.no_grad():
+        out = reference.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=image_rows,
+            max_new_tokens=6,
+            do_sample=False,
+            **feats,
+        )
+    answers = [t.split("\n")[0].strip() for t in tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]
+    (root / "data").mkdir()
+    with open(root / "data" / "colour.jsonl", "w") as f:
+        for i, a in enumerate(answers):
+            f.write(
+                json.dumps({"image": f"images/{i}.png", "prompt": "shape:", "answer": a if i % 2 == 0 else "~"}) + "\n"
+            )
+    _cli(capsys, "lab", "init", root, "--base", "base")
+    with open(root / "lab.toml") as f:
+        text = f.read()
+    (root / "lab.toml").write_text(
+        text.replace('data = "data/colour.jsonl"', 'data = "data/colour.jsonl"\nmax_new_tokens = 6')
+    )
+
+    (row,) = json.loads(_cli(capsys, "eval", root, "--weights", "a=0.5,b=0.5", "--json"))
+    assert row["metric"] == "accuracy" and row["score"] == 0.5 and row["n"] == 4
+    engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
+    got = engine.image_answers(engine.mixture([0.5, 0.5]), "colour", n=4)
+    assert [g["output"].strip() for g in got] == answers
