@@ -13,12 +13,14 @@ config says so in its comments.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from mixlab.errors import ManifestError, MixlabError
 from mixlab.experts import ADAPTER_CONFIG
-from mixlab.lab import toml_value
+from mixlab.lab import EXPORTS, toml_value
 
 # mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
 MERGEKIT = {
@@ -244,15 +246,28 @@ def _guess_evaluator(path: Path) -> tuple[str, str]:
 
 
 def init_lab(
-    root: Path, base: str, experts: str = "experts/*", benchmarks: str = "data/*.jsonl", *, write: bool = True
+    root: Path,
+    base: str,
+    experts: str | Sequence[str] | None = None,
+    benchmarks: str = "data/*.jsonl",
+    *,
+    names: dict[str, str] | None = None,
+    true: str | None = None,
+    weights_from: str | None = None,
+    write: bool = True,
 ) -> Path | str:
     """Write ``root/lab.toml`` from what is there: the base folder, every PEFT adapter or full fine-tune that
-    ``experts`` (a glob under ``root``) matches, and every JSONL file ``benchmarks`` matches, each with its
-    evaluator guessed from its fields and the guess stated in a comment. ``write=False``: return the text."""
+    ``experts`` (globs under ``root``; None: every one anywhere under it, see :func:`model_folders`) matches,
+    named after its folder or as ``names`` (folder name → expert name) says, every JSONL file ``benchmarks``
+    matches, each with its evaluator guessed from its fields and the guess stated in a comment, and the
+    checkpoints ``true`` matches as true mixtures, their weights read from ``weights_from`` (see
+    :func:`true_mixture_lines`). ``write=False``: return the text."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise MixlabError(f"lab folder {root} does not exist")
-    for flag, pattern in (("--experts", experts), ("--benchmarks", benchmarks)):
+    patterns = [experts] if isinstance(experts, str) else list(experts or [])
+    flags = [("--experts", p) for p in patterns] + [("--benchmarks", benchmarks)] + ([("--true", true)] if true else [])
+    for flag, pattern in flags:
         if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise MixlabError(f"{flag} {pattern!r}: a glob under the lab folder, without .. (e.g. experts/*)")
     base_path = Path(base) if Path(base).is_absolute() else root / base
@@ -261,19 +276,29 @@ def init_lab(
         raise MixlabError(f"--base {base}: no config.json and *.safetensors in {base_path}")
     lines = [f"# written by mixlab lab init from {root}", f"name = {toml_value(root.name.replace('.', '-'))}"]
     lines += [f"base = {toml_value(base_rel)}", ""]
-    found = []
-    for folder in sorted(p for p in root.glob(experts) if p.is_dir() and p.resolve() != base_path.resolve()):
+    true_folders = sorted(p for p in root.glob(true) if p.is_dir()) if true else []
+    skip = {base_path.resolve(), *(p.resolve() for p in true_folders)}
+    if patterns:
+        candidates = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_dir()})
+    else:
+        candidates = model_folders(root)
+    renames, found = dict(names or {}), []
+    for folder in (p for p in candidates if p.resolve() not in skip):
         rel = _lab_path(root, folder, "expert")
         kind = _kind(folder)
         if kind is None:
             lines.append(f"# skipped {folder.relative_to(root)}: neither a PEFT adapter nor a full fine-tune")
             continue
-        found.append((folder, kind))
-        name = folder.name.replace(".", "-")
+        name = renames.pop(folder.name, folder.name).replace(".", "-")
+        found.append((folder, kind, name))
         lines += [f"[[experts]]  # {'PEFT LoRA adapter' if kind == 'lora' else 'full fine-tune'}"]
         lines += [f"name = {toml_value(name)}", f"path = {toml_value(rel)}", ""]
     if not found:
-        raise MixlabError(f"no experts under {root} match {experts!r} (PEFT adapter folders or full fine-tunes)")
+        where = f"match {' '.join(patterns)!r}" if patterns else "are PEFT adapter folders or full fine-tunes"
+        raise MixlabError(f"no experts under {root} {where} (PEFT adapter folders or full fine-tunes)")
+    if renames:
+        folders = ", ".join(f.name for f, _, _ in found)
+        raise MixlabError(f"--name {next(iter(renames))}=…: no expert folder of that name; expert folders: {folders}")
     for path in sorted(p for p in root.glob(benchmarks) if p.is_file() and p.suffix == ".jsonl"):
         if path.stem.endswith("_dev"):
             continue  # a dev split: named as search_data by its test file below
@@ -285,9 +310,94 @@ def init_lab(
         if dev.is_file():
             lines.append(f"search_data = {toml_value(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
         lines.append("")
-    lines += _preset_lines(base_path, [kind for _, kind in found])
+    lines += true_mixture_lines(root, true_folders, weights_from, [name for _, _, name in found])
+    lines += _preset_lines(base_path, [kind for _, kind, _ in found])
     text = "\n".join(lines)
     return _write_manifest(root, text) if write else text
+
+
+def model_folders(root: Path) -> list[Path]:
+    """Every PEFT adapter folder or full fine-tune anywhere under ``root``, in path order: hidden folders and
+    ``exports/`` are not searched, nor the inside of a model folder."""
+    found = []
+    for here, dirs, _ in os.walk(root):
+        folder = Path(here)
+        if folder != root and _kind(folder) is not None:
+            found.append(folder)
+            dirs.clear()
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (folder == root and d == EXPORTS))
+    return sorted(found)
+
+
+def true_mixture_lines(root: Path, folders: list[Path], weights_from: str | None, experts: list[str]) -> list[str]:
+    """``[[true_mixtures]]`` for checkpoints trained on mixtures, their weights from a CSV or JSON file
+    (relative to the lab folder, or absolute): CSV with a header, the first column naming each checkpoint
+    (its folder name or its path in the lab), one column per expert; JSON ``{"checkpoint": {"expert": w}}``.
+    Weights are numbers or fractions ("1/3"), normalised to sum to 1 (example counts work as they are)."""
+    if not folders:
+        if weights_from:
+            raise MixlabError("--weights-from needs --true (a glob of the checkpoints trained on mixtures)")
+        return []
+    if not weights_from:
+        raise MixlabError("--true needs --weights-from FILE (CSV or JSON: each checkpoint's weight per expert)")
+    path = Path(weights_from) if Path(weights_from).is_absolute() else root / weights_from
+    table = _read_weights(path, experts)
+    lines = []
+    for folder in folders:
+        rel = _lab_path(root, folder, "true mixture")
+        if _kind(folder) is None:
+            raise MixlabError(f"--true: {rel} is neither a PEFT adapter nor a full fine-tune")
+        key = next((k for k in (rel, folder.name) if k in table), None)
+        if key is None:
+            raise MixlabError(f"{path}: no weights for the true-mixture checkpoint {rel} (a row named {folder.name!r})")
+        raw = table[key]
+        total = math.fsum(raw.values())
+        if not math.isfinite(total) or total <= 0 or any(w < 0 for w in raw.values()):
+            raise MixlabError(f"{path}: the weights of {key!r} must be ≥ 0 with a positive sum, got {raw}")
+        weights = {e: raw[e] / total for e in experts if raw.get(e, 0) > 0}
+        how = f"weights from {path.name}" + ("" if abs(total - 1) < 1e-9 else f", normalised from {raw}")
+        lines += [f"[[true_mixtures]]  # {how}", f"name = {toml_value(folder.name.replace('.', '-'))}"]
+        lines += [f"path = {toml_value(rel)}", f"weights = {toml_value(weights)}", ""]
+    return lines
+
+
+def _read_weights(path: Path, experts: list[str]) -> dict[str, dict[str, float]]:
+    """checkpoint → {expert: weight} from a CSV or JSON file (see :func:`true_mixture_lines`)."""
+    import csv
+
+    from mixlab.simplex import weight_value
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MixlabError(f"--weights-from {path}: cannot read it: {e}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise MixlabError(f"{path}: not valid JSON: {e}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise MixlabError(f'{path}: expected {{"checkpoint": {{"expert": weight, …}}, …}}')
+        rows = {str(k): v for k, v in data.items()}
+    elif path.suffix.lower() == ".csv":
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if not header or len(header) < 2:
+            raise MixlabError(f"{path}: a header row is needed: checkpoint, then one column per expert")
+        rows = {r[0]: dict(zip(header[1:], r[1:])) for r in reader if r}
+    else:
+        raise MixlabError(f"--weights-from {path}: give a .csv or .json file")
+    out = {}
+    for key, weights in rows.items():
+        unknown = [e for e in weights if e not in experts]
+        if unknown:
+            raise MixlabError(f"{path}: {key!r} names expert {unknown[0]!r}; experts: {', '.join(experts)}")
+        try:
+            out[key] = {e: float(weight_value(w)) if w not in ("", None) else 0.0 for e, w in weights.items()}
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise MixlabError(f"{path}: the weights of {key!r} must be numbers or fractions, got {weights}") from None
+    return out
 
 
 def _preset_lines(base: Path, kinds: list[str]) -> list[str]:

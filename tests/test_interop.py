@@ -161,11 +161,83 @@ def test_lab_init_says_what_it_cannot_use(tiny_root, tmp_path):
     with pytest.raises(MixlabError, match="--base nowhere: no config.json and \\*.safetensors"):
         init_lab(root, "nowhere")
     with pytest.raises(MixlabError, match="no experts under .* match 'experts/\\*'"):
-        init_lab(root, "base")
+        init_lab(root, "base", "experts/*")
     with open(root / "evals" / "odd.jsonl", "w") as f:
         f.write(json.dumps({"question": "?", "gold": "!"}) + "\n")
     with pytest.raises(
         MixlabError, match="odd.jsonl: cannot tell the evaluator from its fields \\['gold', 'question'\\]"
     ):
         init_lab(root, "base", "adapters/*", "evals/*.jsonl")
+    assert not (root / "lab.toml").exists()
+
+
+def _readme_block(heading: str) -> list[list[str]]:
+    """The ``mixlab …`` commands of the first bash block under ``heading`` in the README, split as a shell would."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index(heading) :].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("mixlab ")]
+
+
+def test_the_readme_bring_your_own_block_runs_as_written(tmp_path, capsys, monkeypatch):
+    """The README's bring-your-own commands, run as written on a folder of the shape it describes (a tiny
+    Llama saved with save_pretrained, PEFT adapters at any depth, three true-mixture adapters and their
+    example counts in a CSV): the lab they make has named experts, normalised true mixtures, and a report
+    with Proxy vs true over all three."""
+    from checkpoints import FAMILIES, build_base, build_lora
+
+    from mixlab.demo.tasks import examples
+
+    family, lab = FAMILIES["llama"], tmp_path / "my-lab"
+    build_base(family, lab / "base")
+    build_lora(family, lab / "base", lab / "runs" / "ocr-run" / "adapter-ocr", seed=1)
+    build_lora(family, lab / "base", lab / "runs" / "adapter-chart", seed=2)
+    for i in range(3):
+        build_lora(family, lab / "base", lab / "true" / f"mix{i}", seed=10 + i)
+    (lab / "mixtures.csv").write_text("checkpoint,ocr,chart\nmix0,100,300\nmix1,1/2,1/2\ntrue/mix2,3,1\n")
+    (lab / "data").mkdir()
+    with open(lab / "data" / "rev.jsonl", "w") as f:
+        for prompt, answer in examples("rev", 6, 3):
+            f.write(json.dumps({"prompt": prompt, "completion": answer}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_block("## Bring your own base, adapters and JSONL")
+    assert [c[1] for c in commands] == ["lab", "info", "sweep", "sweep", "report"]
+    for argv in commands:
+        assert main(argv[1:]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    manifest = load_lab(lab).manifest
+    assert [(e.name, e.path) for e in manifest.experts] == [
+        ("chart", "runs/adapter-chart"),
+        ("ocr", "runs/ocr-run/adapter-ocr"),
+    ]
+    weights = {t.name: t.weights for t in manifest.true_mixtures}
+    assert weights == {
+        "mix0": {"chart": 0.75, "ocr": 0.25},
+        "mix1": {"chart": 0.5, "ocr": 0.5},
+        "mix2": {"chart": 0.25, "ocr": 0.75},
+    }
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("rev ")]
+    n, rho = line.split()[1:3]
+    assert n == "3" and -1 <= float(rho) <= 1  # Spearman ρ over the 3 true mixtures
+
+
+def test_lab_init_names_and_weights_say_what_is_wrong(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    with pytest.raises(MixlabError, match="--name nope=…: no expert folder of that name; expert folders: add, rev"):
+        init_lab(root, "base", names={"nope": "x"})
+    shutil.copytree(tiny_root / "experts" / "sort", root / "true" / "m")
+    with pytest.raises(MixlabError, match="--true needs --weights-from"):
+        init_lab(root, "base", "adapters/*", true="true/*")
+    (root / "w.json").write_text(json.dumps({"m": {"add": 1, "zzz": 1}}))
+    with pytest.raises(MixlabError, match="'m' names expert 'zzz'; experts: add, rev"):
+        init_lab(root, "base", "adapters/*", true="true/*", weights_from="w.json")
+    (root / "w.json").write_text(json.dumps({"other": {"add": 1}}))
+    with pytest.raises(MixlabError, match="no weights for the true-mixture checkpoint true/m"):
+        init_lab(root, "base", "adapters/*", true="true/*", weights_from="w.json")
+    (root / "w.json").write_text(json.dumps({"m": {"add": "1/3", "rev": "2/3"}}))
+    text = init_lab(root, "base", true="true/*", weights_from="w.json", write=False)
+    assert 'path = "true/m"' in text and "[[true_mixtures]]  # weights from w.json\n" in text
+    assert "true/m" not in text.split("[[true_mixtures]]")[0]  # a true mixture is not also an expert
     assert not (root / "lab.toml").exists()
