@@ -310,7 +310,7 @@ def init_lab(
         if dev.is_file():
             lines.append(f"search_data = {toml_value(_lab_path(root, dev, 'benchmark'))}  # what a search optimises on")
         lines.append("")
-    lines += true_mixture_lines(root, true_folders, weights_from, [name for _, _, name in found])
+    lines += true_mixture_lines(root, true_folders, weights_from, {name: folder for folder, _, name in found})
     lines += _preset_lines(base_path, [kind for _, kind, _ in found])
     text = "\n".join(lines)
     return _write_manifest(root, text) if write else text
@@ -330,19 +330,25 @@ def model_folders(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def true_mixture_lines(root: Path, folders: list[Path], weights_from: str | None, experts: list[str]) -> list[str]:
+def true_mixture_lines(
+    root: Path, folders: list[Path], weights_from: str | None, expert_folders: dict[str, Path]
+) -> list[str]:
     """``[[true_mixtures]]`` for checkpoints trained on mixtures, their weights from a CSV or JSON file
     (relative to the lab folder, or absolute): CSV with a header, the first column naming each checkpoint
     (its folder name or its path in the lab), one column per expert; JSON ``{"checkpoint": {"expert": w}}``.
-    Weights are numbers or fractions ("1/3"), normalised to sum to 1 (example counts work as they are)."""
+    Weights are numbers or fractions ("1/3"), normalised to sum to 1 (example counts work as they are).
+    Without a file, each checkpoint's LLaMA-Factory ``training_args.yaml`` is read (:func:`_llamafactory_mix`)."""
+    experts = list(expert_folders)
     if not folders:
         if weights_from:
             raise MixlabError("--weights-from needs --true (a glob of the checkpoints trained on mixtures)")
         return []
-    if not weights_from:
-        raise MixlabError("--true needs --weights-from FILE (CSV or JSON: each checkpoint's weight per expert)")
-    path = Path(weights_from) if Path(weights_from).is_absolute() else root / weights_from
-    table = _read_weights(path, experts)
+    if weights_from:
+        path = Path(weights_from) if Path(weights_from).is_absolute() else root / weights_from
+        table = _read_weights(path, experts)
+    else:
+        path = Path(LLAMAFACTORY_ARGS)
+        table = {f.name: _llamafactory_mix(f, expert_folders) for f in folders}
     lines = []
     for folder in folders:
         rel = _lab_path(root, folder, "true mixture")
@@ -360,6 +366,61 @@ def true_mixture_lines(root: Path, folders: list[Path], weights_from: str | None
         lines += [f"[[true_mixtures]]  # {how}", f"name = {toml_value(folder.name.replace('.', '-'))}"]
         lines += [f"path = {toml_value(rel)}", f"weights = {toml_value(weights)}", ""]
     return lines
+
+
+LLAMAFACTORY_ARGS = "training_args.yaml"  # what LLaMA-Factory's board writes into a run's output folder
+
+
+def _llamafactory_args(folder: Path) -> dict | None:
+    import yaml
+
+    file = folder / LLAMAFACTORY_ARGS
+    if not file.is_file():
+        return None
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise MixlabError(f"{file}: cannot read it as YAML: {e}") from None
+    return data if isinstance(data, dict) else None
+
+
+def _names(value) -> list[str]:
+    return [v.strip() for v in (value.split(",") if isinstance(value, str) else value or []) if str(v).strip()]
+
+
+def _llamafactory_mix(folder: Path, expert_folders: dict[str, Path]) -> dict[str, float]:
+    """A true mixture's weights from the ``training_args.yaml`` LLaMA-Factory wrote beside it: its
+    ``dataset`` list with ``interleave_probs`` (mix_strategy interleave_*); each dataset is the expert
+    whose own training_args.yaml names it alone, or the expert of that name."""
+    args = _llamafactory_args(folder)
+    if args is None:
+        raise MixlabError(
+            f"--true: no weights for {folder.name}; give --weights-from FILE (CSV or JSON: each checkpoint's "
+            f"weight per expert), or keep LLaMA-Factory's {LLAMAFACTORY_ARGS} in the checkpoint's folder"
+        )
+    datasets, probs = _names(args.get("dataset")), _names(args.get("interleave_probs"))
+    if not str(args.get("mix_strategy", "concat")).startswith("interleave") or len(probs) != len(datasets):
+        raise MixlabError(
+            f"{folder / LLAMAFACTORY_ARGS}: datasets {datasets} were mixed by {args.get('mix_strategy', 'concat')!r} "
+            "without one interleave_probs each, so their shares are the datasets' sizes; give --weights-from"
+        )
+    owner = {}
+    for name, expert_folder in expert_folders.items():
+        own = _names((_llamafactory_args(expert_folder) or {}).get("dataset"))
+        owner.update({own[0]: name} if len(own) == 1 else {})
+    weights = {}
+    for dataset, p in zip(datasets, probs):
+        expert = owner.get(dataset, dataset if dataset in expert_folders else None)
+        if expert is None:
+            raise MixlabError(
+                f"{folder / LLAMAFACTORY_ARGS}: dataset {dataset!r} is no expert's (experts: "
+                f"{', '.join(expert_folders)}); name the expert after it with --name, or give --weights-from"
+            )
+        try:
+            weights[expert] = weights.get(expert, 0.0) + float(p)
+        except ValueError:
+            raise MixlabError(f"{folder / LLAMAFACTORY_ARGS}: interleave_probs {probs} are not all numbers") from None
+    return weights
 
 
 def _read_weights(path: Path, experts: list[str]) -> dict[str, dict[str, float]]:

@@ -228,7 +228,7 @@ def test_lab_init_names_and_weights_say_what_is_wrong(tiny_root, tmp_path):
     with pytest.raises(MixlabError, match="--name nope=…: no expert folder of that name; expert folders: add, rev"):
         init_lab(root, "base", names={"nope": "x"})
     shutil.copytree(tiny_root / "experts" / "sort", root / "true" / "m")
-    with pytest.raises(MixlabError, match="--true needs --weights-from"):
+    with pytest.raises(MixlabError, match="--true: no weights for m; give --weights-from FILE"):
         init_lab(root, "base", "adapters/*", true="true/*")
     (root / "w.json").write_text(json.dumps({"m": {"add": 1, "zzz": 1}}))
     with pytest.raises(MixlabError, match="'m' names expert 'zzz'; experts: add, rev"):
@@ -241,3 +241,25 @@ def test_lab_init_names_and_weights_say_what_is_wrong(tiny_root, tmp_path):
     assert 'path = "true/m"' in text and "[[true_mixtures]]  # weights from w.json\n" in text
     assert "true/m" not in text.split("[[true_mixtures]]")[0]  # a true mixture is not also an expert
     assert not (root / "lab.toml").exists()
+
+
+def test_lab_init_reads_the_mixture_llama_factory_recorded(tiny_root, tmp_path):
+    """LLaMA-Factory's board writes training_args.yaml into each run's folder: the experts' name one dataset
+    each, a mixed run its datasets with interleave_probs; concat mixing (shares = dataset sizes) is refused."""
+    root = _plain_folder(tiny_root, tmp_path)
+    (root / "adapters" / "add" / "training_args.yaml").write_text("stage: sft\ndataset: add_sft\n")
+    (root / "adapters" / "rev" / "training_args.yaml").write_text("stage: sft\ndataset: rev_sft\n")
+    mix = root / "true" / "mix"
+    shutil.copytree(tiny_root / "experts" / "sort", mix)
+    (mix / "training_args.yaml").write_text(
+        "dataset: rev_sft, add_sft\nmix_strategy: interleave_under\ninterleave_probs: 0.75,0.25\n"
+    )
+    text = init_lab(root, "base", "adapters/*", true="true/*", write=False)
+    assert "[[true_mixtures]]  # weights from training_args.yaml\n" in text
+    assert "weights = { add = 0.25, rev = 0.75 }" in text
+    (mix / "training_args.yaml").write_text("dataset: rev_sft,add_sft\n")
+    with pytest.raises(MixlabError, match="mixed by 'concat' without one interleave_probs each"):
+        init_lab(root, "base", "adapters/*", true="true/*", write=False)
+    (mix / "training_args.yaml").unlink()
+    with pytest.raises(MixlabError, match="no weights for mix; give --weights-from FILE"):
+        init_lab(root, "base", "adapters/*", true="true/*", write=False)
