@@ -314,3 +314,27 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
     engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
     got = engine.image_answers(engine.mixture([0.5, 0.5]), "colour", n=4)
     assert [g["output"].strip() for g in got] == answers
+
+
+def test_an_adapter_export_holds_every_experts_layers(tmp_path, capsys):
+    """The first expert adapts layer 0 only (layers_to_transform): the exported adapter's config does not
+    carry that selector over (it would claim layer 0 only while holding the other expert's layer-1 factors),
+    and PEFT loads it as the merge."""
+    from peft import PeftModel
+
+    family = FAMILIES["llama"]
+    root = tmp_path / "lab"
+    build_base(family, root / "base")
+    build_lora(family, root / "base", root / "experts" / "a", seed=1, layers_to_transform=[0])
+    build_lora(family, root / "base", root / "experts" / "b", seed=2)
+    (root / "data").mkdir()
+    (root / "data" / "rev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows()))
+    _cli(capsys, "lab", "init", root, "--base", "base")
+    _cli(capsys, "merge", root, "--weights", "a=0.5,b=0.5", "--adapter", "--out", tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] is None and any(".layers.1." in m for m in config["target_modules"])
+    reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
+    adapted = PeftModel.from_pretrained(load(family, root / "base"), tmp_path / "adapter").merge_and_unload()
+    ref = _state(reference)
+    for k, v in _state(adapted).items():
+        torch.testing.assert_close(v, ref[k], atol=1e-5, rtol=1e-5, msg=k)

@@ -79,6 +79,10 @@ def save_lora_merge(
             target_modules=sorted(ranks),  # full names: "q_proj" would also adapt a vision tower's q_proj
             modules_to_save=None,
             fan_in_fan_out=fan,
+            # the first expert's own selectors would narrow the full names above to its layers only
+            layers_to_transform=None,
+            layers_pattern=None,
+            exclude_modules=None,
         )
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
