@@ -109,7 +109,7 @@ def family_lab(request, tmp_path):
 @pytest.mark.parametrize("family_lab", list(FAMILIES), indirect=True)
 def test_users_checkpoints_merge_exactly(family_lab, capsys, tmp_path):
     family, root = family_lab
-    _cli(capsys, "lab", "init", root, "--base", "base")
+    _cli(capsys, "lab", "init", root, "--base", "base", "--experts", "experts/*")  # the adapters, not full/*
     assert "experts (3):" in _cli(capsys, "info", root)
     lab = (root / "lab.toml").read_text()
     assert ('preset = "lora"' in lab) == family.vision
