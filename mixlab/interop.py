@@ -320,13 +320,14 @@ def model_folders(root: Path) -> list[Path]:
     """Every PEFT adapter folder or full fine-tune anywhere under ``root``, in path order: hidden folders and
     ``exports/`` are not searched, nor the inside of a model folder."""
     found = []
-    for here, dirs, _ in os.walk(root):
+    for here, dirs, _ in os.walk(root):  # links are not followed: a linked model folder is listed, not entered
         folder = Path(here)
         if folder != root and _kind(folder) is not None:
             found.append(folder)
             dirs.clear()
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (folder == root and d == EXPORTS))
+        found += [folder / d for d in dirs if (folder / d).is_symlink() and _kind(folder / d) is not None]
     return sorted(found)
 
 

@@ -241,6 +241,10 @@ def test_lab_init_names_and_weights_say_what_is_wrong(tiny_root, tmp_path):
     assert 'path = "true/m"' in text and "[[true_mixtures]]  # weights from w.json\n" in text
     assert "true/m" not in text.split("[[true_mixtures]]")[0]  # a true mixture is not also an expert
     assert not (root / "lab.toml").exists()
+    shutil.copytree(tiny_root / "experts" / "sort", tmp_path / "elsewhere")
+    (root / "linked").symlink_to(tmp_path / "elsewhere")  # found by the search, refused as outside the lab
+    with pytest.raises(MixlabError, match="expert .*elsewhere is outside the lab folder"):
+        init_lab(root, "base", true="true/*", weights_from="w.json", write=False)
 
 
 def test_lab_init_reads_the_mixture_llama_factory_recorded(tiny_root, tmp_path):
