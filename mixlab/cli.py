@@ -134,6 +134,10 @@ def cmd_info(args) -> None:
     for b in lab.benchmarks:
         print(f"  {b.name:<16} {b.evaluator:<12} {b.data}")
     print(f"true mixtures: {len(lab.manifest.true_mixtures)}")
+    if lab.manifest.merge.preset or lab.manifest.merge.exclude:
+        kept = engine.excluded_tensors()
+        how = f"preset {lab.manifest.merge.preset}" if lab.manifest.merge.preset else "merge.exclude"
+        print(f"kept at the base by every merge ({how}): {len(kept)} tensors, {sum(n for _, n in kept):,} params")
     counts = {k: len(engine.cached(k)) for k in ("base", "expert", "true", "proxy")}
     print("cached evaluations: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"  ({engine.store.path})")
 
@@ -512,7 +516,21 @@ def cmd_jobs(args) -> None:
 def cmd_lab_init(args) -> None:
     from mixlab.interop import init_lab
 
-    path = init_lab(Path(args.dir), args.base, args.experts, args.benchmarks)
+    names = {}
+    for pair in args.name or []:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise MixlabError(f"--name {pair!r}: give OLD=NEW (an expert folder's name = the expert's name)")
+        names[old] = new
+    path = init_lab(
+        Path(args.dir),
+        args.base,
+        args.experts,
+        args.benchmarks,
+        names=names,
+        true=args.true,
+        weights_from=args.weights_from,
+    )
     print(f"wrote {path}; check it with: python -m mixlab info {path.parent}")
 
 
@@ -735,7 +753,19 @@ def parser() -> argparse.ArgumentParser:
     )
     i.add_argument("dir", help="the lab folder")
     i.add_argument("--base", required=True, help="the base model folder (inside DIR)")
-    i.add_argument("--experts", default="experts/*", help="glob of expert folders under DIR (default experts/*)")
+    i.add_argument(
+        "--experts",
+        action="append",
+        default=None,
+        help="glob of expert folders under DIR, repeatable (default: every PEFT adapter or full fine-tune under DIR)",
+    )
+    i.add_argument("--name", action="append", help="OLD=NEW: name the expert in folder OLD as NEW (repeatable)")
+    i.add_argument("--true", default=None, help="glob of checkpoints trained on mixtures (true mixtures) under DIR")
+    i.add_argument(
+        "--weights-from",
+        default=None,
+        help="CSV or JSON with each --true checkpoint's weight per expert (CSV: checkpoint,expert1,expert2,…)",
+    )
     i.add_argument("--benchmarks", default="data/*.jsonl", help="glob of JSONL files (default data/*.jsonl)")
     i.set_defaults(fn=cmd_lab_init)
     m = labs_sub.add_parser("from-mergekit", help="Write a lab.toml from a mergekit config's base and models.")

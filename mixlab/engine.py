@@ -39,6 +39,7 @@ from mixlab.keys import CacheKey
 from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
 from mixlab.merge import MergeSpec, get_method, save_lora_merge, save_merged
 from mixlab.merge.methods import is_excluded
+from mixlab.presets import model_type, preset_patterns
 from mixlab.resident import ResidentModel
 from mixlab.simplex import Mixture
 from mixlab.sources import BenchmarkData, LabSources
@@ -104,6 +105,7 @@ class Engine:
             if not self.sources.reload():
                 return False
             self.__dict__.pop("resident", None)
+            self.__dict__.pop("_exclusions", None)  # the base's class may have changed
         return True
 
     def _check_unchanged(self, b: BenchmarkSpec, scored: BenchmarkData, tv: TaskVector | None = None) -> None:
@@ -117,7 +119,7 @@ class Engine:
 
     @cached_property
     def resident(self) -> ResidentModel:
-        return ResidentModel(self.base, self.experts, self.lab.manifest.merge.excluded, self.device, self._batch_size)
+        return ResidentModel(self.base, self.experts, self.excluded, self.device, self._batch_size)
 
     @property
     def model(self):
@@ -135,10 +137,26 @@ class Engine:
     def names(self) -> list[str]:
         return self.lab.expert_names
 
+    @cached_property
+    def _exclusions(self) -> tuple[tuple[str, ...], list[str]]:
+        merge = self.lab.manifest.merge
+        if merge.preset is None:
+            return merge.exclude, []
+        patterns, warnings = preset_patterns(merge.preset, model_type(self.base.folder), self.base.keys())
+        return patterns + merge.exclude, warnings
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """Every glob kept at the base by every merge: the preset's for the base's model class
+        (:func:`mixlab.presets.preset_patterns`), then ``[merge].exclude``."""
+        return self._exclusions[0]
+
     def warnings(self) -> list[str]:
         """Doubts about the lab that do not stop it: experts that may not be fine-tunes of this base,
-        experts with identical content, and why the cache is not saving (if it is not). Loads nothing."""
-        return self.sources.warnings() + list(self.store.notices)
+        experts with identical content, a preset that keeps nothing, and why the cache is not saving (if it
+        is not). Loads nothing."""
+        preset = self.__dict__["_exclusions"][1] if "_exclusions" in self.__dict__ else []
+        return self.sources.warnings() + preset + list(self.store.notices)
 
     def mixture(self, weights: Sequence[float], normalize: bool = False) -> Mixture:
         return Mixture.of(self.names, weights, normalize=normalize)
@@ -153,7 +171,7 @@ class Engine:
 
     def spec(self, mixture: Mixture, method: str | None = None, params: dict | None = None) -> MergeSpec:
         method, resolved = self.resolve_method(method, params)
-        return MergeSpec(method, tuple(mixture.weights), resolved, tuple(self.lab.manifest.merge.excluded))
+        return MergeSpec(method, tuple(mixture.weights), resolved, self.excluded)
 
     # --- benchmarks ---------------------------------------------------------------------------------
     def benchmarks(self, names: Sequence[str | BenchmarkSpec] | None = None) -> list[BenchmarkSpec]:
@@ -340,8 +358,7 @@ class Engine:
 
     def excluded_tensors(self) -> list[tuple[str, int]]:
         """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
-        patterns = self.lab.manifest.merge.excluded
-        return [(k, math.prod(self.base.shape(k))) for k in self.base.keys() if is_excluded(k, patterns)]
+        return [(k, math.prod(self.base.shape(k))) for k in self.base.keys() if is_excluded(k, self.excluded)]
 
     def lookup(self, mixture: Mixture, method=None, params=None, benchmarks=None) -> list[Evaluation] | None:
         """The cached proxy scores of ``mixture`` on ``benchmarks`` (all of them), or None: computes nothing."""

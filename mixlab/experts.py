@@ -6,8 +6,11 @@ An expert is a *task vector* τ = θ_expert − θ_base over the base's tensors:
   rsLoRA), honouring rank_pattern/alpha_pattern and fan_in_fan_out; factors stay factored until a
   merge asks for a dense tensor. Tensors saved whole in the adapter (modules_to_save) count as
   replacements: τ = saved − base.
-Pickle checkpoints are refused, also beside safetensors: loading them can run arbitrary code. Every
-file a checkpoint reads (symlinks included) must resolve inside the lab folder it belongs to.
+Every tensor is keyed by the name the base's model class holds it under in memory (:mod:`mixlab.names`:
+transformers' own conversion mapping), whichever convention a checkpoint or adapter was written in; each
+checkpoint remembers its on-disk names to read them. Pickle checkpoints are refused, also beside
+safetensors: loading them can run arbitrary code. Every file a checkpoint reads (symlinks included) must
+resolve inside the lab folder it belongs to.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from safetensors import safe_open
 
 from mixlab.errors import ExpertError
+from mixlab.names import IDENTITY, LiveNames, live_names
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -111,11 +115,13 @@ def check_finite(t: torch.Tensor, label: str, key: str) -> torch.Tensor:
 
 class Checkpoint:
     """A folder of safetensors files read lazily: keys, shapes and dtypes without loading tensors.
-    ``root``: the lab folder every file must resolve inside."""
+    ``root``: the lab folder every file must resolve inside. ``names``: on-disk name → live name (the
+    base's :class:`~mixlab.names.LiveNames`); keys are live names, :meth:`disk_name` gives the stored one."""
 
-    def __init__(self, folder: Path, label: str, root: Path | None = None):
+    def __init__(self, folder: Path, label: str, root: Path | None = None, names: LiveNames = IDENTITY):
         self.folder = Path(folder)
         self.label = label
+        self.names = names
         self.root = None if root is None else Path(root).resolve()
         if not self.folder.is_dir():
             raise ExpertError(f"{label}: {self.folder} is not a folder")
@@ -126,18 +132,24 @@ class Checkpoint:
         self.files = files
         self._model_files = [self.folder / n for n in MODEL_FILES if (self.folder / n).is_file()]
         self.loaded_signature = self.signature()  # taken before anything is read
-        self._where: dict[str, Path] = {}
+        self._where: dict[str, Path] = {}  # live name → file
+        self._disk: dict[str, str] = {}  # live name → on-disk name
         self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
         for file in files:
             try:
                 with safe_open(file, "pt") as f:
-                    for key in f.keys():
+                    for stored in f.keys():
+                        key = names(stored)
                         if key in self._where:
+                            twice = (
+                                stored if stored == self._disk[key] else f"{self._disk[key]} and {stored} (as {key})"
+                            )
                             raise ExpertError(
-                                f"{label}: tensor {key} is stored twice ({self._where[key].name}, {file.name})"
+                                f"{label}: tensor {twice} is stored twice ({self._where[key].name}, {file.name})"
                             )
                         self._where[key] = file
-                        sl = f.get_slice(key)
+                        self._disk[key] = stored
+                        sl = f.get_slice(stored)
                         self._meta[key] = (tuple(sl.get_shape()), sl.get_dtype())
             except ExpertError:
                 raise
@@ -157,6 +169,10 @@ class Checkpoint:
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
+    def disk_name(self, key: str) -> str:
+        """The name tensor ``key`` (a live name) is stored under in this checkpoint's files."""
+        return self._disk[key]
+
     def get(self, key: str) -> torch.Tensor:
         """Load one tensor (checked finite)."""
         if key not in self._where:
@@ -164,7 +180,7 @@ class Checkpoint:
         file = self._where[key]
         if file not in self._handles:
             self._handles[file] = safe_open(file, "pt")
-        return check_finite(self._handles[file].get_tensor(key), self.label, key)
+        return check_finite(self._handles[file].get_tensor(self._disk[key]), self.label, key)
 
     @property
     def n_params(self) -> int:
@@ -285,7 +301,7 @@ class FullTaskVector(TaskVector):
     def __init__(self, name: str, folder: Path, base: Checkpoint):
         super().__init__()
         self.name, self.base = name, base
-        self.ckpt = Checkpoint(folder, f"expert {name!r}", base.root)
+        self.ckpt = Checkpoint(folder, f"expert {name!r}", base.root, base.names)
         missing = [k for k in base.keys() if k not in self.ckpt]
         extra = [k for k in self.ckpt.keys() if k not in base]
         if missing or extra:
@@ -400,8 +416,9 @@ class LoraTaskVector(TaskVector):
                 raw.setdefault(module, {})[part] = t
                 raw[module]["emb"] = m.group("emb") is not None
                 continue
-            key = key.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
+            key = base.names(key.replace(".base_layer.", ".").replace(".modules_to_save.default.", "."))
             if key not in base:
+                _refuse_tied(label, key, base)
                 raise ExpertError(f"{label}: adapter tensor {akey} matches no base tensor ({key})")
             if tuple(t.shape) != base.shape(key):
                 raise ExpertError(
@@ -416,10 +433,13 @@ class LoraTaskVector(TaskVector):
             if "A" not in parts or "B" not in parts:
                 raise ExpertError(f"{label}: module {module} has lora_{'A' if 'A' not in parts else 'B'} missing")
             a, b, emb = parts["A"], parts["B"], parts["emb"]
-            key = f"{module}.weight"
+            key = base.names(f"{module}.weight")  # PEFT names modules as the model did when it was trained
             if key not in base:
+                _refuse_tied(label, key, base)
                 raise ExpertError(f"{label}: adapted module {module} has no tensor {key} in the base")
-            r_m = _pattern_value(rank_pattern, module, r)
+            if key in self.factors:
+                raise ExpertError(f"{label}: module {module} is adapted twice (as {key.removesuffix('.weight')})")
+            r_m = _pattern_value(rank_pattern, module, r)  # patterns matched as PEFT matched them: the saved name
             alpha_m = _pattern_value(alpha_pattern, module, alpha)
             if a.dim() != 2 or b.dim() != 2 or a.shape[0] != r_m or b.shape[1] != r_m:
                 raise ExpertError(
@@ -466,6 +486,19 @@ class LoraTaskVector(TaskVector):
         return max(ranks) if ranks else None
 
 
+def _refuse_tied(label: str, key: str, base: Checkpoint) -> None:
+    """An adapter that changes a tensor the base does not store but its class holds: a tied one (lm_head
+    sharing the input embeddings' tensor, tie_word_embeddings). Merging it would change the input
+    embeddings too, and a tied export cannot hold the two apart, so it is refused with the way out."""
+    if base.names.holds(key):
+        raise ExpertError(
+            f"{label}: the adapter changes {key}, which this base ties to another tensor (tie_word_embeddings: "
+            "save_pretrained stores it once, as the input embeddings); merging it would change both, and an "
+            "export could not keep them apart. Train without it in modules_to_save / target_modules, or untie "
+            "the base (config tie_word_embeddings=false, lm_head saved) and train on that"
+        )
+
+
 def _is_hub_id(name) -> bool:
     """'org/model' as the hub writes it (a local path says nothing about which model it held)."""
     return isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "~"))
@@ -502,10 +535,12 @@ def _check_lora_config(cfg: dict, where: str) -> None:
 
 def load_base(folder: Path, root: Path | None = None) -> Checkpoint:
     """The base model's checkpoint; a config.json must sit beside its safetensors."""
-    ckpt = Checkpoint(folder, "base", root)
     if not (Path(folder) / "config.json").is_file():
+        Checkpoint(folder, "base", root)  # a folder that is not one, or holds no weights, says so first
         raise ExpertError(f"base: {folder} has no config.json; the base must be a Hugging Face model folder")
-    return ckpt
+    if Path(folder).is_dir():  # refuse pickles and links out of the lab before transformers reads the config
+        check_folder(Path(folder), "base", None if root is None else Path(root).resolve())
+    return Checkpoint(folder, "base", root, live_names(folder))
 
 
 def load_task_vector(name: str, folder: Path, base: Checkpoint) -> TaskVector:

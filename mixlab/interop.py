@@ -13,13 +13,15 @@ config says so in its comments.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from mixlab.errors import MixlabError
 from mixlab.experts import ADAPTER_CONFIG
-from mixlab.lab import ManifestWriter
+from mixlab.lab import EXPORTS, ManifestWriter
 
 # mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
 MERGEKIT = {
@@ -52,7 +54,7 @@ def to_mergekit(engine, mixture, method: str | None = None, params: dict | None 
     mk_method, names = MERGEKIT[method]
     base = str(engine.base.folder)
     notes = []
-    excluded = [k for k, _ in engine.excluded_tensors()]
+    excluded = [engine.base.disk_name(k) for k, _ in engine.excluded_tensors()]  # mergekit reads stored names
     models = []
     for expert, w in zip(engine.experts, mixture.weights):
         if w == 0:
@@ -330,15 +332,28 @@ def _guess_evaluator(path: Path) -> tuple[str, str]:
 
 
 def init_lab(
-    root: Path, base: str, experts: str = "experts/*", benchmarks: str = "data/*.jsonl", *, write: bool = True
+    root: Path,
+    base: str,
+    experts: str | Sequence[str] | None = None,
+    benchmarks: str = "data/*.jsonl",
+    *,
+    names: dict[str, str] | None = None,
+    true: str | None = None,
+    weights_from: str | None = None,
+    write: bool = True,
 ) -> Path | str:
     """Write ``root/lab.toml`` from what is there: the base folder, every PEFT adapter or full fine-tune that
-    ``experts`` (a glob under ``root``) matches, and every JSONL file ``benchmarks`` matches, each with its
-    evaluator guessed from its fields and the guess stated in a comment. ``write=False``: return the text."""
+    ``experts`` (globs under ``root``; None: every one anywhere under it, see :func:`model_folders`) matches,
+    named after its folder or as ``names`` (folder name → expert name) says, every JSONL file ``benchmarks``
+    matches, each with its evaluator guessed from its fields and the guess stated in a comment, and the
+    checkpoints ``true`` matches as true mixtures, their weights read from ``weights_from`` (see
+    :func:`add_true_mixtures`). ``write=False``: return the text."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise MixlabError(f"lab folder {root} does not exist")
-    for flag, pattern in (("--experts", experts), ("--benchmarks", benchmarks)):
+    patterns = [experts] if isinstance(experts, str) else list(experts or [])
+    flags = [("--experts", p) for p in patterns] + [("--benchmarks", benchmarks)] + ([("--true", true)] if true else [])
+    for flag, pattern in flags:
         if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise MixlabError(f"{flag} {pattern!r}: a glob under the lab folder, without .. (e.g. experts/*)")
     base_path = Path(base) if Path(base).is_absolute() else root / base
@@ -349,20 +364,31 @@ def init_lab(
     doc.comment(f"written by mixlab lab init from {root}")
     doc.set("name", _expert_name(root))
     doc.set("base", base_rel)
-    found = []
-    for folder in sorted(p for p in root.glob(experts) if p.is_dir() and p.resolve() != base_path.resolve()):
+    true_folders = sorted(p for p in root.glob(true) if p.is_dir()) if true else []
+    skip = {base_path.resolve(), *(p.resolve() for p in true_folders)}
+    if patterns:
+        candidates = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_dir()})
+    else:
+        candidates = model_folders(root)
+    renames, found = dict(names or {}), []
+    for folder in (p for p in candidates if p.resolve() not in skip):
         rel = _lab_path(root, folder, "expert")
         kind = _kind(folder)
         if kind is None:
             doc.comment(f"skipped {folder.relative_to(root)}: neither a PEFT adapter nor a full fine-tune")
             continue
-        found.append(folder)
+        name = renames.pop(folder.name, None) or _expert_name(folder)
+        found.append((folder, kind, name))
         doc.blank()
         doc.item("experts", "PEFT LoRA adapter" if kind == "lora" else "full fine-tune")
-        doc.set("name", _expert_name(folder))
+        doc.set("name", name)
         doc.set("path", rel)
     if not found:
-        raise MixlabError(f"no experts under {root} match {experts!r} (PEFT adapter folders or full fine-tunes)")
+        where = f"match {' '.join(patterns)!r}" if patterns else "are PEFT adapter folders or full fine-tunes"
+        raise MixlabError(f"no experts under {root} {where} (PEFT adapter folders or full fine-tunes)")
+    if renames:
+        folders = ", ".join(f.name for f, _, _ in found)
+        raise MixlabError(f"--name {next(iter(renames))}=…: no expert folder of that name; expert folders: {folders}")
     for path in sorted(p for p in root.glob(benchmarks) if p.is_file() and p.suffix == ".jsonl"):
         if path.stem.endswith("_dev"):
             continue  # a dev split: named as search_data by its test file below
@@ -376,4 +402,171 @@ def init_lab(
         dev = path.with_name(f"{path.stem}_dev.jsonl")
         if dev.is_file():
             doc.set("search_data", _lab_path(root, dev, "benchmark"), "what a search optimises on")
+    add_true_mixtures(doc, root, true_folders, weights_from, {name: folder for folder, _, name in found})
+    add_preset(doc, base_path, [kind for _, kind, _ in found])
     return doc.write(root) if write else doc.text()
+
+
+def model_folders(root: Path) -> list[Path]:
+    """Every PEFT adapter folder or full fine-tune anywhere under ``root``, in path order: hidden folders and
+    ``exports/`` are not searched, nor the inside of a model folder."""
+    found = []
+    for here, dirs, _ in os.walk(root):  # links are not followed: a linked model folder is listed, not entered
+        folder = Path(here)
+        if folder != root and _kind(folder) is not None:
+            found.append(folder)
+            dirs.clear()
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (folder == root and d == EXPORTS))
+        found += [folder / d for d in dirs if (folder / d).is_symlink() and _kind(folder / d) is not None]
+    return sorted(found)
+
+
+def add_true_mixtures(
+    doc: ManifestWriter, root: Path, folders: list[Path], weights_from: str | None, expert_folders: dict[str, Path]
+) -> None:
+    """``[[true_mixtures]]`` for checkpoints trained on mixtures, their weights from a CSV or JSON file
+    (relative to the lab folder, or absolute): CSV with a header, the first column naming each checkpoint
+    (its folder name or its path in the lab), one column per expert; JSON ``{"checkpoint": {"expert": w}}``.
+    Weights are numbers or fractions ("1/3"), normalised to sum to 1 (example counts work as they are).
+    Without a file, each checkpoint's LLaMA-Factory ``training_args.yaml`` is read (:func:`_llamafactory_mix`)."""
+    experts = list(expert_folders)
+    if not folders:
+        if weights_from:
+            raise MixlabError("--weights-from needs --true (a glob of the checkpoints trained on mixtures)")
+        return
+    if weights_from:
+        path = Path(weights_from) if Path(weights_from).is_absolute() else root / weights_from
+        table = _read_weights(path, experts)
+    else:
+        path = Path(LLAMAFACTORY_ARGS)
+        table = {f.name: _llamafactory_mix(f, expert_folders) for f in folders}
+    for folder in folders:
+        rel = _lab_path(root, folder, "true mixture")
+        if _kind(folder) is None:
+            raise MixlabError(f"--true: {rel} is neither a PEFT adapter nor a full fine-tune")
+        key = next((k for k in (rel, folder.name) if k in table), None)
+        if key is None:
+            raise MixlabError(f"{path}: no weights for the true-mixture checkpoint {rel} (a row named {folder.name!r})")
+        raw = table[key]
+        total = math.fsum(raw.values())
+        if not math.isfinite(total) or total <= 0 or any(w < 0 for w in raw.values()):
+            raise MixlabError(f"{path}: the weights of {key!r} must be ≥ 0 with a positive sum, got {raw}")
+        weights = {e: raw[e] / total for e in experts if raw.get(e, 0) > 0}
+        how = f"weights from {path.name}" + ("" if abs(total - 1) < 1e-9 else f", normalised from {raw}")
+        doc.blank()
+        doc.item("true_mixtures", how)
+        doc.set("name", _expert_name(folder))
+        doc.set("path", rel)
+        doc.set("weights", weights)
+
+
+LLAMAFACTORY_ARGS = "training_args.yaml"  # what LLaMA-Factory's board writes into a run's output folder
+
+
+def _llamafactory_args(folder: Path) -> dict | None:
+    import yaml
+
+    file = folder / LLAMAFACTORY_ARGS
+    if not file.is_file():
+        return None
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise MixlabError(f"{file}: cannot read it as YAML: {e}") from None
+    return data if isinstance(data, dict) else None
+
+
+def _names(value) -> list[str]:
+    return [v.strip() for v in (value.split(",") if isinstance(value, str) else value or []) if str(v).strip()]
+
+
+def _llamafactory_mix(folder: Path, expert_folders: dict[str, Path]) -> dict[str, float]:
+    """A true mixture's weights from the ``training_args.yaml`` LLaMA-Factory wrote beside it: its
+    ``dataset`` list with ``interleave_probs`` (mix_strategy interleave_*); each dataset is the expert
+    whose own training_args.yaml names it alone, or the expert of that name."""
+    args = _llamafactory_args(folder)
+    if args is None:
+        raise MixlabError(
+            f"--true: no weights for {folder.name}; give --weights-from FILE (CSV or JSON: each checkpoint's "
+            f"weight per expert), or keep LLaMA-Factory's {LLAMAFACTORY_ARGS} in the checkpoint's folder"
+        )
+    datasets, probs = _names(args.get("dataset")), _names(args.get("interleave_probs"))
+    if not str(args.get("mix_strategy", "concat")).startswith("interleave") or len(probs) != len(datasets):
+        raise MixlabError(
+            f"{folder / LLAMAFACTORY_ARGS}: datasets {datasets} were mixed by {args.get('mix_strategy', 'concat')!r} "
+            "without one interleave_probs each, so their shares are the datasets' sizes; give --weights-from"
+        )
+    owner = {}
+    for name, expert_folder in expert_folders.items():
+        own = _names((_llamafactory_args(expert_folder) or {}).get("dataset"))
+        owner.update({own[0]: name} if len(own) == 1 else {})
+    weights = {}
+    for dataset, p in zip(datasets, probs):
+        expert = owner.get(dataset, dataset if dataset in expert_folders else None)
+        if expert is None:
+            raise MixlabError(
+                f"{folder / LLAMAFACTORY_ARGS}: dataset {dataset!r} is no expert's (experts: "
+                f"{', '.join(expert_folders)}); name the expert after it with --name, or give --weights-from"
+            )
+        try:
+            weights[expert] = weights.get(expert, 0.0) + float(p)
+        except ValueError:
+            raise MixlabError(f"{folder / LLAMAFACTORY_ARGS}: interleave_probs {probs} are not all numbers") from None
+    return weights
+
+
+def _read_weights(path: Path, experts: list[str]) -> dict[str, dict[str, float]]:
+    """checkpoint → {expert: weight} from a CSV or JSON file (see :func:`add_true_mixtures`)."""
+    import csv
+
+    from mixlab.simplex import weight_value
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise MixlabError(f"--weights-from {path}: cannot read it: {e}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise MixlabError(f"{path}: not valid JSON: {e}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise MixlabError(f'{path}: expected {{"checkpoint": {{"expert": weight, …}}, …}}')
+        rows = {str(k): v for k, v in data.items()}
+    elif path.suffix.lower() == ".csv":
+        reader = csv.reader(text.splitlines())
+        header = next(reader, None)
+        if not header or len(header) < 2:
+            raise MixlabError(f"{path}: a header row is needed: checkpoint, then one column per expert")
+        rows = {r[0]: dict(zip(header[1:], r[1:])) for r in reader if r}
+    else:
+        raise MixlabError(f"--weights-from {path}: give a .csv or .json file")
+    out = {}
+    for key, weights in rows.items():
+        unknown = [e for e in weights if e not in experts]
+        if unknown:
+            raise MixlabError(f"{path}: {key!r} names expert {unknown[0]!r}; experts: {', '.join(experts)}")
+        try:
+            out[key] = {e: float(weight_value(w)) if w not in ("", None) else 0.0 for e, w in weights.items()}
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise MixlabError(f"{path}: the weights of {key!r} must be numbers or fractions, got {weights}") from None
+    return out
+
+
+def add_preset(doc: ManifestWriter, base: Path, kinds: list[str]) -> None:
+    """A vision-language base's ``[merge] preset`` (mixlab.presets): ``lora`` when every expert is an adapter,
+    else ``full``, with what it keeps at the base in a comment."""
+    from mixlab.names import is_multimodal
+    from mixlab.presets import PRESET_HELP
+
+    try:
+        config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(config, dict) or not is_multimodal(config):
+        return
+    preset = "lora" if all(k == "lora" for k in kinds) else "full"
+    doc.blank()
+    doc.table("merge")
+    doc.set("preset", preset, PRESET_HELP[preset])

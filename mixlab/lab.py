@@ -120,18 +120,6 @@ class TrueMixtureSpec(_Strict):
         return self
 
 
-# Tensors a vision-language merge keeps at the base, as the seed paper merges (names as transformers' models
-# hold them: LLaVA's model.vision_tower / model.multi_modal_projector, Qwen2-VL's model.visual / its merger).
-VISION = ("*vision_tower*", "*visual.*")
-CONNECTOR = ("*multi_modal_projector*", "*visual.merger*")
-PRESETS = {
-    # LoRA on the language model: the vision tower, the projector, embeddings, lm_head and norms keep base values
-    "lora": VISION + CONNECTOR + ("*embed_tokens*", "lm_head.*", "*lm_head.weight", "*norm*"),
-    # full fine-tunes: only the vision tower stays the base's; the connector is merged
-    "full": VISION,
-}
-
-
 class MergeDefaults(_Strict):
     method: str = Field("linear", description="default merge method")
     params: dict[str, float | int | bool] = Field(
@@ -139,13 +127,10 @@ class MergeDefaults(_Strict):
     )
     exclude: tuple[str, ...] = Field((), description="glob patterns of tensors kept at the base value")
     preset: Literal["lora", "full"] | None = Field(
-        None, description="vision-language presets of tensors kept at the base (added to exclude): lora | full"
+        None,
+        description="vision-language presets of tensors kept at the base, by the base's model class "
+        "(mixlab.presets; added to exclude): lora | full",
     )
-
-    @property
-    def excluded(self) -> tuple[str, ...]:
-        """Every pattern kept at the base: the preset's, then ``exclude``."""
-        return (PRESETS[self.preset] if self.preset else ()) + self.exclude
 
     @model_validator(mode="after")
     def _known_method_and_params(self) -> MergeDefaults:

@@ -14,6 +14,7 @@ from mixlab.errors import ExpertError
 from mixlab.evaluate import auto_batch_size, default_dtype, quiet_transformers
 from mixlab.experts import Checkpoint, TaskVector
 from mixlab.merge import Merger, MergeSpec
+from mixlab.names import auto_class, is_multimodal
 
 
 class ResidentModel:
@@ -38,17 +39,15 @@ class ResidentModel:
     def multimodal(self) -> bool:
         """A vision-language base (its config has a vision_config): loaded as an image-text-to-text model."""
         try:
-            return "vision_config" in json.loads((self.base.folder / "config.json").read_text())
-        except (OSError, ValueError):
+            return is_multimodal(json.loads((self.base.folder / "config.json").read_text()))
+        except (OSError, ValueError, TypeError):
             return False
 
     @cached_property
     def model(self):
-        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
         quiet_transformers()
         folder = self.base.folder
-        auto = AutoModelForImageTextToText if self.multimodal else AutoModelForCausalLM
+        auto = auto_class(self.multimodal)
         try:
             model = auto.from_pretrained(
                 folder,
@@ -75,11 +74,12 @@ class ResidentModel:
 
     @cached_property
     def processor(self):
-        """The base folder's processor (image benchmarks): its tokenizer and image processor."""
-        from transformers import AutoProcessor
+        """The base folder's processor (image benchmarks): its tokenizer and image processor
+        (:func:`mixlab.processors.load_processor`)."""
+        from mixlab.processors import load_processor
 
         try:
-            return AutoProcessor.from_pretrained(self.base.folder, local_files_only=True, trust_remote_code=False)
+            return load_processor(self.base.folder)
         except Exception as e:
             raise ExpertError(f"base: no usable processor in {self.base.folder}: {type(e).__name__}: {e}") from None
 

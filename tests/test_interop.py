@@ -161,7 +161,7 @@ def test_lab_init_says_what_it_cannot_use(tiny_root, tmp_path):
     with pytest.raises(MixlabError, match="--base nowhere: no config.json and \\*.safetensors"):
         init_lab(root, "nowhere")
     with pytest.raises(MixlabError, match="no experts under .* match 'experts/\\*'"):
-        init_lab(root, "base")
+        init_lab(root, "base", "experts/*")
     with open(root / "evals" / "odd.jsonl", "w") as f:
         f.write(json.dumps({"question": "?", "gold": "!"}) + "\n")
     with pytest.raises(
@@ -264,3 +264,101 @@ def test_merge_mergekit_yaml_naming_a_folder_is_a_clear_error(tiny_lab_dir, tmp_
     assert main(argv) != 0
     err = capsys.readouterr().err
     assert f"--mergekit-yaml {tmp_path} is a folder; give a file name" in err and "unexpected" not in err
+
+
+def _readme_block(heading: str) -> list[list[str]]:
+    """The ``mixlab …`` commands of the first bash block under ``heading`` in the README, split as a shell would."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index(heading) :].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.startswith("mixlab ")]
+
+
+def test_the_readme_bring_your_own_block_runs_as_written(tmp_path, capsys, monkeypatch):
+    """The README's bring-your-own commands, run as written on a folder of the shape it describes (a tiny
+    Llama saved with save_pretrained, PEFT adapters at any depth, three true-mixture adapters and their
+    example counts in a CSV): the lab they make has named experts, normalised true mixtures, and a report
+    with Proxy vs true over all three."""
+    from checkpoints import FAMILIES, build_base, build_lora
+
+    from mixlab.demo.tasks import examples
+
+    family, lab = FAMILIES["llama"], tmp_path / "my-lab"
+    build_base(family, lab / "base")
+    build_lora(family, lab / "base", lab / "runs" / "ocr-run" / "adapter-ocr", seed=1)
+    build_lora(family, lab / "base", lab / "runs" / "adapter-chart", seed=2)
+    for i in range(3):
+        build_lora(family, lab / "base", lab / "true" / f"mix{i}", seed=10 + i)
+    (lab / "mixtures.csv").write_text("checkpoint,ocr,chart\nmix0,100,300\nmix1,1/2,1/2\ntrue/mix2,3,1\n")
+    (lab / "data").mkdir()
+    with open(lab / "data" / "rev.jsonl", "w") as f:
+        for prompt, answer in examples("rev", 6, 3):
+            f.write(json.dumps({"prompt": prompt, "completion": answer}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_block("## Bring your own base, adapters and JSONL")
+    assert [c[1] for c in commands] == ["lab", "info", "sweep", "sweep", "report"]
+    for argv in commands:
+        assert main(argv[1:]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    manifest = load_lab(lab).manifest
+    assert [(e.name, e.path) for e in manifest.experts] == [
+        ("chart", "runs/adapter-chart"),
+        ("ocr", "runs/ocr-run/adapter-ocr"),
+    ]
+    weights = {t.name: t.weights for t in manifest.true_mixtures}
+    assert weights == {
+        "mix0": {"chart": 0.75, "ocr": 0.25},
+        "mix1": {"chart": 0.5, "ocr": 0.5},
+        "mix2": {"chart": 0.25, "ocr": 0.75},
+    }
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("rev ")]
+    n, rho = line.split()[1:3]
+    assert n == "3" and -1 <= float(rho) <= 1  # Spearman ρ over the 3 true mixtures
+
+
+def test_lab_init_names_and_weights_say_what_is_wrong(tiny_root, tmp_path):
+    root = _plain_folder(tiny_root, tmp_path)
+    with pytest.raises(MixlabError, match="--name nope=…: no expert folder of that name; expert folders: add, rev"):
+        init_lab(root, "base", names={"nope": "x"})
+    shutil.copytree(tiny_root / "experts" / "sort", root / "true" / "m")
+    with pytest.raises(MixlabError, match="--true: no weights for m; give --weights-from FILE"):
+        init_lab(root, "base", "adapters/*", true="true/*")
+    (root / "w.json").write_text(json.dumps({"m": {"add": 1, "zzz": 1}}))
+    with pytest.raises(MixlabError, match="'m' names expert 'zzz'; experts: add, rev"):
+        init_lab(root, "base", "adapters/*", true="true/*", weights_from="w.json")
+    (root / "w.json").write_text(json.dumps({"other": {"add": 1}}))
+    with pytest.raises(MixlabError, match="no weights for the true-mixture checkpoint true/m"):
+        init_lab(root, "base", "adapters/*", true="true/*", weights_from="w.json")
+    (root / "w.json").write_text(json.dumps({"m": {"add": "1/3", "rev": "2/3"}}))
+    text = init_lab(root, "base", true="true/*", weights_from="w.json", write=False)
+    assert 'path = "true/m"' in text and "[[true_mixtures]]  # weights from w.json\n" in text
+    assert "true/m" not in text.split("[[true_mixtures]]")[0]  # a true mixture is not also an expert
+    assert not (root / "lab.toml").exists()
+    shutil.copytree(tiny_root / "experts" / "sort", tmp_path / "elsewhere")
+    (root / "linked").symlink_to(tmp_path / "elsewhere")  # found by the search, refused as outside the lab
+    with pytest.raises(MixlabError, match="expert .*elsewhere is outside the lab folder"):
+        init_lab(root, "base", true="true/*", weights_from="w.json", write=False)
+
+
+def test_lab_init_reads_the_mixture_llama_factory_recorded(tiny_root, tmp_path):
+    """LLaMA-Factory's board writes training_args.yaml into each run's folder: the experts' name one dataset
+    each, a mixed run its datasets with interleave_probs; concat mixing (shares = dataset sizes) is refused."""
+    root = _plain_folder(tiny_root, tmp_path)
+    (root / "adapters" / "add" / "training_args.yaml").write_text("stage: sft\ndataset: add_sft\n")
+    (root / "adapters" / "rev" / "training_args.yaml").write_text("stage: sft\ndataset: rev_sft\n")
+    mix = root / "true" / "mix"
+    shutil.copytree(tiny_root / "experts" / "sort", mix)
+    (mix / "training_args.yaml").write_text(
+        "dataset: rev_sft, add_sft\nmix_strategy: interleave_under\ninterleave_probs: 0.75,0.25\n"
+    )
+    text = init_lab(root, "base", "adapters/*", true="true/*", write=False)
+    assert "[[true_mixtures]]  # weights from training_args.yaml\n" in text
+    assert "weights = { add = 0.25, rev = 0.75 }" in text
+    (mix / "training_args.yaml").write_text("dataset: rev_sft,add_sft\n")
+    with pytest.raises(MixlabError, match="mixed by 'concat' without one interleave_probs each"):
+        init_lab(root, "base", "adapters/*", true="true/*", write=False)
+    (mix / "training_args.yaml").unlink()
+    with pytest.raises(MixlabError, match="no weights for mix; give --weights-from FILE"):
+        init_lab(root, "base", "adapters/*", true="true/*", write=False)

@@ -172,17 +172,10 @@ def model_config(tokenizer, hidden: int = 64, layers: int = 2, vision_hidden: in
 
 
 def save_model(model, processor, folder) -> None:
-    """Weights under the names the model holds them (``model.language_model.…``), which is what PEFT adapters
-    name and what transformers loads back unchanged; config and processor beside them."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-    model.config.save_pretrained(folder)
+    """The model as users' checkpoints are written: ``save_pretrained`` (transformers stores LLaVA's weights
+    under its checkpoint names, ``language_model.model.*``, ``vision_tower.*``, and renames them on load),
+    with the processor beside it."""
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 

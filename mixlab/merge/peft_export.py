@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from mixlab.errors import MergeError
 from mixlab.experts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LoraTaskVector, TaskVector, concat_factors
 from mixlab.merge import output
-from mixlab.merge.methods import MergeSpec, active
+from mixlab.merge.methods import MergeSpec, active, is_excluded
 
 
 def save_lora_merge(
@@ -34,12 +34,18 @@ def save_lora_merge(
     method, params = spec.resolved()
     if not method.linear_in_task_vectors:
         raise MergeError(f"a PEFT adapter can hold only linear merges (linear, task_arithmetic), not {method.name!r}")
-    if spec.exclude:
-        raise MergeError("a PEFT adapter export cannot honour 'exclude' patterns; export a full model instead")
     if not all(isinstance(e, LoraTaskVector) for e in experts):
         full = [e.name for e in experts if not isinstance(e, LoraTaskVector)]
         raise MergeError(f"a PEFT adapter export needs LoRA experts; {', '.join(full)} are full fine-tunes")
     chosen = active(experts, spec.weights)
+    # an adapter adds every factor it holds: it keeps a tensor at the base only by not adapting it
+    for e, _ in chosen:
+        kept = [k for k in e.keys() if is_excluded(k, spec.exclude)]
+        if kept:
+            raise MergeError(
+                f"expert {e.name!r} adapts {kept[0]}, which the lab keeps at the base (merge.exclude or its preset); "
+                "a PEFT adapter cannot keep it, so export a full model instead"
+            )
     for e, _ in chosen:
         if e.replaced:
             raise MergeError(f"expert {e.name!r} saves whole tensors (modules_to_save); export a full model instead")
@@ -50,7 +56,7 @@ def save_lora_merge(
     coef = torch.tensor(method.coefficients([w for _, w in chosen], params))
     out, tmp = output.start(out, overwrite, within)
     try:
-        tensors, ranks, targets = {}, {}, set()
+        tensors, ranks = {}, {}
         for key in sorted(set().union(*(e.factors for e, _ in chosen))):
             a, b, group, transpose = concat_factors(
                 [(i, e.factors[key]) for i, (e, _) in enumerate(chosen) if key in e.factors]
@@ -62,7 +68,6 @@ def save_lora_merge(
             tensors[f"{PEFT_PREFIX}{module}.{suffix[0]}"] = a.contiguous()
             tensors[f"{PEFT_PREFIX}{module}.{suffix[1]}"] = b.contiguous()
             ranks[module] = a.shape[0]
-            targets.add(module.rsplit(".", 1)[-1])
         r = max(ranks.values())
         pattern = {m.replace(".", "\\."): rank for m, rank in ranks.items() if rank != r}
         cfg = dict(chosen[0][0].config)
@@ -72,9 +77,13 @@ def save_lora_merge(
             use_rslora=False,
             rank_pattern=pattern,
             alpha_pattern=dict(pattern),
-            target_modules=sorted(targets),
+            target_modules=sorted(ranks),  # full names: "q_proj" would also adapt a vision tower's q_proj
             modules_to_save=None,
             fan_in_fan_out=fan,
+            # the first expert's own selectors would narrow the full names above to its layers only
+            layers_to_transform=None,
+            layers_pattern=None,
+            exclude_modules=None,
         )
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))

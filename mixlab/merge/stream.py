@@ -53,7 +53,7 @@ def save_merged(
 ) -> Path:
     """Stream a merge into a Hugging Face model folder: the base's model files (config, generation config,
     tokenizer: :meth:`Checkpoint.model_files`, never code) plus safetensors shards of at most
-    ``shard_bytes`` (memory stays bounded by one shard). The folder appears only when complete; on any
+    ``shard_bytes`` (memory stays bounded by one shard), each tensor under the name the base's files give it. The folder appears only when complete; on any
     error nothing is left behind."""
     out, tmp = output.start(out, overwrite, within)
     try:
@@ -74,7 +74,7 @@ def save_merged(
             if pending and size + nbytes > shard_bytes:
                 flush()
                 size = 0
-            pending[key] = t.contiguous()
+            pending[base.disk_name(key)] = t.contiguous()  # stored as the base stores it: loads like the base
             size += nbytes
             total_size += nbytes
             if progress:

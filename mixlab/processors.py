@@ -1,0 +1,67 @@
+"""A vision-language base's processor for image rows, and the image placeholder its prompts carry.
+
+``AutoProcessor`` also builds a class's video processor (Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision, InternVL,
+SmolVLM), which needs torchvision; mixlab's pinned CPU torch has no matching torchvision on PyPI (the wheel
+there is built for CUDA torch and fails to register its operators). Image rows never use the video part, so
+where it cannot be built the same processor class is built from the folder's image processor and tokenizer
+without it: the text and images come out as ``AutoProcessor`` would make them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Prompts whose class's processor expands a bare image token but whose model expects it wrapped (the chat
+# template writes the wrapper): processor class name → the placeholder put before a prompt that has none.
+IMAGE_PLACEHOLDER = {
+    "Qwen2VLProcessor": "<|vision_start|><|image_pad|><|vision_end|>",
+    "Qwen2_5_VLProcessor": "<|vision_start|><|image_pad|><|vision_end|>",
+}
+
+
+def image_placeholder(processor) -> str:
+    """What a prompt without an image placeholder gets in front: the class's own (:data:`IMAGE_PLACEHOLDER`),
+    else the processor's image token."""
+    for cls in type(processor).__mro__:
+        if cls.__name__ in IMAGE_PLACEHOLDER:
+            return IMAGE_PLACEHOLDER[cls.__name__]
+    return getattr(processor, "image_token", "<image>")
+
+
+def load_processor(folder: Path):
+    """The model folder's processor: ``AutoProcessor``, or its class without the video processor where that
+    part cannot be built (see the module docstring). Raises what transformers raises otherwise."""
+    from transformers import AutoProcessor
+
+    kw = dict(local_files_only=True, trust_remote_code=False)
+    try:
+        return AutoProcessor.from_pretrained(folder, **kw)
+    except Exception as first:
+        cls = _processor_class(folder)
+        if cls is None or set(cls.get_attributes()) != {"image_processor", "tokenizer", "video_processor"}:
+            raise first from None
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        image_only = type(cls.__name__, (cls,), {"check_argument_for_proper_class": _skip_missing_video})
+        parts = {"image_processor": AutoImageProcessor.from_pretrained(folder, **kw)}
+        parts["tokenizer"] = AutoTokenizer.from_pretrained(folder, **kw)
+        parts["video_processor"] = None
+        return image_only(**parts)
+
+
+def _skip_missing_video(self, name, arg):
+    if name == "video_processor" and arg is None:
+        return None
+    return super(type(self), self).check_argument_for_proper_class(name, arg)
+
+
+def _processor_class(folder: Path):
+    """The processor class transformers maps the folder's config to (None if it maps none)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        return PROCESSOR_MAPPING[type(config)]
+    except Exception:  # no config or no processor for it: the first error stands
+        return None
