@@ -19,10 +19,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _MEMO: dict[tuple, LiveNames] = {}
+_STACK_LOCK = threading.Lock()
+
+
+def import_stack() -> None:
+    """Import transformers' classes mixlab uses, one thread at a time. transformers resolves its names
+    lazily, and two threads resolving them at once (the app's background warm-up and a page that opens a
+    lab) can meet a half-imported module: "cannot import name 'AutoConfig' from 'transformers'"."""
+    with _STACK_LOCK:
+        import transformers
+
+        for name in ("AutoConfig", "AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoTokenizer"):
+            getattr(transformers, name)
 
 
 def is_multimodal(config: dict) -> bool:
@@ -32,6 +45,7 @@ def is_multimodal(config: dict) -> bool:
 
 def auto_class(multimodal: bool):
     """The transformers auto class mixlab loads a base with: the one rule the resident model and the names share."""
+    import_stack()
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     return AutoModelForImageTextToText if multimodal else AutoModelForCausalLM
@@ -88,6 +102,7 @@ def live_names(folder: Path) -> LiveNames:
 
 
 def _build(folder: Path, multimodal: bool) -> LiveNames:
+    import_stack()
     import torch
     from transformers import AutoConfig
     from transformers.conversion_mapping import get_model_conversion_mapping

@@ -350,10 +350,10 @@ def _warmup() -> threading.Thread:
     model stack, building the fused merge kernels) starts in the background when the app opens."""
 
     def run() -> None:
-        import transformers  # noqa: F401
-
         from mixlab.merge import fused
+        from mixlab.names import import_stack
 
+        import_stack()
         fused.available()
 
     thread = threading.Thread(target=run, name="mixlab-warmup", daemon=True)
