@@ -47,6 +47,7 @@ def test_one_environment_for_both_readme_commands():
     environment holds: so the app set and the test set resolve every package they share alike (the app set
     alone once took python-dateutil 4.0.0, the test set 2.9.0.post0). Here: the lock covers this whole
     environment at the installed versions, and agrees with every pin of the requirement files."""
+    import sysconfig
     from importlib.metadata import distributions
 
     lock = constraints()
@@ -56,7 +57,8 @@ def test_one_environment_for_both_readme_commands():
     assert test_command in readme and test_command in (ROOT / ".ci" / "run").read_text()
     for name, v in pins().items():
         assert lock.get(canonical(name)) == v, f"{name}: pinned {v}, constraints.txt says {lock.get(canonical(name))}"
-    installed = {canonical(d.metadata["Name"]): d.version.split("+")[0] for d in distributions()}
+    site = [sysconfig.get_paths()["purelib"]]  # installed packages only (setuptools' vendored ones are not)
+    installed = {canonical(d.metadata["Name"]): d.version.split("+")[0] for d in distributions(path=site)}
     installed.pop("mixlab", None)
     missing = sorted(set(installed) - set(lock) - {"pip", "setuptools", "wheel"})
     assert not missing, f"installed but not in constraints.txt: {missing}"
