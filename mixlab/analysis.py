@@ -3,7 +3,8 @@
 - :func:`rank_correlation`: Spearman ρ or Kendall τ (scipy) with a percentile bootstrap 95% CI over
   resampled mixtures; ``None`` when fewer than 3 pairs make it undefined.
 - :func:`regret`: pick the mixture the proxy likes best; its rank under the true scores and how much
-  true score it leaves on the table.
+  true score it leaves on the table. Scores equal up to float noise (:func:`same_score`) tie: a pick tied
+  for best is "#1 (tied)" with regret 0 (:func:`rank_label`), never #2 on a last-bit difference.
 - :func:`pareto_front`: the non-dominated rows of a score matrix, each column with its direction.
 - :func:`paired`: proxy and true scores of the same mixtures, side by side, from an engine's results.
 """
@@ -125,22 +126,63 @@ def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndar
         return concordance / np.sqrt(np.abs(sx).sum(1, dtype=np.int64) * np.abs(sy).sum(1, dtype=np.int64))
 
 
+TIE_RTOL = 1e-9  # scores closer than this (relative to max(1, |score|)) are the same score: float noise
+
+
+def same_score(a: float, b: float) -> bool:
+    """Whether two scores are equal up to float noise: a mean of 0.5 and 0.7 and one of 0.6 and 0.6 differ
+    in the last bit (1.1e-16), and ranking on that bit would call a tie a miss."""
+    return abs(a - b) <= TIE_RTOL * max(1.0, abs(a), abs(b))
+
+
+def snap_ties(values: Sequence[float]) -> np.ndarray:
+    """``values`` with every run of scores equal up to float noise (:func:`same_score` between sorted
+    neighbours) replaced by the run's smallest value, so exact comparisons, ranks and correlations see
+    a tie as a tie. Values further apart than noise are unchanged."""
+    v = np.asarray(values, dtype=float)
+    out = v.copy()
+    order = np.argsort(v, kind="stable")
+    for prev, cur in zip(order[:-1], order[1:]):
+        if same_score(v[prev], v[cur]):
+            out[cur] = out[prev]  # the run's smallest value, carried along the run
+    return out
+
+
+def tie_ranks(values: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
+    """Competition ranks (1 = best; tied scores share the best rank of their group, the next rank skips)
+    after :func:`snap_ties`: [0.9, 0.9 + 1e-16, 0.5] ranks [1, 1, 3]."""
+    v = snap_ties(values) * (1.0 if higher_is_better else -1.0)
+    return np.array([1 + int(np.sum(v > x)) for x in v], dtype=int)
+
+
+def rank_label(rank: int, tied: int, n: int | None = None) -> str:
+    """How a rank reads everywhere (pages, CLI, bench): "#1 (tied) of 21", "#3 of 21"."""
+    return f"#{rank}" + (" (tied)" if tied else "") + (f" of {n}" if n is not None else "")
+
+
 @dataclass(frozen=True)
 class Regret:
     chosen: int  # index of the proxy's favourite
-    true_rank: int  # its rank under the true scores, 1 = best
-    regret: float  # best true score − the chosen mixture's true score, in the metric's units (≥ 0)
+    true_rank: int  # its rank under the true scores, 1 = best; mixtures tied with it share the rank
+    regret: float  # best true score − the chosen mixture's true score, in the metric's units (≥ 0; 0 when tied)
     n: int
+    tied: int = 0  # how many other mixtures have the chosen one's true score (up to float noise)
+
+    def label(self) -> str:
+        return rank_label(self.true_rank, self.tied, self.n)
 
 
 def regret(proxy: Sequence[float], true: Sequence[float], higher_is_better: bool = True) -> Regret:
-    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    """The proxy's favourite (the first of any proxies tied for best), its competition rank under the true
+    scores and the true score it gives up; true scores equal up to float noise tie (:func:`snap_ties`)."""
+    x, y = np.asarray(proxy, dtype=float), snap_ties(true)
     if len(x) == 0:
         raise MixlabError("regret needs at least one mixture with both proxy and true scores")
     sign = 1.0 if higher_is_better else -1.0
-    chosen = int(np.argmax(sign * x))
+    chosen = int(np.argmax(sign * snap_ties(x)))
     true_rank = 1 + int(np.sum(sign * y > sign * y[chosen]))
-    return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x))
+    tied = int(np.sum(y == y[chosen])) - 1
+    return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x), tied)
 
 
 def topk_overlap(proxy: Sequence[float], true: Sequence[float], k: int, higher_is_better: bool = True) -> float:
@@ -321,7 +363,9 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
     Returns:
         One dict per benchmark with true/proxy pairs: benchmark, higher_is_better, n, spearman and its 95%
         bootstrap CI (spearman_low, spearman_high), kendall, top25_spearman (with n_top25), pairwise_accuracy,
-        pick (the proxy's favourite), pick_true_rank (1 = best of n), regret. Undefined values are None.
+        pick (the proxy's favourite), pick_true_rank (1 = best of n), pick_tied (how many others share its true
+        score), pick_rank (how it reads: "#1 (tied) of 21"), regret. Scores equal up to float noise tie
+        (:func:`snap_ties`). Undefined values are None.
     """
     mean_of = mean_benchmarks(benchmarks, results)
     df = with_mean(results, mean_of)
@@ -332,10 +376,11 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
         if pairs.empty:
             continue
         hib = directions[name]
-        rho = rank_correlation(pairs.proxy, pairs.true, "spearman", n_boot=n_boot)
-        tau = rank_correlation(pairs.proxy, pairs.true, "kendall", n_boot=0)
-        top = top_quartile_correlation(pairs.proxy, pairs.true, hib, n_boot=0)
-        reg = regret(pairs.proxy, pairs.true, hib)
+        px, ty = snap_ties(pairs.proxy), snap_ties(pairs.true)  # a tie up to float noise is a tie in every statistic
+        rho = rank_correlation(px, ty, "spearman", n_boot=n_boot)
+        tau = rank_correlation(px, ty, "kendall", n_boot=0)
+        top = top_quartile_correlation(px, ty, hib, n_boot=0)
+        reg = regret(px, ty, hib)
         rows.append(
             {
                 "benchmark": name,
@@ -347,9 +392,11 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
                 "kendall": tau.value,
                 "top25_spearman": top.value,
                 "n_top25": top.n,
-                "pairwise_accuracy": pairwise_accuracy(pairs.proxy, pairs.true),
+                "pairwise_accuracy": pairwise_accuracy(px, ty),
                 "pick": pairs.label.iloc[reg.chosen],
                 "pick_true_rank": reg.true_rank,
+                "pick_tied": reg.tied,
+                "pick_rank": reg.label(),
                 "regret": reg.regret,
             }
         )
@@ -365,7 +412,7 @@ def method_comparison(
     ``results``: every method's rows (:meth:`mixlab.engine.Engine.results` with no method), without the mean.
     """
     cols = ["method", "params", "n", "spearman", "spearman_low", "spearman_high", "top25_spearman"]
-    cols += ["pairwise_accuracy", "pick_true_rank", "regret"]
+    cols += ["pairwise_accuracy", "pick_true_rank", "pick_tied", "pick_rank", "regret"]
     proxy = results[results.kind == "proxy"]
     pairs = sorted({(m, repr(sorted(p.items()))): (m, p) for m, p in zip(proxy.method, proxy.params)}.items())
     rows = []

@@ -293,7 +293,7 @@ def cmd_report(args) -> None:
         )
         print(
             f"{r['benchmark']:<14} {r['n']:>3}  {ci:<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
-            f"{num(r['pairwise_accuracy'], '.3f'):>8}  #{r['pick_true_rank']} of {r['n']}, {r['regret']:.4f}"
+            f"{num(r['pairwise_accuracy'], '.3f'):>8}  {r['pick_rank']}, {r['regret']:.4f}"
         )
 
 

@@ -34,6 +34,33 @@ def test_regret_by_hand():
     assert (loss.chosen, loss.true_rank, loss.regret) == (1, 3, pytest.approx(0.7))
 
 
+def test_a_pick_tied_for_best_on_float_noise_is_first_with_no_regret():
+    # the demo-k4 case: two means of exact matches equal but for the last bit (0.1 + 0.2 != 0.3)
+    a, b = (0.1 + 0.2) / 2, 0.3 / 2
+    assert a != b and a - b == pytest.approx(2.8e-17, abs=1e-17)
+    true = [b, 0.10, a, 0.05]  # index 2 ties index 0 for best
+    proxy = [0.4, 0.1, 0.9, 0.2]  # the proxy picks index 2
+    r = regret(proxy, true)
+    assert (r.chosen, r.true_rank, r.tied, r.regret) == (2, 1, 1, 0.0)
+    assert r.label() == "#1 (tied) of 4"
+    # a real difference stays one: the hand rank of a pick 1e-6 below the best
+    r = regret(proxy, [b + 1e-6, 0.10, b, 0.05])
+    assert (r.true_rank, r.tied, r.label()) == (2, 0, "#2 of 4") and r.regret == pytest.approx(1e-6)
+    # lower is better, three tied at the pick's score, one better: competition rank 2
+    r = regret([3.0, 1.0, 2.0, 4.0], [2.0, 2.0 + 1e-15, 1.0, 2.0 - 1e-15], higher_is_better=False)
+    assert (r.chosen, r.true_rank, r.tied, r.label()) == (1, 2, 2, "#2 (tied) of 4") and r.regret == pytest.approx(1.0)
+
+
+def test_tie_ranks_are_competition_ranks_up_to_float_noise():
+    from mixlab.analysis import snap_ties, tie_ranks
+
+    v = [0.3, 0.1 + 0.2, 0.5, 0.2, 0.2 + 1e-7]
+    assert list(tie_ranks(v)) == [2, 2, 1, 5, 4]  # 0.3 and 0.30000000000000004 share rank 2; 1e-7 is real
+    assert list(tie_ranks(v, higher_is_better=False)) == [3, 3, 5, 1, 2]
+    assert list(stats.rankdata([-x for x in snap_ties(v)], method="min").astype(int)) == [2, 2, 1, 5, 4]
+    assert snap_ties([1.0, 2.0]).tolist() == [1.0, 2.0]
+
+
 def test_topk_overlap():
     assert topk_overlap([1, 2, 3, 4], [4, 3, 2, 1], 2) == 0.0
     assert topk_overlap([1, 2, 3, 4], [1, 2, 4, 3], 2) == 1.0

@@ -260,6 +260,25 @@ def test_proxy_vs_true_shows_scipys_spearman(app):
     assert float(shown["Spearman ρ"]) == pytest.approx(want, abs=5e-4) and int(shown["Mixtures (n)"]) == len(pairs)
 
 
+def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
+    """demo-k4's mean: the proxy's pick and the best trained mixture differ by 1.1e-16 (float noise)."""
+    from mixlab.analysis import MEAN, paired, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    lab = DEMO_LAB.parent / "demo-k4"
+    eng = Engine(load_lab(lab))
+    pairs = paired(with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks), eng.names, MEAN)
+    pick_true = pairs.true.iloc[int(pairs.proxy.to_numpy().argmax())]
+    assert 0 < pairs.true.max() - pick_true < 1e-12  # a tie on float noise, not a miss
+    app.query_params["lab"] = str(lab)
+    app.query_params["bench"] = MEAN
+    at = _open(app, PAGES[3])
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Proxy's pick: rank under true"] == f"#1 (tied) of {len(pairs)}"
+    assert any("#1 (tied)" in c.value and "regret 0.0000" in c.value for c in at.caption)
+
+
 def test_the_chosen_mixture_stays_chosen_on_every_page(app):
     """One home for the mixture: a choice on one page is what every other page shows and would evaluate,
     whichever page it was made on and however often the pages are switched."""

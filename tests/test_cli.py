@@ -280,6 +280,8 @@ def test_report_json_has_every_metric(tiny_lab_dir):
         "pairwise_accuracy",
         "pick",
         "pick_true_rank",
+        "pick_tied",
+        "pick_rank",
         "regret",
     }
     assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4

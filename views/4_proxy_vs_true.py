@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, method_comparison, paired, proxy_report
+from mixlab.analysis import MEAN, method_comparison, paired, proxy_report, tie_ranks
 from mixlab.plots import proxy_true_figure
 from views._shared import (
     benchmark_options,
@@ -56,12 +56,11 @@ cols[0].metric("Spearman ρ", num(rho), help=f"95% bootstrap CI: {ci}")
 cols[1].metric("Kendall τ", num(row["kendall"] if row else None))
 cols[2].metric("Mixtures (n)", row["n"] if row else 0)
 if row:
-    rank = f"{row['pick_true_rank']} of {row['n']}"
-    cols[3].metric("Proxy's pick: rank under true", rank, help=f"regret {row['regret']:.4f}")
+    cols[3].metric("Proxy's pick: rank under true", row["pick_rank"], help=f"regret {row['regret']:.4f}")
     st.caption(
         f"Spearman ρ {num(rho)} {ci} · Kendall τ {num(row['kendall'])} (n={row['n']}) · the mixture the proxy "
-        f"ranks first, **{escape(row['pick'])}**, is #{row['pick_true_rank']} under the true scores "
-        f"(regret {row['regret']:.4f})."
+        f"ranks first, **{escape(row['pick'])}**, is {row['pick_rank']} under the true scores "
+        f"(regret {row['regret']:.4f}; scores equal up to float noise tie)."
     )
 left, right = st.columns([3, 2])
 with left:
@@ -72,10 +71,7 @@ with left:
         width="stretch",
     )
 with right:
-    table = pairs.assign(
-        proxy_rank=pairs.proxy.rank(ascending=not hib).astype(int),
-        true_rank=pairs.true.rank(ascending=not hib).astype(int),
-    )
+    table = pairs.assign(proxy_rank=tie_ranks(pairs.proxy, hib), true_rank=tie_ranks(pairs.true, hib))
     st.dataframe(table, hide_index=True, width="stretch", height=480, key="pvt_table")
 st.markdown(
     "**All benchmarks** — top-25% ρ: Spearman among the best quarter of mixtures by true score; pairs ok: the "
@@ -83,7 +79,7 @@ st.markdown(
 )
 table = (
     pd.DataFrame(summary)
-    .drop(columns=["higher_is_better", "n_top25"])
+    .drop(columns=["higher_is_better", "n_top25", "pick_true_rank", "pick_tied"])
     .rename(
         columns={
             "spearman": "Spearman ρ",
@@ -93,7 +89,7 @@ table = (
             "top25_spearman": "top-25% ρ",
             "pairwise_accuracy": "pairs ok",
             "pick": "proxy's pick",
-            "pick_true_rank": "its true rank",
+            "pick_rank": "its true rank",
         }
     )
 )
@@ -104,6 +100,7 @@ st.markdown(
     f"(cache more with {code(f'python -m mixlab sweep {eng.lab.root} --grid true --method ties')})"
 )
 compare = method_comparison(df[df.benchmark != MEAN], eng.names, eng.lab.benchmarks, bench)
+compare = compare.drop(columns=["pick_true_rank", "pick_tied"])
 compare = compare.assign(params=compare.params.map(params_label)).rename(
     columns={
         "spearman": "Spearman ρ",
@@ -111,7 +108,7 @@ compare = compare.assign(params=compare.params.map(params_label)).rename(
         "spearman_high": "ρ 95% high",
         "top25_spearman": "top-25% ρ",
         "pairwise_accuracy": "pairs ok",
-        "pick_true_rank": "pick's true rank",
+        "pick_rank": "pick's true rank",
     }
 )
 st.dataframe(compare.round(3), hide_index=True, width="stretch", key="pvt_methods")
