@@ -7,6 +7,9 @@
   for best is "#1 (tied)" with regret 0 (:func:`rank_label`), never #2 on a last-bit difference.
 - :func:`pareto_front`: the non-dominated rows of a score matrix, each column with its direction.
 - :func:`paired`: proxy and true scores of the same mixtures, side by side, from an engine's results.
+- :func:`score_interval`: a score's 95% interval from its n (Wilson for a proportion such as accuracy;
+  a mean over benchmarks by the normal approximation, :func:`with_mean`); :func:`rank_warning` when too
+  few mixtures are paired to rank them, with :func:`mixtures_needed` for a CI of a given width.
 """
 
 from __future__ import annotations
@@ -40,11 +43,88 @@ RESULT_COLUMNS = (
 
 
 def results_table(evaluations: Sequence, names: Sequence[str]) -> pd.DataFrame:
-    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS` and one weight column per expert."""
+    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS`, one weight column per expert, and each
+    score's 95% interval ``low``/``high`` (:func:`score_interval`; NaN where there is none)."""
     df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in evaluations], columns=list(RESULT_COLUMNS))
     for n in names:
         df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
+    ci = [score_interval(s, n, m) for s, n, m in zip(df.score, df.n, df.metric)]
+    df["low"] = [np.nan if c is None else c[0] for c in ci]
+    df["high"] = [np.nan if c is None else c[1] for c in ci]
     return df
+
+
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+PROPORTION_METRICS = frozenset({"accuracy", "acc", "exact_match", "em"})  # a fraction of n examples right
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion: (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
+    Unlike p̂ ± z·√(p̂(1−p̂)/n) it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if n <= 0:
+        raise MixlabError(f"a proportion needs n > 0 examples, got n={n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score_interval(score: float, n: int | None, metric: str | None) -> tuple[float, float] | None:
+    """A cached score's 95% interval from its mean and n alone: Wilson's for a proportion (a metric in
+    :data:`PROPORTION_METRICS` whose score·n is a whole number of examples), else None — a loss's
+    interval needs its per-example spread, which the cache does not keep."""
+    if metric not in PROPORTION_METRICS or n is None or not n > 0 or not 0 <= score <= 1:  # NaN n: not > 0
+        return None
+    k = score * n
+    if abs(k - round(k)) > 1e-6 * n:
+        return None  # not k of n examples (a plugin's averaged score): no binomial interval
+    return wilson_interval(round(k), int(n))
+
+
+def format_score(score: float | None, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
+    """How a score reads beside its interval, everywhere: "0.510 [0.441, 0.578]"; "—" for no score."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return "—"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return f"{score:.{digits}f}"
+    return f"{score:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+MIN_RANK_N = 8  # fewer paired mixtures than this: ρ's CI spans most of [−1, 1]
+
+
+def spearman_ci_width(rho: float, n: int, z: float = Z95) -> float:
+    """The width of Spearman ρ's approximate 95% CI with n pairs: Fisher's z with Bonett & Wright's
+    (2000) variance (1 + ρ²/2)/(n − 3), back through tanh."""
+    if n <= 3:
+        return 2.0
+    rho = min(max(rho, -0.999), 0.999)
+    se = math.sqrt((1 + rho * rho / 2) / (n - 3))
+    centre = math.atanh(rho)
+    return math.tanh(centre + z * se) - math.tanh(centre - z * se)
+
+
+def mixtures_needed(width: float, rho: float = 0.5, most: int = 100_000) -> int:
+    """The fewest paired mixtures whose ρ CI (:func:`spearman_ci_width`) is at most ``width`` wide at ``rho``."""
+    if not 0 < width < 2:
+        raise MixlabError(f"a CI width must be in (0, 2), got {width}")
+    n = 4
+    while spearman_ci_width(rho, n) > width and n < most:
+        n += 1
+    return n
+
+
+def rank_warning(n: int, width: float = 0.5, rho: float = 0.5) -> str | None:
+    """A warning when n paired mixtures are too few to rank (n < :data:`MIN_RANK_N`), saying about how many
+    give a 95% CI ``width`` wide for a proxy whose ρ is near ``rho`` (a planning value: a ρ measured on so
+    few mixtures is itself too noisy to plan with). None when n is enough."""
+    if n >= MIN_RANK_N:
+        return None
+    now = "ρ is undefined" if n < 3 else f"ρ's 95% CI is about {spearman_ci_width(rho, n):.1f} wide at ρ ≈ {rho:.1f}"
+    return (
+        f"Only {n} true mixture{'s' if n != 1 else ''} to rank: {now}. About {mixtures_needed(width, rho)} give a CI "
+        f"{width} wide for a proxy with ρ ≈ {rho:.1f}; train more mixtures before trusting a ranking."
+    )
 
 
 def mean_benchmarks(benchmarks: Sequence, results: pd.DataFrame) -> list[str]:
@@ -233,7 +313,9 @@ def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str)
 
 def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     """Add rows of the pseudo-benchmark ``mean``: the mean of ``benchmarks`` (which must share a
-    direction) for every model scored on all of them."""
+    direction) for every model scored on all of them. Its ``n`` is the examples summed over them; its
+    ``low``/``high`` (when every benchmark is a proportion) the normal approximation mean ± 1.96·√(Σ
+    p_b(1−p_b)/n_b)/B over B benchmarks with independent examples, clipped to [0, 1]."""
     if not benchmarks:
         return results
     sub = results[results.benchmark.isin(benchmarks)]
@@ -244,12 +326,30 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
         [f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
         index=sub.index,
     )  # one key per model (a proxy is its method + params + weights)
-    stats_ = sub.groupby(model, sort=False).agg(score=("score", "mean"), k=("benchmark", "nunique"))
+    # each benchmark's binomial variance p(1−p)/n where it is a proportion (NaN otherwise: no interval)
+    n = sub["n"] if "n" in sub else pd.Series(np.nan, index=sub.index)
+    metric = sub["metric"] if "metric" in sub else pd.Series(None, index=sub.index)
+    proportion = np.array([score_interval(s, k, m) is not None for s, k, m in zip(sub.score, n, metric)], dtype=bool)
+    var = pd.Series(np.where(proportion, sub.score * (1 - sub.score) / n.where(proportion, 1), np.nan), index=sub.index)
+    groups = sub.assign(_var=var, _n=n).groupby(model, sort=False)
+    stats_ = groups.agg(score=("score", "mean"), k=("benchmark", "nunique"), n=("_n", "sum"))
+    stats_["var"] = groups._var.agg(lambda v: v.sum(min_count=len(v)))  # NaN unless every benchmark has one
     complete = stats_.index[stats_.k == len(set(benchmarks))]
     if len(complete) == 0:
         return results
     first = sub.assign(_model=model).drop_duplicates("_model").set_index("_model").loc[complete]
-    mean = first.assign(benchmark=MEAN, score=stats_.loc[complete, "score"].to_numpy(), metric=sub.metric.iloc[0])
+    got = stats_.loc[complete]
+    # the mean of B independent proportions: normal approximation, mean ± z·√(Σ p_b(1−p_b)/n_b) / B
+    half = Z95 * np.sqrt(got["var"].to_numpy(dtype=float)) / got.k.to_numpy()
+    centre = got.score.to_numpy()
+    mean = first.assign(
+        benchmark=MEAN,
+        score=centre,
+        metric=metric.iloc[0],
+        n=got.n.to_numpy(),
+        low=np.clip(centre - half, 0.0, 1.0),
+        high=np.clip(centre + half, 0.0, 1.0),
+    )
     return pd.concat([results, mean.reset_index(drop=True)], ignore_index=True)
 
 
@@ -289,15 +389,23 @@ def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.Da
 
 
 def scores_at(
-    results: pd.DataFrame, names: Sequence[str], weights: Sequence[float], benchmarks: Sequence[str]
+    results: pd.DataFrame,
+    names: Sequence[str],
+    weights: Sequence[float],
+    benchmarks: Sequence[str],
+    text: bool = False,
 ) -> tuple[pd.DataFrame, tuple | None, bool, float | None]:
     """The scores a page shows beside a selected mixture: per benchmark, the proxy at these weights,
     the true model trained at these weights (or the nearest trained mixture, by L1 distance) and each
     expert on its own.
 
+    Args:
+        text: cells as :func:`format_score` text, each score with its 95% interval where it has one.
+
     Returns:
-        (table with columns benchmark, proxy, true or "nearest true", "expert <name>"…; the true point's
-        weights or None; whether it is exact (within the simplex tolerance); its L1 distance or None).
+        (table with columns benchmark, n (examples; for the mean, summed over its benchmarks), proxy, true
+        or "nearest true", "expert <name>"…; the true point's weights or None; whether it is exact (within
+        the simplex tolerance); its L1 distance or None).
     """
     proxy = results[results.kind == "proxy"]
     true = results[results.kind == "true"]
@@ -312,17 +420,28 @@ def scores_at(
     j = same_mixture(weights, distinct)
     key = distinct[j] if j is not None else None
     true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
+
+    def cell(rows_: pd.DataFrame, i: int = -1):
+        if not len(rows_):
+            return "—" if text else None
+        r = rows_.iloc[i]
+        if not text:
+            return r.score
+        return format_score(r.score, r.get("low"), r.get("high"))
+
     rows = []
     for b in benchmarks:
         pr = proxy[(proxy.benchmark == b) & (proxy_keys == key)]
         tr = true[(true.benchmark == b) & true_at] if len(true) else true
         ex = results[(results.kind == "expert") & (results.benchmark == b)]
+        ns = results[results.benchmark == b]["n"].dropna() if "n" in results else pd.Series(dtype=float)
         row = {
             "benchmark": b,
-            "proxy": pr.score.iloc[-1] if len(pr) else None,
-            ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None,
+            "n": int(ns.max()) if len(ns) else None,
+            "proxy": cell(pr),
+            ("true" if exact else "nearest true"): cell(tr),
         }
-        row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
+        row.update({f"expert {lab}": cell(ex, i) for i, lab in enumerate(ex.label)})
         rows.append(row)
     return pd.DataFrame(rows), true_key, exact, dist
 
@@ -398,6 +517,7 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
                 "pick_tied": reg.tied,
                 "pick_rank": reg.label(),
                 "regret": reg.regret,
+                "warning": rank_warning(rho.n),
             }
         )
     return rows

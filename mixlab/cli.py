@@ -295,6 +295,8 @@ def cmd_report(args) -> None:
             f"{r['benchmark']:<14} {r['n']:>3}  {ci:<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
             f"{num(r['pairwise_accuracy'], '.3f'):>8}  {r['pick_rank']}, {r['regret']:.4f}"
         )
+    for warning in dict.fromkeys(r["warning"] for r in rows if r["warning"]):
+        print(f"warning: {warning}")
 
 
 def cmd_search(args) -> None:

@@ -148,10 +148,38 @@ def test_scores_at_a_mixture_uses_the_lattice_tolerance():
     ]
     df = pd.DataFrame(rows)
     table, key, exact, dist = scores_at(df, names, [1 / 3, 1 / 3, 1 / 3], ["x"])
-    assert exact and table.to_dict("records") == [{"benchmark": "x", "proxy": 0.4, "true": 0.7, "expert a": 0.5}]
+    assert exact and table.to_dict("records") == [
+        {"benchmark": "x", "n": None, "proxy": 0.4, "true": 0.7, "expert a": 0.5}
+    ]
     table, key, exact, dist = scores_at(df, names, [0.8, 0.1, 0.1], ["x"])
     assert not exact and key == (1.0, 0.0, 0.0) and dist == pytest.approx(0.4)
-    assert table.to_dict("records") == [{"benchmark": "x", "proxy": None, "nearest true": 0.9, "expert a": 0.5}]
+    assert table.to_dict("records") == [
+        {"benchmark": "x", "n": None, "proxy": None, "nearest true": 0.9, "expert a": 0.5}
+    ]
+    # as text: each score with its Wilson interval (k of 200), by the other algebraic form of Wilson's
+    from mixlab.analysis import results_table
+
+    z = stats.norm.ppf(0.975)
+
+    def wilson(k, n=200):
+        root = z * np.sqrt(z * z + 4 * k * (n - k) / n)
+        return ((2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z)))
+
+    class E:  # an evaluation as the store gives it
+        def __init__(self, **kw):
+            self.__dict__.update(dict(metric="accuracy", higher_is_better=True, n=200, method=None, params=None,
+                                      seconds=0.0, device="cpu") | kw)  # fmt: skip
+
+    full = results_table([E(**r) for r in rows], names)
+    table, *_ = scores_at(full, names, [1 / 3, 1 / 3, 1 / 3], ["x"], text=True)
+    lo, hi = wilson(80)
+    assert table.to_dict("records")[0] == {
+        "benchmark": "x",
+        "n": 200,
+        "proxy": f"0.400 [{lo:.3f}, {hi:.3f}]",
+        "true": "0.700 [{:.3f}, {:.3f}]".format(*wilson(140)),
+        "expert a": "0.500 [{:.3f}, {:.3f}]".format(*wilson(100)),
+    }
 
 
 def test_pairwise_accuracy_by_brute_force():
@@ -270,3 +298,64 @@ def test_method_comparison_rows_match_scipy_per_method():
         got = table[table.method == m].iloc[0]
         assert got.spearman == pytest.approx(stats.spearmanr(scores, true).statistic)
         assert got.pick_true_rank == int((true > true[np.argmax(scores)]).sum()) + 1
+
+
+@pytest.mark.parametrize("k, n", [(102, 200), (0, 10), (10, 10), (1, 3), (37, 50)])
+def test_wilson_interval_equals_the_hand_formula(k, n):
+    from mixlab.analysis import wilson_interval
+
+    z = stats.norm.ppf(0.975)
+    # Wilson (1927) in the other algebraic form: (2k + z² ± z·√(z² + 4k(n−k)/n)) / (2(n + z²))
+    root = z * np.sqrt(z * z + 4 * k * (n - k) / n)
+    want = ((2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z)))
+    assert wilson_interval(k, n) == pytest.approx(want, abs=1e-12)
+    if k == 0:
+        assert wilson_interval(k, n)[1] == pytest.approx(z * z / (n + z * z))  # the rule-of-three's cousin
+
+
+def test_a_score_has_an_interval_only_when_it_is_k_of_n():
+    from mixlab.analysis import format_score, score_interval, wilson_interval
+
+    assert score_interval(0.51, 200, "accuracy") == wilson_interval(102, 200)
+    assert score_interval(0.51, 200, "loss") is None  # a loss needs its per-example spread
+    assert score_interval(0.5123, 200, "accuracy") is None  # not a whole number of examples
+    assert score_interval(0.5, 0, "accuracy") is None
+    lo, hi = score_interval(0.51, 200, "accuracy")
+    assert 0.44 < lo < 0.45 and 0.57 < hi < 0.58  # ± about 2 × 0.035, the standard error
+    assert format_score(0.51, lo, hi) == f"0.510 [{lo:.3f}, {hi:.3f}]" and format_score(None) == "—"
+    assert format_score(2.5, float("nan"), float("nan")) == "2.500"
+
+
+def test_the_mean_over_benchmarks_has_the_normal_interval_of_independent_proportions():
+    z = stats.norm.ppf(0.975)
+    rows = [
+        {"kind": "proxy", "label": "p", "benchmark": b, "score": s, "n": n, "metric": "accuracy", "method": "linear",
+         "params": {}, "higher_is_better": True, "weights": {"a": 1.0}}
+        for b, s, n in (("x", 0.5, 200), ("y", 0.9, 100))
+    ]  # fmt: skip
+    m = with_mean(pd.DataFrame(rows), ["x", "y"])
+    mean = m[m.benchmark == MEAN].iloc[0]
+    se = np.sqrt(0.5 * 0.5 / 200 + 0.9 * 0.1 / 100) / 2  # Var(mean) = (σ_x² + σ_y²) / 4
+    assert (mean.score, mean.n) == (pytest.approx(0.7), 300)
+    assert (mean.low, mean.high) == (pytest.approx(0.7 - z * se), pytest.approx(0.7 + z * se))
+    rows[1]["metric"] = "loss"
+    rows[1]["higher_is_better"] = True
+    m = with_mean(pd.DataFrame(rows), ["x", "y"])
+    assert np.isnan(m[m.benchmark == MEAN].iloc[0].low)  # one side without an interval: the mean has none
+
+
+def test_mixtures_needed_for_a_ci_width_and_the_warning_below_eight():
+    from mixlab.analysis import mixtures_needed, rank_warning, spearman_ci_width
+
+    z = stats.norm.ppf(0.975)
+    # at ρ = 0 the Fisher-z CI is ±tanh(z/√(n−3)): width ≤ w ⇔ n ≥ 3 + (z / atanh(w/2))²
+    for w in (0.5, 0.3, 1.0):
+        assert mixtures_needed(w, rho=0.0) == int(np.ceil(3 + (z / np.arctanh(w / 2)) ** 2))
+    assert spearman_ci_width(0.0, 19) == pytest.approx(2 * np.tanh(z / 4))
+    assert mixtures_needed(0.5, rho=0.8) < mixtures_needed(0.5, rho=0.0)  # a strong ρ is pinned down sooner
+    five = rank_warning(5)
+    assert five.startswith("Only 5 true mixtures to rank") and f"About {mixtures_needed(0.5, 0.5)} give" in five
+    assert f"about {spearman_ci_width(0.5, 5):.1f} wide" in five
+    # by hand at ρ = 0.5: n = 41 gives tanh(0.5493 ± 1.96·√(1.125/38)) = [0.209, 0.710], 0.501 wide; n = 42, 0.494
+    assert mixtures_needed(0.5, 0.5) == 42
+    assert "undefined" in rank_warning(2) and rank_warning(8) is None

@@ -1,6 +1,7 @@
 """Every page through streamlit's AppTest, on the shipped demo lab (its cache redirected to tmp)."""
 
 import json
+import re
 
 import pytest
 import streamlit as st
@@ -73,6 +74,27 @@ def test_injected_mixture_is_selected_and_weights_stay_on_the_simplex(app):
     at.run()
     w = at.session_state["mixture"]
     assert w[0] == pytest.approx(0.8) and sum(w) == pytest.approx(1.0) and w[1] == pytest.approx(w[2])
+
+
+def test_the_selected_mixtures_scores_carry_n_and_a_wilson_interval(app):
+    from scipy import stats
+
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    at = _open(app, PAGES[1])  # the uniform mixture: a proxy and a trained model at the same point
+    table = next(d.value for d in at.dataframe if "n" in d.value.columns)
+    add = table.set_index("benchmark").loc["add"]
+    df = Engine(load_lab(DEMO_LAB)).results("linear", {})
+    proxy = df[(df.kind == "proxy") & (df.benchmark == "add")]
+    at_uniform = proxy[[abs(w["add"] - 1 / 3) < 1e-3 and abs(w["rev"] - 1 / 3) < 1e-3 for w in proxy.weights]]
+    score, n = at_uniform.score.iloc[-1], int(at_uniform.n.iloc[-1])
+    k, z = round(score * n), stats.norm.ppf(0.975)
+    root = z * (z * z + 4 * k * (n - k) / n) ** 0.5
+    lo, hi = (2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z))
+    assert add["n"] == str(n) and add["proxy"] == f"{score:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert table.set_index("benchmark").loc["add-loss", "proxy"].count("[") == 0  # a loss: no interval
+    assert any("Wilson" in c.value for c in at.caption)
 
 
 def test_benchmark_choice_changes_the_scores_shown(app):
@@ -257,7 +279,9 @@ def test_proxy_vs_true_shows_scipys_spearman(app):
     pairs = paired(eng.results("linear", {}), eng.names, "rev")
     want = stats.spearmanr(pairs.proxy, pairs.true).statistic
     shown = {m.label: m.value for m in at.metric}
-    assert float(shown["Spearman ρ"]) == pytest.approx(want, abs=5e-4) and int(shown["Mixtures (n)"]) == len(pairs)
+    rho, low, high = (float(x) for x in re.findall(r"[+-]\d\.\d+", shown["Spearman ρ [95% CI]"]))
+    assert rho == pytest.approx(want, abs=5e-3) and int(shown["Mixtures (n)"]) == len(pairs)
+    assert low < rho < high  # the CI in the headline, not only in a tooltip
 
 
 def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
@@ -277,6 +301,35 @@ def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
     shown = {m.label: m.value for m in at.metric}
     assert shown["Proxy's pick: rank under true"] == f"#1 (tied) of {len(pairs)}"
     assert any("#1 (tied)" in c.value and "regret 0.0000" in c.value for c in at.caption)
+
+
+def three_true_lab(tmp_path):
+    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl)."""
+    import shutil
+
+    src, root = DEMO_LAB.parent / "demo-k3", tmp_path / "three"
+    head, *blocks = (src / "lab.toml").read_text().split("[[true_mixtures]]")
+    root.mkdir()
+    for part in ("base", "data", "experts", "evaluations.jsonl"):
+        (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
+    for block in blocks[:3]:
+        path = re.search(r'path = "(.+)"', block).group(1)
+        shutil.copytree(src / path, root / path)
+    (root / "lab.toml").write_text("[[true_mixtures]]".join([head, *blocks[:3]]))
+    return root
+
+
+def test_three_true_mixtures_are_too_few_to_rank_and_the_page_says_how_many_would_do(app, tmp_path):
+    from mixlab.analysis import mixtures_needed, spearman_ci_width
+
+    app.query_params["lab"] = str(three_true_lab(tmp_path))
+    app.query_params["bench"] = "rev-loss"
+    at = _open(app, PAGES[3])
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Mixtures (n)"] == "3" and shown["Spearman ρ [95% CI]"].endswith("(no CI: n=3)")
+    warning = " ".join(w.value for w in at.warning)
+    assert f"Only 3 true mixtures to rank: ρ's 95% CI is about {spearman_ci_width(0.5, 3):.1f} wide" in warning
+    assert f"About {mixtures_needed(0.5, 0.5)} give a CI 0.5 wide" in warning
 
 
 def test_the_chosen_mixture_stays_chosen_on_every_page(app):

@@ -283,6 +283,7 @@ def test_report_json_has_every_metric(tiny_lab_dir):
         "pick_tied",
         "pick_rank",
         "regret",
+        "warning",
     }
     assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4
 

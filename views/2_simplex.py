@@ -135,17 +135,21 @@ with right:
         )
     weight_inputs(eng)
 
-    table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng))
-    shown = table.copy()  # scores as text, so a missing one reads "—" (st.dataframe prints NaN as "None")
-    for c in shown.columns.drop("benchmark"):
-        shown[c] = ["—" if pd.isna(v) else f"{v:.4f}" for v in table[c]]
-    st.dataframe(shown, hide_index=True, width="stretch", key="selected_scores")
+    # scores as text with their 95% interval (a missing one reads "—": st.dataframe prints NaN as "None")
+    table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng), text=True)
+    table["n"] = ["—" if pd.isna(v) else str(int(v)) for v in table["n"]]
+    st.dataframe(table, hide_index=True, width="stretch", key="selected_scores")
+    st.caption(
+        "Each score with its 95% interval: Wilson's for an accuracy (k of n examples right); for the mean, "
+        "mean ± 1.96·√(Σ p(1−p)/n)/B over its B benchmarks (n: their examples summed); a loss has none (the "
+        "cache keeps its mean, not its per-example spread). Two scores whose intervals overlap may not differ."
+    )
     if true_key is not None and not exact:
         st.caption(
             f"No model was trained at exactly this mixture; 'nearest true' is "
             f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f})."
         )
-    if table.empty or table["proxy"].isna().any():
+    if table.empty or (table["proxy"] == "—").any():
         if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
             submit_evaluation(eng, m, method, params)
     job_panel()

@@ -51,10 +51,18 @@ def num(v) -> str:
 
 rho = row["spearman"] if row else None
 ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
-cols = st.columns(4)
-cols[0].metric("Spearman ρ", num(rho), help=f"95% bootstrap CI: {ci}")
+cols = st.columns([2, 1, 1, 2])
+if rho is None:
+    headline = num(rho)
+elif row["warning"]:  # a bootstrap over a handful of mixtures says little: the warning below says how little
+    headline = f"{rho:+.2f} (no CI: n={row['n']})"
+else:
+    headline = f"{rho:+.2f} [{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
+cols[0].metric("Spearman ρ [95% CI]", headline, help="percentile bootstrap over the paired mixtures (2000 resamples)")
 cols[1].metric("Kendall τ", num(row["kendall"] if row else None))
 cols[2].metric("Mixtures (n)", row["n"] if row else 0)
+if row and row["warning"]:
+    st.warning(row["warning"])
 if row:
     cols[3].metric("Proxy's pick: rank under true", row["pick_rank"], help=f"regret {row['regret']:.4f}")
     st.caption(
@@ -79,7 +87,7 @@ st.markdown(
 )
 table = (
     pd.DataFrame(summary)
-    .drop(columns=["higher_is_better", "n_top25", "pick_true_rank", "pick_tied"])
+    .drop(columns=["higher_is_better", "n_top25", "pick_true_rank", "pick_tied", "warning"])
     .rename(
         columns={
             "spearman": "Spearman ρ",
