@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from mixlab.errors import MixlabError
-from mixlab.simplex import ROUND
+from mixlab.simplex import ROUND, Mixture
 
 MEAN = "mean"  # the pseudo-benchmark averaging the higher-is-better benchmarks
 RESULT_COLUMNS = (
@@ -444,6 +444,91 @@ def scores_at(
         row.update({f"expert {lab}": cell(ex, i) for i, lab in enumerate(ex.label)})
         rows.append(row)
     return pd.DataFrame(rows), true_key, exact, dist
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best mixture under one source of scores, as a page marks it."""
+
+    source: str  # "proxy" (the merged proxies), "true" (the trained mixtures) or "search" (its winner)
+    label: str  # its weights ("add=0.5, rev=0.25, sort=0.25"), and a trained mixture's name after them
+    weights: tuple[float, ...]  # one per expert, in the lab's order
+    score: float | None  # on the benchmark asked (a search winner's test score; None if not scored there)
+    low: float | None = None  # its 95% interval (:func:`score_interval`), None where there is none
+    high: float | None = None
+    n: int | None = None
+    tied: int = 0  # other mixtures with the same score (up to float noise): the first is marked
+
+    def describe(self) -> str:
+        what = {"proxy": "best under the proxy", "true": "best trained mixture", "search": "the search's winner"}
+        tie = f", tied with {self.tied} other{'s' if self.tied > 1 else ''}" if self.tied else ""
+        return f"{what[self.source]}: {self.label} — {format_score(self.score, self.low, self.high)}{tie}"
+
+
+def _float(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def best_mixtures(
+    results: pd.DataFrame, names: Sequence[str], benchmark: str, searched: Sequence[dict] | None = None
+) -> dict[str, Best]:
+    """The answer to "which mixture?" on one benchmark, by each source that has one: ``proxy`` (the best
+    cached proxy score), ``true`` (the best trained mixture) and ``search`` (a search's winner: the first of
+    ``searched``, each a dict with ``weights`` {expert: w} and ``test`` {benchmark: score}, as
+    :class:`mixlab.search.SearchResult` ``best`` gives; chosen by its objective on dev, not by this score).
+    Scores equal up to float noise tie (:func:`snap_ties`); the first of them is returned.
+
+    ``results``: one method's rows (the mean included if it is asked for)."""
+    sub = results[results.benchmark == benchmark]
+    out: dict[str, Best] = {}
+    if len(sub):
+        sign = 1.0 if bool(sub.higher_is_better.iloc[0]) else -1.0
+        for source in ("proxy", "true"):
+            rows = sub[sub.kind == source]
+            if rows.empty:
+                continue
+            v = sign * snap_ties(rows.score)
+            i = int(np.argmax(v))
+            r = rows.iloc[i]
+            weights = tuple(float(r.weights.get(n, 0.0)) for n in names)
+            label = Mixture.of(names, weights, normalize=True).label()  # one format for every source
+            out[source] = Best(
+                source,
+                label if source == "proxy" else f"{label} ({r.label})",
+                weights,
+                float(r.score),
+                _float(r.get("low")),
+                _float(r.get("high")),
+                None if pd.isna(r.get("n")) else int(r.get("n")),
+                int(np.sum(v == v[i])) - 1,
+            )
+    if searched:
+        win = searched[0]
+        w = tuple(float(win["weights"].get(n, 0.0)) for n in names)
+        score = (win.get("test") or {}).get(benchmark)
+        out["search"] = Best("search", Mixture.of(names, w, normalize=True).label(), w, _float(score))
+    return out
+
+
+def best_on_plane(
+    best: dict[str, Best], points: pd.DataFrame, names: Sequence[str], searched: Sequence[dict] | None, bx: str, by: str
+) -> pd.DataFrame:
+    """Where each of ``best`` (:func:`best_mixtures`) sits on a two-benchmark plane: its row of ``points``
+    (:func:`pareto_points`, same kind and mixture) or, for a search winner, its test scores on ``bx``/``by``.
+    Columns source, label, x, y, *names; a best with no score on both benchmarks is left out."""
+    rows = []
+    for source, b in best.items():
+        if source == "search":
+            test = (searched[0].get("test") or {}) if searched else {}
+            xy = (test.get(bx), test.get(by))
+        else:
+            mine = points[points.kind == source]
+            hit = same_mixture(b.weights, mine[list(names)].to_numpy(dtype=float)) if len(mine) else None
+            xy = (None, None) if hit is None else (mine.x.iloc[hit], mine.y.iloc[hit])
+        if None not in xy:
+            rows.append({"source": source, "label": b.label, "x": float(xy[0]), "y": float(xy[1]),
+                         **dict(zip(names, b.weights))})  # fmt: skip
+    return pd.DataFrame(rows, columns=["source", "label", "x", "y", *names])
 
 
 def pairwise_accuracy(proxy: Sequence[float], true: Sequence[float]) -> float | None:

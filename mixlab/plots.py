@@ -10,11 +10,18 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from mixlab.analysis import MATCH
 from mixlab.simplex import polygon_vertices, projected_xy
 
 SCALE_UP = "Viridis"  # higher is better: bright = good
 SCALE_DOWN = "Viridis_r"  # lower is better (loss): bright = good, too
-KINDS = ("proxy", "true", "expert", "selected", "searched")  # customdata[K + 1]: the index of the point's kind here
+KINDS = ("proxy", "true", "expert", "selected", "searched", "best")  # customdata[K + 1]: the point's kind here
+# how the best mixture of each source is marked, on every figure that marks it (mixlab.analysis.best_mixtures)
+BEST_STYLE = {  # source: (legend name, Plotly symbol, colour, the glyph a caption uses for it)
+    "proxy": ("best under the proxy", "square-open", "#111111", "□"),
+    "true": ("best trained mixture", "diamond-open", "#ff7f0e", "◇"),
+    "search": ("the search's winner", "star-open", "#9467bd", "☆"),
+}
 
 
 def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: bool) -> dict | None:
@@ -48,6 +55,7 @@ def simplex_figure(
     higher_is_better: bool,
     vertices: np.ndarray | None = None,
     searched: pd.DataFrame | None = None,
+    best: Sequence | None = None,
 ) -> go.Figure:
     """K=3: a ternary plot; K>3: the barycentric projection onto a polygon (``vertices``, (K, 2); default
     the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
@@ -55,8 +63,10 @@ def simplex_figure(
     ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
     Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale; experts
     sit at the vertices; ``searched`` (weights, ``score`` = the search objective on dev) are the points a
-    search tried, drawn small and uncoloured (their scores are on other data). ``customdata`` per point: the K weights, the score, the index of its kind in
-    :data:`KINDS`.
+    search tried, drawn small and uncoloured (their scores are on other data); ``best``
+    (:class:`mixlab.analysis.Best`, one per source) marks the answer under the proxy, the trained models and
+    a search, each in its :data:`BEST_STYLE`. ``customdata`` per point: the K weights, the score, the index
+    of its kind in :data:`KINDS`.
     """
     k = len(names)
     scores = pd.concat([proxy["score"], true["score"]]) if len(true) else proxy["score"]
@@ -111,6 +121,18 @@ def simplex_figure(
             "searched (trials)",
             dict(size=7, symbol="x-thin", line=dict(width=1.5, color="#d62728")),
             "searched",
+            colour=False,
+        )
+    for b in best or ():
+        name, symbol, colour, _ = BEST_STYLE[b.source]
+        point = pd.DataFrame([list(b.weights)], columns=list(names)).assign(
+            score=np.nan if b.score is None else b.score
+        )
+        trace(
+            point,
+            name,
+            dict(size=26, symbol=symbol, color=colour, line=dict(width=3, color=colour)),
+            "best",
             colour=False,
         )
     if selected is not None:
@@ -201,11 +223,19 @@ def proxy_true_figure(pairs: pd.DataFrame, title_x: str, title_y: str) -> go.Fig
 
 
 def pareto_figure(
-    points: pd.DataFrame, x: str, y: str, names: Sequence[str], searched: pd.DataFrame | None = None
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    names: Sequence[str],
+    searched: pd.DataFrame | None = None,
+    best: pd.DataFrame | None = None,
+    selected: Sequence[float] | None = None,
 ) -> go.Figure:
     """``points`` from :func:`mixlab.analysis.pareto_points`; points on a front get a thick outline and
     each front (merges and experts; trained mixtures and experts) is traced by a dotted line. ``searched``:
-    a multi-objective search's front (columns x, y: its winners' test scores), drawn as a dashed line."""
+    a multi-objective search's front (columns x, y: its winners' test scores), drawn as a dashed line.
+    ``best``: :func:`mixlab.analysis.best_on_plane`, each marked in its :data:`BEST_STYLE`; ``selected``:
+    the selected mixture's weights, ringed where a proxy or trained model at it is on the plane."""
     styles = {
         "expert": ("star", 17, "#ff7f0e"),
         "proxy": ("circle", 9, "#1f77b4"),
@@ -222,7 +252,8 @@ def pareto_figure(
             go.Scatter(
                 x=sub["x"],
                 y=sub["y"],
-                mode="markers",
+                mode="markers+text" if kind == "expert" else "markers",  # experts named on the plot
+                textposition="top center",
                 name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
                 text=sub["label"],
                 customdata=sub[list(names)].to_numpy(dtype=float),
@@ -262,6 +293,34 @@ def pareto_figure(
                 marker=dict(symbol="x", size=9, color="#d62728"),
             )
         )
+    for _, b in (best if best is not None else pd.DataFrame()).iterrows():
+        name, symbol, colour, _ = BEST_STYLE[b.source]
+        fig.add_trace(
+            go.Scatter(
+                x=[b.x],
+                y=[b.y],
+                mode="markers",
+                name=name,
+                text=[b.label],
+                customdata=[[b[n] for n in names]],
+                marker=dict(symbol=symbol, size=24, color=colour, line=dict(width=3, color=colour)),
+                hovertemplate=f"<b>{name}</b><br>%{{text}}<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra></extra>",
+            )
+        )
+    if selected is not None and len(points):
+        w = points[list(names)].to_numpy(dtype=float)
+        at = points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
+        if len(at):
+            fig.add_trace(
+                go.Scatter(
+                    x=at["x"],
+                    y=at["y"],
+                    mode="markers",
+                    name="selected",
+                    marker=dict(symbol="circle-open", size=20, color="red", line=dict(width=3, color="red")),
+                    hoverinfo="skip",
+                )
+            )
     fig.update_layout(
         height=520,
         xaxis_title=x,

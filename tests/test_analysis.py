@@ -359,3 +359,43 @@ def test_mixtures_needed_for_a_ci_width_and_the_warning_below_eight():
     # by hand at ρ = 0.5: n = 41 gives tanh(0.5493 ± 1.96·√(1.125/38)) = [0.209, 0.710], 0.501 wide; n = 42, 0.494
     assert mixtures_needed(0.5, 0.5) == 42
     assert "undefined" in rank_warning(2) and rank_warning(8) is None
+
+
+def test_best_mixtures_are_each_sources_argmax_and_the_search_winner():
+    from mixlab.analysis import best_mixtures, results_table
+
+    names = ["a", "b"]
+    rng = np.random.default_rng(3)
+
+    class E:
+        def __init__(self, **kw):
+            self.__dict__.update(dict(metric="accuracy", n=100, method=None, params=None, seconds=0.0, device="cpu",
+                                      benchmark="x") | kw)  # fmt: skip
+
+    grid = np.linspace(0, 1, 11)
+    proxy = rng.integers(0, 101, 11) / 100
+    true = rng.integers(0, 101, 6) / 100
+    evs = [E(kind="proxy", label=f"p{i}", score=s, higher_is_better=True, weights={"a": w, "b": 1 - w})
+           for i, (w, s) in enumerate(zip(grid, proxy))]  # fmt: skip
+    evs += [E(kind="true", label=f"t{i}", score=s, higher_is_better=True, weights={"a": w, "b": 1 - w})
+            for i, (w, s) in enumerate(zip(grid[::2], true))]  # fmt: skip
+    df = results_table(evs, names)
+    won = {"weights": {"a": 0.3, "b": 0.7}, "test": {"x": 0.61}, "dev": [0.6]}
+    best = best_mixtures(df, names, "x", [won, {"weights": {"a": 1.0}, "test": {}}])
+    i, j = int(pd.Series(proxy).idxmax()), int(pd.Series(true).idxmax())  # pandas' first maximum
+    assert best["proxy"].label == f"a={grid[i]:.3g}, b={1 - grid[i]:.3g}" and best["proxy"].weights == pytest.approx(
+        (grid[i], 1 - grid[i])
+    )
+    assert best["proxy"].score == proxy[i] and best["proxy"].n == 100 and best["proxy"].low < proxy[i]
+    assert best["true"].label.endswith(f"(t{j})") and best["true"].score == true[j]
+    assert (best["search"].weights, best["search"].score) == ((0.3, 0.7), 0.61)
+    assert best["search"].label == "a=0.3, b=0.7" and best["search"].low is None
+    # lower is better: the minimum; and a tie on float noise marks the first, with the tie counted
+    loss = df.assign(higher_is_better=False, metric="loss")
+    assert best_mixtures(loss, names, "x")["proxy"].score == proxy.min()
+    tied = df.copy()
+    tied.loc[tied.label == "t0", "score"] = (0.1 + 0.2) * 10
+    tied.loc[tied.label == "t1", "score"] = 3.0
+    got = best_mixtures(tied, names, "x")["true"]
+    assert (got.label, got.tied) == ("a=0, b=1 (t0)", 1) and "tied with 1 other" in got.describe()
+    assert best_mixtures(df.iloc[:0], names, "x") == {}

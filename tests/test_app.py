@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -95,6 +96,79 @@ def test_the_selected_mixtures_scores_carry_n_and_a_wilson_interval(app):
     assert add["n"] == str(n) and add["proxy"] == f"{score:.3f} [{lo:.3f}, {hi:.3f}]"
     assert table.set_index("benchmark").loc["add-loss", "proxy"].count("[") == 0  # a loss: no interval
     assert any("Wilson" in c.value for c in at.caption)
+
+
+def _figures(at):
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+
+    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", "") == "plotly_chart"]
+
+
+def _array(v) -> np.ndarray:
+    """A figure's array as Plotly sends it: a list, or a typed array (dtype, base64 bytes, shape)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(x) for x in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v, dtype=float)
+
+
+def _marked(fig, name):
+    (trace,) = [t for t in fig["data"] if t.get("name") == name]
+    return list(_array(trace["customdata"])[0])
+
+
+@pytest.mark.parametrize("lab, bench", [("demo-k3", "mean"), ("demo-k4", "rev"), ("demo-k4", "add-loss")])
+def test_the_simplex_explorer_marks_the_best_proxy_and_trained_mixture(app, lab, bench):
+    from mixlab.analysis import with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB.parent / lab))
+    df = with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks)
+    sub = df[df.benchmark == bench]
+    best_of = (lambda s: s.max()) if sub.higher_is_better.iloc[0] else (lambda s: s.min())
+    app.query_params["lab"] = str(DEMO_LAB.parent / lab)
+    app.query_params["bench"] = bench
+    at = _open(app, PAGES[1])
+    (fig,) = _figures(at)
+    k = len(eng.names)
+    for name, kind in (("best under the proxy", "proxy"), ("best trained mixture", "true")):
+        data = _marked(fig, name)
+        scores = sub[sub.kind == kind].score
+        assert data[k] == pytest.approx(best_of(scores), abs=1e-9)  # pandas' extreme, up to a float-noise tie
+        rows = sub[sub.kind == kind]
+        at_point = rows[[np.allclose([w.get(n, 0.0) for n in eng.names], data[:k], atol=1e-6) for w in rows.weights]]
+        assert at_point.score.iloc[-1] == pytest.approx(data[k])  # the marker sits at that mixture
+    assert any("best under the proxy" in m.value for m in at.markdown)
+    at.button(key="simplex_best_true").click().run()
+    assert at.session_state["mixture"] == pytest.approx(_marked(fig, "best trained mixture")[:k], abs=1e-6)
+
+
+def test_the_pareto_plot_marks_the_best_mixtures_where_they_score(app):
+    from mixlab.analysis import best_mixtures, pareto_points, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB))
+    df = with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks)
+    app.query_params["bench"] = "sort"
+    at = _open(app, PAGES[4])
+    (fig,) = _figures(at)
+    best = best_mixtures(df, eng.names, "sort")
+    sort = df[(df.benchmark == "sort") & (df.kind == "true")]
+    assert best["true"].score == sort.score.max()
+    for name, b in (("best under the proxy", best["proxy"]), ("best trained mixture", best["true"])):
+        (trace,) = [t for t in fig["data"] if t.get("name") == name]
+        w = dict(zip(eng.names, b.weights))
+        pts = pareto_points(df[df.kind == b.source], eng.names, "add", "rev")
+        (row,) = [r for _, r in pts.iterrows() if all(abs(r[n] - w[n]) < 1e-6 for n in eng.names)]
+        assert (_array(trace["x"])[0], _array(trace["y"])[0]) == (pytest.approx(row.x), pytest.approx(row.y))
+    assert any("The answer on sort" in m.value for m in at.markdown)
 
 
 def test_benchmark_choice_changes_the_scores_shown(app):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import scores_at
+from mixlab.analysis import best_mixtures, scores_at
 from mixlab.errors import MixlabError
 from mixlab.plots import metric_title, parallel_figure, selection_pick, simplex_figure
 from mixlab.simplex import separating_vertices
@@ -12,6 +12,7 @@ from views._shared import (
     MIXTURE,
     benchmark_options,
     benchmark_picker,
+    best_panel,
     chart,
     code,
     engine,
@@ -27,6 +28,7 @@ from views._shared import (
     show_error,
     submit_evaluation,
     weight_inputs,
+    winners,
     worker,
 )
 
@@ -48,6 +50,7 @@ method, params = proxy_method_picker(df, eng, c2)
 df = of_method(df, method, params)
 
 sub = df[df.benchmark == bench]
+best = best_mixtures(df, names, bench, winners())
 proxy = sub[sub.kind == "proxy"]
 true = sub[sub.kind == "true"]
 experts = sub[sub.kind == "expert"]
@@ -108,7 +111,16 @@ with left:
         tried = st.session_state.get("searched") or []
         searched = pd.DataFrame([[t.get(n, 0.0) for n in names] for t in tried], columns=list(names))
         fig = simplex_figure(
-            names, proxy, true, experts, st.session_state[MIXTURE], title, hib, vertices=verts, searched=searched
+            names,
+            proxy,
+            true,
+            experts,
+            st.session_state[MIXTURE],
+            title,
+            hib,
+            vertices=verts,
+            searched=searched,
+            best=list(best.values()),
         )
         chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
         if view == "separated":
@@ -122,6 +134,8 @@ with left:
                 "experts, and half of the second and fourth) land on one point here. Use the separated "
                 "projection to click any mixture."
             )
+
+    best_panel(best, bench, "simplex")
 
 with right:
     m = mixture(eng)

@@ -3,10 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import pareto_points
+from mixlab.analysis import MEAN, best_mixtures, best_on_plane, pareto_points
 from mixlab.plots import pareto_figure
 from views._shared import (
+    BENCH,
+    MIXTURE,
     benchmark_options,
+    best_panel,
     chart,
     code,
     engine,
@@ -17,6 +20,7 @@ from views._shared import (
     proxy_method_picker,
     results,
     set_mixture,
+    winners,
 )
 
 st.title("Pareto fronts")
@@ -57,8 +61,19 @@ front = st.session_state.get("searched_front")
 searched = None
 if front and sorted(map(tuple, front["objectives"])) == sorted([(bx,), (by,)]):  # a search on these two benchmarks
     searched = pd.DataFrame([{"x": b["test"][bx], "y": b["test"][by]} for b in front["best"]])
+target = st.session_state.get(BENCH) or MEAN  # the benchmark the other pages show: its answer is marked here
+target = target if target in opts else opts[0]
+best = best_mixtures(rows, eng.names, target, winners())
 chart(
-    pareto_figure(pts, bx, by, eng.names, searched),
+    pareto_figure(
+        pts,
+        bx,
+        by,
+        eng.names,
+        searched,
+        best_on_plane(best, pts, eng.names, winners(), bx, by),
+        st.session_state[MIXTURE],
+    ),
     key="pareto_plot",
     on_select=on_select,
     selection_mode="points",
@@ -66,6 +81,11 @@ chart(
 )
 if st.session_state.pop("pareto_picked", False):
     st.caption("Selected mixture set: open the **Simplex explorer** or **Merge & evaluate** to use it.")
+best_panel(best, target, "pareto")
+st.caption(
+    f"Marked: the best mixtures on **{target}**, the benchmark the other pages show (pick it on the Simplex "
+    "explorer); the red ring is the selected mixture."
+)
 
 merged_front = pts[pts.proxy_front & (pts.kind == "proxy")]
 experts = pts[pts.kind == "expert"]

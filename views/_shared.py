@@ -22,6 +22,7 @@ from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
+from mixlab.plots import BEST_STYLE
 from mixlab.simplex import Mixture, rebalance
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
@@ -398,6 +399,26 @@ def missing_scores_note(eng: Engine) -> None:
             f"{what[0].upper() + what[1:]} {'has' if parts == ['the base'] else 'have'} no scores yet: press **Score "
             f"checkpoints** on the Lab page, or run {code(f'python -m mixlab sweep {eng.lab.root} --checkpoints')}."
         )
+
+
+def winners() -> list[dict] | None:
+    """This session's latest single-objective search's winners (weights, dev, test), or None."""
+    front = st.session_state.get("searched_front")
+    return front["best"] if front and len(front["objectives"]) == 1 else None
+
+
+def best_panel(best: dict, bench: str, key: str) -> None:
+    """The answer on ``bench`` (mixlab.analysis.best_mixtures), each as its figure marks it, with a button
+    that selects it."""
+    if not best:
+        return
+    st.markdown(f"**The answer on {escape(bench)}** (marked on the figure)")
+    for source, b in best.items():
+        c1, c2 = st.columns([5, 1], vertical_alignment="center")
+        c1.markdown(f"{BEST_STYLE[source][3]} {escape(b.describe())}")
+        if c2.button("Select", key=f"{key}_best_{source}"):
+            set_mixture(b.weights)
+            st.rerun()
 
 
 FIGURE_FORMATS = ("png", "svg")
