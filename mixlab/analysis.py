@@ -458,6 +458,7 @@ class Best:
     high: float | None = None
     n: int | None = None
     tied: int = 0  # other mixtures with the same score (up to float noise): the first is marked
+    row: object = None  # its row's index in the results it came from (None for a search winner)
 
     def describe(self) -> str:
         what = {"proxy": "best under the proxy", "true": "best trained mixture", "search": "the search's winner"}
@@ -501,6 +502,7 @@ def best_mixtures(
                 _float(r.get("high")),
                 None if pd.isna(r.get("n")) else int(r.get("n")),
                 int(np.sum(v == v[i])) - 1,
+                rows.index[i],
             )
     if searched:
         win = searched[0]
@@ -508,6 +510,47 @@ def best_mixtures(
         score = (win.get("test") or {}).get(benchmark)
         out["search"] = Best("search", Mixture.of(names, w, normalize=True).label(), w, _float(score))
     return out
+
+
+def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.DataFrame:
+    """What a lab has to show on one benchmark, best first: the base, each expert, the best trained mixture
+    and the proxy's best merge (:func:`best_mixtures`: over every cached proxy, not only the trained points)
+    with the true score of a model trained at that mixture
+    when there is one. ``results``: one method's rows (with the mean if asked for).
+
+    Columns: model, mixture, score, low, high (95% interval, NaN where none), n, true_at_pick (the pick's
+    row only)."""
+    cols = ["model", "mixture", "score", "low", "high", "n", "true_at_pick"]
+    sub = results[results.benchmark == benchmark]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+
+    def add(model: str, mixture: str, r, true_at_pick=None) -> None:
+        low, high = _float(r.get("low")), _float(r.get("high"))
+        n = None if pd.isna(r.get("n")) else int(r.get("n"))
+        rows.append([model, mixture, float(r.score), low, high, n, true_at_pick])
+
+    for _, r in sub[sub.kind == "base"].tail(1).iterrows():
+        add("base", "", r)
+    for _, r in sub[sub.kind == "expert"].drop_duplicates("label", keep="last").iterrows():
+        add(f"expert {r.label}", f"{r.label}=1", r)
+    best = best_mixtures(sub, names, benchmark)
+    for source, model in (("true", "best trained mixture"), ("proxy", "proxy's best merge")):
+        if source not in best:
+            continue
+        b = best[source]
+        r = sub.loc[b.row]
+        true_at = None
+        if source == "proxy":
+            trained = sub[sub.kind == "true"]
+            keys = [weights_key(w, names) for w in trained.weights]
+            hit = same_mixture(b.weights, keys) if keys else None
+            true_at = None if hit is None else float(trained.score.iloc[hit])
+        add(model, b.label + (f"; tied with {b.tied} other{'s' if b.tied > 1 else ''}" if b.tied else ""), r, true_at)
+    table = pd.DataFrame(rows, columns=cols)
+    hib = bool(sub.higher_is_better.iloc[0])
+    return table.sort_values("score", ascending=not hib, kind="stable").reset_index(drop=True)
 
 
 def best_on_plane(

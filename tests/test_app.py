@@ -58,13 +58,46 @@ def test_every_page_runs(app, page):
 
 def test_lab_page_lists_experts_and_bad_lab_is_a_clear_error(app, tmp_path):
     at = _open(app, PAGES[0])
-    experts = at.dataframe[0].value
+    experts = next(d.value for d in at.dataframe if "expert" in d.value.columns)
     assert list(experts["expert"]) == ["add", "rev", "sort"]
     at.text_input(key="lab_input").set_value(str(tmp_path / "nowhere"))
     at.button[0].click()
     at.run()
     assert not at.exception
     assert any("no lab manifest" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("lab", ["demo-k3", "demo-k4"])
+def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
+    from scipy import stats
+
+    from mixlab.analysis import MEAN, paired, snap_ties, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB.parent / lab))
+    df = eng.results("linear", {})
+    app.query_params["lab"] = str(DEMO_LAB.parent / lab)
+    at = _open(app, PAGES[0])
+    board = next(d.value for d in at.dataframe if "model" in d.value.columns).set_index("model")
+    # by hand: the mean of the exact-match benchmarks (the higher-is-better ones), per model
+    up = [b.name for b in eng.lab.benchmarks if b.higher_is_better]
+    acc = df[df.benchmark.isin(up)]
+    base = acc[acc.kind == "base"].score.mean()
+    assert board.loc["base", "mean [95% CI]"].startswith(f"{base:.3f} [")
+    true_means = acc[acc.kind == "true"].groupby("label").score.mean()
+    assert board.loc["best trained mixture", "mean [95% CI]"].startswith(f"{true_means.max():.3f} [")
+    tied_best = set(true_means[true_means > true_means.max() - 1e-9].index)  # demo-k4: two, on float noise
+    name = board.loc["best trained mixture", "mixture"].split("; tied")[0].rsplit(" (", 1)[1].rstrip(")")
+    assert name in tied_best and ("; tied with" in board.loc["best trained mixture", "mixture"]) == (len(tied_best) > 1)
+    proxies = acc[acc.kind == "proxy"]
+    proxy_means = proxies.groupby(proxies.weights.map(lambda w: tuple(sorted(w.items())))).score.mean()
+    assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
+    assert list(board.index[:1]) == ["best trained mixture"]  # best first
+    pairs = paired(with_lab_mean(df, eng.lab.benchmarks), eng.names, MEAN)
+    rho = stats.spearmanr(snap_ties(pairs.proxy), snap_ties(pairs.true)).statistic
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Spearman ρ [95% CI]"].startswith(f"{rho:+.2f} [")
 
 
 def test_injected_mixture_is_selected_and_weights_stay_on_the_simplex(app):
