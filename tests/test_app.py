@@ -439,6 +439,37 @@ def test_three_true_mixtures_are_too_few_to_rank_and_the_page_says_how_many_woul
     assert f"About {mixtures_needed(0.5, 0.5)} give a CI 0.5 wide" in warning
 
 
+def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_marked(app):
+    from scipy import stats
+
+    from mixlab.analysis import paired
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB))
+    pairs = paired(eng.results("linear", {}), eng.names, "rev")
+    app.query_params["bench"] = "rev"
+    at = _open(app, PAGES[3])
+    (fig,) = _figures(at)
+    by_name = {t.get("name"): t for t in fig["data"]}
+    points = fig["data"][0]
+    order = list(points["text"])
+    want = stats.rankdata(-pairs.set_index("label").loc[order].true, method="min")
+    np.testing.assert_array_equal(_array(points["y"]), want)  # ranks by default, as scipy ranks them
+    pick = pairs.label.iloc[int(pairs.proxy.to_numpy().argmax())]  # numpy's first maximum
+    assert by_name["the proxy's pick"]["text"] == [pick]
+    top = pairs[pairs.true == pairs.true.max()].label
+    assert by_name["best trained mixture"]["text"][0] in set(top)
+    assert "y = x" in by_name
+    at.selectbox(key="pvt_colour").set_value("sort").run()
+    at.radio(key="pvt_axes").set_value("scores").run()
+    (fig,) = _figures(at)
+    points = fig["data"][0]
+    sort = pairs.set_index("label").loc[list(points["text"])]
+    np.testing.assert_allclose(_array(points["marker"]["color"]), sort["sort"])
+    np.testing.assert_allclose(_array(points["x"]), sort.proxy)
+
+
 def test_the_chosen_mixture_stays_chosen_on_every_page(app):
     """One home for the mixture: a choice on one page is what every other page shows and would evaluate,
     whichever page it was made on and however often the pages are switched."""

@@ -184,3 +184,28 @@ def test_the_pareto_figure_marks_the_best_and_rings_the_selection():
     assert (by_name["best trained mixture"].x[0], by_name["best trained mixture"].y[0]) == (0.3, 0.4)
     assert (by_name["selected"].x[0], by_name["selected"].y[0]) == (0.1, 0.2)
     assert best_on_plane(best, pts, names, None, "x", "y").source.tolist() == ["true"]  # no winner's scores
+
+
+def test_proxy_vs_true_marks_the_pick_and_the_best_and_ranks_on_y_equals_x():
+    from scipy import stats
+
+    from mixlab.plots import proxy_true_figure
+
+    pairs = pd.DataFrame(
+        {"label": list("pqrst"), "a": [0.0, 0.25, 0.5, 0.75, 1.0], "proxy": [0.1, 0.5, 0.3, 0.9, 0.2],
+         "true": [0.2, 0.8, 0.4, 0.6, 0.1]}
+    )  # fmt: skip
+    fig = proxy_true_figure(pairs, "x", "y", True, ranks=True, colour_by="a")
+    points, diagonal, pick, best = fig.data
+    want_x = stats.rankdata(-pairs.proxy, method="min")
+    np.testing.assert_array_equal(points.x, want_x)  # scipy's competition ranks, 1 = best
+    np.testing.assert_array_equal(points.y, stats.rankdata(-pairs.true, method="min"))
+    assert list(diagonal.x) == list(diagonal.y) == [1.0, 5.0]
+    assert (pick.text[0], pick.x[0], pick.y[0]) == ("s", 1.0, 2.0)  # the proxy's favourite (0.9) is second under true
+    assert (best.text[0], best.x[0], best.y[0]) == ("q", 2.0, 1.0)
+    assert (
+        list(points.marker.color) == [0.0, 0.25, 0.5, 0.75, 1.0] and points.marker.colorbar.title.text == "weight of a"
+    )
+    assert fig.layout.yaxis.autorange == "reversed"
+    loss = proxy_true_figure(pairs, "x", "y", False)  # lower is better: the pick is the lowest proxy
+    assert loss.data[2].text[0] == "p" and loss.data[3].text[0] == "t" and loss.data[0].x[0] == 0.1

@@ -73,10 +73,30 @@ if row:
 left, right = st.columns([3, 2])
 with left:
     arrow = "↑" if hib else "↓"
-    chart(
-        proxy_true_figure(pairs, f"proxy score: {bench} {arrow}", f"true score: {bench} {arrow}"),
-        key="pvt_scatter",
-        width="stretch",
+    c1, c2 = st.columns(2)
+    axes = c1.radio(
+        "Axes",
+        ["ranks", "scores"],
+        horizontal=True,
+        key="pvt_axes",
+        help="ranks: 1 = best on both axes, so a proxy that ranks like the trained models puts every point on "
+        "y = x whatever its scale; scores: the raw numbers",
+    )
+    colour = c2.selectbox(
+        "Colour by the weight of", ["(none)", *eng.names], key="pvt_colour", help="where in the simplex the proxy fails"
+    )
+    fig = proxy_true_figure(
+        pairs,
+        f"proxy rank: {bench}" if axes == "ranks" else f"proxy score: {bench} {arrow}",
+        f"true rank: {bench}" if axes == "ranks" else f"true score: {bench} {arrow}",
+        hib,
+        ranks=axes == "ranks",
+        colour_by=None if colour == "(none)" else colour,
+    )
+    chart(fig, key="pvt_scatter", width="stretch")
+    st.caption(
+        "□ the proxy's pick (its best among the trained mixtures), ◇ the best trained mixture; dashed: y = x. "
+        "Points far from the diagonal are mixtures the proxy misjudges."
     )
 with right:
     table = pairs.assign(proxy_rank=tie_ranks(pairs.proxy, hib), true_rank=tie_ranks(pairs.true, hib))
