@@ -411,7 +411,9 @@ def heatmap(
     zmax: float | None = None,
     colorscale: str = "Blues",
     fmt: str = ".3f",
+    text: pd.DataFrame | None = None,
 ) -> go.Figure:
+    """``df`` as a heatmap, each cell labelled with its value, or with ``text`` (same shape) when given."""
     fig = go.Figure(
         go.Heatmap(
             z=df.to_numpy(dtype=float),
@@ -420,7 +422,8 @@ def heatmap(
             colorscale=colorscale,
             zmin=zmin,
             zmax=zmax,
-            texttemplate=f"%{{z:{fmt}}}",
+            text=None if text is None else text.to_numpy(),
+            texttemplate="%{text}" if text is not None else f"%{{z:{fmt}}}",
             colorbar=dict(title=dict(text=title, side="right")),
         )
     )

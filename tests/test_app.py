@@ -470,6 +470,22 @@ def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_mark
     np.testing.assert_allclose(_array(points["x"]), sort.proxy)
 
 
+@pytest.mark.parametrize("lab, k", [("demo-k3", 3), ("demo-k4", 4)])
+def test_the_experts_page_shows_each_statistic_beside_its_chance_level(app, lab, k):
+    app.query_params["lab"] = str(DEMO_LAB.parent / lab)
+    at = _open(app, PAGES[5])
+    table = next(d.value for d in at.dataframe if "chance" in d.value.columns)
+    # LoRA experts change every entry: chance is 1 − 2·0.5^K on every layer (0.75 at K=3, 0.875 at K=4)
+    np.testing.assert_allclose(table["chance"], 1 - 2 * 0.5**k, rtol=1e-6)
+    assert (abs(table["conflicts"] - table["chance"]) < 0.01).all()  # the shipped experts conflict at chance
+    captions = " ".join(c.value for c in at.caption)
+    assert f"{1 - 2 * 0.5**k:.3f} when all {k} do" in captions
+    dims = 100_352  # the demo model's flattened task vector
+    assert f"{1.959964 / dims**0.5:.4f} (1.96/√d)" in captions and "0.125" in captions
+    (conf,) = [f["data"][0] for f in _figures(at) if f["data"][0]["colorbar"]["title"]["text"] == "observed − chance"]
+    assert conf["colorscale"] and f"chance {1 - 2 * 0.5**k:.3f}" in str(conf["text"])
+
+
 def test_the_chosen_mixture_stays_chosen_on_every_page(app):
     """One home for the mixture: a choice on one page is what every other page shows and would evaluate,
     whichever page it was made on and however often the pages are switched."""
