@@ -90,6 +90,24 @@ def format_score(score: float | None, low: float | None = None, high: float | No
     return f"{score:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def readable(table: pd.DataFrame, digits: int = 3, missing: str = "undefined") -> pd.DataFrame:
+    """``table`` for display: numbers rounded to ``digits`` (as text), and every None/NaN written as
+    ``missing`` (a table widget prints None, which reads as a bug, not as "undefined")."""
+    out = table.copy()
+    for c in out.columns:
+        col = out[c]
+        if col.map(lambda v: v is None or (isinstance(v, float) and math.isnan(v))).any():
+            out[c] = [
+                missing
+                if v is None or (isinstance(v, float) and math.isnan(v))
+                else (f"{v:.{digits}f}" if isinstance(v, float) else v)
+                for v in col
+            ]
+        elif pd.api.types.is_float_dtype(col):
+            out[c] = col.round(digits)
+    return out
+
+
 MIN_RANK_N = 8  # fewer paired mixtures than this: ρ's CI spans most of [−1, 1]
 
 

@@ -246,7 +246,7 @@ def cmd_sweep(args) -> None:
     points = _grid(engine, args.grid, args.seed, math.inf if args.yes else args.max_mixtures)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     runner = _backend(args)
-    with _Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", "mixture") as bar:
+    with _Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", runner.progress_unit) as bar:
         result = runner.sweep(engine, mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
     if args.json:
         _print_evals(result.evaluations, True)

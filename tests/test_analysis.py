@@ -399,3 +399,12 @@ def test_best_mixtures_are_each_sources_argmax_and_the_search_winner():
     got = best_mixtures(tied, names, "x")["true"]
     assert (got.label, got.tied) == ("a=0, b=1 (t0)", 1) and "tied with 1 other" in got.describe()
     assert best_mixtures(df.iloc[:0], names, "x") == {}
+
+
+def test_readable_writes_undefined_where_a_table_would_print_none():
+    from mixlab.analysis import readable
+
+    t = pd.DataFrame({"a": ["x", "y"], "rho": [0.12345, None], "n": [3, 4], "p": [0.5, 0.25]})
+    out = readable(t)
+    assert out.rho.tolist() == ["0.123", "undefined"] and out.n.tolist() == [3, 4] and out.p.tolist() == [0.5, 0.25]
+    assert readable(t.assign(rho=[1.0, float("nan")]), 2, "—").rho.tolist() == ["1.00", "—"]

@@ -67,6 +67,15 @@ def test_lab_page_lists_experts_and_bad_lab_is_a_clear_error(app, tmp_path):
     assert any("no lab manifest" in e.value for e in at.error)
 
 
+def test_the_lab_pages_cache_caption_reads_as_counts_not_a_dict(app):
+    at = _open(app, PAGES[0])
+    (caption,) = [c.value for c in at.caption if c.value.startswith("Evaluation cache")]
+    # scores, one per benchmark (6): the base's 6, 3 experts' 18, 46 true mixtures' 276
+    assert "{" not in caption and re.search(
+        r"[\d,]+ proxy scores; 6 of the base, 18 of experts and 276 of true", caption
+    )
+
+
 @pytest.mark.parametrize("lab", ["demo-k3", "demo-k4"])
 def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     from scipy import stats
@@ -437,6 +446,9 @@ def test_three_true_mixtures_are_too_few_to_rank_and_the_page_says_how_many_woul
     warning = " ".join(w.value for w in at.warning)
     assert f"Only 3 true mixtures to rank: ρ's 95% CI is about {spearman_ci_width(0.5, 3):.1f} wide" in warning
     assert f"About {mixtures_needed(0.5, 0.5)} give a CI 0.5 wide" in warning
+    summary = next(d.value for d in at.dataframe if "top-25% ρ" in d.value.columns)
+    assert "undefined" in set(summary["top-25% ρ"])  # one mixture in the top quarter: undefined, not None
+    assert not summary.isna().any().any()
 
 
 def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_marked(app):

@@ -171,3 +171,20 @@ def test_a_recorded_job_is_cancelled_from_another_process(tmp_path, monkeypatch,
     assert "job 'j1' is cancelled" in capsys.readouterr().err
     here.forget_cancel("j1")  # what a resume does first
     assert not there.cancel_requested("j1")
+
+
+def test_a_finished_job_says_how_many_scores_it_computed_and_how_many_were_cached():
+    from types import SimpleNamespace
+
+    from mixlab.backend import Job
+
+    job = Job("j", lambda progress, cancel: None, started=100.0)
+    old, new = SimpleNamespace(created=50.0), SimpleNamespace(created=150.0)
+    job.result = [old, old, old]
+    assert job.scores_summary() == "nothing to compute: all 3 scores were already cached"
+    job.result = [old, new, new]
+    assert job.scores_summary() == "2 new scores computed, 1 already cached"
+    job.result = [new]
+    assert job.scores_summary() == "1 new score computed"
+    job.result = {"not": "scores"}
+    assert job.scores_summary() == ""

@@ -328,3 +328,20 @@ def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
     eng = Engine(load_lab(tiny_lab_dir))
     assert eng.unscored() == {"base": 0, "expert": 0, "true": 0}
     assert json.loads(mixlab("report", tiny_lab_dir, "--json").stdout)["unscored_checkpoints"]["true"] == 0
+
+
+def test_a_sweeps_progress_bar_names_what_it_counts(tmp_path, monkeypatch):
+    """The local backend reports one mixture on one benchmark per step (M × B steps); Ray, whole mixtures."""
+    from mixlab.demo import DEMO_LAB
+    from mixlab.distributed import LocalBackend, RayBackend
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.simplex import Mixture
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "cache.sqlite"))
+    eng = Engine(load_lab(DEMO_LAB))
+    mixtures = [Mixture.of(eng.names, w) for w in ([1.0, 0.0, 0.0], [0.5, 0.5, 0.0])]  # cached: nothing runs
+    steps = []
+    LocalBackend().sweep(eng, mixtures, "linear", {}, progress=lambda d, t, m="": steps.append((d, t)))
+    assert steps[-1] == (2 * len(eng.lab.benchmarks),) * 2
+    assert (LocalBackend.progress_unit, RayBackend.progress_unit) == ("score", "mixture")

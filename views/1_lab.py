@@ -226,7 +226,7 @@ table(
         {
             "expert": e.name,
             "kind": e.kind,
-            "rank": e.rank,
+            "rank": str(e.rank) if e.rank is not None else "— (full)",
             "trainable params": e.n_params,
             # counting reads every tensor an expert touches: LoRA factors are small; a large full fine-tune is
             # left to `mixlab info`, not read on the page every session opens first
@@ -262,7 +262,10 @@ table(
     ],
     height=260,
 )
-st.caption(f"Evaluation cache: {code(eng.store.path)} — {counts}")
+st.caption(
+    f"Evaluation cache: {code(eng.store.path)} — {counts['proxy']:,} proxy scores; {counts['base']:,} of the base, "
+    f"{counts['expert']:,} of experts and {counts['true']:,} of true mixtures"
+)
 
 records = eng.store.jobs(lab.name)
 if records:

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, method_comparison, paired, proxy_report, tie_ranks
+from mixlab.analysis import MEAN, method_comparison, paired, proxy_report, readable, tie_ranks
 from mixlab.plots import proxy_true_figure
 from views._shared import (
     benchmark_options,
@@ -121,7 +121,7 @@ table = (
         }
     )
 )
-st.dataframe(table.round(3), hide_index=True, width="stretch", key="pvt_summary")
+st.dataframe(readable(table), hide_index=True, width="stretch", key="pvt_summary")
 
 st.markdown(
     f"**Merge methods side by side** on {escape(bench)}: each method's proxies against the same trained mixtures "
@@ -139,4 +139,4 @@ compare = compare.assign(params=compare.params.map(params_label)).rename(
         "pick_rank": "pick's true rank",
     }
 )
-st.dataframe(compare.round(3), hide_index=True, width="stretch", key="pvt_methods")
+st.dataframe(readable(compare), hide_index=True, width="stretch", key="pvt_methods")

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, best_mixtures, best_on_plane, pareto_points
+from mixlab.analysis import MEAN, best_mixtures, best_on_plane, pareto_points, readable
 from mixlab.plots import pareto_figure
 from views._shared import (
     BENCH,
@@ -122,4 +122,4 @@ for _, (m_, p_) in sorted(methods_.items()):
             f"best {by}": (merges.y.max() if hib[by] else merges.y.min()) if len(merges) else None,
         }
     )
-st.dataframe(pd.DataFrame(rows_).round(4), hide_index=True, width="stretch", key="pareto_methods")
+st.dataframe(readable(pd.DataFrame(rows_), 4, "—"), hide_index=True, width="stretch", key="pareto_methods")

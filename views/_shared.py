@@ -517,8 +517,8 @@ def _job_panel() -> None:
         st.session_state.job_was_active = job.id
     else:
         if job.state == "done":
-            count = f": {len(job.result)} scores cached" if isinstance(job.result, list) else ""
-            st.success(f"Done: {escape(job.description)}{count}.")
+            summary = job.scores_summary()
+            st.success(f"Done: {escape(job.description)}" + (f" — {summary}." if summary else "."))
         elif job.state == "cancelled":
             st.warning(f"Cancelled: {escape(job.description)}")
         else:
