@@ -191,6 +191,22 @@ def test_the_simplex_explorer_marks_the_best_proxy_and_trained_mixture(app, lab,
     assert at.session_state["mixture"] == pytest.approx(_marked(fig, "best trained mixture")[:k], abs=1e-6)
 
 
+def test_the_latest_searchs_winner_is_marked_and_listed(app):
+    """A single-objective search's winner (as the Search page keeps it) is marked at its weights, with its
+    test score on the benchmark shown; a multi-objective front is not a single answer and is not."""
+    won = {"weights": {"add": 0.2, "rev": 0.3, "sort": 0.5}, "dev": [0.61], "test": {"mean": 0.575, "add": 0.3}}
+    app.session_state["searched_front"] = {"objectives": [["mean"]], "best": [won]}
+    at = _open(app, PAGES[1])
+    (fig,) = _figures(at)
+    assert _marked(fig, "the search's winner") == pytest.approx([0.2, 0.3, 0.5, 0.575, 5])
+    shown = [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown]  # as rendered: markdown escapes undone
+    assert any("the search's winner: add=0.2, rev=0.3, sort=0.5 — 0.575" in m for m in shown)
+    at.session_state["searched_front"] = {"objectives": [["add"], ["rev"]], "best": [won]}
+    at.run()
+    (fig,) = _figures(at)
+    assert not [t for t in fig["data"] if t.get("name") == "the search's winner"]
+
+
 def test_the_pareto_plot_marks_the_best_mixtures_where_they_score(app):
     from mixlab.analysis import best_mixtures, pareto_points, with_lab_mean
     from mixlab.engine import Engine
