@@ -19,6 +19,7 @@ from views._shared import (
     current_job,
     engine,
     escape,
+    headline_row,
     job_panel,
     lab_path,
     missing_scores_note,
@@ -52,7 +53,7 @@ pick_shipped.selectbox(
     help="demo-k3 and demo-k4: text domains; demo-recycle: a pool of checkpoints; demo-vl: a vision-language lab",
 )
 with pick_path.form("lab_picker", border=False):
-    c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     path = c1.text_input(
         "Lab folder or lab.toml",
         value=lab_path(),
@@ -132,7 +133,7 @@ def results_first() -> None:
     rows = of_method(df, method, params)
     report = proxy_report(rows[rows.benchmark != MEAN], eng.names, lab.benchmarks)
     row = next((r for r in report if r["benchmark"] == bench), None)
-    cols = st.columns([2, 1, 1])
+    cols = headline_row("lab_headline", [2, 1, 1])
     if row is None:
         cols[0].metric("Spearman ρ [95% CI]", "no pairs", help="no mixture has both a proxy and a true score here")
     elif row["spearman"] is None:
@@ -151,9 +152,9 @@ def results_first() -> None:
         shown = pd.DataFrame(
             {
                 "model": board.model,
-                "mixture": board.mixture,
                 f"{bench} [95% CI]": [format_score(*v) for v in zip(board.score, board.low, board.high)],
                 "n": ["—" if pd.isna(v) else str(int(v)) for v in board.n],
+                "mixture": board.mixture,
                 "true model there": [
                     "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t))
                     for m, t in zip(board.model, board.true_at_pick)

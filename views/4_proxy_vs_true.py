@@ -12,6 +12,7 @@ from views._shared import (
     code,
     engine,
     escape,
+    headline_row,
     missing_scores_note,
     of_method,
     params_label,
@@ -51,7 +52,7 @@ def num(v) -> str:
 
 rho = row["spearman"] if row else None
 ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
-cols = st.columns([2, 1, 1, 2])
+cols = headline_row("pvt_headline", [2, 1, 1, 2])
 if rho is None:
     headline = num(rho)
 elif row["warning"]:  # a bootstrap over a handful of mixtures says little: the warning below says how little

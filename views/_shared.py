@@ -421,6 +421,18 @@ def best_panel(best: dict, bench: str, key: str) -> None:
             st.rerun()
 
 
+def headline_row(key: str, spec: list[int]) -> list:
+    """Columns for a row of headline metrics (ρ with its CI, n, the pick's rank) that never truncate a number:
+    below 1280 px (a laptop with the sidebar open) each metric takes the full width (our own fixed CSS)."""
+    st.html(
+        "<style>@media (max-width: 1280px) {"
+        f".st-key-{key} [data-testid='stHorizontalBlock'] {{ flex-wrap: wrap; }}"
+        f".st-key-{key} [data-testid='stColumn'] {{ min-width: 100%; flex: 1 1 100%; }}"
+        "}</style>"
+    )
+    return st.container(key=key).columns(spec)
+
+
 FIGURE_FORMATS = ("png", "svg")
 # publication size: an 800×500 layout is a full-width (7 in) figure with 14 px type at 8.8 pt; PNG at 3× is 300 dpi
 EXPORT_WIDTH, EXPORT_HEIGHT, EXPORT_SCALE, FONT_SIZE = 800, 500, 3, 14
