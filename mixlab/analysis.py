@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +89,17 @@ def format_score(score: float | None, low: float | None = None, high: float | No
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return f"{score:.{digits}f}"
     return f"{score:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def cached_params(results: pd.DataFrame, method: str) -> dict | None:
+    """The parameters of ``method`` that the most cached proxy scores were made with (ties: the first in
+    sorted order), or None when it has none: the defaults a page offers, so a first run can be compared."""
+    proxy = results[(results.kind == "proxy") & (results.method == method)] if len(results) else results
+    if proxy.empty:
+        return None
+    counts = pd.Series([json.dumps(p, sort_keys=True) for p in proxy.params]).value_counts()
+    best = sorted(counts[counts == counts.max()].index)[0]
+    return json.loads(best)
 
 
 def readable(table: pd.DataFrame, digits: int = 3, missing: str = "undefined") -> pd.DataFrame:

@@ -408,3 +408,15 @@ def test_readable_writes_undefined_where_a_table_would_print_none():
     out = readable(t)
     assert out.rho.tolist() == ["0.123", "undefined"] and out.n.tolist() == [3, 4] and out.p.tolist() == [0.5, 0.25]
     assert readable(t.assign(rho=[1.0, float("nan")]), 2, "—").rho.tolist() == ["1.00", "—"]
+
+
+def test_cached_params_are_the_most_cached_of_a_method():
+    from mixlab.analysis import cached_params
+
+    rows = [{"kind": "proxy", "method": "ties", "params": {"density": d}} for d in (0.5, 0.5, 0.2)]
+    rows += [{"kind": "true", "method": None, "params": None}, {"kind": "proxy", "method": "linear", "params": {}}]
+    df = pd.DataFrame(rows)
+    assert cached_params(df, "ties") == {"density": 0.5} and cached_params(df, "linear") == {}
+    assert cached_params(df, "dare_ties") is None
+    tie = pd.DataFrame([{"kind": "proxy", "method": "ties", "params": {"density": d}} for d in (0.7, 0.3)])
+    assert cached_params(tie, "ties") == {"density": 0.3}  # a tie: the first in sorted order

@@ -243,6 +243,9 @@ def test_merge_page_renders_registry_params(app):
     at.run()
     labels = {n.label for n in at.number_input}
     assert {"density", "scale"} <= labels and any(c.label == "normalize" for c in at.checkbox)
+    # the lab's cached TIES proxies use density 0.5 (the registry's default is 0.2): the page starts there
+    assert next(n for n in at.number_input if n.label == "density").value == 0.5
+    assert any("cached ties proxies" in c.value for c in at.caption)
 
 
 def test_pareto_page_with_same_benchmark_warns(app):

@@ -235,7 +235,7 @@ def test_save_refuses_to_clobber_and_leaves_nothing_on_failure(lora, tmp_path):
     base, experts = lora
     out = tmp_path / "m"
     save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), out)
-    with pytest.raises(MergeError, match="exists and is not empty"):
+    with pytest.raises(MergeError, match="exists and is not empty.*'Replace an earlier export.*--overwrite"):
         save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), out)
     with pytest.raises(MixtureWeightsError):
         save_merged(base, experts, MergeSpec("linear", (0.5, 0.0, 0.0)), tmp_path / "bad")
@@ -355,7 +355,7 @@ def test_exports_carry_a_model_card_and_their_facts(tiny_lab_dir, tmp_path):
     ]
     assert [e["fingerprint"] for e in facts["expert_info"]] == [tv.fingerprint for tv in engine.experts]
     card = (out / "README.md").read_text()
-    assert card.startswith('---\nlibrary_name: transformers\nbase_model: "base"\n')
+    assert card.startswith("---\nlibrary_name: transformers\ntags:\n")  # a local base: no base_model (not a Hub id)
     assert f"| rev-loss | {score.metric} | {score.score:.4f} | ↓ | {score.n} |" in card
     assert "--weights add=0.2,rev=0.3,sort=0.5 --method ties --param density=0.5" in card
     assert facts["mixlab"] == mixlab.__version__
@@ -364,3 +364,11 @@ def test_exports_carry_a_model_card_and_their_facts(tiny_lab_dir, tmp_path):
     adapter = engine.export(m, tmp_path / "adapter", "linear", adapter=True)
     assert "library_name: peft" in (adapter / "README.md").read_text()
     assert "No scores of this merge were cached" in (adapter / "README.md").read_text()
+
+
+def test_a_model_cards_base_model_is_a_hub_id_or_absent():
+    from mixlab.merge.output import hub_id
+
+    assert hub_id("Qwen/Qwen2-VL-2B-Instruct") == "Qwen/Qwen2-VL-2B-Instruct"
+    for local in ("base", "/models/llama", "./org/name", "~/x/y", "a/b/c", None, ""):
+        assert hub_id(local) is None, local

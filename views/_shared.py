@@ -237,8 +237,9 @@ def benchmark_options(df: pd.DataFrame, eng: Engine) -> list[str]:
     return ([MEAN] if MEAN in set(df.benchmark) else []) + names
 
 
-def method_params_inputs(key: str) -> tuple[str, dict]:
-    """A method picker and one input per declared parameter (from the merge registry)."""
+def method_params_inputs(key: str, defaults=None) -> tuple[str, dict]:
+    """A method picker and one input per declared parameter (from the merge registry); ``defaults(method)``
+    may give each parameter's starting value (e.g. the params the lab's cached proxies used)."""
     names = [m.name for m in methods()]
     shown = (st.session_state.get(METHOD) or ("linear", {}))[0]  # start from the method the pages show
     method = st.selectbox(
@@ -249,15 +250,17 @@ def method_params_inputs(key: str) -> tuple[str, dict]:
         help="; ".join(f"{m.name}: {m.help}" for m in methods()),
     )
     params = {}
+    start = (defaults(method) if defaults else None) or {}
     for p in get_method(method).params:
+        default = start.get(p.name, p.default)
         pkey = f"{key}_{method}_{p.name}"
         if p.kind is bool:
-            params[p.name] = st.checkbox(p.name, value=bool(p.default), help=p.help, key=pkey)
+            params[p.name] = st.checkbox(p.name, value=bool(default), help=p.help, key=pkey)
         elif p.kind is int:
             params[p.name] = int(
                 st.number_input(
                     p.name,
-                    value=int(p.default),
+                    value=int(default),
                     min_value=int(p.low or 0),
                     max_value=int(p.high) if p.high is not None else None,
                     step=1,
@@ -270,7 +273,7 @@ def method_params_inputs(key: str) -> tuple[str, dict]:
             params[p.name] = float(
                 st.number_input(
                     p.name,
-                    value=float(p.default),
+                    value=float(default),
                     min_value=float(lo),
                     max_value=float(p.high) if p.high is not None else None,
                     step=0.05,
