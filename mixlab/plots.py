@@ -37,6 +37,23 @@ def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: 
     return {"weights": data[best][:k], "score": scores[best], "kind": KINDS[int(data[best][k + 1])], "n": len(data)}
 
 
+COLOURS = ("shared", "per source", "rank")  # how simplex_figure colours proxies and true models
+
+
+def colour_values(scores: pd.Series, mode: str, higher_is_better: bool) -> np.ndarray:
+    """The colour of each of one source's points: its score (``shared``), min-max normalised with 1 = the
+    best (``per source``), or its tie-aware rank mapped to [0, 1] with 1 = the best (``rank``)."""
+    s = np.asarray(scores, dtype=float)
+    if mode == "shared" or len(s) == 0:
+        return s
+    if mode == "per source":
+        span = np.ptp(s)
+        norm = (s - s.min()) / span if span > 0 else np.ones_like(s)
+        return norm if higher_is_better else 1 - norm
+    r = tie_ranks(s, higher_is_better)
+    return 1 - (r - 1) / max(len(s) - 1, 1)
+
+
 def metric_title(benchmark: str, metric: str, higher_is_better: bool) -> str:
     return f"{benchmark} {metric} ({'↑ higher' if higher_is_better else '↓ lower'} is better)"
 
@@ -56,6 +73,7 @@ def simplex_figure(
     vertices: np.ndarray | None = None,
     searched: pd.DataFrame | None = None,
     best: Sequence | None = None,
+    colour: str = "shared",
 ) -> go.Figure:
     """K=3: a ternary plot; K>3: the barycentric projection onto a polygon (``vertices``, (K, 2); default
     the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
@@ -65,23 +83,33 @@ def simplex_figure(
     sit at the vertices; ``searched`` (weights, ``score`` = the search objective on dev) are the points a
     search tried, drawn small and uncoloured (their scores are on other data); ``best``
     (:class:`mixlab.analysis.Best`, one per source) marks the answer under the proxy, the trained models and
-    a search, each in its :data:`BEST_STYLE`. ``customdata`` per point: the K weights, the score, the index
-    of its kind in :data:`KINDS`.
+    a search, each in its :data:`BEST_STYLE`. ``colour`` (:data:`COLOURS`): ``shared``, one scale for
+    proxies and true models; ``per source``, each source min-max normalised (1 = its best), since a linear
+    merge's scores are compressed and one scale says "proxies are worse" rather than "proxies rank alike";
+    ``rank``, each source's tie-aware rank, 1 = its best. ``customdata`` per point: the K weights, the score,
+    the index of its kind in :data:`KINDS`.
     """
     k = len(names)
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour mode {colour!r}; use one of {', '.join(COLOURS)}")
     scores = pd.concat([proxy["score"], true["score"]]) if len(true) else proxy["score"]
     cmin, cmax = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
     scale = SCALE_UP if higher_is_better else SCALE_DOWN
+    if colour != "shared":
+        cmin, cmax, scale = 0.0, 1.0, SCALE_UP  # 1 = the source's best, whichever the direction
+        title = f"{title}: {'normalised' if colour == 'per source' else 'rank'} within each source (1 = best)"
     fig = go.Figure()
 
     verts = polygon_vertices(k) if vertices is None else np.asarray(vertices, dtype=float)
+    mode = colour
 
     def trace(df: pd.DataFrame, name: str, marker: dict, kind: str, text_col: str | None = None, colour: bool = True):
         w = df[list(names)].to_numpy(dtype=float) if len(df) else np.zeros((0, k))
         custom = np.column_stack([w, df["score"].to_numpy(dtype=float), np.full(len(df), KINDS.index(kind))])
         hover = f"<b>{name}</b><br>" + _hover(names) + f"<br>score = %{{customdata[{k}]:.4f}}<extra></extra>"
         if colour and len(df):
-            marker = {**marker, "color": df["score"], "colorscale": scale, "cmin": cmin, "cmax": cmax}
+            values = colour_values(df["score"], mode, higher_is_better)
+            marker = {**marker, "color": values, "colorscale": scale, "cmin": cmin, "cmax": cmax}
         common = dict(
             name=name,
             mode="markers+text" if text_col else "markers",
@@ -200,9 +228,10 @@ def parallel_figure(names: Sequence[str], points: pd.DataFrame, title: str, high
     dims = [dict(label=n, values=points[n], range=[0, 1]) for n in names]
     dims.append(dict(label="score", values=points["score"]))
     line = dict(color=points["score"], colorscale=SCALE_UP if higher_is_better else SCALE_DOWN, showscale=True)
-    line["colorbar"] = dict(title=dict(text=title, side="right"))
+    # the colour bar sits in the right margin, clear of the score axis's tick labels
+    line["colorbar"] = dict(title=dict(text=title, side="right"), x=1.0, xanchor="left", xpad=60)
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
-    fig.update_layout(height=460, margin=dict(l=50, r=80, t=60, b=30))
+    fig.update_layout(height=460, margin=dict(l=50, r=170, t=60, b=30))
     return fig
 
 

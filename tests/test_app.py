@@ -191,6 +191,20 @@ def test_the_simplex_explorer_marks_the_best_proxy_and_trained_mixture(app, lab,
     assert at.session_state["mixture"] == pytest.approx(_marked(fig, "best trained mixture")[:k], abs=1e-6)
 
 
+def test_the_simplex_colours_rank_within_each_source_on_request(app):
+    from scipy import stats
+
+    at = _open(app, PAGES[1])
+    at.radio(key="simplex_colour").set_value("rank").run()
+    (fig,) = _figures(at)
+    proxy = fig["data"][0]
+    scores = _array(proxy["customdata"])[:, 3]
+    # mean: higher is better; means equal but for float noise tie (rounded to 12 decimals here)
+    want = 1 - (stats.rankdata(-np.round(scores, 12), method="min") - 1) / (len(scores) - 1)
+    np.testing.assert_allclose(_array(proxy["marker"]["color"]), want, atol=1e-9)
+    assert "rank within each source" in proxy["marker"]["colorbar"]["title"]["text"]
+
+
 def test_the_latest_searchs_winner_is_marked_and_listed(app):
     """A single-objective search's winner (as the Search page keeps it) is marked at its weights, with its
     test score on the benchmark shown; a multi-objective front is not a single answer and is not."""

@@ -209,3 +209,24 @@ def test_proxy_vs_true_marks_the_pick_and_the_best_and_ranks_on_y_equals_x():
     assert fig.layout.yaxis.autorange == "reversed"
     loss = proxy_true_figure(pairs, "x", "y", False)  # lower is better: the pick is the lowest proxy
     assert loss.data[2].text[0] == "p" and loss.data[3].text[0] == "t" and loss.data[0].x[0] == 0.1
+
+
+def test_the_simplex_colours_can_be_normalised_or_ranked_within_each_source():
+    from scipy import stats
+
+    proxy = _frame([[0.2, 0.3, 0.5, 0.45, "p1"], [1.0, 0.0, 0.0, 0.47, "p2"], [0.0, 1.0, 0.0, 0.46, "p3"]])
+    true = _frame([[0.2, 0.3, 0.5, 0.59, "t1"], [0.0, 0.0, 1.0, 0.55, "t2"]])
+    shared = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True)
+    assert list(shared.data[0].marker.color) == [0.45, 0.47, 0.46] and shared.data[0].marker.cmax == 0.59
+    norm = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True, colour="per source")
+    np.testing.assert_allclose(norm.data[0].marker.color, [0.0, 1.0, 0.5])  # (s − min) / (max − min)
+    np.testing.assert_allclose(norm.data[1].marker.color, [1.0, 0.0])
+    assert (norm.data[0].marker.cmin, norm.data[0].marker.cmax) == (0.0, 1.0)
+    assert "normalised within each source" in norm.data[0].marker.colorbar.title.text
+    rank = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", False, colour="rank")  # lower is better
+    want = 1 - (stats.rankdata(proxy.score, method="min") - 1) / 2  # the lowest score is best: colour 1
+    np.testing.assert_allclose(rank.data[0].marker.color, want)
+    np.testing.assert_allclose(
+        simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True, colour="per source").data[1].marker.color,
+        [1.0, 0.0],
+    )

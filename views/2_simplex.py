@@ -6,7 +6,7 @@ import streamlit as st
 
 from mixlab.analysis import best_mixtures, scores_at
 from mixlab.errors import MixlabError
-from mixlab.plots import metric_title, parallel_figure, selection_pick, simplex_figure
+from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure
 from mixlab.simplex import separating_vertices
 from views._shared import (
     MIXTURE,
@@ -72,6 +72,19 @@ def on_select() -> None:
 
 
 st.session_state.simplex_ctx = (k, hib, bench)
+colour = st.radio(
+    "Colour",
+    COLOURS,
+    format_func={
+        "shared": "one scale (scores)",
+        "per source": "normalised per source",
+        "rank": "rank per source",
+    }.get,
+    horizontal=True,
+    key="simplex_colour",
+    help="A linear merge's scores are compressed against the trained models', so on one scale the proxies look "
+    "worse; normalised or ranked within each source, the colours compare where each source puts its best.",
+)
 view = "ternary"
 if k > 3:
     view = st.radio(
@@ -121,6 +134,7 @@ with left:
             vertices=verts,
             searched=searched,
             best=list(best.values()),
+            colour=colour,
         )
         chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
         if view == "separated":
@@ -135,7 +149,7 @@ with left:
                 "projection to click any mixture."
             )
 
-    best_panel(best, bench, "simplex")
+    best_panel(best, bench, "simplex", marked=view != "parallel")
 
 with right:
     m = mixture(eng)

@@ -410,12 +410,12 @@ def winners() -> list[dict] | None:
     return front["best"] if front and len(front["objectives"]) == 1 else None
 
 
-def best_panel(best: dict, bench: str, key: str) -> None:
-    """The answer on ``bench`` (mixlab.analysis.best_mixtures), each as its figure marks it, with a button
-    that selects it."""
+def best_panel(best: dict, bench: str, key: str, marked: bool = True) -> None:
+    """The answer on ``bench`` (mixlab.analysis.best_mixtures), each as its figure marks it (``marked``),
+    with a button that selects it."""
     if not best:
         return
-    st.markdown(f"**The answer on {escape(bench)}** (marked on the figure)")
+    st.markdown(f"**The answer on {escape(bench)}**" + (" (marked on the figure)" if marked else ""))
     for source, b in best.items():
         c1, c2 = st.columns([5, 1], vertical_alignment="center")
         c1.markdown(f"{BEST_STYLE[source][3]} {escape(b.describe())}")
