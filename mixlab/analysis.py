@@ -341,6 +341,52 @@ def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str)
     return wide[cols]
 
 
+def method_fronts(results: pd.DataFrame, names: Sequence[str], bx: str, by: str) -> tuple[pd.DataFrame, int]:
+    """Merge methods compared fairly on a two-benchmark plane: each (method, params)'s proxies at only the
+    mixtures that every one of them has (scored on both benchmarks), against the single experts — so a
+    method with a denser grid cannot win by count.
+
+    Returns:
+        (one row per (method, params): method, params, merges, merges on the front, experts on the front,
+        best x, best y (NaN with no merge); the number of shared mixtures).
+    """
+    proxy = results[(results.kind == "proxy") & results.benchmark.isin([bx, by])]
+    methods = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy.method, proxy.params)})
+    keys = [weights_key(w, names) for w in proxy.weights]
+    have: dict[tuple, set] = {}
+    for (m, p, b), key in zip(zip(proxy.method, proxy.params, proxy.benchmark), keys):
+        have.setdefault((m, json.dumps(p, sort_keys=True), b), set()).add(key)
+    shared = set.intersection(*[have.get((m, p, b), set()) for m, p in methods for b in (bx, by)]) if methods else set()
+    hib = {b: bool(results[results.benchmark == b].higher_is_better.iloc[0]) for b in (bx, by)}
+    rows = []
+    for m, p in methods:
+        keep = [
+            k != "proxy" or (mm == m and json.dumps(pp, sort_keys=True) == p and key in shared)
+            for k, mm, pp, key in zip(
+                results.kind, results.method, results.params, [weights_key(w, names) for w in results.weights]
+            )
+        ]
+        pts = pareto_points(results[np.asarray(keep, dtype=bool)], names, bx, by)
+        merges = pts[pts.kind == "proxy"]
+        best = {
+            axis: (merges[axis].max() if hib[b] else merges[axis].min()) if len(merges) else np.nan
+            for axis, b in (("x", bx), ("y", by))
+        }
+        rows.append(
+            {
+                "method": m,
+                "params": json.loads(p),
+                "merges": len(merges),
+                "merges on the front": int(merges.proxy_front.sum()),
+                "experts on the front": int((pts.proxy_front & (pts.kind == "expert")).sum()),
+                "best x": best["x"],
+                "best y": best["y"],
+            }
+        )
+    cols = ["method", "params", "merges", "merges on the front", "experts on the front", "best x", "best y"]
+    return pd.DataFrame(rows, columns=cols), len(shared)
+
+
 def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     """Add rows of the pseudo-benchmark ``mean``: the mean of ``benchmarks`` (which must share a
     direction) for every model scored on all of them. Its ``n`` is the examples summed over them; its

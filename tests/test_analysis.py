@@ -420,3 +420,31 @@ def test_cached_params_are_the_most_cached_of_a_method():
     assert cached_params(df, "dare_ties") is None
     tie = pd.DataFrame([{"kind": "proxy", "method": "ties", "params": {"density": d}} for d in (0.7, 0.3)])
     assert cached_params(tie, "ties") == {"density": 0.3}  # a tie: the first in sorted order
+
+
+def test_methods_are_compared_on_the_plane_at_the_mixtures_they_share():
+    from mixlab.analysis import method_fronts
+
+    names = ["a", "b"]
+    rng = np.random.default_rng(5)
+    rows = [{"kind": "expert", "label": n, "benchmark": b, "score": s, "weights": {n: 1.0}, "method": None,
+             "params": None} for n in names for b, s in (("x", 0.3), ("y", 0.3))]  # fmt: skip
+    grids = {"linear": [0.0, 0.25, 0.5, 0.75, 1.0], "ties": [0.0, 0.5, 1.0]}
+    scores = {}
+    for m, grid in grids.items():
+        for w in grid:
+            sx, sy = rng.random(2)
+            scores[(m, w)] = (sx, sy)
+            rows += [{"kind": "proxy", "label": f"{m}{w}", "benchmark": b, "score": s, "weights": {"a": w, "b": 1 - w},
+                      "method": m, "params": {}} for b, s in (("x", sx), ("y", sy))]  # fmt: skip
+    df = pd.DataFrame(rows).assign(higher_is_better=True)
+    for n in names:  # one weight column per expert, as results_table gives
+        df[n] = [w.get(n, 0.0) for w in df.weights]
+    table, shared = method_fronts(df, names, "x", "y")
+    assert shared == 3 and list(table.merges) == [3, 3]  # linear's 0.25 and 0.75 are left out
+    for _, r in table.iterrows():
+        pts = [scores[(r.method, w)] for w in grids["ties"]] + [(0.3, 0.3), (0.3, 0.3)]
+        front = [p for p in pts if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts)]  # brute force
+        merges_front = sum(1 for p in front if p != (0.3, 0.3))
+        assert r["merges on the front"] == merges_front
+        assert r["best x"] == max(scores[(r.method, w)][0] for w in grids["ties"])
