@@ -19,7 +19,6 @@ from views._shared import (
     current_job,
     engine,
     escape,
-    headline_row,
     job_panel,
     lab_path,
     missing_scores_note,
@@ -28,6 +27,7 @@ from views._shared import (
     proxy_method_picker,
     results,
     show_error,
+    stacking_columns,
     submit_job,
     worker,
 )
@@ -133,7 +133,7 @@ def results_first() -> None:
     rows = of_method(df, method, params)
     report = proxy_report(rows[rows.benchmark != MEAN], eng.names, lab.benchmarks)
     row = next((r for r in report if r["benchmark"] == bench), None)
-    cols = headline_row("lab_headline", [2, 1, 1])
+    cols = stacking_columns("lab_headline", [2, 1, 1])
     if row is None:
         cols[0].metric("Spearman ρ [95% CI]", "no pairs", help="no mixture has both a proxy and a true score here")
     elif row["spearman"] is None:

@@ -12,12 +12,12 @@ from views._shared import (
     code,
     engine,
     escape,
-    headline_row,
     missing_scores_note,
     of_method,
     params_label,
     proxy_method_picker,
     results,
+    stacking_columns,
 )
 
 st.title("Proxy vs true")
@@ -52,7 +52,7 @@ def num(v) -> str:
 
 rho = row["spearman"] if row else None
 ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
-cols = headline_row("pvt_headline", [2, 1, 1, 2])
+cols = stacking_columns("pvt_headline", [2, 1, 1, 2])
 if rho is None:
     headline = num(rho)
 elif row["warning"]:  # a bootstrap over a handful of mixtures says little: the warning below says how little

@@ -4,7 +4,7 @@ import streamlit as st
 
 from mixlab.diagnostics import interference
 from mixlab.plots import heatmap
-from views._shared import chart, engine
+from views._shared import chart, engine, stacking_columns
 
 st.title("Experts")
 eng = engine()
@@ -19,7 +19,7 @@ d = diagnostics(eng.models_fp, str(eng.lab.root))
 k = len(eng.names)
 st.markdown("**Task-vector norms** ‖τ_i‖ per layer: how far each expert moved from the base.")
 chart(heatmap(d["norms"], "‖τ‖₂", colorscale="Blues"), key="exp_norms")
-left, right = st.columns(2)
+left, right = stacking_columns("exp_pair", [1, 1])
 with left:
     st.markdown("**Cosine similarity** of whole task vectors")
     chart(heatmap(d["cosine"], "cosine", zmin=-1, zmax=1, colorscale="RdBu"), key="exp_cos")
@@ -36,7 +36,7 @@ with right:
     )
     c = d["conflicts"].set_index("layer")
     excess = (c[["conflict_fraction"]] - c[["chance_fraction"]].to_numpy()).T.rename(
-        index={"conflict_fraction": "observed − chance"}
+        index={"conflict_fraction": "conflicts"}
     )
     text = excess.copy().astype(object)
     text.iloc[0] = [f"{o:.3f}<br>chance {ch:.3f}" for o, ch in zip(c.conflict_fraction, c.chance_fraction)]

@@ -424,9 +424,9 @@ def best_panel(best: dict, bench: str, key: str, marked: bool = True) -> None:
             st.rerun()
 
 
-def headline_row(key: str, spec: list[int]) -> list:
-    """Columns for a row of headline metrics (ρ with its CI, n, the pick's rank) that never truncate a number:
-    below 1280 px (a laptop with the sidebar open) each metric takes the full width (our own fixed CSS)."""
+def stacking_columns(key: str, spec: list[int]) -> list:
+    """Columns side by side on a wide screen that stack below 1280 px (a laptop with the sidebar open), each
+    then the full width (our own fixed CSS): a headline metric never truncates, a figure is never crushed."""
     st.html(
         "<style>@media (max-width: 1280px) {"
         f".st-key-{key} [data-testid='stHorizontalBlock'] {{ flex-wrap: wrap; }}"
