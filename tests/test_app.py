@@ -578,7 +578,7 @@ def test_a_bad_url_is_said_and_opens_the_default_view(app):
     assert at.session_state["mixture"] == pytest.approx([1 / 3] * 3)
     fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     fresh.query_params.update({"bench": "nope", "method": "dare_ties"})
-    at = _open(fresh, PAGES[1])
+    at = _open(fresh, PAGES[0])  # the Lab page shows the benchmark and method too (its results): said there
     shown = " ".join(w.value for w in at.warning)
     assert "no benchmark nope" in shown and "No cached proxy scores for dare\\_ties" in shown
     app2 = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
