@@ -82,6 +82,19 @@ def score_interval(score: float, n: int | None, metric: str | None) -> tuple[flo
     return wilson_interval(round(k), int(n))
 
 
+def difference_interval(
+    a: float, a_low: float, a_high: float, b: float, b_low: float, b_high: float
+) -> tuple[float, float, float]:
+    """a − b with its 95% interval from each score's own interval (MOVER: Newcombe 1998's method 10 for two
+    Wilson intervals; for two normal intervals it is d ± z·√(se_a² + se_b²)). It treats a and b as
+    independent samples: two models scored on the same examples are positively correlated, so for them the
+    interval is conservative (wider than a paired one)."""
+    d = a - b
+    low = d - math.sqrt((a - a_low) ** 2 + (b_high - b) ** 2)
+    high = d + math.sqrt((a_high - a) ** 2 + (b - b_low) ** 2)
+    return d, low, high
+
+
 def format_score(score: float | None, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
     """How a score reads beside its interval, everywhere: "0.510 [0.441, 0.578]"; "—" for no score."""
     if score is None or (isinstance(score, float) and math.isnan(score)):
@@ -595,7 +608,7 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     when there is one. ``results``: one method's rows (with the mean if asked for).
 
     Columns: model, mixture, score, low, high (95% interval, NaN where none), n, true_at_pick (the pick's
-    row only)."""
+    row only), diff, diff_low, diff_high (each row minus the first, with :func:`difference_interval`)."""
     cols = ["model", "mixture", "score", "low", "high", "n", "true_at_pick"]
     sub = results[results.benchmark == benchmark]
     if sub.empty:
@@ -626,7 +639,15 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
         add(model, b.label + (f"; tied with {b.tied} other{'s' if b.tied > 1 else ''}" if b.tied else ""), r, true_at)
     table = pd.DataFrame(rows, columns=cols)
     hib = bool(sub.higher_is_better.iloc[0])
-    return table.sort_values("score", ascending=not hib, kind="stable").reset_index(drop=True)
+    table = table.sort_values("score", ascending=not hib, kind="stable").reset_index(drop=True)
+    top = table.iloc[0]
+    diffs = [
+        difference_interval(r.score, r.low, r.high, top.score, top.low, top.high)
+        if i and None not in (r.low, r.high, top.low, top.high) and not pd.isna([r.low, top.low]).any()
+        else (np.nan, np.nan, np.nan)
+        for i, r in table.iterrows()
+    ]
+    return table.assign(diff=[d[0] for d in diffs], diff_low=[d[1] for d in diffs], diff_high=[d[2] for d in diffs])
 
 
 def best_on_plane(

@@ -448,3 +448,16 @@ def test_methods_are_compared_on_the_plane_at_the_mixtures_they_share():
         merges_front = sum(1 for p in front if p != (0.3, 0.3))
         assert r["merges on the front"] == merges_front
         assert r["best x"] == max(scores[(r.method, w)][0] for w in grids["ties"])
+
+
+def test_a_difference_of_two_wilson_scores_has_newcombes_interval():
+    from mixlab.analysis import difference_interval, wilson_interval
+
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II, example (a): 56/70 − 48/80, method 10
+    a, b = wilson_interval(56, 70), wilson_interval(48, 80)
+    d, low, high = difference_interval(56 / 70, *a, 48 / 80, *b)
+    assert d == pytest.approx(0.2) and (round(low, 4), round(high, 4)) == (0.0524, 0.3339)
+    # two normal intervals: d ± z·√(se_a² + se_b²)
+    z = stats.norm.ppf(0.975)
+    d, low, high = difference_interval(0.6, 0.6 - z * 0.03, 0.6 + z * 0.03, 0.5, 0.5 - z * 0.04, 0.5 + z * 0.04)
+    assert (low, high) == (pytest.approx(0.1 - z * 0.05), pytest.approx(0.1 + z * 0.05))

@@ -103,6 +103,9 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     proxy_means = proxies.groupby(proxies.weights.map(lambda w: tuple(sorted(w.items())))).score.mean()
     assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
     assert list(board.index[:1]) == ["best trained mixture"]  # best first
+    assert board.iloc[0]["vs the first [95% CI]"] == ""
+    diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
+    assert diff == pytest.approx(base - true_means.max(), abs=6e-4)  # the base minus the best, rounded to 3
     pairs = paired(with_lab_mean(df, eng.lab.benchmarks), eng.names, MEAN)
     rho = stats.spearmanr(snap_ties(pairs.proxy), snap_ties(pairs.true)).statistic
     shown = {m.label: m.value for m in at.metric}

@@ -154,6 +154,10 @@ def results_first() -> None:
                 "model": board.model,
                 f"{bench} [95% CI]": [format_score(*v) for v in zip(board.score, board.low, board.high)],
                 "n": ["—" if pd.isna(v) else str(int(v)) for v in board.n],
+                "vs the first [95% CI]": [
+                    "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                    for d, lo, hi in zip(board["diff"], board.diff_low, board.diff_high)
+                ],
                 "mixture": board.mixture,
                 "true model there": [
                     "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t))
@@ -170,6 +174,12 @@ def results_first() -> None:
             width="stretch",
             key="lab_leaderboard",
             column_config={"mixture": st.column_config.TextColumn(width="large")},
+        )
+        st.caption(
+            "Each score with its 95% interval (Wilson's for an accuracy; the mean's by the normal approximation). "
+            "'vs the first': the difference from the top row with its interval (Newcombe's method for two "
+            "intervals), which treats the two as independent — on the same examples it is conservative. An "
+            "interval that contains 0: these data cannot tell the two apart."
         )
 
 
