@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixlab.analysis import MEAN, proxy_report  # noqa: E402
+from mixlab.analysis import MEAN, proxy_report, rank_label  # noqa: E402
 from mixlab.demo.build import FULL, SCRATCH, build_demo  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
@@ -74,7 +74,7 @@ def study(name: str, budget, points, seed: int, root: Path) -> list[str]:
         label = f"{method} {params}" if params else method
         lines.append(
             f"| {name} | {label} | {m['n']} | {f(m['spearman'])} [{f(m['spearman_low'])}, {f(m['spearman_high'])}] | "
-            f"{f(m['top25_spearman'])} | {f(m['pairwise_accuracy'], '.2f')} | #{m['pick_true_rank']}, "
+            f"{f(m['top25_spearman'])} | {f(m['pairwise_accuracy'], '.2f')} | {rank_label(m['pick_true_rank'], m['pick_tied'])}, "
             f"{m['regret']:.3f} | {per} |"
         )
     return lines

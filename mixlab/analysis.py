@@ -3,13 +3,18 @@
 - :func:`rank_correlation`: Spearman ρ or Kendall τ (scipy) with a percentile bootstrap 95% CI over
   resampled mixtures; ``None`` when fewer than 3 pairs make it undefined.
 - :func:`regret`: pick the mixture the proxy likes best; its rank under the true scores and how much
-  true score it leaves on the table.
+  true score it leaves on the table. Scores equal up to float noise (:func:`same_score`) tie: a pick tied
+  for best is "#1 (tied)" with regret 0 (:func:`rank_label`), never #2 on a last-bit difference.
 - :func:`pareto_front`: the non-dominated rows of a score matrix, each column with its direction.
 - :func:`paired`: proxy and true scores of the same mixtures, side by side, from an engine's results.
+- :func:`score_interval`: a score's 95% interval from its n (Wilson for a proportion such as accuracy;
+  a mean over benchmarks by the normal approximation, :func:`with_mean`); :func:`rank_warning` when too
+  few mixtures are paired to rank them, with :func:`mixtures_needed` for a CI of a given width.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from mixlab.errors import MixlabError
-from mixlab.simplex import ROUND
+from mixlab.simplex import ROUND, Mixture
 
 MEAN = "mean"  # the pseudo-benchmark averaging the higher-is-better benchmarks
 RESULT_COLUMNS = (
@@ -39,11 +44,130 @@ RESULT_COLUMNS = (
 
 
 def results_table(evaluations: Sequence, names: Sequence[str]) -> pd.DataFrame:
-    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS` and one weight column per expert."""
+    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS`, one weight column per expert, and each
+    score's 95% interval ``low``/``high`` (:func:`score_interval`; NaN where there is none)."""
     df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in evaluations], columns=list(RESULT_COLUMNS))
     for n in names:
         df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
+    ci = [score_interval(s, n, m) for s, n, m in zip(df.score, df.n, df.metric)]
+    df["low"] = [np.nan if c is None else c[0] for c in ci]
+    df["high"] = [np.nan if c is None else c[1] for c in ci]
     return df
+
+
+Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
+PROPORTION_METRICS = frozenset({"accuracy", "acc", "exact_match", "em"})  # a fraction of n examples right
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion: (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n).
+    Unlike p̂ ± z·√(p̂(1−p̂)/n) it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if n <= 0:
+        raise MixlabError(f"a proportion needs n > 0 examples, got n={n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score_interval(score: float, n: int | None, metric: str | None) -> tuple[float, float] | None:
+    """A cached score's 95% interval from its mean and n alone: Wilson's for a proportion (a metric in
+    :data:`PROPORTION_METRICS` whose score·n is a whole number of examples), else None — a loss's
+    interval needs its per-example spread, which the cache does not keep."""
+    if metric not in PROPORTION_METRICS or n is None or not n > 0 or not 0 <= score <= 1:  # NaN n: not > 0
+        return None
+    k = score * n
+    if abs(k - round(k)) > 1e-6 * n:
+        return None  # not k of n examples (a plugin's averaged score): no binomial interval
+    return wilson_interval(round(k), int(n))
+
+
+def difference_interval(
+    a: float, a_low: float, a_high: float, b: float, b_low: float, b_high: float
+) -> tuple[float, float, float]:
+    """a − b with its 95% interval from each score's own interval (MOVER: Newcombe 1998's method 10 for two
+    Wilson intervals; for two normal intervals it is d ± z·√(se_a² + se_b²)). It treats a and b as
+    independent samples: two models scored on the same examples are positively correlated, so for them the
+    interval is conservative (wider than a paired one)."""
+    d = a - b
+    low = d - math.sqrt((a - a_low) ** 2 + (b_high - b) ** 2)
+    high = d + math.sqrt((a_high - a) ** 2 + (b - b_low) ** 2)
+    return d, low, high
+
+
+def format_score(score: float | None, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
+    """How a score reads beside its interval, everywhere: "0.510 [0.441, 0.578]"; "—" for no score."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return "—"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return f"{score:.{digits}f}"
+    return f"{score:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def cached_params(results: pd.DataFrame, method: str) -> dict | None:
+    """The parameters of ``method`` that the most cached proxy scores were made with (ties: the first in
+    sorted order), or None when it has none: the defaults a page offers, so a first run can be compared."""
+    proxy = results[(results.kind == "proxy") & (results.method == method)] if len(results) else results
+    if proxy.empty:
+        return None
+    counts = pd.Series([json.dumps(p, sort_keys=True) for p in proxy.params]).value_counts()
+    best = sorted(counts[counts == counts.max()].index)[0]
+    return json.loads(best)
+
+
+def readable(table: pd.DataFrame, digits: int = 3, missing: str = "undefined") -> pd.DataFrame:
+    """``table`` for display: numbers rounded to ``digits`` (as text), and every None/NaN written as
+    ``missing`` (a table widget prints None, which reads as a bug, not as "undefined")."""
+    out = table.copy()
+    for c in out.columns:
+        col = out[c]
+        if col.map(lambda v: v is None or (isinstance(v, float) and math.isnan(v))).any():
+            out[c] = [
+                missing
+                if v is None or (isinstance(v, float) and math.isnan(v))
+                else (f"{v:.{digits}f}" if isinstance(v, float) else v)
+                for v in col
+            ]
+        elif pd.api.types.is_float_dtype(col):
+            out[c] = col.round(digits)
+    return out
+
+
+MIN_RANK_N = 8  # fewer paired mixtures than this: ρ's CI spans most of [−1, 1]
+
+
+def spearman_ci_width(rho: float, n: int, z: float = Z95) -> float:
+    """The width of Spearman ρ's approximate 95% CI with n pairs: Fisher's z with Bonett & Wright's
+    (2000) variance (1 + ρ²/2)/(n − 3), back through tanh."""
+    if n <= 3:
+        return 2.0
+    rho = min(max(rho, -0.999), 0.999)
+    se = math.sqrt((1 + rho * rho / 2) / (n - 3))
+    centre = math.atanh(rho)
+    return math.tanh(centre + z * se) - math.tanh(centre - z * se)
+
+
+def mixtures_needed(width: float, rho: float = 0.5, most: int = 100_000) -> int:
+    """The fewest paired mixtures whose ρ CI (:func:`spearman_ci_width`) is at most ``width`` wide at ``rho``."""
+    if not 0 < width < 2:
+        raise MixlabError(f"a CI width must be in (0, 2), got {width}")
+    n = 4
+    while spearman_ci_width(rho, n) > width and n < most:
+        n += 1
+    return n
+
+
+def rank_warning(n: int, width: float = 0.5, rho: float = 0.5) -> str | None:
+    """A warning when n paired mixtures are too few to rank (n < :data:`MIN_RANK_N`), saying about how many
+    give a 95% CI ``width`` wide for a proxy whose ρ is near ``rho`` (a planning value: a ρ measured on so
+    few mixtures is itself too noisy to plan with). None when n is enough."""
+    if n >= MIN_RANK_N:
+        return None
+    now = "ρ is undefined" if n < 3 else f"ρ's 95% CI is about {spearman_ci_width(rho, n):.1f} wide at ρ ≈ {rho:.1f}"
+    return (
+        f"Only {n} true mixture{'s' if n != 1 else ''} to rank: {now}. About {mixtures_needed(width, rho)} give a CI "
+        f"{width} wide for a proxy with ρ ≈ {rho:.1f}; train more mixtures before trusting a ranking."
+    )
 
 
 def mean_benchmarks(benchmarks: Sequence, results: pd.DataFrame) -> list[str]:
@@ -125,22 +249,63 @@ def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndar
         return concordance / np.sqrt(np.abs(sx).sum(1, dtype=np.int64) * np.abs(sy).sum(1, dtype=np.int64))
 
 
+TIE_RTOL = 1e-9  # scores closer than this (relative to max(1, |score|)) are the same score: float noise
+
+
+def same_score(a: float, b: float) -> bool:
+    """Whether two scores are equal up to float noise: a mean of 0.5 and 0.7 and one of 0.6 and 0.6 differ
+    in the last bit (1.1e-16), and ranking on that bit would call a tie a miss."""
+    return abs(a - b) <= TIE_RTOL * max(1.0, abs(a), abs(b))
+
+
+def snap_ties(values: Sequence[float]) -> np.ndarray:
+    """``values`` with every run of scores equal up to float noise (:func:`same_score` between sorted
+    neighbours) replaced by the run's smallest value, so exact comparisons, ranks and correlations see
+    a tie as a tie. Values further apart than noise are unchanged."""
+    v = np.asarray(values, dtype=float)
+    out = v.copy()
+    order = np.argsort(v, kind="stable")
+    for prev, cur in zip(order[:-1], order[1:]):
+        if same_score(v[prev], v[cur]):
+            out[cur] = out[prev]  # the run's smallest value, carried along the run
+    return out
+
+
+def tie_ranks(values: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
+    """Competition ranks (1 = best; tied scores share the best rank of their group, the next rank skips)
+    after :func:`snap_ties`: [0.9, 0.9 + 1e-16, 0.5] ranks [1, 1, 3]."""
+    v = snap_ties(values) * (1.0 if higher_is_better else -1.0)
+    return np.array([1 + int(np.sum(v > x)) for x in v], dtype=int)
+
+
+def rank_label(rank: int, tied: int, n: int | None = None) -> str:
+    """How a rank reads everywhere (pages, CLI, bench): "#1 (tied) of 21", "#3 of 21"."""
+    return f"#{rank}" + (" (tied)" if tied else "") + (f" of {n}" if n is not None else "")
+
+
 @dataclass(frozen=True)
 class Regret:
     chosen: int  # index of the proxy's favourite
-    true_rank: int  # its rank under the true scores, 1 = best
-    regret: float  # best true score − the chosen mixture's true score, in the metric's units (≥ 0)
+    true_rank: int  # its rank under the true scores, 1 = best; mixtures tied with it share the rank
+    regret: float  # best true score − the chosen mixture's true score, in the metric's units (≥ 0; 0 when tied)
     n: int
+    tied: int = 0  # how many other mixtures have the chosen one's true score (up to float noise)
+
+    def label(self) -> str:
+        return rank_label(self.true_rank, self.tied, self.n)
 
 
 def regret(proxy: Sequence[float], true: Sequence[float], higher_is_better: bool = True) -> Regret:
-    x, y = np.asarray(proxy, dtype=float), np.asarray(true, dtype=float)
+    """The proxy's favourite (the first of any proxies tied for best), its competition rank under the true
+    scores and the true score it gives up; true scores equal up to float noise tie (:func:`snap_ties`)."""
+    x, y = np.asarray(proxy, dtype=float), snap_ties(true)
     if len(x) == 0:
         raise MixlabError("regret needs at least one mixture with both proxy and true scores")
     sign = 1.0 if higher_is_better else -1.0
-    chosen = int(np.argmax(sign * x))
+    chosen = int(np.argmax(sign * snap_ties(x)))
     true_rank = 1 + int(np.sum(sign * y > sign * y[chosen]))
-    return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x))
+    tied = int(np.sum(y == y[chosen])) - 1
+    return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x), tied)
 
 
 def topk_overlap(proxy: Sequence[float], true: Sequence[float], k: int, higher_is_better: bool = True) -> float:
@@ -189,9 +354,57 @@ def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str)
     return wide[cols]
 
 
+def method_fronts(results: pd.DataFrame, names: Sequence[str], bx: str, by: str) -> tuple[pd.DataFrame, int]:
+    """Merge methods compared fairly on a two-benchmark plane: each (method, params)'s proxies at only the
+    mixtures that every one of them has (scored on both benchmarks), against the single experts — so a
+    method with a denser grid cannot win by count.
+
+    Returns:
+        (one row per (method, params): method, params, merges, merges on the front, experts on the front,
+        best x, best y (NaN with no merge); the number of shared mixtures).
+    """
+    proxy = results[(results.kind == "proxy") & results.benchmark.isin([bx, by])]
+    methods = sorted({(m, json.dumps(p, sort_keys=True)) for m, p in zip(proxy.method, proxy.params)})
+    keys = [weights_key(w, names) for w in proxy.weights]
+    have: dict[tuple, set] = {}
+    for (m, p, b), key in zip(zip(proxy.method, proxy.params, proxy.benchmark), keys):
+        have.setdefault((m, json.dumps(p, sort_keys=True), b), set()).add(key)
+    shared = set.intersection(*[have.get((m, p, b), set()) for m, p in methods for b in (bx, by)]) if methods else set()
+    hib = {b: bool(results[results.benchmark == b].higher_is_better.iloc[0]) for b in (bx, by)}
+    rows = []
+    for m, p in methods:
+        keep = [
+            k != "proxy" or (mm == m and json.dumps(pp, sort_keys=True) == p and key in shared)
+            for k, mm, pp, key in zip(
+                results.kind, results.method, results.params, [weights_key(w, names) for w in results.weights]
+            )
+        ]
+        pts = pareto_points(results[np.asarray(keep, dtype=bool)], names, bx, by)
+        merges = pts[pts.kind == "proxy"]
+        best = {
+            axis: (merges[axis].max() if hib[b] else merges[axis].min()) if len(merges) else np.nan
+            for axis, b in (("x", bx), ("y", by))
+        }
+        rows.append(
+            {
+                "method": m,
+                "params": json.loads(p),
+                "merges": len(merges),
+                "merges on the front": int(merges.proxy_front.sum()),
+                "experts on the front": int((pts.proxy_front & (pts.kind == "expert")).sum()),
+                "best x": best["x"],
+                "best y": best["y"],
+            }
+        )
+    cols = ["method", "params", "merges", "merges on the front", "experts on the front", "best x", "best y"]
+    return pd.DataFrame(rows, columns=cols), len(shared)
+
+
 def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     """Add rows of the pseudo-benchmark ``mean``: the mean of ``benchmarks`` (which must share a
-    direction) for every model scored on all of them."""
+    direction) for every model scored on all of them. Its ``n`` is the examples summed over them; its
+    ``low``/``high`` (when every benchmark is a proportion) the normal approximation mean ± 1.96·√(Σ
+    p_b(1−p_b)/n_b)/B over B benchmarks with independent examples, clipped to [0, 1]."""
     if not benchmarks:
         return results
     sub = results[results.benchmark.isin(benchmarks)]
@@ -202,12 +415,30 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
         [f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
         index=sub.index,
     )  # one key per model (a proxy is its method + params + weights)
-    stats_ = sub.groupby(model, sort=False).agg(score=("score", "mean"), k=("benchmark", "nunique"))
+    # each benchmark's binomial variance p(1−p)/n where it is a proportion (NaN otherwise: no interval)
+    n = sub["n"] if "n" in sub else pd.Series(np.nan, index=sub.index)
+    metric = sub["metric"] if "metric" in sub else pd.Series(None, index=sub.index)
+    proportion = np.array([score_interval(s, k, m) is not None for s, k, m in zip(sub.score, n, metric)], dtype=bool)
+    var = pd.Series(np.where(proportion, sub.score * (1 - sub.score) / n.where(proportion, 1), np.nan), index=sub.index)
+    groups = sub.assign(_var=var, _n=n).groupby(model, sort=False)
+    stats_ = groups.agg(score=("score", "mean"), k=("benchmark", "nunique"), n=("_n", "sum"))
+    stats_["var"] = groups._var.agg(lambda v: v.sum(min_count=len(v)))  # NaN unless every benchmark has one
     complete = stats_.index[stats_.k == len(set(benchmarks))]
     if len(complete) == 0:
         return results
     first = sub.assign(_model=model).drop_duplicates("_model").set_index("_model").loc[complete]
-    mean = first.assign(benchmark=MEAN, score=stats_.loc[complete, "score"].to_numpy(), metric=sub.metric.iloc[0])
+    got = stats_.loc[complete]
+    # the mean of B independent proportions: normal approximation, mean ± z·√(Σ p_b(1−p_b)/n_b) / B
+    half = Z95 * np.sqrt(got["var"].to_numpy(dtype=float)) / got.k.to_numpy()
+    centre = got.score.to_numpy()
+    mean = first.assign(
+        benchmark=MEAN,
+        score=centre,
+        metric=metric.iloc[0],
+        n=got.n.to_numpy(),
+        low=np.clip(centre - half, 0.0, 1.0),
+        high=np.clip(centre + half, 0.0, 1.0),
+    )
     return pd.concat([results, mean.reset_index(drop=True)], ignore_index=True)
 
 
@@ -247,15 +478,23 @@ def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.Da
 
 
 def scores_at(
-    results: pd.DataFrame, names: Sequence[str], weights: Sequence[float], benchmarks: Sequence[str]
+    results: pd.DataFrame,
+    names: Sequence[str],
+    weights: Sequence[float],
+    benchmarks: Sequence[str],
+    text: bool = False,
 ) -> tuple[pd.DataFrame, tuple | None, bool, float | None]:
     """The scores a page shows beside a selected mixture: per benchmark, the proxy at these weights,
     the true model trained at these weights (or the nearest trained mixture, by L1 distance) and each
     expert on its own.
 
+    Args:
+        text: cells as :func:`format_score` text, each score with its 95% interval where it has one.
+
     Returns:
-        (table with columns benchmark, proxy, true or "nearest true", "expert <name>"…; the true point's
-        weights or None; whether it is exact (within the simplex tolerance); its L1 distance or None).
+        (table with columns benchmark, n (examples; for the mean, summed over its benchmarks), proxy, true
+        or "nearest true", "expert <name>"…; the true point's weights or None; whether it is exact (within
+        the simplex tolerance); its L1 distance or None).
     """
     proxy = results[results.kind == "proxy"]
     true = results[results.kind == "true"]
@@ -270,19 +509,166 @@ def scores_at(
     j = same_mixture(weights, distinct)
     key = distinct[j] if j is not None else None
     true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
+
+    def cell(rows_: pd.DataFrame, i: int = -1):
+        if not len(rows_):
+            return "—" if text else None
+        r = rows_.iloc[i]
+        if not text:
+            return r.score
+        return format_score(r.score, r.get("low"), r.get("high"))
+
     rows = []
     for b in benchmarks:
         pr = proxy[(proxy.benchmark == b) & (proxy_keys == key)]
         tr = true[(true.benchmark == b) & true_at] if len(true) else true
         ex = results[(results.kind == "expert") & (results.benchmark == b)]
+        ns = results[results.benchmark == b]["n"].dropna() if "n" in results else pd.Series(dtype=float)
         row = {
             "benchmark": b,
-            "proxy": pr.score.iloc[-1] if len(pr) else None,
-            ("true" if exact else "nearest true"): tr.score.iloc[-1] if len(tr) else None,
+            "n": int(ns.max()) if len(ns) else None,
+            "proxy": cell(pr),
+            ("true" if exact else "nearest true"): cell(tr),
         }
-        row.update({f"expert {lab}": s for lab, s in zip(ex.label, ex.score)})
+        row.update({f"expert {lab}": cell(ex, i) for i, lab in enumerate(ex.label)})
         rows.append(row)
     return pd.DataFrame(rows), true_key, exact, dist
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best mixture under one source of scores, as a page marks it."""
+
+    source: str  # "proxy" (the merged proxies), "true" (the trained mixtures) or "search" (its winner)
+    label: str  # its weights ("add=0.5, rev=0.25, sort=0.25"), and a trained mixture's name after them
+    weights: tuple[float, ...]  # one per expert, in the lab's order
+    score: float | None  # on the benchmark asked (a search winner's test score; None if not scored there)
+    low: float | None = None  # its 95% interval (:func:`score_interval`), None where there is none
+    high: float | None = None
+    n: int | None = None
+    tied: int = 0  # other mixtures with the same score (up to float noise): the first is marked
+    row: object = None  # its row's index in the results it came from (None for a search winner)
+
+    def describe(self) -> str:
+        what = {"proxy": "best under the proxy", "true": "best trained mixture", "search": "the search's winner"}
+        tie = f", tied with {self.tied} other{'s' if self.tied > 1 else ''}" if self.tied else ""
+        return f"{what[self.source]}: {self.label} — {format_score(self.score, self.low, self.high)}{tie}"
+
+
+def _float(v) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def best_mixtures(
+    results: pd.DataFrame, names: Sequence[str], benchmark: str, searched: Sequence[dict] | None = None
+) -> dict[str, Best]:
+    """The answer to "which mixture?" on one benchmark, by each source that has one: ``proxy`` (the best
+    cached proxy score), ``true`` (the best trained mixture) and ``search`` (a search's winner: the first of
+    ``searched``, each a dict with ``weights`` {expert: w} and ``test`` {benchmark: score}, as
+    :class:`mixlab.search.SearchResult` ``best`` gives; chosen by its objective on dev, not by this score).
+    Scores equal up to float noise tie (:func:`snap_ties`); the first of them is returned.
+
+    ``results``: one method's rows (the mean included if it is asked for)."""
+    sub = results[results.benchmark == benchmark]
+    out: dict[str, Best] = {}
+    if len(sub):
+        sign = 1.0 if bool(sub.higher_is_better.iloc[0]) else -1.0
+        for source in ("proxy", "true"):
+            rows = sub[sub.kind == source]
+            if rows.empty:
+                continue
+            v = sign * snap_ties(rows.score)
+            i = int(np.argmax(v))
+            r = rows.iloc[i]
+            weights = tuple(float(r.weights.get(n, 0.0)) for n in names)
+            label = Mixture.of(names, weights, normalize=True).label()  # one format for every source
+            out[source] = Best(
+                source,
+                label if source == "proxy" else f"{label} ({r.label})",
+                weights,
+                float(r.score),
+                _float(r.get("low")),
+                _float(r.get("high")),
+                None if pd.isna(r.get("n")) else int(r.get("n")),
+                int(np.sum(v == v[i])) - 1,
+                rows.index[i],
+            )
+    if searched:
+        win = searched[0]
+        w = tuple(float(win["weights"].get(n, 0.0)) for n in names)
+        score = (win.get("test") or {}).get(benchmark)
+        out["search"] = Best("search", Mixture.of(names, w, normalize=True).label(), w, _float(score))
+    return out
+
+
+def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.DataFrame:
+    """What a lab has to show on one benchmark, best first: the base, each expert, the best trained mixture
+    and the proxy's best merge (:func:`best_mixtures`: over every cached proxy, not only the trained points)
+    with the true score of a model trained at that mixture
+    when there is one. ``results``: one method's rows (with the mean if asked for).
+
+    Columns: model, mixture, score, low, high (95% interval, NaN where none), n, true_at_pick (the pick's
+    row only), diff, diff_low, diff_high (each row minus the first, with :func:`difference_interval`)."""
+    cols = ["model", "mixture", "score", "low", "high", "n", "true_at_pick"]
+    sub = results[results.benchmark == benchmark]
+    if sub.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+
+    def add(model: str, mixture: str, r, true_at_pick=None) -> None:
+        low, high = _float(r.get("low")), _float(r.get("high"))
+        n = None if pd.isna(r.get("n")) else int(r.get("n"))
+        rows.append([model, mixture, float(r.score), low, high, n, true_at_pick])
+
+    for _, r in sub[sub.kind == "base"].tail(1).iterrows():
+        add("base", "", r)
+    for _, r in sub[sub.kind == "expert"].drop_duplicates("label", keep="last").iterrows():
+        add(f"expert {r.label}", f"{r.label}=1", r)
+    best = best_mixtures(sub, names, benchmark)
+    for source, model in (("true", "best trained mixture"), ("proxy", "proxy's best merge")):
+        if source not in best:
+            continue
+        b = best[source]
+        r = sub.loc[b.row]
+        true_at = None
+        if source == "proxy":
+            trained = sub[sub.kind == "true"]
+            keys = [weights_key(w, names) for w in trained.weights]
+            hit = same_mixture(b.weights, keys) if keys else None
+            true_at = None if hit is None else float(trained.score.iloc[hit])
+        add(model, b.label + (f"; tied with {b.tied} other{'s' if b.tied > 1 else ''}" if b.tied else ""), r, true_at)
+    table = pd.DataFrame(rows, columns=cols)
+    hib = bool(sub.higher_is_better.iloc[0])
+    table = table.sort_values("score", ascending=not hib, kind="stable").reset_index(drop=True)
+    top = table.iloc[0]
+    diffs = [
+        difference_interval(r.score, r.low, r.high, top.score, top.low, top.high)
+        if i and None not in (r.low, r.high, top.low, top.high) and not pd.isna([r.low, top.low]).any()
+        else (np.nan, np.nan, np.nan)
+        for i, r in table.iterrows()
+    ]
+    return table.assign(diff=[d[0] for d in diffs], diff_low=[d[1] for d in diffs], diff_high=[d[2] for d in diffs])
+
+
+def best_on_plane(
+    best: dict[str, Best], points: pd.DataFrame, names: Sequence[str], searched: Sequence[dict] | None, bx: str, by: str
+) -> pd.DataFrame:
+    """Where each of ``best`` (:func:`best_mixtures`) sits on a two-benchmark plane: its row of ``points``
+    (:func:`pareto_points`, same kind and mixture) or, for a search winner, its test scores on ``bx``/``by``.
+    Columns source, label, x, y, *names; a best with no score on both benchmarks is left out."""
+    rows = []
+    for source, b in best.items():
+        if source == "search":
+            test = (searched[0].get("test") or {}) if searched else {}
+            xy = (test.get(bx), test.get(by))
+        else:
+            mine = points[points.kind == source]
+            hit = same_mixture(b.weights, mine[list(names)].to_numpy(dtype=float)) if len(mine) else None
+            xy = (None, None) if hit is None else (mine.x.iloc[hit], mine.y.iloc[hit])
+        if None not in xy:
+            rows.append({"source": source, "label": b.label, "x": float(xy[0]), "y": float(xy[1]),
+                         **dict(zip(names, b.weights))})  # fmt: skip
+    return pd.DataFrame(rows, columns=["source", "label", "x", "y", *names])
 
 
 def pairwise_accuracy(proxy: Sequence[float], true: Sequence[float]) -> float | None:
@@ -321,7 +707,9 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
     Returns:
         One dict per benchmark with true/proxy pairs: benchmark, higher_is_better, n, spearman and its 95%
         bootstrap CI (spearman_low, spearman_high), kendall, top25_spearman (with n_top25), pairwise_accuracy,
-        pick (the proxy's favourite), pick_true_rank (1 = best of n), regret. Undefined values are None.
+        pick (the proxy's favourite), pick_true_rank (1 = best of n), pick_tied (how many others share its true
+        score), pick_rank (how it reads: "#1 (tied) of 21"), regret. Scores equal up to float noise tie
+        (:func:`snap_ties`). Undefined values are None.
     """
     mean_of = mean_benchmarks(benchmarks, results)
     df = with_mean(results, mean_of)
@@ -332,10 +720,11 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
         if pairs.empty:
             continue
         hib = directions[name]
-        rho = rank_correlation(pairs.proxy, pairs.true, "spearman", n_boot=n_boot)
-        tau = rank_correlation(pairs.proxy, pairs.true, "kendall", n_boot=0)
-        top = top_quartile_correlation(pairs.proxy, pairs.true, hib, n_boot=0)
-        reg = regret(pairs.proxy, pairs.true, hib)
+        px, ty = snap_ties(pairs.proxy), snap_ties(pairs.true)  # a tie up to float noise is a tie in every statistic
+        rho = rank_correlation(px, ty, "spearman", n_boot=n_boot)
+        tau = rank_correlation(px, ty, "kendall", n_boot=0)
+        top = top_quartile_correlation(px, ty, hib, n_boot=0)
+        reg = regret(px, ty, hib)
         rows.append(
             {
                 "benchmark": name,
@@ -347,10 +736,13 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
                 "kendall": tau.value,
                 "top25_spearman": top.value,
                 "n_top25": top.n,
-                "pairwise_accuracy": pairwise_accuracy(pairs.proxy, pairs.true),
+                "pairwise_accuracy": pairwise_accuracy(px, ty),
                 "pick": pairs.label.iloc[reg.chosen],
                 "pick_true_rank": reg.true_rank,
+                "pick_tied": reg.tied,
+                "pick_rank": reg.label(),
                 "regret": reg.regret,
+                "warning": rank_warning(rho.n),
             }
         )
     return rows
@@ -365,7 +757,7 @@ def method_comparison(
     ``results``: every method's rows (:meth:`mixlab.engine.Engine.results` with no method), without the mean.
     """
     cols = ["method", "params", "n", "spearman", "spearman_low", "spearman_high", "top25_spearman"]
-    cols += ["pairwise_accuracy", "pick_true_rank", "regret"]
+    cols += ["pairwise_accuracy", "pick_true_rank", "pick_tied", "pick_rank", "regret"]
     proxy = results[results.kind == "proxy"]
     pairs = sorted({(m, repr(sorted(p.items()))): (m, p) for m, p in zip(proxy.method, proxy.params)}.items())
     rows = []

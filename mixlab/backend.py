@@ -59,6 +59,17 @@ class Job:
     def cancel(self) -> None:
         self.cancel_event.set()
 
+    def scores_summary(self) -> str:
+        """What a finished job's scores were: computed by it or read from the cache (an evaluation made
+        after the job started is new). "" when its result is not a list of scores."""
+        if not isinstance(self.result, list) or not all(hasattr(e, "created") for e in self.result):
+            return ""
+        n = len(self.result)
+        new = sum(e.created >= (self.started or self.created) for e in self.result)
+        if new == 0:
+            return f"nothing to compute: all {n} score{'s' if n != 1 else ''} were already cached"
+        return f"{new} new score{'s' if new != 1 else ''} computed" + (f", {n - new} already cached" if n > new else "")
+
     def _progress(self, done: int, total: int, message: str = "") -> None:
         self.done, self.total, self.message = done, total, message
         self._update()

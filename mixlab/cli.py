@@ -274,7 +274,7 @@ def cmd_sweep(args) -> None:
     points = _grid(engine, args.grid, args.seed, math.inf if args.yes else args.max_mixtures)
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     runner = _backend(args)
-    with _Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", "mixture") as bar:
+    with _Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", runner.progress_unit) as bar:
         result = runner.sweep(engine, mixtures, args.method, _params(args.param), args.benchmark, progress=bar)
     if args.json:
         _print_evals(result.evaluations, True)
@@ -321,8 +321,10 @@ def cmd_report(args) -> None:
         )
         print(
             f"{r['benchmark']:<14} {r['n']:>3}  {ci:<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
-            f"{num(r['pairwise_accuracy'], '.3f'):>8}  #{r['pick_true_rank']} of {r['n']}, {r['regret']:.4f}"
+            f"{num(r['pairwise_accuracy'], '.3f'):>8}  {r['pick_rank']}, {r['regret']:.4f}"
         )
+    for warning in dict.fromkeys(r["warning"] for r in rows if r["warning"]):
+        print(f"warning: {warning}")
 
 
 def cmd_search(args) -> None:

@@ -53,6 +53,7 @@ class LocalBackend:
     """This process: the engine's own sweep (one model in memory; a failure stops the sweep)."""
 
     name = "local"
+    progress_unit = "score"  # its progress counts one mixture on one benchmark (Engine.sweep)
     workers = 1
 
     def sweep(self, engine, mixtures, method=None, params=None, benchmarks=None, *, progress=None, cancel=None):
@@ -173,6 +174,7 @@ class RayBackend:
     ``ray[client]``); ``workers`` caps the actors (default: one per GPU, else per CPU)."""
 
     name = "ray"
+    progress_unit = "mixture"  # its progress counts whole mixtures, every benchmark each
 
     def __init__(
         self,

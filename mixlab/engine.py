@@ -660,7 +660,11 @@ class Engine:
             "method": spec.method,
             "params": spec.params,
             "exclude": list(spec.exclude),
-            "base": {"path": self.lab.manifest.base, "fingerprint": self.sources.base_fp},
+            "base": {
+                "path": self.lab.manifest.base,
+                "fingerprint": self.sources.base_fp,
+                "name_or_path": self.base.name_or_path,  # a Hub id here becomes the card's base_model
+            },
             "expert_info": [{"name": tv.name, "kind": tv.kind, "fingerprint": tv.fingerprint} for tv in self.experts],
             "scores": scores,
             "mixlab": __version__,

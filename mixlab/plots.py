@@ -10,11 +10,18 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from mixlab.analysis import MATCH, regret, snap_ties, tie_ranks
 from mixlab.simplex import polygon_vertices, projected_xy
 
 SCALE_UP = "Viridis"  # higher is better: bright = good
 SCALE_DOWN = "Viridis_r"  # lower is better (loss): bright = good, too
-KINDS = ("proxy", "true", "expert", "selected", "searched")  # customdata[K + 1]: the index of the point's kind here
+KINDS = ("proxy", "true", "expert", "selected", "searched", "best")  # customdata[K + 1]: the point's kind here
+# how the best mixture of each source is marked, on every figure that marks it (mixlab.analysis.best_mixtures)
+BEST_STYLE = {  # source: (legend name, Plotly symbol, colour, the glyph a caption uses for it)
+    "proxy": ("best under the proxy", "square-open", "#111111", "□"),
+    "true": ("best trained mixture", "diamond-open", "#ff7f0e", "◇"),
+    "search": ("the search's winner", "star-open", "#9467bd", "☆"),
+}
 
 
 def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: bool) -> dict | None:
@@ -28,6 +35,23 @@ def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: 
     scores = [d[k] for d in data]
     best = int(np.argmax(scores) if higher_is_better else np.argmin(scores))
     return {"weights": data[best][:k], "score": scores[best], "kind": KINDS[int(data[best][k + 1])], "n": len(data)}
+
+
+COLOURS = ("shared", "per source", "rank")  # how simplex_figure colours proxies and true models
+
+
+def colour_values(scores: pd.Series, mode: str, higher_is_better: bool) -> np.ndarray:
+    """The colour of each of one source's points: its score (``shared``), min-max normalised with 1 = the
+    best (``per source``), or its tie-aware rank mapped to [0, 1] with 1 = the best (``rank``)."""
+    s = np.asarray(scores, dtype=float)
+    if mode == "shared" or len(s) == 0:
+        return s
+    if mode == "per source":
+        span = np.ptp(s)
+        norm = (s - s.min()) / span if span > 0 else np.ones_like(s)
+        return norm if higher_is_better else 1 - norm
+    r = tie_ranks(s, higher_is_better)
+    return 1 - (r - 1) / max(len(s) - 1, 1)
 
 
 def metric_title(benchmark: str, metric: str, higher_is_better: bool) -> str:
@@ -48,6 +72,8 @@ def simplex_figure(
     higher_is_better: bool,
     vertices: np.ndarray | None = None,
     searched: pd.DataFrame | None = None,
+    best: Sequence | None = None,
+    colour: str = "shared",
 ) -> go.Figure:
     """K=3: a ternary plot; K>3: the barycentric projection onto a polygon (``vertices``, (K, 2); default
     the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
@@ -55,23 +81,35 @@ def simplex_figure(
     ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
     Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale; experts
     sit at the vertices; ``searched`` (weights, ``score`` = the search objective on dev) are the points a
-    search tried, drawn small and uncoloured (their scores are on other data). ``customdata`` per point: the K weights, the score, the index of its kind in
-    :data:`KINDS`.
+    search tried, drawn small and uncoloured (their scores are on other data); ``best``
+    (:class:`mixlab.analysis.Best`, one per source) marks the answer under the proxy, the trained models and
+    a search, each in its :data:`BEST_STYLE`. ``colour`` (:data:`COLOURS`): ``shared``, one scale for
+    proxies and true models; ``per source``, each source min-max normalised (1 = its best), since a linear
+    merge's scores are compressed and one scale says "proxies are worse" rather than "proxies rank alike";
+    ``rank``, each source's tie-aware rank, 1 = its best. ``customdata`` per point: the K weights, the score,
+    the index of its kind in :data:`KINDS`.
     """
     k = len(names)
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour mode {colour!r}; use one of {', '.join(COLOURS)}")
     scores = pd.concat([proxy["score"], true["score"]]) if len(true) else proxy["score"]
     cmin, cmax = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
     scale = SCALE_UP if higher_is_better else SCALE_DOWN
+    if colour != "shared":
+        cmin, cmax, scale = 0.0, 1.0, SCALE_UP  # 1 = the source's best, whichever the direction
+        title = f"{title}: {'normalised' if colour == 'per source' else 'rank'} within each source (1 = best)"
     fig = go.Figure()
 
     verts = polygon_vertices(k) if vertices is None else np.asarray(vertices, dtype=float)
+    mode = colour
 
     def trace(df: pd.DataFrame, name: str, marker: dict, kind: str, text_col: str | None = None, colour: bool = True):
         w = df[list(names)].to_numpy(dtype=float) if len(df) else np.zeros((0, k))
         custom = np.column_stack([w, df["score"].to_numpy(dtype=float), np.full(len(df), KINDS.index(kind))])
         hover = f"<b>{name}</b><br>" + _hover(names) + f"<br>score = %{{customdata[{k}]:.4f}}<extra></extra>"
         if colour and len(df):
-            marker = {**marker, "color": df["score"], "colorscale": scale, "cmin": cmin, "cmax": cmax}
+            values = colour_values(df["score"], mode, higher_is_better)
+            marker = {**marker, "color": values, "colorscale": scale, "cmin": cmin, "cmax": cmax}
         common = dict(
             name=name,
             mode="markers+text" if text_col else "markers",
@@ -111,6 +149,18 @@ def simplex_figure(
             "searched (trials)",
             dict(size=7, symbol="x-thin", line=dict(width=1.5, color="#d62728")),
             "searched",
+            colour=False,
+        )
+    for b in best or ():
+        name, symbol, colour, _ = BEST_STYLE[b.source]
+        point = pd.DataFrame([list(b.weights)], columns=list(names)).assign(
+            score=np.nan if b.score is None else b.score
+        )
+        trace(
+            point,
+            name,
+            dict(size=26, symbol=symbol, color=colour, line=dict(width=3, color=colour)),
+            "best",
             colour=False,
         )
     if selected is not None:
@@ -178,34 +228,116 @@ def parallel_figure(names: Sequence[str], points: pd.DataFrame, title: str, high
     dims = [dict(label=n, values=points[n], range=[0, 1]) for n in names]
     dims.append(dict(label="score", values=points["score"]))
     line = dict(color=points["score"], colorscale=SCALE_UP if higher_is_better else SCALE_DOWN, showscale=True)
-    line["colorbar"] = dict(title=dict(text=title, side="right"))
+    # the colour bar sits in the right margin, clear of the score axis's tick labels
+    line["colorbar"] = dict(title=dict(text=title, side="right"), x=1.0, xanchor="left", xpad=60)
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
-    fig.update_layout(height=460, margin=dict(l=50, r=80, t=60, b=30))
+    fig.update_layout(height=460, margin=dict(l=50, r=170, t=60, b=30))
     return fig
 
 
-def proxy_true_figure(pairs: pd.DataFrame, title_x: str, title_y: str) -> go.Figure:
-    """Scatter of proxy (x) against true (y) scores, one point per mixture."""
+def proxy_true_figure(
+    pairs: pd.DataFrame,
+    title_x: str,
+    title_y: str,
+    higher_is_better: bool = True,
+    ranks: bool = False,
+    colour_by: str | None = None,
+) -> go.Figure:
+    """Proxy (x) against true (y), one point per mixture (``pairs`` from :func:`mixlab.analysis.paired`),
+    with y = x, the proxy's pick (:func:`mixlab.analysis.regret`) and the best trained mixture marked in
+    their :data:`BEST_STYLE`.
+
+    Args:
+        ranks: plot tie-aware ranks (1 = best, :func:`mixlab.analysis.tie_ranks`) instead of scores: a proxy
+            that ranks like the true models puts every point on y = x, whatever its scale.
+        colour_by: an expert's name: colour each mixture by its weight, to see where the proxy fails.
+    """
+    if ranks:
+        x = tie_ranks(pairs["proxy"], higher_is_better).astype(float)
+        y = tie_ranks(pairs["true"], higher_is_better).astype(float)
+    else:
+        x, y = pairs["proxy"].to_numpy(dtype=float), pairs["true"].to_numpy(dtype=float)
+    marker = dict(size=10, color="#3b6fb6", line=dict(width=1, color="white"))
+    if colour_by is not None:
+        marker |= dict(
+            color=pairs[colour_by],
+            colorscale="Viridis",
+            cmin=0.0,
+            cmax=1.0,
+            colorbar=dict(title=dict(text=f"weight of {colour_by}", side="right")),
+        )
+    what = "rank" if ranks else "score"
     fig = go.Figure(
         go.Scatter(
-            x=pairs["proxy"],
-            y=pairs["true"],
+            x=x,
+            y=y,
             mode="markers",
+            name="trained mixture",
             text=pairs["label"],
-            marker=dict(size=10, color="#3b6fb6", line=dict(width=1, color="white")),
-            hovertemplate="<b>%{text}</b><br>proxy %{x:.4f}<br>true %{y:.4f}<extra></extra>",
+            customdata=np.column_stack([pairs["proxy"], pairs["true"]]) if len(pairs) else None,
+            marker=marker,
+            hovertemplate="<b>%{text}</b><br>proxy %{customdata[0]:.4f}<br>true %{customdata[1]:.4f}"
+            + f"<br>({what}s: %{{x}}, %{{y}})<extra></extra>",
+            showlegend=False,
         )
     )
-    fig.update_layout(height=480, xaxis_title=title_x, yaxis_title=title_y, margin=dict(l=60, r=20, t=30, b=60))
+    if len(pairs):
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                name="y = x",
+                line=dict(color="#999", dash="dash"),
+                hoverinfo="skip",
+            )
+        )
+        sign = 1.0 if higher_is_better else -1.0
+        marks = (
+            ("proxy", regret(pairs["proxy"], pairs["true"], higher_is_better).chosen),
+            ("true", int(np.argmax(sign * snap_ties(pairs["true"])))),
+        )
+        for source, i in marks:
+            name, symbol, colour, _ = BEST_STYLE[source]
+            name = "the proxy's pick" if source == "proxy" else name
+            fig.add_trace(
+                go.Scatter(
+                    x=[x[i]],
+                    y=[y[i]],
+                    mode="markers",
+                    name=name,
+                    text=[pairs["label"].iloc[i]],
+                    marker=dict(symbol=symbol, size=22, color=colour, line=dict(width=3, color=colour)),
+                    hovertemplate=f"<b>{name}</b>: %{{text}}<extra></extra>",
+                )
+            )
+    axis = dict(autorange="reversed") if ranks else {}  # rank 1 (best) at the top right, like the scores
+    suffix = " (1 = best)" if ranks else ""
+    fig.update_layout(
+        height=480,
+        xaxis=dict(title=title_x + suffix, **axis),
+        yaxis=dict(title=title_y + suffix, **axis),
+        margin=dict(l=60, r=20, t=30, b=60),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
     return fig
 
 
 def pareto_figure(
-    points: pd.DataFrame, x: str, y: str, names: Sequence[str], searched: pd.DataFrame | None = None
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    names: Sequence[str],
+    searched: pd.DataFrame | None = None,
+    best: pd.DataFrame | None = None,
+    selected: Sequence[float] | None = None,
 ) -> go.Figure:
     """``points`` from :func:`mixlab.analysis.pareto_points`; points on a front get a thick outline and
     each front (merges and experts; trained mixtures and experts) is traced by a dotted line. ``searched``:
-    a multi-objective search's front (columns x, y: its winners' test scores), drawn as a dashed line."""
+    a multi-objective search's front (columns x, y: its winners' test scores), drawn as a dashed line.
+    ``best``: :func:`mixlab.analysis.best_on_plane`, each marked in its :data:`BEST_STYLE`; ``selected``:
+    the selected mixture's weights, ringed where a proxy or trained model at it is on the plane."""
     styles = {
         "expert": ("star", 17, "#ff7f0e"),
         "proxy": ("circle", 9, "#1f77b4"),
@@ -222,7 +354,8 @@ def pareto_figure(
             go.Scatter(
                 x=sub["x"],
                 y=sub["y"],
-                mode="markers",
+                mode="markers+text" if kind == "expert" else "markers",  # experts named on the plot
+                textposition="top center",
                 name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
                 text=sub["label"],
                 customdata=sub[list(names)].to_numpy(dtype=float),
@@ -262,6 +395,34 @@ def pareto_figure(
                 marker=dict(symbol="x", size=9, color="#d62728"),
             )
         )
+    for _, b in (best if best is not None else pd.DataFrame()).iterrows():
+        name, symbol, colour, _ = BEST_STYLE[b.source]
+        fig.add_trace(
+            go.Scatter(
+                x=[b.x],
+                y=[b.y],
+                mode="markers",
+                name=name,
+                text=[b.label],
+                customdata=[[b[n] for n in names]],
+                marker=dict(symbol=symbol, size=24, color=colour, line=dict(width=3, color=colour)),
+                hovertemplate=f"<b>{name}</b><br>%{{text}}<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra></extra>",
+            )
+        )
+    if selected is not None and len(points):
+        w = points[list(names)].to_numpy(dtype=float)
+        at = points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
+        if len(at):
+            fig.add_trace(
+                go.Scatter(
+                    x=at["x"],
+                    y=at["y"],
+                    mode="markers",
+                    name="selected",
+                    marker=dict(symbol="circle-open", size=20, color="red", line=dict(width=3, color="red")),
+                    hoverinfo="skip",
+                )
+            )
     fig.update_layout(
         height=520,
         xaxis_title=x,
@@ -279,7 +440,9 @@ def heatmap(
     zmax: float | None = None,
     colorscale: str = "Blues",
     fmt: str = ".3f",
+    text: pd.DataFrame | None = None,
 ) -> go.Figure:
+    """``df`` as a heatmap, each cell labelled with its value, or with ``text`` (same shape) when given."""
     fig = go.Figure(
         go.Heatmap(
             z=df.to_numpy(dtype=float),
@@ -288,7 +451,8 @@ def heatmap(
             colorscale=colorscale,
             zmin=zmin,
             zmax=zmax,
-            texttemplate=f"%{{z:{fmt}}}",
+            text=None if text is None else text.to_numpy(),
+            texttemplate="%{text}" if text is not None else f"%{{z:{fmt}}}",
             colorbar=dict(title=dict(text=title, side="right")),
         )
     )

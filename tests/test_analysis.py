@@ -34,6 +34,33 @@ def test_regret_by_hand():
     assert (loss.chosen, loss.true_rank, loss.regret) == (1, 3, pytest.approx(0.7))
 
 
+def test_a_pick_tied_for_best_on_float_noise_is_first_with_no_regret():
+    # the demo-k4 case: two means of exact matches equal but for the last bit (0.1 + 0.2 != 0.3)
+    a, b = (0.1 + 0.2) / 2, 0.3 / 2
+    assert a != b and a - b == pytest.approx(2.8e-17, abs=1e-17)
+    true = [b, 0.10, a, 0.05]  # index 2 ties index 0 for best
+    proxy = [0.4, 0.1, 0.9, 0.2]  # the proxy picks index 2
+    r = regret(proxy, true)
+    assert (r.chosen, r.true_rank, r.tied, r.regret) == (2, 1, 1, 0.0)
+    assert r.label() == "#1 (tied) of 4"
+    # a real difference stays one: the hand rank of a pick 1e-6 below the best
+    r = regret(proxy, [b + 1e-6, 0.10, b, 0.05])
+    assert (r.true_rank, r.tied, r.label()) == (2, 0, "#2 of 4") and r.regret == pytest.approx(1e-6)
+    # lower is better, three tied at the pick's score, one better: competition rank 2
+    r = regret([3.0, 1.0, 2.0, 4.0], [2.0, 2.0 + 1e-15, 1.0, 2.0 - 1e-15], higher_is_better=False)
+    assert (r.chosen, r.true_rank, r.tied, r.label()) == (1, 2, 2, "#2 (tied) of 4") and r.regret == pytest.approx(1.0)
+
+
+def test_tie_ranks_are_competition_ranks_up_to_float_noise():
+    from mixlab.analysis import snap_ties, tie_ranks
+
+    v = [0.3, 0.1 + 0.2, 0.5, 0.2, 0.2 + 1e-7]
+    assert list(tie_ranks(v)) == [2, 2, 1, 5, 4]  # 0.3 and 0.30000000000000004 share rank 2; 1e-7 is real
+    assert list(tie_ranks(v, higher_is_better=False)) == [3, 3, 5, 1, 2]
+    assert list(stats.rankdata([-x for x in snap_ties(v)], method="min").astype(int)) == [2, 2, 1, 5, 4]
+    assert snap_ties([1.0, 2.0]).tolist() == [1.0, 2.0]
+
+
 def test_topk_overlap():
     assert topk_overlap([1, 2, 3, 4], [4, 3, 2, 1], 2) == 0.0
     assert topk_overlap([1, 2, 3, 4], [1, 2, 4, 3], 2) == 1.0
@@ -121,10 +148,38 @@ def test_scores_at_a_mixture_uses_the_lattice_tolerance():
     ]
     df = pd.DataFrame(rows)
     table, key, exact, dist = scores_at(df, names, [1 / 3, 1 / 3, 1 / 3], ["x"])
-    assert exact and table.to_dict("records") == [{"benchmark": "x", "proxy": 0.4, "true": 0.7, "expert a": 0.5}]
+    assert exact and table.to_dict("records") == [
+        {"benchmark": "x", "n": None, "proxy": 0.4, "true": 0.7, "expert a": 0.5}
+    ]
     table, key, exact, dist = scores_at(df, names, [0.8, 0.1, 0.1], ["x"])
     assert not exact and key == (1.0, 0.0, 0.0) and dist == pytest.approx(0.4)
-    assert table.to_dict("records") == [{"benchmark": "x", "proxy": None, "nearest true": 0.9, "expert a": 0.5}]
+    assert table.to_dict("records") == [
+        {"benchmark": "x", "n": None, "proxy": None, "nearest true": 0.9, "expert a": 0.5}
+    ]
+    # as text: each score with its Wilson interval (k of 200), by the other algebraic form of Wilson's
+    from mixlab.analysis import results_table
+
+    z = stats.norm.ppf(0.975)
+
+    def wilson(k, n=200):
+        root = z * np.sqrt(z * z + 4 * k * (n - k) / n)
+        return ((2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z)))
+
+    class E:  # an evaluation as the store gives it
+        def __init__(self, **kw):
+            self.__dict__.update(dict(metric="accuracy", higher_is_better=True, n=200, method=None, params=None,
+                                      seconds=0.0, device="cpu") | kw)  # fmt: skip
+
+    full = results_table([E(**r) for r in rows], names)
+    table, *_ = scores_at(full, names, [1 / 3, 1 / 3, 1 / 3], ["x"], text=True)
+    lo, hi = wilson(80)
+    assert table.to_dict("records")[0] == {
+        "benchmark": "x",
+        "n": 200,
+        "proxy": f"0.400 [{lo:.3f}, {hi:.3f}]",
+        "true": "0.700 [{:.3f}, {:.3f}]".format(*wilson(140)),
+        "expert a": "0.500 [{:.3f}, {:.3f}]".format(*wilson(100)),
+    }
 
 
 def test_pairwise_accuracy_by_brute_force():
@@ -243,3 +298,166 @@ def test_method_comparison_rows_match_scipy_per_method():
         got = table[table.method == m].iloc[0]
         assert got.spearman == pytest.approx(stats.spearmanr(scores, true).statistic)
         assert got.pick_true_rank == int((true > true[np.argmax(scores)]).sum()) + 1
+
+
+@pytest.mark.parametrize("k, n", [(102, 200), (0, 10), (10, 10), (1, 3), (37, 50)])
+def test_wilson_interval_equals_the_hand_formula(k, n):
+    from mixlab.analysis import wilson_interval
+
+    z = stats.norm.ppf(0.975)
+    # Wilson (1927) in the other algebraic form: (2k + z² ± z·√(z² + 4k(n−k)/n)) / (2(n + z²))
+    root = z * np.sqrt(z * z + 4 * k * (n - k) / n)
+    want = ((2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z)))
+    assert wilson_interval(k, n) == pytest.approx(want, abs=1e-12)
+    if k == 0:
+        assert wilson_interval(k, n)[1] == pytest.approx(z * z / (n + z * z))  # the rule-of-three's cousin
+
+
+def test_a_score_has_an_interval_only_when_it_is_k_of_n():
+    from mixlab.analysis import format_score, score_interval, wilson_interval
+
+    assert score_interval(0.51, 200, "accuracy") == wilson_interval(102, 200)
+    assert score_interval(0.51, 200, "loss") is None  # a loss needs its per-example spread
+    assert score_interval(0.5123, 200, "accuracy") is None  # not a whole number of examples
+    assert score_interval(0.5, 0, "accuracy") is None
+    lo, hi = score_interval(0.51, 200, "accuracy")
+    assert 0.44 < lo < 0.45 and 0.57 < hi < 0.58  # ± about 2 × 0.035, the issue's standard error
+    assert format_score(0.51, lo, hi) == f"0.510 [{lo:.3f}, {hi:.3f}]" and format_score(None) == "—"
+    assert format_score(2.5, float("nan"), float("nan")) == "2.500"
+
+
+def test_the_mean_over_benchmarks_has_the_normal_interval_of_independent_proportions():
+    z = stats.norm.ppf(0.975)
+    rows = [
+        {"kind": "proxy", "label": "p", "benchmark": b, "score": s, "n": n, "metric": "accuracy", "method": "linear",
+         "params": {}, "higher_is_better": True, "weights": {"a": 1.0}}
+        for b, s, n in (("x", 0.5, 200), ("y", 0.9, 100))
+    ]  # fmt: skip
+    m = with_mean(pd.DataFrame(rows), ["x", "y"])
+    mean = m[m.benchmark == MEAN].iloc[0]
+    se = np.sqrt(0.5 * 0.5 / 200 + 0.9 * 0.1 / 100) / 2  # Var(mean) = (σ_x² + σ_y²) / 4
+    assert (mean.score, mean.n) == (pytest.approx(0.7), 300)
+    assert (mean.low, mean.high) == (pytest.approx(0.7 - z * se), pytest.approx(0.7 + z * se))
+    rows[1]["metric"] = "loss"
+    rows[1]["higher_is_better"] = True
+    m = with_mean(pd.DataFrame(rows), ["x", "y"])
+    assert np.isnan(m[m.benchmark == MEAN].iloc[0].low)  # one side without an interval: the mean has none
+
+
+def test_mixtures_needed_for_a_ci_width_and_the_warning_below_eight():
+    from mixlab.analysis import mixtures_needed, rank_warning, spearman_ci_width
+
+    z = stats.norm.ppf(0.975)
+    # at ρ = 0 the Fisher-z CI is ±tanh(z/√(n−3)): width ≤ w ⇔ n ≥ 3 + (z / atanh(w/2))²
+    for w in (0.5, 0.3, 1.0):
+        assert mixtures_needed(w, rho=0.0) == int(np.ceil(3 + (z / np.arctanh(w / 2)) ** 2))
+    assert spearman_ci_width(0.0, 19) == pytest.approx(2 * np.tanh(z / 4))
+    assert mixtures_needed(0.5, rho=0.8) < mixtures_needed(0.5, rho=0.0)  # a strong ρ is pinned down sooner
+    five = rank_warning(5)
+    assert five.startswith("Only 5 true mixtures to rank") and f"About {mixtures_needed(0.5, 0.5)} give" in five
+    assert f"about {spearman_ci_width(0.5, 5):.1f} wide" in five
+    # by hand at ρ = 0.5: n = 41 gives tanh(0.5493 ± 1.96·√(1.125/38)) = [0.209, 0.710], 0.501 wide; n = 42, 0.494
+    assert mixtures_needed(0.5, 0.5) == 42
+    assert "undefined" in rank_warning(2) and rank_warning(8) is None
+
+
+def test_best_mixtures_are_each_sources_argmax_and_the_search_winner():
+    from mixlab.analysis import best_mixtures, results_table
+
+    names = ["a", "b"]
+    rng = np.random.default_rng(3)
+
+    class E:
+        def __init__(self, **kw):
+            self.__dict__.update(dict(metric="accuracy", n=100, method=None, params=None, seconds=0.0, device="cpu",
+                                      benchmark="x") | kw)  # fmt: skip
+
+    grid = np.linspace(0, 1, 11)
+    proxy = rng.integers(0, 101, 11) / 100
+    true = rng.integers(0, 101, 6) / 100
+    evs = [E(kind="proxy", label=f"p{i}", score=s, higher_is_better=True, weights={"a": w, "b": 1 - w})
+           for i, (w, s) in enumerate(zip(grid, proxy))]  # fmt: skip
+    evs += [E(kind="true", label=f"t{i}", score=s, higher_is_better=True, weights={"a": w, "b": 1 - w})
+            for i, (w, s) in enumerate(zip(grid[::2], true))]  # fmt: skip
+    df = results_table(evs, names)
+    won = {"weights": {"a": 0.3, "b": 0.7}, "test": {"x": 0.61}, "dev": [0.6]}
+    best = best_mixtures(df, names, "x", [won, {"weights": {"a": 1.0}, "test": {}}])
+    i, j = int(pd.Series(proxy).idxmax()), int(pd.Series(true).idxmax())  # pandas' first maximum
+    assert best["proxy"].label == f"a={grid[i]:.3g}, b={1 - grid[i]:.3g}" and best["proxy"].weights == pytest.approx(
+        (grid[i], 1 - grid[i])
+    )
+    assert best["proxy"].score == proxy[i] and best["proxy"].n == 100 and best["proxy"].low < proxy[i]
+    assert best["true"].label.endswith(f"(t{j})") and best["true"].score == true[j]
+    assert (best["search"].weights, best["search"].score) == ((0.3, 0.7), 0.61)
+    assert best["search"].label == "a=0.3, b=0.7" and best["search"].low is None
+    # lower is better: the minimum; and a tie on float noise marks the first, with the tie counted
+    loss = df.assign(higher_is_better=False, metric="loss")
+    assert best_mixtures(loss, names, "x")["proxy"].score == proxy.min()
+    tied = df.copy()
+    tied.loc[tied.label == "t0", "score"] = (0.1 + 0.2) * 10
+    tied.loc[tied.label == "t1", "score"] = 3.0
+    got = best_mixtures(tied, names, "x")["true"]
+    assert (got.label, got.tied) == ("a=0, b=1 (t0)", 1) and "tied with 1 other" in got.describe()
+    assert best_mixtures(df.iloc[:0], names, "x") == {}
+
+
+def test_readable_writes_undefined_where_a_table_would_print_none():
+    from mixlab.analysis import readable
+
+    t = pd.DataFrame({"a": ["x", "y"], "rho": [0.12345, None], "n": [3, 4], "p": [0.5, 0.25]})
+    out = readable(t)
+    assert out.rho.tolist() == ["0.123", "undefined"] and out.n.tolist() == [3, 4] and out.p.tolist() == [0.5, 0.25]
+    assert readable(t.assign(rho=[1.0, float("nan")]), 2, "—").rho.tolist() == ["1.00", "—"]
+
+
+def test_cached_params_are_the_most_cached_of_a_method():
+    from mixlab.analysis import cached_params
+
+    rows = [{"kind": "proxy", "method": "ties", "params": {"density": d}} for d in (0.5, 0.5, 0.2)]
+    rows += [{"kind": "true", "method": None, "params": None}, {"kind": "proxy", "method": "linear", "params": {}}]
+    df = pd.DataFrame(rows)
+    assert cached_params(df, "ties") == {"density": 0.5} and cached_params(df, "linear") == {}
+    assert cached_params(df, "dare_ties") is None
+    tie = pd.DataFrame([{"kind": "proxy", "method": "ties", "params": {"density": d}} for d in (0.7, 0.3)])
+    assert cached_params(tie, "ties") == {"density": 0.3}  # a tie: the first in sorted order
+
+
+def test_methods_are_compared_on_the_plane_at_the_mixtures_they_share():
+    from mixlab.analysis import method_fronts
+
+    names = ["a", "b"]
+    rng = np.random.default_rng(5)
+    rows = [{"kind": "expert", "label": n, "benchmark": b, "score": s, "weights": {n: 1.0}, "method": None,
+             "params": None} for n in names for b, s in (("x", 0.3), ("y", 0.3))]  # fmt: skip
+    grids = {"linear": [0.0, 0.25, 0.5, 0.75, 1.0], "ties": [0.0, 0.5, 1.0]}
+    scores = {}
+    for m, grid in grids.items():
+        for w in grid:
+            sx, sy = rng.random(2)
+            scores[(m, w)] = (sx, sy)
+            rows += [{"kind": "proxy", "label": f"{m}{w}", "benchmark": b, "score": s, "weights": {"a": w, "b": 1 - w},
+                      "method": m, "params": {}} for b, s in (("x", sx), ("y", sy))]  # fmt: skip
+    df = pd.DataFrame(rows).assign(higher_is_better=True)
+    for n in names:  # one weight column per expert, as results_table gives
+        df[n] = [w.get(n, 0.0) for w in df.weights]
+    table, shared = method_fronts(df, names, "x", "y")
+    assert shared == 3 and list(table.merges) == [3, 3]  # linear's 0.25 and 0.75 are left out
+    for _, r in table.iterrows():
+        pts = [scores[(r.method, w)] for w in grids["ties"]] + [(0.3, 0.3), (0.3, 0.3)]
+        front = [p for p in pts if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in pts)]  # brute force
+        merges_front = sum(1 for p in front if p != (0.3, 0.3))
+        assert r["merges on the front"] == merges_front
+        assert r["best x"] == max(scores[(r.method, w)][0] for w in grids["ties"])
+
+
+def test_a_difference_of_two_wilson_scores_has_newcombes_interval():
+    from mixlab.analysis import difference_interval, wilson_interval
+
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II, example (a): 56/70 − 48/80, method 10
+    a, b = wilson_interval(56, 70), wilson_interval(48, 80)
+    d, low, high = difference_interval(56 / 70, *a, 48 / 80, *b)
+    assert d == pytest.approx(0.2) and (round(low, 4), round(high, 4)) == (0.0524, 0.3339)
+    # two normal intervals: d ± z·√(se_a² + se_b²)
+    z = stats.norm.ppf(0.975)
+    d, low, high = difference_interval(0.6, 0.6 - z * 0.03, 0.6 + z * 0.03, 0.5, 0.5 - z * 0.04, 0.5 + z * 0.04)
+    assert (low, high) == (pytest.approx(0.1 - z * 0.05), pytest.approx(0.1 + z * 0.05))

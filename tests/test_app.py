@@ -1,7 +1,9 @@
 """Every page through streamlit's AppTest, on the shipped demo lab (its cache redirected to tmp)."""
 
 import json
+import re
 
+import numpy as np
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -56,13 +58,58 @@ def test_every_page_runs(app, page):
 
 def test_lab_page_lists_experts_and_bad_lab_is_a_clear_error(app, tmp_path):
     at = _open(app, PAGES[0])
-    experts = at.dataframe[0].value
+    experts = next(d.value for d in at.dataframe if "expert" in d.value.columns)
     assert list(experts["expert"]) == ["add", "rev", "sort"]
     at.text_input(key="lab_input").set_value(str(tmp_path / "nowhere"))
     at.button[0].click()
     at.run()
     assert not at.exception
     assert any("no lab manifest" in e.value for e in at.error)
+
+
+def test_the_lab_pages_cache_caption_reads_as_counts_not_a_dict(app):
+    at = _open(app, PAGES[0])
+    (caption,) = [c.value for c in at.caption if c.value.startswith("Evaluation cache")]
+    # scores, one per benchmark (6): the base's 6, 3 experts' 18, 46 true mixtures' 276
+    assert "{" not in caption and re.search(
+        r"[\d,]+ proxy scores; 6 of the base, 18 of experts and 276 of true", caption
+    )
+
+
+@pytest.mark.parametrize("lab", ["demo-k3", "demo-k4"])
+def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
+    from scipy import stats
+
+    from mixlab.analysis import MEAN, paired, snap_ties, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB.parent / lab))
+    df = eng.results("linear", {})
+    app.query_params["lab"] = str(DEMO_LAB.parent / lab)
+    at = _open(app, PAGES[0])
+    board = next(d.value for d in at.dataframe if "model" in d.value.columns).set_index("model")
+    # by hand: the mean of the exact-match benchmarks (the higher-is-better ones), per model
+    up = [b.name for b in eng.lab.benchmarks if b.higher_is_better]
+    acc = df[df.benchmark.isin(up)]
+    base = acc[acc.kind == "base"].score.mean()
+    assert board.loc["base", "mean [95% CI]"].startswith(f"{base:.3f} [")
+    true_means = acc[acc.kind == "true"].groupby("label").score.mean()
+    assert board.loc["best trained mixture", "mean [95% CI]"].startswith(f"{true_means.max():.3f} [")
+    tied_best = set(true_means[true_means > true_means.max() - 1e-9].index)  # demo-k4: two, on float noise
+    name = board.loc["best trained mixture", "mixture"].split("; tied")[0].rsplit(" (", 1)[1].rstrip(")")
+    assert name in tied_best and ("; tied with" in board.loc["best trained mixture", "mixture"]) == (len(tied_best) > 1)
+    proxies = acc[acc.kind == "proxy"]
+    proxy_means = proxies.groupby(proxies.weights.map(lambda w: tuple(sorted(w.items())))).score.mean()
+    assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
+    assert list(board.index[:1]) == ["best trained mixture"]  # best first
+    assert board.iloc[0]["vs the first [95% CI]"] == ""
+    diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
+    assert diff == pytest.approx(base - true_means.max(), abs=6e-4)  # the base minus the best, rounded to 3
+    pairs = paired(with_lab_mean(df, eng.lab.benchmarks), eng.names, MEAN)
+    rho = stats.spearmanr(snap_ties(pairs.proxy), snap_ties(pairs.true)).statistic
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Spearman ρ [95% CI]"].startswith(f"{rho:+.2f} [")
 
 
 def test_injected_mixture_is_selected_and_weights_stay_on_the_simplex(app):
@@ -73,6 +120,130 @@ def test_injected_mixture_is_selected_and_weights_stay_on_the_simplex(app):
     at.run()
     w = at.session_state["mixture"]
     assert w[0] == pytest.approx(0.8) and sum(w) == pytest.approx(1.0) and w[1] == pytest.approx(w[2])
+
+
+def test_the_selected_mixtures_scores_carry_n_and_a_wilson_interval(app):
+    from scipy import stats
+
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    at = _open(app, PAGES[1])  # the uniform mixture: a proxy and a trained model at the same point
+    table = next(d.value for d in at.dataframe if "n" in d.value.columns)
+    add = table.set_index("benchmark").loc["add"]
+    df = Engine(load_lab(DEMO_LAB)).results("linear", {})
+    proxy = df[(df.kind == "proxy") & (df.benchmark == "add")]
+    at_uniform = proxy[[abs(w["add"] - 1 / 3) < 1e-3 and abs(w["rev"] - 1 / 3) < 1e-3 for w in proxy.weights]]
+    score, n = at_uniform.score.iloc[-1], int(at_uniform.n.iloc[-1])
+    k, z = round(score * n), stats.norm.ppf(0.975)
+    root = z * (z * z + 4 * k * (n - k) / n) ** 0.5
+    lo, hi = (2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z))
+    assert add["n"] == str(n) and add["proxy"] == f"{score:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert table.set_index("benchmark").loc["add-loss", "proxy"].count("[") == 0  # a loss: no interval
+    assert any("Wilson" in c.value for c in at.caption)
+
+
+def _figures(at):
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+
+    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", "") == "plotly_chart"]
+
+
+def _array(v) -> np.ndarray:
+    """A figure's array as Plotly sends it: a list, or a typed array (dtype, base64 bytes, shape)."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(x) for x in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v, dtype=float)
+
+
+def _marked(fig, name):
+    (trace,) = [t for t in fig["data"] if t.get("name") == name]
+    return list(_array(trace["customdata"])[0])
+
+
+@pytest.mark.parametrize("lab, bench", [("demo-k3", "mean"), ("demo-k4", "rev"), ("demo-k4", "add-loss")])
+def test_the_simplex_explorer_marks_the_best_proxy_and_trained_mixture(app, lab, bench):
+    from mixlab.analysis import with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB.parent / lab))
+    df = with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks)
+    sub = df[df.benchmark == bench]
+    best_of = (lambda s: s.max()) if sub.higher_is_better.iloc[0] else (lambda s: s.min())
+    app.query_params["lab"] = str(DEMO_LAB.parent / lab)
+    app.query_params["bench"] = bench
+    at = _open(app, PAGES[1])
+    (fig,) = _figures(at)
+    k = len(eng.names)
+    for name, kind in (("best under the proxy", "proxy"), ("best trained mixture", "true")):
+        data = _marked(fig, name)
+        scores = sub[sub.kind == kind].score
+        assert data[k] == pytest.approx(best_of(scores), abs=1e-9)  # pandas' extreme, up to a float-noise tie
+        rows = sub[sub.kind == kind]
+        at_point = rows[[np.allclose([w.get(n, 0.0) for n in eng.names], data[:k], atol=1e-6) for w in rows.weights]]
+        assert at_point.score.iloc[-1] == pytest.approx(data[k])  # the marker sits at that mixture
+    assert any("best under the proxy" in m.value for m in at.markdown)
+    at.button(key="simplex_best_true").click().run()
+    assert at.session_state["mixture"] == pytest.approx(_marked(fig, "best trained mixture")[:k], abs=1e-6)
+
+
+def test_the_simplex_colours_rank_within_each_source_on_request(app):
+    from scipy import stats
+
+    at = _open(app, PAGES[1])
+    at.radio(key="simplex_colour").set_value("rank").run()
+    (fig,) = _figures(at)
+    proxy = fig["data"][0]
+    scores = _array(proxy["customdata"])[:, 3]
+    # mean: higher is better; means equal but for float noise tie (rounded to 12 decimals here)
+    want = 1 - (stats.rankdata(-np.round(scores, 12), method="min") - 1) / (len(scores) - 1)
+    np.testing.assert_allclose(_array(proxy["marker"]["color"]), want, atol=1e-9)
+    assert "rank within each source" in proxy["marker"]["colorbar"]["title"]["text"]
+
+
+def test_the_latest_searchs_winner_is_marked_and_listed(app):
+    """A single-objective search's winner (as the Search page keeps it) is marked at its weights, with its
+    test score on the benchmark shown; a multi-objective front is not a single answer and is not."""
+    won = {"weights": {"add": 0.2, "rev": 0.3, "sort": 0.5}, "dev": [0.61], "test": {"mean": 0.575, "add": 0.3}}
+    app.session_state["searched_front"] = {"objectives": [["mean"]], "best": [won]}
+    at = _open(app, PAGES[1])
+    (fig,) = _figures(at)
+    assert _marked(fig, "the search's winner") == pytest.approx([0.2, 0.3, 0.5, 0.575, 5])
+    shown = [re.sub(r"\\(.)", r"\1", m.value) for m in at.markdown]  # as rendered: markdown escapes undone
+    assert any("the search's winner: add=0.2, rev=0.3, sort=0.5 — 0.575" in m for m in shown)
+    at.session_state["searched_front"] = {"objectives": [["add"], ["rev"]], "best": [won]}
+    at.run()
+    (fig,) = _figures(at)
+    assert not [t for t in fig["data"] if t.get("name") == "the search's winner"]
+
+
+def test_the_pareto_plot_marks_the_best_mixtures_where_they_score(app):
+    from mixlab.analysis import best_mixtures, pareto_points, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB))
+    df = with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks)
+    app.query_params["bench"] = "sort"
+    at = _open(app, PAGES[4])
+    (fig,) = _figures(at)
+    best = best_mixtures(df, eng.names, "sort")
+    sort = df[(df.benchmark == "sort") & (df.kind == "true")]
+    assert best["true"].score == sort.score.max()
+    for name, b in (("best under the proxy", best["proxy"]), ("best trained mixture", best["true"])):
+        (trace,) = [t for t in fig["data"] if t.get("name") == name]
+        w = dict(zip(eng.names, b.weights))
+        pts = pareto_points(df[df.kind == b.source], eng.names, "add", "rev")
+        (row,) = [r for _, r in pts.iterrows() if all(abs(r[n] - w[n]) < 1e-6 for n in eng.names)]
+        assert (_array(trace["x"])[0], _array(trace["y"])[0]) == (pytest.approx(row.x), pytest.approx(row.y))
+    assert any("The answer on sort" in m.value for m in at.markdown)
 
 
 def test_benchmark_choice_changes_the_scores_shown(app):
@@ -89,6 +260,9 @@ def test_merge_page_renders_registry_params(app):
     at.run()
     labels = {n.label for n in at.number_input}
     assert {"density", "scale"} <= labels and any(c.label == "normalize" for c in at.checkbox)
+    # the lab's cached TIES proxies use density 0.5 (the registry's default is 0.2): the page starts there
+    assert next(n for n in at.number_input if n.label == "density").value == 0.5
+    assert any("cached ties proxies" in c.value for c in at.caption)
 
 
 def test_pareto_page_with_same_benchmark_warns(app):
@@ -268,7 +442,107 @@ def test_proxy_vs_true_shows_scipys_spearman(app):
     pairs = paired(eng.results("linear", {}), eng.names, "rev")
     want = stats.spearmanr(pairs.proxy, pairs.true).statistic
     shown = {m.label: m.value for m in at.metric}
-    assert float(shown["Spearman ρ"]) == pytest.approx(want, abs=5e-4) and int(shown["Mixtures (n)"]) == len(pairs)
+    rho, low, high = (float(x) for x in re.findall(r"[+-]\d\.\d+", shown["Spearman ρ [95% CI]"]))
+    assert rho == pytest.approx(want, abs=5e-3) and int(shown["Mixtures (n)"]) == len(pairs)
+    assert low < rho < high  # the CI in the headline, not only in a tooltip
+
+
+def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
+    """demo-k4's mean: the proxy's pick and the best trained mixture differ by 1.1e-16 (float noise)."""
+    from mixlab.analysis import MEAN, paired, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    lab = DEMO_LAB.parent / "demo-k4"
+    eng = Engine(load_lab(lab))
+    pairs = paired(with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks), eng.names, MEAN)
+    pick_true = pairs.true.iloc[int(pairs.proxy.to_numpy().argmax())]
+    assert 0 < pairs.true.max() - pick_true < 1e-12  # a tie on float noise, not a miss
+    app.query_params["lab"] = str(lab)
+    app.query_params["bench"] = MEAN
+    at = _open(app, PAGES[3])
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Proxy's pick: rank under true"] == f"#1 (tied) of {len(pairs)}"
+    assert any("#1 (tied)" in c.value and "regret 0.0000" in c.value for c in at.caption)
+
+
+def three_true_lab(tmp_path):
+    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl)."""
+    import shutil
+
+    src, root = DEMO_LAB.parent / "demo-k3", tmp_path / "three"
+    head, *blocks = (src / "lab.toml").read_text().split("[[true_mixtures]]")
+    root.mkdir()
+    for part in ("base", "data", "experts", "evaluations.jsonl"):
+        (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
+    for block in blocks[:3]:
+        path = re.search(r'path = "(.+)"', block).group(1)
+        shutil.copytree(src / path, root / path)
+    (root / "lab.toml").write_text("[[true_mixtures]]".join([head, *blocks[:3]]))
+    return root
+
+
+def test_three_true_mixtures_are_too_few_to_rank_and_the_page_says_how_many_would_do(app, tmp_path):
+    from mixlab.analysis import mixtures_needed, spearman_ci_width
+
+    app.query_params["lab"] = str(three_true_lab(tmp_path))
+    app.query_params["bench"] = "rev-loss"
+    at = _open(app, PAGES[3])
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Mixtures (n)"] == "3" and shown["Spearman ρ [95% CI]"].endswith("(no CI: n=3)")
+    warning = " ".join(w.value for w in at.warning)
+    assert f"Only 3 true mixtures to rank: ρ's 95% CI is about {spearman_ci_width(0.5, 3):.1f} wide" in warning
+    assert f"About {mixtures_needed(0.5, 0.5)} give a CI 0.5 wide" in warning
+    summary = next(d.value for d in at.dataframe if "top-25% ρ" in d.value.columns)
+    assert "undefined" in set(summary["top-25% ρ"])  # one mixture in the top quarter: undefined, not None
+    assert not summary.isna().any().any()
+
+
+def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_marked(app):
+    from scipy import stats
+
+    from mixlab.analysis import paired
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    eng = Engine(load_lab(DEMO_LAB))
+    pairs = paired(eng.results("linear", {}), eng.names, "rev")
+    app.query_params["bench"] = "rev"
+    at = _open(app, PAGES[3])
+    (fig,) = _figures(at)
+    by_name = {t.get("name"): t for t in fig["data"]}
+    points = fig["data"][0]
+    order = list(points["text"])
+    want = stats.rankdata(-pairs.set_index("label").loc[order].true, method="min")
+    np.testing.assert_array_equal(_array(points["y"]), want)  # ranks by default, as scipy ranks them
+    pick = pairs.label.iloc[int(pairs.proxy.to_numpy().argmax())]  # numpy's first maximum
+    assert by_name["the proxy's pick"]["text"] == [pick]
+    top = pairs[pairs.true == pairs.true.max()].label
+    assert by_name["best trained mixture"]["text"][0] in set(top)
+    assert "y = x" in by_name
+    at.selectbox(key="pvt_colour").set_value("sort").run()
+    at.radio(key="pvt_axes").set_value("scores").run()
+    (fig,) = _figures(at)
+    points = fig["data"][0]
+    sort = pairs.set_index("label").loc[list(points["text"])]
+    np.testing.assert_allclose(_array(points["marker"]["color"]), sort["sort"])
+    np.testing.assert_allclose(_array(points["x"]), sort.proxy)
+
+
+@pytest.mark.parametrize("lab, k", [("demo-k3", 3), ("demo-k4", 4)])
+def test_the_experts_page_shows_each_statistic_beside_its_chance_level(app, lab, k):
+    app.query_params["lab"] = str(DEMO_LAB.parent / lab)
+    at = _open(app, PAGES[5])
+    table = next(d.value for d in at.dataframe if "chance" in d.value.columns)
+    # LoRA experts change every entry: chance is 1 − 2·0.5^K on every layer (0.75 at K=3, 0.875 at K=4)
+    np.testing.assert_allclose(table["chance"], 1 - 2 * 0.5**k, rtol=1e-6)
+    assert (abs(table["conflicts"] - table["chance"]) < 0.01).all()  # the shipped experts conflict at chance
+    captions = " ".join(c.value for c in at.caption)
+    assert f"{1 - 2 * 0.5**k:.3f} when all {k} do" in captions
+    dims = 100_352  # the demo model's flattened task vector
+    assert f"{1.959964 / dims**0.5:.4f} (1.96/√d)" in captions and "0.125" in captions
+    (conf,) = [f["data"][0] for f in _figures(at) if f["data"][0]["colorbar"]["title"]["text"] == "observed − chance"]
+    assert conf["colorscale"] and f"chance {1 - 2 * 0.5**k:.3f}" in str(conf["text"])
 
 
 def test_the_chosen_mixture_stays_chosen_on_every_page(app):
@@ -318,7 +592,7 @@ def test_a_bad_url_is_said_and_opens_the_default_view(app):
     assert at.session_state["mixture"] == pytest.approx([1 / 3] * 3)
     fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     fresh.query_params.update({"bench": "nope", "method": "dare_ties"})
-    at = _open(fresh, PAGES[1])
+    at = _open(fresh, PAGES[0])  # the Lab page shows the benchmark and method too (its results): said there
     shown = " ".join(w.value for w in at.warning)
     assert "no benchmark nope" in shown and "No cached proxy scores for dare\\_ties" in shown
     app2 = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)

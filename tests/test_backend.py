@@ -236,3 +236,20 @@ def test_a_job_resumed_by_another_live_process_is_not_run_again(tiny_lab_dir, tm
     with pytest.raises(JobError, match=rf"job j1 is already running in process {other.pid} \(resumed there"):
         resume(worker, engine, {**store.jobs()[0], "state": "interrupted"})  # as a page listed it a moment ago
     assert worker.jobs == [] and store.count() == 0
+
+
+def test_a_finished_job_says_how_many_scores_it_computed_and_how_many_were_cached():
+    from types import SimpleNamespace
+
+    from mixlab.backend import Job
+
+    job = Job("j", lambda progress, cancel: None, started=100.0)
+    old, new = SimpleNamespace(created=50.0), SimpleNamespace(created=150.0)
+    job.result = [old, old, old]
+    assert job.scores_summary() == "nothing to compute: all 3 scores were already cached"
+    job.result = [old, new, new]
+    assert job.scores_summary() == "2 new scores computed, 1 already cached"
+    job.result = [new]
+    assert job.scores_summary() == "1 new score computed"
+    job.result = {"not": "scores"}
+    assert job.scores_summary() == ""

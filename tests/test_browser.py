@@ -145,3 +145,63 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
     print(
         f"\ncold load of the simplex page: {cold:.2f} s; cached click → selected weights updated: {click_seconds:.2f} s"
     )
+
+
+_MARKS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => p._fullData
+    .filter(t => ['best under the proxy', 'best trained mixture'].includes(t.name))
+    .map(t => [t.name, Array.from({length: Object.keys(t.customdata[0]).length}, (_, i) => t.customdata[0][i])]))"""
+
+
+def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp_path):
+    """#25 in the real browser: on demo-k3, demo-k4, demo-recycle, demo-vl and a lab with 3 true mixtures,
+    every results page opens without an exception; the Lab page opens on a leaderboard, the Simplex explorer marks the best proxy and trained mixture
+    (their scores equal the library's best), Proxy vs true reads the demo-k4 tie as "#1 (tied)" and warns
+    on 3 mixtures, and the Experts page gives each statistic's chance level."""
+    from playwright.sync_api import expect, sync_playwright
+    from test_app import three_true_lab
+
+    from mixlab.analysis import best_mixtures, with_lab_mean
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    labs = {name: ROOT / "cache" / name for name in ("demo-k3", "demo-k4", "demo-recycle", "demo-vl")}
+    labs["three"] = three_true_lab(tmp_path)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+
+        def visit(path: str, lab: Path, extra: str = "") -> None:
+            page.goto(f"{server}/{path}?lab={lab}{extra}")
+            page.locator("h1").first.wait_for(timeout=90_000)
+            _settled(page)
+            assert page.locator("[data-testid='stException']").count() == 0, (path, lab)
+
+        for name, lab in labs.items():
+            visit("", lab)
+            expect(page.get_by_text(re.compile(r"^Leaderboard on mean"))).to_be_visible(timeout=60_000)
+            visit("simplex", lab, "&bench=mean")
+            expect(page.get_by_text("The answer on mean")).to_be_visible(timeout=60_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            eng = Engine(load_lab(lab))
+            best = best_mixtures(with_lab_mean(eng.results(*eng.resolve_method(None, {})), eng.lab.benchmarks),
+                                 eng.names, "mean")  # fmt: skip
+            marks = dict(page.evaluate(_MARKS))
+            k = len(eng.names)
+            for trace, source in (("best under the proxy", "proxy"), ("best trained mixture", "true")):
+                if source in best:
+                    assert marks[trace][:k] == pytest.approx(list(best[source].weights), abs=1e-6), (name, trace)
+                    assert marks[trace][k] == pytest.approx(best[source].score), (name, trace)
+            visit("pareto", lab, "&bench=mean")
+            expect(page.get_by_text(re.compile(r"^Marked: the best mixtures on"))).to_be_visible(timeout=60_000)
+            visit("proxy-vs-true", lab, "&bench=mean")
+            headline = "This lab lists no true mixtures" if name == "demo-recycle" else "Spearman ρ [95% CI]"
+            expect(page.get_by_text(headline).first).to_be_visible(timeout=60_000)
+            visit("experts", lab)
+            expect(page.get_by_text(re.compile(r"^Chance: if each expert's sign")).first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text(re.compile(r"^Chance: two unrelated directions")).first).to_be_visible()
+        visit("proxy-vs-true", labs["demo-k4"], "&bench=mean")
+        expect(page.get_by_text("#1 (tied) of 21").first).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "pvt_k4_tied.png"))
+        visit("proxy-vs-true", labs["three"], "&bench=rev")
+        expect(page.get_by_text(re.compile(r"^Only 3 true mixtures to rank"))).to_be_visible(timeout=60_000)
+        browser.close()

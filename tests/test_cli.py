@@ -289,7 +289,10 @@ def test_report_json_has_every_metric(tiny_lab_dir):
         "pairwise_accuracy",
         "pick",
         "pick_true_rank",
+        "pick_tied",
+        "pick_rank",
         "regret",
+        "warning",
     }
     assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4
 
@@ -350,3 +353,20 @@ def test_an_unreadable_image_is_one_line_naming_the_file(tmp_path, monkeypatch):
     assert r.returncode == 2, (r.stdout, r.stderr)
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: image {lab / first['image']}: not an image file PIL can read"), r.stderr
+
+
+def test_a_sweeps_progress_bar_names_what_it_counts(tmp_path, monkeypatch):
+    """The local backend reports one mixture on one benchmark per step (M × B steps); Ray, whole mixtures."""
+    from mixlab.demo import DEMO_LAB
+    from mixlab.distributed import LocalBackend, RayBackend
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.simplex import Mixture
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "cache.sqlite"))
+    eng = Engine(load_lab(DEMO_LAB))
+    mixtures = [Mixture.of(eng.names, w) for w in ([1.0, 0.0, 0.0], [0.5, 0.5, 0.0])]  # cached: nothing runs
+    steps = []
+    LocalBackend().sweep(eng, mixtures, "linear", {}, progress=lambda d, t, m="": steps.append((d, t)))
+    assert steps[-1] == (2 * len(eng.lab.benchmarks),) * 2
+    assert (LocalBackend.progress_unit, RayBackend.progress_unit) == ("score", "mixture")

@@ -235,7 +235,7 @@ def test_save_refuses_to_clobber_and_leaves_nothing_on_failure(lora, tmp_path):
     base, experts = lora
     out = tmp_path / "m"
     save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), out)
-    with pytest.raises(MergeError, match="exists and is not empty"):
+    with pytest.raises(MergeError, match="exists and is not empty.*'Replace an earlier export.*--overwrite"):
         save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), out)
     with pytest.raises(MixtureWeightsError):
         save_merged(base, experts, MergeSpec("linear", (0.5, 0.0, 0.0)), tmp_path / "bad")
@@ -355,7 +355,7 @@ def test_exports_carry_a_model_card_and_their_facts(tiny_lab_dir, tmp_path):
     ]
     assert [e["fingerprint"] for e in facts["expert_info"]] == [tv.fingerprint for tv in engine.experts]
     card = (out / "README.md").read_text()
-    assert card.startswith('---\nlibrary_name: transformers\nbase_model: "base"\n')
+    assert card.startswith("---\nlibrary_name: transformers\ntags:\n")  # a local base: no base_model (not a Hub id)
     assert f"| rev-loss | {score.metric} | {score.score:.4f} | ↓ | {score.n} |" in card
     assert "--weights add=0.2,rev=0.3,sort=0.5 --method ties --param density=0.5" in card
     assert facts["mixlab"] == mixlab.__version__
@@ -401,3 +401,11 @@ def test_a_failed_replace_puts_the_earlier_export_back(lora, tmp_path, monkeypat
     assert sorted(p.name for p in out.iterdir()) == before
     assert json.loads((out / "mixlab_merge.json").read_text()) == {"n": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temp or old folder left behind
+
+
+def test_a_model_cards_base_model_is_a_hub_id_or_absent():
+    from mixlab.merge.output import hub_id
+
+    assert hub_id("Qwen/Qwen2-VL-2B-Instruct") == "Qwen/Qwen2-VL-2B-Instruct"
+    for local in ("base", "/models/llama", "./org/name", "~/x/y", "a/b/c", None, ""):
+        assert hub_id(local) is None, local

@@ -148,3 +148,85 @@ def test_search_trace_and_weight_bars_carry_their_numbers():
     assert list(fig.data[1].y) == list(np.maximum.accumulate(values))  # best so far
     bars = weights_figure({"a": 0.25, "b": 0.75})
     assert list(bars.data[0].x) == [0.25, 0.75] and list(bars.data[0].y) == ["a", "b"]
+
+
+def test_the_best_mixtures_are_marked_at_their_weights_and_click_to_select():
+    from mixlab.analysis import Best
+    from mixlab.plots import BEST_STYLE, KINDS, selection_pick
+
+    proxy = _frame([[0.2, 0.3, 0.5, 0.7, "p1"], [1.0, 0.0, 0.0, 0.4, "p2"]])
+    best = [Best("proxy", "p1", (0.2, 0.3, 0.5), 0.7), Best("search", "s", (0.1, 0.1, 0.8), None)]
+    fig = simplex_figure(NAMES, proxy, proxy.iloc[:0], proxy.iloc[:0], None, "t", True, best=best)
+    marked = {t.name: t for t in fig.data if t.name in {v[0] for v in BEST_STYLE.values()}}
+    p, s = marked["best under the proxy"], marked["the search's winner"]
+    np.testing.assert_allclose([p.a[0], p.b[0], p.c[0]], [0.2, 0.3, 0.5])
+    assert p.marker.symbol == "square-open" and s.marker.symbol == "star-open"
+    data = np.asarray(p.customdata)
+    assert data[0, 3] == 0.7 and KINDS[int(data[0, 4])] == "best"
+    assert selection_pick([data[0]], 3, True)["weights"] == [0.2, 0.3, 0.5]
+    assert np.isnan(np.asarray(s.customdata)[0, 3])  # a winner with no score here is marked, never picked
+
+
+def test_the_pareto_figure_marks_the_best_and_rings_the_selection():
+    from mixlab.analysis import Best, best_on_plane
+
+    names = ["a", "b"]
+    pts = pd.DataFrame(
+        [["proxy", "p", 0.1, 0.2, 0.5, 0.5, True, False], ["true", "t", 0.3, 0.4, 1.0, 0.0, False, True]],
+        columns=["kind", "label", "x", "y", *names, "proxy_front", "true_front"],
+    )
+    best = {"true": Best("true", "t", (1.0, 0.0), 0.9), "search": Best("search", "s", (0.2, 0.8), 0.5)}
+    won = [{"weights": {"a": 0.2, "b": 0.8}, "test": {"x": 0.25, "y": 0.35}}]
+    plane = best_on_plane(best, pts, names, won, "x", "y")
+    assert plane[["source", "x", "y"]].values.tolist() == [["true", 0.3, 0.4], ["search", 0.25, 0.35]]
+    fig = pareto_figure(pts, "x", "y", names, best=plane, selected=[0.5, 0.5])
+    by_name = {t.name: t for t in fig.data}
+    assert (by_name["best trained mixture"].x[0], by_name["best trained mixture"].y[0]) == (0.3, 0.4)
+    assert (by_name["selected"].x[0], by_name["selected"].y[0]) == (0.1, 0.2)
+    assert best_on_plane(best, pts, names, None, "x", "y").source.tolist() == ["true"]  # no winner's scores
+
+
+def test_proxy_vs_true_marks_the_pick_and_the_best_and_ranks_on_y_equals_x():
+    from scipy import stats
+
+    from mixlab.plots import proxy_true_figure
+
+    pairs = pd.DataFrame(
+        {"label": list("pqrst"), "a": [0.0, 0.25, 0.5, 0.75, 1.0], "proxy": [0.1, 0.5, 0.3, 0.9, 0.2],
+         "true": [0.2, 0.8, 0.4, 0.6, 0.1]}
+    )  # fmt: skip
+    fig = proxy_true_figure(pairs, "x", "y", True, ranks=True, colour_by="a")
+    points, diagonal, pick, best = fig.data
+    want_x = stats.rankdata(-pairs.proxy, method="min")
+    np.testing.assert_array_equal(points.x, want_x)  # scipy's competition ranks, 1 = best
+    np.testing.assert_array_equal(points.y, stats.rankdata(-pairs.true, method="min"))
+    assert list(diagonal.x) == list(diagonal.y) == [1.0, 5.0]
+    assert (pick.text[0], pick.x[0], pick.y[0]) == ("s", 1.0, 2.0)  # the proxy's favourite (0.9) is second under true
+    assert (best.text[0], best.x[0], best.y[0]) == ("q", 2.0, 1.0)
+    assert (
+        list(points.marker.color) == [0.0, 0.25, 0.5, 0.75, 1.0] and points.marker.colorbar.title.text == "weight of a"
+    )
+    assert fig.layout.yaxis.autorange == "reversed"
+    loss = proxy_true_figure(pairs, "x", "y", False)  # lower is better: the pick is the lowest proxy
+    assert loss.data[2].text[0] == "p" and loss.data[3].text[0] == "t" and loss.data[0].x[0] == 0.1
+
+
+def test_the_simplex_colours_can_be_normalised_or_ranked_within_each_source():
+    from scipy import stats
+
+    proxy = _frame([[0.2, 0.3, 0.5, 0.45, "p1"], [1.0, 0.0, 0.0, 0.47, "p2"], [0.0, 1.0, 0.0, 0.46, "p3"]])
+    true = _frame([[0.2, 0.3, 0.5, 0.59, "t1"], [0.0, 0.0, 1.0, 0.55, "t2"]])
+    shared = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True)
+    assert list(shared.data[0].marker.color) == [0.45, 0.47, 0.46] and shared.data[0].marker.cmax == 0.59
+    norm = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True, colour="per source")
+    np.testing.assert_allclose(norm.data[0].marker.color, [0.0, 1.0, 0.5])  # (s − min) / (max − min)
+    np.testing.assert_allclose(norm.data[1].marker.color, [1.0, 0.0])
+    assert (norm.data[0].marker.cmin, norm.data[0].marker.cmax) == (0.0, 1.0)
+    assert "normalised within each source" in norm.data[0].marker.colorbar.title.text
+    rank = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", False, colour="rank")  # lower is better
+    want = 1 - (stats.rankdata(proxy.score, method="min") - 1) / 2  # the lowest score is best: colour 1
+    np.testing.assert_allclose(rank.data[0].marker.color, want)
+    np.testing.assert_allclose(
+        simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True, colour="per source").data[1].marker.color,
+        [1.0, 0.0],
+    )

@@ -6,12 +6,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from mixlab.analysis import MEAN, format_score, leaderboard, proxy_report
 from mixlab.backend import RESUMABLE, job_body, resume
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop import init_lab
 from views._shared import (
     backend_picker,
+    benchmark_options,
+    benchmark_picker,
     code,
     current_job,
     engine,
@@ -19,8 +22,12 @@ from views._shared import (
     job_panel,
     lab_path,
     missing_scores_note,
+    of_method,
     open_lab,
+    proxy_method_picker,
+    results,
     show_error,
+    stacking_columns,
     submit_job,
     worker,
 )
@@ -34,7 +41,9 @@ def _open_shipped() -> None:
     open_lab(str(LABS_DIR / st.session_state.lab_shipped))
 
 
-st.selectbox(
+# compact, one row: the page opens on the open lab's results below
+pick_shipped, pick_path = st.columns([1, 2], vertical_alignment="bottom")
+pick_shipped.selectbox(
     "Shipped labs",
     shipped,
     index=None,
@@ -43,14 +52,15 @@ st.selectbox(
     on_change=_open_shipped,
     help="demo-k3 and demo-k4: text domains; demo-recycle: a pool of checkpoints; demo-vl: a vision-language lab",
 )
-with st.form("lab_picker"):
-    path = st.text_input(
+with pick_path.form("lab_picker", border=False):
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    path = c1.text_input(
         "Lab folder or lab.toml",
         value=lab_path(),
         key="lab_input",
         help=f"The demo lab is {DEMO_LAB}. Any folder with a lab.toml works.",
     )
-    if st.form_submit_button("Open"):
+    if c2.form_submit_button("Open"):
         open_lab(path.strip())  # the URL follows (app.py), so a reload or a shared link opens this lab
         st.rerun()
 
@@ -111,6 +121,69 @@ for warning in eng.warnings():
     if warning not in eng.store.notices:  # the store's notices are shown on every page already
         st.warning(escape(warning))
 
+
+def results_first() -> None:
+    """The lab's answer before its configuration: ρ with its CI, and a leaderboard on one benchmark."""
+    df = results(eng)
+    if df.empty:
+        return
+    c1, c2 = st.columns(2)
+    bench = benchmark_picker(benchmark_options(df, eng), c1, help="'mean' averages the higher-is-better benchmarks")
+    method, params = proxy_method_picker(df, eng, c2)
+    rows = of_method(df, method, params)
+    report = proxy_report(rows[rows.benchmark != MEAN], eng.names, lab.benchmarks)
+    row = next((r for r in report if r["benchmark"] == bench), None)
+    cols = stacking_columns("lab_headline", [2, 1, 1])
+    if row is None:
+        cols[0].metric("Spearman ρ [95% CI]", "no pairs", help="no mixture has both a proxy and a true score here")
+    elif row["spearman"] is None:
+        cols[0].metric("Spearman ρ [95% CI]", f"undefined (n={row['n']})")
+    elif row["warning"]:
+        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} (no CI: n={row['n']})")
+    else:
+        ci = f"[{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
+        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help="proxy vs true, bootstrap")
+    cols[1].metric("True mixtures paired (n)", row["n"] if row else 0)
+    cols[2].metric("Proxy's pick among them", row["pick_rank"] if row else "—", help="its rank under the true scores")
+    if row and row["warning"]:
+        st.warning(row["warning"])
+    board = leaderboard(rows, eng.names, bench)
+    if len(board):
+        shown = pd.DataFrame(
+            {
+                "model": board.model,
+                f"{bench} [95% CI]": [format_score(*v) for v in zip(board.score, board.low, board.high)],
+                "n": ["—" if pd.isna(v) else str(int(v)) for v in board.n],
+                "vs the first [95% CI]": [
+                    "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                    for d, lo, hi in zip(board["diff"], board.diff_low, board.diff_high)
+                ],
+                "mixture": board.mixture,
+                "true model there": [
+                    "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t))
+                    for m, t in zip(board.model, board.true_at_pick)
+                ],
+            }
+        )
+        st.markdown(
+            f"**Leaderboard on {escape(bench)}** (best first; the proxy's best merge is the best of every cached proxy, trained there or not)"
+        )
+        st.dataframe(
+            shown,
+            hide_index=True,
+            width="stretch",
+            key="lab_leaderboard",
+            column_config={"mixture": st.column_config.TextColumn(width="large")},
+        )
+        st.caption(
+            "Each score with its 95% interval (Wilson's for an accuracy; the mean's by the normal approximation). "
+            "'vs the first': the difference from the top row with its interval (Newcombe's method for two "
+            "intervals), which treats the two as independent — on the same examples it is conservative. An "
+            "interval that contains 0: these data cannot tell the two apart."
+        )
+
+
+results_first()
 counts = {k: len(eng.cached(k)) for k in ("base", "expert", "true", "proxy")}
 cols = st.columns(5)
 cols[0].metric("Experts", len(eng.experts))
@@ -164,7 +237,7 @@ table(
         {
             "expert": e.name,
             "kind": e.kind,
-            "rank": e.rank,
+            "rank": str(e.rank) if e.rank is not None else "— (full)",
             "trainable params": e.n_params,
             # counting reads every tensor an expert touches: LoRA factors are small; a large full fine-tune is
             # left to `mixlab info`, not read on the page every session opens first
@@ -200,7 +273,10 @@ table(
     ],
     height=260,
 )
-st.caption(f"Evaluation cache: {code(eng.store.path)} — {counts}")
+st.caption(
+    f"Evaluation cache: {code(eng.store.path)} — {counts['proxy']:,} proxy scores; {counts['base']:,} of the base, "
+    f"{counts['expert']:,} of experts and {counts['true']:,} of true mixtures"
+)
 
 records = eng.store.jobs(lab.name)
 if records:

@@ -4,15 +4,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import scores_at
+from mixlab.analysis import best_mixtures, scores_at
 from mixlab.errors import MixlabError
 from mixlab.evaluate import open_image
-from mixlab.plots import metric_title, parallel_figure, selection_pick, simplex_figure
+from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure
 from mixlab.simplex import separating_vertices
 from views._shared import (
     MIXTURE,
     benchmark_options,
     benchmark_picker,
+    best_panel,
     chart,
     code,
     engine,
@@ -28,6 +29,7 @@ from views._shared import (
     show_error,
     submit_evaluation,
     weight_inputs,
+    winners,
     worker,
 )
 
@@ -49,6 +51,7 @@ method, params = proxy_method_picker(df, eng, c2)
 df = of_method(df, method, params)
 
 sub = df[df.benchmark == bench]
+best = best_mixtures(df, names, bench, winners())
 proxy = sub[sub.kind == "proxy"]
 true = sub[sub.kind == "true"]
 experts = sub[sub.kind == "expert"]
@@ -70,6 +73,19 @@ def on_select() -> None:
 
 
 st.session_state.simplex_ctx = (k, hib, bench)
+colour = st.radio(
+    "Colour",
+    COLOURS,
+    format_func={
+        "shared": "one scale (scores)",
+        "per source": "normalised per source",
+        "rank": "rank per source",
+    }.get,
+    horizontal=True,
+    key="simplex_colour",
+    help="A linear merge's scores are compressed against the trained models', so on one scale the proxies look "
+    "worse; normalised or ranked within each source, the colours compare where each source puts its best.",
+)
 view = "ternary"
 if k > 3:
     view = st.radio(
@@ -109,7 +125,17 @@ with left:
         tried = st.session_state.get("searched") or []
         searched = pd.DataFrame([[t.get(n, 0.0) for n in names] for t in tried], columns=list(names))
         fig = simplex_figure(
-            names, proxy, true, experts, st.session_state[MIXTURE], title, hib, vertices=verts, searched=searched
+            names,
+            proxy,
+            true,
+            experts,
+            st.session_state[MIXTURE],
+            title,
+            hib,
+            vertices=verts,
+            searched=searched,
+            best=list(best.values()),
+            colour=colour,
         )
         chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
         if view == "separated":
@@ -124,6 +150,8 @@ with left:
                 "projection to click any mixture."
             )
 
+    best_panel(best, bench, "simplex", marked=view != "parallel")
+
 with right:
     m = mixture(eng)
     st.markdown("**Selected mixture**")
@@ -136,17 +164,21 @@ with right:
         )
     weight_inputs(eng)
 
-    table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng))
-    shown = table.copy()  # scores as text, so a missing one reads "—" (st.dataframe prints NaN as "None")
-    for c in shown.columns.drop("benchmark"):
-        shown[c] = ["—" if pd.isna(v) else f"{v:.4f}" for v in table[c]]
-    st.dataframe(shown, hide_index=True, width="stretch", key="selected_scores")
+    # scores as text with their 95% interval (a missing one reads "—": st.dataframe prints NaN as "None")
+    table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng), text=True)
+    table["n"] = ["—" if pd.isna(v) else str(int(v)) for v in table["n"]]
+    st.dataframe(table, hide_index=True, width="stretch", key="selected_scores")
+    st.caption(
+        "Each score with its 95% interval: Wilson's for an accuracy (k of n examples right); for the mean, "
+        "mean ± 1.96·√(Σ p(1−p)/n)/B over its B benchmarks (n: their examples summed); a loss has none (the "
+        "cache keeps its mean, not its per-example spread). Two scores whose intervals overlap may not differ."
+    )
     if true_key is not None and not exact:
         st.caption(
             f"No model was trained at exactly this mixture; 'nearest true' is "
             f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f})."
         )
-    if table.empty or table["proxy"].isna().any():
+    if table.empty or (table["proxy"] == "—").any():
         if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
             submit_evaluation(eng, m, method, params)
     job_panel()

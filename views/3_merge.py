@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import weights_key
+from mixlab.analysis import cached_params, weights_key
 from mixlab.errors import MixlabError
 from mixlab.lab import weights_label
 from views._shared import (
@@ -15,6 +15,7 @@ from views._shared import (
     mixture,
     of_method,
     params_label,
+    results,
     show_error,
     submit_evaluation,
     weight_inputs,
@@ -26,7 +27,10 @@ left, right = st.columns([1, 2])
 with left:
     st.markdown("**Mixture**")
     weight_inputs(eng)
-    method, params = method_params_inputs("merge")
+    cached = results(eng)  # a method's parameters start where the lab's cached proxies are, so a run compares
+    method, params = method_params_inputs("merge", lambda name: cached_params(cached, name))
+    if cached_params(cached, method) is not None:
+        st.caption(f"Parameters start at those of the lab's cached {method} proxies, so a first run compares.")
     bench_names = [b.name for b in eng.lab.benchmarks]
     chosen = st.multiselect("Benchmarks", bench_names, default=bench_names, key="merge_benchmarks")
 with right:

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, method_comparison, paired, proxy_report
+from mixlab.analysis import MEAN, method_comparison, paired, proxy_report, readable, tie_ranks
 from mixlab.plots import proxy_true_figure
 from views._shared import (
     benchmark_options,
@@ -17,6 +17,7 @@ from views._shared import (
     params_label,
     proxy_method_picker,
     results,
+    stacking_columns,
 )
 
 st.title("Proxy vs true")
@@ -51,31 +52,55 @@ def num(v) -> str:
 
 rho = row["spearman"] if row else None
 ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
-cols = st.columns(4)
-cols[0].metric("Spearman ρ", num(rho), help=f"95% bootstrap CI: {ci}")
+cols = stacking_columns("pvt_headline", [2, 1, 1, 2])
+if rho is None:
+    headline = num(rho)
+elif row["warning"]:  # a bootstrap over a handful of mixtures says little: the warning below says how little
+    headline = f"{rho:+.2f} (no CI: n={row['n']})"
+else:
+    headline = f"{rho:+.2f} [{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
+cols[0].metric("Spearman ρ [95% CI]", headline, help="percentile bootstrap over the paired mixtures (2000 resamples)")
 cols[1].metric("Kendall τ", num(row["kendall"] if row else None))
 cols[2].metric("Mixtures (n)", row["n"] if row else 0)
+if row and row["warning"]:
+    st.warning(row["warning"])
 if row:
-    rank = f"{row['pick_true_rank']} of {row['n']}"
-    cols[3].metric("Proxy's pick: rank under true", rank, help=f"regret {row['regret']:.4f}")
+    cols[3].metric("Proxy's pick: rank under true", row["pick_rank"], help=f"regret {row['regret']:.4f}")
     st.caption(
         f"Spearman ρ {num(rho)} {ci} · Kendall τ {num(row['kendall'])} (n={row['n']}) · the mixture the proxy "
-        f"ranks first, **{escape(row['pick'])}**, is #{row['pick_true_rank']} under the true scores "
-        f"(regret {row['regret']:.4f})."
+        f"ranks first, **{escape(row['pick'])}**, is {row['pick_rank']} under the true scores "
+        f"(regret {row['regret']:.4f}; scores equal up to float noise tie)."
     )
 left, right = st.columns([3, 2])
 with left:
     arrow = "↑" if hib else "↓"
-    chart(
-        proxy_true_figure(pairs, f"proxy score: {bench} {arrow}", f"true score: {bench} {arrow}"),
-        key="pvt_scatter",
-        width="stretch",
+    c1, c2 = st.columns(2)
+    axes = c1.radio(
+        "Axes",
+        ["ranks", "scores"],
+        horizontal=True,
+        key="pvt_axes",
+        help="ranks: 1 = best on both axes, so a proxy that ranks like the trained models puts every point on "
+        "y = x whatever its scale; scores: the raw numbers",
+    )
+    colour = c2.selectbox(
+        "Colour by the weight of", ["(none)", *eng.names], key="pvt_colour", help="where in the simplex the proxy fails"
+    )
+    fig = proxy_true_figure(
+        pairs,
+        f"proxy rank: {bench}" if axes == "ranks" else f"proxy score: {bench} {arrow}",
+        f"true rank: {bench}" if axes == "ranks" else f"true score: {bench} {arrow}",
+        hib,
+        ranks=axes == "ranks",
+        colour_by=None if colour == "(none)" else colour,
+    )
+    chart(fig, key="pvt_scatter", width="stretch")
+    st.caption(
+        "□ the proxy's pick (its best among the trained mixtures), ◇ the best trained mixture; dashed: y = x. "
+        "Points far from the diagonal are mixtures the proxy misjudges."
     )
 with right:
-    table = pairs.assign(
-        proxy_rank=pairs.proxy.rank(ascending=not hib).astype(int),
-        true_rank=pairs.true.rank(ascending=not hib).astype(int),
-    )
+    table = pairs.assign(proxy_rank=tie_ranks(pairs.proxy, hib), true_rank=tie_ranks(pairs.true, hib))
     st.dataframe(table, hide_index=True, width="stretch", height=480, key="pvt_table")
 st.markdown(
     "**All benchmarks** — top-25% ρ: Spearman among the best quarter of mixtures by true score; pairs ok: the "
@@ -83,7 +108,7 @@ st.markdown(
 )
 table = (
     pd.DataFrame(summary)
-    .drop(columns=["higher_is_better", "n_top25"])
+    .drop(columns=["higher_is_better", "n_top25", "pick_true_rank", "pick_tied", "warning"])
     .rename(
         columns={
             "spearman": "Spearman ρ",
@@ -93,17 +118,18 @@ table = (
             "top25_spearman": "top-25% ρ",
             "pairwise_accuracy": "pairs ok",
             "pick": "proxy's pick",
-            "pick_true_rank": "its true rank",
+            "pick_rank": "its true rank",
         }
     )
 )
-st.dataframe(table.round(3), hide_index=True, width="stretch", key="pvt_summary")
+st.dataframe(readable(table), hide_index=True, width="stretch", key="pvt_summary")
 
 st.markdown(
     f"**Merge methods side by side** on {escape(bench)}: each method's proxies against the same trained mixtures "
     f"(cache more with {code(f'python -m mixlab sweep {eng.lab.root} --grid true --method ties')})"
 )
 compare = method_comparison(df[df.benchmark != MEAN], eng.names, eng.lab.benchmarks, bench)
+compare = compare.drop(columns=["pick_true_rank", "pick_tied"])
 compare = compare.assign(params=compare.params.map(params_label)).rename(
     columns={
         "spearman": "Spearman ρ",
@@ -111,7 +137,7 @@ compare = compare.assign(params=compare.params.map(params_label)).rename(
         "spearman_high": "ρ 95% high",
         "top25_spearman": "top-25% ρ",
         "pairwise_accuracy": "pairs ok",
-        "pick_true_rank": "pick's true rank",
+        "pick_rank": "pick's true rank",
     }
 )
-st.dataframe(compare.round(3), hide_index=True, width="stretch", key="pvt_methods")
+st.dataframe(readable(compare), hide_index=True, width="stretch", key="pvt_methods")

@@ -3,10 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import pareto_points
+from mixlab.analysis import MEAN, best_mixtures, best_on_plane, method_fronts, pareto_points, readable
 from mixlab.plots import pareto_figure
 from views._shared import (
+    BENCH,
+    MIXTURE,
     benchmark_options,
+    best_panel,
     chart,
     code,
     engine,
@@ -17,6 +20,7 @@ from views._shared import (
     proxy_method_picker,
     results,
     set_mixture,
+    winners,
 )
 
 st.title("Pareto fronts")
@@ -57,8 +61,19 @@ front = st.session_state.get("searched_front")
 searched = None
 if front and sorted(map(tuple, front["objectives"])) == sorted([(bx,), (by,)]):  # a search on these two benchmarks
     searched = pd.DataFrame([{"x": b["test"][bx], "y": b["test"][by]} for b in front["best"]])
+target = st.session_state.get(BENCH) or MEAN  # the benchmark the other pages show: its answer is marked here
+target = target if target in opts else opts[0]
+best = best_mixtures(rows, eng.names, target, winners())
 chart(
-    pareto_figure(pts, bx, by, eng.names, searched),
+    pareto_figure(
+        pts,
+        bx,
+        by,
+        eng.names,
+        searched,
+        best_on_plane(best, pts, eng.names, winners(), bx, by),
+        st.session_state[MIXTURE],
+    ),
     key="pareto_plot",
     on_select=on_select,
     selection_mode="points",
@@ -66,6 +81,11 @@ chart(
 )
 if st.session_state.pop("pareto_picked", False):
     st.caption("Selected mixture set: open the **Simplex explorer** or **Merge & evaluate** to use it.")
+best_panel(best, target, "pareto")
+st.caption(
+    f"Marked: the best mixtures on **{target}**, the benchmark the other pages show (pick it on the Simplex "
+    "explorer); the red ring is the selected mixture."
+)
 
 merged_front = pts[pts.proxy_front & (pts.kind == "proxy")]
 experts = pts[pts.kind == "expert"]
@@ -83,23 +103,12 @@ for col, title in (
     st.markdown(title)
     st.dataframe(pts[pts[col]][cols].rename(columns=renamed), hide_index=True, width="stretch", key=f"pareto_{col}")
 
-st.markdown("**Merge methods side by side**: each method's merges against the single experts on these two benchmarks")
-proxy = df[df.kind == "proxy"]
-hib = {b: bool(df[df.benchmark == b].higher_is_better.iloc[0]) for b in (bx, by)}
-rows_ = []
-methods_ = {(m, repr(sorted(p.items()))): (m, p) for m, p in zip(proxy.method, proxy.params)}
-for _, (m_, p_) in sorted(methods_.items()):
-    pts_ = pareto_points(of_method(df, m_, p_), eng.names, bx, by)
-    merges = pts_[pts_.kind == "proxy"]
-    rows_.append(
-        {
-            "method": m_,
-            "params": params_label(p_),
-            "merges": len(merges),
-            "merges on the front": int(merges.proxy_front.sum()),
-            "experts on the front": int((pts_.proxy_front & (pts_.kind == "expert")).sum()),
-            f"best {bx}": (merges.x.max() if hib[bx] else merges.x.min()) if len(merges) else None,
-            f"best {by}": (merges.y.max() if hib[by] else merges.y.min()) if len(merges) else None,
-        }
-    )
-st.dataframe(pd.DataFrame(rows_).round(4), hide_index=True, width="stretch", key="pareto_methods")
+fair, n_shared = method_fronts(df[df.benchmark.isin([bx, by])], eng.names, bx, by)
+st.markdown(
+    f"**Merge methods side by side**, fairly: each method's merges at the **{n_shared}** mixtures every cached "
+    "method has, against the single experts on these two benchmarks (a method with a denser grid cannot win by count)"
+)
+fair = fair.assign(params=fair.params.map(params_label)).rename(
+    columns={"best x": f"best {bx}", "best y": f"best {by}"}
+)
+st.dataframe(readable(fair, 4, "—"), hide_index=True, width="stretch", key="pareto_methods")

@@ -22,6 +22,7 @@ from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
+from mixlab.plots import BEST_STYLE
 from mixlab.simplex import Mixture, rebalance, validate_weights
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
@@ -260,8 +261,9 @@ def benchmark_options(df: pd.DataFrame, eng: Engine) -> list[str]:
     return ([MEAN] if MEAN in set(df.benchmark) else []) + names
 
 
-def method_params_inputs(key: str) -> tuple[str, dict]:
-    """A method picker and one input per declared parameter (from the merge registry)."""
+def method_params_inputs(key: str, defaults=None) -> tuple[str, dict]:
+    """A method picker and one input per declared parameter (from the merge registry); ``defaults(method)``
+    may give each parameter's starting value (e.g. the params the lab's cached proxies used)."""
     names = [m.name for m in methods()]
     shown = (st.session_state.get(METHOD) or ("linear", {}))[0]  # start from the method the pages show
     method = st.selectbox(
@@ -272,15 +274,17 @@ def method_params_inputs(key: str) -> tuple[str, dict]:
         help="; ".join(f"{m.name}: {m.help}" for m in methods()),
     )
     params = {}
+    start = (defaults(method) if defaults else None) or {}
     for p in get_method(method).params:
+        default = start.get(p.name, p.default)
         pkey = f"{key}_{method}_{p.name}"
         if p.kind is bool:
-            params[p.name] = st.checkbox(p.name, value=bool(p.default), help=p.help, key=pkey)
+            params[p.name] = st.checkbox(p.name, value=bool(default), help=p.help, key=pkey)
         elif p.kind is int:
             params[p.name] = int(
                 st.number_input(
                     p.name,
-                    value=int(p.default),
+                    value=int(default),
                     min_value=int(p.low or 0),
                     max_value=int(p.high) if p.high is not None else None,
                     step=1,
@@ -293,7 +297,7 @@ def method_params_inputs(key: str) -> tuple[str, dict]:
             params[p.name] = float(
                 st.number_input(
                     p.name,
-                    value=float(p.default),
+                    value=float(default),
                     min_value=float(lo),
                     max_value=float(p.high) if p.high is not None else None,
                     step=0.05,
@@ -424,6 +428,38 @@ def missing_scores_note(eng: Engine) -> None:
         )
 
 
+def winners() -> list[dict] | None:
+    """This session's latest single-objective search's winners (weights, dev, test), or None."""
+    front = st.session_state.get("searched_front")
+    return front["best"] if front and len(front["objectives"]) == 1 else None
+
+
+def best_panel(best: dict, bench: str, key: str, marked: bool = True) -> None:
+    """The answer on ``bench`` (mixlab.analysis.best_mixtures), each as its figure marks it (``marked``),
+    with a button that selects it."""
+    if not best:
+        return
+    st.markdown(f"**The answer on {escape(bench)}**" + (" (marked on the figure)" if marked else ""))
+    for source, b in best.items():
+        c1, c2 = st.columns([5, 1], vertical_alignment="center")
+        c1.markdown(f"{BEST_STYLE[source][3]} {escape(b.describe())}")
+        if c2.button("Select", key=f"{key}_best_{source}"):
+            set_mixture(b.weights)
+            st.rerun()
+
+
+def stacking_columns(key: str, spec: list[int]) -> list:
+    """Columns side by side on a wide screen that stack below 1280 px (a laptop with the sidebar open), each
+    then the full width (our own fixed CSS): a headline metric never truncates, a figure is never crushed."""
+    st.html(
+        "<style>@media (max-width: 1280px) {"
+        f".st-key-{key} [data-testid='stHorizontalBlock'] {{ flex-wrap: wrap; }}"
+        f".st-key-{key} [data-testid='stColumn'] {{ min-width: 100%; flex: 1 1 100%; }}"
+        "}</style>"
+    )
+    return st.container(key=key).columns(spec)
+
+
 FIGURE_FORMATS = ("png", "svg")
 # publication size: an 800×500 layout is a full-width (7 in) figure with 14 px type at 8.8 pt; PNG at 3× is 300 dpi
 EXPORT_WIDTH, EXPORT_HEIGHT, EXPORT_SCALE, FONT_SIZE = 800, 500, 3, 14
@@ -520,8 +556,8 @@ def _job_panel() -> None:
         st.session_state.job_was_active = job.id
     else:
         if job.state == "done":
-            count = f": {len(job.result)} scores cached" if isinstance(job.result, list) else ""
-            st.success(f"Done: {escape(job.description)}{count}.")
+            summary = job.scores_summary()
+            st.success(f"Done: {escape(job.description)}" + (f" — {summary}." if summary else "."))
         elif job.state == "cancelled":
             st.warning(f"Cancelled: {escape(job.description)}")
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -75,7 +76,10 @@ def start(out: Path, overwrite: bool, within: Path | None = None) -> tuple[Path,
         raise MergeError(f"output {out} is the current folder or contains it; choose a new folder")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise MergeError(f"output folder {out} exists and is not empty; choose another or pass overwrite")
+            raise MergeError(
+                f"output folder {out} exists and is not empty: choose another name, or replace it (tick "
+                "'Replace an earlier export of this name' on the Merge page; --overwrite on the command line)"
+            )
         if not is_export(out):
             raise MergeError(
                 f"refusing to replace {out}: it is not a mixlab export (no {EXPORT_MARKER}); choose a new folder"
@@ -116,13 +120,26 @@ def finish(tmp: Path, out: Path, provenance: dict) -> Path:
 FACTS = "mixlab.json"  # the same facts as the marker, under the name tools look for
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "org/name", as the Hub spells a repository
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """``name_or_path`` when it reads as a Hugging Face Hub repository id ("org/name"), else None: a local
+    folder ("base", "/models/x", "./x") is no valid ``base_model`` in a model card."""
+    if not name_or_path or name_or_path.startswith((".", "/", "~")) or not _HUB_ID.match(name_or_path):
+        return None
+    return name_or_path
+
+
 def model_card(p: dict, adapter: bool) -> str:
     """A Hugging Face model card (metadata block + text) from an export's provenance: base, experts with
-    their fingerprints, method and parameters, weights, the cached scores of this merge, mixlab's version."""
+    their fingerprints, method and parameters, weights, the cached scores of this merge, mixlab's version.
+    ``base_model`` is written only when the base's config names a Hub repository (:func:`hub_id`)."""
+    hub = hub_id(p["base"].get("name_or_path"))
     meta = [
         "---",
         f"library_name: {'peft' if adapter else 'transformers'}",
-        f"base_model: {json.dumps(p['base']['path'])}",
+        *([f"base_model: {json.dumps(hub)}"] if hub else []),
         "tags:",
         "- mixlab",
         "- merge",
