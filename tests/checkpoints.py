@@ -384,3 +384,30 @@ def build_full(family: Family, base: Path, folder: Path, seed: int, scale: float
             if p.is_floating_point():
                 p.add_(scale * torch.randn_like(p))
     model.save_pretrained(folder)
+
+
+def qwen_image_answers(model, base: Path, images: list[Path], prompt: str, max_new_tokens: int) -> list[str]:
+    """Plain transformers' greedy answers of a Qwen2-VL-family ``model`` to ``prompt`` about each image, its
+    inputs built by hand (the folder's image processor, Qwen's placeholder expanded to one pad token per merged
+    patch), in one batch as mixlab runs equal-sized rows: the reference an image evaluation must equal."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    tok = tokenizer()
+    feats = AutoImageProcessor.from_pretrained(base)(
+        images=[Image.open(p).convert("RGB") for p in images], return_tensors="pt"
+    )
+    n = int(feats["image_grid_thw"][0].prod()) // 4  # the 2×2 merge
+    ids = torch.tensor([tok("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>" + prompt)["input_ids"]])
+    ids = ids.repeat(len(images), 1)
+    image_rows = (ids == tok.convert_tokens_to_ids("<|image_pad|>")).long()  # which positions hold the image (M-RoPE)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=image_rows,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **feats,
+        )
+    return [t.split("\n")[0].strip() for t in tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]

@@ -259,9 +259,8 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
     The reference builds the inputs by hand (image processor + the expanded pad tokens) and generates with plain
     transformers on base + Σ w_i·(PEFT delta); half the rows' answers are its outputs, so the accuracy is 0.5
     exactly when mixlab answers as it does, and the merge's answers are compared row by row."""
-    from checkpoints import save_image_processor
+    from checkpoints import qwen_image_answers, save_image_processor
     from PIL import Image
-    from transformers import AutoImageProcessor
 
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
@@ -279,23 +278,8 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
         Image.new("RGB", (16, 16), c).save(root / "images" / f"{i}.png")
 
     reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
-    tok, images = tokenizer(), AutoImageProcessor.from_pretrained(root / "base")
-    # one batch of the four rows, as mixlab runs them (same prompt and image size: no padding)
-    pictures = [Image.open(root / "images" / f"{i}.png").convert("RGB") for i in range(len(colours))]
-    feats = images(images=pictures, return_tensors="pt")
-    n = int(feats["image_grid_thw"][0].prod()) // 4  # the 2×2 merge
-    ids = torch.tensor([tok("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>shape:")["input_ids"]] * 4)
-    image_rows = (ids == tok.convert_tokens_to_ids("<|image_pad|>")).long()  # which positions hold the image (M-RoPE)
-    with torch.no_grad():
-        out = reference.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            mm_token_type_ids=image_rows,
-            max_new_tokens=6,
-            do_sample=False,
-            **feats,
-        )
-    answers = [t.split("\n")[0].strip() for t in tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]
+    pictures = [root / "images" / f"{i}.png" for i in range(len(colours))]
+    answers = qwen_image_answers(reference, root / "base", pictures, "shape:", max_new_tokens=6)
     (root / "data").mkdir()
     with open(root / "data" / "colour.jsonl", "w") as f:
         for i, a in enumerate(answers):
