@@ -46,7 +46,10 @@ def load_processor(folder: Path):
         parts = {"image_processor": AutoImageProcessor.from_pretrained(folder, **kw)}
         parts["tokenizer"] = AutoTokenizer.from_pretrained(folder, **kw)
         parts["video_processor"] = None
-        return image_only(**parts)
+        # the processor's own settings (processor_config.json: LLaVA-OneVision's num_image_tokens and
+        # vision_feature_select_strategy, …), read as AutoProcessor reads them
+        settings, _ = cls.get_processor_dict(folder, **kw)
+        return image_only.from_args_and_dict([parts[a] for a in cls.get_attributes()], settings)
 
 
 def _skip_missing_video(self, name, arg):

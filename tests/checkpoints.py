@@ -331,15 +331,30 @@ def _ids(tok, family: Family) -> dict[str, int]:
 
 
 def save_image_processor(family: Family, folder: Path) -> None:
-    """The image processor a hub folder of ``family`` carries (preprocessor_config.json), tiny: Qwen2-VL's
-    (PIL backend; 16×16 images → a 4×4 grid of 4-pixel patches → 4 image tokens after the 2×2 merge)."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    """The image processor a hub folder of ``family`` carries (preprocessor_config.json), tiny, with the PIL
+    backend (no torchvision here). Qwen2-VL's: 16×16 images → a 4×4 grid of 4-pixel patches → 4 image tokens
+    after the 2×2 merge. LLaVA-OneVision's: one 16×16 grid pinpoint, so a 16×16 image is the base view plus
+    one tile of 2×2 patches; and the processor_config.json its processor writes (num_image_tokens per view,
+    vision_feature_select_strategy, as the hub's folders hold them), written here as JSON because its
+    processor cannot be saved without a video processor (which needs torchvision)."""
+    if family.name.startswith("qwen2"):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    if not family.name.startswith("qwen2"):
+        Qwen2VLImageProcessorPil(
+            min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, merge_size=2, temporal_patch_size=2
+        ).save_pretrained(folder)
+    elif family.name == "llava_onevision":
+        import json
+
+        from transformers import LlavaOnevisionImageProcessorPil
+
+        LlavaOnevisionImageProcessorPil(
+            size={"height": 16, "width": 16}, image_grid_pinpoints=[[16, 16]]
+        ).save_pretrained(folder)
+        settings = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": 4}
+        (folder / "processor_config.json").write_text(json.dumps(settings | {"vision_feature_select_strategy": "full"}))
+    else:
         raise NotImplementedError(family.name)
-    Qwen2VLImageProcessorPil(
-        min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, merge_size=2, temporal_patch_size=2
-    ).save_pretrained(folder)
 
 
 def model_class(family: Family):

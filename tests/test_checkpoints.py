@@ -300,6 +300,62 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
     assert [g["output"].strip() for g in got] == answers
 
 
+def test_llava_onevision_image_rows_answer_as_plain_transformers(tmp_path, capsys):
+    """LLaVA-OneVision's image rows evaluate in mixlab's environment (its processor built without the video
+    part, with the settings of the folder's processor_config.json). The reference builds the inputs by hand:
+    the image processor's pixels and "<image>" × 10 (the 16×16 base view's 2×2 patches, plus the one 16×16
+    tile's 2 rows of 2 patches, each row ended by the image newline: 4 + 2·(2 + 1)), and generates with plain
+    transformers on base + Σ w_i·(PEFT delta); half the rows' answers are its outputs, so the accuracy is 0.5
+    exactly when mixlab answers as it does, and the merge's answers are compared row by row."""
+    from checkpoints import save_image_processor
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    family = FAMILIES["llava_onevision"]
+    root = tmp_path / "lab"
+    build_base(family, root / "base")
+    save_image_processor(family, root / "base")
+    for i, expert in enumerate(("a", "b")):
+        build_lora(family, root / "base", root / "experts" / expert, seed=10 + i)
+    (root / "images").mkdir()
+    colours = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (230, 200, 30)]
+    for i, c in enumerate(colours):
+        Image.new("RGB", (16, 16), c).save(root / "images" / f"{i}.png")
+
+    reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
+    tok = tokenizer()
+    pictures = [Image.open(root / "images" / f"{i}.png").convert("RGB") for i in range(len(colours))]
+    feats = AutoImageProcessor.from_pretrained(root / "base")(images=pictures, return_tensors="pt")
+    ids = torch.tensor([tok("<image>" * 10 + "shape:")["input_ids"]] * len(colours))
+    with torch.no_grad():
+        out = reference.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, **feats
+        )
+    answers = [t.split("\n")[0].strip() for t in tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]
+    (root / "data").mkdir()
+    with open(root / "data" / "colour.jsonl", "w") as f:
+        for i, a in enumerate(answers):
+            f.write(
+                json.dumps({"image": f"images/{i}.png", "prompt": "shape:", "answer": a if i % 2 == 0 else "~"}) + "\n"
+            )
+    _cli(capsys, "lab", "init", root, "--base", "base")
+    with open(root / "lab.toml") as f:
+        text = f.read()
+    (root / "lab.toml").write_text(
+        text.replace('data = "data/colour.jsonl"', 'data = "data/colour.jsonl"\nmax_new_tokens = 6')
+    )
+
+    (row,) = json.loads(_cli(capsys, "eval", root, "--weights", "a=0.5,b=0.5", "--json"))
+    assert row["metric"] == "accuracy" and row["score"] == 0.5 and row["n"] == 4
+    engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
+    got = engine.image_answers(engine.mixture([0.5, 0.5]), "colour", n=4)
+    assert [g["output"].strip() for g in got] == answers
+
+
 def test_an_adapter_export_holds_every_experts_layers(tmp_path, capsys):
     """The first expert adapts layer 0 only (layers_to_transform): the exported adapter's config does not
     carry that selector over (it would claim layer 0 only while holding the other expert's layer-1 factors),
