@@ -332,11 +332,13 @@ def _ids(tok, family: Family) -> dict[str, int]:
 
 def save_image_processor(family: Family, folder: Path) -> None:
     """The image processor a hub folder of ``family`` carries (preprocessor_config.json), tiny, with the PIL
-    backend (no torchvision here). Qwen2-VL's: 16×16 images → a 4×4 grid of 4-pixel patches → 4 image tokens
-    after the 2×2 merge. LLaVA-OneVision's: one 16×16 grid pinpoint, so a 16×16 image is the base view plus
-    one tile of 2×2 patches; and the processor_config.json its processor writes (num_image_tokens per view,
-    vision_feature_select_strategy, as the hub's folders hold them), written here as JSON because its
-    processor cannot be saved without a video processor (which needs torchvision)."""
+    backend (no torchvision here), and what else its processor reads from the folder (processor_config.json,
+    the tokenizer's names for its image tokens). Qwen2-VL's: 16×16 images → a 4×4 grid of 4-pixel patches → 4
+    image tokens after the 2×2 merge. LLaVA-OneVision's: one 16×16 grid pinpoint, so a 16×16 image is the
+    base view plus one tile of 2×2 patches, and the processor_config.json its processor writes
+    (num_image_tokens per view, vision_feature_select_strategy, as the hub's folders hold them), written as
+    JSON because that processor cannot be saved without a video processor (which needs torchvision). Gemma 3,
+    InternVL and Mllama: below."""
     if family.name.startswith("qwen2"):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -353,6 +355,31 @@ def save_image_processor(family: Family, folder: Path) -> None:
         ).save_pretrained(folder)
         settings = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": 4}
         (folder / "processor_config.json").write_text(json.dumps(settings | {"vision_feature_select_strategy": "full"}))
+    elif family.name in ("gemma3", "internvl"):
+        import json
+
+        from transformers import AutoTokenizer, Gemma3ImageProcessorPil, GotOcr2ImageProcessorPil
+
+        if family.name == "gemma3":  # 32×32 images → 16 patches, pooled to 4 soft tokens, between boi and eoi
+            Gemma3ImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+            names = {"boi_token": "<start>", "eoi_token": "<end>", "image_token": "<image>"}
+        else:  # 16×16 tiles of 2×2 patches, each one token after the 0.5 pixel shuffle
+            GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(folder)
+            names = {"start_image_token": "<start>", "end_image_token": "<end>", "context_image_token": "<image>"}
+            names["video_token"] = "<video>"
+        # the tokenizer names its image tokens, as the hub's Gemma 3 / InternVL tokenizers do
+        AutoTokenizer.from_pretrained(folder, extra_special_tokens=names).save_pretrained(folder)
+        seq = {"gemma3": 4, "internvl": 1}[family.name]
+        processor = {"gemma3": "Gemma3Processor", "internvl": "InternVLProcessor"}[family.name]
+        (folder / "processor_config.json").write_text(
+            json.dumps({"processor_class": processor, "image_seq_length": seq})
+        )
+    elif family.name == "mllama":  # one 16×16 tile; the tokenizer names "<image>" its image token
+        from transformers import AutoTokenizer, MllamaImageProcessorPil
+
+        MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=1).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(folder, extra_special_tokens={"image_token": "<image>"}).save_pretrained(folder)
+        (folder / "processor_config.json").write_text('{"processor_class": "MllamaProcessor"}')
     else:
         raise NotImplementedError(family.name)
 

@@ -300,13 +300,29 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
     assert [g["output"].strip() for g in got] == answers
 
 
-def test_llava_onevision_image_rows_answer_as_plain_transformers(tmp_path, capsys):
-    """LLaVA-OneVision's image rows evaluate in mixlab's environment (its processor built without the video
-    part, with the settings of the folder's processor_config.json). The reference builds the inputs by hand:
-    the image processor's pixels and "<image>" × 10 (the 16×16 base view's 2×2 patches, plus the one 16×16
-    tile's 2 rows of 2 patches, each row ended by the image newline: 4 + 2·(2 + 1)), and generates with plain
-    transformers on base + Σ w_i·(PEFT delta); half the rows' answers are its outputs, so the accuracy is 0.5
-    exactly when mixlab answers as it does, and the merge's answers are compared row by row."""
+# Each class's image prompt written out by hand from its modelling code and the tiny configs in checkpoints.py
+# (an independent statement of what its processor must produce): (image side, the text before the prompt).
+IMAGE_PROMPTS = {
+    # the 16×16 base view's 2×2 patches, plus the one 16×16 tile's 2 rows of 2 patches each ended by the
+    # image newline: 4 + 2·(2 + 1)
+    "llava_onevision": (16, "<image>" * 10),
+    # the 32×32 image's 16 patches pooled to 4 soft tokens between boi and eoi, set off by blank lines
+    "gemma3": (32, "\n\n<start>" + "<image>" * 4 + "<end>\n\n"),
+    # one 16×16 tile of 2×2 patches, one token after the 0.5 pixel shuffle, between <img> and </img>
+    "internvl": (16, "<start><image><end>"),
+    # the image token, then the text begins again with bos; the text attends to the image by cross-attention
+    "mllama": (16, "<image><bos>"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_PROMPTS))
+def test_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys):
+    """Image rows of LLaVA-OneVision (its processor built without the video part, with the settings of the
+    folder's processor_config.json), Gemma 3, InternVL and Mllama evaluate in mixlab's environment with the class's
+    own image prompt. The reference builds the inputs by hand (the image processor's pixels and the prompt of
+    IMAGE_PROMPTS) and generates with plain transformers on base + Σ w_i·(PEFT delta); half the rows' answers
+    are its outputs, so the accuracy is 0.5 exactly when mixlab answers as it does, and the merge's answers
+    are compared row by row."""
     from checkpoints import save_image_processor
     from PIL import Image
     from transformers import AutoImageProcessor
@@ -315,7 +331,7 @@ def test_llava_onevision_image_rows_answer_as_plain_transformers(tmp_path, capsy
     from mixlab.lab import load_lab
     from mixlab.store import Store
 
-    family = FAMILIES["llava_onevision"]
+    family, (side, before) = FAMILIES[name], IMAGE_PROMPTS[name]
     root = tmp_path / "lab"
     build_base(family, root / "base")
     save_image_processor(family, root / "base")
@@ -324,13 +340,24 @@ def test_llava_onevision_image_rows_answer_as_plain_transformers(tmp_path, capsy
     (root / "images").mkdir()
     colours = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (230, 200, 30)]
     for i, c in enumerate(colours):
-        Image.new("RGB", (16, 16), c).save(root / "images" / f"{i}.png")
+        Image.new("RGB", (side, side), c).save(root / "images" / f"{i}.png")
 
     reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
     tok = tokenizer()
     pictures = [Image.open(root / "images" / f"{i}.png").convert("RGB") for i in range(len(colours))]
-    feats = AutoImageProcessor.from_pretrained(root / "base")(images=pictures, return_tensors="pt")
-    ids = torch.tensor([tok("<image>" * 10 + "shape:")["input_ids"]] * len(colours))
+    feats = dict(AutoImageProcessor.from_pretrained(root / "base")(images=pictures, return_tensors="pt"))
+    for count in (
+        "num_patches",
+        "num_crops",
+        "num_tiles",
+    ):  # tiles per image (InternVL, Gemma 3, Mllama): in the prompt
+        feats.pop(count, None)
+    ids = torch.tensor([tok(before + "shape:")["input_ids"]] * len(colours))
+    if name == "gemma3":  # Gemma 3 attends both ways within an image: its positions are marked
+        feats["token_type_ids"] = (ids == tok.convert_tokens_to_ids("<image>")).long()
+    if name == "mllama":  # (B, T, images, tiles): every position from the image token on sees its one tile
+        feats["cross_attention_mask"] = torch.zeros(*ids.shape, 1, 1, dtype=torch.long)
+        feats["cross_attention_mask"][:, 1:] = 1
     with torch.no_grad():
         out = reference.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, **feats
