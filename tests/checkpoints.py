@@ -316,11 +316,15 @@ QWEN_SPECIAL = {
 }
 
 
+# Idefics3's processor adds these to a tokenizer that lacks them (new ids past the model's vocabulary)
+IDEFICS_SPECIAL = ["<fake_token_around_image>", "<end_of_utterance>"]
+
+
 def tokenizer():
     """The demo's character tokenizer plus the image/video/boundary tokens a VL config names by id (in the
-    generic spelling and in Qwen2-VL's)."""
+    generic spelling and in Qwen2-VL's) and the ones Idefics3's processor wraps an image in."""
     tok = build_tokenizer()
-    specials = [f"<{s}>" for s in SPECIAL] + list(QWEN_SPECIAL.values())
+    specials = [f"<{s}>" for s in SPECIAL] + list(QWEN_SPECIAL.values()) + IDEFICS_SPECIAL
     tok.add_special_tokens({"additional_special_tokens": specials})
     return tok
 
@@ -338,7 +342,7 @@ def save_image_processor(family: Family, folder: Path) -> None:
     base view plus one tile of 2×2 patches, and the processor_config.json its processor writes
     (num_image_tokens per view, vision_feature_select_strategy, as the hub's folders hold them), written as
     JSON because that processor cannot be saved without a video processor (which needs torchvision). Gemma 3,
-    InternVL and Mllama: below."""
+    InternVL, Mllama, Idefics3 and SmolVLM: below."""
     if family.name.startswith("qwen2"):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -380,6 +384,14 @@ def save_image_processor(family: Family, folder: Path) -> None:
         MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=1).save_pretrained(folder)
         AutoTokenizer.from_pretrained(folder, extra_special_tokens={"image_token": "<image>"}).save_pretrained(folder)
         (folder / "processor_config.json").write_text('{"processor_class": "MllamaProcessor"}')
+    elif family.name in ("idefics3", "smolvlm"):  # the whole 16×16 image: 2×2 patches → 1 token after the shuffle
+        import transformers
+
+        prefix = "Idefics3" if family.name == "idefics3" else "SmolVLM"
+        getattr(transformers, f"{prefix}ImageProcessorPil")(
+            do_image_splitting=False, size={"longest_edge": 16}, max_image_size={"longest_edge": 16}
+        ).save_pretrained(folder)
+        (folder / "processor_config.json").write_text(f'{{"processor_class": "{prefix}Processor", "image_seq_len": 1}}')
     else:
         raise NotImplementedError(family.name)
 
