@@ -542,19 +542,15 @@ def image_answers(
 ) -> list[str]:
     """Greedy answers to image questions (rows ``{"image", "prompt", ...}``; the image path resolved by the
     engine into ``_image``): the base's processor puts each image and its prompt into one batch (the
-    class's image placeholder, :func:`mixlab.processors.image_placeholder`, is prepended where the prompt
-    lacks the image token), generation stops at ``stop`` or ``max_new_tokens``."""
-    from mixlab.processors import image_placeholder
+    class's image placeholder is prepended where the prompt lacks the image token:
+    :func:`mixlab.processors.image_inputs`), generation stops at ``stop`` or ``max_new_tokens``."""
+    from mixlab.processors import image_inputs
 
-    token = getattr(processor, "image_token", "<image>")
-    placeholder = image_placeholder(processor)
     tok = processor.tokenizer
-    tok.padding_side = "left"  # generation continues each row from its last token
 
     def answer(batch):
         images = [open_image(ex["_image"]) for ex in batch]
-        texts = [ex["prompt"] if token in ex["prompt"] else placeholder + ex["prompt"] for ex in batch]
-        inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(device)
+        inputs = image_inputs(processor, [ex["prompt"] for ex in batch], images).to(device)
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         with _FiniteLogits(model):
             out = model.generate(

@@ -4,7 +4,14 @@
 SmolVLM), which needs torchvision; mixlab's pinned CPU torch has no matching torchvision on PyPI (the wheel
 there is built for CUDA torch and fails to register its operators). Image rows never use the video part, so
 where it cannot be built the same processor class is built from the folder's image processor and tokenizer
-without it: the text and images come out as ``AutoProcessor`` would make them.
+without it (with the settings of the folder's ``processor_config.json``): the text and images come out as
+``AutoProcessor`` would make them.
+
+An image row's prompt gets the class's own placeholder where it has none (:func:`image_inputs`); each
+class's processor expands it into the image's tokens. Checked against inputs written by hand from the
+modelling code (tests/test_checkpoints.py): Qwen2-VL / Qwen2.5-VL, LLaVA, LLaVA-OneVision, Gemma 3 (the
+processor's image token is its ``boi_token``), InternVL (``<IMG_CONTEXT>``, wrapped in ``<img>…</img>``) and
+Mllama (``<|image|>``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,17 @@ def image_placeholder(processor) -> str:
     return getattr(processor, "image_token", "<image>")
 
 
+def image_inputs(processor, prompts: list[str], images: list) -> dict:
+    """The processor's batch for image rows: each prompt with the placeholder in front where it lacks the
+    image token, one image per row (as a list per row: a flat list is one row's images to some processors,
+    Gemma 3's), padded on the left (generation continues each row from its last token)."""
+    token = getattr(processor, "image_token", "<image>")
+    placeholder = image_placeholder(processor)
+    processor.tokenizer.padding_side = "left"
+    texts = [p if token in p else placeholder + p for p in prompts]
+    return processor(text=texts, images=[[im] for im in images], return_tensors="pt", padding=True)
+
+
 def load_processor(folder: Path):
     """The model folder's processor: ``AutoProcessor``, or its class without the video processor where that
     part cannot be built (see the module docstring). Raises what transformers raises otherwise."""
@@ -46,7 +64,10 @@ def load_processor(folder: Path):
         parts = {"image_processor": AutoImageProcessor.from_pretrained(folder, **kw)}
         parts["tokenizer"] = AutoTokenizer.from_pretrained(folder, **kw)
         parts["video_processor"] = None
-        return image_only(**parts)
+        # the processor's own settings (processor_config.json: LLaVA-OneVision's num_image_tokens and
+        # vision_feature_select_strategy, …), read as AutoProcessor reads them
+        settings, _ = cls.get_processor_dict(folder, **kw)
+        return image_only.from_args_and_dict([parts[a] for a in cls.get_attributes()], settings)
 
 
 def _skip_missing_video(self, name, arg):

@@ -316,11 +316,15 @@ QWEN_SPECIAL = {
 }
 
 
+# Idefics3's processor adds these to a tokenizer that lacks them (new ids past the model's vocabulary)
+IDEFICS_SPECIAL = ["<fake_token_around_image>", "<end_of_utterance>"]
+
+
 def tokenizer():
     """The demo's character tokenizer plus the image/video/boundary tokens a VL config names by id (in the
-    generic spelling and in Qwen2-VL's)."""
+    generic spelling and in Qwen2-VL's) and the ones Idefics3's processor wraps an image in."""
     tok = build_tokenizer()
-    specials = [f"<{s}>" for s in SPECIAL] + list(QWEN_SPECIAL.values())
+    specials = [f"<{s}>" for s in SPECIAL] + list(QWEN_SPECIAL.values()) + IDEFICS_SPECIAL
     tok.add_special_tokens({"additional_special_tokens": specials})
     return tok
 
@@ -331,15 +335,65 @@ def _ids(tok, family: Family) -> dict[str, int]:
 
 
 def save_image_processor(family: Family, folder: Path) -> None:
-    """The image processor a hub folder of ``family`` carries (preprocessor_config.json), tiny: Qwen2-VL's
-    (PIL backend; 16×16 images → a 4×4 grid of 4-pixel patches → 4 image tokens after the 2×2 merge)."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    """The image processor a hub folder of ``family`` carries (preprocessor_config.json), tiny, with the PIL
+    backend (no torchvision here), and what else its processor reads from the folder (processor_config.json,
+    the tokenizer's names for its image tokens). Qwen2-VL's: 16×16 images → a 4×4 grid of 4-pixel patches → 4
+    image tokens after the 2×2 merge. LLaVA-OneVision's: one 16×16 grid pinpoint, so a 16×16 image is the
+    base view plus one tile of 2×2 patches, and the processor_config.json its processor writes
+    (num_image_tokens per view, vision_feature_select_strategy, as the hub's folders hold them), written as
+    JSON because that processor cannot be saved without a video processor (which needs torchvision). Gemma 3,
+    InternVL, Mllama, Idefics3 and SmolVLM: below."""
+    if family.name.startswith("qwen2"):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    if not family.name.startswith("qwen2"):
+        Qwen2VLImageProcessorPil(
+            min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, merge_size=2, temporal_patch_size=2
+        ).save_pretrained(folder)
+    elif family.name == "llava_onevision":
+        import json
+
+        from transformers import LlavaOnevisionImageProcessorPil
+
+        LlavaOnevisionImageProcessorPil(
+            size={"height": 16, "width": 16}, image_grid_pinpoints=[[16, 16]]
+        ).save_pretrained(folder)
+        settings = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": 4}
+        (folder / "processor_config.json").write_text(json.dumps(settings | {"vision_feature_select_strategy": "full"}))
+    elif family.name in ("gemma3", "internvl"):
+        import json
+
+        from transformers import AutoTokenizer, Gemma3ImageProcessorPil, GotOcr2ImageProcessorPil
+
+        if family.name == "gemma3":  # 32×32 images → 16 patches, pooled to 4 soft tokens, between boi and eoi
+            Gemma3ImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+            names = {"boi_token": "<start>", "eoi_token": "<end>", "image_token": "<image>"}
+        else:  # 16×16 tiles of 2×2 patches, each one token after the 0.5 pixel shuffle
+            GotOcr2ImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(folder)
+            names = {"start_image_token": "<start>", "end_image_token": "<end>", "context_image_token": "<image>"}
+            names["video_token"] = "<video>"
+        # the tokenizer names its image tokens, as the hub's Gemma 3 / InternVL tokenizers do
+        AutoTokenizer.from_pretrained(folder, extra_special_tokens=names).save_pretrained(folder)
+        seq = {"gemma3": 4, "internvl": 1}[family.name]
+        processor = {"gemma3": "Gemma3Processor", "internvl": "InternVLProcessor"}[family.name]
+        (folder / "processor_config.json").write_text(
+            json.dumps({"processor_class": processor, "image_seq_length": seq})
+        )
+    elif family.name == "mllama":  # one 16×16 tile; the tokenizer names "<image>" its image token
+        from transformers import AutoTokenizer, MllamaImageProcessorPil
+
+        MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=1).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(folder, extra_special_tokens={"image_token": "<image>"}).save_pretrained(folder)
+        (folder / "processor_config.json").write_text('{"processor_class": "MllamaProcessor"}')
+    elif family.name in ("idefics3", "smolvlm"):  # the whole 16×16 image: 2×2 patches → 1 token after the shuffle
+        import transformers
+
+        prefix = "Idefics3" if family.name == "idefics3" else "SmolVLM"
+        getattr(transformers, f"{prefix}ImageProcessorPil")(
+            do_image_splitting=False, size={"longest_edge": 16}, max_image_size={"longest_edge": 16}
+        ).save_pretrained(folder)
+        (folder / "processor_config.json").write_text(f'{{"processor_class": "{prefix}Processor", "image_seq_len": 1}}')
+    else:
         raise NotImplementedError(family.name)
-    Qwen2VLImageProcessorPil(
-        min_pixels=16 * 16, max_pixels=16 * 16, patch_size=4, merge_size=2, temporal_patch_size=2
-    ).save_pretrained(folder)
 
 
 def model_class(family: Family):
@@ -384,3 +438,30 @@ def build_full(family: Family, base: Path, folder: Path, seed: int, scale: float
             if p.is_floating_point():
                 p.add_(scale * torch.randn_like(p))
     model.save_pretrained(folder)
+
+
+def qwen_image_answers(model, base: Path, images: list[Path], prompt: str, max_new_tokens: int) -> list[str]:
+    """Plain transformers' greedy answers of a Qwen2-VL-family ``model`` to ``prompt`` about each image, its
+    inputs built by hand (the folder's image processor, Qwen's placeholder expanded to one pad token per merged
+    patch), in one batch as mixlab runs equal-sized rows: the reference an image evaluation must equal."""
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    tok = tokenizer()
+    feats = AutoImageProcessor.from_pretrained(base)(
+        images=[Image.open(p).convert("RGB") for p in images], return_tensors="pt"
+    )
+    n = int(feats["image_grid_thw"][0].prod()) // 4  # the 2×2 merge
+    ids = torch.tensor([tok("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>" + prompt)["input_ids"]])
+    ids = ids.repeat(len(images), 1)
+    image_rows = (ids == tok.convert_tokens_to_ids("<|image_pad|>")).long()  # which positions hold the image (M-RoPE)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            mm_token_type_ids=image_rows,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            **feats,
+        )
+    return [t.split("\n")[0].strip() for t in tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]

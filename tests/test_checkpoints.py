@@ -259,9 +259,8 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
     The reference builds the inputs by hand (image processor + the expanded pad tokens) and generates with plain
     transformers on base + Σ w_i·(PEFT delta); half the rows' answers are its outputs, so the accuracy is 0.5
     exactly when mixlab answers as it does, and the merge's answers are compared row by row."""
-    from checkpoints import save_image_processor
+    from checkpoints import qwen_image_answers, save_image_processor
     from PIL import Image
-    from transformers import AutoImageProcessor
 
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
@@ -279,21 +278,94 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
         Image.new("RGB", (16, 16), c).save(root / "images" / f"{i}.png")
 
     reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
-    tok, images = tokenizer(), AutoImageProcessor.from_pretrained(root / "base")
-    # one batch of the four rows, as mixlab runs them (same prompt and image size: no padding)
+    pictures = [root / "images" / f"{i}.png" for i in range(len(colours))]
+    answers = qwen_image_answers(reference, root / "base", pictures, "shape:", max_new_tokens=6)
+    (root / "data").mkdir()
+    with open(root / "data" / "colour.jsonl", "w") as f:
+        for i, a in enumerate(answers):
+            f.write(
+                json.dumps({"image": f"images/{i}.png", "prompt": "shape:", "answer": a if i % 2 == 0 else "~"}) + "\n"
+            )
+    _cli(capsys, "lab", "init", root, "--base", "base")
+    with open(root / "lab.toml") as f:
+        text = f.read()
+    (root / "lab.toml").write_text(
+        text.replace('data = "data/colour.jsonl"', 'data = "data/colour.jsonl"\nmax_new_tokens = 6')
+    )
+
+    (row,) = json.loads(_cli(capsys, "eval", root, "--weights", "a=0.5,b=0.5", "--json"))
+    assert row["metric"] == "accuracy" and row["score"] == 0.5 and row["n"] == 4
+    engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
+    got = engine.image_answers(engine.mixture([0.5, 0.5]), "colour", n=4)
+    assert [g["output"].strip() for g in got] == answers
+
+
+# Each class's image prompt written out by hand from its modelling code and the tiny configs in checkpoints.py
+# (an independent statement of what its processor must produce): (image side, the text before the prompt).
+IMAGE_PROMPTS = {
+    # the 16×16 base view's 2×2 patches, plus the one 16×16 tile's 2 rows of 2 patches each ended by the
+    # image newline: 4 + 2·(2 + 1)
+    "llava_onevision": (16, "<image>" * 10),
+    # the 32×32 image's 16 patches pooled to 4 soft tokens between boi and eoi, set off by blank lines
+    "gemma3": (32, "\n\n<start>" + "<image>" * 4 + "<end>\n\n"),
+    # one 16×16 tile of 2×2 patches, one token after the 0.5 pixel shuffle, between <img> and </img>
+    "internvl": (16, "<start><image><end>"),
+    # the image token, then the text begins again with bos; the text attends to the image by cross-attention
+    "mllama": (16, "<image><bos>"),
+    # the whole image (no splitting): its one token after the pixel shuffle, tagged global, between fake tokens
+    "idefics3": (16, "<fake_token_around_image><global-img><image><fake_token_around_image>"),
+    "smolvlm": (16, "<fake_token_around_image><global-img><image><fake_token_around_image>"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_PROMPTS))
+def test_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys):
+    """Image rows of LLaVA-OneVision (its processor built without the video part, with the settings of the
+    folder's processor_config.json), Gemma 3, InternVL, Mllama, Idefics3 and SmolVLM (with num2words) evaluate in mixlab's environment with the class's
+    own image prompt. The reference builds the inputs by hand (the image processor's pixels and the prompt of
+    IMAGE_PROMPTS) and generates with plain transformers on base + Σ w_i·(PEFT delta); half the rows' answers
+    are its outputs, so the accuracy is 0.5 exactly when mixlab answers as it does, and the merge's answers
+    are compared row by row."""
+    from checkpoints import save_image_processor
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.store import Store
+
+    if name == "smolvlm":
+        pytest.importorskip("num2words", reason="SmolVLM's processor needs num2words, which mixlab does not install")
+    family, (side, before) = FAMILIES[name], IMAGE_PROMPTS[name]
+    root = tmp_path / "lab"
+    build_base(family, root / "base")
+    save_image_processor(family, root / "base")
+    for i, expert in enumerate(("a", "b")):
+        build_lora(family, root / "base", root / "experts" / expert, seed=10 + i)
+    (root / "images").mkdir()
+    colours = [(220, 40, 40), (40, 170, 60), (50, 80, 220), (230, 200, 30)]
+    for i, c in enumerate(colours):
+        Image.new("RGB", (side, side), c).save(root / "images" / f"{i}.png")
+
+    reference = _reference(family, root / "base", {n: root / "experts" / n for n in "ab"}, {"a": 0.5, "b": 0.5}, True)
+    tok = tokenizer()
     pictures = [Image.open(root / "images" / f"{i}.png").convert("RGB") for i in range(len(colours))]
-    feats = images(images=pictures, return_tensors="pt")
-    n = int(feats["image_grid_thw"][0].prod()) // 4  # the 2×2 merge
-    ids = torch.tensor([tok("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>shape:")["input_ids"]] * 4)
-    image_rows = (ids == tok.convert_tokens_to_ids("<|image_pad|>")).long()  # which positions hold the image (M-RoPE)
+    feats = dict(AutoImageProcessor.from_pretrained(root / "base")(images=pictures, return_tensors="pt"))
+    for count in (
+        "num_patches",
+        "num_crops",
+        "num_tiles",
+    ):  # tiles per image (InternVL, Gemma 3, Mllama): in the prompt
+        feats.pop(count, None)
+    ids = torch.tensor([tok(before + "shape:")["input_ids"]] * len(colours))
+    if name == "gemma3":  # Gemma 3 attends both ways within an image: its positions are marked
+        feats["token_type_ids"] = (ids == tok.convert_tokens_to_ids("<image>")).long()
+    if name == "mllama":  # (B, T, images, tiles): every position from the image token on sees its one tile
+        feats["cross_attention_mask"] = torch.zeros(*ids.shape, 1, 1, dtype=torch.long)
+        feats["cross_attention_mask"][:, 1:] = 1
     with torch.no_grad():
         out = reference.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            mm_token_type_ids=image_rows,
-            max_new_tokens=6,
-            do_sample=False,
-            **feats,
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False, **feats
         )
     answers = [t.split("\n")[0].strip() for t in tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)]
     (root / "data").mkdir()

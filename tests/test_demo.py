@@ -248,3 +248,18 @@ def test_the_vision_language_lab_ships_small_with_its_scores_recomputable(tmp_pa
     assert fresh.key == row["key"]  # the same files, the same key
     assert fresh.score == pytest.approx(row["score"], abs=2 / row["n"] + 1e-9)  # a near-tie may flip on another CPU
     assert len(lab.manifest.true_mixtures) == 21 and lab.manifest.merge.preset == "lora"
+
+
+def test_the_vision_language_lab_stores_its_base_as_save_pretrained_writes_it(tmp_path):
+    """cache/demo-vl's base holds the names a user's LLaVA checkpoint holds: those transformers'
+    save_pretrained writes for the class (the hub's names), not the in-memory ones."""
+    from safetensors import safe_open
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    from mixlab.demo import LABS_DIR
+
+    base = LABS_DIR / "demo-vl" / "base"
+    LlavaForConditionalGeneration(LlavaConfig.from_pretrained(base)).save_pretrained(tmp_path)
+    with safe_open(tmp_path / "model.safetensors", "pt") as ref, safe_open(base / "model.safetensors", "pt") as shipped:
+        assert set(shipped.keys()) == set(ref.keys())
+        assert "language_model.model.layers.0.self_attn.q_proj.weight" in set(shipped.keys())

@@ -362,3 +362,49 @@ def test_lab_init_reads_the_mixture_llama_factory_recorded(tiny_root, tmp_path):
     (mix / "training_args.yaml").unlink()
     with pytest.raises(MixlabError, match="no weights for mix; give --weights-from FILE"):
         init_lab(root, "base", "adapters/*", true="true/*", write=False)
+
+
+def test_the_readme_vision_language_block_runs_as_written(tmp_path, capsys, monkeypatch):
+    """The README's vision-language bring-your-own commands, run as written on a folder of that shape: a
+    tiny Qwen2-VL saved with save_pretrained (its image processor and tokenizer beside it), PEFT adapters on
+    the language model, three true-mixture adapters weighted by a CSV, an image benchmark inside the lab.
+    Its answers are what plain transformers + PEFT's merge_and_unload of the true mixture mix0 answer, so
+    mixlab's true score of mix0 must be 1.0; the report has Proxy vs true over all three."""
+    from checkpoints import FAMILIES, build_base, build_lora, load, qwen_image_answers, save_image_processor
+    from peft import PeftModel
+    from PIL import Image
+
+    family, lab = FAMILIES["qwen2_vl"], tmp_path / "my-vl-lab"
+    build_base(family, lab / "base")
+    save_image_processor(family, lab / "base")
+    for i, name in enumerate(("ocr", "chart")):
+        build_lora(family, lab / "base", lab / "experts" / name, seed=1 + i)
+    for i in range(3):
+        build_lora(family, lab / "base", lab / "true" / f"mix{i}", seed=10 + i)
+    (lab / "mixtures.csv").write_text("checkpoint,ocr,chart\nmix0,100,300\nmix1,1/2,1/2\nmix2,3,1\n")
+    (lab / "images").mkdir()
+    pictures = []
+    for i, colour in enumerate([(220, 40, 40), (40, 170, 60), (50, 80, 220), (230, 200, 30)]):
+        pictures.append(lab / "images" / f"{i}.png")
+        Image.new("RGB", (16, 16), colour).save(pictures[-1])
+    mix0 = PeftModel.from_pretrained(load(family, lab / "base"), lab / "true" / "mix0").merge_and_unload()
+    answers = qwen_image_answers(mix0, lab / "base", pictures, "shape:", max_new_tokens=32)  # lab.toml's default
+    (lab / "data").mkdir()
+    with open(lab / "data" / "colour.jsonl", "w") as f:
+        for i, a in enumerate(answers):
+            f.write(json.dumps({"image": f"images/{i}.png", "prompt": "shape:", "answer": a}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_block("**A vision-language lab**")
+    assert [c[1] for c in commands] == ["lab", "info", "eval", "sweep", "sweep", "report"]
+    for argv in commands:
+        assert main(argv[1:]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    loaded = load_lab(lab)
+    assert [e.name for e in loaded.manifest.experts] == ["chart", "ocr"]
+    assert loaded.manifest.merge.preset == "lora"
+    assert {t.name: t.weights for t in loaded.manifest.true_mixtures}["mix0"] == {"chart": 0.75, "ocr": 0.25}
+    true = {e.label: e.score for e in Engine(loaded, device="cpu").cached("true")}
+    assert true["mix0"] == 1.0 and set(true) == {"mix0", "mix1", "mix2"}
+    report = out[out.index("proxy (linear) vs true mixtures in my-vl-lab") :]
+    (line,) = [ln for ln in report.splitlines() if ln.startswith("colour ")]
+    assert line.split()[1] == "3" and "of 3" in line  # Proxy vs true over the 3 true mixtures, the proxy's pick
