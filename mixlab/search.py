@@ -353,6 +353,22 @@ class Search:
         except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as e:
             raise StudyError(f"search study file {self.file or self.storage}: {sqlite_trouble(e, 'study')}") from None
 
+    def stored_points(self) -> list[dict[str, float]]:
+        """The mixtures of the stored study's complete trials, in trial order ([] before its first)."""
+        from optuna.trial import TrialState
+
+        with self._storage_errors():
+            study = self._study()
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [dict(zip(self.engine.names, t.user_attrs["weights"])) for t in trials if "weights" in t.user_attrs]
+
+    def finished_trials(self) -> int:
+        """How many trials of the stored study ended (complete or pruned): what a trial budget counts."""
+        from optuna.trial import TrialState
+
+        with self._storage_errors():
+            return len(self._study().get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
     def _weights(self, trial) -> list[float]:
         return suggest_weights(trial, len(self.engine.names), self.sampler)
 

@@ -5,29 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_lab_toml
 
 from mixlab.analysis import pareto_front
-from mixlab.demo.tasks import examples
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.search import Search, to_weights
 from mixlab.simplex import Mixture
 from mixlab.store import Store
-
-
-@pytest.fixture
-def dev_lab(tiny_lab_dir):
-    """The tiny lab with a dev file for rev and rev-loss (pick has none)."""
-    with open(tiny_lab_dir / "data" / "rev_dev.jsonl", "w") as f:
-        for prompt, answer in examples("rev", 12, 99):
-            f.write(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n")
-    write_lab_toml(tiny_lab_dir, {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"})
-    text = (tiny_lab_dir / "lab.toml").read_text()
-    text = text.replace('data = "data/rev.jsonl"', 'data = "data/rev.jsonl"\nsearch_data = "data/rev_dev.jsonl"')
-    (tiny_lab_dir / "lab.toml").write_text(text)
-    return tiny_lab_dir
 
 
 def test_the_box_maps_onto_the_simplex_uniformly():
