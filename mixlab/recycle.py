@@ -22,7 +22,8 @@ included); asked again with the same settings, it reads that study's trials back
 finishes one an interruption left short. It says which of these it did (:attr:`Recycled.origin`).
 
 **Noise.** :func:`verdicts` compares the searched merge with every other candidate on test. The test scores
-are means over n examples, and an accuracy's standard error is √(p(1−p)/n) (binomial); a difference within
+are means over n examples, and an accuracy's standard error is √(p(1−p)/n) (binomial,
+:func:`mixlab.search.standard_error`); a difference within
 two standard errors of the difference (the candidates' errors added in quadrature, which ignores that they
 share examples and so overstates the error of a paired difference: "within noise" is said generously) is
 "within noise". A benchmark whose metric is not a per-example 0/1 accuracy (a loss) has no such error here,
@@ -37,11 +38,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mixlab.errors import MixlabError
-from mixlab.search import Search
+from mixlab.search import Objective, Search, standard_error
 from mixlab.simplex import Mixture
 
 RECORD = "recycle.json"  # a recycling lab's table, with its search's settings and points
-PROPORTION_METRICS = ("accuracy",)  # per-example 0/1 scores: a binomial standard error applies
 NOISE_SE = 2.0  # a difference within this many standard errors is "within noise"
 
 
@@ -214,28 +214,16 @@ def compare(
     return Recycled(rows, origin, name, engine.store.count() - before)
 
 
-def standard_error(row: dict, objective_weights: dict[str, float]) -> float | None:
-    """The binomial standard error of a candidate's test objective Σ_b c_b·p_b: √(Σ_b c_b²·p_b(1−p_b)/n_b);
-    None when a benchmark in it is not a per-example accuracy (its spread is not known from p and n)."""
-    total = 0.0
-    for b, c in objective_weights.items():
-        if row["metric"].get(b) not in PROPORTION_METRICS or not row["n"].get(b):
-            return None
-        p = row["test"][b]
-        total += c * c * p * (1 - p) / row["n"][b]
-    return math.sqrt(total)
-
-
-def verdicts(rows: Sequence[dict], objective_weights: dict[str, float]) -> list[dict]:
+def verdicts(rows: Sequence[dict], objective: Objective) -> list[dict]:
     """The searched merge (the last row) against every other candidate on test: difference, its standard
     error (None: unknown), and the verdict — "better", "worse" or "within noise" (|difference| ≤ 2 SE; with
     no SE, by the sign of the difference, and ``noise_known`` False)."""
     searched = rows[-1]
-    se_s = standard_error(searched, objective_weights)
+    se_s = standard_error(searched, objective)
     out = []
     for other in rows[:-1]:
         diff = searched["test_objective"] - other["test_objective"]
-        se_o = standard_error(other, objective_weights)
+        se_o = standard_error(other, objective)
         se = None if se_s is None or se_o is None else math.sqrt(se_s**2 + se_o**2)
         if se is not None and abs(diff) <= NOISE_SE * se:
             verdict = "within noise"

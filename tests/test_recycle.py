@@ -9,8 +9,12 @@ import pytest
 from mixlab.backend import Worker, job_body, recorder
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
-from mixlab.recycle import RECORD, compare, standard_error, verdicts
+from mixlab.recycle import RECORD, compare, verdicts
+from mixlab.search import Objective, standard_error
 from mixlab.store import Store
+
+
+ONE = Objective((("a", 1.0),))
 
 
 def _row(name, p, n=100, metric="accuracy"):
@@ -21,15 +25,21 @@ def test_the_standard_error_is_the_binomial_one_by_hand():
     # objective 0.5·a + 0.5·b; a: p = 0.5 on 100 examples, b: p = 0.9 on 400
     row = {"test": {"a": 0.5, "b": 0.9}, "n": {"a": 100, "b": 400}, "metric": {"a": "accuracy", "b": "accuracy"}}
     by_hand = math.sqrt(0.25 * 0.25 / 100 + 0.25 * 0.09 / 400)  # = √(0.000625 + 0.00005625) = 0.026101…
-    assert standard_error(row, {"a": 0.5, "b": 0.5}) == pytest.approx(by_hand) == pytest.approx(0.0261008, abs=1e-6)
+    assert (
+        standard_error(row, Objective((("a", 0.5), ("b", 0.5))))
+        == pytest.approx(by_hand)
+        == pytest.approx(0.0261008, abs=1e-6)
+    )
     row["metric"]["b"] = "loss"
-    assert standard_error(row, {"a": 0.5, "b": 0.5}) is None  # a loss's spread is not known from its mean
+    assert (
+        standard_error(row, Objective((("a", 0.5), ("b", 0.5)))) is None
+    )  # a loss's spread is not known from its mean
 
 
 def test_the_verdict_compares_the_searched_merge_with_every_candidate_and_says_within_noise():
     rows = [_row("best single checkpoint", 0.58, 200), _row("uniform average", 0.40, 200), _row("greedy soup", 0.60)]
     rows.append(_row("searched (cmaes)", 0.5883, 200))
-    said = {v["candidate"]: v for v in verdicts(rows, {"a": 1.0})}
+    said = {v["candidate"]: v for v in verdicts(rows, ONE)}
     assert list(said) == ["best single checkpoint", "uniform average", "greedy soup"]
     # +0.0083 against 2·√(0.58·0.42/200 + 0.5883·0.4117/200) = 2·0.0491 = 0.098: within noise (the case)
     single = said["best single checkpoint"]
@@ -38,8 +48,8 @@ def test_the_verdict_compares_the_searched_merge_with_every_candidate_and_says_w
     assert said["uniform average"]["verdict"] == "better"  # +0.188 > 0.098
     assert said["greedy soup"]["verdict"] == "within noise" and said["greedy soup"]["difference"] < 0
     rows[0]["metric"]["a"] = "loss"
-    assert verdicts(rows, {"a": 1.0})[0] | {"se": None} == verdicts(rows, {"a": 1.0})[0]
-    assert not verdicts(rows, {"a": 1.0})[0]["noise_known"] and verdicts(rows, {"a": 1.0})[0]["verdict"] == "better"
+    assert verdicts(rows, ONE)[0] | {"se": None} == verdicts(rows, ONE)[0]
+    assert not verdicts(rows, ONE)[0]["noise_known"] and verdicts(rows, ONE)[0]["verdict"] == "better"
 
 
 def test_asked_again_it_reads_its_study_back_and_says_so(dev_lab, tmp_path):
