@@ -221,7 +221,11 @@ def _search_body(engine, spec: dict) -> JobFn:
             backend=shared(spec.get("backend", "local")),
         )
         left = max(0, spec["target"] - search.finished_trials())
-        return search.run(left, progress=progress, cancel=cancel)
+        result = search.run(left, progress=progress, cancel=cancel)
+        if len(result.objectives) == 1:  # what the winner is read against (a front has no one winner)
+            progress(left, left, "scoring the baselines on test")
+            result.baselines = search.baselines(result.best[0]["weights"], cancel=cancel)
+        return result
 
     return run
 

@@ -319,3 +319,21 @@ def weights_figure(weights: dict[str, float], title: str = "weight") -> go.Figur
         xaxis_title=title, height=max(240, 28 * len(names) + 100), margin=dict(t=30), yaxis=dict(autorange="reversed")
     )
     return fig
+
+
+def line_figure(values: Sequence[float], label: str) -> go.Figure:
+    """One value per trial as a line (a multi-objective study's hypervolume history)."""
+    fig = go.Figure(go.Scatter(x=list(range(1, len(values) + 1)), y=list(values), mode="lines+markers", name=label))
+    fig.update_layout(xaxis_title="trial", yaxis_title=label, height=360, margin=dict(t=30))
+    return fig
+
+
+def slice_figure(study, label: str) -> go.Figure:
+    """Optuna's slice plot of a study whose parameters are the mixture weights (mixlab.search.weights_study):
+    the objective of every trial against each expert's weight, coloured by trial number."""
+    import optuna.visualization
+
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None  # the first objective
+    fig = optuna.visualization.plot_slice(study, target=target, target_name=label)
+    fig.update_layout(title=None, height=360, margin=dict(t=30))
+    return fig

@@ -241,3 +241,24 @@ def verdicts(rows: Sequence[dict], objective: Objective) -> list[dict]:
             }
         )
     return out
+
+
+def recorded_table(lab) -> list[dict] | None:
+    """The candidates' rows the lab's ``recycle.json`` records (what opening a recycling lab shows), or None
+    when it has none."""
+    if not (lab.root / RECORD).is_file():
+        return None
+    file = lab.resolve(RECORD, RECORD, want_file=True)
+    try:
+        rows = json.loads(file.read_text())
+        if not rows or not all(isinstance(r, dict) and {"candidate", "weights", "test"} <= set(r) for r in rows):
+            raise ValueError("each row needs candidate, weights and test")
+        rows[-1]["search"]["objective"]  # noqa: B018 - the searched row records its search
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise MixlabError(f"{file}: not a recycle table with a recorded search ({type(e).__name__}: {e})") from None
+    return rows
+
+
+def compare_objective(engine, rows: Sequence[dict]) -> Objective:
+    """The objective a table of candidates was chosen by (its searched row records it)."""
+    return Objective.parse(rows[-1]["search"]["objective"], engine.lab.benchmarks)

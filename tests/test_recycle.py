@@ -13,7 +13,6 @@ from mixlab.recycle import RECORD, compare, verdicts
 from mixlab.search import Objective, standard_error
 from mixlab.store import Store
 
-
 ONE = Objective((("a", 1.0),))
 
 

@@ -23,6 +23,7 @@ from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
 from mixlab.simplex import Mixture, rebalance, validate_weights
+from mixlab.store import Evaluation
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
 # were drawn with, so no widget can hold on to a stale value and re-apply it), and app.py mirrors it in the
@@ -507,6 +508,15 @@ def job_panel() -> None:
     st.fragment(_job_panel, run_every=0.5 if job.active else None)()
 
 
+def done_note(result) -> str:
+    """What a finished job says it did: the scores an evaluation job returned (each cached), or the
+    ``summary`` a job's result gives of itself (recycling: how its merge was found, how many scores are new)."""
+    if isinstance(result, list) and result and all(isinstance(e, Evaluation) for e in result):
+        return f": {len(result)} scores cached"
+    summary = getattr(result, "summary", None)
+    return f": {summary}" if isinstance(summary, str) else ""
+
+
 def _job_panel() -> None:
     job = current_job()
     if job is None:
@@ -520,8 +530,7 @@ def _job_panel() -> None:
         st.session_state.job_was_active = job.id
     else:
         if job.state == "done":
-            count = f": {len(job.result)} scores cached" if isinstance(job.result, list) else ""
-            st.success(f"Done: {escape(job.description)}{count}.")
+            st.success(f"Done: {escape(job.description)}{escape(done_note(job.result))}.")
         elif job.state == "cancelled":
             st.warning(f"Cancelled: {escape(job.description)}")
         else:
