@@ -88,6 +88,11 @@ class Objective:
             parts.append((name, weight))
         return cls(tuple(parts))
 
+    @classmethod
+    def from_label(cls, label: str) -> Objective:
+        """The objective a study recorded by its :meth:`label` (``add=0.333333,rev=0.333333``)."""
+        return cls(tuple((n, float(w)) for n, _, w in (part.partition("=") for part in label.split(","))))
+
     @property
     def names(self) -> list[str]:
         return [n for n, _ in self.weights]
@@ -625,7 +630,8 @@ def studies(path: Path | None) -> list[dict]:
             {
                 "study": s.study_name,
                 "sampler": desc.get("sampler", "?"),
-                "objectives": ", ".join(desc.get("objectives", [])) or "?",
+                "objectives": " and ".join(Objective.from_label(o).describe() for o in desc.get("objectives", []))
+                or "?",
                 "split": desc.get("split", "?"),
                 "trials": s.n_trials,
                 "best": best,

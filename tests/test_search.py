@@ -354,6 +354,8 @@ def test_objectives_are_named_as_objectives():
     assert Objective.parse("mean", specs).label() == "add=0.333333,rev=0.333333,sort=0.333333"  # a study's identity
     assert Objective.parse("rev", specs).describe() == "rev"
     assert Objective.parse("rev=0.7,sort=0.3", specs).describe() == "0.7·rev + 0.3·sort"
+    mean = Objective.parse("mean", specs)
+    assert Objective.from_label(mean.label()).describe() == "mean of add, rev, sort"  # as a stored study shows it
 
 
 def test_importance_ranks_first_the_one_weight_the_objective_depends_on():
@@ -408,6 +410,7 @@ def test_stored_studies_are_listed_with_their_best_and_keep_a_note(dev_lab, tmp_
     listed = {s["study"]: s for s in studies(path)}
     assert set(listed) == {"first", "front"}
     assert listed["first"]["trials"] == 3 and listed["first"]["sampler"] == "random"
+    assert listed["first"]["objectives"] == "rev-loss" and listed["front"]["objectives"] == "rev-loss and rev"
     assert listed["first"]["best"] == pytest.approx(max(t["values"][0] for t in result.trials))
     assert listed["front"]["best"] is None  # a Pareto front has no single best
     set_note(path, "first", "rev only; dev split of 12")

@@ -304,7 +304,7 @@ def recycle_result(rows: list[dict], said: str) -> None:
 
 
 if job is not None and job.state == "done" and job.id == ss.get("recycle_job"):
-    recycle_result(job.result.rows, f"**{escape(job.result.summary)}.**")
+    recycle_result(job.result.rows, f"How the searched merge was found: {escape(job.result.origin)}.")
 else:
     shipped = recorded_table(eng.lab)
     if shipped is not None:
