@@ -337,3 +337,45 @@ def slice_figure(study, label: str) -> go.Figure:
     fig = optuna.visualization.plot_slice(study, target=target, target_name=label)
     fig.update_layout(title=None, height=360, margin=dict(t=30))
     return fig
+
+
+def trials_ternary(names: Sequence[str], trials: Sequence[dict], label: str) -> go.Figure:
+    """K=3: every complete trial of a study at its mixture on the simplex, coloured by its (first) objective,
+    the best ringed — where on the simplex the search looked, and where it scored."""
+    done = [t for t in trials if t["state"] == "complete" and t["values"]]
+    w = np.array([[t["weights"][n] for n in names] for t in done]).reshape(-1, 3)
+    v = np.array([t["values"][0] for t in done], dtype=float)
+    fig = go.Figure(
+        go.Scatterternary(
+            a=w[:, 0],
+            b=w[:, 1],
+            c=w[:, 2],
+            mode="markers",
+            name="trial",
+            marker=dict(size=9, color=v, colorscale=SCALE_UP, colorbar=dict(title=label), showscale=True),
+            customdata=np.column_stack([np.arange(len(done)), v]),
+            hovertemplate="trial %{customdata[0]}<br>"
+            + _hover_ternary(names)
+            + "<br>%{customdata[1]:.4f}<extra></extra>",
+        )
+    )
+    if len(done):
+        i = int(np.argmax(v))
+        fig.add_trace(
+            go.Scatterternary(
+                a=[w[i, 0]], b=[w[i, 1]], c=[w[i, 2]], mode="markers", name="best",
+                marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color="crimson")),
+                hoverinfo="skip",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        ternary=dict(aaxis_title=names[0], baxis_title=names[1], caxis_title=names[2]),
+        height=420,
+        margin=dict(t=40, b=30),
+        showlegend=False,
+    )
+    return fig
+
+
+def _hover_ternary(names: Sequence[str]) -> str:
+    return "<br>".join(f"{n} = %{{{axis}:.3f}}" for n, axis in zip(names, "abc"))

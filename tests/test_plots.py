@@ -148,3 +148,19 @@ def test_search_trace_and_weight_bars_carry_their_numbers():
     assert list(fig.data[1].y) == list(np.maximum.accumulate(values))  # best so far
     bars = weights_figure({"a": 0.25, "b": 0.75})
     assert list(bars.data[0].x) == [0.25, 0.75] and list(bars.data[0].y) == ["a", "b"]
+
+
+def test_a_studys_trials_on_the_simplex_carry_their_weights_and_values():
+    from mixlab.plots import trials_ternary
+
+    trials = [
+        {"state": "complete", "weights": {"a": 0.2, "b": 0.3, "c": 0.5}, "values": [0.4]},
+        {"state": "pruned", "weights": {"a": 0.9, "b": 0.1, "c": 0.0}, "values": None},
+        {"state": "complete", "weights": {"a": 0.6, "b": 0.2, "c": 0.2}, "values": [0.7]},
+    ]
+    fig = trials_ternary(NAMES, trials, "mean (dev)")
+    points, best = fig.data
+    np.testing.assert_allclose(points.a, [0.2, 0.6]) and np.testing.assert_allclose(points.c, [0.5, 0.2])
+    np.testing.assert_allclose(points.marker.color, [0.4, 0.7])  # the pruned trial has no value: not drawn
+    assert (best.a, best.b, best.c) == ((0.6,), (0.2,), (0.2,))  # the best is ringed
+    assert fig.layout.ternary.caxis.title.text == "c"

@@ -6,7 +6,7 @@ import streamlit as st
 
 from mixlab.backend import job_body
 from mixlab.errors import MixlabError
-from mixlab.plots import line_figure, slice_figure, trace_figure, weights_figure
+from mixlab.plots import line_figure, slice_figure, trace_figure, trials_ternary, weights_figure
 from mixlab.recycle import compare_objective, recorded_table, verdicts
 from mixlab.search import (
     SAMPLERS,
@@ -231,6 +231,9 @@ else:
     if done_trials:
         st.markdown("**Slice**: the objective (dev) of every trial against each expert's weight")
         chart(slice_figure(weights_study(trials_, eng.names, n_obj), "objective (dev)"), key="search_slice")
+        if len(eng.names) == 3:
+            st.markdown("**The trials on the simplex**, coloured by the objective (dev); the best ringed")
+            chart(trials_ternary(eng.names, trials_, "objective (dev)"), key="search_ternary")
     note_key = f"search_note:{view}"
     note = st.text_area("Note on this study (kept in the study)", value=study_note(path, view), key=note_key)
     if st.button("Save note", key="search_note_save"):
