@@ -370,8 +370,8 @@ def trials_ternary(names: Sequence[str], trials: Sequence[dict], label: str) -> 
         )  # fmt: skip
     fig.update_layout(
         ternary=dict(aaxis_title=names[0], baxis_title=names[1], caxis_title=names[2]),
-        height=420,
-        margin=dict(t=40, b=30),
+        height=440,
+        margin=dict(t=50, b=60, l=60, r=60),  # room for the corner titles
         showlegend=False,
     )
     return fig

@@ -175,19 +175,19 @@ if job is not None and job.state == "done" and job.id == ss.get("search_job"):
             + "; ".join(f"{escape(r['candidate'])}: {r['test_objective'][0]:.4f}" for r in result.baselines)
             + "."
         )
-    bars = st.columns(2)[1]
+    bars, picker = st.columns(2)
     bars.markdown("**Best weights** per expert")
     with bars:
         chart(weights_figure(result.best[0]["weights"]), key="search_weights")
-    pick = st.selectbox(
+    pick = picker.selectbox(
         "Use a winner as the selected mixture",
         range(len(result.best)),
         format_func=lambda i: mixture_text(result.best[i]["weights"]),
         key="search_pick",
     )
-    if st.button("Select this mixture", key="search_select"):
+    if picker.button("Select this mixture", key="search_select"):
         set_mixture([result.best[pick]["weights"][n] for n in eng.names])
-        st.success("Selected: the Simplex explorer, Merge & evaluate and the Pareto page now show it.")
+        picker.success("Selected: the Simplex explorer, Merge & evaluate and the Pareto page now show it.")
 
 # --- the lab's stored studies ----------------------------------------------------------------------------
 st.divider()
