@@ -610,9 +610,10 @@ def _storage(path: Path):
     )
 
 
-def studies(path: Path | None) -> list[dict]:
+def studies(path: Path | None, engine=None) -> list[dict]:
     """The studies a search.sqlite holds: name, sampler, objectives, split, finished trials, best (the first
-    objective's best dev value, single-objective studies), note; [] when there is no file yet."""
+    objective's best dev value, single-objective studies), note; [] when there is no file yet. With
+    ``engine``, only the studies of its lab and models (a cache set by $MIXLAB_CACHE holds every lab's)."""
     import optuna
     import sqlalchemy.exc
 
@@ -625,6 +626,8 @@ def studies(path: Path | None) -> list[dict]:
     out = []
     for s in summaries:
         desc = s.user_attrs.get(DESCRIPTION) or {}
+        if engine is not None and (desc.get("lab"), desc.get("models")) != (engine.lab.name, engine.models_fp):
+            continue
         best = s.best_trial.values[0] if s.best_trial is not None and len(s.directions) == 1 else None
         out.append(
             {
@@ -687,7 +690,9 @@ def weights_study(trials: Sequence[dict], names: Sequence[str], n_objectives: in
                 params={n: float(t["weights"][n]) for n in names}, distributions=dist, values=t["values"]
             )
             for t in trials
-            if t["state"] == "complete" and t["values"] and all(math.isfinite(t["weights"][n]) for n in names)
+            if t["state"] == "complete"
+            and t["values"]
+            and all(math.isfinite(t["weights"].get(n, math.nan)) for n in names)
         ]
     )
     return study

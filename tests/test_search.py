@@ -407,8 +407,13 @@ def test_stored_studies_are_listed_with_their_best_and_keep_a_note(dev_lab, tmp_
     assert studies(path) == []
     result = Search(engine, ["rev-loss"], sampler="random", seed=2, name="first").run(3)
     Search(engine, ["rev-loss", "rev"], sampler="nsga2", seed=0, name="front").run(2)
-    listed = {s["study"]: s for s in studies(path)}
+    listed = {s["study"]: s for s in studies(path, engine)}
     assert set(listed) == {"first", "front"}
+    import optuna
+
+    another = optuna.create_study(study_name="elsewhere", storage=f"sqlite:///{path}")  # one $MIXLAB_CACHE,
+    another.set_user_attr("mixlab", {"lab": "another-lab", "models": engine.models_fp})  # several labs
+    assert "elsewhere" not in {s["study"] for s in studies(path, engine)} and len(studies(path)) == 3
     assert listed["first"]["trials"] == 3 and listed["first"]["sampler"] == "random"
     assert listed["first"]["objectives"] == "rev-loss" and listed["front"]["objectives"] == "rev-loss and rev"
     assert listed["first"]["best"] == pytest.approx(max(t["values"][0] for t in result.trials))

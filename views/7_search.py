@@ -193,7 +193,7 @@ if job is not None and job.state == "done" and job.id == ss.get("search_job"):
 st.divider()
 st.subheader("Studies")
 try:
-    listed = studies(path)
+    listed = studies(path, eng)
 except MixlabError as e:
     show_error("Cannot read the studies", e)
     listed = []
