@@ -198,7 +198,7 @@ except MixlabError as e:
     show_error("Cannot read the studies", e)
     listed = []
 if not listed:
-    st.caption(f"No study stored yet{'' if path is None else f' in {code(path)}'}.")
+    st.caption(f"No study of this lab stored yet{'' if path is None else f' in {code(path)}'}.")
 else:
     st.caption(f"Every search of this lab, kept in {code(path)} (optuna's storage): pick one to read it.")
     st.dataframe(pd.DataFrame(listed).round(4), hide_index=True, width="stretch", key="search_studies")
