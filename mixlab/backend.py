@@ -61,7 +61,11 @@ class Job:
 
     def scores_summary(self) -> str:
         """What a finished job's scores were: computed by it or read from the cache (an evaluation made
-        after the job started is new). "" when its result is not a list of scores."""
+        after the job started is new); or the ``summary`` a result gives of itself (recycling: how its merge
+        was found, how many scores are new). "" when it has neither."""
+        summary = getattr(self.result, "summary", None)
+        if isinstance(summary, str):
+            return summary
         if not isinstance(self.result, list) or not all(hasattr(e, "created") for e in self.result):
             return ""
         n = len(self.result)
@@ -170,7 +174,7 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
     return update
 
 
-RESUMABLE = ("proxy", "checkpoints")
+RESUMABLE = ("proxy", "checkpoints", "search", "recycle")
 
 
 def job_body(engine, kind: str, spec: dict) -> JobFn:
@@ -204,7 +208,41 @@ def job_body(engine, kind: str, spec: dict) -> JobFn:
         return lambda progress, cancel: engine.checkpoint_scores(
             spec.get("benchmarks"), progress=progress, cancel=cancel
         )
+    if kind == "search":
+        return _search_body(engine, spec)
+    if kind == "recycle":
+        from mixlab.recycle import compare
+
+        settings = {k: spec[k] for k in ("objective", "sampler", "trials", "seed")}
+        return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
     raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
+
+
+def _search_body(engine, spec: dict) -> JobFn:
+    """A search job: its study grows to ``spec["target"]`` trials (the study's size when it was asked for
+    plus the trials asked), so a resumed search runs only the trials its interruption left undone."""
+    from mixlab.distributed import shared
+    from mixlab.search import Search
+
+    def run(progress, cancel):
+        search = Search(
+            engine,
+            spec["objectives"],
+            sampler=spec["sampler"],
+            seed=spec.get("seed", 0),
+            fidelity=spec.get("fidelity"),
+            allow_test=spec.get("allow_test", False),
+            name=spec.get("study"),
+            backend=shared(spec.get("backend", "local")),
+        )
+        left = max(0, spec["target"] - search.finished_trials())
+        result = search.run(left, progress=progress, cancel=cancel)
+        if len(result.objectives) == 1:  # what the winner is read against (a front has no one winner)
+            progress(left, left, "scoring the baselines on test")
+            result.baselines = search.baselines(result.best[0]["weights"], cancel=cancel)
+        return result
+
+    return run
 
 
 def resume(worker: Worker, engine, record: dict) -> Job:

@@ -399,7 +399,8 @@ def cmd_pareto(args) -> None:
 
 
 def cmd_recycle(args) -> None:
-    from mixlab.recycle import RECORD, recorded_points, recycle
+    from mixlab.recycle import RECORD, recorded_points, recycle, verdicts
+    from mixlab.search import Objective
 
     engine = _engine(args)
     settings = dict(objective=args.objective, sampler=args.sampler, trials=args.trials, seed=args.seed)
@@ -431,12 +432,13 @@ def cmd_recycle(args) -> None:
     for r in rows:
         tests = "  ".join(f"{r['test'][b]:>9.4f}" for b in benches)
         print(f"{r['candidate']:<24} {r['dev_objective']:>13.4f} {r['test_objective']:>14.4f}  {tests}")
-    single = rows[0]["test_objective"]
     searched = rows[-1]
-    verdict = "beats" if searched["test_objective"] > single else "does not beat"
-    print(
-        f"on test, the searched merge {verdict} the best single checkpoint ({searched['test_objective']:.4f} vs {single:.4f})"
-    )
+    for v in verdicts(rows, Objective.parse(args.objective, engine.lab.benchmarks)):
+        noise = f"2 SE = {2 * v['se']:.4f}" if v["noise_known"] else "noise unknown: not an accuracy"
+        print(
+            f"on test, the searched merge is {v['verdict']} {'of' if v['verdict'] == 'within noise' else 'than'} the "
+            f"{v['candidate']} ({v['searched']:.4f} vs {v['other']:.4f}, {v['difference']:+.4f}; {noise})"
+        )
     print(
         "searched weights: "
         + ", ".join(f"{n} {w:.3f}" for n, w in sorted(searched["weights"].items(), key=lambda x: -x[1]))

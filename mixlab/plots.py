@@ -483,3 +483,63 @@ def weights_figure(weights: dict[str, float], title: str = "weight") -> go.Figur
         xaxis_title=title, height=max(240, 28 * len(names) + 100), margin=dict(t=30), yaxis=dict(autorange="reversed")
     )
     return fig
+
+
+def line_figure(values: Sequence[float], label: str) -> go.Figure:
+    """One value per trial as a line (a multi-objective study's hypervolume history)."""
+    fig = go.Figure(go.Scatter(x=list(range(1, len(values) + 1)), y=list(values), mode="lines+markers", name=label))
+    fig.update_layout(xaxis_title="trial", yaxis_title=label, height=360, margin=dict(t=30))
+    return fig
+
+
+def slice_figure(study, label: str) -> go.Figure:
+    """Optuna's slice plot of a study whose parameters are the mixture weights (mixlab.search.weights_study):
+    the objective of every trial against each expert's weight, coloured by trial number."""
+    import optuna.visualization
+
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None  # the first objective
+    fig = optuna.visualization.plot_slice(study, target=target, target_name=label)
+    fig.update_layout(title=None, height=360, margin=dict(t=30))
+    return fig
+
+
+def trials_ternary(names: Sequence[str], trials: Sequence[dict], label: str) -> go.Figure:
+    """K=3: every complete trial of a study at its mixture on the simplex, coloured by its (first) objective,
+    the best ringed — where on the simplex the search looked, and where it scored."""
+    done = [t for t in trials if t["state"] == "complete" and t["values"]]
+    w = np.array([[t["weights"][n] for n in names] for t in done]).reshape(-1, 3)
+    v = np.array([t["values"][0] for t in done], dtype=float)
+    fig = go.Figure(
+        go.Scatterternary(
+            a=w[:, 0],
+            b=w[:, 1],
+            c=w[:, 2],
+            mode="markers",
+            name="trial",
+            marker=dict(size=9, color=v, colorscale=SCALE_UP, colorbar=dict(title=label), showscale=True),
+            customdata=np.column_stack([np.arange(len(done)), v]),
+            hovertemplate="trial %{customdata[0]}<br>"
+            + _hover_ternary(names)
+            + "<br>%{customdata[1]:.4f}<extra></extra>",
+        )
+    )
+    if len(done):
+        i = int(np.argmax(v))
+        fig.add_trace(
+            go.Scatterternary(
+                a=[w[i, 0]], b=[w[i, 1]], c=[w[i, 2]], mode="markers", name="best",
+                marker=dict(size=18, color="rgba(0,0,0,0)", line=dict(width=2, color="crimson")),
+                hoverinfo="skip",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        ternary=dict(aaxis_title=names[0], baxis_title=names[1], caxis_title=names[2]),
+        height=440,
+        margin=dict(t=50, b=60, l=60, r=60),  # room for the corner titles
+        showlegend=False,
+    )
+    return fig
+
+
+def _hover_ternary(names: Sequence[str]) -> str:
+    return "<br>".join(f"{n} = %{{{axis}:.3f}}" for n, axis in zip(names, "abc"))

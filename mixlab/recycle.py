@@ -15,18 +15,34 @@ What a seed guarantees: on the same machine, the same study; on another CPU, the
 but possibly another trajectory (floating-point differences steer CMA-ES elsewhere after a few trials).
 So a recorded table is re-derived with ``replay=`` its points: the same candidates on any machine, every
 score read from the cache the table was built with (:func:`recorded_points`).
+
+**Asked again.** :func:`compare` (what the dashboard runs) never grows a stored study silently: it replays
+``recycle.json``'s points when its settings match, else runs a study named for its settings (trials
+included); asked again with the same settings, it reads that study's trials back (every score cached), and
+finishes one an interruption left short. It says which of these it did (:attr:`Recycled.origin`).
+
+**Noise.** :func:`verdicts` compares the searched merge with every other candidate on test. The test scores
+are means over n examples, and an accuracy's standard error is √(p(1−p)/n) (binomial,
+:func:`mixlab.search.standard_error`); a difference within
+two standard errors of the difference (the candidates' errors added in quadrature, which ignores that they
+share examples and so overstates the error of a paired difference: "within noise" is said generously) is
+"within noise". A benchmark whose metric is not a per-example 0/1 accuracy (a loss) has no such error here,
+and the verdict then says the noise is unknown.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from mixlab.errors import MixlabError
-from mixlab.search import Search
+from mixlab.search import Objective, Search, standard_error
 from mixlab.simplex import Mixture
 
 RECORD = "recycle.json"  # a recycling lab's table, with its search's settings and points
+NOISE_SE = 2.0  # a difference within this many standard errors is "within noise"
 
 
 def recycle(
@@ -40,11 +56,14 @@ def recycle(
     seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
     replay: Sequence[dict[str, float]] | None = None,
+    study: str | None = None,
+    cancel=None,
 ) -> list[dict]:
-    """One row per candidate: name, weights, dev objective, test scores per benchmark, test objective; the
-    searched row adds ``search`` (its settings and the points it evaluated). With ``replay``, the searched
-    candidate is the best of those recorded points instead of a new search."""
-    search = Search(engine, [objective], method=method, params=params, sampler=sampler, seed=seed)
+    """One row per candidate: name, weights, dev objective, test scores per benchmark (and their example
+    counts ``n`` and metrics), test objective; the searched row adds ``search`` (its settings and the points
+    it evaluated). With ``replay``, the searched candidate is the best of those recorded points instead of a
+    new search; ``study`` names the optuna study a search runs in (default: named by its settings)."""
+    search = Search(engine, [objective], method=method, params=params, sampler=sampler, seed=seed, name=study)
     names = engine.names
     test = [engine.lab.benchmark(n) for n in search.used]
 
@@ -52,7 +71,7 @@ def recycle(
         return Mixture.of(names, [weights.get(n, 0.0) for n in names], normalize=True)
 
     def dev(weights: dict[str, float]) -> float:
-        return search.dev_values(mixture(weights))[0]
+        return search.dev_values(mixture(weights), cancel=cancel)[0]
 
     def soup(members: list[str]) -> dict[str, float]:
         return {n: 1.0 / len(members) for n in members}
@@ -65,7 +84,10 @@ def recycle(
         trial = dev(soup([*greedy, n]))
         if trial >= score:
             greedy, score = [*greedy, n], trial
-    result = search.replay(replay, progress=progress) if replay is not None else search.run(trials, progress=progress)
+    if replay is not None:
+        result = search.replay(replay, progress=progress, cancel=cancel)
+    else:
+        result = search.run(trials, progress=progress, cancel=cancel)
     found = result.best[0]["weights"]
     record = {
         "objective": objective,
@@ -85,13 +107,16 @@ def recycle(
     rows = []
     for label, weights in candidates.items():
         m = mixture(weights)
-        scores = {e.benchmark: e.score for e in engine.proxy(m, search.method, search.params, test)}
+        evals = engine.proxy(m, search.method, search.params, test, cancel=cancel)
+        scores = {e.benchmark: e.score for e in evals}
         rows.append(
             {
                 "candidate": label,
                 "weights": {n: w for n, w in m.as_dict().items() if w > 0},
                 "dev_objective": dev(m.as_dict()),
                 "test": scores,
+                "n": {e.benchmark: e.n for e in evals},
+                "metric": {e.benchmark: e.metric for e in evals},
                 "test_objective": search.objectives[0].value(scores, search.hib),
             }
         )
@@ -118,3 +143,122 @@ def recorded_points(
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
         raise MixlabError(f"{file}: search.points must be a non-empty list of {{expert: weight}} objects")
     return points
+
+
+@dataclass(frozen=True)
+class Recycled:
+    """What :func:`compare` did: the candidates' rows, how the searched one was found, and how many scores
+    the lab's cache gained meanwhile."""
+
+    rows: list[dict]
+    origin: str  # "replayed recycle.json's 40 points", "new study …", "read back study …", "resumed study …"
+    study: str | None  # the optuna study the search ran in (None: replayed from recycle.json)
+    new_scores: int
+
+    @property
+    def summary(self) -> str:
+        return f"{self.origin}; {self.new_scores} new score{'s' * (self.new_scores != 1)} in the cache"
+
+
+def study_name(trials: int, default_name: str) -> str:
+    """The study a recycling search runs in: named by its settings (the search's own default name, which is
+    a digest of the models, objective, method, sampler and seed) and its number of trials."""
+    return f"recycle-{trials}t-{default_name}"
+
+
+def compare(
+    engine,
+    objective: str = "mean",
+    *,
+    sampler: str = "cmaes",
+    trials: int = 40,
+    seed: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel=None,
+) -> Recycled:
+    """:func:`recycle` as the dashboard asks for it, never silently growing a stored study (see the module
+    docstring): recycle.json's points when its settings match; else the study named by the settings — run
+    fresh, finished if an interruption left it short, read back if it is complete."""
+    before = engine.store.count()
+    points = recorded_points(
+        engine.lab, objective=objective, method="linear", params={}, sampler=sampler, trials=trials, seed=seed
+    )
+    name, remaining = None, trials
+    if points is not None:
+        origin = f"replayed the {len(points)} points recorded in {RECORD} (the same settings)"
+    else:
+        search = Search(engine, [objective], sampler=sampler, seed=seed)
+        name = study_name(trials, search.default_name)
+        search.name = name
+        stored = search.stored_points()
+        if len(stored) >= trials:
+            points = stored[:trials]
+            origin = f"read back study {name}: its {trials} trials had these settings (no new search)"
+        elif stored:
+            remaining = trials - len(stored)
+            origin = f"resumed study {name}: {len(stored)} trials were done, {remaining} more run"
+        else:
+            origin = f"new study {name} ({trials} trials)"
+    rows = recycle(
+        engine,
+        objective,
+        sampler=sampler,
+        trials=remaining,
+        seed=seed,
+        progress=progress,
+        replay=points,
+        study=name,
+        cancel=cancel,
+    )
+    rows[-1]["search"]["trials"] = trials
+    return Recycled(rows, origin, name, engine.store.count() - before)
+
+
+def verdicts(rows: Sequence[dict], objective: Objective) -> list[dict]:
+    """The searched merge (the last row) against every other candidate on test: difference, its standard
+    error (None: unknown), and the verdict — "better", "worse" or "within noise" (|difference| ≤ 2 SE; with
+    no SE, by the sign of the difference, and ``noise_known`` False)."""
+    searched = rows[-1]
+    se_s = standard_error(searched, objective)
+    out = []
+    for other in rows[:-1]:
+        diff = searched["test_objective"] - other["test_objective"]
+        se_o = standard_error(other, objective)
+        se = None if se_s is None or se_o is None else math.sqrt(se_s**2 + se_o**2)
+        if se is not None and abs(diff) <= NOISE_SE * se:
+            verdict = "within noise"
+        else:
+            verdict = "better" if diff > 0 else "worse" if diff < 0 else "equal"
+        out.append(
+            {
+                "candidate": other["candidate"],
+                "searched": searched["test_objective"],
+                "other": other["test_objective"],
+                "difference": diff,
+                "se": se,
+                "verdict": verdict,
+                "noise_known": se is not None,
+            }
+        )
+    return out
+
+
+def recorded_table(lab) -> list[dict] | None:
+    """The candidates' rows the lab's ``recycle.json`` records (what opening a recycling lab shows), or None
+    when it has none."""
+    if not (lab.root / RECORD).is_file():
+        return None
+    file = lab.resolve(RECORD, RECORD, want_file=True)
+    try:
+        rows = json.loads(file.read_text())
+        if not rows or not all(isinstance(r, dict) and {"candidate", "weights", "test"} <= set(r) for r in rows):
+            raise ValueError("each row needs candidate, weights and test")
+        rows[-1]["search"]["objective"]  # noqa: B018 - the searched row records its search
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise MixlabError(f"{file}: not a recycle table with a recorded search ({type(e).__name__}: {e})") from None
+    return rows
+
+
+def compare_objective(engine, rows: Sequence[dict]) -> Objective:
+    """The objective a table of candidates was chosen by (its searched row records it)."""
+    return Objective.parse(rows[-1]["search"]["objective"], engine.lab.benchmarks)

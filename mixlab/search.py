@@ -88,12 +88,26 @@ class Objective:
             parts.append((name, weight))
         return cls(tuple(parts))
 
+    @classmethod
+    def from_label(cls, label: str) -> Objective:
+        """The objective a study recorded by its :meth:`label` (``add=0.333333,rev=0.333333``)."""
+        return cls(tuple((n, float(w)) for n, _, w in (part.partition("=") for part in label.split(","))))
+
     @property
     def names(self) -> list[str]:
         return [n for n, _ in self.weights]
 
     def label(self) -> str:
+        """The objective as a study records it (``add=0.333333,rev=0.333333``): part of a study's identity."""
         return ",".join(f"{n}={w:g}" for n, w in self.weights)
+
+    def describe(self) -> str:
+        """The objective as a reader names it: ``mean of add, rev, sort``, ``rev``, or the weighted sum."""
+        if len(self.weights) == 1:
+            return self.weights[0][0]
+        if len({w for _, w in self.weights}) == 1:
+            return "mean of " + ", ".join(self.names)
+        return " + ".join(f"{w:g}·{n}" for n, w in self.weights)
 
     def value(self, scores: dict[str, float], higher_is_better: dict[str, bool]) -> float:
         return sum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
@@ -187,6 +201,7 @@ class SearchResult:
     best: list[dict]  # per winner: weights, dev values, test scores ({benchmark: score})
     trials: list[dict] = field(default_factory=list)  # every finished trial: weights, values, state
     full_evaluations: float = 0.0  # cost in full dev evaluations (a subset costs its fraction)
+    baselines: list[dict] = field(default_factory=list)  # filled by Search.baselines (the dashboard's job)
 
 
 class Search:
@@ -353,6 +368,22 @@ class Search:
         except (sqlalchemy.exc.DatabaseError, sqlite3.DatabaseError) as e:
             raise StudyError(f"search study file {self.file or self.storage}: {sqlite_trouble(e, 'study')}") from None
 
+    def stored_points(self) -> list[dict[str, float]]:
+        """The mixtures of the stored study's complete trials, in trial order ([] before its first)."""
+        from optuna.trial import TrialState
+
+        with self._storage_errors():
+            study = self._study()
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [dict(zip(self.engine.names, t.user_attrs["weights"])) for t in trials if "weights" in t.user_attrs]
+
+    def finished_trials(self) -> int:
+        """How many trials of the stored study ended (complete or pruned): what a trial budget counts."""
+        from optuna.trial import TrialState
+
+        with self._storage_errors():
+            return len(self._study().get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
     def _weights(self, trial) -> list[float]:
         return suggest_weights(trial, len(self.engine.names), self.sampler)
 
@@ -471,15 +502,232 @@ class Search:
             round(self.cost, 3),
         )
 
+    def baselines(self, winner: dict[str, float], cancel=None) -> list[dict]:
+        """What a winner is to be read against, each with its test scores (and their ``n`` and metrics):
+        the uniform mixture; the best expert, chosen on dev (the merge at its vertex); the best mixture whose
+        proxy scores are cached for every benchmark of the objectives (chosen on test, so an upper bound of
+        the grid, said in its name); and the trained (true) mixture nearest to the winner (L1), its true
+        scores where cached."""
+        from mixlab.analysis import nearest
+
+        eng, names = self.engine, self.engine.names
+        test = [eng.lab.benchmark(n) for n in self.used]
+        rows = []
+
+        def row(candidate: str, weights: Sequence[float], evals: Sequence) -> None:
+            """``evals``: Evaluations, or rows of the results table (benchmark, score, n, metric)."""
+            scores = {e.benchmark: e.score for e in evals}
+            if set(scores) != set(self.used):
+                return  # not every benchmark of the objectives is scored (a true mixture not yet scored)
+            rows.append(
+                {
+                    "candidate": candidate,
+                    "weights": dict(zip(names, [float(x) for x in weights])),
+                    "test": scores,
+                    "n": {e.benchmark: int(e.n) for e in evals},
+                    "metric": {e.benchmark: e.metric for e in evals},
+                    "test_objective": [o.value(scores, self.hib) for o in self.objectives],
+                }
+            )
+
+        def proxy(w: Sequence[float]):
+            return eng.proxy(Mixture.of(names, list(w), normalize=True), self.method, self.params, test, cancel=cancel)
+
+        uniform = [1.0 / len(names)] * len(names)
+        row("uniform", uniform, proxy(uniform))
+        vertices = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
+        dev = [self.dev_values(Mixture.of(names, v), cancel=cancel)[0] for v in vertices]
+        best = int(np.argmax(dev))
+        row(f"best expert ({names[best]}, chosen on dev)", vertices[best], proxy(vertices[best]))
+
+        cached = eng.results(self.method, self.params)
+        cached = cached[(cached.kind == "proxy") & cached.benchmark.isin(self.used)]
+        if len(cached):
+            wide = cached.pivot_table(index=list(names), columns="benchmark", values="score", aggfunc="first")
+            wide = wide.dropna(subset=self.used) if set(self.used) <= set(wide.columns) else wide.iloc[:0]
+            if len(wide):
+                objective = [self.objectives[0].value(dict(r), self.hib) for _, r in wide[self.used].iterrows()]
+                top = wide.index[int(np.argmax(objective))]
+                row(f"best of {len(wide)} cached mixtures (chosen on test: an upper bound)", top, proxy(top))
+
+        trues = eng.lab.manifest.true_mixtures
+        if trues:
+            ws = np.array([eng.lab.true_mixture_weights(t).weights for t in trues])
+            i, _ = nearest([winner[n] for n in names], ws)
+            label = eng.lab.true_mixture_name(trues[i])
+            true = eng.results()
+            true = true[(true.kind == "true") & (true.label == label) & true.benchmark.isin(self.used)]
+            row(f"nearest trained mixture ({label}, true scores)", ws[i], list(true.itertuples()))
+        return rows
+
     def _winner(self, mixture: Mixture, dev: Sequence[float], cancel=None) -> dict:
         """A winner's row: its weights, dev values, and its scores on the reported (test) data."""
         test = [self.engine.lab.benchmark(n) for n in self.used]
-        scores = {
-            e.benchmark: e.score for e in self.engine.proxy(mixture, self.method, self.params, test, cancel=cancel)
-        }
+        evals = self.engine.proxy(mixture, self.method, self.params, test, cancel=cancel)
+        scores = {e.benchmark: e.score for e in evals}
         return {
             "weights": mixture.as_dict(),
             "dev": list(dev),
             "test": scores,
+            "n": {e.benchmark: e.n for e in evals},
+            "metric": {e.benchmark: e.metric for e in evals},
             "test_objective": [o.value(scores, self.hib) for o in self.objectives],
         }
+
+
+PROPORTION_METRICS = ("accuracy",)  # per-example 0/1 scores: a binomial standard error applies
+
+
+def standard_error(row: dict, objective: Objective) -> float | None:
+    """The binomial standard error of a test objective Σ_b c_b·p_b from a row's scores (``test``), example
+    counts (``n``) and metrics: √(Σ_b c_b²·p_b(1−p_b)/n_b). None when a benchmark in it is not a per-example
+    accuracy (a loss: its spread is not known from its mean and n)."""
+    total = 0.0
+    for b, c in objective.weights:
+        if row.get("metric", {}).get(b) not in PROPORTION_METRICS or not row.get("n", {}).get(b):
+            return None
+        p = row["test"][b]
+        total += c * c * p * (1 - p) / row["n"][b]
+    return math.sqrt(total)
+
+
+# --- stored studies and what researchers read off them (optuna's own analysis, on the weights) ---------------
+
+NOTE = "note"  # a study's user attribute: the researcher's free-text note
+
+
+def study_file(engine) -> Path | None:
+    """The lab's search.sqlite (None for an in-memory cache: its studies are not kept)."""
+    return None if str(engine.store.path) == ":memory:" else engine.store.beside("search.sqlite")
+
+
+def _storage(path: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.storages.RDBStorage(
+        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": mixlab.store.BUSY_SECONDS}}
+    )
+
+
+def studies(path: Path | None, engine=None) -> list[dict]:
+    """The studies a search.sqlite holds: name, sampler, objectives, split, finished trials, best (the first
+    objective's best dev value, single-objective studies), note; [] when there is no file yet. With
+    ``engine``, only the studies of its lab and models (a cache set by $MIXLAB_CACHE holds every lab's)."""
+    import optuna
+    import sqlalchemy.exc
+
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        summaries = optuna.get_all_study_summaries(_storage(path), include_best_trial=True)
+    except sqlalchemy.exc.DatabaseError as e:
+        raise StudyError(f"search study file {path}: {sqlite_trouble(e, 'study')}") from None
+    out = []
+    for s in summaries:
+        desc = s.user_attrs.get(DESCRIPTION) or {}
+        if engine is not None and (desc.get("lab"), desc.get("models")) != (engine.lab.name, engine.models_fp):
+            continue
+        best = s.best_trial.values[0] if s.best_trial is not None and len(s.directions) == 1 else None
+        out.append(
+            {
+                "study": s.study_name,
+                "sampler": desc.get("sampler", "?"),
+                "objectives": " and ".join(Objective.from_label(o).describe() for o in desc.get("objectives", []))
+                or "?",
+                "split": desc.get("split", "?"),
+                "trials": s.n_trials,
+                "best": best,
+                "note": s.user_attrs.get(NOTE, ""),
+            }
+        )
+    return out
+
+
+def study_trials(path: Path, name: str, names: Sequence[str]) -> list[dict]:
+    """A stored study's trials as :class:`SearchResult` rows (number, state, weights, values), in order."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=_storage(path))
+    k = len(names)
+    return [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "weights": dict(zip(names, t.user_attrs.get("weights", [float("nan")] * k))),
+            "values": list(t.values) if t.values else None,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+
+
+def set_note(path: Path, name: str, text: str) -> None:
+    """Keep a free-text note with a stored study (optuna's user attributes)."""
+    import optuna
+
+    optuna.load_study(study_name=name, storage=_storage(path)).set_user_attr(NOTE, str(text))
+
+
+def study_note(path: Path, name: str) -> str:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=_storage(path)).user_attrs.get(NOTE, "")
+
+
+def weights_study(trials: Sequence[dict], names: Sequence[str], n_objectives: int = 1):
+    """The complete trials as an in-memory optuna study whose parameters are the mixture weights themselves
+    (not the sampler's box coordinates ``u_i``), so optuna's importance evaluators and figures speak of
+    weights: "how much does the weight of rev matter"."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize"] * n_objectives)
+    dist = {n: FloatDistribution(0.0, 1.0) for n in names}
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={n: float(t["weights"][n]) for n in names}, distributions=dist, values=t["values"]
+            )
+            for t in trials
+            if t["state"] == "complete"
+            and t["values"]
+            and all(math.isfinite(t["weights"].get(n, math.nan)) for n in names)
+        ]
+    )
+    return study
+
+
+def weight_importance(trials: Sequence[dict], names: Sequence[str], seed: int = 0) -> dict[str, float]:
+    """How much each expert's weight explains the (first) objective across the trials: optuna's fANOVA
+    (a random forest's functional ANOVA) on the weights, normalised to sum to 1, largest first. {} with fewer
+    than 3 complete trials (nothing to explain)."""
+    import optuna
+
+    study = weights_study(trials, names)
+    if len(study.trials) < 3:
+        return {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target))
+
+
+def reference_point(values: np.ndarray) -> np.ndarray:
+    """A hypervolume's reference point for maximised objectives: a tenth of the range below the worst value
+    of each objective (so every trial's point counts)."""
+    lo, hi = values.min(axis=0), values.max(axis=0)
+    return lo - 0.1 * np.where(hi > lo, hi - lo, 1.0)
+
+
+def hypervolume_history(values: Sequence[Sequence[float]], reference: Sequence[float]) -> list[float]:
+    """After each trial, the hypervolume (area for 2 objectives) that the trials so far dominate above
+    ``reference`` (every objective maximised): optuna's WFG hypervolume, on losses."""
+    from optuna._hypervolume import compute_hypervolume
+
+    ref = -np.asarray(reference, dtype=float)
+    losses = -np.asarray(values, dtype=float)
+    out = []
+    for i in range(1, len(losses) + 1):
+        pts = losses[:i][(losses[:i] < ref).all(axis=1)]
+        out.append(float(compute_hypervolume(pts, ref)) if len(pts) else 0.0)
+    return out

@@ -127,3 +127,20 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.module.__name__ in SMOKE_MODULES or getattr(item, "originalname", "") in SMOKE_TESTS:
             item.add_marker(pytest.mark.smoke)
+
+
+@pytest.fixture
+def dev_lab(tiny_lab_dir):
+    """The tiny lab with a dev file for rev and rev-loss (pick has none)."""
+    import json
+
+    from mixlab.demo.tasks import examples
+
+    with open(tiny_lab_dir / "data" / "rev_dev.jsonl", "w") as f:
+        for prompt, answer in examples("rev", 12, 99):
+            f.write(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n")
+    write_lab_toml(tiny_lab_dir, {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"})
+    text = (tiny_lab_dir / "lab.toml").read_text()
+    text = text.replace('data = "data/rev.jsonl"', 'data = "data/rev.jsonl"\nsearch_data = "data/rev_dev.jsonl"')
+    (tiny_lab_dir / "lab.toml").write_text(text)
+    return tiny_lab_dir

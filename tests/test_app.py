@@ -632,25 +632,119 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     assert not any("no scores yet" in i.value for i in at.info)
 
 
-def test_search_page_runs_a_search_and_selects_its_winner(app):
-    from views._shared import worker
+def frame(at, column: str):
+    """The first table on the page with ``column`` (AppTest does not expose a dataframe's key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _after(at, heading: str) -> list:
+    """The main area's elements after the subheader ``heading``, in page order."""
+
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+
+    seen, out = False, []
+    for e in walk(at.main):
+        if getattr(e, "type", "") == "subheader" or e.__class__.__name__ == "Subheader":
+            seen = seen or e.value == heading
+        elif seen:
+            out.append(e)
+    return out
+
+
+def test_search_page_runs_a_search_and_shows_the_winner_beside_its_baselines(app):
+    from mixlab.search import Objective
+    from views._shared import engine, escape, worker
 
     at = _open(app, "views/7_search.py")
-    at.number_input(key="search_trials").set_value(2)
+    at.number_input(key="search_trials").set_value(4)
     at.selectbox(key="search_sampler").set_value("random")
-    at.multiselect(key="search_objectives").set_value(["rev"])
+    at.multiselect(key="search_objectives").set_value(["mean"])
     next(b for b in at.button if b.label == "Search").click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     job = worker().wait(worker().jobs[-1], timeout=300)
     assert job.state == "done", job.error
     at.run()
-    best = job.result.best[0]
-    table = next(d.value for d in at.dataframe if "test rev" in d.value.columns)
+    result = job.result
+    said = f"objective **{escape('mean of add, rev, sort')}**"  # not add=0.333333,rev=0.333333,…
+    assert any(said in m.value for m in at.markdown), [m.value for m in at.markdown]
+    table = frame(at, "test rev")
+    best = result.best[0]
     assert table["test rev"].iloc[0] == pytest.approx(best["test"]["rev"], abs=1e-4)
+    shown = table["test objective (mean of add, rev, sort)"]
+    # the winner's test objective, ± 2 binomial SEs computed here by hand
+    p = [best["test"][b] for b in ("add", "rev", "sort")]
+    se = (sum(x * (1 - x) / 200 for x in p) / 9) ** 0.5
+    assert shown.iloc[0] == f"{sum(p) / 3:.4f} ± {2 * se:.4f}"
+    baselines = list(table.candidate)[1:]
+    assert baselines[0] == "uniform" and baselines[1].startswith("best expert (")
+    assert any(c.startswith("best of ") for c in baselines) and any(
+        c.startswith("nearest trained mixture (") for c in baselines
+    )
+    uniform = next(r for r in result.baselines if r["candidate"] == "uniform")
+    assert uniform["test_objective"][0] == pytest.approx(
+        Objective.parse("mean", engine().lab.benchmarks).value(uniform["test"], {b: True for b in uniform["test"]})
+    )
+    picker = at.selectbox(key="search_pick")
+    assert picker.options[0].startswith("add ") and " · rev " in picker.options[0]  # the weights, not 0
+    studies = frame(at, "study")
+    assert result.study in list(studies.study) and int(studies.set_index("study").loc[result.study, "trials"]) == 4
+    assert len(_charts(at)) >= 4  # history, importance, slice, best weights
     next(b for b in at.button if b.label == "Select this mixture").click()
     at.run()
     assert at.session_state["mixture"] == pytest.approx([best["weights"][n] for n in ["add", "rev", "sort"]], abs=1e-5)
+    at.text_area(key=f"search_note:{result.study}").set_value("first look at demo-k3")
+    at.button(key="search_note_save").click().run()
+    from mixlab.search import study_file, study_note
+
+    assert study_note(study_file(engine()), result.study) == "first look at demo-k3"
+    at.switch_page(PAGES[0]).run()
+    jobs = frame(at, "job")
+    assert "search mean of add, rev, sort (random, 4 trials)" in list(jobs.job) and "done" in list(jobs.state)
+
+
+def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_it_found_its_merge(app):
+    import os
+    from pathlib import Path
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    from views._shared import worker
+
+    # a study of another lab in the same search.sqlite ($MIXLAB_CACHE is one file for every lab): not listed here
+    path = Path(os.environ["MIXLAB_CACHE"]).parent / "search.sqlite"
+    other = optuna.create_study(study_name="of-demo-k3", storage=f"sqlite:///{path}", direction="maximize")
+    other.set_user_attr("mixlab", {"lab": "demo-k3", "models": "x", "sampler": "random", "objectives": ["rev=1"]})
+    trial = optuna.trial.create_trial(
+        params={"u0": 0.5}, distributions={"u0": FloatDistribution(0, 1)}, value=0.5,
+        user_attrs={"weights": [0.2, 0.3, 0.5]},
+    )  # fmt: skip
+    other.add_trial(trial)
+    app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
+    at = _open(app, "views/7_search.py")
+    assert not at.error and not any(c.value.startswith("Every search of this lab") for c in at.caption)
+    assert frame(at, "checkpoints").candidate.iloc[-1] == "searched (cmaes)"  # the shipped table
+    at.button(key="recycle_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = worker().wait(worker().jobs[-1], timeout=300)
+    assert job.state == "done", job.error
+    at.run()
+    below = _after(at, "Checkpoint recycling")
+    done = [e.value.replace("\\", "") for e in below if e.__class__.__name__ == "Success"]  # unescaped
+    assert any(
+        "replayed the 40 points recorded in recycle.json" in d and "0 new scores in the cache" in d for d in done
+    ), done  # drawn below the Compare button: the panel there polled the job to its end
+    said = " ".join(m.value for m in at.markdown)
+    assert "**within noise** of the best single checkpoint (0.5800 vs 0.5800, +0.0000" in said
+    assert "of the greedy soup (0.5800 vs 0.5917, -0.0117" in said and "of the uniform average" in said
+    table = frame(at, "checkpoints")
+    assert list(table.candidate) == ["best single checkpoint", "uniform average", "greedy soup", "searched (cmaes)"]
+    at.switch_page(PAGES[0]).run()
+    assert any(j.startswith("recycling 15 checkpoints") for j in frame(at, "job").job)
 
 
 def test_pages_poll_only_while_a_job_runs(monkeypatch):

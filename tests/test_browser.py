@@ -204,4 +204,45 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
         page.screenshot(path=str(tmp_path / "pvt_k4_tied.png"))
         visit("proxy-vs-true", labs["three"], "&bench=rev")
         expect(page.get_by_text(re.compile(r"^Only 3 true mixtures to rank"))).to_be_visible(timeout=60_000)
+
+
+def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_importance(server, tmp_path):
+    """The issue's check (#27): pressed in a real browser, a search shows its progress and then its result,
+    the baselines and the importance plot, and a recycling Compare its result and verdict, with no other
+    interaction (the progress panel below each button polls its job to the end)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1440, "height": 3000})
+        page.goto(f"{server}/search")
+        page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").wait_for(timeout=120_000)
+        _settled(page)
+        trials = page.get_by_label("Trials", exact=True)
+        trials.fill("3")
+        trials.press("Enter")
+        _settled(page)
+        page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").click()
+        expect(page.get_by_text(re.compile(r"^running: search mean of add, rev, sort"))).to_be_visible(timeout=120_000)
+        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort"))).to_be_visible(timeout=600_000)
+        expect(page.get_by_text("The winner beside its baselines")).to_be_visible(timeout=60_000)
+        expect(
+            page.get_by_text(re.compile(r"The winner's test mean of add, rev, sort: \d\.\d{4}; uniform: "))
+        ).to_be_visible()
+        expect(page.get_by_text("Importance of each expert's weight")).to_be_visible()
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)  # weights, history, importance, slice…
+        page.screenshot(path=str(tmp_path / "search_done.png"))
+
+        page.goto(f"{server}/search?lab={ROOT / 'cache' / 'demo-recycle'}")
+        page.get_by_role("button", name="Compare").wait_for(timeout=120_000)
+        _settled(page)
+        page.get_by_role("button", name="Compare").click()
+        expect(page.get_by_text(re.compile(r"^Done: recycling 15 checkpoints.*replayed the 40 points"))).to_be_visible(
+            timeout=300_000
+        )
+        expect(page.get_by_text(re.compile(r"within noise of the greedy soup"))).to_be_visible(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "recycle_done.png"))
         browser.close()

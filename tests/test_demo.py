@@ -207,6 +207,14 @@ def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_
         assert a["test"] == pytest.approx(b["test"]) and a["weights"] == pytest.approx(b["weights"])
         assert a["dev_objective"] == pytest.approx(b["dev_objective"])
     assert again[-1]["search"]["points"] == record["points"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["recycle", str(root)]) == 0
+    assert (
+        "the searched merge is within noise of the best single checkpoint (0.5800 vs 0.5800, +0.0000; 2 SE = "
+        in (out.getvalue())
+        and "within noise of the greedy soup (0.5800 vs 0.5917, -0.0117" in out.getvalue()
+    )
 
 
 def test_build_recycle_makes_a_pool_lab_and_a_failed_build_leaves_nothing(quick_lab, tmp_path, monkeypatch):

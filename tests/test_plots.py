@@ -230,3 +230,19 @@ def test_the_simplex_colours_can_be_normalised_or_ranked_within_each_source():
         simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True, colour="per source").data[1].marker.color,
         [1.0, 0.0],
     )
+
+
+def test_a_studys_trials_on_the_simplex_carry_their_weights_and_values():
+    from mixlab.plots import trials_ternary
+
+    trials = [
+        {"state": "complete", "weights": {"a": 0.2, "b": 0.3, "c": 0.5}, "values": [0.4]},
+        {"state": "pruned", "weights": {"a": 0.9, "b": 0.1, "c": 0.0}, "values": None},
+        {"state": "complete", "weights": {"a": 0.6, "b": 0.2, "c": 0.2}, "values": [0.7]},
+    ]
+    fig = trials_ternary(NAMES, trials, "mean (dev)")
+    points, best = fig.data
+    np.testing.assert_allclose(points.a, [0.2, 0.6]) and np.testing.assert_allclose(points.c, [0.5, 0.2])
+    np.testing.assert_allclose(points.marker.color, [0.4, 0.7])  # the pruned trial has no value: not drawn
+    assert (best.a, best.b, best.c) == ((0.6,), (0.2,), (0.2,))  # the best is ringed
+    assert fig.layout.ternary.caxis.title.text == "c"

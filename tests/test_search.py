@@ -5,29 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_lab_toml
 
 from mixlab.analysis import pareto_front
-from mixlab.demo.tasks import examples
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.search import Search, to_weights
 from mixlab.simplex import Mixture
 from mixlab.store import Store
-
-
-@pytest.fixture
-def dev_lab(tiny_lab_dir):
-    """The tiny lab with a dev file for rev and rev-loss (pick has none)."""
-    with open(tiny_lab_dir / "data" / "rev_dev.jsonl", "w") as f:
-        for prompt, answer in examples("rev", 12, 99):
-            f.write(json.dumps({"prompt": prompt, "answer": answer, "completion": answer + "\n"}) + "\n")
-    write_lab_toml(tiny_lab_dir, {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"})
-    text = (tiny_lab_dir / "lab.toml").read_text()
-    text = text.replace('data = "data/rev.jsonl"', 'data = "data/rev.jsonl"\nsearch_data = "data/rev_dev.jsonl"')
-    (tiny_lab_dir / "lab.toml").write_text(text)
-    return tiny_lab_dir
 
 
 def test_the_box_maps_onto_the_simplex_uniformly():
@@ -358,3 +343,106 @@ def test_a_bad_budget_or_seed_is_refused_before_any_trial(dev_lab, tmp_path, mon
     assert main(["search", str(dev_lab), "--objective", "rev-loss", "--sampler", "random", *args]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(msg) and not (tmp_path / "search.sqlite").exists()  # refused before the study opened
+
+
+def test_objectives_are_named_as_objectives():
+    from mixlab.lab import BenchmarkSpec
+    from mixlab.search import Objective
+
+    specs = [BenchmarkSpec(name=n, evaluator="exact_match", data="d.jsonl") for n in ("add", "rev", "sort")]
+    assert Objective.parse("mean", specs).describe() == "mean of add, rev, sort"
+    assert Objective.parse("mean", specs).label() == "add=0.333333,rev=0.333333,sort=0.333333"  # a study's identity
+    assert Objective.parse("rev", specs).describe() == "rev"
+    assert Objective.parse("rev=0.7,sort=0.3", specs).describe() == "0.7·rev + 0.3·sort"
+    mean = Objective.parse("mean", specs)
+    assert Objective.from_label(mean.label()).describe() == "mean of add, rev, sort"  # as a stored study shows it
+
+
+def test_importance_ranks_first_the_one_weight_the_objective_depends_on():
+    from mixlab.search import weight_importance
+
+    rng = np.random.default_rng(0)
+    names = ["add", "rev", "sort", "count"]
+    trials = [
+        {"state": "complete", "weights": dict(zip(names, w)), "values": [-((w[2] - 0.3) ** 2)]}
+        for w in rng.dirichlet(np.ones(4), size=60)
+    ]
+    importance = weight_importance(trials, names, seed=0)
+    assert list(importance)[0] == "sort" and importance["sort"] > 0.5
+    assert sum(importance.values()) == pytest.approx(1.0)
+    assert weight_importance(trials[:2], names) == {}  # nothing to explain
+
+
+def _brute_force_area(points, ref):
+    """The area dominated by 2-D points (maximised) above ref, by cells of the grid their coordinates cut."""
+    xs = sorted({ref[0], *(p[0] for p in points)})
+    ys = sorted({ref[1], *(p[1] for p in points)})
+    area = 0.0
+    for x0, x1 in zip(xs, xs[1:]):
+        for y0, y1 in zip(ys, ys[1:]):
+            if any(p[0] >= x1 and p[1] >= y1 for p in points):
+                area += (x1 - x0) * (y1 - y0)
+    return area
+
+
+def test_the_hypervolume_history_is_the_area_the_trials_so_far_dominate():
+    from mixlab.search import hypervolume_history, reference_point
+
+    rng = np.random.default_rng(1)
+    values = rng.uniform(0, 1, size=(25, 2))
+    ref = reference_point(values)
+    assert (ref < values.min(axis=0)).all()
+    history = hypervolume_history(values, ref)
+    for i in (1, 2, 7, 25):
+        assert history[i - 1] == pytest.approx(_brute_force_area(values[:i].tolist(), ref), rel=1e-9)
+    assert all(b >= a for a, b in zip(history, history[1:]))  # never shrinks
+    assert hypervolume_history([[0.5, 0.5]], [0.0, 0.0]) == [pytest.approx(0.25)]
+
+
+def test_stored_studies_are_listed_with_their_best_and_keep_a_note(dev_lab, tmp_path):
+    from mixlab.search import set_note, studies, study_file, study_note, study_trials
+
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    path = study_file(engine)
+    assert studies(path) == []
+    result = Search(engine, ["rev-loss"], sampler="random", seed=2, name="first").run(3)
+    Search(engine, ["rev-loss", "rev"], sampler="nsga2", seed=0, name="front").run(2)
+    listed = {s["study"]: s for s in studies(path, engine)}
+    assert set(listed) == {"first", "front"}
+    import optuna
+
+    another = optuna.create_study(study_name="elsewhere", storage=f"sqlite:///{path}")  # one $MIXLAB_CACHE,
+    another.set_user_attr("mixlab", {"lab": "another-lab", "models": engine.models_fp})  # several labs
+    assert "elsewhere" not in {s["study"] for s in studies(path, engine)} and len(studies(path)) == 3
+    assert listed["first"]["trials"] == 3 and listed["first"]["sampler"] == "random"
+    assert listed["first"]["objectives"] == "rev-loss" and listed["front"]["objectives"] == "rev-loss and rev"
+    assert listed["first"]["best"] == pytest.approx(max(t["values"][0] for t in result.trials))
+    assert listed["front"]["best"] is None  # a Pareto front has no single best
+    set_note(path, "first", "rev only; dev split of 12")
+    assert study_note(path, "first") == "rev only; dev split of 12" == studies(path)[0]["note"]
+    assert [t["weights"] for t in study_trials(path, "first", engine.names)] == [t["weights"] for t in result.trials]
+
+
+def test_the_winner_is_shown_beside_its_baselines_scored_on_test(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    search = Search(engine, ["rev"], sampler="random", seed=0)
+    result = search.run(3)
+    rows = {r["candidate"].split(" (")[0]: r for r in search.baselines(result.best[0]["weights"])}
+    # on test so far: the winner, the uniform mixture and the best expert's vertex (the trials were scored on dev)
+    assert list(rows) == ["uniform", "best expert", "best of 3 cached mixtures"]  # the tiny lab has no true mixtures
+    check = Engine(load_lab(dev_lab), Store(":memory:"), device="cpu")  # an independent engine, nothing cached
+    (uniform,) = check.proxy(check.mixture([1 / 3] * 3), benchmarks=["rev"])
+    assert rows["uniform"]["test"] == {"rev": pytest.approx(uniform.score)} and rows["uniform"]["n"] == {
+        "rev": uniform.n
+    }
+    dev_spec = check.lab.benchmark("rev").model_copy(update={"name": "x", "data": "data/rev_dev.jsonl"})
+    dev = {
+        n: check.proxy(check.mixture([float(m == n) for m in check.names]), benchmarks=[dev_spec])[0].score
+        for n in check.names
+    }
+    chosen = max(dev, key=dev.get)
+    assert rows["best expert"]["weights"][chosen] == 1.0
+    tested = [result.best[0]["weights"], dict(zip(check.names, [1 / 3] * 3)), rows["best expert"]["weights"]]
+    on_test = [check.proxy(check.mixture([w[n] for n in check.names]), benchmarks=["rev"])[0].score for w in tested]
+    top = rows["best of 3 cached mixtures"]
+    assert top["test"]["rev"] == pytest.approx(max(on_test)) and top["test_objective"] == [pytest.approx(max(on_test))]

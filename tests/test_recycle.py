@@ -1,0 +1,113 @@
+"""Checkpoint recycling as the dashboard runs it: asked again it never grows a study silently, it says how
+its searched merge was found, and its verdict compares every candidate with the noise of the test data."""
+
+import json
+import math
+
+import pytest
+
+from mixlab.backend import Worker, job_body, recorder
+from mixlab.engine import Engine
+from mixlab.lab import load_lab
+from mixlab.recycle import RECORD, compare, verdicts
+from mixlab.search import Objective, standard_error
+from mixlab.store import Store
+
+ONE = Objective((("a", 1.0),))
+
+
+def _row(name, p, n=100, metric="accuracy"):
+    return {"candidate": name, "test": {"a": p}, "n": {"a": n}, "metric": {"a": metric}, "test_objective": p}
+
+
+def test_the_standard_error_is_the_binomial_one_by_hand():
+    # objective 0.5·a + 0.5·b; a: p = 0.5 on 100 examples, b: p = 0.9 on 400
+    row = {"test": {"a": 0.5, "b": 0.9}, "n": {"a": 100, "b": 400}, "metric": {"a": "accuracy", "b": "accuracy"}}
+    by_hand = math.sqrt(0.25 * 0.25 / 100 + 0.25 * 0.09 / 400)  # = √(0.000625 + 0.00005625) = 0.026101…
+    assert (
+        standard_error(row, Objective((("a", 0.5), ("b", 0.5))))
+        == pytest.approx(by_hand)
+        == pytest.approx(0.0261008, abs=1e-6)
+    )
+    row["metric"]["b"] = "loss"
+    assert (
+        standard_error(row, Objective((("a", 0.5), ("b", 0.5)))) is None
+    )  # a loss's spread is not known from its mean
+
+
+def test_the_verdict_compares_the_searched_merge_with_every_candidate_and_says_within_noise():
+    rows = [_row("best single checkpoint", 0.58, 200), _row("uniform average", 0.40, 200), _row("greedy soup", 0.60)]
+    rows.append(_row("searched (cmaes)", 0.5883, 200))
+    said = {v["candidate"]: v for v in verdicts(rows, ONE)}
+    assert list(said) == ["best single checkpoint", "uniform average", "greedy soup"]
+    # +0.0083 against 2·√(0.58·0.42/200 + 0.5883·0.4117/200) = 2·0.0491 = 0.098: within noise (the issue's case)
+    single = said["best single checkpoint"]
+    assert single["se"] == pytest.approx(math.sqrt(0.58 * 0.42 / 200 + 0.5883 * 0.4117 / 200))
+    assert single["difference"] == pytest.approx(0.0083) and single["verdict"] == "within noise"
+    assert said["uniform average"]["verdict"] == "better"  # +0.188 > 0.098
+    assert said["greedy soup"]["verdict"] == "within noise" and said["greedy soup"]["difference"] < 0
+    rows[0]["metric"]["a"] = "loss"
+    assert verdicts(rows, ONE)[0] | {"se": None} == verdicts(rows, ONE)[0]
+    assert not verdicts(rows, ONE)[0]["noise_known"] and verdicts(rows, ONE)[0]["verdict"] == "better"
+
+
+def test_asked_again_it_reads_its_study_back_and_says_so(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    first = compare(engine, "rev", sampler="random", trials=3)
+    assert first.origin.startswith("new study recycle-3t-") and first.new_scores > 0
+    assert [r["candidate"] for r in first.rows] == ["best single checkpoint", "uniform average", "greedy soup"] + [
+        "searched (random)"
+    ]
+    assert first.rows[-1]["search"]["trials"] == 3 and len(first.rows[-1]["search"]["points"]) == 3
+    again = compare(engine, "rev", sampler="random", trials=3)
+    assert again.origin.startswith(f"read back study {first.study}") and again.new_scores == 0
+    assert again.rows[-1]["weights"] == pytest.approx(first.rows[-1]["weights"])
+    assert again.rows[-1]["search"]["points"] == first.rows[-1]["search"]["points"]  # the stored trials, exactly
+    more = compare(engine, "rev", sampler="random", trials=5)  # other settings: another study, not a resumed one
+    assert more.origin.startswith("new study recycle-5t-") and len(more.rows[-1]["search"]["points"]) == 5
+    assert "5 trials" in more.summary and f"{more.new_scores} new score" in more.summary
+
+    # the lab's recorded table with these settings is replayed (every score cached: nothing new)
+    (dev_lab / RECORD).write_text(json.dumps(first.rows))
+    replayed = compare(engine, "rev", sampler="random", trials=3)
+    assert replayed.origin.startswith(f"replayed the 3 points recorded in {RECORD}") and replayed.new_scores == 0
+    assert replayed.study is None and replayed.rows[-1]["test"] == first.rows[-1]["test"]
+
+
+def test_an_interrupted_recycling_study_is_finished_not_restarted(dev_lab, tmp_path):
+    from mixlab.recycle import study_name
+    from mixlab.search import Search
+
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    search = Search(engine, ["rev"], sampler="random", seed=0)
+    Search(engine, ["rev"], sampler="random", seed=0, name=study_name(4, search.default_name)).run(2)
+    done = compare(engine, "rev", sampler="random", trials=4)
+    assert done.origin.endswith("2 trials were done, 2 more run") and len(done.rows[-1]["search"]["points"]) == 4
+
+
+def test_searches_and_recycling_runs_are_recorded_jobs_that_resume_where_they_stopped(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    worker = Worker()
+    spec = {"objectives": ["rev"], "sampler": "random", "seed": 0, "study": "s", "target": 3}
+    job = worker.wait(
+        worker.submit(
+            "search", job_body(engine, "search", spec), on_update=recorder(engine.store, "tiny", "search", spec)
+        )
+    )
+    assert job.state == "done", job.error
+    assert len(job.result.trials) == 3
+    again = worker.wait(worker.submit("search again", job_body(engine, "search", spec)))
+    assert len(again.result.trials) == 3  # the study already has its 3 trials: a resume runs none
+    grown = worker.wait(worker.submit("search more", job_body(engine, "search", spec | {"target": 5})))
+    assert len(grown.result.trials) == 5
+    rspec = {"objective": "rev", "sampler": "random", "trials": 2, "seed": 0}
+    rjob = worker.wait(
+        worker.submit(
+            "recycle", job_body(engine, "recycle", rspec), on_update=recorder(engine.store, "tiny", "recycle", rspec)
+        )
+    )
+    assert rjob.state == "done", rjob.error
+    assert rjob.result.origin.startswith("new study")
+    records = {r["kind"]: r for r in engine.store.jobs("tiny")}
+    assert records["search"]["state"] == "done" and records["recycle"]["state"] == "done"
+    assert json.loads(records["recycle"]["spec"]) == rspec
