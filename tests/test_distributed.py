@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_search import dev_lab  # noqa: F401 (a fixture)
 
 from mixlab.distributed import LocalBackend, RayBackend, backend, shared
 from mixlab.engine import Engine
