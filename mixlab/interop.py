@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mixlab.errors import MixlabError
 from mixlab.experts import ADAPTER_CONFIG
-from mixlab.lab import EXPORTS, ManifestWriter
+from mixlab.lab import EXPORTS, ManifestWriter, read_capped
 
 # mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
 MERGEKIT = {
@@ -160,13 +160,7 @@ def _read_recipe(config: Path) -> dict:
                 )
             return super().compose_node(parent, index)
 
-    try:
-        with open(config, "rb") as f:
-            raw = f.read(MAX_RECIPE_BYTES + 1)
-    except OSError as e:
-        raise MixlabError(f"{config}: cannot read a mergekit config: {e.strerror or e}") from None
-    if len(raw) > MAX_RECIPE_BYTES:
-        raise MixlabError(f"{config}: larger than {MAX_RECIPE_BYTES} bytes; not a mergekit config")
+    raw = read_capped(config, MAX_RECIPE_BYTES, "a mergekit config", MixlabError)
     try:
         data = yaml.load(raw, Loader=NoAliases)  # noqa: S506 (a safe loader that also refuses aliases)
     except yaml.YAMLError as e:

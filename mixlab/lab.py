@@ -429,6 +429,19 @@ class Lab:
         return full
 
 
+def read_capped(file: Path, limit: int, what: str, error: type[Exception] = ManifestError) -> bytes:
+    """The bytes of ``file``, at most ``limit`` of them: a manifest or a recipe is small, and a file larger
+    than that is not one (it is refused before it is parsed). Errors name the file and ``what`` it should be."""
+    try:
+        with open(file, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise error(f"{file}: cannot read {what}: {e.strerror or e}") from None
+    if len(raw) > limit:
+        raise error(f"{file}: larger than {limit} bytes; not {what}")
+    return raw
+
+
 def load_lab(path: str | Path) -> Lab:
     """Open a lab from its folder or its ``lab.toml``, validating everything it names. Only a file
     named ``lab.toml`` (of at most 1 MiB) is read: pointing at any other file reveals nothing of it."""
@@ -446,13 +459,7 @@ def load_lab(path: str | Path) -> Lab:
         raise ManifestError(
             f"{file} is a symbolic link; a lab's {MANIFEST} must be a regular file (open the folder it points to)"
         )
-    try:
-        with open(file, "rb") as f:
-            raw = f.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as e:
-        raise ManifestError(f"{file}: cannot read: {e.strerror or e}") from None
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{file}: larger than {MAX_MANIFEST_BYTES} bytes; not a lab manifest")
+    raw = read_capped(file, MAX_MANIFEST_BYTES, "a lab manifest")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
