@@ -3,13 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import cached_params, weights_key
+from mixlab.analysis import MEAN, cached_params, weights_key
+from mixlab.context import NO_INTERVAL, context_text, difference_text, differences, mixture_in_context
 from mixlab.errors import MixlabError
 from mixlab.lab import weights_label
 from views._shared import (
     code,
     current_job,
     engine,
+    escape,
     job_panel,
     method_params_inputs,
     mixture,
@@ -38,7 +40,8 @@ with right:
     st.markdown(
         f"**θ = merge_{method}(θ₀, τ; w)** with w = "
         + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
-        + f" · params {params_label(params)} · device `{eng.device}`"
+        + (" · " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "")
+        + f" · device `{eng.device}`"
     )
     job = current_job()
     busy = job is not None and job.active
@@ -58,13 +61,11 @@ with right:
     spec_params = eng.spec(m, method, params).params
     df = eng.results()
     key = weights_key(m.as_dict(), eng.names)
-    df = of_method(df, method, spec_params)
-    mine = df[[k == "proxy" and weights_key(w, eng.names) == key for k, w in zip(df.kind, df.weights)]]
+    mine = of_method(df, method, spec_params)
+    mine = mine[[k == "proxy" and weights_key(w, eng.names) == key for k, w in zip(mine.kind, mine.weights)]]
     if len(mine):
-        table = mine[["benchmark", "metric", "score", "higher_is_better", "n", "seconds", "device"]].reset_index(
-            drop=True
-        )
-        st.dataframe(table, hide_index=True, width="stretch")
+        table = mine[["benchmark", "metric", "score", "low", "high", "higher_is_better", "n", "seconds", "device"]]
+        table = table.reset_index(drop=True)
         csv = pd.concat([table, pd.DataFrame([m.as_dict()] * len(table))], axis=1).assign(
             method=method, params=params_label(spec_params)
         )
@@ -76,7 +77,7 @@ with right:
             key="merge_csv",
         )
     else:
-        st.info("This mixture has no cached scores for this method yet: press **Evaluate**.")
+        st.info(f"This mixture has no cached {method} proxy scores with these parameters yet: press **Evaluate**.")
 
     st.markdown("**Export the merged model**")
     kind = st.radio(
@@ -108,3 +109,35 @@ with right:
             st.success(f"Wrote {code(path)}")
         except MixlabError as e:
             show_error("Export failed", e)
+
+# full width: one column per benchmark, each score with its interval (a table in the right column was clipped)
+shown = ([MEAN] if MEAN in set(cached.benchmark) else []) + list(chosen)
+context = mixture_in_context(
+    cached, eng.names, m.weights, method, spec_params, shown, eng.resolve_method("linear", {})[1]
+)
+st.markdown(f"**At {escape(m.label())}**: the {escape(method)} proxy beside linear, the base, the experts and the "
+            "trained mixture nearest to it")  # fmt: skip
+if len(context):
+    st.table(context_text(context, shown).set_index("model"))  # a static table wraps, never clips a column
+    trained = context[context.model.str.contains("trained mixture")]
+    caption = (
+        "Each score with its 95% interval (Wilson's for an accuracy, k of n examples; for the mean, the normal "
+        "approximation over its benchmarks); n is the examples each was scored on"
+    )
+    if context.low.isna().any():
+        caption += f"; {NO_INTERVAL}"
+    if len(trained):
+        caption += f". The {escape(trained.model.iloc[0])}: {escape(trained.mixture.iloc[0])}"
+    st.caption(caption + ".")
+    first = f"{method} proxy"
+    diffs = differences(context, first) if first in set(context.model) else context.iloc[0:0]
+    if len(diffs):
+        with st.expander(f"Differences: the {method} proxy minus each model, with 95% intervals"):
+            st.table(difference_text(diffs, shown).set_index("model"))
+            st.caption(
+                "MOVER intervals (Newcombe 1998) from each score's own interval. They treat the two models as "
+                "independent samples, so for two models scored on the same examples they are conservative; an "
+                "interval that excludes 0 is a difference beyond noise. No interval where either score has none."
+            )
+else:
+    st.info("Nothing is scored at this mixture or on these benchmarks yet.")
