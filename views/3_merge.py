@@ -110,7 +110,9 @@ with right:
         except MixlabError as e:
             show_error("Export failed", e)
 
-# full width: one column per benchmark, each score with its interval (a table in the right column was clipped)
+# full width: one column per benchmark, each score with its interval (a table in the right column was clipped);
+# on a narrow screen it scrolls sideways with the model's name kept in view
+PINNED = {"model": st.column_config.TextColumn(width="medium", pinned=True)}
 shown = ([MEAN] if MEAN in set(cached.benchmark) else []) + list(chosen)
 context = mixture_in_context(
     cached, eng.names, m.weights, method, spec_params, shown, eng.resolve_method("linear", {})[1]
@@ -118,7 +120,7 @@ context = mixture_in_context(
 st.markdown(f"**At {escape(m.label())}**: the {escape(method)} proxy beside linear, the base, the experts and the "
             "trained mixture nearest to it")  # fmt: skip
 if len(context):
-    st.table(context_text(context, shown).set_index("model"))  # a static table wraps, never clips a column
+    st.dataframe(context_text(context, shown), hide_index=True, width="stretch", column_config=PINNED)
     trained = context[context.model.str.contains("trained mixture")]
     caption = (
         "Each score with its 95% interval (Wilson's for an accuracy, k of n examples; for the mean, the normal "
@@ -133,7 +135,7 @@ if len(context):
     diffs = differences(context, first) if first in set(context.model) else context.iloc[0:0]
     if len(diffs):
         with st.expander(f"Differences: the {method} proxy minus each model, with 95% intervals"):
-            st.table(difference_text(diffs, shown).set_index("model"))
+            st.dataframe(difference_text(diffs, shown), hide_index=True, width="stretch", column_config=PINNED)
             st.caption(
                 "MOVER intervals (Newcombe 1998) from each score's own interval. They treat the two models as "
                 "independent samples, so for two models scored on the same examples they are conservative; an "
