@@ -272,6 +272,21 @@ def test_pareto_page_with_same_benchmark_warns(app):
     assert "two different benchmarks" in at.warning[0].value
 
 
+def test_pareto_page_draws_three_objectives_in_3d(app):
+    import json
+
+    at = _open(app, PAGES[4])
+    at.selectbox(key="pareto_z").set_value(at.selectbox(key="pareto_x").value).run()
+    assert "a third, different from both" in at.warning[0].value
+    at.selectbox(key="pareto_z").set_value("sort").run()
+    assert not at.exception and not at.warning
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (fig,) = [f for f in figs if any(t["type"] == "scatter3d" for t in f["data"])]
+    assert fig["layout"]["scene"]["zaxis"]["title"]["text"] == "sort"
+    table = next(d.value for d in at.dataframe if "sort (z)" in d.value.columns)
+    assert len(table) and set(table.kind) <= {"expert", "proxy"}
+
+
 def test_library_never_imports_streamlit():
     import subprocess
     import sys

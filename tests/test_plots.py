@@ -288,3 +288,34 @@ def test_a_15_gon_numbers_its_vertices_outward_and_the_caption_names_them():
     four = pd.DataFrame([[0.25] * 4 + [0.5, "u"]], columns=[*k4, "score", "label"])
     fig4 = simplex_figure(k4, four, four.iloc[:0], four.iloc[:0], None, "t", True)
     assert [a.text for a in fig4.layout.annotations] == k4 and vertex_key(k4) is None
+
+
+def test_the_3d_pareto_figure_names_experts_marks_the_best_and_rings_the_selection():
+    from mixlab.plots import BEST_STYLE, pareto_figure_3d
+
+    rows = []
+    for kind, label, scores, w in [
+        ("expert", "a", (0.9, 0.1, 0.1), (1, 0, 0)),
+        ("expert", "b", (0.1, 0.9, 0.1), (0, 1, 0)),
+        ("expert", "c", (0.1, 0.1, 0.9), (0, 0, 1)),
+        ("proxy", "a=0.5, b=0.5, c=0", (0.6, 0.6, 0.05), (0.5, 0.5, 0)),
+        ("proxy", "a=0.2, b=0.2, c=0.6", (0.05, 0.05, 0.05), (0.2, 0.2, 0.6)),  # dominated by every expert
+    ]:
+        for bench, s in zip(("x", "y", "z"), scores):
+            rows.append({"kind": kind, "label": label, "benchmark": bench, "score": s, "higher_is_better": True,
+                         "a": w[0], "b": w[1], "c": w[2]})  # fmt: skip
+    pts = pareto_points(pd.DataFrame(rows), NAMES, "x", "y", "z")
+    assert list(pts.sort_values("label").proxy_front) == [True, False, True, True, True]  # a, a=0.2…, a=0.5…, b, c
+    best = pd.DataFrame([{"source": "proxy", "label": "a=0.5, b=0.5, c=0", "x": 0.6, "y": 0.6, "z": 0.05,
+                          "a": 0.5, "b": 0.5, "c": 0.0}])  # fmt: skip
+    fig = pareto_figure_3d(pts, "x", "y", "z", NAMES, best, [0.2, 0.2, 0.6])
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["expert on a front"].text) == ["a", "b", "c"]  # experts named on the figure
+    assert traces["expert on a front"].mode == "markers+text"
+    faint = traces["proxy (merge)"]
+    assert list(faint.text) == ["a=0.2, b=0.2, c=0.6"] and faint.marker.opacity < 1
+    mark = traces[BEST_STYLE["proxy"][0]]
+    assert (mark.x[0], mark.y[0], mark.z[0]) == (0.6, 0.6, 0.05) and mark.marker.symbol == "square-open"
+    sel = traces["selected"]
+    assert (sel.x[0], sel.y[0], sel.z[0]) == (0.05, 0.05, 0.05)
+    assert fig.layout.scene.zaxis.title.text == "z"
