@@ -482,18 +482,33 @@ def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
 
 
 def three_true_lab(tmp_path):
-    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl)."""
+    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl): its
+    manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
+    from mixlab.lab import ManifestWriter, load_lab
+
     src, root = DEMO_LAB.parent / "demo-k3", tmp_path / "three"
-    head, *blocks = (src / "lab.toml").read_text().split("[[true_mixtures]]")
+    manifest = load_lab(src).manifest
+    data = manifest.model_dump(mode="json", exclude_defaults=True)
+    data["true_mixtures"] = data["true_mixtures"][:3]
     root.mkdir()
     for part in ("base", "data", "experts", "evaluations.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
-    for block in blocks[:3]:
-        path = re.search(r'path = "(.+)"', block).group(1)
-        shutil.copytree(src / path, root / path)
-    (root / "lab.toml").write_text("[[true_mixtures]]".join([head, *blocks[:3]]))
+    for tm in data["true_mixtures"]:
+        shutil.copytree(src / tm["path"], root / tm["path"])
+    doc = ManifestWriter()
+    tables = {k: v for k, v in data.items() if isinstance(v, (list, dict)) and k != "plugins"}
+    for key, value in data.items():  # top-level keys first: TOML puts them before any table
+        if key not in tables:
+            doc.set(key, value)
+    for key, value in tables.items():
+        for entry in value if isinstance(value, list) else [value]:
+            doc.item(key) if isinstance(value, list) else doc.table(key)
+            for k, v in entry.items():
+                doc.set(k, v)
+    doc.write(root)
+    assert [t.name for t in load_lab(root).manifest.true_mixtures] == [t.name for t in manifest.true_mixtures[:3]]
     return root
 
 

@@ -117,8 +117,10 @@ shown = ([MEAN] if MEAN in set(cached.benchmark) else []) + list(chosen)
 context = mixture_in_context(
     cached, eng.names, m.weights, method, spec_params, shown, eng.resolve_method("linear", {})[1]
 )
-st.markdown(f"**At {escape(m.label())}**: the {escape(method)} proxy beside linear, the base, the experts and the "
-            "trained mixture nearest to it")  # fmt: skip
+parts = (["linear"] if method != "linear" else []) + ["the base", "the experts"]
+parts += ["the trained mixture nearest to it"] if eng.lab.manifest.true_mixtures else []
+beside = ", ".join(parts[:-1]) + " and " + parts[-1]
+st.markdown(f"**At {escape(m.label())}**: the {escape(method)} proxy beside {beside}")
 if len(context):
     st.dataframe(context_text(context, shown), hide_index=True, width="stretch", column_config=PINNED)
     trained = context[context.model.str.contains("trained mixture")]
