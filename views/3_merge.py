@@ -112,7 +112,7 @@ with right:
 
 # full width: one column per benchmark, each score with its interval (a table in the right column was clipped);
 # on a narrow screen it scrolls sideways with the model's name kept in view
-PINNED = {"model": st.column_config.TextColumn(width="medium", pinned=True)}
+PINNED = {"model": st.column_config.TextColumn(width=165, pinned=True)}  # px: "nearest trained mixture"
 shown = ([MEAN] if MEAN in set(cached.benchmark) else []) + list(chosen)
 context = mixture_in_context(
     cached, eng.names, m.weights, method, spec_params, shown, eng.resolve_method("linear", {})[1]
