@@ -404,11 +404,20 @@ def _shown(elements) -> str:
 
 
 def _export(at, name: str, replace: bool = False):
-    at.text_input(key="merge_export_name").set_value(name)
+    next(t for t in at.text_input if t.key.startswith("merge_export_name")).set_value(name)
     at.checkbox(key="merge_export_replace").set_value(replace)
     at.button(key="merge_export").click().run()
     assert not at.exception
     return at
+
+
+def test_the_export_name_follows_the_method_and_the_mixture(app):
+    at = _open(app, PAGES[2])
+    (name,) = [t for t in at.text_input if t.key.startswith("merge_export_name")]
+    assert name.value == "linear_add33_rev33_sort33"
+    selectbox(at, "Merge method").set_value("ties").run()
+    (name,) = [t for t in at.text_input if t.key.startswith("merge_export_name")]
+    assert name.value == "ties_add33_rev33_sort33"  # not the name drawn for linear
 
 
 def test_exports_from_the_app_land_in_the_lab_and_never_replace_other_folders(app, tmp_path, monkeypatch):

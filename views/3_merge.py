@@ -90,7 +90,7 @@ with right:
     name = st.text_input(
         "Export name",
         value=f"{method}_{label}",
-        key="merge_export_name",
+        key=f"merge_export_name:{method}_{label}",  # a new default when the method or mixture changes
         help=f"Written to {eng.lab.exports}/<name> (a name, not a path)",
     )
     replace = st.checkbox(
