@@ -71,7 +71,7 @@ if row:
         f"ranks first, **{escape(row['pick'])}**, is {row['pick_rank']} under the true scores "
         f"(regret {row['regret']:.4f}; scores equal up to float noise tie)."
     )
-left, right = st.columns([3, 2])
+left, right = stacking_columns("pvt_main", [3, 2])  # below 1280 px the table goes under the figure, whole
 with left:
     arrow = "↑" if hib else "↓"
     c1, c2 = st.columns(2)
