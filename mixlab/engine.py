@@ -334,7 +334,7 @@ class Engine:
     def image_answers(self, mixture: Mixture, benchmark: str, n: int = 6, method=None, params=None) -> list[dict]:
         """The merge's own answers to the first ``n`` rows of an image benchmark (the dashboard's strip of
         examples): each row's image path, prompt, expected answer and the merged model's output."""
-        from mixlab.evaluate import _Batches, image_answers
+        from mixlab.evaluate import Batches, image_answers
 
         b = self.lab.benchmark(benchmark)
         rows = self._bench(b).examples[:n]
@@ -342,7 +342,7 @@ class Engine:
             raise EvaluationError(f"benchmark {benchmark!r} has no images")
         with self._lock:
             self.resident.load_merge(self.spec(mixture, method, params))
-            outs = image_answers(self.model, self.resident.processor, rows, b, self.device, _Batches(n, None, None))
+            outs = image_answers(self.model, self.resident.processor, rows, b, self.device, Batches(n, None, None))
         return [{**ex, "output": o} for ex, o in zip(self.image_examples(benchmark, n), outs)]
 
     def image_examples(self, benchmark: str, n: int = 6) -> list[dict]:

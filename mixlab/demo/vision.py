@@ -233,7 +233,7 @@ def write_benchmark(root, name: str, n: int, seed: int, dev: bool = False) -> st
 
 def dev_ability(model, processor, seed: int, n: int = 60) -> dict[str, float]:
     """Greedy exact match per domain on ``n`` dev images drawn apart from the benchmarks'."""
-    from mixlab.evaluate import _Batches, image_answers
+    from mixlab.evaluate import Batches, image_answers
     from mixlab.lab import BenchmarkSpec
 
     spec = BenchmarkSpec(name="dev", evaluator="exact_match", data="(dev)", max_new_tokens=10)
@@ -244,7 +244,7 @@ def dev_ability(model, processor, seed: int, n: int = 60) -> dict[str, float]:
         for _ in range(n):
             img, prompt, answer = sample(name, rng)
             rows.append({"_image": io.BytesIO(png(img)), "prompt": prompt, "answer": answer})
-        answers = image_answers(model, processor, rows, spec, torch.device("cpu"), _Batches(n, None, None))
+        answers = image_answers(model, processor, rows, spec, torch.device("cpu"), Batches(n, None, None))
         out[name] = sum(a.strip() == r["answer"] for a, r in zip(answers, rows)) / n
     return out
 
