@@ -1,5 +1,5 @@
-"""Where evaluations run: here (:class:`LocalBackend`, the engine itself) or on a Ray cluster
-(:class:`RayBackend`).
+"""Executors, where a sweep's evaluations run: here (:class:`LocalBackend`, the engine itself) or on a Ray
+cluster (:class:`RayBackend`); the CLI's ``--backend`` and a job's spec name them ``local`` and ``ray``.
 
 The Ray backend follows mergekit-evolve's pattern: one actor per GPU (or per CPU slot where the cluster
 has none), each holding a resident engine (the base loaded once, experts as task vectors), fed mixtures
