@@ -319,12 +319,14 @@ class Engine:
         refresh: bool = False,
         progress: Progress | None = None,
         cancel=None,
-        _done: int = 0,
-        _total: int | None = None,
     ) -> list[Evaluation]:
         """Proxy scores of a mixture: evaluate θ_0 + merge(τ, w) on each benchmark (cache first)."""
         self.refresh()
         spec = self.spec(mixture, method, params)
+        return self._proxy(mixture, spec, self.benchmarks(benchmarks), refresh, progress, cancel)
+
+    def _proxy(self, mixture: Mixture, spec: MergeSpec, benchmarks, refresh, progress, cancel, done=0, total=None):
+        """:meth:`proxy` with the merge already resolved (a sweep resolves its method once)."""
         row = {
             "kind": "proxy",
             "label": mixture.label(),
@@ -332,9 +334,7 @@ class Engine:
             "params": spec.params,
             "weights": mixture.as_dict(),
         }
-        return self._score(
-            MergedModel(spec), self.benchmarks(benchmarks), row, refresh, progress, cancel, _done, _total
-        )
+        return self._score(MergedModel(spec), benchmarks, row, refresh, progress, cancel, done, total)
 
     def choose_path(self, method: str, bench: BenchmarkSpec, n_mixtures: int) -> str:
         """The cost rule. The batched LoRA path pays off where each mixture's own batches would be
@@ -406,7 +406,8 @@ class Engine:
             raise EvaluationError(f"unknown evaluation path {path!r}; use auto, materialize or batched")
         self.refresh()
         bench = self.benchmarks(benchmarks)
-        specs = [self.spec(m, method, params) for m in mixtures]
+        method, params = self.resolve_method(method, params)  # once for the whole sweep
+        specs = [MergeSpec(method, tuple(m.weights), params, self.excluded) for m in mixtures]
         total, done = len(mixtures) * len(bench), 0
         found: dict[tuple[int, str], Evaluation] = {}
         for b in bench:
@@ -425,9 +426,9 @@ class Engine:
                     found[(i, b.name)] = ev
                     done += 1
             for i in missing if chosen != "batched" else []:
-                (ev,) = self.proxy(
-                    mixtures[i], method, params, [b], progress=progress, cancel=cancel, _done=done, _total=total
-                )
+                self.refresh()  # as proxy() does before each mixture: lab files changed mid-sweep are reloaded
+                spec = dataclasses.replace(specs[i], exclude=self.excluded)  # the method stays resolved
+                (ev,) = self._proxy(mixtures[i], spec, [b], False, progress, cancel, done, total)
                 found[(i, b.name)] = ev
                 done += 1
             done += len(mixtures) - len(missing)
