@@ -12,8 +12,9 @@
   (``lower_is_better``). The module is imported from the lab's ``plugins`` folders or from installed
   packages, never from the current folder or the app's folder.
 
-A model whose forward pass gives NaN or inf logits fails its evaluation (:data:`mixlab.evaluate.batches.NON_FINITE`) instead of
-scoring 0: a broken merge must never be cached as a bad score.
+A model whose forward pass gives NaN or inf logits fails its evaluation
+(:data:`mixlab.evaluate.batches.NON_FINITE`) instead of scoring 0: a broken merge must never be cached as
+a bad score.
 
 The package, one concept a file: ``data`` (read and check a benchmark), ``tokens`` (the tokenisation
 convention, in every cache key), ``batches`` (batches, padding, the finite-logits check), ``builtin`` (the
