@@ -1,7 +1,8 @@
 """What every command group shares: the options declared once (the lab argument, the merge method and
 its parameters, the device, the executor), the engine a command opens, the progress bar, the one-line
 error on a failed sweep. Option choices come from the library's registries (merge methods, samplers), so
-a method registered there is a choice here with no edit."""
+a method registered there is a choice here with no edit; they are read when a help text shows them or a
+value is checked, so ``--help`` and a usage error do not import torch or optuna."""
 
 from __future__ import annotations
 
@@ -57,6 +58,28 @@ def positive(text: str) -> int:
     return value
 
 
+class Names:
+    """A registry's names, read when first shown: an option's help says ``%(names)s``."""
+
+    def __init__(self, load):
+        self.load = load
+
+    def __str__(self) -> str:
+        return ", ".join(self.load())
+
+
+def method_names() -> list[str]:
+    from mixlab.merge.methods import methods
+
+    return [m.name for m in methods()]
+
+
+def sampler_names() -> list[str]:
+    from mixlab.search import SAMPLERS
+
+    return list(SAMPLERS)
+
+
 def merge_method(name: str) -> str:
     """``--method``: a name in the merge-method registry, refused with the registry's own message (a
     MixlabError, one line like every other input error) before any lab is loaded."""
@@ -65,15 +88,20 @@ def merge_method(name: str) -> str:
     return get_method(name).name
 
 
-def sampler(names: tuple[str, ...]):
-    """``--sampler``: one of ``names``, refused with the library's message otherwise."""
+def sampler(name: str) -> str:
+    """``--sampler``: one of mixlab.search.SAMPLERS, refused with the library's message otherwise."""
+    names = sampler_names()
+    if name not in names:
+        raise MixlabError(f"sampler must be one of {', '.join(names)}, got {name!r}")
+    return name
 
-    def check(name: str) -> str:
-        if name not in names:
-            raise MixlabError(f"sampler must be one of {', '.join(names)}, got {name!r}")
-        return name
 
-    return check
+def sampler_option(s, default: str, note: str = "") -> None:
+    """--sampler, its choices from mixlab.search.SAMPLERS."""
+    action = s.add_argument(
+        "--sampler", type=sampler, default=default, metavar="SAMPLER", help=f"%(names)s (default {default}{note})"
+    )
+    action.names = Names(sampler_names)
 
 
 def lab_command(sub, name: str, help_text: str, fn):
@@ -86,19 +114,13 @@ def lab_command(sub, name: str, help_text: str, fn):
 
 def merge_options(s, weights: bool = True) -> None:
     """--weights/--normalize (when the command takes one mixture), --method and --param."""
-    from mixlab.merge.methods import methods
-
     if weights:
         s.add_argument("--weights", required=True, help="0.2,0.3,0.5 (expert order) or name=0.2,other=0.8")
         s.add_argument("--normalize", action="store_true", help="rescale weights to sum to 1")
-    names = [m.name for m in methods()]
-    s.add_argument(
-        "--method",
-        type=merge_method,
-        default=None,
-        metavar="{" + ",".join(names) + "}",
-        help=f"{', '.join(names)} (default: the lab's)",
+    action = s.add_argument(
+        "--method", type=merge_method, default=None, metavar="METHOD", help="%(names)s (default: the lab's)"
     )
+    action.names = Names(method_names)
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter, repeatable")
 
 

@@ -16,13 +16,11 @@ from mixlab.cli.common import (
     method_params,
     open_engine,
     positive,
-    sampler,
+    sampler_option,
 )
 
 
 def add_commands(sub) -> None:
-    from mixlab.search import SAMPLERS
-
     s = lab_command(
         sub,
         "search",
@@ -38,13 +36,7 @@ def add_commands(sub) -> None:
         help="'mean', a benchmark, or bench=0.5,other=0.5; repeat 2-3 times for a Pareto front (default: mean)",
     )
     s.add_argument("--objectives", default=None, help="a,b: two (or three) benchmarks at once, for a Pareto front")
-    s.add_argument(
-        "--sampler",
-        type=sampler(SAMPLERS),
-        default="tpe",
-        metavar="{" + ",".join(SAMPLERS) + "}",
-        help=f"{', '.join(SAMPLERS)} (default tpe; nsga2 for 2-3 objectives)",
-    )
+    sampler_option(s, "tpe", "; nsga2 for 2-3 objectives")
     s.add_argument("--trials", type=positive, default=30, help="trials to run now (default 30)")
     s.add_argument("--budget", type=float, default=None, help="stop after this many full dev evaluations")
     s.add_argument("--fidelity", type=float, default=None, help="score a first subset (e.g. 0.25), prune the weak")
@@ -63,13 +55,7 @@ def add_commands(sub) -> None:
         cmd_recycle,
     )
     s.add_argument("--objective", default="mean", help="'mean', a benchmark, or bench=0.5,other=0.5")
-    s.add_argument(
-        "--sampler",
-        type=sampler(SAMPLERS),
-        default="cmaes",
-        metavar="{" + ",".join(SAMPLERS) + "}",
-        help=f"{', '.join(SAMPLERS)} (default cmaes)",
-    )
+    sampler_option(s, "cmaes")
     s.add_argument("--trials", type=positive, default=40)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print the table as JSON")
