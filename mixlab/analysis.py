@@ -322,7 +322,7 @@ def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str,
     cols = ["kind", "label", "mixture", *[a for a, _ in axes], *names, "proxy_front", "true_front"]
     benches = [b for _, b in axes]
     sub = results[results.benchmark.isin(benches) & results.kind.isin(["expert", "proxy", "true", "base"])]
-    if sub.empty or len(set(benches)) < len(benches):
+    if len(set(benches)) < len(benches) or not set(benches) <= set(sub.benchmark):  # one with no scores: none
         return pd.DataFrame(columns=cols)
     dirs = [bool(sub[sub.benchmark == b].higher_is_better.iloc[0]) for b in benches]
     wide = sub.pivot_table(index=["kind", "label"], columns="benchmark", values="score", aggfunc="last")

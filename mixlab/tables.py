@@ -79,7 +79,8 @@ def fronts(points: pd.DataFrame, names: Sequence[str]) -> dict[str, pd.DataFrame
     z with a third objective, a weight per expert): ``merges`` (experts + proxies: what merging checkpoints
     reaches), ``trained`` (experts + true mixtures)."""
     cols = ["kind", "mixture", "x", "y", *(["z"] if "z" in points else []), *names]
-    return {"merges": points[points.proxy_front][cols], "trained": points[points.true_front][cols]}
+    front = {c: points[c].astype(bool) for c in ("proxy_front", "true_front")}  # a mask even when empty
+    return {"merges": points[front["proxy_front"]][cols], "trained": points[front["true_front"]][cols]}
 
 
 def front_counts(points: pd.DataFrame) -> dict[str, int]:
