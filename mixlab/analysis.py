@@ -271,6 +271,28 @@ def snap_ties(values: Sequence[float]) -> np.ndarray:
     return out
 
 
+def best_index(values: Sequence[float], higher_is_better: bool = True) -> int:
+    """Index of the first of the best ``values``, scores equal up to float noise tied (:func:`snap_ties`):
+    the one rule by which a pick, a search's winner, a best single checkpoint and a greedy soup's step
+    choose, so none of them is decided by summation order."""
+    v = snap_ties(values)
+    if len(v) == 0:
+        raise MixlabError("nothing to choose from: no scores")
+    return int(np.argmax(v if higher_is_better else -v))
+
+
+def at_least(a: float, b: float) -> bool:
+    """``a ≥ b`` where scores equal up to float noise (:func:`same_score`) count as equal."""
+    return a >= b or same_score(a, b)
+
+
+def exact_mean(values: Sequence[float]) -> float:
+    """The mean of ``values`` summed exactly (``math.fsum``): the same number whatever their order, so two
+    models with the same scores in another order have the same mean to the last bit."""
+    values = list(values)
+    return math.fsum(values) / len(values)
+
+
 def tie_ranks(values: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
     """Competition ranks (1 = best; tied scores share the best rank of their group, the next rank skips)
     after :func:`snap_ties`: [0.9, 0.9 + 1e-16, 0.5] ranks [1, 1, 3]."""
@@ -302,7 +324,7 @@ def regret(proxy: Sequence[float], true: Sequence[float], higher_is_better: bool
     if len(x) == 0:
         raise MixlabError("regret needs at least one mixture with both proxy and true scores")
     sign = 1.0 if higher_is_better else -1.0
-    chosen = int(np.argmax(sign * snap_ties(x)))
+    chosen = best_index(x, higher_is_better)
     true_rank = 1 + int(np.sum(sign * y > sign * y[chosen]))
     tied = int(np.sum(y == y[chosen])) - 1
     return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x), tied)
@@ -421,7 +443,7 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     proportion = np.array([score_interval(s, k, m) is not None for s, k, m in zip(sub.score, n, metric)], dtype=bool)
     var = pd.Series(np.where(proportion, sub.score * (1 - sub.score) / n.where(proportion, 1), np.nan), index=sub.index)
     groups = sub.assign(_var=var, _n=n).groupby(model, sort=False)
-    stats_ = groups.agg(score=("score", "mean"), k=("benchmark", "nunique"), n=("_n", "sum"))
+    stats_ = groups.agg(score=("score", exact_mean), k=("benchmark", "nunique"), n=("_n", "sum"))
     stats_["var"] = groups._var.agg(lambda v: v.sum(min_count=len(v)))  # NaN unless every benchmark has one
     complete = stats_.index[stats_.k == len(set(benchmarks))]
     if len(complete) == 0:

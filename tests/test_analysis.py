@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from mixlab.analysis import MEAN, nearest, paired, pareto_front, rank_correlation, regret, topk_overlap, with_mean
+from mixlab.errors import MixlabError
 
 
 def test_spearman_and_kendall_match_scipy_with_a_ci():
@@ -461,3 +462,30 @@ def test_a_difference_of_two_wilson_scores_has_newcombes_interval():
     z = stats.norm.ppf(0.975)
     d, low, high = difference_interval(0.6, 0.6 - z * 0.03, 0.6 + z * 0.03, 0.5, 0.5 - z * 0.04, 0.5 + z * 0.04)
     assert (low, high) == (pytest.approx(0.1 - z * 0.05), pytest.approx(0.1 + z * 0.05))
+
+
+def test_means_of_the_same_scores_in_another_order_are_equal_to_the_last_bit():
+    from mixlab.analysis import exact_mean
+
+    s = [0.035, 0.035, 0.105]  # fractions k/200; summed left to right the two orders differ in the last bit
+    assert sum(x / 3 for x in s) != sum(x / 3 for x in s[::-1])
+    assert exact_mean(s) == exact_mean(s[::-1]) == pytest.approx(0.175 / 3)
+    # with_mean averages the same scores held in another row order to the same number
+    rows = [dict(kind="true", label=lab, benchmark=b, score=x, higher_is_better=True, method=None, params=None,
+                 weights={"a": 1.0}) for lab, order in (("p", s), ("q", s[::-1])) for b, x in zip("xyz", order)]  # fmt: skip
+    df = with_mean(pd.DataFrame(rows), ["x", "y", "z"])
+    means = df[df.benchmark == MEAN].set_index("label").score
+    assert means["p"] == means["q"]
+
+
+def test_best_index_takes_the_first_of_scores_tied_up_to_float_noise():
+    from mixlab.analysis import at_least, best_index
+
+    a, b = (0.1 + 0.7) / 2, (0.3 + 0.5) / 2  # both 0.4 by hand; as floats 0.39999999999999997 and 0.4
+    assert a < b
+    assert best_index([0.2, a, b]) == 1  # tied: the first, not the one whose sum rounded up
+    assert best_index([0.2, a, b + 1e-6]) == 2  # a real difference is one
+    assert best_index([0.5, a, b], higher_is_better=False) == 1
+    assert at_least(a, b) and at_least(b, a) and not at_least(a, b + 1e-6)
+    with pytest.raises(MixlabError, match="no scores"):
+        best_index([])
