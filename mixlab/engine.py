@@ -472,8 +472,10 @@ class Engine:
             self.store.put(evals)
             yield from ((i, ev) for (i, *_), ev in zip(part, evals))
 
-    def _checkpoint(self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel):
-        row = {"kind": kind, "label": tv.name, "method": None, "params": None, "weights": weights}
+    def _checkpoint(
+        self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel, label=None, **extra
+    ):
+        row = {"kind": kind, "label": label or tv.name, "method": None, "params": None, "weights": weights} | extra
         return self._score(
             lambda bench: self._checkpoint_key(tv.fingerprint, bench),
             self.benchmarks(benchmarks),
@@ -498,8 +500,8 @@ class Engine:
         """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
         self.refresh()
         out = []
-        for _, weights, tv in self.sources.true_checkpoints():
-            out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel)
+        for label, r, weights, tv in self.sources.true_checkpoints():
+            out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel, label, replicate=r)
         return out + self._manifest_scores(benchmarks)
 
     def _manifest_scores(self, benchmarks=None) -> list[Evaluation]:
@@ -561,19 +563,19 @@ class Engine:
         for kind, total in (
             ("base", 1),
             ("expert", len(self.experts)),
-            ("true", sum(t.path is not None for t in self.lab.manifest.true_mixtures)),
+            ("true", sum(len(t.checkpoints) for t in self.lab.manifest.true_mixtures)),
         ):
-            counts: dict[str, int] = {}
+            counts: dict[tuple, int] = {}
             for e in self.cached(kind):
                 if e.device != "manifest":
-                    counts[e.label] = counts.get(e.label, 0) + 1
+                    counts[e.label, e.replicate] = counts.get((e.label, e.replicate), 0) + 1
             out[kind] = total - sum(1 for c in counts.values() if c >= n_bench)
         return out
 
     # --- tables -------------------------------------------------------------------------------------
     @property
-    def true_fingerprints(self) -> dict[str, str]:
-        """Content fingerprint of each true mixture's checkpoint (label → fingerprint), current."""
+    def true_fingerprints(self) -> dict[tuple[str, int], str]:
+        """Content fingerprint of each true-mixture checkpoint ((label, replicate) → fingerprint), current."""
         return self.sources.true_fingerprints()
 
     def cached(self, kind: str) -> list[Evaluation]:
@@ -582,14 +584,14 @@ class Engine:
         if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
             names = {b.name for b in self.lab.benchmarks}
             return [e for e in self.store.evaluations(models=self.models_fp, kind="proxy") if e.benchmark in names]
-        rows = {  # fingerprint → how this lab names the checkpoint
-            "base": lambda: {None: ("base", None)},
+        rows = {  # fingerprint → how this lab names the checkpoint (label, weights, replicate)
+            "base": lambda: {None: ("base", None, None)},
             "expert": lambda: {
-                tv.fingerprint: (tv.name, {n: float(n == tv.name) for n in self.names}) for tv in self.experts
+                tv.fingerprint: (tv.name, {n: float(n == tv.name) for n in self.names}, None) for tv in self.experts
             },
             "true": lambda: {
-                fp: (label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict())
-                for label, fp in self.true_fingerprints.items()
+                fp: (label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict(), r)
+                for (label, r), fp in self.true_fingerprints.items()
             },
         }[kind]()
         data = [self._bench(b) for b in self.benchmarks()]
@@ -597,7 +599,9 @@ class Engine:
         hits = self.store.get_many(list(keys))
         out = [
             self._as_here(
-                hits[k], {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
+                hits[k],
+                {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
+                | {"replicate": rows[fp][2]},
             )
             for k, fp in keys.items()
             if k in hits
