@@ -284,16 +284,18 @@ def cmd_sweep(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from mixlab.analysis import MEAN, mean_benchmarks, proxy_report
+    from mixlab.analysis import MEAN, ceiling_text, mean_benchmarks, proxy_report, rho_summaries
 
     engine = _engine(args)
     method, params = engine.resolve_method(args.method, _params(args.param))
     df = engine.results(method, params)
-    rows = proxy_report(df, engine.names, engine.lab.benchmarks)
+    rows = proxy_report(df, engine.names, engine.lab.benchmarks, subset=args.subset)
+    summaries = rho_summaries(df, engine.names, engine.lab.benchmarks)
     up = mean_benchmarks(engine.lab.benchmarks, df)
     unscored = engine.unscored()
     if args.json:
-        report = {"lab": engine.lab.name, "method": method, "params": params, "mean_of": up, "benchmarks": rows}
+        report = {"lab": engine.lab.name, "method": method, "params": params, "mean_of": up, "subset": args.subset}
+        report |= {"benchmarks": rows, "summaries": summaries}
         print(json.dumps(report | {"unscored_checkpoints": unscored}, indent=2))
         return
     if unscored["true"] or not any(r["n"] for r in rows):
@@ -304,25 +306,42 @@ def cmd_report(args) -> None:
             file=sys.stderr,
         )
     label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
-    print(f"proxy ({label}) vs true mixtures in {engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}")
+    where = "" if args.subset == "all" else f" ({args.subset} points only)"
+    print(
+        f"proxy ({label}) vs true mixtures in {engine.lab.name}{where}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}"
+    )
     print(
         f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  {'top-25% ρ':>9}  "
-        f"{'pairs ok':>8}  proxy pick: true rank, regret"
+        f"{'pairs ok':>8}  {'proxy pick: true rank, regret':<30}  noise ceiling (ρ between replicates)"
     )
 
     def num(v, fmt="+.3f"):
         return "undefined" if v is None else format(v, fmt)
 
+    def rho(r) -> str:
+        if r["spearman"] is None:
+            return "undefined"
+        if r["spearman_low"] is None:
+            return f"{r['spearman']:+.3f}"
+        return f"{r['spearman']:+.3f} [{r['spearman_low']:+.3f}, {r['spearman_high']:+.3f}]"
+
     for r in rows:
-        ci = (
-            "undefined"
-            if r["spearman"] is None
-            else f"{r['spearman']:+.3f} [{r['spearman_low']:+.3f}, {r['spearman_high']:+.3f}]"
-        )
+        pick = f"{r['pick_rank']}, {r['regret']:.4f}"
+        ceiling = ceiling_text(r["ceiling"], r["ceiling_low"], r["ceiling_high"], r["n_replicated"])
         print(
-            f"{r['benchmark']:<14} {r['n']:>3}  {ci:<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
-            f"{num(r['pairwise_accuracy'], '.3f'):>8}  {r['pick_rank']}, {r['regret']:.4f}"
+            f"{r['benchmark']:<14} {r['n']:>3}  {rho(r):<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
+            f"{num(r['pairwise_accuracy'], '.3f'):>8}  {pick:<30}  {ceiling}"
         )
+    if summaries and any(s["n"] for s in summaries):
+        print()
+        print(
+            "both summaries, for the whole design and its interior points (every expert's weight > 0); a true "
+            "mixture trained more than once counts as its replicates' mean"
+        )
+        print(f"{'design':<9} {'summary':<24} {'n':>3}  {'Spearman ρ [95% CI]':<26} noise ceiling")
+        for s_ in summaries:
+            ceiling = ceiling_text(s_["ceiling"], s_["ceiling_low"], s_["ceiling_high"], s_["n_replicated"])
+            print(f"{s_['subset']:<9} {s_['summary']:<24} {s_['n']:>3}  {rho(s_):<26} {ceiling}")
     for warning in dict.fromkeys(r["warning"] for r in rows if r["warning"]):
         print(f"warning: {warning}")
 
@@ -746,6 +765,13 @@ def parser() -> argparse.ArgumentParser:
         cmd_report,
     )
     merge_opts(s, weights=False)
+    s.add_argument(
+        "--subset",
+        choices=["all", "interior"],
+        default="all",
+        help="the per-benchmark table over every trained mixture (all, default) or only the interior points "
+        "(every expert's weight > 0); the summaries show both",
+    )
     s.add_argument("--json", action="store_true", help="print the report as JSON")
 
     labs = sub.add_parser("lab", help="Make a lab: from a folder of checkpoints and JSONL, or from a mergekit config.")

@@ -584,26 +584,26 @@ class Engine:
         if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
             names = {b.name for b in self.lab.benchmarks}
             return [e for e in self.store.evaluations(models=self.models_fp, kind="proxy") if e.benchmark in names]
-        rows = {  # fingerprint → how this lab names the checkpoint (label, weights, replicate)
-            "base": lambda: {None: ("base", None, None)},
-            "expert": lambda: {
-                tv.fingerprint: (tv.name, {n: float(n == tv.name) for n in self.names}, None) for tv in self.experts
-            },
-            "true": lambda: {
-                fp: (label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict(), r)
+        named = {  # (fingerprint, label, weights, replicate): how this lab names each checkpoint; a checkpoint
+            # listed twice (as two mixtures' replicates) is named twice
+            "base": lambda: [(None, "base", None, None)],
+            "expert": lambda: [
+                (tv.fingerprint, tv.name, {n: float(n == tv.name) for n in self.names}, None) for tv in self.experts
+            ],
+            "true": lambda: [
+                (fp, label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict(), r)
                 for (label, r), fp in self.true_fingerprints.items()
-            },
+            ],
         }[kind]()
         data = [self._bench(b) for b in self.benchmarks()]
-        keys = {self._checkpoint_key(fp, d).digest: fp for fp in rows for d in data}
-        hits = self.store.get_many(list(keys))
+        keys = [(self._checkpoint_key(fp, d).digest, row) for fp, *row in named for d in data]
+        hits = self.store.get_many(list(dict.fromkeys(k for k, _ in keys)))
         out = [
             self._as_here(
                 hits[k],
-                {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
-                | {"replicate": rows[fp][2]},
+                {"kind": kind, "label": label, "weights": weights, "method": None, "params": None, "replicate": r},
             )
-            for k, fp in keys.items()
+            for k, (label, weights, r) in keys
             if k in hits
         ]
         return out + (self._manifest_scores() if kind == "true" else [])

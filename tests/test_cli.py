@@ -293,8 +293,46 @@ def test_report_json_has_every_metric(tiny_lab_dir):
         "pick_rank",
         "regret",
         "warning",
+        "ceiling",
+        "ceiling_low",
+        "ceiling_high",
+        "n_replicated",
+        "replicates",
     }
+    assert row["ceiling"] is None and row["n_replicated"] == 0  # no replicates in this lab
+    assert [(s["subset"], s["summary"]) for s in report["summaries"]] == [
+        ("all", "ρ of the mean"),
+        ("all", "mean of per-benchmark ρ"),
+        ("interior", "ρ of the mean"),
+        ("interior", "mean of per-benchmark ρ"),
+    ]
     assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4
+
+
+def test_report_shows_the_noise_ceiling_of_replicates_beside_every_rho(tiny_lab_dir):
+    from scipy import stats
+
+    toml = tiny_lab_dir / "lab.toml"
+    text = toml.read_text()
+    seeds = {"add = 0.5, rev = 0.5": ("add", "rev"), "rev = 0.5, sort = 0.5": ("rev", "sort")}
+    seeds |= {"add = 0.5, sort = 0.5": ("sort", "add"), "add = 0.25, rev = 0.75": ("rev", "add")}
+    for w, (a, b) in seeds.items():  # any two checkpoints stand for two seeds
+        text += f'\n[[true_mixtures]]\nweights = {{ {w} }}\npaths = ["experts/{a}", "experts/{b}"]\n'
+    toml.write_text(text)
+    r = mixlab("sweep", tiny_lab_dir, "--checkpoints", "--benchmark", "rev-loss", "--json")
+    assert r.returncode == 0, r.stderr
+    expert = {e["label"]: e["score"] for e in json.loads(r.stdout) if e["kind"] == "expert"}
+    assert mixlab("sweep", tiny_lab_dir, "--grid", "true", "--benchmark", "rev-loss").returncode == 0
+    r = mixlab("report", tiny_lab_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    (row,) = report["benchmarks"]
+    first, second = [[expert[pair[i]] for pair in seeds.values()] for i in (0, 1)]
+    assert row["n_replicated"] == 4 and row["replicates"] == 2
+    assert row["ceiling"] == pytest.approx(stats.spearmanr(first, second).statistic)
+    text = mixlab("report", tiny_lab_dir).stdout
+    assert f"ceiling {row['ceiling']:+.2f} [" in text and "(n=4)" in text
+    assert "interior  ρ of the mean" not in text  # rev-loss is lower-is-better: no mean, no summary rows
 
 
 def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
