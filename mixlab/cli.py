@@ -293,9 +293,14 @@ def cmd_report(args) -> None:
     summaries = rho_summaries(df, engine.names, engine.lab.benchmarks)
     up = mean_benchmarks(engine.lab.benchmarks, df)
     unscored = engine.unscored()
+    others = []
+    if args.proxies:
+        from mixlab.proxies.compare import proxies_report
+
+        others = proxies_report(engine, method, params, results=df)
     if args.json:
         report = {"lab": engine.lab.name, "method": method, "params": params, "mean_of": up, "subset": args.subset}
-        report |= {"benchmarks": rows, "summaries": summaries}
+        report |= {"benchmarks": rows, "summaries": summaries} | ({"proxies": others} if args.proxies else {})
         print(json.dumps(report | {"unscored_checkpoints": unscored}, indent=2))
         return
     if unscored["true"] or not any(r["n"] for r in rows):
@@ -342,6 +347,16 @@ def cmd_report(args) -> None:
         for s_ in summaries:
             ceiling = ceiling_text(s_["ceiling"], s_["ceiling_low"], s_["ceiling_high"], s_["n_replicated"])
             print(f"{s_['subset']:<9} {s_['summary']:<24} {s_['n']:>3}  {rho(s_):<26} {ceiling}")
+    if others:
+        print()
+        print(
+            "proxies beside the merge on the same trained mixtures (output-space: the experts' token distributions "
+            "mixed; the fitted ones predict each mixture from the other n-1 true runs)"
+        )
+        print(f"{'proxy':<32} {'design':<9} {'summary':<24} {'n':>3}  {'Spearman ρ [95% CI]':<26} noise ceiling")
+        for o in others:
+            ceiling = ceiling_text(o["ceiling"], o["ceiling_low"], o["ceiling_high"], o["n_replicated"])
+            print(f"{o['proxy']:<32} {o['subset']:<9} {o['summary']:<24} {o['n']:>3}  {rho(o):<26} {ceiling}")
     for warning in dict.fromkeys(r["warning"] for r in rows if r["warning"]):
         print(f"warning: {warning}")
 
@@ -771,6 +786,12 @@ def parser() -> argparse.ArgumentParser:
         default="all",
         help="the per-benchmark table over every trained mixture (all, default) or only the interior points "
         "(every expert's weight > 0); the summaries show both",
+    )
+    s.add_argument(
+        "--proxies",
+        action="store_true",
+        help="also the proxies beside the merge: output-space (computed now: one pass per expert for loss "
+        "benchmarks, a decode per mixture for exact match), calibrated and proxy-feature regressions",
     )
     s.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -408,3 +408,43 @@ def test_a_sweeps_progress_bar_names_what_it_counts(tmp_path, monkeypatch):
     LocalBackend().sweep(eng, mixtures, "linear", {}, progress=lambda d, t, m="": steps.append((d, t)))
     assert steps[-1] == (2 * len(eng.lab.benchmarks),) * 2
     assert (LocalBackend.progress_unit, RayBackend.progress_unit) == ("score", "mixture")
+
+
+def test_report_proxies_sets_the_output_space_and_fitted_proxies_beside_the_merge(tiny_lab_dir):
+    import numpy as np
+    from scipy import stats
+
+    toml = tiny_lab_dir / "lab.toml"
+    text = toml.read_text().split("[[benchmarks]]\nname = \"pick\"")[0]  # rev and rev-loss: the mean is rev
+    points = ("add = 1.0", "add = 0.5, rev = 0.5", "sort = 1.0", "rev = 1.0", "rev = 0.5, sort = 0.5")
+    true = [0.1, 0.4, 0.2, 0.6, 0.3]
+    for w, t in zip(points, true):
+        text += f"\n[[true_mixtures]]\nweights = {{ {w} }}\nscores = {{ rev = {t} }}\n"
+    toml.write_text(text)
+    assert mixlab("sweep", tiny_lab_dir, "--grid", "true", "--benchmark", "rev").returncode == 0
+    r = mixlab("report", tiny_lab_dir, "--proxies", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    rows = {(o["proxy"], o["subset"], o["summary"]): o for o in report["proxies"]}
+    kinds = {o["proxy"] for o in report["proxies"]}
+    assert kinds == {"merge (linear)", "output-space", "calibrated (leave one out)"} | {
+        "proxy features (leave one out)",
+        "weights only (leave one out)",
+    }
+    merge = rows["merge (linear)", "all", "ρ of the mean"]
+    assert merge["spearman"] == pytest.approx(report["summaries"][0]["spearman"]) and merge["n"] == 5
+    assert rows["output-space", "all", "ρ of the mean"]["n"] == 5
+    assert rows["output-space", "all", "ρ of the mean"]["ceiling"] is None  # no replicates
+    # the calibrated proxy of a one-benchmark mean, left out one at a time, by hand with np.polyfit
+    proxy = {
+        tuple(round(e["weights"].get(n, 0.0), 6) for n in ("add", "rev", "sort")): e["score"]
+        for e in json.loads(mixlab("sweep", tiny_lab_dir, "--grid", "true", "--benchmark", "rev", "--json").stdout)
+    }
+    order = [(1.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 0.5, 0.5)]
+    p, t = np.array([proxy[k] for k in order]), np.array(true)
+    loo = [np.polyval(np.polyfit(np.delete(p, i), np.delete(t, i), 1), p[i]) for i in range(5)]
+    calibrated = rows["calibrated (leave one out)", "all", "ρ of the mean"]
+    if np.ptp(loo) > 0:
+        assert calibrated["spearman"] == pytest.approx(stats.spearmanr(loo, t).statistic)
+    text = mixlab("report", tiny_lab_dir, "--proxies").stdout
+    assert "proxies beside the merge" in text and "output-space" in text

@@ -4,6 +4,7 @@ distributions) with two PEFT experts loaded by transformers + peft, and the fitt
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -92,3 +93,64 @@ def test_exact_match_decodes_greedily_from_the_mixed_distribution_by_hand(tiny_l
         assert text == hand
     with pytest.raises(MixlabError, match="output-space proxy scores lm_loss and exact_match benchmarks; 'pick'"):
         proxy.score(w, "pick")
+
+
+def test_affine_maps_and_the_calibrated_mean_by_least_squares_by_hand():
+    from mixlab.proxies.fitted import affine_maps, calibrated_mean
+
+    rng = np.random.default_rng(0)
+    proxy = rng.uniform(size=(9, 2))
+    true = np.column_stack([0.1 + 0.5 * proxy[:, 0], 0.3 + 0.2 * proxy[:, 1]]) + rng.normal(0, 0.01, size=(9, 2))
+    maps = affine_maps(proxy, true)
+    for b in range(2):
+        slope, intercept = np.polyfit(proxy[:, b], true[:, b], 1)
+        assert maps[b] == pytest.approx([intercept, slope])
+    new = rng.uniform(size=(4, 2))
+    hand = np.mean([maps[b, 0] + maps[b, 1] * new[:, b] for b in range(2)], axis=0)
+    np.testing.assert_allclose(calibrated_mean(proxy, true, new), hand)
+    # a proxy that is an exact affine image of the truth is calibrated back onto it
+    exact = np.column_stack([(true[:, 0] - 0.2) / 3, 4 * true[:, 1] + 1])
+    np.testing.assert_allclose(calibrated_mean(exact[:5], true[:5], exact[5:]), true[5:].mean(1), atol=1e-12)
+
+
+def test_the_proxy_feature_regression_is_least_squares_with_an_intercept_by_hand():
+    from mixlab.proxies.fitted import feature_regression
+
+    rng = np.random.default_rng(1)
+    x, y, new = rng.normal(size=(10, 3)), rng.normal(size=10), rng.normal(size=(2, 3))
+    coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(10), x]), y, rcond=None)
+    np.testing.assert_allclose(feature_regression(x, y, new), np.column_stack([np.ones(2), new]) @ coef, atol=1e-10)
+
+
+class _Bench:
+    def __init__(self, name):
+        self.name, self.higher_is_better = name, True
+
+
+def test_fitted_report_leaves_one_out_like_a_hand_loop():
+    from scipy import stats
+
+    from mixlab.analysis import MEAN
+    from mixlab.proxies.fitted import fitted_report
+
+    rng = np.random.default_rng(2)
+    rows = []
+    ws = rng.dirichlet([1, 1], size=10)
+    true = np.column_stack([ws[:, 0], 1 - ws[:, 0] ** 2]) + rng.normal(0, 0.05, size=(10, 2))
+    proxy = np.column_stack([2 * ws[:, 0], 0.5 - 0.1 * ws[:, 0] ** 2]) + rng.normal(0, 0.05, size=(10, 2))
+    for i, w in enumerate(ws):
+        for b, name in enumerate("xy"):
+            for kind, s in (("proxy", proxy[i, b]), ("true", true[i, b])):
+                rows.append(dict(kind=kind, label=f"{kind}{i}", benchmark=name, score=float(s),
+                                 weights={"a": float(w[0]), "b": float(w[1])}))  # fmt: skip
+    df = pd.DataFrame(rows).assign(higher_is_better=True, method=None, params=None, n=np.nan, metric="score")
+    rep = fitted_report(df, ["a", "b"], [_Bench("x"), _Bench("y")], repeats=3, n_boot=0)
+    pred = []
+    for i in range(10):
+        keep = np.arange(10) != i
+        maps = [np.polyfit(proxy[keep, b], true[keep, b], 1) for b in range(2)]
+        pred.append(np.mean([maps[b][1] + maps[b][0] * proxy[i, b] for b in range(2)]))
+    assert rep["n"] == 10 and MEAN not in rep["loo"]
+    assert rep["loo"]["calibrated"]["spearman"] == pytest.approx(stats.spearmanr(pred, true.mean(1)).statistic)
+    assert rep["proxy"]["spearman"] == pytest.approx(stats.spearmanr(proxy.mean(1), true.mean(1)).statistic)
+    assert [c["n_train"] for c in rep["curve"]] == [3, 4, 6]

@@ -185,3 +185,34 @@ class OutputSpaceProxy:
             )
             right += sum(o.strip() == str(examples[it["j"]]["answer"]).strip() for o, it in zip(outs, part))
         return right / len(items), len(items)
+
+
+def output_space_results(engine, mixtures: Sequence[Sequence[float]], benchmarks: Sequence[str] | None = None):
+    """The output-space proxy's scores at ``mixtures`` (weights in the lab's order) as rows of the results
+    table (:func:`mixlab.analysis.results_table`): kind ``proxy``, method ``output-space``, one row per
+    mixture and benchmark it can score (lm_loss and exact_match; others are left out), so every analysis
+    of the merged proxy (:func:`mixlab.analysis.proxy_report`, :func:`~mixlab.analysis.rho_summaries`)
+    reads it unchanged."""
+    import pandas as pd
+
+    from mixlab.analysis import RESULT_COLUMNS
+    from mixlab.evaluate import BUILTIN
+    from mixlab.simplex import Mixture
+
+    proxy = OutputSpaceProxy(engine)
+    specs = [b for b in engine.lab.benchmarks if b.evaluator in SUPPORTED and (benchmarks is None or b.name in benchmarks)]
+    rows = []
+    for w in mixtures:
+        m = Mixture.of(engine.names, list(w), normalize=True)
+        for b in specs:
+            score, n = proxy.score(m.weights, b.name)
+            metric = BUILTIN[b.evaluator].metric
+            rows.append(
+                dict(kind="proxy", label=m.label(), benchmark=b.name, metric=metric, score=score)
+                | dict(higher_is_better=b.higher_is_better, n=n, method="output-space", params={})
+                | dict(seconds=0.0, device=str(engine.resident.device), weights=m.as_dict())
+            )
+    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    for name in engine.names:
+        df[name] = [w.get(name, 0.0) for w in df.weights]
+    return df
