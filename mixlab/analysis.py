@@ -357,6 +357,7 @@ def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str)
     ``proxy_front`` (non-dominated among experts + proxies: what recycling checkpoints by merging can
     reach) and ``true_front`` (among experts + true mixtures)."""
     cols = ["kind", "label", "x", "y", *names, "proxy_front", "true_front"]
+    results = collapse_replicates(results)
     sub = results[results.benchmark.isin([bx, by]) & results.kind.isin(["expert", "proxy", "true", "base"])]
     if sub.empty:
         return pd.DataFrame(columns=cols)
@@ -509,6 +510,28 @@ def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.Da
     return pd.DataFrame(rows, columns=["label", *names, "proxy", "true", "replicates"])
 
 
+def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with each true mixture trained more than once (replicates) as one row per benchmark: the
+    replicates' mean score, summed exactly, with no interval (``low``/``high`` NaN: a mean over seeds is not a
+    binomial proportion) and no replicate number — what a page shows as "the trained mixture". Unchanged when
+    no mixture has replicates."""
+    if "replicate" not in results or not len(results):
+        return results
+    true = results[results.kind == "true"]
+    size = true.groupby(["label", "benchmark"]).score.transform("size")
+    many = true[size > 1]
+    if many.empty:
+        return results
+    means = many.groupby(["label", "benchmark"], sort=False).score.agg(exact_mean)
+    first = many.drop_duplicates(["label", "benchmark"]).copy()  # keeps the first replicate's index
+    first["score"] = [means[lab, b] for lab, b in zip(first.label, first.benchmark)]
+    first["replicate"] = pd.NA
+    for c in ("low", "high"):
+        if c in first:
+            first[c] = np.nan
+    return pd.concat([results.drop(index=many.index), first]).sort_index(kind="stable")
+
+
 SUBSETS = {
     "all": "every trained mixture",
     "interior": "the interior points (every expert's weight > 0, as the seed paper's design)",
@@ -577,6 +600,7 @@ def scores_at(
         or "nearest true", "expert <name>"…; the true point's weights or None; whether it is exact (within
         the simplex tolerance); its L1 distance or None).
     """
+    results = collapse_replicates(results)
     proxy = results[results.kind == "proxy"]
     true = results[results.kind == "true"]
     true_keys = sorted({weights_key(w, names) for w in true.weights})
@@ -650,7 +674,7 @@ def best_mixtures(
     Scores equal up to float noise tie (:func:`snap_ties`); the first of them is returned.
 
     ``results``: one method's rows (the mean included if it is asked for)."""
-    sub = results[results.benchmark == benchmark]
+    sub = collapse_replicates(results[results.benchmark == benchmark])
     out: dict[str, Best] = {}
     if len(sub):
         sign = 1.0 if bool(sub.higher_is_better.iloc[0]) else -1.0
@@ -691,7 +715,7 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     Columns: model, mixture, score, low, high (95% interval, NaN where none), n, true_at_pick (the pick's
     row only), diff, diff_low, diff_high (each row minus the first, with :func:`difference_interval`)."""
     cols = ["model", "mixture", "score", "low", "high", "n", "true_at_pick"]
-    sub = results[results.benchmark == benchmark]
+    sub = collapse_replicates(results[results.benchmark == benchmark])
     if sub.empty:
         return pd.DataFrame(columns=cols)
     rows = []

@@ -580,3 +580,19 @@ def test_without_replicates_the_ceiling_is_unknown_and_says_so():
     assert all(r["ceiling"] is None for r in rho_summaries(one, ["a", "b"], [_Bench("x")], n_boot=0))
     with pytest.raises(MixlabError, match="unknown subset 'edge'; available: all, interior"):
         in_subset([0.5, 0.5], "edge")
+
+
+def test_a_page_shows_a_replicated_mixture_once_at_its_replicates_mean():
+    from mixlab.analysis import best_mixtures, collapse_replicates
+
+    df = _replicated_results()
+    one = collapse_replicates(df)
+    t = one[(one.kind == "true") & (one.benchmark == "x")]
+    assert len(t) == 12 and t.replicate.isna().all()
+    raw = df[(df.kind == "true") & (df.benchmark == "x")]
+    by_hand = raw.groupby("label").score.mean()
+    assert t.set_index("label").score.to_dict() == pytest.approx(by_hand.to_dict())
+    best = best_mixtures(df.assign(low=np.nan, high=np.nan), ["a", "b"], "x")["true"]
+    assert best.score == pytest.approx(by_hand.max())  # the best mean, not the luckiest seed
+    single = df[df.replicate.isna() | (df.replicate == 1)]
+    assert collapse_replicates(single) is single  # no replicates: unchanged

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, format_score, leaderboard, proxy_report
+from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy_report
 from mixlab.backend import RESUMABLE, job_body, resume
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
@@ -142,7 +142,8 @@ def results_first() -> None:
         cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} (no CI: n={row['n']})")
     else:
         ci = f"[{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
-        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help="proxy vs true, bootstrap")
+        ceiling = ceiling_text(row["ceiling"], row["ceiling_low"], row["ceiling_high"], row["n_replicated"])
+        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help=f"proxy vs true, bootstrap; {ceiling}")
     cols[1].metric("True mixtures paired (n)", row["n"] if row else 0)
     cols[2].metric("Proxy's pick among them", row["pick_rank"] if row else "—", help="its rank under the true scores")
     if row and row["warning"]:
@@ -267,7 +268,7 @@ table(
         {
             "true mixture": lab.true_mixture_name(t),
             **lab.true_mixture_weights(t).as_dict(),
-            "source": t.path or "scores in lab.toml",
+            "source": ", ".join(t.checkpoints) or "scores in lab.toml",
         }
         for t in lab.manifest.true_mixtures
     ],
