@@ -70,7 +70,7 @@ def num(v) -> str:
 
 rho = row["spearman"] if row else None
 ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
-cols = stacking_columns("pvt_headline", [2, 1, 1, 2, 2])
+cols = stacking_columns("pvt_headline", [3, 1, 1, 2, 1])
 if rho is None:
     headline = num(rho)
 elif row["warning"]:  # a bootstrap over a handful of mixtures says little: the warning below says how little
