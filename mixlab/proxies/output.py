@@ -47,9 +47,10 @@ def mix_logprobs(logps: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
 def gold_logprobs(model, tokenizer, items: Sequence[dict], device, batch_size: int = 32) -> list[torch.Tensor]:
     """Each lm_loss work item's per-token log p(gold continuation | context) under ``model`` (one pass):
     a list of (T_j,) tensors. ``items``: :func:`mixlab.evaluate.prepare`'s for an lm_loss benchmark."""
-    from mixlab.evaluate import _pad_id, continuation_logprobs
+    from mixlab.evaluate.builtin import continuation_logprobs
+    from mixlab.evaluate.tokens import pad_id
 
-    pad, out = _pad_id(tokenizer), []
+    pad, out = pad_id(tokenizer), []
     for start in range(0, len(items), batch_size):
         out += continuation_logprobs(model, [it["pair"] for it in items[start : start + batch_size]], pad, device)
     return out
@@ -69,13 +70,6 @@ def mixed_loss(per_expert: Sequence[Sequence[torch.Tensor]], weights: Sequence[f
     return math.fsum(nll) / max(tokens, 1)
 
 
-def _left_pad(seqs: Sequence[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = [[pad] * (width - len(s)) + list(s) for s in seqs]
-    mask = [[0] * (width - len(s)) + [1] * len(s) for s in seqs]
-    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
-
-
 @torch.no_grad()
 def mixed_greedy(
     models: Sequence,
@@ -90,15 +84,17 @@ def mixed_greedy(
     (``models[i]``, its own KV cache) gives p_i(· | prefix), the next token is argmax_y Σ_i w_i p_i(y), and
     every expert is fed that token. Stops like the exact_match evaluator (a one-token stop string or EOS;
     the text cut at the first stop string)."""
-    from mixlab.evaluate import _cut, _encode, _pad_id
+    from mixlab.evaluate.batches import padded
+    from mixlab.evaluate.builtin import cut_at_stop
+    from mixlab.evaluate.tokens import encode, pad_id
 
     w = check_weights(weights)
     if len(models) != len(w):
         raise MixlabError(f"{len(models)} experts but {len(w)} weights")
     live = [(m, float(x)) for m, x in zip(models, w) if x > 0]  # an expert with weight 0 changes nothing
-    pad = _pad_id(tokenizer)
-    ids, mask = _left_pad(prompts, pad, device)  # (B, T)
-    stop_ids = [t[0] for t in (_encode(tokenizer, s) for s in stop) if len(t) == 1]
+    pad = pad_id(tokenizer)
+    ids, mask = padded(prompts, pad, device, left=True)  # (B, T)
+    stop_ids = [t[0] for t in (encode(tokenizer, s) for s in stop) if len(t) == 1]
     if tokenizer.eos_token_id is not None:
         stop_ids.append(tokenizer.eos_token_id)
     stop_t = torch.tensor(stop_ids or [-1], device=device)
@@ -125,7 +121,7 @@ def mixed_greedy(
             for (m, _), o in zip(live, outs)
         ]
     texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=True) if new else [""] * len(prompts)
-    return [_cut(t, stop) for t in texts]
+    return [cut_at_stop(t, stop) for t in texts]
 
 
 class OutputSpaceProxy:
