@@ -420,10 +420,7 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
         raise MixlabError(f"cannot average benchmarks of opposite directions: {', '.join(benchmarks)}")
     rep = sub["replicate"] if "replicate" in sub else pd.Series(None, index=sub.index, dtype=object)
     model = pd.Series(
-        [
-            f"{k}\0{lab}\0{m}\0{p!r}\0{r}"
-            for k, lab, m, p, r in zip(sub.kind, sub.label, sub.method, sub.params, rep)
-        ],
+        [f"{k}\0{lab}\0{m}\0{p!r}\0{r}" for k, lab, m, p, r in zip(sub.kind, sub.label, sub.method, sub.params, rep)],
         index=sub.index,
     )  # one key per model (a proxy is its method + params + weights; a true mixture's replicates are models)
     # each benchmark's binomial variance p(1−p)/n where it is a proportion (NaN otherwise: no interval)

@@ -495,7 +495,16 @@ class Engine:
             yield from ((i, ev) for (i, *_), ev in zip(part, evals))
 
     def _checkpoint(
-        self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel, label=None, **extra
+        self,
+        kind: str,
+        tv: TaskVector,
+        weights: dict | None,
+        benchmarks,
+        refresh,
+        progress,
+        cancel,
+        label=None,
+        **extra,
     ):
         row = {"kind": kind, "label": label or tv.name, "method": None, "params": None, "weights": weights} | extra
         return self._score(CheckpointModel(tv), self.benchmarks(benchmarks), row, refresh, progress, cancel)

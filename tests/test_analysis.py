@@ -548,10 +548,14 @@ def test_both_summaries_rho_of_the_mean_and_mean_of_per_benchmark_rho_by_hand():
         return (f if r is None else f[f.replicate == r]).score.to_numpy()
 
     true_mean = {b: (col(t, b, 1) + col(t, b, 2)) / 2 for b in "xy"}
-    out = {(r["subset"], r["summary"]): r for r in rho_summaries(df, ["a", "b"], [_Bench("x"), _Bench("y")], n_boot=300)}
+    out = {
+        (r["subset"], r["summary"]): r for r in rho_summaries(df, ["a", "b"], [_Bench("x"), _Bench("y")], n_boot=300)
+    }
     of_mean = out["all", "ρ of the mean"]
     proxy_mean = (col(p, "x") + col(p, "y")) / 2
-    assert of_mean["spearman"] == pytest.approx(stats.spearmanr(proxy_mean, (true_mean["x"] + true_mean["y"]) / 2).statistic)
+    assert of_mean["spearman"] == pytest.approx(
+        stats.spearmanr(proxy_mean, (true_mean["x"] + true_mean["y"]) / 2).statistic
+    )
     rep_means = [(col(t, "x", r) + col(t, "y", r)) / 2 for r in (1, 2)]
     assert of_mean["ceiling"] == pytest.approx(stats.spearmanr(*rep_means).statistic) and of_mean["n_replicated"] == 12
     per = out["all", "mean of per-benchmark ρ"]

@@ -449,7 +449,11 @@ def test_report_proxies_sets_the_output_space_and_fitted_proxies_beside_the_merg
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     rows = {(o["proxy"], o["subset"], o["summary"]): o for o in report["proxies"]}
-    assert {o["proxy"] for o in report["proxies"]} == {"merge (linear)", "output-space", "calibrated (leave one out)"} | {
+    assert {o["proxy"] for o in report["proxies"]} == {
+        "merge (linear)",
+        "output-space",
+        "calibrated (leave one out)",
+    } | {
         "proxy features (leave one out)",
         "weights only (leave one out)",
     }
@@ -457,6 +461,7 @@ def test_report_proxies_sets_the_output_space_and_fitted_proxies_beside_the_merg
     assert merge["spearman"] == pytest.approx(report["summaries"][0]["spearman"]) and merge["n"] == 5
     # the output-space proxy cannot score 'pick' (a choice benchmark), so it has no mean to rank: undefined
     assert rows["output-space", "all", "ρ of the mean"]["spearman"] is None
+
     # the calibrated proxy of the mean, each mixture from the other four, by hand (np.polyfit per benchmark;
     # a proxy constant on the training runs predicts their mean)
     def fit(x, y):
@@ -470,7 +475,9 @@ def test_report_proxies_sets_the_output_space_and_fitted_proxies_beside_the_merg
     ]
     calibrated = rows["calibrated (leave one out)", "all", "ρ of the mean"]
     truth = (t["rev"] + t["pick"]) / 2
-    expected = None if np.ptp(np.round(loo, 12)) == 0 else pytest.approx(stats.spearmanr(np.round(loo, 12), truth).statistic)
+    expected = (
+        None if np.ptp(np.round(loo, 12)) == 0 else pytest.approx(stats.spearmanr(np.round(loo, 12), truth).statistic)
+    )
     assert calibrated["spearman"] == expected and calibrated["n"] == 5
     text = mixlab("report", tiny_lab_dir, "--proxies").stdout
     assert "proxies beside the merge" in text and "output-space" in text

@@ -32,7 +32,9 @@ def _peft(lab_dir, name):
     from peft import PeftModel
     from transformers import LlamaForCausalLM
 
-    return PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(lab_dir / "base"), lab_dir / "experts" / name).eval()
+    return PeftModel.from_pretrained(
+        LlamaForCausalLM.from_pretrained(lab_dir / "base"), lab_dir / "experts" / name
+    ).eval()
 
 
 def _rows(lab_dir, file):
@@ -89,7 +91,7 @@ def test_exact_match_decodes_greedily_from_the_mixed_distribution_by_hand(tiny_l
             ids.append(y)
             if y == tok.eos_token_id or tok.decode([y]) == "\n":
                 break
-        hand = tok.decode(ids[len(prompt):], skip_special_tokens=True).split("\n")[0]
+        hand = tok.decode(ids[len(prompt) :], skip_special_tokens=True).split("\n")[0]
         assert text == hand
     with pytest.raises(MixlabError, match="output-space proxy scores lm_loss and exact_match benchmarks; 'pick'"):
         proxy.score(w, "pick")

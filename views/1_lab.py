@@ -126,7 +126,9 @@ def results_first() -> None:
     else:
         ci = f"[{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
         ceiling = ceiling_text(row["ceiling"], row["ceiling_low"], row["ceiling_high"], row["n_replicated"])
-        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help=f"proxy vs true, bootstrap; {ceiling}")
+        cols[0].metric(
+            "Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help=f"proxy vs true, bootstrap; {ceiling}"
+        )
     cols[1].metric("True mixtures paired (n)", row["n"] if row else 0)
     cols[2].metric("Proxy's pick among them", row["pick_rank"] if row else "—", help="its rank under the true scores")
     if row and row["warning"]:

@@ -131,7 +131,9 @@ st.markdown(
 )
 table = (
     pd.DataFrame(summary)
-    .assign(ceiling=[ceiling_text(r["ceiling"], r["ceiling_low"], r["ceiling_high"], r["n_replicated"]) for r in summary])
+    .assign(
+        ceiling=[ceiling_text(r["ceiling"], r["ceiling_low"], r["ceiling_high"], r["n_replicated"]) for r in summary]
+    )
     .drop(columns=["higher_is_better", "n_top25", "pick_true_rank", "pick_tied", "warning"])
     .drop(columns=["ceiling_low", "ceiling_high", "n_replicated"])
     .rename(

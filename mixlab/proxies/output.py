@@ -116,8 +116,13 @@ def mixed_greedy(
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos + 1
         outs = [
-            m(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=o.past_key_values,
-              use_cache=True)  # fmt: skip
+            m(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=o.past_key_values,
+                use_cache=True,
+            )  # fmt: skip
             for (m, _), o in zip(live, outs)
         ]
     texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=True) if new else [""] * len(prompts)
@@ -196,7 +201,9 @@ def output_space_results(engine, mixtures: Sequence[Sequence[float]], benchmarks
     from mixlab.simplex import Mixture
 
     proxy = OutputSpaceProxy(engine)
-    specs = [b for b in engine.lab.benchmarks if b.evaluator in SUPPORTED and (benchmarks is None or b.name in benchmarks)]
+    specs = [
+        b for b in engine.lab.benchmarks if b.evaluator in SUPPORTED and (benchmarks is None or b.name in benchmarks)
+    ]
     rows = []
     for w in mixtures:
         m = Mixture.of(engine.names, list(w), normalize=True)
