@@ -494,8 +494,19 @@ class Engine:
             self.store.put(evals)
             yield from ((i, ev) for (i, *_), ev in zip(part, evals))
 
-    def _checkpoint(self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel):
-        row = {"kind": kind, "label": tv.name, "method": None, "params": None, "weights": weights}
+    def _checkpoint(
+        self,
+        kind: str,
+        tv: TaskVector,
+        weights: dict | None,
+        benchmarks,
+        refresh,
+        progress,
+        cancel,
+        label=None,
+        **extra,
+    ):
+        row = {"kind": kind, "label": label or tv.name, "method": None, "params": None, "weights": weights} | extra
         return self._score(CheckpointModel(tv), self.benchmarks(benchmarks), row, refresh, progress, cancel)
 
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
@@ -511,8 +522,8 @@ class Engine:
         """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
         self.refresh()
         out = []
-        for _, weights, tv in self.sources.true_checkpoints():
-            out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel)
+        for label, r, weights, tv in self.sources.true_checkpoints():
+            out += self._checkpoint("true", tv, weights, benchmarks, refresh, progress, cancel, label, replicate=r)
         return out + self._manifest_scores(benchmarks)
 
     def _manifest_scores(self, benchmarks=None) -> list[Evaluation]:
@@ -566,19 +577,19 @@ class Engine:
         for kind, total in (
             ("base", 1),
             ("expert", len(self.experts)),
-            ("true", sum(t.path is not None for t in self.lab.manifest.true_mixtures)),
+            ("true", sum(len(t.checkpoints) for t in self.lab.manifest.true_mixtures)),
         ):
-            counts: dict[str, int] = {}
+            counts: dict[tuple, int] = {}
             for e in self.cached(kind):
                 if e.device != "manifest":
-                    counts[e.label] = counts.get(e.label, 0) + 1
+                    counts[e.label, e.replicate] = counts.get((e.label, e.replicate), 0) + 1
             out[kind] = total - sum(1 for c in counts.values() if c >= n_bench)
         return out
 
     # --- tables -------------------------------------------------------------------------------------
     @property
-    def true_fingerprints(self) -> dict[str, str]:
-        """Content fingerprint of each true mixture's checkpoint (label → fingerprint), current."""
+    def true_fingerprints(self) -> dict[tuple[str, int], str]:
+        """Content fingerprint of each true-mixture checkpoint ((label, replicate) → fingerprint), current."""
         return self.sources.true_fingerprints()
 
     def cached(self, kind: str) -> list[Evaluation]:
@@ -587,24 +598,26 @@ class Engine:
         if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
             names = {b.name for b in self.lab.benchmarks}
             return [e for e in self.store.evaluations(models=self.models_fp, kind="proxy") if e.benchmark in names]
-        rows = {  # fingerprint → how this lab names the checkpoint
-            "base": lambda: {None: ("base", None)},
-            "expert": lambda: {
-                tv.fingerprint: (tv.name, {n: float(n == tv.name) for n in self.names}) for tv in self.experts
-            },
-            "true": lambda: {
-                fp: (label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict())
-                for label, fp in self.true_fingerprints.items()
-            },
+        named = {  # (fingerprint, label, weights, replicate): how this lab names each checkpoint; a checkpoint
+            # listed twice (as two mixtures' replicates) is named twice
+            "base": lambda: [(None, "base", None, None)],
+            "expert": lambda: [
+                (tv.fingerprint, tv.name, {n: float(n == tv.name) for n in self.names}, None) for tv in self.experts
+            ],
+            "true": lambda: [
+                (fp, label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict(), r)
+                for (label, r), fp in self.true_fingerprints.items()
+            ],
         }[kind]()
         data = [self._bench(b) for b in self.benchmarks()]
-        keys = {self._checkpoint_key(fp, d).digest: fp for fp in rows for d in data}
-        hits = self.store.get_many(list(keys))
+        keys = [(self._checkpoint_key(fp, d).digest, row) for fp, *row in named for d in data]
+        hits = self.store.get_many(list(dict.fromkeys(k for k, _ in keys)))
         out = [
             self._as_here(
-                hits[k], {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
+                hits[k],
+                {"kind": kind, "label": label, "weights": weights, "method": None, "params": None, "replicate": r},
             )
-            for k, fp in keys.items()
+            for k, (label, weights, r) in keys
             if k in hits
         ]
         return out + (self._manifest_scores() if kind == "true" else [])

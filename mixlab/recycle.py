@@ -37,6 +37,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mixlab.analysis import at_least, best_index
 from mixlab.errors import MixlabError
 from mixlab.search import Objective, Search, standard_error
 from mixlab.simplex import Mixture
@@ -76,13 +77,18 @@ def recycle(
     def soup(members: list[str]) -> dict[str, float]:
         return {n: 1.0 / len(members) for n in members}
 
-    singles = sorted(((dev({n: 1.0}), n) for n in names), reverse=True)  # best first
+    values = [dev({n: 1.0}) for n in names]
+    order = []  # best first; values equal up to float noise keep the lab's order of checkpoints
+    while len(order) < len(names):
+        rest = [i for i in range(len(names)) if i not in order]
+        order.append(rest[best_index([values[i] for i in rest])])
+    singles = [(values[i], names[i]) for i in order]
     best_single = {singles[0][1]: 1.0}
     greedy = [singles[0][1]]
     score = singles[0][0]
     for _, n in singles[1:]:
         trial = dev(soup([*greedy, n]))
-        if trial >= score:
+        if at_least(trial, score):
             greedy, score = [*greedy, n], trial
     if replay is not None:
         result = search.replay(replay, progress=progress, cancel=cancel)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import mixlab.store
-from mixlab.analysis import MEAN
+from mixlab.analysis import MEAN, best_index
 from mixlab.errors import MixlabError, StudyError
 from mixlab.lab import BenchmarkSpec
 from mixlab.owner import Owner
@@ -110,7 +110,23 @@ class Objective:
         return " + ".join(f"{w:g}·{n}" for n, w in self.weights)
 
     def value(self, scores: dict[str, float], higher_is_better: dict[str, bool]) -> float:
-        return sum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
+        """Σ w·score (a loss negated), summed exactly (``math.fsum``): the order of the benchmarks never
+        changes the value, so equal scores in another order give the same objective."""
+        return math.fsum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
+
+
+def first_best_trial(study):
+    """A one-objective study's best trial: the first (lowest number) of the finished trials whose value
+    equals the best up to float noise (:func:`mixlab.analysis.best_index`). optuna's ``best_trial`` takes
+    the first strictly largest, so a tie in the last bit would be won by whichever sum rounded up."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return study.best_trial  # optuna's own error: no finished trial
+    done = sorted(done, key=lambda t: t.number)
+    return done[best_index([t.value for t in done], study.direction == StudyDirection.MAXIMIZE)]
 
 
 def to_weights(u: Sequence[float]) -> list[float]:
@@ -442,7 +458,7 @@ class Search:
                 study_.stop()
 
         study.optimize(objective, n_trials=trials, callbacks=[after], catch=(), n_jobs=self.backend.workers)
-        winners = study.best_trials if len(self.objectives) > 1 else [study.best_trial]
+        winners = study.best_trials if len(self.objectives) > 1 else [first_best_trial(study)]
         best = [
             self._winner(Mixture.of(self.engine.names, t.user_attrs["weights"], normalize=True), t.values, cancel)
             for t in winners
@@ -491,7 +507,7 @@ class Search:
             )
             if progress:
                 progress(i + 1, len(points), f"point {i}: replayed")
-        best = max(rows, key=lambda r: r["values"][0])  # the first of equal values, like optuna's best_trial
+        best = rows[best_index([r["values"][0] for r in rows])]  # the first of values equal up to float noise
         mixture = Mixture.of(names, [best["weights"].get(n, 0.0) for n in names])
         return SearchResult(
             self.name,
@@ -537,7 +553,7 @@ class Search:
         row("uniform", uniform, proxy(uniform))
         vertices = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
         dev = [self.dev_values(Mixture.of(names, v), cancel=cancel)[0] for v in vertices]
-        best = int(np.argmax(dev))
+        best = best_index(dev)
         row(f"best expert ({names[best]}, chosen on dev)", vertices[best], proxy(vertices[best]))
 
         cached = eng.results(self.method, self.params)
@@ -547,7 +563,7 @@ class Search:
             wide = wide.dropna(subset=self.used) if set(self.used) <= set(wide.columns) else wide.iloc[:0]
             if len(wide):
                 objective = [self.objectives[0].value(dict(r), self.hib) for _, r in wide[self.used].iterrows()]
-                top = wide.index[int(np.argmax(objective))]
+                top = wide.index[best_index(objective)]
                 row(f"best of {len(wide)} cached mixtures (chosen on test: an upper bound)", top, proxy(top))
 
         trues = eng.lab.manifest.true_mixtures

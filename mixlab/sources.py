@@ -34,7 +34,7 @@ class LabSources:
     def __init__(self, lab: Lab):
         self.lab = lab
         self._benchmarks: dict[str, BenchmarkData] = {}
-        self._true_fps: tuple[tuple, dict[str, str]] | None = None
+        self._true_fps: tuple[tuple, dict[tuple[str, int], str]] | None = None
 
     @cached_property
     def base(self) -> Checkpoint:
@@ -61,25 +61,31 @@ class LabSources:
             h.update(fp.encode())
         return h.hexdigest()
 
-    def true_checkpoints(self) -> list[tuple[str, dict, TaskVector]]:
-        """(label, weights, task vector) of every true mixture with a checkpoint, read now."""
+    def true_checkpoints(self) -> list[tuple[str, int, dict, TaskVector]]:
+        """(label, replicate, weights, task vector) of every true-mixture checkpoint, read now: one per path,
+        replicates (``paths``) numbered from 1 in their order, a single ``path`` as replicate 1."""
         return [
             (
                 self.lab.true_mixture_name(t),
+                r,
                 self.lab.true_mixture_weights(t).as_dict(),
-                load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base),
+                load_task_vector(
+                    self.lab.true_mixture_name(t) + (f" (replicate {r})" if t.paths else ""),
+                    self.lab.resolve(p),
+                    self.base,
+                ),
             )
             for t in self.lab.manifest.true_mixtures
-            if t.path is not None
+            for r, p in enumerate(t.checkpoints, 1)
         ]
 
-    def true_fingerprints(self) -> dict[str, str]:
-        """label → content fingerprint of each true mixture's checkpoint, re-read when a file in one of
-        their folders changed (so tables never show a rewritten checkpoint's old score)."""
-        folders = [self.lab.resolve(t.path) for t in self.lab.manifest.true_mixtures if t.path is not None]
+    def true_fingerprints(self) -> dict[tuple[str, int], str]:
+        """(label, replicate) → content fingerprint of each true-mixture checkpoint, re-read when a file in
+        one of their folders changed (so tables never show a rewritten checkpoint's old score)."""
+        folders = [self.lab.resolve(p) for t in self.lab.manifest.true_mixtures for p in t.checkpoints]
         sig = tuple(folder_signature(f) for f in folders)
         if self._true_fps is None or self._true_fps[0] != sig:
-            self._true_fps = (sig, {label: tv.fingerprint for label, _, tv in self.true_checkpoints()})
+            self._true_fps = (sig, {(label, r): tv.fingerprint for label, r, _, tv in self.true_checkpoints()})
         return self._true_fps[1]
 
     def changed(self) -> bool:

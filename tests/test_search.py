@@ -446,3 +446,33 @@ def test_the_winner_is_shown_beside_its_baselines_scored_on_test(dev_lab, tmp_pa
     on_test = [check.proxy(check.mixture([w[n] for n in check.names]), benchmarks=["rev"])[0].score for w in tested]
     top = rows["best of 3 cached mixtures"]
     assert top["test"]["rev"] == pytest.approx(max(on_test)) and top["test_objective"] == [pytest.approx(max(on_test))]
+
+
+def test_the_objective_does_not_depend_on_the_order_of_its_benchmarks():
+    from mixlab.search import Objective
+
+    s = {"x": 0.035, "y": 0.035, "z": 0.105}  # exact-match means k/200
+    hib = dict.fromkeys(s, True)
+    forward = Objective(tuple((n, 1 / 3) for n in "xyz"))
+    backward = Objective(tuple((n, 1 / 3) for n in "zyx"))
+    assert sum(w * s[n] for n, w in backward.weights) != sum(w * s[n] for n, w in forward.weights)  # naive sums
+    assert forward.value(s, hib) == backward.value(s, hib) == pytest.approx(0.175 / 3)
+
+
+def test_a_search_winner_tied_up_to_float_noise_is_the_first_trial_that_reached_it():
+    import optuna
+
+    from mixlab.search import first_best_trial
+
+    a, b = (0.1 + 0.7) / 2, (0.3 + 0.5) / 2  # equal by hand, b one ulp above a
+    study = optuna.create_study(direction="maximize")
+    for v in (0.2, a, 0.3, b):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
+    assert study.best_trial.number == 3  # optuna's choice: the last bit
+    assert first_best_trial(study).number == 1
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=b + 1e-6))
+    assert first_best_trial(study).number == 4  # a real improvement wins
+    low = optuna.create_study(direction="minimize")
+    for v in (b, a, 0.5):
+        low.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
+    assert first_best_trial(low).number == 0

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, format_score, leaderboard, proxy_report
+from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy_report
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop import NoWorkspace, init_lab, workspace_folder
@@ -125,7 +125,10 @@ def results_first() -> None:
         cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} (no CI: n={row['n']})")
     else:
         ci = f"[{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
-        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help="proxy vs true, bootstrap")
+        ceiling = ceiling_text(row["ceiling"], row["ceiling_low"], row["ceiling_high"], row["n_replicated"])
+        cols[0].metric(
+            "Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help=f"proxy vs true, bootstrap; {ceiling}"
+        )
     cols[1].metric("True mixtures paired (n)", row["n"] if row else 0)
     cols[2].metric("Proxy's pick among them", row["pick_rank"] if row else "—", help="its rank under the true scores")
     if row and row["warning"]:
@@ -249,7 +252,7 @@ table(
         {
             "true mixture": lab.true_mixture_name(t),
             **lab.true_mixture_weights(t).as_dict(),
-            "source": t.path or "scores in lab.toml",
+            "source": ", ".join(t.checkpoints) or "scores in lab.toml",
         }
         for t in lab.manifest.true_mixtures
     ],
