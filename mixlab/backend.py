@@ -214,6 +214,7 @@ def job_body(engine, kind: str, spec: dict) -> JobFn:
         from mixlab.recycle import compare
 
         settings = {k: spec[k] for k in ("objective", "sampler", "trials", "seed")}
+        settings |= {k: spec[k] for k in ("space", "start") if k in spec}  # newer options, absent from older jobs
         return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
     raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
 
@@ -234,6 +235,7 @@ def _search_body(engine, spec: dict) -> JobFn:
             allow_test=spec.get("allow_test", False),
             name=spec.get("study"),
             backend=shared(spec.get("backend", "local")),
+            space=spec.get("space", "simplex"),
         )
         left = max(0, spec["target"] - search.finished_trials())
         result = search.run(left, progress=progress, cancel=cancel)
