@@ -367,9 +367,10 @@ def pareto_figure(
                 + f"<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra>{kind}</extra>",
             )
         )
+    trained = (points.kind == "true").any()  # a recycling pool has checkpoints and merges, no trained mixtures
     for col, name, colour in (
         ("proxy_front", "front of merges", "#1f77b4"),
-        ("true_front", "front of trained mixtures", "#2ca02c"),
+        ("true_front", "front of trained mixtures" if trained else "front of the checkpoints alone", "#2ca02c"),
     ):
         front = points[points[col]].sort_values(["x", "y"])
         if len(front) > 1:

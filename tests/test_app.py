@@ -1015,3 +1015,22 @@ def test_an_unreadable_image_in_an_image_benchmark_is_a_notice(app, tmp_path, mo
     at = _open(app, PAGES[1])
     shown = " ".join(w.value for w in at.warning)
     assert "not an image file PIL can read" in shown and "0000\\.png" in shown, shown
+
+
+@pytest.mark.parametrize("page", [PAGES[1], PAGES[2]])
+def test_a_large_pools_weights_are_one_table_not_fifteen_sliders(app, page):
+    """demo-recycle has 15 checkpoints: the Simplex and Merge pages give one table of weights (the selected
+    mixture's, in the lab's order) and a bar per weight, and no weight sliders."""
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+
+    names = Engine(load_lab(DEMO_LAB.parent / "demo-recycle")).names
+    app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
+    weights = [0.0] * len(names)
+    weights[3], weights[7] = 0.75, 0.25
+    app.session_state["mixture"] = weights
+    at = _open(app, page)
+    assert not [s for s in at.slider if s.label in names]
+    (table,) = [t for t in at.data_editor if "expert" in t.value.columns]
+    assert list(table.value.expert) == names
+    assert table.value.weight.tolist() == pytest.approx(weights)

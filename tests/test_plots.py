@@ -62,6 +62,11 @@ def test_pareto_points_and_figure():
     assert set(pts[pts.true_front].label) == {"a", "b", "t"}
     fig = pareto_figure(pts, "x", "y", NAMES)
     assert {t.name for t in fig.data} >= {"expert", "proxy (merge)", "true mixture", "front of merges"}
+    assert "front of trained mixtures" in {t.name for t in fig.data}
+    pool = pareto_points(pd.DataFrame([r for r in rows if r["kind"] != "true"]), NAMES, "x", "y")
+    legend = {t.name for t in pareto_figure(pool, "x", "y", NAMES).data}  # a recycling pool: no trained mixtures
+    assert "front of the checkpoints alone" in legend
+    assert not any("trained" in name or "true" in name for name in legend), legend
 
 
 def test_separated_projection_gives_every_k4_mixture_its_own_point():

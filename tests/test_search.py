@@ -254,9 +254,7 @@ def test_a_search_starts_where_it_is_told_and_records_its_space(dev_lab, tmp_pat
     names = engine.names
     result = search.run(3, start=[{names[0]: 1.0}, {names[0]: 0.5, names[1]: 0.5}])
     assert result.trials[0]["weights"] == pytest.approx({n: float(n == names[0]) for n in names}, abs=1e-9)
-    assert result.trials[1]["weights"] == pytest.approx(
-        {n: 0.5 * (n in names[:2]) for n in names}, abs=1e-9
-    )
+    assert result.trials[1]["weights"] == pytest.approx({n: 0.5 * (n in names[:2]) for n in names}, abs=1e-9)
     with pytest.raises(MixlabError, match="starting point 0 names unknown expert"):
         search.run(1, start=[{"nope": 1.0}])
     with pytest.raises(MixlabError, match="search space must be one of"):

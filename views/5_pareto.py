@@ -96,9 +96,13 @@ st.markdown(
 )
 cols = ["kind", "label", "x", "y", *eng.names]
 renamed = {"x": f"{bx} (x)", "y": f"{by} (y)"}
+trained = (pts.kind == "true").any()  # a recycling pool has checkpoints and their merges, no trained mixtures
 for col, title in (
     ("proxy_front", "Front of merges (experts + proxies)"),
-    ("true_front", "Front of trained models (experts + true mixtures)"),
+    (
+        "true_front",
+        "Front of trained models (experts + true mixtures)" if trained else "Front of the checkpoints alone",
+    ),
 ):
     st.markdown(title)
     st.dataframe(pts[pts[col]][cols].rename(columns=renamed), hide_index=True, width="stretch", key=f"pareto_{col}")
