@@ -504,6 +504,42 @@ def slice_figure(study, label: str) -> go.Figure:
     return fig
 
 
+def contour_figure(study, x: str, y: str, label: str) -> go.Figure:
+    """Optuna's contour plot of a weights study (mixlab.search.weights_study): the objective interpolated
+    over two experts' weights, the trials as points (the first objective of a multi-objective study)."""
+    import optuna.visualization
+
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    fig = optuna.visualization.plot_contour(study, params=[x, y], target=target, target_name=label)
+    fig.update_layout(title=None, height=420, margin=dict(t=30))
+    return fig
+
+
+def studies_figure(histories: dict[str, Sequence[float]], label: str) -> go.Figure:
+    """Several studies' best-so-far lines on one pair of axes (trial number, objective): which search got
+    where, how fast. ``histories``: study name → its complete trials' first objective, in trial order."""
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=list(range(1, len(v) + 1)),
+                y=list(pd.Series(v, dtype=float).cummax()),
+                mode="lines",
+                name=name,
+                hovertemplate=f"{name}<br>trial %{{x}}<br>best so far %{{y:.4f}}<extra></extra>",
+            )
+            for name, v in histories.items()
+        ]
+    )
+    fig.update_layout(
+        xaxis_title="trial",
+        yaxis_title=f"best so far: {label}",
+        height=380,
+        margin=dict(t=30),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
+    return fig
+
+
 def trials_ternary(names: Sequence[str], trials: Sequence[dict], label: str) -> go.Figure:
     """K=3: every complete trial of a study at its mixture on the simplex, coloured by its (first) objective,
     the best ringed — where on the simplex the search looked, and where it scored."""

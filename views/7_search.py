@@ -6,7 +6,15 @@ import streamlit as st
 
 from mixlab.backend import job_body
 from mixlab.errors import MixlabError
-from mixlab.plots import line_figure, slice_figure, trace_figure, trials_ternary, weights_figure
+from mixlab.plots import (
+    contour_figure,
+    line_figure,
+    slice_figure,
+    studies_figure,
+    trace_figure,
+    trials_ternary,
+    weights_figure,
+)
 from mixlab.recycle import compare_objective, recorded_table, verdicts
 from mixlab.search import (
     SAMPLERS,
@@ -234,6 +242,48 @@ else:
         if len(eng.names) == 3:
             st.markdown("**The trials on the simplex**, coloured by the objective (dev); the best ringed")
             chart(trials_ternary(eng.names, trials_, "objective (dev)"), key="search_ternary")
+        if len(done_trials) >= 3:
+            ranked = list(importance) or list(eng.names)  # the two weights that matter most first
+            k1, k2 = st.columns(2)
+            cx = k1.selectbox("Contour x", eng.names, index=eng.names.index(ranked[0]), key=f"search_cx:{view}")
+            others = [n for n in eng.names if n != cx]
+            cy = k2.selectbox(
+                "Contour y", others, index=others.index(next(n for n in ranked if n != cx)), key=f"search_cy:{view}"
+            )
+            st.markdown(
+                f"**Contour**: the objective (dev) over the weights of {escape(cx)} and {escape(cy)} (optuna's "
+                "contour plot, interpolated between the trials; the other weights vary underneath)"
+            )
+            chart(
+                contour_figure(weights_study(trials_, eng.names, n_obj), cx, cy, "objective (dev)"),
+                key="search_contour",
+            )
+    if len(listed) > 1:
+        others = [n for n in study_names if n != view]
+        against = st.multiselect(
+            "Compare with",
+            others,
+            default=others[-1:],
+            key=f"search_compare:{view}",
+            help="Other studies of this lab: their best-so-far lines beside this one's",
+        )
+        histories = {}
+        for name in [view, *against]:
+            values = [
+                t["values"][0] for t in study_trials(path, name, eng.names) if t["state"] == "complete" and t["values"]
+            ]
+            histories[name] = values
+        table = [next(s for s in listed if s["study"] == n) for n in histories]
+        st.markdown("**Studies compared**: best so far per trial (first objective, dev)")
+        left, right = st.columns([3, 2])
+        with left:
+            chart(studies_figure(histories, "objective (dev)"), key="search_compare_plot")
+        right.dataframe(
+            pd.DataFrame(table)[["study", "sampler", "objectives", "trials", "best"]].round(4),
+            hide_index=True,
+            width="stretch",
+            key="search_compare_table",
+        )
     note_key = f"search_note:{view}"
     note = st.text_area("Note on this study (kept in the study)", value=study_note(path, view), key=note_key)
     if st.button("Save note", key="search_note_save"):
