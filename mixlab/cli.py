@@ -343,6 +343,7 @@ def cmd_search(args) -> None:
         allow_test=args.allow_test,
         name=args.study,
         backend=_backend(args),
+        space=args.space,
     )
     before = engine.store.count()
     with _Bar(f"searching ({search.sampler}, study {search.name})", "trial") as bar:
@@ -403,7 +404,14 @@ def cmd_recycle(args) -> None:
     from mixlab.search import Objective
 
     engine = _engine(args)
-    settings = dict(objective=args.objective, sampler=args.sampler, trials=args.trials, seed=args.seed)
+    settings = dict(
+        objective=args.objective,
+        sampler=args.sampler,
+        trials=args.trials,
+        seed=args.seed,
+        space=args.space,
+        start=args.start,
+    )
     points = None if args.fresh else recorded_points(engine.lab, method="linear", params={}, **settings)
     before = engine.store.count()
     what = f"replaying {RECORD}'s points" if points else f"searching merge weights of {len(engine.names)} checkpoints"
@@ -416,6 +424,8 @@ def cmd_recycle(args) -> None:
             seed=args.seed,
             progress=bar,
             replay=points,
+            space=args.space,
+            start=args.start,
         )
     new = engine.store.count() - before
     origin = (
@@ -687,6 +697,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--study", default=None, help="study name (default: from the settings; same name resumes)")
     s.add_argument("--allow-test", action="store_true", help="search benchmarks that have no search_data")
+    s.add_argument(
+        "--space",
+        choices=("simplex", "sparse"),  # mixlab.search.SPACES (not imported here: the CLI starts without numpy)
+        default="simplex",
+        help="simplex: weights Dirichlet-uniform, never exactly 0; sparse: a weight can be exactly 0 (a region of "
+        "the sampler's box), so the search can settle on a few experts (default simplex)",
+    )
     s.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: best available)")
     s.add_argument(
         "--batch-size", type=_positive, default=None, help="rows per forward pass (default: from free memory)"
@@ -703,6 +720,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--objective", default="mean", help="'mean', a benchmark, or bench=0.5,other=0.5")
     s.add_argument("--sampler", default="cmaes", help="random, cmaes, tpe or gp (default cmaes)")
     s.add_argument("--trials", type=_positive, default=40)
+    s.add_argument(
+        "--space",
+        choices=("simplex", "sparse"),  # mixlab.search.SPACES (not imported here: the CLI starts without numpy)
+        default="simplex",
+        help="simplex: weights Dirichlet-uniform, never exactly 0; sparse: a weight can be exactly 0 (a region of "
+        "the sampler's box), so the search can settle on a few experts (default simplex)",
+    )
+    s.add_argument(
+        "--start",
+        action="store_true",
+        help="evaluate the greedy soup and the best single checkpoint first (CMA-ES starts at the soup)",
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="print the table as JSON")
     s.add_argument(

@@ -536,3 +536,13 @@ def test_the_winner_is_shown_beside_its_baselines_scored_on_test(dev_lab, tmp_pa
     on_test = [check.proxy(check.mixture([w[n] for n in check.names]), benchmarks=["rev"])[0].score for w in tested]
     top = rows["best of 3 cached mixtures"]
     assert top["test"]["rev"] == pytest.approx(max(on_test)) and top["test_objective"] == [pytest.approx(max(on_test))]
+
+
+def test_the_command_line_offers_every_search_space():
+    from mixlab.cli import parser
+    from mixlab.search import SPACES
+
+    sub = next(a for a in parser()._actions if a.dest == "command")
+    for command in ("search", "recycle"):
+        (space,) = [a for a in sub.choices[command]._actions if a.dest == "space"]
+        assert tuple(space.choices) == SPACES and space.default == "simplex"
