@@ -302,7 +302,7 @@ st.caption(
     "Compared again with the same settings it replays the lab's recycle.json, or reads its study back: it never "
     "silently adds trials."
 )
-r1, r2 = st.columns(2)
+r1, r2, r3 = st.columns(3)
 objective = r1.selectbox(
     "Objective",
     ["mean", *names],
@@ -310,11 +310,18 @@ objective = r1.selectbox(
     format_func=lambda o: Objective.parse(o, eng.lab.benchmarks).describe() if o == "mean" else o,
 )
 rtrials = int(r2.number_input("Search trials", 1, 500, 40, key="recycle_trials"))
+sparse = r3.checkbox(
+    "Sparse merges, started at the soup",
+    key="recycle_sparse",
+    help="The search may set weights to exactly 0 (so it can settle on a few checkpoints) and evaluates the "
+    "greedy soup and the best single checkpoint first, CMA-ES starting at the soup",
+)
 job = current_job()
 if st.button("Compare", key="recycle_run", disabled=job is not None and job.active):
     spec = {"objective": objective, "sampler": "cmaes", "trials": rtrials, "seed": 0}
+    spec |= {"space": "sparse", "start": True} if sparse else {}
     ss.recycle_job = submit_job(
-        f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials)",
+        f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials{', sparse from the soup' * sparse})",
         job_body(eng, "recycle", spec),
         "recycle",
         spec,
