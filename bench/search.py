@@ -1,6 +1,6 @@
 """Held-out regret of search at equal cost, on every shipped lab.
 
-    nice python bench/search.py [--labs demo-k3,demo-k4,demo-vl,demo-recycle] [--seeds 5] [--trials 20]
+    nice python bench/search.py [--labs demo-k3,demo-k4,demo-vl,demo-recycle] [--seeds 5] [--trials 10] [--keep DIR]
 
 Per lab, the objective is the mean of the higher-is-better benchmarks. Every contender chooses on **dev**
 (each benchmark's ``search_data``) and is reported by the **test** score of its pick (``data``):
@@ -20,7 +20,9 @@ spent, and the noise band of a test difference, 2·√(SE_a² + SE_b²) at the p
 errors of the mean accuracy; unpaired, so it overstates the noise of two picks scored on the same examples).
 
 Scores come from a copy of the lab's shipped cache (``evaluations.jsonl``): a cached evaluation is free, and
-the number of new ones is printed. Counts evaluations, not seconds; nothing asserts.
+the number of new ones is printed. ``--keep DIR`` keeps that copy and the studies in DIR, so a run cut short
+is finished by running it again (its studies resume, its scores are cached). Counts evaluations, not
+seconds; nothing asserts.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ def bench_lab(name: str, seeds: int, trials: int, device: str, folder: Path) -> 
                 storage=f"sqlite:///{folder / 'studies.sqlite'}",
                 name=f"{name}-{label}-{seed}",
             )
-            result = search.run(trials, start=starts if start else ())
+            left = max(0, trials - search.finished_trials())  # a kept study run again: only what is left
+            result = search.run(left, start=starts if start else ())
             results[label].append(result.best[0])
             print(f"  [{name}] {label} seed {seed}: {store.count() - shipped_rows} new scores", file=sys.stderr)
 
@@ -145,10 +148,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--keep", default=None, help="a folder to keep the scores and studies in (default: a temp one)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(args.keep or temp)
+        folder.mkdir(parents=True, exist_ok=True)
         for name in args.labs.split(","):
-            bench_lab(name, args.seeds, args.trials, args.device, Path(folder))
+            bench_lab(name, args.seeds, args.trials, args.device, folder)
 
 
 if __name__ == "__main__":
