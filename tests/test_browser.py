@@ -206,7 +206,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
         expect(page.get_by_text(re.compile(r"^Only 3 true mixtures to rank"))).to_be_visible(timeout=60_000)
 
 
-@pytest.mark.timeout(1800)  # real evaluations from a fresh cache: on 2 shared cores a 3-trial search alone took > 10 min
+@pytest.mark.timeout(2700)  # real evaluations from a fresh cache: on 2 shared cores a 3-trial search and its baselines took > 10 min
 def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_importance(server, tmp_path):
     """The issue's check (#27): pressed in a real browser, a search shows its progress and then its result,
     the baselines and the importance plot, and a recycling Compare its result and verdict, with no other
@@ -228,7 +228,7 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         _settled(page)
         page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").click()
         expect(page.get_by_text(re.compile(r"^running: search mean of add, rev, sort"))).to_be_visible(timeout=120_000)
-        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort"))).to_be_visible(timeout=600_000)
+        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort"))).to_be_visible(timeout=1_800_000)
         expect(page.get_by_text("The winner beside its baselines")).to_be_visible(timeout=60_000)
         expect(
             page.get_by_text(re.compile(r"The winner's test mean of add, rev, sort: \d\.\d{4}; uniform: "))
