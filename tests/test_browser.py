@@ -206,7 +206,9 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
         expect(page.get_by_text(re.compile(r"^Only 3 true mixtures to rank"))).to_be_visible(timeout=60_000)
 
 
-@pytest.mark.timeout(2700)  # real evaluations from a fresh cache: on 2 shared cores a 3-trial search and its baselines took > 10 min
+@pytest.mark.timeout(
+    2700
+)  # real evaluations from a fresh cache: on 2 shared cores a 3-trial search and its baselines took > 10 min
 def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_importance(server, tmp_path):
     """The issue's check (#27): pressed in a real browser, a search shows its progress and then its result,
     the baselines and the importance plot, and a recycling Compare its result and verdict, with no other

@@ -298,3 +298,27 @@ def test_the_recycling_lab_ships_merges_of_its_pool_for_a_front():
     for x, y in merged[["x", "y"]].to_numpy():
         assert not (((xy[:, 0] >= x) & (xy[:, 1] >= y)) & ((xy[:, 0] > x) | (xy[:, 1] > y))).any()
     assert np.isfinite(xy).all()
+
+
+def test_a_demo_lab_is_published_whole_or_not_at_all(tmp_path):
+    """staged_lab: a build that fails leaves the earlier lab as it was; one that succeeds replaces it whole;
+    the temp folder of a build whose process died is removed by the next build."""
+    from mixlab.demo.build import staged_lab
+    from mixlab.errors import MixlabError
+
+    out = tmp_path / "demo-k3"
+    out.mkdir()
+    (out / "lab.toml").write_text("old")
+    dead = tmp_path / ".demo-k3.mixlab-tmp-999999999-abc"  # left by a killed build
+    dead.mkdir()
+    with pytest.raises(MixlabError, match="exists; pass --overwrite"):
+        with staged_lab(out, overwrite=False):
+            pass
+    with pytest.raises(RuntimeError, match="training failed"):
+        with staged_lab(out, overwrite=True) as root:
+            (root / "lab.toml").write_text("half")
+            raise RuntimeError("training failed")
+    assert (out / "lab.toml").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["demo-k3"]
+    with staged_lab(out, overwrite=True) as root:
+        (root / "lab.toml").write_text("new")
+    assert (out / "lab.toml").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["demo-k3"]

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from mixlab.backend import Worker, job_body, recorder
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
 from mixlab.recycle import RECORD, compare, verdicts
+from mixlab.run.jobs import Worker, job_body, recorder
 from mixlab.search import Objective, standard_error
 from mixlab.store import Store
 
@@ -133,3 +133,16 @@ def test_a_recycling_search_can_start_from_the_soup_in_the_sparse_box_and_says_s
     assert "space" not in plain.rows[-1]["search"]  # a default-settings record is as it always was
     again = compare(engine, "rev", sampler="cmaes", trials=3, space="sparse", start=True)
     assert again.origin.startswith(f"read back study {started.study}") and again.new_scores == 0
+
+
+def test_a_verdict_in_words_is_what_the_cli_and_the_page_say():
+    from mixlab.recycle import verdict_text
+
+    near = {"candidate": "greedy soup", "searched": 0.58, "other": 0.5917, "difference": -0.0117}
+    near |= {"se": 0.0491, "verdict": "within noise", "noise_known": True}
+    assert verdict_text(near) == "within noise of the greedy soup (0.5800 vs 0.5917, -0.0117; 2 SE = 0.0982)"
+    far = near | {"candidate": "a*b", "difference": 0.2, "se": None, "verdict": "better", "noise_known": False}
+    assert verdict_text(far, strong=lambda s: f"**{s}**", name=lambda s: s.replace("*", "\\*")) == (
+        "**better** than the a\\*b (0.5800 vs 0.5917, +0.2000; noise unknown: the metric is not an accuracy)"
+    )
+    assert verdict_text(far | {"verdict": "equal", "difference": 0.0}).startswith("equal to the a*b")

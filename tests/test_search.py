@@ -538,11 +538,14 @@ def test_the_winner_is_shown_beside_its_baselines_scored_on_test(dev_lab, tmp_pa
     assert top["test"]["rev"] == pytest.approx(max(on_test)) and top["test_objective"] == [pytest.approx(max(on_test))]
 
 
-def test_the_command_line_offers_every_search_space():
-    from mixlab.cli import parser
+def test_the_command_line_offers_every_search_space(capsys):
+    from mixlab.cli import main, parser
     from mixlab.search import SPACES
 
-    sub = next(a for a in parser()._actions if a.dest == "command")
     for command in ("search", "recycle"):
-        (space,) = [a for a in sub.choices[command]._actions if a.dest == "space"]
-        assert tuple(space.choices) == SPACES and space.default == "simplex"
+        assert parser().parse_args([command]).space == "simplex"
+        assert parser().parse_args([command, "--space", "sparse"]).space == "sparse"
+        assert main([command, "--space", "dense"]) != 0
+        assert "search space must be one of simplex, sparse, got 'dense'" in capsys.readouterr().err
+    help_text = parser()._subparsers._group_actions[0].choices["recycle"].format_help()
+    assert all(name in help_text for name in SPACES) and "--start" in help_text

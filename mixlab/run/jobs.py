@@ -1,0 +1,361 @@
+"""Jobs: the in-process :class:`Worker` runs one job at a time on a background thread (one model in memory,
+so evaluations queue rather than compete), reports progress, and cancels between batches. The UI polls
+:class:`Job` objects; the CLI calls the engine directly, except to resume a recorded job.
+
+What a recorded job runs is a typed request (:class:`ProxyJob`, :class:`CheckpointsJob`, :class:`SearchJob`,
+:class:`RecycleJob`), read from the JSON spec its record keeps (:func:`request`): a first run and a resume
+run the same body, and cached scores are reused, so a resume computes only what was missing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from mixlab.errors import Cancelled, EvaluationError, JobError, MixlabError
+from mixlab.owner import Owner
+from mixlab.run.records import ACTIVE, JobRecord, JobState
+
+# a job body: fn(progress(done, total, message), cancel_event) -> result
+JobFn = Callable[[Callable[[int, int, str], None], threading.Event], Any]
+_ids = itertools.count(1)
+
+
+@dataclass
+class Job:
+    description: str
+    fn: JobFn = field(repr=False)
+    id: int = field(default_factory=lambda: next(_ids))
+    state: JobState = JobState.QUEUED  # queued → running → done | failed | cancelled
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    error: str | None = None
+    result: Any = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    key: str | None = None  # what it computes: a second submit of the same key while this runs gets this job
+    on_update: Callable[[Job], None] | None = field(default=None, repr=False)  # keeps a record (see recorder)
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace so far (None before the first step is done)."""
+        if self.started is None or not self.done or not self.total:
+            return None
+        return (time.time() - self.started) / self.done * (self.total - self.done)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def scores_summary(self) -> str:
+        """What a finished job's scores were: computed by it or read from the cache (an evaluation made
+        after the job started is new); or the ``summary`` a result gives of itself (recycling: how its merge
+        was found, how many scores are new). "" when it has neither."""
+        summary = getattr(self.result, "summary", None)
+        if isinstance(summary, str):
+            return summary
+        if not isinstance(self.result, list) or not all(hasattr(e, "created") for e in self.result):
+            return ""
+        n = len(self.result)
+        new = sum(e.created >= (self.started or self.created) for e in self.result)
+        if new == 0:
+            return f"nothing to compute: all {n} score{'s' if n != 1 else ''} were already cached"
+        return f"{new} new score{'s' if new != 1 else ''} computed" + (f", {n - new} already cached" if n > new else "")
+
+    def _progress(self, done: int, total: int, message: str = "") -> None:
+        self.done, self.total, self.message = done, total, message
+        self._update()
+
+    def _update(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self)
+
+
+class Worker:
+    """One background thread that runs submitted jobs in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self.jobs: list[Job] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="mixlab-worker", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, description: str, fn: JobFn, key: str | None = None, on_update: Callable[[Job], None] | None = None
+    ) -> Job:
+        """Queue a job; while a job with the same ``key`` is queued or running, that job is returned instead
+        (two browser sessions asking for one evaluation run it once)."""
+        with self._lock:
+            same = next((j for j in self.jobs if key is not None and j.key == key and j.active), None)
+            if same is not None:
+                return same
+            job = Job(description, fn, key=key, on_update=on_update)
+            self.jobs.append(job)
+        job._update()
+        self._queue.put(job)
+        return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job.cancel_event.is_set():
+                job.state, job.finished = JobState.CANCELLED, time.time()
+                job._update()
+                continue
+            job.state, job.started = JobState.RUNNING, time.time()
+            job._update()
+            try:
+                job.result = job.fn(job._progress, job.cancel_event)
+                job.state = JobState.DONE
+            except Cancelled:
+                job.state = JobState.CANCELLED
+            except MixlabError as e:
+                job.state, job.error = JobState.FAILED, str(e)
+            except Exception as e:  # a bug or a plugin's error: keep the worker alive, show what happened
+                job.state, job.error = JobState.FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+            job.finished = time.time()
+            job._update()
+
+    def wait(self, job: Job, timeout: float = 60.0) -> Job:
+        deadline = time.time() + timeout
+        while job.active and time.time() < deadline:
+            time.sleep(0.02)
+        return job
+
+
+def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = None) -> Callable[[Job], None]:
+    """An ``on_update`` that keeps a job's record in the lab's store (at most one progress write a second),
+    so a restarted app or CLI lists it, and one interrupted can be resumed (:func:`resume`). It also reads
+    whether any session asked to cancel the job (``store.request_cancel``), and cancels it if so."""
+    record_id = record_id or uuid.uuid4().hex[:12]
+    last = [0.0]
+    me = Owner.here()
+
+    def update(job: Job) -> None:
+        if job.state == JobState.RUNNING and job.done and time.time() - last[0] < 1.0:
+            return
+        last[0] = time.time()
+        if job.active and store.cancel_requested(record_id):
+            job.cancel()
+        store.put_job(
+            JobRecord(
+                id=record_id,
+                lab=lab,
+                kind=kind,
+                description=job.description,
+                spec=json.dumps(spec, sort_keys=True),
+                state=job.state,
+                done=job.done,
+                total=job.total,
+                message=job.message,
+                error=job.error,
+                created=job.created,
+                started=job.started,
+                finished=job.finished,
+                pid=me.pid,
+                host=me.host,
+                pid_started=me.started,
+            )
+        )
+
+    return update
+
+
+@dataclass(frozen=True)
+class ProxyJob:
+    """Proxy scores of ``mixtures`` (weights in the lab's expert order) under a merge method, on ``benchmarks``
+    (None: all), run by the executor named ``executor`` (``local`` or ``ray``)."""
+
+    kind: ClassVar[str] = "proxy"
+    mixtures: list[list[float]]
+    method: str
+    params: dict
+    benchmarks: list[str] | None = None
+    executor: str = "local"
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> ProxyJob:
+        # the spec says "backend": the records of earlier versions, and their dedup keys, read the same
+        return cls(
+            spec["mixtures"], spec["method"], spec["params"], spec.get("benchmarks"), spec.get("backend", "local")
+        )
+
+    def body(self, engine) -> JobFn:
+        from mixlab.run.executors import shared
+        from mixlab.simplex import Mixture
+
+        mixtures = [Mixture.of(engine.names, w, normalize=True) for w in self.mixtures]
+
+        def sweep(progress, cancel):
+            result = shared(self.executor).sweep(
+                engine, mixtures, self.method, self.params, self.benchmarks, progress=progress, cancel=cancel
+            )
+            if result.failed:
+                raise EvaluationError(f"{result.summary()}; the other scores are cached (resume to retry)")
+            return result.evaluations
+
+        return sweep
+
+
+@dataclass(frozen=True)
+class CheckpointsJob:
+    """Scores of the lab's base, experts and trained mixtures on ``benchmarks`` (None: all)."""
+
+    kind: ClassVar[str] = "checkpoints"
+    benchmarks: list[str] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> CheckpointsJob:
+        return cls(spec.get("benchmarks"))
+
+    def body(self, engine) -> JobFn:
+        return lambda progress, cancel: engine.checkpoint_scores(self.benchmarks, progress=progress, cancel=cancel)
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """A search whose study grows to ``target`` trials (the study's size when it was asked for plus the
+    trials asked), so a resumed search runs only the trials its interruption left undone."""
+
+    kind: ClassVar[str] = "search"
+    objectives: list[str]
+    sampler: str
+    target: int
+    seed: int = 0
+    fidelity: int | None = None
+    allow_test: bool = False
+    study: str | None = None
+    executor: str = "local"
+    space: str = "simplex"  # mixlab.search.SPACES
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> SearchJob:
+        return cls(
+            spec["objectives"],
+            spec["sampler"],
+            spec["target"],
+            spec.get("seed", 0),
+            spec.get("fidelity"),
+            spec.get("allow_test", False),
+            spec.get("study"),
+            spec.get("backend", "local"),
+            spec.get("space", "simplex"),  # absent from older records
+        )
+
+    def body(self, engine) -> JobFn:
+        from mixlab.run.executors import shared
+        from mixlab.search import Search
+
+        def run(progress, cancel):
+            search = Search(
+                engine,
+                self.objectives,
+                sampler=self.sampler,
+                seed=self.seed,
+                fidelity=self.fidelity,
+                allow_test=self.allow_test,
+                name=self.study,
+                backend=shared(self.executor),
+                space=self.space,
+            )
+            left = max(0, self.target - search.finished_trials())
+            result = search.run(left, progress=progress, cancel=cancel)
+            if len(result.objectives) == 1:  # what the winner is read against (a front has no one winner)
+                progress(left, left, "scoring the baselines on test")
+                result.baselines = search.baselines(result.best[0]["weights"], cancel=cancel)
+            return result
+
+        return run
+
+
+@dataclass(frozen=True)
+class RecycleJob:
+    """Checkpoint recycling (:func:`mixlab.recycle.compare`) with these settings."""
+
+    kind: ClassVar[str] = "recycle"
+    objective: str
+    sampler: str
+    trials: int
+    seed: int
+    space: str = "simplex"  # mixlab.search.SPACES
+    start: bool = False  # start from the greedy soup and the best single checkpoint
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> RecycleJob:
+        # space and start are absent from older records: their defaults
+        return cls(
+            spec["objective"], spec["sampler"], spec["trials"], spec["seed"], spec.get("space", "simplex"),
+            spec.get("start", False),
+        )  # fmt: skip
+
+    def body(self, engine) -> JobFn:
+        from mixlab.recycle import compare
+
+        settings = {
+            "objective": self.objective,
+            "sampler": self.sampler,
+            "trials": self.trials,
+            "seed": self.seed,
+            "space": self.space,
+            "start": self.start,
+        }
+        return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
+
+
+JobRequest = ProxyJob | CheckpointsJob | SearchJob | RecycleJob
+REQUESTS = {r.kind: r for r in (ProxyJob, CheckpointsJob, SearchJob, RecycleJob)}
+RESUMABLE = tuple(REQUESTS)
+
+
+def request(kind: str, spec: dict) -> JobRequest:
+    """The typed request a recorded job's ``kind`` and JSON ``spec`` describe; KeyError or TypeError for a
+    spec that lacks what the kind needs, MixlabError for a kind that cannot run again."""
+    if kind not in REQUESTS:
+        raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
+    return REQUESTS[kind].from_spec(spec)
+
+
+def job_body(engine, kind: str, spec: dict) -> JobFn:
+    """What a recorded job of ``kind`` with ``spec`` runs: :func:`request`'s body, parsed now (a spec that
+    lacks a field fails before anything runs)."""
+    return request(kind, spec).body(engine)
+
+
+def resume(worker: Worker, engine, record: dict) -> Job:
+    """Run an interrupted (or failed, or cancelled) recorded job again, under the same record. The record is
+    claimed first, in one transaction (:meth:`~mixlab.store.Store.claim_job`): a job two processes resume
+    runs once, and the second is told which process has it."""
+    where = f"job {record['id']} in {engine.store.path}"
+    try:
+        spec = json.loads(record["spec"])
+        if not isinstance(spec, dict):
+            raise TypeError(f"a JSON {type(spec).__name__}, not an object")
+        body = job_body(engine, record["kind"], spec)
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
+        raise JobError(
+            f"{where}: its record is corrupt (spec: {type(e).__name__}: {e}); it cannot be resumed, run the work "
+            "again from the page or the command line (cached scores are reused)"
+        ) from None
+    engine.store.claim_job(record["id"])
+    engine.store.forget_cancel(record["id"])
+    update = recorder(engine.store, record["lab"], record["kind"], spec, record_id=record["id"])
+    key = f"{engine.lab.root}:{record['kind']}:{record['spec']}"  # as the dashboard keys a first run
+    return worker.submit(record["description"], body, key=key, on_update=update)
