@@ -256,9 +256,11 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         page.goto(f"{server}/pareto?lab={ROOT / 'cache' / 'demo-recycle'}")
         expect(page.get_by_text(re.compile(r"^Marked: the best mixtures on"))).to_be_visible(timeout=120_000)
         _settled(page)
-        legend = page.evaluate(
-            "() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => p._fullData.map(t => t.name))"
+        names = (
+            "() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => (p._fullData || []).map(t => t.name))"
         )
+        page.wait_for_function(f"({names})().includes('front of merges')", timeout=120_000)  # drawn after the text
+        legend = page.evaluate(names)
         assert "front of merges" in legend and "front of the checkpoints alone" in legend, legend
         assert not [n for n in legend if "trained" in n or "true" in n], legend
         page.screenshot(path=str(tmp_path / "pareto_recycle.png"), full_page=True)
