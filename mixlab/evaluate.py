@@ -31,10 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mixlab.errors import Cancelled, EvaluationError, MixlabError
 from mixlab.lab import LM_EVAL, BenchmarkSpec
+from mixlab.lazy import no_grad, torch
 
 Progress = Callable[[int, int], None]
 REQUIRED = {"exact_match": ("prompt", "answer"), "choice": ("prompt", "choices", "label")}
@@ -592,7 +591,7 @@ def _run_plugin(spec: BenchmarkSpec, model, tokenizer, examples, device, plugin_
         raise EvaluationError(f"evaluator {spec.evaluator!r} returned {result!r}, not a number") from None
 
 
-@torch.no_grad()
+@no_grad
 def run_benchmark(
     model,
     tokenizer,
@@ -642,7 +641,7 @@ def run_benchmark(
     return EvalResult(float(score), metric, spec.higher_is_better, n, time.perf_counter() - start)
 
 
-@torch.no_grad()
+@no_grad
 def run_benchmark_grouped(
     model,
     tokenizer,

@@ -38,7 +38,7 @@ with right:
     st.markdown(
         f"**θ = merge_{method}(θ₀, τ; w)** with w = "
         + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
-        + f" · params {params_label(params)} · device `{eng.device}`"
+        + f" · params {params_label(params)} · device `{eng.device_name() or 'cuda, else mps, else cpu'}`"
     )
     job = current_job()
     busy = job is not None and job.active
@@ -55,7 +55,7 @@ with right:
             show_error("Cannot evaluate", e)
     job_panel()
 
-    spec_params = eng.spec(m, method, params).params
+    spec_params = eng.resolve_method(method, params)[1]  # (the spec's exclusions need the base loaded)
     df = eng.results()
     key = weights_key(m.as_dict(), eng.names)
     df = of_method(df, method, spec_params)

@@ -24,6 +24,7 @@ from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
 from mixlab.plots import BEST_STYLE
 from mixlab.simplex import Mixture, rebalance, validate_weights
+from mixlab.summary import lab_summary
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
 # were drawn with, so no widget can hold on to a stale value and re-apply it), and app.py mirrors it in the
@@ -148,7 +149,7 @@ def engine() -> Engine:
     path = lab_path()
     try:
         eng = _engine(path, _mtime(path))
-        eng.experts  # noqa: B018 - load and check the experts now, so a bad lab fails here
+        lab_summary(eng)  # the experts checked now (loaded, or as kept when last loaded), so a bad lab fails here
     except MixlabError as e:
         st.error(f"Cannot open the lab at {code(path)}")
         show_error("", e)
@@ -351,7 +352,9 @@ def params_label(params) -> str:
 @st.cache_resource
 def _warmup() -> threading.Thread:
     """Once per server process: the work the first evaluation would otherwise wait for (importing the
-    model stack, building the fused merge kernels) starts in the background when the app opens."""
+    model stack, building the fused merge kernels) starts in the background once the first page is drawn
+    (app.py), so the first paint does not share the CPU with it. MIXLAB_NO_WARMUP=1 leaves it to the first
+    evaluation (tests/test_first_paint.py: what a page imports by itself)."""
 
     def run() -> None:
         from mixlab.merge import fused
@@ -361,7 +364,8 @@ def _warmup() -> threading.Thread:
         fused.available()
 
     thread = threading.Thread(target=run, name="mixlab-warmup", daemon=True)
-    thread.start()
+    if not os.environ.get("MIXLAB_NO_WARMUP"):
+        thread.start()
     return thread
 
 
@@ -376,6 +380,10 @@ def _stages(eng: Engine, progress, cancel) -> None:
 
     def warm() -> None:  # wait for the background warm-up, but let a cancel through every half second
         thread = _warmup()
+        if thread.ident is None:  # never started (MIXLAB_NO_WARMUP): import here
+            from mixlab.names import import_stack
+
+            import_stack()
         while thread.is_alive():
             if cancel.is_set():
                 raise Cancelled("cancelled")
