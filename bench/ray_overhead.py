@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixlab.demo import LABS_DIR  # noqa: E402
-from mixlab.distributed import LocalBackend, RayBackend  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
+from mixlab.run.executors import LocalBackend, RayBackend  # noqa: E402
 from mixlab.simplex import Mixture, dirichlet  # noqa: E402
 from mixlab.store import Evaluation, Store  # noqa: E402
 

@@ -190,13 +190,6 @@ class Correlation:
     high: float | None
     n: int
 
-    def describe(self) -> str:
-        if self.value is None:
-            return f"{self.method} undefined (n={self.n})"
-        if self.low is None:
-            return f"{self.method} {self.value:+.3f} (n={self.n})"
-        return f"{self.method} {self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n={self.n})"
-
 
 def rank_correlation(
     proxy: Sequence[float],
@@ -301,16 +294,6 @@ def regret(proxy: Sequence[float], true: Sequence[float], higher_is_better: bool
     true_rank = 1 + int(np.sum(sign * y > sign * y[chosen]))
     tied = int(np.sum(y == y[chosen])) - 1
     return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x), tied)
-
-
-def topk_overlap(proxy: Sequence[float], true: Sequence[float], k: int, higher_is_better: bool = True) -> float:
-    """|top-k by proxy ∩ top-k by true| / k."""
-    sign = 1.0 if higher_is_better else -1.0
-    x, y = sign * np.asarray(proxy, dtype=float), sign * np.asarray(true, dtype=float)
-    k = min(k, len(x))
-    if k == 0:
-        return float("nan")
-    return len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k
 
 
 def pareto_front(scores: np.ndarray, higher_is_better: Sequence[bool]) -> np.ndarray:

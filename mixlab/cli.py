@@ -99,7 +99,7 @@ class _Bar:
 
 def _backend(args):
     """The backend ``--backend`` names, with this command's device and batch size for its workers."""
-    from mixlab.distributed import backend
+    from mixlab.run.executors import backend
 
     return backend(
         args.backend,
@@ -476,7 +476,7 @@ def cmd_regress(args) -> None:
 def cmd_jobs(args) -> None:
     import time
 
-    from mixlab.backend import Worker, resume
+    from mixlab.run.jobs import Worker, resume
 
     engine = _engine(args)
     records = engine.store.jobs(engine.lab.name)

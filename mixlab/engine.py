@@ -15,6 +15,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -53,6 +54,36 @@ EXPORT_FILE = "evaluations.jsonl"  # committed with a lab; seeds a fresh cache
 SMALL_BENCHMARK = {"exact_match": 128, "lm_loss": 32, "choice": 32}
 # progress(done, total, message)
 Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class MergedModel:
+    """A merge to score: its cache key per benchmark, and the resident model made into it in place."""
+
+    spec: MergeSpec
+    checkpoint = None  # no checkpoint file of its own whose change would stale the score
+
+    def key(self, engine: Engine, bench: BenchmarkData) -> CacheKey:
+        return engine._merge_key(self.spec, bench)
+
+    def load(self, resident: ResidentModel) -> None:
+        resident.load_merge(self.spec)
+
+
+@dataclass(frozen=True)
+class CheckpointModel:
+    """A checkpoint to score: an expert itself, a model trained on a mixture, or (None) the base."""
+
+    checkpoint: TaskVector | None
+
+    def key(self, engine: Engine, bench: BenchmarkData) -> CacheKey:
+        return engine._checkpoint_key(None if self.checkpoint is None else self.checkpoint.fingerprint, bench)
+
+    def load(self, resident: ResidentModel) -> None:
+        if self.checkpoint is None:
+            resident.load_base()
+        else:
+            resident.load_checkpoint(self.checkpoint)
 
 
 def open_store(lab: Lab, path: str | Path | None = None) -> Store:
@@ -240,30 +271,28 @@ class Engine:
 
     def _score(
         self,
-        key_of: Callable[[BenchmarkData], CacheKey],
+        target: MergedModel | CheckpointModel,
         benchmarks: list[BenchmarkSpec],
-        load: Callable[[], None],
         row: dict,
         refresh: bool,
         progress: Progress | None,
         cancel,
         done: int = 0,
         total: int | None = None,
-        checkpoint: TaskVector | None = None,
     ) -> list[Evaluation]:
-        """Score one model on ``benchmarks``: cached rows first; each new score is stored as it is made,
-        unless a source (lab files, the ``checkpoint``, the data) changed while it was computed."""
+        """Score one model, ``target``, on ``benchmarks``: cached rows first; each new score is stored as it
+        is made, unless a source (lab files, the target's checkpoint, the data) changed while it was computed."""
         out = []
         total = total or len(benchmarks)
         for i, b in enumerate(benchmarks):
             bench = self._bench(b)
-            key = key_of(bench)
+            key = target.key(self, bench)
             hit = None if refresh else self.store.get(key.digest)
             if hit is not None:
                 hit = self._as_here(hit, row)
             if hit is None:
                 with self._lock:
-                    load()
+                    target.load(self.resident)
 
                     def step(d, n, _b=b, _i=i):
                         if progress:
@@ -283,7 +312,7 @@ class Engine:
                         harness=self._harness(b),
                         processor=self.resident.processor if has_images(bench.examples) else None,
                     )
-                self._check_unchanged(b, bench, checkpoint)
+                self._check_unchanged(b, bench, target.checkpoint)
                 hit = self._evaluation(key, b, r, str(self.device), **row)
                 self.store.put(hit)
             out.append(hit)
@@ -301,12 +330,14 @@ class Engine:
         refresh: bool = False,
         progress: Progress | None = None,
         cancel=None,
-        _done: int = 0,
-        _total: int | None = None,
     ) -> list[Evaluation]:
         """Proxy scores of a mixture: evaluate θ_0 + merge(τ, w) on each benchmark (cache first)."""
         self.refresh()
         spec = self.spec(mixture, method, params)
+        return self._proxy(mixture, spec, self.benchmarks(benchmarks), refresh, progress, cancel)
+
+    def _proxy(self, mixture: Mixture, spec: MergeSpec, benchmarks, refresh, progress, cancel, done=0, total=None):
+        """:meth:`proxy` with the merge already resolved (a sweep resolves its method once)."""
         row = {
             "kind": "proxy",
             "label": mixture.label(),
@@ -314,17 +345,7 @@ class Engine:
             "params": spec.params,
             "weights": mixture.as_dict(),
         }
-        return self._score(
-            lambda bench: self._merge_key(spec, bench),
-            self.benchmarks(benchmarks),
-            lambda: self.resident.load_merge(spec),
-            row,
-            refresh,
-            progress,
-            cancel,
-            _done,
-            _total,
-        )
+        return self._score(MergedModel(spec), benchmarks, row, refresh, progress, cancel, done, total)
 
     def choose_path(self, method: str, bench: BenchmarkSpec, n_mixtures: int) -> str:
         """The cost rule. The batched LoRA path pays off where each mixture's own batches would be
@@ -347,7 +368,7 @@ class Engine:
     def image_answers(self, mixture: Mixture, benchmark: str, n: int = 6, method=None, params=None) -> list[dict]:
         """The merge's own answers to the first ``n`` rows of an image benchmark (the dashboard's strip of
         examples): each row's image path, prompt, expected answer and the merged model's output."""
-        from mixlab.evaluate import _Batches, image_answers
+        from mixlab.evaluate import Batches, image_answers
 
         b = self.lab.benchmark(benchmark)
         rows = self._bench(b).examples[:n]
@@ -355,7 +376,7 @@ class Engine:
             raise EvaluationError(f"benchmark {benchmark!r} has no images")
         with self._lock:
             self.resident.load_merge(self.spec(mixture, method, params))
-            outs = image_answers(self.model, self.resident.processor, rows, b, self.device, _Batches(n, None, None))
+            outs = image_answers(self.model, self.resident.processor, rows, b, self.device, Batches(n, None, None))
         return [{**ex, "output": o} for ex, o in zip(self.image_examples(benchmark, n), outs)]
 
     def image_examples(self, benchmark: str, n: int = 6) -> list[dict]:
@@ -398,7 +419,8 @@ class Engine:
             raise EvaluationError(f"unknown evaluation path {path!r}; use auto, materialize or batched")
         self.refresh()
         bench = self.benchmarks(benchmarks)
-        specs = [self.spec(m, method, params) for m in mixtures]
+        method, params = self.resolve_method(method, params)  # once for the whole sweep
+        specs = [MergeSpec(method, tuple(m.weights), params, self.excluded) for m in mixtures]
         total, done = len(mixtures) * len(bench), 0
         found: dict[tuple[int, str], Evaluation] = {}
         for b in bench:
@@ -417,9 +439,9 @@ class Engine:
                     found[(i, b.name)] = ev
                     done += 1
             for i in missing if chosen != "batched" else []:
-                (ev,) = self.proxy(
-                    mixtures[i], method, params, [b], progress=progress, cancel=cancel, _done=done, _total=total
-                )
+                self.refresh()  # as proxy() does before each mixture: lab files changed mid-sweep are reloaded
+                spec = dataclasses.replace(specs[i], exclude=self.excluded)  # the method stays resolved
+                (ev,) = self._proxy(mixtures[i], spec, [b], False, progress, cancel, done, total)
                 found[(i, b.name)] = ev
                 done += 1
             done += len(mixtures) - len(missing)
@@ -489,16 +511,7 @@ class Engine:
 
     def _checkpoint(self, kind: str, tv: TaskVector, weights: dict | None, benchmarks, refresh, progress, cancel):
         row = {"kind": kind, "label": tv.name, "method": None, "params": None, "weights": weights}
-        return self._score(
-            lambda bench: self._checkpoint_key(tv.fingerprint, bench),
-            self.benchmarks(benchmarks),
-            lambda: self.resident.load_checkpoint(tv),
-            row,
-            refresh,
-            progress,
-            cancel,
-            checkpoint=tv,
-        )
+        return self._score(CheckpointModel(tv), self.benchmarks(benchmarks), row, refresh, progress, cancel)
 
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Each expert on its own (the expert checkpoint itself, not a merge)."""
@@ -549,15 +562,7 @@ class Engine:
     def base_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         self.refresh()
         row = {"kind": "base", "label": "base", "method": None, "params": None, "weights": None}
-        return self._score(
-            lambda bench: self._checkpoint_key(None, bench),
-            self.benchmarks(benchmarks),
-            self.resident.load_base,
-            row,
-            refresh,
-            progress,
-            cancel,
-        )
+        return self._score(CheckpointModel(None), self.benchmarks(benchmarks), row, refresh, progress, cancel)
 
     def checkpoint_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Every checkpoint of the lab on every benchmark: the base, each expert, each true mixture (what

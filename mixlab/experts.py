@@ -27,7 +27,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from mixlab.errors import ExpertError
+from mixlab.errors import ExpertError, ManifestError
+from mixlab.lab import confined
 from mixlab.lazy import safetensors_torch, torch
 from mixlab.names import IDENTITY, LiveNames, live_names
 
@@ -102,8 +103,11 @@ def check_folder(folder: Path, label: str, root: Path | None) -> None:
                 "model: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True); "
                 "for a PEFT adapter: PeftModel.from_pretrained(base, dir).save_pretrained(dir)"
             )
-        if root is not None and p.is_symlink() and not p.resolve().is_relative_to(root):
-            raise ExpertError(f"{label}: {p} is a link to {p.resolve()}, outside the lab folder {root}")
+        if root is not None and p.is_symlink():
+            try:
+                confined(root, p, label)  # the lab's one rule for a path that must stay inside it
+            except ManifestError:
+                raise ExpertError(f"{label}: {p} is a link to {p.resolve()}, outside the lab folder {root}") from None
 
 
 def check_finite(t: torch.Tensor, label: str, key: str) -> torch.Tensor:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 
-from mixlab.evaluate import TOKENIZATION
+from mixlab.evaluate.tokens import TOKENIZATION
 from mixlab.lab import BenchmarkSpec
 from mixlab.merge.methods import MergeSpec
 from mixlab.simplex import ROUND

@@ -30,6 +30,7 @@ MAX_MANIFEST_BYTES = 1 << 20  # a lab.toml is a few KB; anything bigger is not o
 BUILTIN_EVALUATORS = ("lm_loss", "exact_match", "choice")
 LM_EVAL = "lm_eval"  # lm-evaluation-harness (mixlab/harness.py): direction from lower_is_better, checked on each run
 LOWER_IS_BETTER = ("lm_loss",)  # built-in evaluators whose score is better when lower
+LABS_DIR = Path(__file__).resolve().parents[1] / "cache"  # the labs shipped with mixlab (git-tracked)
 EXPORTS = "exports"  # <lab>/exports/<name>: where the dashboard writes merged models
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
@@ -398,8 +399,6 @@ class Lab:
         except for the labs shipped in the git-tracked ``cache/`` folder, whose exports go to
         ``exports/<lab>`` beside it (so nothing is ever written among tracked files). Resolved by
         :func:`confined`: an ``exports`` link that leads out of the lab is refused."""
-        from mixlab.demo import LABS_DIR
-
         if self.root.parent == LABS_DIR.resolve():
             return confined(LABS_DIR.parent, Path(EXPORTS) / self.root.name, "the exports folder")
         return self.inside(EXPORTS, "the exports folder")

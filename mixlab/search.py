@@ -43,10 +43,10 @@ import numpy as np
 
 import mixlab.store
 from mixlab.analysis import MEAN
-from mixlab.distributed import LocalBackend
 from mixlab.errors import MixlabError, StudyError
 from mixlab.lab import BenchmarkSpec
 from mixlab.owner import Owner
+from mixlab.run.executors import LocalBackend
 from mixlab.simplex import Mixture, check_seed, lattice
 from mixlab.store import sqlite_trouble
 

@@ -209,11 +209,6 @@ def _steps(step: float) -> int:
     return m
 
 
-def ternary_xy(weights: np.ndarray) -> np.ndarray:
-    """Cartesian coordinates of K=3 mixtures in an equilateral triangle (vertex i = expert i)."""
-    return np.asarray(weights) @ polygon_vertices(3)
-
-
 def polygon_vertices(k: int) -> np.ndarray:
     """Vertices of a regular K-gon (first at the top), used to project Δ^{K-1} onto the plane."""
     angles = np.pi / 2 + 2 * np.pi * np.arange(k) / k

@@ -30,6 +30,7 @@ from mixlab.errors import CacheError, JobError, ManifestError
 from mixlab.keys import canonical
 from mixlab.lab import confined
 from mixlab.owner import Owner
+from mixlab.run.records import ACTIVE, JOB_FIELDS, OPTIONAL_JOB_FIELDS, JobRecord, JobState
 
 KINDS = ("proxy", "true", "expert", "base")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # the files SQLite opens by name beside a database
@@ -96,25 +97,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE TABLE IF NOT EXISTS job_cancels (id TEXT PRIMARY KEY, asked REAL NOT NULL);  -- asked of the job's process
 """
-JOB_FIELDS = (
-    "id",
-    "lab",
-    "kind",
-    "description",
-    "spec",
-    "state",
-    "done",
-    "total",
-    "message",
-    "error",
-    "created",
-    "started",
-    "finished",
-    "pid",
-    "host",
-    "pid_started",
-)
-OPTIONAL_JOB_FIELDS = {"host": "TEXT", "pid_started": "REAL"}  # added later: older records and tables lack them
 
 
 @dataclass(frozen=True)
@@ -306,11 +288,13 @@ class Store:
         self._db.close()
 
     # --- jobs ---------------------------------------------------------------------------------------
-    def put_job(self, job: dict) -> None:
-        """Write a job's record (every field of :data:`JOB_FIELDS`); a record that cannot be written is
-        skipped with a notice: the job itself goes on."""
+    def put_job(self, job: JobRecord | dict) -> None:
+        """Write a job's record (a :class:`~mixlab.run.records.JobRecord`, or a row with every field of
+        :data:`JOB_FIELDS`); a record that cannot be written is skipped with a notice: the job itself goes on."""
         if self.readonly:
             return
+        if isinstance(job, JobRecord):
+            job = job.row()
         try:
             self._db.execute(
                 f"INSERT OR REPLACE INTO jobs ({', '.join(JOB_FIELDS)}) VALUES ({', '.join('?' * len(JOB_FIELDS))})",
@@ -333,16 +317,22 @@ class Store:
                 if row is None:
                     raise JobError(f"no job {job_id!r} in {self.path}; `mixlab jobs LAB` lists them")
                 record = dict(row)
-                if record["state"] in ("queued", "running") and job_owner(record).alive():
+                if record["state"] in ACTIVE and job_owner(record).alive():
                     raise JobError(
                         f"job {job_id} is already {record['state']} in {job_owner(record).describe()} (resumed "
                         "there, or never stopped): wait for it, or cancel it with `mixlab jobs LAB --cancel "
                         f"{job_id}`"
                     )
-                record |= {"state": "queued", "error": None, "pid": me.pid, "host": me.host, "pid_started": me.started}
+                record |= {
+                    "state": JobState.QUEUED,
+                    "error": None,
+                    "pid": me.pid,
+                    "host": me.host,
+                    "pid_started": me.started,
+                }
                 self._db.execute(
                     "UPDATE jobs SET state = ?, error = NULL, pid = ?, host = ?, pid_started = ? WHERE id = ?",
-                    ("queued", me.pid, me.host, me.started, job_id),
+                    (JobState.QUEUED, me.pid, me.host, me.started, job_id),
                 )
         except sqlite3.DatabaseError as e:
             raise self._error("write", e) from None
@@ -350,7 +340,7 @@ class Store:
 
     def request_cancel(self, job_id: str) -> None:
         """Ask the process running recorded job ``job_id`` (this one or another) to cancel it: its recorder
-        reads this at its next progress report (see :func:`mixlab.backend.recorder`)."""
+        reads this at its next progress report (see :func:`mixlab.run.jobs.recorder`)."""
         if self.readonly:
             raise CacheError(f"cache {self.path} is read-only: cannot ask for job {job_id} to be cancelled")
         with self._transaction():
@@ -376,8 +366,8 @@ class Store:
         except sqlite3.DatabaseError:
             return []
         for r in rows:
-            if r["state"] in ("queued", "running") and not job_owner(r).alive():
-                r["state"], r["error"] = "interrupted", "the process running it stopped"
+            if r["state"] in ACTIVE and not job_owner(r).alive():
+                r["state"], r["error"] = JobState.INTERRUPTED, "the process running it stopped"
                 self.put_job(r)
         return [r for r in rows if lab is None or r["lab"] == lab]
 

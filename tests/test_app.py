@@ -276,7 +276,7 @@ def test_library_never_imports_streamlit():
     import subprocess
     import sys
 
-    code = "import sys, mixlab.cli, mixlab.engine, mixlab.plots, mixlab.analysis, mixlab.backend, mixlab.diagnostics, mixlab.demo.build; print('streamlit' in sys.modules)"
+    code = "import sys, mixlab.cli, mixlab.engine, mixlab.plots, mixlab.analysis, mixlab.run.jobs, mixlab.diagnostics, mixlab.demo.build; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
 

@@ -4,8 +4,8 @@ import time
 import psutil
 import pytest
 
-from mixlab.backend import Worker
 from mixlab.errors import Cancelled, MixlabError
+from mixlab.run.jobs import Worker
 
 
 def test_jobs_run_in_order_with_progress():
@@ -42,7 +42,7 @@ def test_cancel_and_failures_keep_the_worker_alive():
 def test_a_running_job_estimates_the_time_left():
     import time
 
-    from mixlab.backend import Job
+    from mixlab.run.jobs import Job
 
     job = Job("x", lambda p, c: None)
     assert job.eta is None
@@ -57,9 +57,9 @@ def test_jobs_are_recorded_survive_their_process_and_resume(tiny_lab_dir, tmp_pa
     import subprocess
     import sys
 
-    from mixlab.backend import job_body, recorder, resume
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
+    from mixlab.run.jobs import job_body, recorder, resume
     from mixlab.store import Store
 
     engine = Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite"), device="cpu")
@@ -140,8 +140,8 @@ def test_jobs_from_the_command_line(tiny_lab_dir, tmp_path, monkeypatch, capsys)
 def test_a_recorded_job_is_cancelled_from_another_process(tmp_path, monkeypatch, capsys):
     """The job list's cancel: a request written to the cache by another process (here the CLI, on another
     connection to the same file) stops the job at its next progress report; resuming clears the request."""
-    from mixlab.backend import recorder
     from mixlab.cli import main
+    from mixlab.run.jobs import recorder
     from mixlab.store import Store
 
     monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "c.sqlite"))
@@ -200,11 +200,11 @@ def _recorded(tmp_path, spec: str, state: str = "interrupted", **kw):
 def test_a_corrupt_job_record_is_a_clear_error_and_is_left_stopped(
     tiny_lab_dir, tmp_path, monkeypatch, capsys, spec, why
 ):
-    from mixlab.backend import resume
     from mixlab.cli import main
     from mixlab.engine import Engine
     from mixlab.errors import JobError
     from mixlab.lab import load_lab
+    from mixlab.run.jobs import resume
 
     store = _recorded(tmp_path, spec)
     engine = Engine(load_lab(tiny_lab_dir), store, device="cpu")
@@ -222,11 +222,11 @@ def test_a_job_resumed_by_another_live_process_is_not_run_again(tiny_lab_dir, tm
     a resume is refused with the process's number, and nothing runs."""
     import json
 
-    from mixlab.backend import resume
     from mixlab.engine import Engine
     from mixlab.errors import JobError
     from mixlab.lab import load_lab
     from mixlab.owner import Owner
+    from mixlab.run.jobs import resume
 
     other = Owner(os.getppid(), Owner.here().host, psutil.Process(os.getppid()).create_time())
     spec = json.dumps({"mixtures": [[1, 0, 0]], "method": "linear", "params": {}, "benchmarks": ["rev-loss"]})
@@ -241,7 +241,7 @@ def test_a_job_resumed_by_another_live_process_is_not_run_again(tiny_lab_dir, tm
 def test_a_finished_job_says_how_many_scores_it_computed_and_how_many_were_cached():
     from types import SimpleNamespace
 
-    from mixlab.backend import Job
+    from mixlab.run.jobs import Job
 
     job = Job("j", lambda progress, cancel: None, started=100.0)
     old, new = SimpleNamespace(created=50.0), SimpleNamespace(created=150.0)

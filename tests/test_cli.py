@@ -358,9 +358,9 @@ def test_an_unreadable_image_is_one_line_naming_the_file(tmp_path, monkeypatch):
 def test_a_sweeps_progress_bar_names_what_it_counts(tmp_path, monkeypatch):
     """The local backend reports one mixture on one benchmark per step (M × B steps); Ray, whole mixtures."""
     from mixlab.demo import DEMO_LAB
-    from mixlab.distributed import LocalBackend, RayBackend
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
+    from mixlab.run.executors import LocalBackend, RayBackend
     from mixlab.simplex import Mixture
 
     monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "cache.sqlite"))

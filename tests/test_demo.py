@@ -271,3 +271,27 @@ def test_the_vision_language_lab_stores_its_base_as_save_pretrained_writes_it(tm
     with safe_open(tmp_path / "model.safetensors", "pt") as ref, safe_open(base / "model.safetensors", "pt") as shipped:
         assert set(shipped.keys()) == set(ref.keys())
         assert "language_model.model.layers.0.self_attn.q_proj.weight" in set(shipped.keys())
+
+
+def test_a_demo_lab_is_published_whole_or_not_at_all(tmp_path):
+    """staged_lab: a build that fails leaves the earlier lab as it was; one that succeeds replaces it whole;
+    the temp folder of a build whose process died is removed by the next build."""
+    from mixlab.demo.build import staged_lab
+    from mixlab.errors import MixlabError
+
+    out = tmp_path / "demo-k3"
+    out.mkdir()
+    (out / "lab.toml").write_text("old")
+    dead = tmp_path / ".demo-k3.mixlab-tmp-999999999-abc"  # left by a killed build
+    dead.mkdir()
+    with pytest.raises(MixlabError, match="exists; pass --overwrite"):
+        with staged_lab(out, overwrite=False):
+            pass
+    with pytest.raises(RuntimeError, match="training failed"):
+        with staged_lab(out, overwrite=True) as root:
+            (root / "lab.toml").write_text("half")
+            raise RuntimeError("training failed")
+    assert (out / "lab.toml").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["demo-k3"]
+    with staged_lab(out, overwrite=True) as root:
+        (root / "lab.toml").write_text("new")
+    assert (out / "lab.toml").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["demo-k3"]

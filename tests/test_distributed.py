@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mixlab.distributed import LocalBackend, RayBackend, backend, shared
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
+from mixlab.run.executors import LocalBackend, RayBackend, backend, shared
 from mixlab.search import Search
 from mixlab.simplex import Mixture, grid_from_step
 from mixlab.store import Store
@@ -56,7 +56,7 @@ def test_a_ray_client_address_without_ray_client_says_what_to_install(monkeypatc
 DRIVER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from mixlab.distributed import RayBackend
+from mixlab.run.executors import RayBackend
 RayBackend(num_cpus=1)
 print("up", flush=True)
 time.sleep(300)

@@ -259,7 +259,7 @@ def test_a_plugin_that_fails_to_import_is_one_clear_error(model_tok, tmp_path):
 
 
 def test_cpu_out_of_memory_halves_the_batch_then_fails_clearly(model_tok, monkeypatch):
-    import mixlab.evaluate as ev
+    import mixlab.evaluate.builtin as ev
 
     model, tok = model_tok
     sizes = []
@@ -357,7 +357,7 @@ def _bomb_png(side: int = 40_000) -> bytes:
 def test_a_bad_image_is_an_error_naming_its_file(tmp_path, content, msg):
     from types import SimpleNamespace
 
-    from mixlab.evaluate import _Batches, image_answers, open_image
+    from mixlab.evaluate import Batches, image_answers, open_image
 
     path = tmp_path / "pic.png"
     path.write_bytes(content)
@@ -367,7 +367,7 @@ def test_a_bad_image_is_an_error_naming_its_file(tmp_path, content, msg):
     rows = [{"_image": str(path), "prompt": "what?", "answer": "a"}]
     spec = BenchmarkSpec(name="pics", evaluator="exact_match", data="data/pics.jsonl")
     with pytest.raises(EvaluationError, match=rf"image {path}: {msg}"):  # the evaluation's own reader
-        image_answers(None, processor, rows, spec, "cpu", _Batches(4, None, None))
+        image_answers(None, processor, rows, spec, "cpu", Batches(4, None, None))
     assert open_image(_write(tmp_path / "ok.png", _png())).size == (16, 16)
 
 

@@ -41,6 +41,25 @@ def test_fused_ties_equals_torch(k, n, normalize):
 
 
 @built
+@pytest.mark.parametrize("name", ["ties", "dare_ties"])
+def test_a_method_declares_its_fused_kernel_and_it_equals_the_hand_computed_merge(name):
+    from mixlab.merge import get_method
+
+    method = get_method(name)
+    params = method.resolve({"scale": 0.5})
+    base, stacked, w = (
+        torch.tensor([1.0, 2.0, 3.0]),
+        torch.tensor([[1.0, -2.0, 0.0], [3.0, 1.0, -1.0]]),
+        torch.tensor([0.25, 0.75]),
+    )
+    out = torch.empty(3)
+    assert method.fused is not None and method.fused(base, stacked, w, out, params)
+    # entry 0: both agree (+): (0.25·1 + 0.75·3) / 1 = 2.5; entry 1: Σ w τ = -0.5 + 0.75 > 0, only expert 2
+    # agrees: 0.75·1 / 0.75 = 1; entry 2: elected −, expert 2 alone: −1 → θ = θ_0 + 0.5·τ_m
+    torch.testing.assert_close(out, torch.tensor([1.0 + 0.5 * 2.5, 2.0 + 0.5 * 1.0, 3.0 - 0.5]))
+
+
+@built
 @pytest.mark.parametrize("n", [5, 4096, 10_003])
 def test_fused_linear_equals_torch(n):
     base, stacked, c = torch.randn(n), torch.randn(3, n), torch.tensor([0.2, 0.0, 0.8])

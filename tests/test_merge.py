@@ -121,6 +121,19 @@ def test_registry_declares_parameters_for_the_ui():
     )
 
 
+def test_each_method_names_its_paper_and_its_fused_kernel():
+    papers = {m: get_method(m).reference_url for m in ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")}
+    assert papers == {
+        "linear": "https://arxiv.org/abs/2203.05482",  # model soups
+        "task_arithmetic": "https://arxiv.org/abs/2212.04089",
+        "ties": "https://arxiv.org/abs/2306.01708",
+        "dare_linear": "https://arxiv.org/abs/2311.03099",
+        "dare_ties": "https://arxiv.org/abs/2311.03099",
+    }
+    # the sign-consensus methods declare the fused TIES kernel; linear ones use the fused weighted sum
+    assert [m for m in papers if get_method(m).fused is not None] == ["ties", "dare_ties"]
+
+
 # --- whole checkpoints -----------------------------------------------------------------------------
 
 
@@ -381,7 +394,7 @@ def test_an_export_into_the_labs_exports_never_follows_a_link_out(lora, tmp_path
 
 
 def test_a_failed_replace_puts_the_earlier_export_back(lora, tmp_path, monkeypatch):
-    from mixlab.merge import output
+    from mixlab import staging
 
     base, experts = lora
     out = save_merged(base, experts, MergeSpec("linear", (1.0, 0.0, 0.0)), tmp_path / "export", provenance={"n": 1})
@@ -393,7 +406,7 @@ def test_a_failed_replace_puts_the_earlier_export_back(lora, tmp_path, monkeypat
             raise OSError(28, "No space left on device")
         return real(src, dst)
 
-    monkeypatch.setattr(output.os, "replace", failing)
+    monkeypatch.setattr(staging.os, "replace", failing)
     with pytest.raises(
         MergeError, match="cannot move the finished export into place .*; the earlier export is unchanged"
     ):

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from mixlab.backend import Worker, job_body, recorder
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
 from mixlab.recycle import RECORD, compare, verdicts
+from mixlab.run.jobs import Worker, job_body, recorder
 from mixlab.search import Objective, standard_error
 from mixlab.store import Store
 

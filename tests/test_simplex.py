@@ -12,7 +12,6 @@ from mixlab.simplex import (
     paper_grid,
     parse_weights,
     projected_xy,
-    ternary_xy,
     validate_weights,
 )
 
@@ -96,10 +95,10 @@ def test_mixture_checks_its_length():
 
 
 def test_ternary_and_projection_put_vertices_at_experts():
-    v = ternary_xy(np.eye(3))
+    v = projected_xy(np.eye(3))
     sides = [np.linalg.norm(v[i] - v[(i + 1) % 3]) for i in range(3)]
     np.testing.assert_allclose(sides, sides[0])
-    np.testing.assert_allclose(ternary_xy(np.full((1, 3), 1 / 3)), [[0.0, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(projected_xy(np.full((1, 3), 1 / 3)), [[0.0, 0.0]], atol=1e-12)
     np.testing.assert_allclose(projected_xy(np.full((1, 5), 0.2)), [[0.0, 0.0]], atol=1e-12)
 
 

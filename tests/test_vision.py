@@ -74,7 +74,7 @@ def test_presets_keep_what_the_paper_keeps_at_the_base(vl_lab, tmp_path):
 def test_an_export_loads_in_transformers_and_answers_as_in_mixlab(vl_lab, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mixlab.evaluate import _Batches, image_answers
+    from mixlab.evaluate import Batches, image_answers
 
     engine = Engine(load_lab(vl_lab), Store(tmp_path / "c.sqlite"), device="cpu")
     m = engine.mixture([0.1, 0.6, 0.2, 0.1])
@@ -86,7 +86,7 @@ def test_an_export_loads_in_transformers_and_answers_as_in_mixlab(vl_lab, tmp_pa
     processor = AutoProcessor.from_pretrained(out)
     rows = engine._bench(engine.lab.benchmark("ocr")).examples
     spec = engine.lab.benchmark("ocr")
-    theirs = image_answers(model, processor, rows, spec, torch.device("cpu"), _Batches(4, None, None))
+    theirs = image_answers(model, processor, rows, spec, torch.device("cpu"), Batches(4, None, None))
     assert theirs == [r["output"] for r in ours]  # the same answers, one image at a time or in a batch
 
 

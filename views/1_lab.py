@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import MEAN, format_score, leaderboard, proxy_report
-from mixlab.backend import RESUMABLE, job_body, resume
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop import init_lab
+from mixlab.run.jobs import RESUMABLE, job_body, resume
 from mixlab.summary import lab_summary
 from views._shared import (
     backend_picker,

@@ -4,10 +4,10 @@ checkpoints."""
 import pandas as pd
 import streamlit as st
 
-from mixlab.backend import job_body
 from mixlab.errors import MixlabError
 from mixlab.plots import line_figure, slice_figure, trace_figure, trials_ternary, weights_figure
 from mixlab.recycle import compare_objective, recorded_table, verdicts
+from mixlab.run.jobs import job_body
 from mixlab.search import (
     SAMPLERS,
     Objective,

@@ -15,14 +15,14 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import MEAN, with_lab_mean
-from mixlab.backend import Job, Worker, job_body, recorder
 from mixlab.demo import DEMO_LAB
-from mixlab.distributed import dashboard_backends
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
 from mixlab.plots import BEST_STYLE
+from mixlab.run.executors import dashboard_backends
+from mixlab.run.jobs import Job, Worker, job_body, recorder
 from mixlab.simplex import Mixture, rebalance, validate_weights
 from mixlab.summary import lab_summary
 
@@ -33,7 +33,7 @@ MIXTURE = "mixture"  # the selected weights (list of floats, Σ = 1)
 REV = "mixture_rev"  # bumped on every change of the mixture; the weight sliders' keys include it
 BENCH = "bench"  # the benchmark every page shows (a lab benchmark or "mean")
 METHOD = "proxy_method"  # (method, params) of the proxy scores shown
-BACKEND = "backend"  # where this session's evaluations run (mixlab.distributed)
+BACKEND = "backend"  # where this session's evaluations run (mixlab.run.executors)
 NOTICES = "url_notices"  # what was wrong with the URL, said once
 
 

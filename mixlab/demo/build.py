@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mixlab import staging
 from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
@@ -251,7 +251,7 @@ def write_split(root: Path, name: str, n: int, seed: int) -> None:
             )
 
 
-def _write_manifest(
+def write_manifest(
     root: Path,
     name: str,
     description: str,
@@ -261,6 +261,8 @@ def _write_manifest(
     merge: dict | None = None,
     merge_comment: str | None = None,
 ) -> Path:
+    """A demo lab's ``lab.toml`` (one writer for the text, recycling and vision labs): base, experts, the
+    benchmarks and true mixtures as rows of their tables, and an optional ``[merge]`` table."""
     doc = ManifestWriter()
     doc.set("name", name)
     doc.set("description", description)
@@ -302,22 +304,31 @@ def cache_method_comparison(engine, points, show: bool = True) -> None:
 
 
 @contextmanager
-def _staged(out: Path, overwrite: bool):
+def staged_lab(out: Path, overwrite: bool):
     """Build a lab in a temp folder beside ``out``; it replaces ``out`` only when complete (a failed or
-    interrupted build leaves ``out`` as it was)."""
+    interrupted build leaves ``out`` as it was, and a killed build's temp folder is removed by the next one:
+    :mod:`mixlab.staging`, as for merged exports)."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MixlabError(f"{out} exists; pass --overwrite to rebuild it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    root.chmod(0o755)
+    try:
+        root = staging.stage(out)
+    except OSError as e:
+        raise MixlabError(f"cannot write into {out.parent}: {e.strerror or e}") from None
     try:
         yield root
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        staging.discard(root)
         raise
-    if out.exists():
-        shutil.rmtree(out)
-    root.replace(out)
+    try:
+        staging.publish(root, out)  # the earlier lab is replaced only once the new one is whole
+    except OSError as e:
+        staging.discard(root)
+        raise MixlabError(f"cannot move the built lab into place at {out}: {e.strerror or e}") from None
+
+
+def write_build_info(root: Path, info: dict) -> None:
+    """``build_info.json``: how a demo lab was built (seed, budget, time taken), with torch's version."""
+    (root / "build_info.json").write_text(json.dumps(info | {"torch": torch.__version__}, indent=2))
 
 
 def build_demo(
@@ -346,7 +357,7 @@ def build_demo(
     out = Path(out) if out else LABS_DIR / f"demo-k{domains}{'-full' if full else ''}"
     quiet_transformers()
     start = time.perf_counter()
-    with _staged(out, overwrite) as root:
+    with staged_lab(out, overwrite) as root:
         tokenizer = build_tokenizer()
         benches = _write_benchmarks(root, names, budget.n_eval, seed)
 
@@ -367,7 +378,7 @@ def build_demo(
             f"{', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), {kind} experts, {len(points)} true "
             f"mixtures, budget {budget.steps} steps × {budget.batch} examples each."
         )
-        _write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
+        write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
 
         lab = load_lab(root)
         store = Store(":memory:")  # the build's scores leave as the lab's evaluations.jsonl
@@ -390,22 +401,19 @@ def build_demo(
         compare_seconds = time.perf_counter() - compare_start
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
-        (root / "build_info.json").write_text(
-            json.dumps(
-                {
-                    "seed": seed,
-                    "domains": names,
-                    "kind": kind,
-                    "quick": quick,
-                    "budget": budget.__dict__,
-                    "base_steps_taken": base_steps,
-                    "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
-                    "seconds": round(time.perf_counter() - start, 1),
-                    "method_comparison_seconds": round(compare_seconds, 1),
-                    "torch": torch.__version__,
-                },
-                indent=2,
-            )
+        write_build_info(
+            root,
+            {
+                "seed": seed,
+                "domains": names,
+                "kind": kind,
+                "quick": quick,
+                "budget": budget.__dict__,
+                "base_steps_taken": base_steps,
+                "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
+                "seconds": round(time.perf_counter() - start, 1),
+                "method_comparison_seconds": round(compare_seconds, 1),
+            },
         )
     return out
 
@@ -433,7 +441,7 @@ def build_recycle(
         raise MixlabError(f"lab {src.name!r} has {len(trues)} true-mixture checkpoints; the pool needs {pool}")
     picked = [trues[int(i)] for i in np.linspace(0, len(trues) - 1, pool)]
     start = time.perf_counter()
-    with _staged(out, overwrite) as root:
+    with staged_lab(out, overwrite) as root:
         shutil.copytree(src.resolve(src.manifest.base), root / "base")
         shutil.copytree(src.root / "data", root / "data")
         names = []
@@ -448,7 +456,7 @@ def build_recycle(
             f"Built by `python -m mixlab demo build --recycle` from {src.name}: a pool of {len(names)} checkpoints "
             f"of one base ({len(src.manifest.experts)} experts and {pool} true-mixture models), for recycling."
         )
-        _write_manifest(root, "demo-recycle", description, names, benches, [])
+        write_manifest(root, "demo-recycle", description, names, benches, [])
         lab = load_lab(root)
         store = Store(":memory:")
         engine = Engine(lab, store, device="cpu")
@@ -460,5 +468,5 @@ def build_recycle(
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
         info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
-        (root / "build_info.json").write_text(json.dumps(info | {"torch": torch.__version__}, indent=2))
+        write_build_info(root, info)
     return out

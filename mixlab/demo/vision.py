@@ -233,7 +233,7 @@ def write_benchmark(root, name: str, n: int, seed: int, dev: bool = False) -> st
 
 def dev_ability(model, processor, seed: int, n: int = 60) -> dict[str, float]:
     """Greedy exact match per domain on ``n`` dev images drawn apart from the benchmarks'."""
-    from mixlab.evaluate import _Batches, image_answers
+    from mixlab.evaluate import Batches, image_answers
     from mixlab.lab import BenchmarkSpec
 
     spec = BenchmarkSpec(name="dev", evaluator="exact_match", data="(dev)", max_new_tokens=10)
@@ -244,7 +244,7 @@ def dev_ability(model, processor, seed: int, n: int = 60) -> dict[str, float]:
         for _ in range(n):
             img, prompt, answer = sample(name, rng)
             rows.append({"_image": io.BytesIO(png(img)), "prompt": prompt, "answer": answer})
-        answers = image_answers(model, processor, rows, spec, torch.device("cpu"), _Batches(n, None, None))
+        answers = image_answers(model, processor, rows, spec, torch.device("cpu"), Batches(n, None, None))
         out[name] = sum(a.strip() == r["answer"] for a, r in zip(answers, rows)) / n
     return out
 
@@ -254,7 +254,6 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     every domain's questions until partly able, 4 LoRA experts on the language model, and true mixtures on
     the paper's K=4 points (20 Dirichlet + uniform), with the same budget each; then the lab's checkpoint
     scores and linear proxies at the true points."""
-    import json
     import time
     from pathlib import Path
 
@@ -263,7 +262,16 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     from transformers import LlavaForConditionalGeneration
 
     from mixlab.demo import LABS_DIR
-    from mixlab.demo.build import FULL, QUICK, _staged, _train, _write_manifest, mixture_points, training_runs
+    from mixlab.demo.build import (
+        FULL,
+        QUICK,
+        _train,
+        mixture_points,
+        staged_lab,
+        training_runs,
+        write_build_info,
+        write_manifest,
+    )
     from mixlab.engine import EXPORT_FILE, Engine
     from mixlab.evaluate import quiet_transformers
     from mixlab.lab import load_lab
@@ -275,7 +283,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     out = Path(out) if out else LABS_DIR / ("demo-vl-quick" if quick else "demo-vl")
     quiet_transformers()
     start = time.perf_counter()
-    with _staged(out, overwrite) as root:
+    with staged_lab(out, overwrite) as root:
         tok = build_tokenizer()
         proc = build_processor(tok)
         benches = []
@@ -320,7 +328,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
             f"(dev exact match {', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), LoRA experts on the "
             f"language model, {len(points)} true mixtures, {budget.steps} steps × {budget.batch} images each."
         )
-        _write_manifest(
+        write_manifest(
             root,
             "demo-vl" + ("-quick" if quick else ""),
             description,
@@ -345,7 +353,6 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
             "base_steps_taken": steps,
             "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
             "seconds": round(time.perf_counter() - start, 1),
-            "torch": torch.__version__,
         }
-        (root / "build_info.json").write_text(json.dumps(info, indent=2))
+        write_build_info(root, info)
     return out

@@ -130,7 +130,7 @@ def _build(root: Path, name: str, timeout: float) -> Path:
     import subprocess
     import tempfile
 
-    from mixlab.merge.kernel_build import kill_tree
+    from mixlab.owner import kill_tree
 
     final = root / name
     root.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from mixlab.experts import Checkpoint, LoraTaskVector, TaskVector, concat_factors
 from mixlab.lazy import no_grad, torch
 from mixlab.merge import fused
-from mixlab.merge.methods import MergeMethod, MergeSpec, generator_for, is_excluded, sign_consensus
+from mixlab.merge.methods import MergeMethod, MergeSpec, generator_for, is_excluded
 from mixlab.simplex import validate_weights
 
 if TYPE_CHECKING:
@@ -128,10 +128,8 @@ class Merger:
             out = dst if dst.dtype == torch.float32 and dst.is_contiguous() else torch.empty_like(base)
             if stacks is None:
                 done = fused.weighted_sum(base, d, coef, out)
-            elif method.combine is sign_consensus:
-                done = fused.sign_consensus(base, d, wt, out, params["scale"], bool(params["normalize"]))
             else:
-                done = False
+                done = method.fused is not None and method.fused(base, d, wt, out, params)
             if not done:
                 self._combine_chunked(
                     method, params, base.view(-1), d.view(len(w), -1), wt, coef, out.view(-1), stacks is None

@@ -92,6 +92,14 @@ def sign_consensus(base: Tensor, deltas: Sequence[Tensor] | Tensor, weights: Ten
     return base + params["scale"] * merged
 
 
+def fused_sign_consensus(base: Tensor, stacked: Tensor, weights: Tensor, out: Tensor, params: Params) -> bool:
+    """:func:`sign_consensus` written into ``out`` by the fused CPU kernel (:mod:`mixlab.merge.fused`);
+    False where it does not apply (another device or dtype, no kernels), and the caller runs the torch one."""
+    from mixlab.merge import fused  # the kernels build on first use: only when a merge asks for them
+
+    return fused.sign_consensus(base, stacked, weights, out, params["scale"], bool(params["normalize"]))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Registry
 
@@ -140,6 +148,10 @@ class MergeMethod:
     params: tuple[Param, ...] = ()
     seeded: bool = False  # prepare draws random numbers
     linear_in_task_vectors: bool = False  # θ = θ_0 + Σ c_i τ_i exactly: LoRA stays factored
+    # combine(θ_0, (K, n) stacked τ̂, w, params) written into ``out`` in one pass; returns False where it
+    # does not apply, and the resident merger runs ``combine`` instead (linear methods use the fused weighted sum)
+    fused: Callable[[Tensor, Tensor, Tensor, Tensor, Params], bool] | None = None
+    reference_url: str | None = None  # the paper the method comes from
 
     def coefficients(self, weights: Sequence[float], params: Params) -> list[float]:
         """c_i = λ·w_i for methods linear in the task vectors (θ = θ_0 + Σ c_i τ_i); λ = ``scale`` (1 if
@@ -201,10 +213,23 @@ def methods() -> list[MergeMethod]:
 
 
 register(
-    MergeMethod("linear", "θ_0 + Σ w_i τ_i: the weighted average of the experts", linear, linear_in_task_vectors=True)
+    MergeMethod(
+        "linear",
+        "θ_0 + Σ w_i τ_i: the weighted average of the experts",
+        linear,
+        linear_in_task_vectors=True,
+        reference_url="https://arxiv.org/abs/2203.05482",  # model soups (Wortsman et al. 2022)
+    )
 )
 register(
-    MergeMethod("task_arithmetic", "θ_0 + λ Σ w_i τ_i", task_arithmetic, params=(SCALE,), linear_in_task_vectors=True)
+    MergeMethod(
+        "task_arithmetic",
+        "θ_0 + λ Σ w_i τ_i",
+        task_arithmetic,
+        params=(SCALE,),
+        linear_in_task_vectors=True,
+        reference_url="https://arxiv.org/abs/2212.04089",
+    )
 )
 register(
     MergeMethod(
@@ -214,6 +239,8 @@ register(
         sign_consensus,
         trim_top_magnitude,
         params=(DENSITY, NORMALIZE, SCALE),
+        fused=fused_sign_consensus,
+        reference_url="https://arxiv.org/abs/2306.01708",
     )
 )
 register(
@@ -224,6 +251,7 @@ register(
         dare_drop,
         params=(DROP, SEED, SCALE),
         seeded=True,
+        reference_url="https://arxiv.org/abs/2311.03099",
     )
 )
 register(
@@ -234,6 +262,8 @@ register(
         dare_drop,
         params=(DROP, SEED, NORMALIZE, SCALE),
         seeded=True,
+        fused=fused_sign_consensus,
+        reference_url="https://arxiv.org/abs/2311.03099",
     )
 )
 

@@ -3,53 +3,25 @@
 A merge is written into a hidden temp folder beside the target and moved into place only when it is
 complete. Every export carries :data:`EXPORT_MARKER` (its provenance), and ``overwrite`` replaces only a
 folder holding one: an export can never delete a user's own folder. Temp folders left by a killed
-process are removed by the next export to the same place.
+process are removed by the next export to the same place (:mod:`mixlab.staging`, shared with the demo labs).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
+from mixlab import staging
 from mixlab.errors import MergeError
 
 EXPORT_MARKER = "mixlab_merge.json"  # provenance of the merge; its presence marks a mixlab export
-_TMP = ".mixlab-tmp-"
-_OLD = ".mixlab-old-"
 
 
 def is_export(folder: Path) -> bool:
     """True for a folder mixlab exported (it holds the marker file, not a link to one)."""
     marker = Path(folder) / EXPORT_MARKER
     return marker.is_file() and not marker.is_symlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def remove_stale(out: Path) -> list[Path]:
-    """Remove temp/old folders that an export to ``out`` left behind when its process died."""
-    removed = []
-    for p in out.parent.glob(f".{out.name}.mixlab-*"):
-        tag = p.name[len(out.name) + 1 :]
-        for prefix in (_TMP, _OLD):
-            if tag.startswith(prefix):
-                pid = tag[len(prefix) :].split("-", 1)[0]
-                if pid.isdigit() and not _alive(int(pid)) and p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p, ignore_errors=True)
-                    removed.append(p)
-    return removed
 
 
 def start(out: Path, overwrite: bool, within: Path | None = None) -> tuple[Path, Path]:
@@ -85,12 +57,9 @@ def start(out: Path, overwrite: bool, within: Path | None = None) -> tuple[Path,
                 f"refusing to replace {out}: it is not a mixlab export (no {EXPORT_MARKER}); choose a new folder"
             )
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP}{os.getpid()}-", dir=out.parent))
+        tmp = staging.stage(out)
     except OSError as e:
         raise MergeError(f"cannot write into {out.parent}: {e.strerror or e}") from None
-    tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should not be
     return out, tmp
 
 
@@ -101,20 +70,11 @@ def finish(tmp: Path, out: Path, provenance: dict) -> Path:
     (tmp / FACTS).write_text(json.dumps(provenance, indent=2, sort_keys=True))
     if "base" in provenance:  # an export from a lab: a Hugging Face model card that explains it
         (tmp / "README.md").write_text(model_card(provenance, adapter=(tmp / "adapter_config.json").exists()))
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}{_OLD}{os.getpid()}")
-        os.replace(out, old)
+    kept = "; the earlier export is unchanged" if out.exists() else ""
     try:
-        os.replace(tmp, out)
+        return staging.publish(tmp, out)
     except OSError as e:
-        if old is not None:
-            os.replace(old, out)  # the earlier export goes back where it was
-        kept = "; the earlier export is unchanged" if old is not None else ""
         raise MergeError(f"cannot move the finished export into place at {out}: {e.strerror or e}{kept}") from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return out
 
 
 FACTS = "mixlab.json"  # the same facts as the marker, under the name tools look for
@@ -190,4 +150,4 @@ def model_card(p: dict, adapter: bool) -> str:
 
 
 def abort(tmp: Path) -> None:
-    shutil.rmtree(tmp, ignore_errors=True)
+    staging.discard(tmp)

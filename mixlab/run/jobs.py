@@ -1,6 +1,10 @@
-"""Where jobs run. The in-process :class:`Worker` runs one job at a time on a background thread (one
-model in memory, so evaluations queue rather than compete), reports progress, and cancels between
-batches. The UI polls :class:`Job` objects; the CLI calls the engine directly."""
+"""Jobs: the in-process :class:`Worker` runs one job at a time on a background thread (one model in memory,
+so evaluations queue rather than compete), reports progress, and cancels between batches. The UI polls
+:class:`Job` objects; the CLI calls the engine directly, except to resume a recorded job.
+
+What a recorded job runs is a typed request (:class:`ProxyJob`, :class:`CheckpointsJob`, :class:`SearchJob`,
+:class:`RecycleJob`), read from the JSON spec its record keeps (:func:`request`): a first run and a resume
+run the same body, and cached scores are reused, so a resume computes only what was missing."""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mixlab.errors import Cancelled, EvaluationError, JobError, MixlabError
 from mixlab.owner import Owner
+from mixlab.run.records import ACTIVE, JobRecord, JobState
 
 # a job body: fn(progress(done, total, message), cancel_event) -> result
 JobFn = Callable[[Callable[[int, int, str], None], threading.Event], Any]
@@ -28,7 +33,7 @@ class Job:
     description: str
     fn: JobFn = field(repr=False)
     id: int = field(default_factory=lambda: next(_ids))
-    state: str = "queued"  # queued → running → done | failed | cancelled
+    state: JobState = JobState.QUEUED  # queued → running → done | failed | cancelled
     done: int = 0
     total: int = 0
     message: str = ""
@@ -54,7 +59,7 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.state in ("queued", "running")
+        return self.state in ACTIVE
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -112,20 +117,20 @@ class Worker:
         while True:
             job = self._queue.get()
             if job.cancel_event.is_set():
-                job.state, job.finished = "cancelled", time.time()
+                job.state, job.finished = JobState.CANCELLED, time.time()
                 job._update()
                 continue
-            job.state, job.started = "running", time.time()
+            job.state, job.started = JobState.RUNNING, time.time()
             job._update()
             try:
                 job.result = job.fn(job._progress, job.cancel_event)
-                job.state = "done"
+                job.state = JobState.DONE
             except Cancelled:
-                job.state = "cancelled"
+                job.state = JobState.CANCELLED
             except MixlabError as e:
-                job.state, job.error = "failed", str(e)
+                job.state, job.error = JobState.FAILED, str(e)
             except Exception as e:  # a bug or a plugin's error: keep the worker alive, show what happened
-                job.state, job.error = "failed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+                job.state, job.error = JobState.FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
             job.finished = time.time()
             job._update()
 
@@ -145,104 +150,177 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
     me = Owner.here()
 
     def update(job: Job) -> None:
-        if job.state == "running" and job.done and time.time() - last[0] < 1.0:
+        if job.state == JobState.RUNNING and job.done and time.time() - last[0] < 1.0:
             return
         last[0] = time.time()
         if job.active and store.cancel_requested(record_id):
             job.cancel()
         store.put_job(
-            {
-                "id": record_id,
-                "lab": lab,
-                "kind": kind,
-                "description": job.description,
-                "spec": json.dumps(spec, sort_keys=True),
-                "state": job.state,
-                "done": job.done,
-                "total": job.total,
-                "message": job.message,
-                "error": job.error,
-                "created": job.created,
-                "started": job.started,
-                "finished": job.finished,
-                "pid": me.pid,
-                "host": me.host,
-                "pid_started": me.started,
-            }
+            JobRecord(
+                id=record_id,
+                lab=lab,
+                kind=kind,
+                description=job.description,
+                spec=json.dumps(spec, sort_keys=True),
+                state=job.state,
+                done=job.done,
+                total=job.total,
+                message=job.message,
+                error=job.error,
+                created=job.created,
+                started=job.started,
+                finished=job.finished,
+                pid=me.pid,
+                host=me.host,
+                pid_started=me.started,
+            )
         )
 
     return update
 
 
-RESUMABLE = ("proxy", "checkpoints", "search", "recycle")
+@dataclass(frozen=True)
+class ProxyJob:
+    """Proxy scores of ``mixtures`` (weights in the lab's expert order) under a merge method, on ``benchmarks``
+    (None: all), run by the executor named ``executor`` (``local`` or ``ray``)."""
 
+    kind: ClassVar[str] = "proxy"
+    mixtures: list[list[float]]
+    method: str
+    params: dict
+    benchmarks: list[str] | None = None
+    executor: str = "local"
 
-def job_body(engine, kind: str, spec: dict) -> JobFn:
-    """What a recorded job runs, from its spec: the same body a first run and a resume use (cached scores
-    are reused, so a resume computes only what was missing)."""
-    from mixlab.simplex import Mixture
+    @classmethod
+    def from_spec(cls, spec: dict) -> ProxyJob:
+        # the spec says "backend": the records of earlier versions, and their dedup keys, read the same
+        return cls(
+            spec["mixtures"], spec["method"], spec["params"], spec.get("benchmarks"), spec.get("backend", "local")
+        )
 
-    if kind == "proxy":
-        from mixlab.distributed import shared
+    def body(self, engine) -> JobFn:
+        from mixlab.run.executors import shared
+        from mixlab.simplex import Mixture
 
-        mixtures = [Mixture.of(engine.names, w, normalize=True) for w in spec["mixtures"]]
-        method, params = spec["method"], spec["params"]  # read now: a record that lacks them fails before it runs
+        mixtures = [Mixture.of(engine.names, w, normalize=True) for w in self.mixtures]
 
         def sweep(progress, cancel):
-            runner = shared(spec.get("backend", "local"))
-            result = runner.sweep(
-                engine,
-                mixtures,
-                method,
-                params,
-                spec.get("benchmarks"),
-                progress=progress,
-                cancel=cancel,
+            result = shared(self.executor).sweep(
+                engine, mixtures, self.method, self.params, self.benchmarks, progress=progress, cancel=cancel
             )
             if result.failed:
                 raise EvaluationError(f"{result.summary()}; the other scores are cached (resume to retry)")
             return result.evaluations
 
         return sweep
-    if kind == "checkpoints":
-        return lambda progress, cancel: engine.checkpoint_scores(
-            spec.get("benchmarks"), progress=progress, cancel=cancel
+
+
+@dataclass(frozen=True)
+class CheckpointsJob:
+    """Scores of the lab's base, experts and trained mixtures on ``benchmarks`` (None: all)."""
+
+    kind: ClassVar[str] = "checkpoints"
+    benchmarks: list[str] | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> CheckpointsJob:
+        return cls(spec.get("benchmarks"))
+
+    def body(self, engine) -> JobFn:
+        return lambda progress, cancel: engine.checkpoint_scores(self.benchmarks, progress=progress, cancel=cancel)
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """A search whose study grows to ``target`` trials (the study's size when it was asked for plus the
+    trials asked), so a resumed search runs only the trials its interruption left undone."""
+
+    kind: ClassVar[str] = "search"
+    objectives: list[str]
+    sampler: str
+    target: int
+    seed: int = 0
+    fidelity: int | None = None
+    allow_test: bool = False
+    study: str | None = None
+    executor: str = "local"
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> SearchJob:
+        return cls(
+            spec["objectives"],
+            spec["sampler"],
+            spec["target"],
+            spec.get("seed", 0),
+            spec.get("fidelity"),
+            spec.get("allow_test", False),
+            spec.get("study"),
+            spec.get("backend", "local"),
         )
-    if kind == "search":
-        return _search_body(engine, spec)
-    if kind == "recycle":
+
+    def body(self, engine) -> JobFn:
+        from mixlab.run.executors import shared
+        from mixlab.search import Search
+
+        def run(progress, cancel):
+            search = Search(
+                engine,
+                self.objectives,
+                sampler=self.sampler,
+                seed=self.seed,
+                fidelity=self.fidelity,
+                allow_test=self.allow_test,
+                name=self.study,
+                backend=shared(self.executor),
+            )
+            left = max(0, self.target - search.finished_trials())
+            result = search.run(left, progress=progress, cancel=cancel)
+            if len(result.objectives) == 1:  # what the winner is read against (a front has no one winner)
+                progress(left, left, "scoring the baselines on test")
+                result.baselines = search.baselines(result.best[0]["weights"], cancel=cancel)
+            return result
+
+        return run
+
+
+@dataclass(frozen=True)
+class RecycleJob:
+    """Checkpoint recycling (:func:`mixlab.recycle.compare`) with these settings."""
+
+    kind: ClassVar[str] = "recycle"
+    objective: str
+    sampler: str
+    trials: int
+    seed: int
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> RecycleJob:
+        return cls(spec["objective"], spec["sampler"], spec["trials"], spec["seed"])
+
+    def body(self, engine) -> JobFn:
         from mixlab.recycle import compare
 
-        settings = {k: spec[k] for k in ("objective", "sampler", "trials", "seed")}
+        settings = {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
         return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
-    raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
 
 
-def _search_body(engine, spec: dict) -> JobFn:
-    """A search job: its study grows to ``spec["target"]`` trials (the study's size when it was asked for
-    plus the trials asked), so a resumed search runs only the trials its interruption left undone."""
-    from mixlab.distributed import shared
-    from mixlab.search import Search
+JobRequest = ProxyJob | CheckpointsJob | SearchJob | RecycleJob
+REQUESTS = {r.kind: r for r in (ProxyJob, CheckpointsJob, SearchJob, RecycleJob)}
+RESUMABLE = tuple(REQUESTS)
 
-    def run(progress, cancel):
-        search = Search(
-            engine,
-            spec["objectives"],
-            sampler=spec["sampler"],
-            seed=spec.get("seed", 0),
-            fidelity=spec.get("fidelity"),
-            allow_test=spec.get("allow_test", False),
-            name=spec.get("study"),
-            backend=shared(spec.get("backend", "local")),
-        )
-        left = max(0, spec["target"] - search.finished_trials())
-        result = search.run(left, progress=progress, cancel=cancel)
-        if len(result.objectives) == 1:  # what the winner is read against (a front has no one winner)
-            progress(left, left, "scoring the baselines on test")
-            result.baselines = search.baselines(result.best[0]["weights"], cancel=cancel)
-        return result
 
-    return run
+def request(kind: str, spec: dict) -> JobRequest:
+    """The typed request a recorded job's ``kind`` and JSON ``spec`` describe; KeyError or TypeError for a
+    spec that lacks what the kind needs, MixlabError for a kind that cannot run again."""
+    if kind not in REQUESTS:
+        raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
+    return REQUESTS[kind].from_spec(spec)
+
+
+def job_body(engine, kind: str, spec: dict) -> JobFn:
+    """What a recorded job of ``kind`` with ``spec`` runs: :func:`request`'s body, parsed now (a spec that
+    lacks a field fails before anything runs)."""
+    return request(kind, spec).body(engine)
 
 
 def resume(worker: Worker, engine, record: dict) -> Job:

@@ -1,5 +1,5 @@
-"""Where evaluations run: here (:class:`LocalBackend`, the engine itself) or on a Ray cluster
-(:class:`RayBackend`).
+"""Executors, where a sweep's evaluations run: here (:class:`LocalBackend`, the engine itself) or on a Ray
+cluster (:class:`RayBackend`); the CLI's ``--backend`` and a job's spec name them ``local`` and ``ray``.
 
 The Ray backend follows mergekit-evolve's pattern: one actor per GPU (or per CPU slot where the cluster
 has none), each holding a resident engine (the base loaded once, experts as task vectors), fed mixtures
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from mixlab.errors import Cancelled, EvaluationError, MixlabError
+from mixlab.owner import end_when_gone
 from mixlab.simplex import Mixture
 from mixlab.store import Evaluation
 
@@ -116,58 +117,6 @@ class _Resident:
         return [by[(i, s.name)] for i in range(len(mixtures)) for s in specs]
 
 
-# Watches a driver from its own session; once the driver is gone (a kill -9 included), it ends the local
-# cluster's processes it started that are still there. Ray ends most of them itself (its raylet and GCS share
-# the driver's fate), but its per-node agents (DashboardAgent, RuntimeEnvAgent) notice their raylet's death
-# and still do not exit. psutil's Process remembers each start time: a pid reused since is never signalled.
-_REAPER = """
-import sys, time, psutil
-
-def same(pid_started):  # the process, if it still runs and is the one recorded (not a reused pid)
-    pid, started = pid_started.split(":")
-    try:
-        p = psutil.Process(int(pid))
-        if abs(p.create_time() - float(started)) < 0.5 and p.status() != psutil.STATUS_ZOMBIE:
-            return p
-    except psutil.Error:
-        pass
-    return None
-
-procs = [p for p in map(same, sys.argv[2:]) if p is not None]
-while same(sys.argv[1]) is not None:
-    time.sleep(1)
-time.sleep(2)  # Ray's own fate-sharing first
-left = [p for p in procs if p.is_running()]
-for p in left:
-    try:
-        p.terminate()
-    except psutil.Error:
-        pass
-for p in psutil.wait_procs(left, timeout=3)[1]:
-    try:
-        p.kill()
-    except psutil.Error:
-        pass
-"""
-
-
-def _reap_when_gone(procs: Sequence[psutil.Process]) -> None:
-    """Start the watcher (:data:`_REAPER`) of this process over the cluster processes ``procs``."""
-    import subprocess
-    import sys
-
-    def arg(p: psutil.Process) -> str:
-        return f"{p.pid}:{p.create_time()!r}"
-
-    subprocess.Popen(
-        [sys.executable, "-c", _REAPER, arg(psutil.Process()), *map(arg, procs)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # not in the driver's process group: a Ctrl-C or a group kill leaves it to watch
-    )
-
-
 class RayBackend:
     """Evaluations on a Ray cluster: ``address`` None starts a local one, whatever ``$RAY_ADDRESS`` says
     (``auto`` joins a running one, ``ray://host:10001`` a remote one through Ray Client, which needs
@@ -214,7 +163,7 @@ class RayBackend:
             if address is None:
                 started = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
                 with contextlib.suppress(psutil.Error):  # a process that ended meanwhile: nothing to watch
-                    _reap_when_gone(started)
+                    end_when_gone(started)  # Ray's per-node agents outlive a killed driver
         res = ray.cluster_resources()
         self.gpus, self.cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
         self.workers = workers or self.gpus or self.cpus
