@@ -28,7 +28,7 @@ with right:
     st.markdown(
         f"**θ = merge_{method}(θ₀, τ; w)** with w = "
         + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
-        + f" · params {params_label(params)} · device `{eng.device_name() or 'cuda, else mps, else cpu'}`"
+        + f" · params {params_label(params)} · device `{eng.device_name() or 'cuda, else mps, else cpu (picked at the first evaluation)'}`"
     )
     job = current_job()
     busy = job is not None and job.active
