@@ -25,10 +25,11 @@ with left:
     chosen = st.multiselect("Benchmarks", bench_names, default=bench_names, key="merge_benchmarks")
 with right:
     m = mixture(eng)
+    device = eng.device_name() or "cuda, else mps, else cpu (picked at the first evaluation)"  # no torch import
     st.markdown(
         f"**θ = merge_{method}(θ₀, τ; w)** with w = "
         + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
-        + f" · params {params_label(params)} · device `{eng.device_name() or 'cuda, else mps, else cpu (picked at the first evaluation)'}`"
+        + f" · params {params_label(params)} · device `{device}`"
     )
     job = current_job()
     busy = job is not None and job.active
