@@ -1,7 +1,8 @@
 """How well proxies rank mixtures, and which mixtures are worth having.
 
-- :func:`rank_correlation`: Spearman ρ or Kendall τ (scipy) with a percentile bootstrap 95% CI over
-  resampled mixtures; ``None`` when fewer than 3 pairs make it undefined.
+- :func:`rank_correlation`: Spearman ρ or Kendall τ-b with a percentile bootstrap 95% CI over resampled
+  mixtures; ``None`` when fewer than 3 pairs make it undefined. Computed with numpy and pandas (equal to
+  scipy's spearmanr/kendalltau, which the tests check), so a page draws them without importing scipy.stats.
 - :func:`regret`: pick the mixture the proxy likes best; its rank under the true scores and how much
   true score it leaves on the table. Scores equal up to float noise (:func:`same_score`) tie: a pick tied
   for best is "#1 (tied)" with regret 0 (:func:`rank_label`), never #2 on a last-bit difference.
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mixlab.errors import MixlabError
 from mixlab.simplex import ROUND, Mixture
@@ -190,13 +190,6 @@ class Correlation:
     low: float | None
     high: float | None
     n: int
-    p_value: float | None
-
-
-def _corr(method: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    fn = stats.spearmanr if method == "spearman" else stats.kendalltau
-    res = fn(x, y)
-    return float(res.statistic), float(res.pvalue)
 
 
 def rank_correlation(
@@ -215,16 +208,16 @@ def rank_correlation(
         raise MixlabError(f"proxy and true scores differ in length: {len(x)} vs {len(y)}")
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return Correlation(method, None, None, None, n, None)
-    value, p = _corr(method, x, y)
+        return Correlation(method, None, None, None, n)
+    value = float(bootstrap_statistics(method, x[None], y[None])[0])
     if n_boot == 0:
-        return Correlation(method, value, None, None, n, p)
+        return Correlation(method, value, None, None, n)
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boots = bootstrap_statistics(method, x[idx], y[idx])
     boots = boots[np.isfinite(boots)]  # resamples with a constant side have no correlation
     alpha = (1 - level) / 2
     low, high = np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan)
-    return Correlation(method, value, float(low), float(high), n, p)
+    return Correlation(method, value, float(low), float(high), n)
 
 
 def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -232,7 +225,9 @@ def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndar
     row by row these equal scipy's spearmanr/kendalltau (a test checks it)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         if method == "spearman":
-            rx, ry = stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1)  # average ranks for ties
+            # average ranks for ties, as scipy.stats.rankdata (pandas: no scipy.stats import on a page)
+            rx = pd.DataFrame(xs).rank(axis=1, method="average").to_numpy()
+            ry = pd.DataFrame(ys).rank(axis=1, method="average").to_numpy()
             rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
             return (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
         # τ-b = Σ_{i<j} sgn(Δx)·sgn(Δy) / √(Σ|sgn Δx| · Σ|sgn Δy|)

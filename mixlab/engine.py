@@ -20,10 +20,8 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from mixlab.analysis import results_table
-from mixlab.batched import BatchedLora, supports_batched
 from mixlab.errors import CacheError, EvaluationError, ManifestError
 from mixlab.evaluate import (
     BUILTIN,
@@ -38,6 +36,7 @@ from mixlab.evaluate import (
 from mixlab.experts import Checkpoint, TaskVector
 from mixlab.keys import CacheKey
 from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
+from mixlab.lazy import torch
 from mixlab.merge import MergeSpec, get_method, save_lora_merge, save_merged
 from mixlab.merge.methods import is_excluded
 from mixlab.presets import model_type, preset_patterns
@@ -112,10 +111,22 @@ class Engine:
     def __init__(self, lab: Lab, store: Store | None = None, device: str | None = None, batch_size: int | None = None):
         self.lab = lab
         self.store = store if store is not None else open_store(lab)
-        self.device = pick_device(device)
+        self._device = pick_device(device) if device else None  # a device asked for is checked now
         self._batch_size = batch_size
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self.sources = LabSources(lab)
+
+    @property
+    def device(self):
+        """Where evaluations run (a torch.device): the one asked for, else cuda → mps → cpu, picked when first
+        asked (importing torch: a page that only reads cached scores never asks)."""
+        if self._device is None:
+            self._device = pick_device(None)
+        return self._device
+
+    def device_name(self) -> str | None:
+        """The device's name if it is known without importing torch, else None (picked at the first evaluation)."""
+        return None if self._device is None else str(self._device)
 
     # --- what the lab is made of (reloaded when its files change: mixlab.sources) -------------------
     @property
@@ -347,6 +358,8 @@ class Engine:
             self._bench(bench).examples
         ):  # image rows are generated through the processor, one merge at a time
             return "materialize"
+        from mixlab.batched import supports_batched  # defines nn.Module subclasses: imports torch
+
         if supports_batched(self.experts) is not None:
             return "materialize"
         small = len(self._bench(bench).examples) <= SMALL_BENCHMARK[bench.evaluator]
@@ -445,6 +458,8 @@ class Engine:
         method = get_method(todo[0][2].method)
         if not method.linear_in_task_vectors:
             raise EvaluationError(f"the batched path merges linearly; method {method.name!r} needs path='materialize'")
+        from mixlab.batched import BatchedLora, supports_batched
+
         why = supports_batched(self.experts)
         if why:
             raise EvaluationError(f"the batched path does not apply to this lab: {why}")
@@ -576,7 +591,7 @@ class Engine:
         out = {}
         for kind, total in (
             ("base", 1),
-            ("expert", len(self.experts)),
+            ("expert", len(self.names)),
             ("true", sum(len(t.checkpoints) for t in self.lab.manifest.true_mixtures)),
         ):
             counts: dict[tuple, int] = {}
@@ -602,7 +617,8 @@ class Engine:
             # listed twice (as two mixtures' replicates) is named twice
             "base": lambda: [(None, "base", None, None)],
             "expert": lambda: [
-                (tv.fingerprint, tv.name, {n: float(n == tv.name) for n in self.names}, None) for tv in self.experts
+                (fp, name, {n: float(n == name) for n in self.names}, None)
+                for name, fp in zip(self.names, self.sources.expert_fps)
             ],
             "true": lambda: [
                 (fp, label, self.lab.true_mixture_weights(self._true_spec(label)).as_dict(), r)

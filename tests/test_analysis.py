@@ -21,6 +21,14 @@ def test_spearman_and_kendall_match_scipy_with_a_ci():
     assert k.value == pytest.approx(stats.kendalltau(x, y).statistic)
 
 
+def test_spearman_and_kendall_match_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 6, size=25) / 5  # accuracies on 5 examples: many ties
+    y = np.round(x + rng.normal(scale=0.3, size=25), 1)
+    assert rank_correlation(x, y, "spearman", n_boot=0).value == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert rank_correlation(x, y, "kendall", n_boot=0).value == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
 def test_correlation_undefined_below_three_or_constant():
     assert rank_correlation([1, 2], [2, 1]).value is None
     constant = rank_correlation([1, 1, 1], [1, 2, 3])
