@@ -876,18 +876,18 @@ def mean_of_rhos(
     x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)  # (B, n)
     n = x.shape[1] if x.ndim == 2 else 0
     if n < 3 or len(x) == 0:
-        return Correlation("spearman", None, None, None, n, None)
+        return Correlation("spearman", None, None, None, n)
     rhos = [rank_correlation(a, b, n_boot=0).value for a, b in zip(x, y)]
     if any(r is None for r in rhos):
-        return Correlation("spearman", None, None, None, n, None)
+        return Correlation("spearman", None, None, None, n)
     value = float(np.mean(rhos))
     if n_boot == 0:
-        return Correlation("spearman", value, None, None, n, None)
+        return Correlation("spearman", value, None, None, n)
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boots = np.mean([bootstrap_statistics("spearman", a[idx], b[idx]) for a, b in zip(x, y)], axis=0)  # (n_boot,)
     boots = boots[np.isfinite(boots)]
     low, high = np.quantile(boots, [0.025, 0.975]) if len(boots) else (np.nan, np.nan)
-    return Correlation("spearman", value, float(low), float(high), n, None)
+    return Correlation("spearman", value, float(low), float(high), n)
 
 
 def rho_summaries(
