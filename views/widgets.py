@@ -12,7 +12,7 @@ import streamlit as st
 from mixlab.analysis import MEAN
 from mixlab.engine import Engine
 from mixlab.merge import get_method, methods
-from mixlab.plots import BEST_STYLE
+from mixlab.plots import BEST_STYLE, weights_figure
 from mixlab.run.executors import dashboard_backends
 from mixlab.simplex import rebalance
 from mixlab.tables import params_label, proxy_methods
@@ -72,7 +72,7 @@ def weight_inputs(eng: Engine) -> None:
                 )
             },
         )
-        st.bar_chart(table.set_index("expert")["weight"], horizontal=True, height=28 * len(eng.names) + 40)
+        chart(weights_figure(dict(zip(table.expert, table.weight))), key=f"weights_bars_{rev}")
         return
     for i, name in enumerate(eng.names):
         key = f"w_{i}_{rev}"
