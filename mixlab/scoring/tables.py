@@ -1,0 +1,75 @@
+"""The read side: the cached scores of a lab, each as this lab names it, as rows or one tidy table; and
+the one filter that keeps a merge method's proxy rows (:func:`of_method`). Computes nothing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from mixlab.analysis import results_table
+from mixlab.merge.methods import is_excluded
+from mixlab.scoring.checkpoints import manifest_scores, onehot
+from mixlab.scoring.request import Method
+from mixlab.store import Evaluation
+
+
+def _true_spec(engine, label: str):
+    return next(t for t in engine.lab.manifest.true_mixtures if engine.lab.true_mixture_name(t) == label)
+
+
+def cached(engine, kind: str) -> list[Evaluation]:
+    """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
+    engine.refresh()
+    if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
+        names = {b.name for b in engine.lab.benchmarks}
+        return [e for e in engine.store.evaluations(models=engine.models_fp, kind="proxy") if e.benchmark in names]
+    rows = {  # fingerprint → how this lab names the checkpoint
+        "base": lambda: {None: ("base", None)},
+        "expert": lambda: {tv.fingerprint: (tv.name, onehot(engine, tv.name)) for tv in engine.experts},
+        "true": lambda: {
+            fp: (label, engine.lab.true_mixture_weights(_true_spec(engine, label)).as_dict())
+            for label, fp in engine.true_fingerprints.items()
+        },
+    }[kind]()
+    data = [engine._bench(b) for b in engine.benchmarks()]
+    keys = {engine._checkpoint_key(fp, d).digest: fp for fp in rows for d in data}
+    hits = engine.store.get_many(list(keys))
+    out = [
+        engine._as_here(
+            hits[k], {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
+        )
+        for k, fp in keys.items()
+        if k in hits
+    ]
+    return out + (manifest_scores(engine) if kind == "true" else [])
+
+
+def is_of(e: Evaluation, method: Method) -> bool:
+    """Whether a cached row is a checkpoint's (every method's) or a proxy of ``method`` with its params."""
+    return e.kind != "proxy" or (e.method, e.params) == method.pair()
+
+
+def of_method(df: pd.DataFrame, method: Method) -> pd.DataFrame:
+    """The rows of a results table that belong with ``method``: every checkpoint row, and the proxy rows of
+    this method with these params (the filter the pages and :func:`results` share)."""
+    keep = [k != "proxy" or (m, p) == method.pair() for k, m, p in zip(df.kind, df.method, df.params)]
+    return df[np.asarray(keep, dtype=bool)]  # a mask even when empty (df[[]] would select no columns)
+
+
+def results(engine, method: Method | None = None) -> pd.DataFrame:
+    """Every cached score of this lab as one tidy table (see :func:`mixlab.analysis.results_table`); proxy
+    rows only for ``method`` when given."""
+    rows = [
+        e
+        for kind in ("base", "expert", "true", "proxy")
+        for e in cached(engine, kind)
+        if method is None or is_of(e, method)
+    ]
+    return results_table(rows, engine.names)
+
+
+def excluded_tensors(engine) -> list[tuple[str, int]]:
+    """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
+    return [(k, math.prod(engine.base.shape(k))) for k in engine.base.keys() if is_excluded(k, engine.excluded)]
