@@ -357,9 +357,13 @@ class Engine:
         """The cost rule: :func:`mixlab.scoring.proxy.choose_path`."""
         return proxy.choose_path(self, self.method(method), bench, n_mixtures)
 
-    def lookup(self, mixture: Mixture, method=None, params=None, benchmarks=None) -> list[Evaluation] | None:
-        """The cached proxy scores of ``mixture`` on ``benchmarks`` (all of them), or None: computes nothing."""
-        return proxy.lookup(self, self.request([mixture], method, params, benchmarks))
+    def lookup(
+        self, mixture: Mixture | ProxyRequest, method=None, params=None, benchmarks=None
+    ) -> list[Evaluation] | None:
+        """The cached proxy scores of ``mixture`` on ``benchmarks`` (all of them), or None: computes nothing.
+        A one-mixture :class:`ProxyRequest` may be given instead of the mixture and its method."""
+        request = mixture if isinstance(mixture, ProxyRequest) else self.request([mixture], method, params, benchmarks)
+        return proxy.lookup(self, request)
 
     def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
         """Each expert on its own (the expert checkpoint itself, not a merge)."""

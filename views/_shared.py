@@ -22,7 +22,7 @@ from mixlab.lab import load_lab
 from mixlab.merge import get_method, methods
 from mixlab.plots import BEST_STYLE
 from mixlab.run.executors import dashboard_backends
-from mixlab.run.jobs import Job, Worker, job_body, recorder
+from mixlab.run.jobs import Job, ProxyJob, Worker, recorder
 from mixlab.simplex import Mixture, rebalance, validate_weights
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
@@ -523,10 +523,9 @@ def backend_picker() -> None:
 
 
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
-    spec = {"mixtures": [list(m.weights)], "method": method, "params": params, "benchmarks": benchmarks}
-    if backend_name() != "local":
-        spec["backend"] = backend_name()
-    return submit_job(f"{method} {params_label(params)} at {m.label()}", job_body(eng, "proxy", spec), "proxy", spec)
+    """Score ``m`` as one recorded job: the request the page made, run by this session's executor."""
+    job = ProxyJob(eng.request([m], method, params, benchmarks), backend_name())
+    return submit_job(job.describe(), job.body(eng), job.kind, job.to_spec())
 
 
 def current_job() -> Job | None:
