@@ -23,6 +23,7 @@ from mixlab.merge import get_method, methods
 from mixlab.plots import BEST_STYLE
 from mixlab.run.executors import dashboard_backends
 from mixlab.run.jobs import Job, ProxyJob, Worker, recorder
+from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.simplex import Mixture, rebalance, validate_weights
 
 # The session's view state, one home each. Widgets are derived from it (their keys carry the value they
@@ -524,7 +525,8 @@ def backend_picker() -> None:
 
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
     """Score ``m`` as one recorded job: the request the page made, run by this session's executor."""
-    job = ProxyJob(eng.request([m], method, params, benchmarks), backend_name())
+    request = ProxyRequest((m,), Method.for_lab(eng.lab, method, params), tuple(benchmarks or ()) or None)
+    job = ProxyJob(request, backend_name())
     return submit_job(job.describe(), job.body(eng), job.kind, job.to_spec())
 
 

@@ -60,11 +60,15 @@ class LocalBackend:
 
     def run(self, engine, request: ProxyRequest, *, progress=None, cancel=None) -> SweepResult:
         """The request's scores, in (mixture, benchmark) order."""
-        return SweepResult(engine.score(request, progress=progress, cancel=cancel))
+        from mixlab.scoring import proxy  # torch: imported when something is scored
+
+        return SweepResult(proxy.score(engine, request, progress=progress, cancel=cancel))
 
     def score(self, engine, request: ProxyRequest, *, cancel=None) -> list[Evaluation]:
-        """One mixture's scores (a search trial's request), on the materialise path."""
-        return engine.score(request, cancel=cancel)
+        """One mixture's scores (a search trial's request)."""
+        from mixlab.scoring import proxy
+
+        return proxy.score(engine, request, cancel=cancel)
 
     def sweep(self, engine, mixtures, method=None, params=None, benchmarks=None, *, progress=None, cancel=None):
         return self.run(engine, engine.request(mixtures, method, params, benchmarks), progress=progress, cancel=cancel)
@@ -118,11 +122,13 @@ class _Resident:
     def score(self, request: ProxyRequest, paths: dict[str, str]) -> list[Evaluation]:
         """Scores of ``request`` in (mixture, benchmark) order; ``paths`` per benchmark as the driver chose
         them, so a chunk is evaluated the way the whole sweep would be here."""
+        from mixlab.scoring import proxy
+
         specs = request.specs(self.engine.lab)
         by = {}
         for path in dict.fromkeys(paths.values()):
             group = tuple(s for s in specs if paths[s.name] == path)
-            evals = self.engine.score(replace(request, benchmarks=group, split="test", limit=None, path=path))
+            evals = proxy.score(self.engine, replace(request, benchmarks=group, split="test", limit=None, path=path))
             by.update({(i // len(group), e.benchmark): e for i, e in enumerate(evals)})
         return [by[(i, s.name)] for i in range(len(request.mixtures)) for s in specs]
 

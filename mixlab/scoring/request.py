@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mixlab.errors import EvaluationError
 from mixlab.lab import BenchmarkSpec, Lab
-from mixlab.merge.methods import MergeMethod, MergeSpec, get_method
 from mixlab.simplex import Mixture
+
+if TYPE_CHECKING:
+    from mixlab.merge.methods import MergeMethod, MergeSpec
 
 SPLITS = ("test", "dev")  # test: each benchmark's data (reported); dev: its search_data (what a search optimises)
 PATHS = ("auto", "materialize", "batched")
@@ -33,6 +36,8 @@ class Method:
     @classmethod
     def of(cls, name: str, params: Mapping[str, object] | None = None) -> Method:
         """Resolve ``params`` for method ``name`` (an unknown name or parameter raises MergeError)."""
+        from mixlab.merge.methods import get_method  # torch: imported when a method is first resolved
+
         return cls(name, get_method(name).resolve(params))
 
     @classmethod
@@ -45,6 +50,8 @@ class Method:
 
     @property
     def kernel(self) -> MergeMethod:
+        from mixlab.merge.methods import get_method
+
         return get_method(self.name)
 
     @property
@@ -54,6 +61,8 @@ class Method:
 
     def spec(self, mixture: Mixture, exclude: Sequence[str] = ()) -> MergeSpec:
         """The merge of ``mixture`` by this method, carrying the mixture and the looked-up kernel."""
+        from mixlab.merge.methods import MergeSpec
+
         return MergeSpec(self.name, mixture, self.params, tuple(exclude), kernel=self.kernel)
 
     def pair(self) -> tuple[str, dict]:
