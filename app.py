@@ -7,7 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from views._shared import code, figure_format_picker, lab_path, read_url, start_warmup, write_url
+from views.jobs import start_warmup
+from views.state import lab_path, read_url, write_url
+from views.text import code
+from views.widgets import figure_format_picker
 
 # a local icon: nothing is fetched from another host (a :material: icon would load a web font)
 st.set_page_config(page_title="mixlab", page_icon=str(Path(__file__).with_name("views") / "icon.png"), layout="wide")

@@ -31,7 +31,8 @@ from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
 from mixlab.merge import MergeSpec
 from mixlab.presets import model_type, preset_patterns
 from mixlab.resident import ResidentModel
-from mixlab.scoring import checkpoints, export, images, proxy, tables
+from mixlab.scoring import cached as cached_scores
+from mixlab.scoring import checkpoints, export, images, proxy
 from mixlab.scoring.proxy import SMALL_BENCHMARK  # noqa: F401 - its home moved; kept importable from here
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.scoring.targets import CheckpointModel, MergedModel
@@ -386,12 +387,12 @@ class Engine:
 
     def cached(self, kind: str) -> list[Evaluation]:
         """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
-        return tables.cached(self, kind)
+        return cached_scores.cached(self, kind)
 
     def results(self, method: str | Method | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table; proxy rows only for ``method``/``params`` when
-        given (:func:`mixlab.scoring.tables.results`)."""
-        return tables.results(self, None if method is None else self.method(method, params))
+        given (:func:`mixlab.scoring.cached.results`)."""
+        return cached_scores.results(self, None if method is None else self.method(method, params))
 
     def export(
         self,
@@ -431,4 +432,4 @@ class Engine:
 
     def excluded_tensors(self) -> list[tuple[str, int]]:
         """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
-        return tables.excluded_tensors(self)
+        return cached_scores.excluded_tensors(self)

@@ -325,6 +325,30 @@ def _guess_evaluator(path: Path) -> tuple[str, str]:
     )
 
 
+WORKSPACE_VAR = "MIXLAB_WORKSPACE"  # the folder a dashboard may make labs in (set by whoever starts it)
+
+
+class NoWorkspace(MixlabError):
+    """$MIXLAB_WORKSPACE is not set: the dashboard makes no lab anywhere."""
+
+
+def workspace_folder(folder: str, workspace: str | None = None) -> Path:
+    """The rule for making a lab from the dashboard: ``folder`` resolved, and accepted only inside the
+    workspace (``workspace``, default $MIXLAB_WORKSPACE), since lab init lists folders and reads JSONL rows:
+    a page reads and writes nothing outside what its operator allowed. Raises :class:`NoWorkspace` when
+    there is no workspace, MixlabError when the folder is outside it."""
+    workspace = os.environ.get(WORKSPACE_VAR) if workspace is None else workspace
+    if not workspace:
+        raise NoWorkspace(
+            f"the dashboard makes labs only inside ${WORKSPACE_VAR}, which was not set when the app started "
+            f"(`{WORKSPACE_VAR}=/path/to/labs streamlit run app.py`)"
+        )
+    root = Path(folder).expanduser().resolve() if folder else None
+    if root is None or not root.is_relative_to(Path(workspace).expanduser().resolve()):
+        raise MixlabError(f"{folder or '(no folder)'} is not inside the workspace {workspace}")
+    return root
+
+
 def init_lab(
     root: Path,
     base: str,

@@ -243,6 +243,16 @@ def verdicts(rows: Sequence[dict], objective: Objective) -> list[dict]:
     return out
 
 
+def verdict_text(v: dict, strong=str, name=str) -> str:
+    """One of :func:`verdicts` in words, as the CLI and the page say it: "within noise of the greedy soup
+    (0.5800 vs 0.5917, -0.0117; 2 SE = 0.0982)". ``strong`` marks the verdict (the page: bold) and ``name``
+    writes the candidate (the page: escaped for markdown)."""
+    diff = f"{v['searched']:.4f} vs {v['other']:.4f}, {v['difference']:+.4f}"
+    noise = f"2 SE = {2 * v['se']:.4f}" if v["noise_known"] else "noise unknown: the metric is not an accuracy"
+    relation = {"within noise": "of", "equal": "to"}.get(v["verdict"], "than")
+    return f"{strong(v['verdict'])} {relation} the {name(v['candidate'])} ({diff}; {noise})"
+
+
 def recorded_table(lab) -> list[dict] | None:
     """The candidates' rows the lab's ``recycle.json`` records (what opening a recycling lab shows), or None
     when it has none."""

@@ -358,7 +358,7 @@ def test_every_page_works_on_a_lab_with_no_cached_scores(app, tmp_path, monkeypa
 def test_a_new_lab_gets_its_first_score_from_the_simplex_page(app, tmp_path, monkeypatch):
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
-    from views._shared import worker
+    from views.jobs import worker
 
     monkeypatch.delenv("MIXLAB_CACHE")
     lab = _lab_copy(tmp_path, scores=False)
@@ -606,7 +606,7 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     page's button scores the base, experts and true mixtures through the engine's cache."""
     import shutil
 
-    from views._shared import worker
+    from views.jobs import worker
 
     lab = tmp_path / "k3"
     shutil.copytree(DEMO_LAB, lab, ignore=shutil.ignore_patterns(".mixlab", "evaluations.jsonl", "true"))
@@ -656,7 +656,9 @@ def _after(at, heading: str) -> list:
 
 def test_search_page_runs_a_search_and_shows_the_winner_beside_its_baselines(app):
     from mixlab.search import Objective
-    from views._shared import engine, escape, worker
+    from views.jobs import worker
+    from views.state import engine
+    from views.text import escape
 
     at = _open(app, "views/7_search.py")
     at.number_input(key="search_trials").set_value(4)
@@ -713,7 +715,7 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
     import optuna
     from optuna.distributions import FloatDistribution
 
-    from views._shared import worker
+    from views.jobs import worker
 
     # a study of another lab in the same search.sqlite ($MIXLAB_CACHE is one file for every lab): not listed here
     path = Path(os.environ["MIXLAB_CACHE"]).parent / "search.sqlite"
@@ -749,7 +751,7 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
 
 def test_pages_poll_only_while_a_job_runs(monkeypatch):
     """An idle page does not rerun: the progress fragment gets run_every only while its job is active."""
-    import views._shared as shared
+    import views.jobs as shared
 
     seen = []
 
@@ -772,7 +774,7 @@ def test_a_first_evaluation_says_its_start_up_stages_and_cancels_between_them():
     import threading
 
     from mixlab.errors import Cancelled
-    from views._shared import _stages
+    from views.jobs import _stages
 
     class Eng:
         loaded = False
@@ -823,7 +825,7 @@ def test_the_lab_page_lists_every_sessions_jobs_and_resumes_a_stopped_one(app, t
     import os
 
     from mixlab.store import Store
-    from views._shared import worker
+    from views.jobs import worker
 
     spec = {"mixtures": [[0.3, 0.3, 0.4]], "method": "linear", "params": {}, "benchmarks": ["rev-loss"]}
     Store(os.environ["MIXLAB_CACHE"]).put_job(
@@ -922,7 +924,7 @@ def test_every_figure_downloads_as_png_or_svg_at_publication_size_and_tables_as_
         text = page.read_text()
         for other in ("line_chart(", "bar_chart(", "st.table(", "altair_chart(", "pyplot("):
             assert other not in text, (page.name, other)
-        if page.name != "_shared.py":
+        if page.name != "widgets.py":
             assert "plotly_chart(" not in text, page.name  # every figure goes through chart()
 
 

@@ -370,3 +370,20 @@ def test_a_sweeps_progress_bar_names_what_it_counts(tmp_path, monkeypatch):
     LocalBackend().sweep(eng, mixtures, "linear", {}, progress=lambda d, t, m="": steps.append((d, t)))
     assert steps[-1] == (2 * len(eng.lab.benchmarks),) * 2
     assert (LocalBackend.progress_unit, RayBackend.progress_unit) == ("score", "mixture")
+
+
+def test_method_and_sampler_options_list_the_registries_without_importing_them_for_usage():
+    from mixlab.merge import methods
+    from mixlab.search import SAMPLERS
+
+    eval_help = " ".join(mixlab("eval", "--help").stdout.split())  # argparse wraps lines
+    assert ", ".join(m.name for m in methods()) + " (default: the lab's)" in eval_help
+    search_help = " ".join(mixlab("search", "--help").stdout.split())
+    assert ", ".join(SAMPLERS) + " (default tpe" in search_help
+    # the top-level parser and its usage errors stay light: the registries are read when shown or checked
+    code = (
+        "import sys; from mixlab.cli import parser; parser().format_help(); "
+        "print('torch' in sys.modules, 'optuna' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.stdout.split() == ["False", "False"], r.stderr

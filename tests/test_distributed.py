@@ -210,7 +210,7 @@ def test_the_dashboard_runs_an_evaluation_on_ray_when_asked(cluster, tiny_lab_di
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from views._shared import worker
+    from views.jobs import worker
 
     monkeypatch.setenv("MIXLAB_CACHE", str(tiny_lab_dir / "cache.sqlite"))
     st.cache_resource.clear()

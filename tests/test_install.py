@@ -77,3 +77,22 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
     )
     assert str(site) in r.stdout, r.stdout + r.stderr  # the installed copy, imported from another folder
     assert not (ROOT / "build").exists() and not list(ROOT.glob("*.egg-info"))  # the checkout stays clean
+
+
+def test_the_readme_development_map_names_every_module():
+    """The README's map of the tree (## Development) names every module of mixlab/, mixlab/cli/, merge/, scoring/ and
+    the shared views, and no module that is gone."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Development", 1)[1].split("```", 2)[1]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", block))
+    modules = {
+        p.stem
+        for folder in ("mixlab", "mixlab/cli", "mixlab/merge", "mixlab/demo", "mixlab/scoring")
+        for p in (ROOT / folder).glob("*.py")
+        if not p.stem.startswith("__")
+    }
+    modules |= {p.stem for p in (ROOT / "views").glob("*.py") if not p.stem[0].isdigit()}
+    assert modules - words == set(), "modules the README's map does not name"
+    assert "_shared" not in words and "cli.py" not in block  # gone: views/_shared.py, mixlab/cli.py

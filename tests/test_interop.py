@@ -408,3 +408,21 @@ def test_the_readme_vision_language_block_runs_as_written(tmp_path, capsys, monk
     report = out[out.index("proxy (linear) vs true mixtures in my-vl-lab") :]
     (line,) = [ln for ln in report.splitlines() if ln.startswith("colour ")]
     assert line.split()[1] == "3" and "of 3" in line  # Proxy vs true over the 3 true mixtures, the proxy's pick
+
+
+def test_the_dashboard_makes_labs_only_inside_the_workspace(tmp_path, monkeypatch):
+    from mixlab.interop import NoWorkspace, workspace_folder
+
+    space = tmp_path / "space"
+    (space / "mine").mkdir(parents=True)
+    (space / "out").symlink_to(tmp_path, target_is_directory=True)  # a link inside that leads outside
+    monkeypatch.delenv("MIXLAB_WORKSPACE", raising=False)
+    with pytest.raises(NoWorkspace, match=r"only inside \$MIXLAB_WORKSPACE, which was not set"):
+        workspace_folder(str(space / "mine"))
+    monkeypatch.setenv("MIXLAB_WORKSPACE", str(space))
+    assert workspace_folder(str(space / "mine")) == (space / "mine").resolve()
+    assert workspace_folder(str(space / "mine" / ".." / "mine" / "new")) == (space / "mine" / "new").resolve()
+    for outside in (tmp_path, space / ".." / "x", space / "out" / "mine", ""):
+        with pytest.raises(MixlabError, match="is not inside the workspace") as e:
+            workspace_folder(str(outside) if outside != "" else "")
+        assert not isinstance(e.value, NoWorkspace)

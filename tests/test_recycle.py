@@ -111,3 +111,16 @@ def test_searches_and_recycling_runs_are_recorded_jobs_that_resume_where_they_st
     records = {r["kind"]: r for r in engine.store.jobs("tiny")}
     assert records["search"]["state"] == "done" and records["recycle"]["state"] == "done"
     assert json.loads(records["recycle"]["spec"]) == rspec
+
+
+def test_a_verdict_in_words_is_what_the_cli_and_the_page_say():
+    from mixlab.recycle import verdict_text
+
+    near = {"candidate": "greedy soup", "searched": 0.58, "other": 0.5917, "difference": -0.0117}
+    near |= {"se": 0.0491, "verdict": "within noise", "noise_known": True}
+    assert verdict_text(near) == "within noise of the greedy soup (0.5800 vs 0.5917, -0.0117; 2 SE = 0.0982)"
+    far = near | {"candidate": "a*b", "difference": 0.2, "se": None, "verdict": "better", "noise_known": False}
+    assert verdict_text(far, strong=lambda s: f"**{s}**", name=lambda s: s.replace("*", "\\*")) == (
+        "**better** than the a\\*b (0.5800 vs 0.5917, +0.2000; noise unknown: the metric is not an accuracy)"
+    )
+    assert verdict_text(far | {"verdict": "equal", "difference": 0.0}).startswith("equal to the a*b")

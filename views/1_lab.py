@@ -1,35 +1,25 @@
 """Lab: pick a lab and see what it holds."""
 
-import os
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import MEAN, format_score, leaderboard, proxy_report
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
-from mixlab.interop import init_lab
+from mixlab.interop import NoWorkspace, init_lab, workspace_folder
 from mixlab.run.jobs import RESUMABLE, job_body, resume
-from views._shared import (
+from mixlab.run.records import ACTIVE, STOPPED
+from mixlab.tables import of_method
+from views.jobs import current_job, job_panel, submit_job, worker
+from views.state import engine, lab_path, open_lab, results
+from views.text import code, escape, show_error
+from views.widgets import (
     backend_picker,
     benchmark_options,
     benchmark_picker,
-    code,
-    current_job,
-    engine,
-    escape,
-    job_panel,
-    lab_path,
     missing_scores_note,
-    of_method,
-    open_lab,
     proxy_method_picker,
-    results,
-    show_error,
     stacking_columns,
-    submit_job,
-    worker,
 )
 
 COUNT_BYTES = 2**30  # full experts of a base under 1 GiB have their changed tensors counted here
@@ -66,9 +56,7 @@ with pick_path.form("lab_picker", border=False):
 
 
 def new_lab_from_a_folder() -> None:
-    """lab init from the page: only inside $MIXLAB_WORKSPACE (set by whoever starts the app), since it lists
-    folders and reads JSONL rows: the page reads and writes nothing outside what its operator allowed."""
-    workspace = os.environ.get("MIXLAB_WORKSPACE")
+    """lab init from the page: only inside $MIXLAB_WORKSPACE (mixlab.interop.workspace_folder)."""
     with st.form("lab_init"):
         c1, c2, c3, c4 = st.columns(4)
         folder = c1.text_input("Folder", key="init_dir", help="a folder inside $MIXLAB_WORKSPACE")
@@ -82,25 +70,20 @@ def new_lab_from_a_folder() -> None:
     )
     if asked:
         st.session_state.pop("init_preview", None)
-        root = Path(args[0]).expanduser().resolve() if args[0] else None
-        if not workspace:
-            st.info(
-                "The dashboard makes labs only inside $MIXLAB_WORKSPACE, which was not set when the app started "
-                f"(`MIXLAB_WORKSPACE=/path/to/labs streamlit run app.py`). From a shell: {code(command)}"
-            )
-        elif root is None or not root.is_relative_to(Path(workspace).resolve()):
-            st.error(f"{escape(args[0] or '(no folder)')} is not inside the workspace {escape(workspace)}.")
-        else:
-            try:
-                st.session_state.init_preview = (args, init_lab(root, *args[1:], write=False))
-            except MixlabError as e:
-                show_error("Cannot make a lab there", e)
+        try:
+            root = workspace_folder(args[0])
+            st.session_state.init_preview = (args, init_lab(root, *args[1:], write=False))
+        except NoWorkspace as e:
+            said = str(e)  # mixlab's own words (no user data): its code span stays one
+            st.info(f"{said[0].upper()}{said[1:]}. From a shell: {code(command)}")
+        except MixlabError as e:
+            show_error("Cannot make a lab there", e)
     preview = st.session_state.get("init_preview")
     if preview is not None and preview[0] == args:
         st.code(preview[1], language="toml")
         if st.button("Write lab.toml and open the lab", key="init_write"):
             try:
-                written = init_lab(Path(args[0]).expanduser().resolve(), *args[1:])
+                written = init_lab(workspace_folder(args[0]), *args[1:])
             except MixlabError as e:
                 show_error("Cannot make a lab there", e)
             else:
@@ -294,7 +277,7 @@ if records:
         ]
     )
     st.dataframe(jobs_table, hide_index=True, width="stretch", key="lab_jobs")
-    running = [r for r in records if r["state"] in ("queued", "running")]
+    running = [r for r in records if r["state"] in ACTIVE]
     if running:
         c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
         pick = c1.selectbox(
@@ -310,7 +293,7 @@ if records:
                 show_error("Cannot ask", e)
             else:
                 st.toast("Asked to cancel: it stops at its next progress step (scores finished so far stay cached).")
-    stopped = [r for r in records if r["state"] in ("interrupted", "failed", "cancelled") and r["kind"] in RESUMABLE]
+    stopped = [r for r in records if r["state"] in STOPPED and r["kind"] in RESUMABLE]
     if stopped:
         pick = st.selectbox(
             "Resume a stopped job (scores already cached are not recomputed)",

@@ -9,28 +9,19 @@ from mixlab.errors import MixlabError
 from mixlab.evaluate import open_image
 from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure
 from mixlab.simplex import separating_vertices
-from views._shared import (
-    MIXTURE,
+from mixlab.tables import of_method
+from views.jobs import job_panel, submit_evaluation, worker
+from views.state import MIXTURE, engine, mixture, results, set_mixture, winners
+from views.text import code, escape, show_error
+from views.widgets import (
     benchmark_options,
     benchmark_picker,
     best_panel,
     chart,
-    code,
-    engine,
-    escape,
-    job_panel,
     missing_scores_note,
-    mixture,
-    of_method,
     point_data,
     proxy_method_picker,
-    results,
-    set_mixture,
-    show_error,
-    submit_evaluation,
     weight_inputs,
-    winners,
-    worker,
 )
 
 st.title("Simplex explorer")

@@ -1,25 +1,15 @@
 """Merge & evaluate on demand: any method and parameters, evaluated in the background; export."""
 
-import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import cached_params, weights_key
+from mixlab.analysis import cached_params
 from mixlab.errors import MixlabError
 from mixlab.lab import weights_label
-from views._shared import (
-    code,
-    current_job,
-    engine,
-    job_panel,
-    method_params_inputs,
-    mixture,
-    of_method,
-    params_label,
-    results,
-    show_error,
-    submit_evaluation,
-    weight_inputs,
-)
+from mixlab.tables import labelled_scores, mixture_rows, params_label
+from views.jobs import current_job, job_panel, submit_evaluation
+from views.state import engine, mixture, results
+from views.text import code, show_error
+from views.widgets import method_params_inputs, weight_inputs
 
 st.title("Merge & evaluate")
 eng = engine()
@@ -56,21 +46,12 @@ with right:
     job_panel()
 
     spec_params = eng.spec(m, method, params).params
-    df = eng.results()
-    key = weights_key(m.as_dict(), eng.names)
-    df = of_method(df, method, spec_params)
-    mine = df[[k == "proxy" and weights_key(w, eng.names) == key for k, w in zip(df.kind, df.weights)]]
-    if len(mine):
-        table = mine[["benchmark", "metric", "score", "higher_is_better", "n", "seconds", "device"]].reset_index(
-            drop=True
-        )
+    table = mixture_rows(eng.results(), eng.names, m.as_dict(), method, spec_params)
+    if len(table):
         st.dataframe(table, hide_index=True, width="stretch")
-        csv = pd.concat([table, pd.DataFrame([m.as_dict()] * len(table))], axis=1).assign(
-            method=method, params=params_label(spec_params)
-        )
         st.download_button(
             "Scores as CSV",
-            csv.to_csv(index=False),
+            labelled_scores(table, m.as_dict(), method, spec_params).to_csv(index=False),
             file_name=f"mixlab_{method}_scores.csv",
             mime="text/csv",
             key="merge_csv",

@@ -5,18 +5,15 @@ import streamlit as st
 
 from mixlab.analysis import MEAN, method_comparison, paired, proxy_report, readable, tie_ranks
 from mixlab.plots import proxy_true_figure
-from views._shared import (
+from mixlab.tables import of_method, params_label
+from views.state import engine, results
+from views.text import code, escape
+from views.widgets import (
     benchmark_options,
     benchmark_picker,
     chart,
-    code,
-    engine,
-    escape,
     missing_scores_note,
-    of_method,
-    params_label,
     proxy_method_picker,
-    results,
     stacking_columns,
 )
 

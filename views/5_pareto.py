@@ -3,25 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, best_mixtures, best_on_plane, method_fronts, pareto_points, readable
+from mixlab.analysis import MEAN, best_mixtures, best_on_plane, pareto_points, readable
 from mixlab.plots import pareto_figure
-from views._shared import (
-    BENCH,
-    MIXTURE,
-    benchmark_options,
-    best_panel,
-    chart,
-    code,
-    engine,
-    missing_scores_note,
-    of_method,
-    params_label,
-    point_data,
-    proxy_method_picker,
-    results,
-    set_mixture,
-    winners,
-)
+from mixlab.tables import front_counts, fronts, method_table, of_method
+from views.state import BENCH, MIXTURE, engine, results, set_mixture, winners
+from views.text import code
+from views.widgets import benchmark_options, best_panel, chart, missing_scores_note, point_data, proxy_method_picker
 
 st.title("Pareto fronts")
 eng = engine()
@@ -87,28 +74,24 @@ st.caption(
     "explorer); the red ring is the selected mixture."
 )
 
-merged_front = pts[pts.proxy_front & (pts.kind == "proxy")]
-experts = pts[pts.kind == "expert"]
+counts = front_counts(pts)
 st.markdown(
-    f"**Checkpoint recycling.** The front of merges holds **{len(merged_front)}** merged mixtures and "
-    f"{int((pts.proxy_front & (pts.kind == 'expert')).sum())} of {len(experts)} single experts; a merge on the front "
+    f"**Checkpoint recycling.** The front of merges holds **{counts['merges']}** merged mixtures and "
+    f"{counts['experts_on_front']} of {counts['experts']} single experts; a merge on the front "
     "is a trade-off no single checkpoint offers."
 )
-cols = ["kind", "label", "x", "y", *eng.names]
 renamed = {"x": f"{bx} (x)", "y": f"{by} (y)"}
-for col, title in (
-    ("proxy_front", "Front of merges (experts + proxies)"),
-    ("true_front", "Front of trained models (experts + true mixtures)"),
+shown = fronts(pts, eng.names)
+for which, key, title in (
+    ("merges", "pareto_proxy_front", "Front of merges (experts + proxies)"),
+    ("trained", "pareto_true_front", "Front of trained models (experts + true mixtures)"),
 ):
     st.markdown(title)
-    st.dataframe(pts[pts[col]][cols].rename(columns=renamed), hide_index=True, width="stretch", key=f"pareto_{col}")
+    st.dataframe(shown[which].rename(columns=renamed), hide_index=True, width="stretch", key=key)
 
-fair, n_shared = method_fronts(df[df.benchmark.isin([bx, by])], eng.names, bx, by)
+fair, n_shared = method_table(df, eng.names, bx, by)
 st.markdown(
     f"**Merge methods side by side**, fairly: each method's merges at the **{n_shared}** mixtures every cached "
     "method has, against the single experts on these two benchmarks (a method with a denser grid cannot win by count)"
-)
-fair = fair.assign(params=fair.params.map(params_label)).rename(
-    columns={"best x": f"best {bx}", "best y": f"best {by}"}
 )
 st.dataframe(readable(fair, 4, "—"), hide_index=True, width="stretch", key="pareto_methods")

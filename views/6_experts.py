@@ -4,7 +4,8 @@ import streamlit as st
 
 from mixlab.diagnostics import interference
 from mixlab.plots import heatmap
-from views._shared import chart, engine, stacking_columns
+from views.state import engine
+from views.widgets import chart, stacking_columns
 
 st.title("Experts")
 eng = engine()

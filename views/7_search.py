@@ -6,7 +6,7 @@ import streamlit as st
 
 from mixlab.errors import MixlabError
 from mixlab.plots import line_figure, slice_figure, trace_figure, trials_ternary, weights_figure
-from mixlab.recycle import compare_objective, recorded_table, verdicts
+from mixlab.recycle import compare_objective, recorded_table, verdict_text, verdicts
 from mixlab.run.jobs import job_body
 from mixlab.search import (
     SAMPLERS,
@@ -23,19 +23,10 @@ from mixlab.search import (
     weight_importance,
     weights_study,
 )
-from views._shared import (
-    backend_name,
-    chart,
-    code,
-    current_job,
-    engine,
-    escape,
-    job_panel,
-    no_benchmarks,
-    set_mixture,
-    show_error,
-    submit_job,
-)
+from views.jobs import current_job, job_panel, submit_job
+from views.state import backend_name, engine, set_mixture
+from views.text import code, escape, show_error
+from views.widgets import chart, no_benchmarks
 
 ss = st.session_state
 st.title("Search")
@@ -290,14 +281,7 @@ def recycle_result(rows: list[dict], said: str) -> None:
         ]
     )
     st.dataframe(table.round(4), hide_index=True, width="stretch", key="recycle_table")
-    lines = []
-    for v in verdicts(rows, obj):
-        diff = f"{v['searched']:.4f} vs {v['other']:.4f}, {v['difference']:+.4f}"
-        if v["verdict"] == "within noise":
-            lines.append(f"- **within noise** of the {escape(v['candidate'])} ({diff}; 2 SE = {2 * v['se']:.4f})")
-        else:
-            noise = f"2 SE = {2 * v['se']:.4f}" if v["noise_known"] else "noise unknown: the metric is not an accuracy"
-            lines.append(f"- **{v['verdict']}** than the {escape(v['candidate'])} ({diff}; {noise})")
+    lines = [f"- {verdict_text(v, strong=lambda s: f'**{s}**', name=escape)}" for v in verdicts(rows, obj)]
     st.markdown(
         "On test, the searched merge is:\n" + "\n".join(lines) + "\n\n"
         "(SE: the binomial standard error of each test objective, the two added in quadrature — they share their "

@@ -199,14 +199,11 @@ class ProxyJob:
 
     def describe(self) -> str:
         """What the dashboard lists it as."""
-        m = self.request.method
-        params = json.dumps(m.params, sort_keys=True) if m.params else "defaults"
-        what = (
-            self.request.mixtures[0].label()
-            if len(self.request.mixtures) == 1
-            else f"{len(self.request.mixtures)} mixtures"
-        )
-        return f"{m.name} {params} at {what}"
+        from mixlab.tables import params_label
+
+        m, mixtures = self.request.method, self.request.mixtures
+        what = mixtures[0].label() if len(mixtures) == 1 else f"{len(mixtures)} mixtures"
+        return f"{m.name} {params_label(m.params)} at {what}"
 
     def body(self, engine) -> JobFn:
         from mixlab.run.executors import shared

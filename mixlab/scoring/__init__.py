@@ -1,6 +1,6 @@
 """Scoring: the one request value (:mod:`.request`: :class:`Method`, :class:`ProxyRequest`) and the use
 cases the :class:`~mixlab.engine.Engine` session runs — proxy sweeps and the cost rule (:mod:`.proxy`),
-checkpoint scores (:mod:`.checkpoints`), the read side (:mod:`.tables`), export with provenance
+checkpoint scores (:mod:`.checkpoints`), the cached scores as rows and the results frame (:mod:`.cached`), export with provenance
 (:mod:`.export`) and the VLM image strip (:mod:`.images`). :mod:`.targets` holds the typed model/key pair
 the engine's loop scores."""
 

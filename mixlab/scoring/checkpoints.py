@@ -88,7 +88,7 @@ def manifest_scores(engine, benchmarks=None) -> list[Evaluation]:
 def unscored(engine) -> dict[str, int]:
     """How many checkpoints of each kind (base, expert, true) lack a cached score on some benchmark;
     computes nothing."""
-    from mixlab.scoring.tables import cached
+    from mixlab.scoring.cached import cached
 
     n_bench = len(engine.benchmarks())
     out = {}

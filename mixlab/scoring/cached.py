@@ -1,11 +1,11 @@
-"""The read side: the cached scores of a lab, each as this lab names it, as rows or one tidy table; and
-the one filter that keeps a merge method's proxy rows (:func:`of_method`). Computes nothing."""
+"""The cached scores of a lab, each as this lab names it, as rows or one tidy table (the frame the read
+side's filters in :mod:`mixlab.tables` take, their one filter for a method's rows among them). Computes
+nothing."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from mixlab.analysis import results_table
@@ -13,6 +13,7 @@ from mixlab.merge.methods import is_excluded
 from mixlab.scoring.checkpoints import manifest_scores, onehot
 from mixlab.scoring.request import Method
 from mixlab.store import Evaluation
+from mixlab.tables import of_method
 
 
 def _true_spec(engine, label: str):
@@ -46,28 +47,11 @@ def cached(engine, kind: str) -> list[Evaluation]:
     return out + (manifest_scores(engine) if kind == "true" else [])
 
 
-def is_of(e: Evaluation, method: Method) -> bool:
-    """Whether a cached row is a checkpoint's (every method's) or a proxy of ``method`` with its params."""
-    return e.kind != "proxy" or (e.method, e.params) == method.pair()
-
-
-def of_method(df: pd.DataFrame, method: Method) -> pd.DataFrame:
-    """The rows of a results table that belong with ``method``: every checkpoint row, and the proxy rows of
-    this method with these params (the filter the pages and :func:`results` share)."""
-    keep = [k != "proxy" or (m, p) == method.pair() for k, m, p in zip(df.kind, df.method, df.params)]
-    return df[np.asarray(keep, dtype=bool)]  # a mask even when empty (df[[]] would select no columns)
-
-
 def results(engine, method: Method | None = None) -> pd.DataFrame:
     """Every cached score of this lab as one tidy table (see :func:`mixlab.analysis.results_table`); proxy
     rows only for ``method`` when given."""
-    rows = [
-        e
-        for kind in ("base", "expert", "true", "proxy")
-        for e in cached(engine, kind)
-        if method is None or is_of(e, method)
-    ]
-    return results_table(rows, engine.names)
+    df = results_table([e for kind in ("base", "expert", "true", "proxy") for e in cached(engine, kind)], engine.names)
+    return df if method is None else of_method(df, *method.pair()).reset_index(drop=True)
 
 
 def excluded_tensors(engine) -> list[tuple[str, int]]:

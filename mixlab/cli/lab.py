@@ -1,0 +1,154 @@
+"""``mixlab lab init`` / ``lab from-mergekit`` / ``demo build``: make a lab, from a folder of checkpoints
+and JSONL, from a mergekit config, or by training the built-in demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mixlab.cli.common import positive
+from mixlab.errors import MixlabError
+
+
+def add_commands(sub) -> None:
+    labs = sub.add_parser("lab", help="Make a lab: from a folder of checkpoints and JSONL, or from a mergekit config.")
+    labs_sub = labs.add_subparsers(dest="lab_command", required=True)
+    i = labs_sub.add_parser(
+        "init",
+        help="Write DIR/lab.toml from what is in DIR: the base, PEFT adapters or full fine-tunes, JSONL benchmarks "
+        "(evaluators guessed from their fields, stated in comments); then run `mixlab info DIR`.",
+    )
+    i.add_argument("dir", help="the lab folder")
+    i.add_argument("--base", required=True, help="the base model folder (inside DIR)")
+    i.add_argument(
+        "--experts",
+        action="append",
+        default=None,
+        help="glob of expert folders under DIR, repeatable (default: every PEFT adapter or full fine-tune under DIR)",
+    )
+    i.add_argument("--name", action="append", help="OLD=NEW: name the expert in folder OLD as NEW (repeatable)")
+    i.add_argument("--true", default=None, help="glob of checkpoints trained on mixtures (true mixtures) under DIR")
+    i.add_argument(
+        "--weights-from",
+        default=None,
+        help="CSV or JSON with each --true checkpoint's weight per expert (CSV: checkpoint,expert1,expert2,…)",
+    )
+    i.add_argument("--benchmarks", default="data/*.jsonl", help="glob of JSONL files (default data/*.jsonl)")
+    i.set_defaults(fn=cmd_lab_init)
+    m = labs_sub.add_parser("from-mergekit", help="Write a lab.toml from a mergekit config's base and models.")
+    m.add_argument("config", help="mergekit YAML")
+    m.add_argument("--out", default=None, help="lab folder (default: the folder that holds every model)")
+    m.add_argument("--name", default=None, help="lab name (default: the config's file name)")
+    m.set_defaults(fn=cmd_lab_from_mergekit)
+
+    demo = sub.add_parser("demo", help="The built-in demo lab.")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    b = demo_sub.add_parser("build", help="Train and write the demo lab (minutes on CPU).")
+    b.add_argument("--out", type=Path, default=None, help="output folder (default: cache/demo-k3 or cache/demo-k4)")
+    b.add_argument("--domains", type=int, default=3, choices=(3, 4))
+    b.add_argument("--quick", action="store_true", help="tiny budget, for tests (under a minute)")
+    b.add_argument("--full", action="store_true", help="full fine-tune experts instead of LoRA")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--overwrite", action="store_true")
+    b.add_argument(
+        "--scratch",
+        action="store_true",
+        help="the earlier recipe: a 120-step base on the tasks alone, 250-step experts",
+    )
+    b.add_argument(
+        "--base-steps",
+        type=positive,
+        default=None,
+        help="at most this many steps of the base's pretraining (default 2000)",
+    )
+    b.add_argument(
+        "--base-target",
+        type=float,
+        default=None,
+        help="pretrain until every domain's dev exact match reaches this (default 0.2; 0: exactly --base-steps)",
+    )
+    b.add_argument(
+        "--pretrain-share", type=float, default=None, help="share of general data in the base's training (default 0.5)"
+    )
+    b.add_argument(
+        "--recycle",
+        action="store_true",
+        help="a recycling lab from demo-k3's checkpoints (3 experts + 12 true mixtures): cache/demo-recycle",
+    )
+    b.add_argument("--trials", type=positive, default=40, help="--recycle: search trials (default 40)")
+    b.add_argument(
+        "--multimodal",
+        action="store_true",
+        help="the vision-language lab (a tiny LLaVA-style model, general/ocr/count/chart): cache/demo-vl",
+    )
+    b.add_argument("--replay", type=float, default=None, help="share of general data in every expert and true run")
+    b.add_argument("--expert-steps", type=positive, default=None, help="steps per expert and true run (default 60)")
+    b.set_defaults(fn=cmd_demo_build)
+
+
+def cmd_lab_init(args) -> None:
+    from mixlab.interop import init_lab
+
+    names = {}
+    for pair in args.name or []:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise MixlabError(f"--name {pair!r}: give OLD=NEW (an expert folder's name = the expert's name)")
+        names[old] = new
+    path = init_lab(
+        Path(args.dir),
+        args.base,
+        args.experts,
+        args.benchmarks,
+        names=names,
+        true=args.true,
+        weights_from=args.weights_from,
+    )
+    print(f"wrote {path}; check it with: python -m mixlab info {path.parent}")
+
+
+def cmd_lab_from_mergekit(args) -> None:
+    from mixlab.interop import lab_from_mergekit
+
+    path = lab_from_mergekit(Path(args.config), Path(args.out) if args.out else None, args.name)
+    print(f"wrote {path}; add benchmarks, or run: python -m mixlab info {path.parent}")
+
+
+def demo_budget(args):
+    """The demo recipe from ``demo build``'s flags: --quick, --scratch or the default (FULL), then any overrides."""
+    from dataclasses import replace
+
+    from mixlab.demo.build import FULL, QUICK, SCRATCH
+
+    budget = QUICK if args.quick else SCRATCH if args.scratch else FULL
+    for field in ("base_steps", "base_target", "pretrain_share", "replay"):
+        if getattr(args, field) is not None:
+            budget = replace(budget, **{field: getattr(args, field)})
+    if args.expert_steps is not None:
+        budget = replace(budget, steps=args.expert_steps)
+    return budget
+
+
+def cmd_demo_build(args) -> None:
+    from mixlab.demo.build import build_demo, build_recycle
+
+    if args.recycle:
+        out = build_recycle(out=args.out, trials=args.trials, overwrite=args.overwrite)
+        print(f"built recycling lab {out}")
+        return
+    if args.multimodal:
+        from mixlab.demo.vision import build_vl
+
+        out = build_vl(args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, budget=demo_budget(args))
+        print(f"built multimodal demo lab {out}")
+        return
+
+    out = build_demo(
+        args.out,
+        domains=args.domains,
+        quick=args.quick,
+        full=args.full,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        budget=demo_budget(args),
+    )
+    print(f"built demo lab {out}")

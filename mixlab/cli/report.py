@@ -1,0 +1,135 @@
+"""``mixlab report`` / ``pareto`` / ``regress``: read the cache and say how well the proxies rank the true
+mixtures, which merges and trained models are Pareto-optimal, and what a regression on the true runs
+predicts. Nothing here evaluates."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mixlab.cli.common import lab_command, merge_options, method_params, open_engine, positive
+
+
+def add_commands(sub) -> None:
+    s = lab_command(
+        sub, "pareto", "The Pareto fronts of cached merges and trained models on two benchmarks.", cmd_pareto
+    )
+    merge_options(s, weights=False)
+    s.add_argument("--objectives", required=True, help="two benchmarks: x,y")
+    s.add_argument("--json", action="store_true", help="print the fronts as JSON")
+
+    s = lab_command(
+        sub,
+        "regress",
+        "The regression baseline (RegMix-style): predict true scores from mixture weights with n true runs "
+        "(linear and gradient-boosted), leave-one-out and by n, beside the merged proxy's ρ.",
+        cmd_regress,
+    )
+    merge_options(s, weights=False)
+    s.add_argument("--benchmark", default="mean", help="a benchmark or 'mean' (default)")
+    s.add_argument("--repeats", type=positive, default=20, help="random subsets per training size (default 20)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    s = lab_command(
+        sub,
+        "report",
+        "How well cached proxy scores rank the true mixtures, per benchmark and on the mean (one merge method: "
+        "the lab's unless --method is given).",
+        cmd_report,
+    )
+    merge_options(s, weights=False)
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def cmd_report(args) -> None:
+    from mixlab.analysis import MEAN, mean_benchmarks, proxy_report
+
+    engine = open_engine(args)
+    method, params = engine.resolve_method(args.method, method_params(args.param))
+    df = engine.results(method, params)
+    rows = proxy_report(df, engine.names, engine.lab.benchmarks)
+    up = mean_benchmarks(engine.lab.benchmarks, df)
+    unscored = engine.unscored()
+    if args.json:
+        report = {"lab": engine.lab.name, "method": method, "params": params, "mean_of": up, "benchmarks": rows}
+        print(json.dumps(report | {"unscored_checkpoints": unscored}, indent=2))
+        return
+    if unscored["true"] or not any(r["n"] for r in rows):
+        print(
+            f"note: {unscored['true']} true mixtures have no scores yet (python -m mixlab sweep {engine.lab.root} "
+            f"--checkpoints), and the proxies need the same points (python -m mixlab sweep {engine.lab.root} "
+            "--grid true)",
+            file=sys.stderr,
+        )
+    label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
+    print(f"proxy ({label}) vs true mixtures in {engine.lab.name}; '{MEAN}' = mean of {', '.join(up) or 'nothing'}")
+    print(
+        f"{'benchmark':<14} {'n':>3}  {'Spearman ρ [95% CI]':<26} {'Kendall τ':>9}  {'top-25% ρ':>9}  "
+        f"{'pairs ok':>8}  proxy pick: true rank, regret"
+    )
+
+    def num(v, fmt="+.3f"):
+        return "undefined" if v is None else format(v, fmt)
+
+    for r in rows:
+        ci = (
+            "undefined"
+            if r["spearman"] is None
+            else f"{r['spearman']:+.3f} [{r['spearman_low']:+.3f}, {r['spearman_high']:+.3f}]"
+        )
+        print(
+            f"{r['benchmark']:<14} {r['n']:>3}  {ci:<26} {num(r['kendall']):>9}  {num(r['top25_spearman']):>9}  "
+            f"{num(r['pairwise_accuracy'], '.3f'):>8}  {r['pick_rank']}, {r['regret']:.4f}"
+        )
+    for warning in dict.fromkeys(r["warning"] for r in rows if r["warning"]):
+        print(f"warning: {warning}")
+
+
+def cmd_pareto(args) -> None:
+    from mixlab.analysis import pareto_points
+
+    engine = open_engine(args)
+    method, params = engine.resolve_method(args.method, method_params(args.param))
+    bx, by = args.objectives.split(",")
+    for b in (bx, by):
+        engine.lab.benchmark(b)  # a clear error for an unknown name
+    pts = pareto_points(engine.results(method, params), engine.names, bx, by)
+    cols = ["kind", "label", "x", "y", *engine.names]
+    merges, trained = pts[pts.proxy_front][cols], pts[pts.true_front][cols]
+    if args.json:
+        front = {"merges": merges.to_dict("records"), "trained": trained.to_dict("records")}
+        print(json.dumps({"x": bx, "y": by, "method": method, "params": params} | front, indent=2))
+        return
+    for title, rows in (("front of merges (experts + proxies)", merges), ("front of trained models", trained)):
+        print(f"{title}, {bx} × {by} ({method}):")
+        for r in rows.itertuples():
+            print(f"  {r.kind:<7} {r.label:<24} {bx} {r.x:.4f}  {by} {r.y:.4f}")
+
+
+def cmd_regress(args) -> None:
+    from mixlab.regression import MODELS, regression_report
+
+    engine = open_engine(args)
+    method, params = engine.resolve_method(args.method, method_params(args.param))
+    df = engine.results(method, params)
+    rep = regression_report(
+        df, engine.names, engine.lab.benchmarks, args.benchmark, repeats=args.repeats, seed=args.seed
+    )
+    if args.json:
+        print(json.dumps(rep | {"method": method, "params": params}, indent=2))
+        return
+
+    def num(v):
+        return "undefined" if v is None else f"{v:+.3f}"
+
+    label = f"{method} {json.dumps(params, sort_keys=True)}" if params else method
+    print(
+        f"{engine.lab.name}, {args.benchmark}: n={rep['n']} true runs; proxy ({label}) ρ {num(rep['proxy_spearman'])}"
+    )
+    print("regression on the true runs, leave-one-out ρ: " + ", ".join(f"{m} {num(rep['loo'].get(m))}" for m in MODELS))
+    if rep["curve"]:
+        print(f"{'n train':>7}  " + "  ".join(f"{m + ' ρ (median [IQR])':>30}" for m in MODELS))
+        for row in rep["curve"]:
+            cells = [f"{num(row[m])} [{num(row[m + '_low'])}, {num(row[m + '_high'])}]" for m in MODELS]
+            print(f"{row['n_train']:>7}  " + "  ".join(f"{c:>30}" for c in cells))

@@ -1,0 +1,130 @@
+"""The job panel: evaluations run on the process's background worker, after the start-up stages a first
+evaluation waits for; a page submits them, and shows the session's last job with a cancel button."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import streamlit as st
+
+from mixlab.engine import Engine
+from mixlab.run.jobs import Job, ProxyJob, Worker, recorder
+from mixlab.scoring.request import Method, ProxyRequest
+from mixlab.simplex import Mixture
+from views.state import backend_name, engine
+from views.text import escape
+
+
+@st.cache_resource
+def worker() -> Worker:
+    return Worker()
+
+
+@st.cache_resource
+def _warmup() -> threading.Thread:
+    """Once per server process: the work the first evaluation would otherwise wait for (importing the
+    model stack, building the fused merge kernels) starts in the background when the app opens."""
+
+    def run() -> None:
+        from mixlab.merge import fused
+        from mixlab.names import import_stack
+
+        import_stack()
+        fused.available()
+
+    thread = threading.Thread(target=run, name="mixlab-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_warmup() -> None:
+    _warmup()
+
+
+def _stages(eng: Engine, progress, cancel) -> None:
+    """Report what a first evaluation waits for, stage by stage, and stop between stages on cancel."""
+    from mixlab.errors import Cancelled
+    from mixlab.merge import fused
+
+    def warm() -> None:  # wait for the background warm-up, but let a cancel through every half second
+        thread = _warmup()
+        while thread.is_alive():
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            thread.join(0.5)
+
+    stages = (
+        ("importing the model stack", warm),
+        ("building the merge kernels (first run only)", fused.available),
+        ("loading the base and the experts", lambda: eng.model),
+    )
+    for message, step in stages:
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        progress(0, 0, message)
+        step()
+
+
+def submit_job(description: str, body, kind: str | None = None, spec: dict | None = None) -> Job:
+    """Run ``body(progress, cancel)`` on the worker, after the start-up stages; the page shows its progress.
+    With ``kind`` and ``spec`` the job is recorded in the lab's store (listed after a restart, resumable) and
+    a second request for the same work while it runs joins it instead of running it twice."""
+    eng = engine()
+
+    def fn(progress, cancel):
+        _stages(eng, progress, cancel)
+        return body(progress, cancel)
+
+    key = on_update = None
+    if kind is not None:
+        key = f"{eng.lab.root}:{kind}:{json.dumps(spec, sort_keys=True)}"
+        on_update = recorder(eng.store, eng.lab.name, kind, spec)
+    job = worker().submit(description, fn, key=key, on_update=on_update)
+    st.session_state.last_job = job.id
+    return job
+
+
+def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
+    """One mixture's proxy scores as a recorded job, on the session's executor: the request the page made."""
+    request = ProxyRequest((m,), Method.for_lab(eng.lab, method, params), tuple(benchmarks or ()) or None)
+    job = ProxyJob(request, backend_name())
+    return submit_job(job.describe(), job.body(eng), job.kind, job.to_spec())
+
+
+def current_job() -> Job | None:
+    jid = st.session_state.get("last_job")
+    return next((j for j in worker().jobs if j.id == jid), None)
+
+
+def job_panel() -> None:
+    """Progress and a cancel button for this session's last job; reruns the page when it ends. The panel
+    polls twice a second only while the job runs (an idle page does not rerun)."""
+    job = current_job()
+    if job is None:
+        return
+    st.fragment(_job_panel, run_every=0.5 if job.active else None)()
+
+
+def _job_panel() -> None:
+    job = current_job()
+    if job is None:
+        return
+    if job.active:
+        eta = f" · about {job.eta:.0f} s left" if job.eta is not None else ""
+        text = f"{job.state}: {escape(job.description)} — {escape(job.message) if job.message else 'queued…'}{eta}"
+        st.progress(job.fraction, text=text)
+        if st.button("Cancel", key=f"cancel_{job.id}"):
+            job.cancel()
+        st.session_state.job_was_active = job.id
+    else:
+        if job.state == "done":
+            summary = job.scores_summary()
+            st.success(f"Done: {escape(job.description)}" + (f" — {summary}." if summary else "."))
+        elif job.state == "cancelled":
+            st.warning(f"Cancelled: {escape(job.description)}")
+        else:
+            st.error(f"Failed: {escape(job.description)}: {escape(job.error)}")
+        if st.session_state.get("job_was_active") == job.id:
+            st.session_state.job_was_active = None
+            st.rerun()  # redraw the whole page with the new point
