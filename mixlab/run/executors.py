@@ -258,7 +258,8 @@ class RayBackend:
                 todo.append(i)
             else:
                 found[i] = hit
-        paths = {b.name: engine.choose_path(request.method, b, len(todo)) for b in specs}
+        auto = request.path == "auto"  # else the path the request names, for every benchmark
+        paths = {b.name: engine.choose_path(request.method, b, len(todo)) if auto else request.path for b in specs}
         sent = replace(request, benchmarks=tuple(specs), split="test", limit=None)  # as scored here
         pool = list(self.actors(engine))
         size = chunk or max(1, min(CHUNK, len(todo) // max(1, len(pool))))
