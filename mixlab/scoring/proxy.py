@@ -90,13 +90,14 @@ def score(engine, request: ProxyRequest, *, refresh: bool = False, progress=None
             for i, ev in _batched(engine, b, data, request.method, todo, progress, cancel, done, total):
                 found[(i, b.name)] = ev
                 done += 1
+        reloaded = False
         for i in missing if chosen != "batched" else []:
             key = keys[i]
-            if engine.refresh():  # lab files changed mid-sweep: reloaded, and this score is keyed anew
-                specs = request.merges(engine.excluded)
-                data = engine._bench(b)
+            if engine.refresh():  # lab files changed mid-sweep: reloaded, and the scores left are keyed anew
+                reloaded, specs, data = True, request.merges(engine.excluded), engine._bench(b)
+            if reloaded:
                 key = engine._merge_key(specs[i], data)
-                hit = engine.store.get(key.digest)
+                hit = None if refresh else engine.store.get(key.digest)
                 if hit is not None:
                     found[(i, b.name)] = engine._as_here(hit, rows[i])
                     done += 1
