@@ -312,27 +312,39 @@ def pareto_front(scores: np.ndarray, higher_is_better: Sequence[bool]) -> np.nda
     return mask
 
 
-def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str) -> pd.DataFrame:
-    """Models scored on both benchmarks, one row each: kind, label, x, y, a column per expert, and
-    ``proxy_front`` (non-dominated among experts + proxies: what recycling checkpoints by merging can
-    reach) and ``true_front`` (among experts + true mixtures)."""
-    cols = ["kind", "label", "x", "y", *names, "proxy_front", "true_front"]
-    sub = results[results.benchmark.isin([bx, by]) & results.kind.isin(["expert", "proxy", "true", "base"])]
-    if sub.empty:
+def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str, bz: str | None = None) -> pd.DataFrame:
+    """Models scored on every benchmark asked (two, or three with ``bz``), one row each: kind, label,
+    mixture (one label format for every kind: "add=0.5, rev=0.5, sort=0", a trained mixture's name after
+    it, an expert's or the base's name), x, y (and z), a column per expert, and ``proxy_front``
+    (non-dominated among experts + proxies on all the objectives: what recycling checkpoints by merging
+    can reach) and ``true_front`` (among experts + true mixtures)."""
+    axes = [("x", bx), ("y", by)] + ([("z", bz)] if bz is not None else [])
+    cols = ["kind", "label", "mixture", *[a for a, _ in axes], *names, "proxy_front", "true_front"]
+    benches = [b for _, b in axes]
+    sub = results[results.benchmark.isin(benches) & results.kind.isin(["expert", "proxy", "true", "base"])]
+    if len(set(benches)) < len(benches) or not set(benches) <= set(sub.benchmark):  # one with no scores: none
         return pd.DataFrame(columns=cols)
-    dirs = [bool(sub[sub.benchmark == b].higher_is_better.iloc[0]) for b in (bx, by)]
-    wide = sub.pivot_table(index=["kind", "label"], columns="benchmark", values="score", aggfunc="last").dropna()
-    if bx == by or wide.empty:
+    dirs = [bool(sub[sub.benchmark == b].higher_is_better.iloc[0]) for b in benches]
+    wide = sub.pivot_table(index=["kind", "label"], columns="benchmark", values="score", aggfunc="last")
+    wide = wide.reindex(columns=benches).dropna()
+    if wide.empty:
         return pd.DataFrame(columns=cols)
-    wide = wide.reset_index().rename(columns={bx: "x", by: "y"})
+    wide = wide.reset_index().rename(columns={b: a for a, b in axes})
     first = sub.drop_duplicates(["kind", "label"]).set_index(["kind", "label"])
     for n in names:
         wide[n] = [first.loc[(k, lab), n] for k, lab in zip(wide.kind, wide.label)]
+    weights = wide[list(names)].to_numpy(dtype=float)
+    wide["mixture"] = [
+        lab
+        if k in ("expert", "base") or not np.isfinite(w).all() or w.sum() <= 0
+        else Mixture.of(names, w, normalize=True).label() + (f" ({lab})" if k == "true" else "")
+        for k, lab, w in zip(wide.kind, wide.label, weights)
+    ]
     for col, family in (("proxy_front", ("expert", "proxy")), ("true_front", ("expert", "true"))):
         member = wide.kind.isin(family).to_numpy()
         front = np.zeros(len(wide), dtype=bool)
         if member.any():
-            front[member] = pareto_front(wide.loc[member, ["x", "y"]].to_numpy(), dirs)
+            front[member] = pareto_front(wide.loc[member, [a for a, _ in axes]].to_numpy(), dirs)
         wide[col] = front
     return wide[cols]
 
@@ -634,24 +646,31 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
 
 
 def best_on_plane(
-    best: dict[str, Best], points: pd.DataFrame, names: Sequence[str], searched: Sequence[dict] | None, bx: str, by: str
+    best: dict[str, Best],
+    points: pd.DataFrame,
+    names: Sequence[str],
+    searched: Sequence[dict] | None,
+    bx: str,
+    by: str,
+    bz: str | None = None,
 ) -> pd.DataFrame:
-    """Where each of ``best`` (:func:`best_mixtures`) sits on a two-benchmark plane: its row of ``points``
-    (:func:`pareto_points`, same kind and mixture) or, for a search winner, its test scores on ``bx``/``by``.
-    Columns source, label, x, y, *names; a best with no score on both benchmarks is left out."""
+    """Where each of ``best`` (:func:`best_mixtures`) sits among the Pareto points: its row of ``points``
+    (:func:`pareto_points`, same kind and mixture) or, for a search winner, its test scores on ``bx``/``by``
+    (and ``bz``). Columns source, label, x, y (z), *names; a best with no score on every axis is left out."""
+    axes = ["x", "y"] + (["z"] if bz is not None else [])
     rows = []
     for source, b in best.items():
         if source == "search":
             test = (searched[0].get("test") or {}) if searched else {}
-            xy = (test.get(bx), test.get(by))
+            xyz = tuple(test.get(bench) for bench in (bx, by, bz)[: len(axes)])
         else:
             mine = points[points.kind == source]
             hit = same_mixture(b.weights, mine[list(names)].to_numpy(dtype=float)) if len(mine) else None
-            xy = (None, None) if hit is None else (mine.x.iloc[hit], mine.y.iloc[hit])
-        if None not in xy:
-            rows.append({"source": source, "label": b.label, "x": float(xy[0]), "y": float(xy[1]),
+            xyz = (None,) * len(axes) if hit is None else tuple(mine[a].iloc[hit] for a in axes)
+        if None not in xyz:
+            rows.append({"source": source, "label": b.label, **{a: float(v) for a, v in zip(axes, xyz)},
                          **dict(zip(names, b.weights))})  # fmt: skip
-    return pd.DataFrame(rows, columns=["source", "label", "x", "y", *names])
+    return pd.DataFrame(rows, columns=["source", "label", *axes, *names])
 
 
 def pairwise_accuracy(proxy: Sequence[float], true: Sequence[float]) -> float | None:

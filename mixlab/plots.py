@@ -37,6 +37,7 @@ def selection_pick(points: Sequence[Sequence[float]], k: int, higher_is_better: 
     return {"weights": data[best][:k], "score": scores[best], "kind": KINDS[int(data[best][k + 1])], "n": len(data)}
 
 
+PROXY_SIZE, TRUE_SIZE, RING_SIZE = 13, 12, 24  # marker sizes (px): a proxy, a trained mixture, a proxy under one
 COLOURS = ("shared", "per source", "rank")  # how simplex_figure colours proxies and true models
 
 
@@ -79,7 +80,8 @@ def simplex_figure(
     the regular K-gon, or :func:`mixlab.simplex.separating_vertices` so no two mixtures share a point).
 
     ``proxy``/``true``/``experts`` have one column per expert name plus ``score`` (and ``label``).
-    Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale; experts
+    Proxy scores colour the grid; true-mixture models are diamonds coloured on the same scale (a proxy at a
+    trained mixture's point is drawn larger, a ring of its colour around the diamond: never hidden); experts
     sit at the vertices; ``searched`` (weights, ``score`` = the search objective on dev) are the points a
     search tried, drawn small and uncoloured (their scores are on other data); ``best``
     (:class:`mixlab.analysis.Best`, one per source) marks the answer under the proxy, the trained models and
@@ -126,11 +128,18 @@ def simplex_figure(
             xy = projected_xy(w, verts) if len(w) else np.zeros((0, 2))
             fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], **common))
 
+    # a proxy scored where a trained mixture sits (TIES, DARE, TA cached only there) would hide under its
+    # diamond: it is drawn larger, a ring of its own colour around the diamond drawn over it
+    trained = true[list(names)].to_numpy(dtype=float) if len(true) else np.zeros((0, k))
+    under = [
+        len(trained) > 0 and np.abs(trained - w).max(axis=1).min() <= MATCH
+        for w in (proxy[list(names)].to_numpy(dtype=float) if len(proxy) else np.zeros((0, k)))
+    ]
     trace(
         proxy,
         "proxy (merged experts)",
         dict(
-            size=13,
+            size=[RING_SIZE if u else PROXY_SIZE for u in under] if any(under) else PROXY_SIZE,
             symbol="circle",
             line=dict(width=0.5, color="white"),
             colorbar=dict(title=dict(text=title, side="right"), len=0.85),
@@ -139,7 +148,10 @@ def simplex_figure(
     )
     if len(true):
         trace(
-            true, "true mixture (trained)", dict(size=12, symbol="diamond", line=dict(width=1.5, color="black")), "true"
+            true,
+            "true mixture (trained)",
+            dict(size=TRUE_SIZE, symbol="diamond", line=dict(width=1.5, color="black")),
+            "true",
         )
     if len(experts):
         trace(experts, "expert", dict(size=16, symbol="star", line=dict(width=1, color="black")), "expert")
@@ -197,29 +209,62 @@ def simplex_figure(
                 x=ring[:, 0], y=ring[:, 1], mode="lines", line=dict(color="#999"), hoverinfo="skip", showlegend=False
             )
         )
-        # each label sits beyond its vertex, anchored away from the polygon (clear of the expert stars)
-        position = [
-            ("middle right" if x > 0 else "middle left")
-            if abs(x) > abs(y)
-            else ("top center" if y > 0 else "bottom center")
-            for x, y in verts
-        ]
-        labels = verts * 1.08
-        fig.add_trace(
-            go.Scatter(
-                x=labels[:, 0],
-                y=labels[:, 1],
-                mode="text",
-                text=list(names),
-                textposition=position,
-                hoverinfo="skip",
-                textfont=dict(size=14 if k <= 8 else 10),
-                showlegend=False,
-                cliponaxis=False,
+        for a in vertex_labels(names, verts):
+            fig.add_annotation(**a)
+        lo, hi = verts.min(axis=0) - 0.12, verts.max(axis=0) + 0.12  # fixed: autorange would make room
+        axes = dict(xaxis=dict(range=[lo[0], hi[0]]), yaxis=dict(range=[lo[1], hi[1]]))  # for the labels' text
+        # room around the polygon for the labels; the colour bar right of them, not over them
+        room = 70  # px: a label of ~10 characters
+        layout["margin"] = dict(l=room, r=room + 90, t=room, b=room + 60)
+        plot_height = layout["height"] - 2 * room - 60
+        layout["legend"] = dict(orientation="h", yanchor="top", y=-(room + 5) / plot_height, x=0)
+        fig.data[0].marker.colorbar.update(x=1.0, xanchor="left", xpad=room + 10)
+        fig.update_layout(
+            xaxis=dict(visible=False, scaleanchor="y", **axes["xaxis"]),
+            yaxis=dict(visible=False, **axes["yaxis"]),
+            **layout,
+        )
+    return fig
+
+
+MAX_NAMED_VERTICES = 8  # beyond, a polygon's vertices are numbered (names of 15 checkpoints overlap)
+
+
+def vertex_names(names: Sequence[str]) -> list[str]:
+    """What each vertex of a K>3 polygon is labelled: its expert's name, or beyond
+    :data:`MAX_NAMED_VERTICES` its number (1 = the first expert), which :func:`vertex_key` explains."""
+    return list(names) if len(names) <= MAX_NAMED_VERTICES else [str(i + 1) for i in range(len(names))]
+
+
+def vertex_key(names: Sequence[str]) -> str | None:
+    """The caption that names numbered vertices ("1 expert-add · 2 expert-rev · …"), None when named."""
+    return None if len(names) <= MAX_NAMED_VERTICES else " · ".join(f"{i + 1} {n}" for i, n in enumerate(names))
+
+
+def vertex_labels(names: Sequence[str], vertices: np.ndarray) -> list[dict]:
+    """Plotly annotations labelling each vertex of a K>3 polygon (:func:`vertex_names`), each just beyond
+    its vertex and anchored away from the polygon, clear of the expert star there."""
+    out = []
+    vertices = np.asarray(vertices, dtype=float)
+    centre = vertices.mean(axis=0)
+    for text, (x, y) in zip(vertex_names(names), vertices):
+        dx, dy = x - centre[0], y - centre[1]
+        norm = float(np.hypot(dx, dy)) or 1.0
+        side = abs(dx) > abs(dy)
+        out.append(
+            dict(
+                x=x,
+                y=y,
+                text=text,
+                showarrow=False,
+                xanchor=("left" if dx > 0 else "right") if side else "center",
+                yanchor="middle" if side else ("bottom" if dy > 0 else "top"),
+                xshift=12 * dx / norm,
+                yshift=12 * dy / norm,
+                font=dict(size=14),
             )
         )
-        fig.update_layout(xaxis=dict(visible=False, scaleanchor="y"), yaxis=dict(visible=False), **layout)
-    return fig
+    return out
 
 
 def parallel_figure(names: Sequence[str], points: pd.DataFrame, title: str, higher_is_better: bool) -> go.Figure:
@@ -357,7 +402,7 @@ def pareto_figure(
                 mode="markers+text" if kind == "expert" else "markers",  # experts named on the plot
                 textposition="top center",
                 name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
-                text=sub["label"],
+                text=sub["mixture"] if "mixture" in sub else sub["label"],  # one label format for every kind
                 customdata=sub[list(names)].to_numpy(dtype=float),
                 marker=dict(
                     symbol=symbol, size=size, color=colour, line=dict(width=np.where(on_front, 2.5, 0.5), color="black")
@@ -429,6 +474,97 @@ def pareto_figure(
         yaxis_title=y,
         margin=dict(l=60, r=20, t=30, b=60),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
+    return fig
+
+
+SYMBOLS_3D = {"square-open": "square-open", "diamond-open": "diamond-open", "star-open": "cross"}  # no 3-D star
+
+
+def pareto_figure_3d(
+    points: pd.DataFrame,
+    x: str,
+    y: str,
+    z: str,
+    names: Sequence[str],
+    best: pd.DataFrame | None = None,
+    selected: Sequence[float] | None = None,
+) -> go.Figure:
+    """Three objectives: ``points`` from :func:`mixlab.analysis.pareto_points` with ``bz``, as a 3-D
+    scatter (drag to turn it). Points on a front are drawn large and opaque, the rest small and faint;
+    experts are named; ``best`` (:func:`mixlab.analysis.best_on_plane` with ``bz``) is marked in its
+    :data:`BEST_STYLE`, and the selected mixture is ringed in red."""
+    styles = {
+        "expert": ("diamond", 8, "#ff7f0e"),
+        "proxy": ("circle", 4, "#1f77b4"),
+        "true": ("square", 5, "#2ca02c"),
+        "base": ("x", 6, "#7f7f7f"),
+    }
+    fig = go.Figure()
+    hover = "<b>%{text}</b><br>" + _hover(names) + f"<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<br>{z} %{{z:.4f}}"
+    for kind, (symbol, size, colour) in styles.items():
+        sub = points[points.kind == kind]
+        for on, part in (
+            (True, sub[sub.proxy_front | sub.true_front]),
+            (False, sub[~(sub.proxy_front | sub.true_front)]),
+        ):
+            if part.empty:
+                continue
+            name = {"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind)
+            fig.add_trace(
+                go.Scatter3d(
+                    x=part["x"],
+                    y=part["y"],
+                    z=part["z"],
+                    mode="markers+text" if kind == "expert" else "markers",
+                    name=f"{name} on a front" if on else name,
+                    text=part["mixture"],
+                    customdata=part[list(names)].to_numpy(dtype=float),
+                    marker=dict(
+                        symbol=symbol,
+                        size=size * (1.6 if on else 1.0),
+                        color=colour,
+                        opacity=1.0 if on else 0.35,
+                        line=dict(width=1, color="black"),
+                    ),
+                    hovertemplate=hover + f"<extra>{kind}</extra>",
+                )
+            )
+    for _, b in (best if best is not None else pd.DataFrame()).iterrows():
+        name, symbol, colour, _ = BEST_STYLE[b.source]
+        fig.add_trace(
+            go.Scatter3d(
+                x=[b.x],
+                y=[b.y],
+                z=[b.z],
+                mode="markers",
+                name=name,
+                text=[b.label],
+                customdata=[[b[n] for n in names]],
+                marker=dict(symbol=SYMBOLS_3D[symbol], size=14, color=colour, line=dict(width=3, color=colour)),
+                hovertemplate=f"<b>{name}</b><br>%{{text}}<extra></extra>",
+            )
+        )
+    if selected is not None and len(points):
+        w = points[list(names)].to_numpy(dtype=float)
+        at = points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
+        if len(at):
+            fig.add_trace(
+                go.Scatter3d(
+                    x=at["x"],
+                    y=at["y"],
+                    z=at["z"],
+                    mode="markers",
+                    name="selected",
+                    marker=dict(symbol="circle-open", size=14, color="red", line=dict(width=3, color="red")),
+                    hoverinfo="skip",
+                )
+            )
+    fig.update_layout(
+        height=660,
+        scene=dict(xaxis_title=x, yaxis_title=y, zaxis_title=z),
+        margin=dict(l=0, r=0, t=30, b=70),
+        legend=dict(orientation="h", yanchor="top", y=0.0, x=0),  # below: above, it ran under the modebar
     )
     return fig
 

@@ -75,10 +75,12 @@ def method_table(results: pd.DataFrame, names: Sequence[str], bx: str, by: str) 
 
 
 def fronts(points: pd.DataFrame, names: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """:func:`mixlab.analysis.pareto_points`' two fronts as rows (kind, label, x, y, a weight per expert):
-    ``merges`` (experts + proxies: what merging checkpoints reaches), ``trained`` (experts + true mixtures)."""
-    cols = ["kind", "label", "x", "y", *names]
-    return {"merges": points[points.proxy_front][cols], "trained": points[points.true_front][cols]}
+    """:func:`mixlab.analysis.pareto_points`' two fronts as rows (kind, mixture in its one label format, x, y,
+    z with a third objective, a weight per expert): ``merges`` (experts + proxies: what merging checkpoints
+    reaches), ``trained`` (experts + true mixtures)."""
+    cols = ["kind", "mixture", "x", "y", *(["z"] if "z" in points else []), *names]
+    front = {c: points[c].astype(bool) for c in ("proxy_front", "true_front")}  # a mask even when empty
+    return {"merges": points[front["proxy_front"]][cols], "trained": points[front["true_front"]][cols]}
 
 
 def front_counts(points: pd.DataFrame) -> dict[str, int]:

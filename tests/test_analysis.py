@@ -457,3 +457,48 @@ def test_a_difference_of_two_wilson_scores_has_newcombes_interval():
     z = stats.norm.ppf(0.975)
     d, low, high = difference_interval(0.6, 0.6 - z * 0.03, 0.6 + z * 0.03, 0.5, 0.5 - z * 0.04, 0.5 + z * 0.04)
     assert (low, high) == (pytest.approx(0.1 - z * 0.05), pytest.approx(0.1 + z * 0.05))
+
+
+def test_a_three_objective_front_equals_a_brute_force_check_on_demo_k3(tmp_path):
+    """pareto_points with a third benchmark: a model is on a front exactly when no other model of its family
+    is at least as good on all three benchmarks and better on one (checked pair by pair, by hand)."""
+    from mixlab.analysis import best_mixtures, best_on_plane, pareto_points
+    from mixlab.demo import DEMO_LAB
+    from mixlab.engine import Engine, open_store
+    from mixlab.lab import load_lab
+
+    lab = load_lab(DEMO_LAB.parent / "demo-k3")
+    eng = Engine(lab, open_store(lab, tmp_path / "cache.sqlite"))
+    df = eng.results("linear", {})
+    pts = pareto_points(df, eng.names, "add", "rev", "sort-loss")  # sort-loss: lower is better
+    assert len(pts) > 50 and {"x", "y", "z"} <= set(pts.columns)
+    last = df.groupby(["kind", "label", "benchmark"]).score.last()
+    for col, family in (("proxy_front", ("expert", "proxy")), ("true_front", ("expert", "true"))):
+        members = pts[pts.kind.isin(family)]
+        scores = {
+            (k, name): (last[(k, name, "add")], last[(k, name, "rev")], -last[(k, name, "sort-loss")])
+            for k, name in zip(members.kind, members.label)
+        }  # maximise all three
+        for key, s in scores.items():
+            dominated = any(
+                all(o >= v for o, v in zip(other, s)) and any(o > v for o, v in zip(other, s))
+                for other_key, other in scores.items()
+                if other_key != key
+            )
+            got = bool(members[(members.kind == key[0]) & (members.label == key[1])][col].iloc[0])
+            assert got == (not dominated), (col, key)
+        assert members[col].sum() >= 2
+    assert not pts[~pts.kind.isin(("expert", "proxy"))].proxy_front.any()
+    # one label format: a proxy's mixture reads as its weights, a trained one's adds its name, an expert its name
+    true = pts[pts.kind == "true"].iloc[0]
+    assert true.mixture.endswith(f" ({true.label})") and "=" in true.mixture
+    experts = pts[pts.kind == "expert"]
+    assert list(experts.mixture) == list(experts.label)
+    # the best mixtures placed in the three objectives, at their own rows' scores
+    best = best_mixtures(df, eng.names, "add")
+    marked = best_on_plane(best, pts, eng.names, None, "add", "rev", "sort-loss").set_index("source")
+    for source in ("proxy", "true"):
+        mine = pts[pts.kind == source]
+        w = mine[list(eng.names)].to_numpy(dtype=float)
+        hit = int(np.argmin(np.abs(w - np.asarray(best[source].weights)).max(axis=1)))
+        assert tuple(marked.loc[source, ["x", "y", "z"]]) == tuple(mine[["x", "y", "z"]].iloc[hit])

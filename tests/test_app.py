@@ -272,6 +272,21 @@ def test_pareto_page_with_same_benchmark_warns(app):
     assert "two different benchmarks" in at.warning[0].value
 
 
+def test_pareto_page_draws_three_objectives_in_3d(app):
+    import json
+
+    at = _open(app, PAGES[4])
+    at.selectbox(key="pareto_z").set_value(at.selectbox(key="pareto_x").value).run()
+    assert "a third, different from both" in at.warning[0].value
+    at.selectbox(key="pareto_z").set_value("sort").run()
+    assert not at.exception and not at.warning
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (fig,) = [f for f in figs if any(t["type"] == "scatter3d" for t in f["data"])]
+    assert fig["layout"]["scene"]["zaxis"]["title"]["text"] == "sort"
+    table = next(d.value for d in at.dataframe if "sort (z)" in d.value.columns)
+    assert len(table) and set(table.kind) <= {"expert", "proxy"}
+
+
 def test_library_never_imports_streamlit():
     import subprocess
     import sys
@@ -389,11 +404,20 @@ def _shown(elements) -> str:
 
 
 def _export(at, name: str, replace: bool = False):
-    at.text_input(key="merge_export_name").set_value(name)
+    next(t for t in at.text_input if t.key.startswith("merge_export_name")).set_value(name)
     at.checkbox(key="merge_export_replace").set_value(replace)
     at.button(key="merge_export").click().run()
     assert not at.exception
     return at
+
+
+def test_the_export_name_follows_the_method_and_the_mixture(app):
+    at = _open(app, PAGES[2])
+    (name,) = [t for t in at.text_input if t.key.startswith("merge_export_name")]
+    assert name.value == "linear_add33_rev33_sort33"
+    selectbox(at, "Merge method").set_value("ties").run()
+    (name,) = [t for t in at.text_input if t.key.startswith("merge_export_name")]
+    assert name.value == "ties_add33_rev33_sort33"  # not the name drawn for linear
 
 
 def test_exports_from_the_app_land_in_the_lab_and_never_replace_other_folders(app, tmp_path, monkeypatch):
@@ -467,18 +491,33 @@ def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
 
 
 def three_true_lab(tmp_path):
-    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl)."""
+    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl): its
+    manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
+    from mixlab.lab import ManifestWriter, load_lab
+
     src, root = DEMO_LAB.parent / "demo-k3", tmp_path / "three"
-    head, *blocks = (src / "lab.toml").read_text().split("[[true_mixtures]]")
+    manifest = load_lab(src).manifest
+    data = manifest.model_dump(mode="json", exclude_defaults=True)
+    data["true_mixtures"] = data["true_mixtures"][:3]
     root.mkdir()
     for part in ("base", "data", "experts", "evaluations.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
-    for block in blocks[:3]:
-        path = re.search(r'path = "(.+)"', block).group(1)
-        shutil.copytree(src / path, root / path)
-    (root / "lab.toml").write_text("[[true_mixtures]]".join([head, *blocks[:3]]))
+    for tm in data["true_mixtures"]:
+        shutil.copytree(src / tm["path"], root / tm["path"])
+    doc = ManifestWriter()
+    tables = {k: v for k, v in data.items() if isinstance(v, (list, dict)) and k != "plugins"}
+    for key, value in data.items():  # top-level keys first: TOML puts them before any table
+        if key not in tables:
+            doc.set(key, value)
+    for key, value in tables.items():
+        for entry in value if isinstance(value, list) else [value]:
+            doc.item(key) if isinstance(value, list) else doc.table(key)
+            for k, v in entry.items():
+                doc.set(k, v)
+    doc.write(root)
+    assert [t.name for t in load_lab(root).manifest.true_mixtures] == [t.name for t in manifest.true_mixtures[:3]]
     return root
 
 

@@ -253,3 +253,24 @@ def test_a_finished_job_says_how_many_scores_it_computed_and_how_many_were_cache
     assert job.scores_summary() == "1 new score computed"
     job.result = {"not": "scores"}
     assert job.scores_summary() == ""
+
+
+def test_a_queued_job_says_what_it_waits_for():
+    import threading
+
+    w = Worker()
+    release, running = threading.Event(), threading.Event()
+
+    def held(progress, cancel):
+        running.set()
+        release.wait(10)
+
+    first = w.submit("ties at add=1", held)
+    assert running.wait(10)
+    second = w.submit("linear at rev=1", lambda p, c: None)
+    third = w.submit("dare at sort=1", lambda p, c: None)
+    assert w.waiting_reason(second) == "queued behind running job 'ties at add=1' (one job runs at a time)"
+    assert w.waiting_reason(third) == "queued behind running job 'ties at add=1' and 1 more (one job runs at a time)"
+    release.set()
+    assert w.wait(third).state == "done" and w.wait(first).state == "done"
+    assert w.waiting_reason(first) == ""  # it has ended: nothing to wait for

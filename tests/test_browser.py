@@ -150,17 +150,37 @@ def test_click_a_point_then_evaluate_on_demand(server, tmp_path):
 _MARKS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => p._fullData
     .filter(t => ['best under the proxy', 'best trained mixture'].includes(t.name))
     .map(t => [t.name, Array.from({length: Object.keys(t.customdata[0]).length}, (_, i) => t.customdata[0][i])]))"""
+_PICK = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => p._fullData
+    .filter(t => ["the proxy's pick", 'best trained mixture'].includes(t.name)).map(t => [t.name, t.text[0]]))"""
+# every table on the page as its rows of cell texts (Streamlit's grid keeps an accessible copy of what it draws)
+_TABLES = """() => [...document.querySelectorAll('[data-testid=stDataFrame]')].map(d => [...d.querySelectorAll(
+    '[role=row]')].map(r => [...r.querySelectorAll('[role=gridcell],[role=columnheader]')].map(c => c.innerText)))"""
+SCORE = re.compile(r"^[+-]?\d+\.\d{3}$")  # a score alone: no interval
+WITH_CI = re.compile(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]( · n=\d+)?$")  # a score with its 95% interval
+
+
+def _table(page, first_header: str, timeout: float = 60) -> list[list[str]]:
+    """The table whose first column is ``first_header`` (header row first), once it has rows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for t in page.evaluate(_TABLES):
+            if len(t) > 1 and t[0] and t[0][0] == first_header:
+                return t
+        time.sleep(0.5)
+    raise AssertionError(f"no table headed {first_header!r}")
 
 
 def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp_path):
-    """#25 in the real browser: on demo-k3, demo-k4, demo-recycle, demo-vl and a lab with 3 true mixtures,
-    every results page opens without an exception; the Lab page opens on a leaderboard, the Simplex explorer marks the best proxy and trained mixture
-    (their scores equal the library's best), Proxy vs true reads the demo-k4 tie as "#1 (tied)" and warns
-    on 3 mixtures, and the Experts page gives each statistic's chance level."""
+    """#25's Done-when in the real browser: on demo-k3, demo-k4, demo-recycle, demo-vl and a lab with 3 true
+    mixtures, every page opens without an exception; the best mixtures marked on the Simplex explorer, Pareto
+    and Proxy vs true are the library's; every score shown on the Lab leaderboard, the Simplex explorer's
+    selection and the Merge page has its n and 95% interval (a loss, whose spread the cache does not keep,
+    none, as the captions say); demo-k4's tie reads "#1 (tied) of 21", 3 mixtures warn, and the Experts page
+    gives each statistic's chance level. Screenshots of each page land in tmp_path."""
     from playwright.sync_api import expect, sync_playwright
     from test_app import three_true_lab
 
-    from mixlab.analysis import best_mixtures, with_lab_mean
+    from mixlab.analysis import best_mixtures, proxy_report, with_lab_mean
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
 
@@ -168,7 +188,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
     labs["three"] = three_true_lab(tmp_path)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
 
         def visit(path: str, lab: Path, extra: str = "") -> None:
             page.goto(f"{server}/{path}?lab={lab}{extra}")
@@ -177,25 +197,74 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
             assert page.locator("[data-testid='stException']").count() == 0, (path, lab)
 
         for name, lab in labs.items():
+            eng = Engine(load_lab(lab))
+            rows = with_lab_mean(eng.results(*eng.resolve_method(None, {})), eng.lab.benchmarks)
+            best = best_mixtures(rows, eng.names, "mean")
+            losses = {b.name for b in eng.lab.benchmarks if b.evaluator == "lm_loss"}
+            k = len(eng.names)
+
             visit("", lab)
             expect(page.get_by_text(re.compile(r"^Leaderboard on mean"))).to_be_visible(timeout=60_000)
+            board = _table(page, "model")
+            assert board[0][1:3] == ["mean [95% CI]", "n"], board[0]
+            for row in board[1:]:
+                assert WITH_CI.match(row[1]) and row[2].isdigit(), (name, row)
+            page.screenshot(path=str(tmp_path / f"{name}-lab.png"))
+
             visit("simplex", lab, "&bench=mean")
             expect(page.get_by_text("The answer on mean")).to_be_visible(timeout=60_000)
             page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-            eng = Engine(load_lab(lab))
-            best = best_mixtures(with_lab_mean(eng.results(*eng.resolve_method(None, {})), eng.lab.benchmarks),
-                                 eng.names, "mean")  # fmt: skip
             marks = dict(page.evaluate(_MARKS))
-            k = len(eng.names)
             for trace, source in (("best under the proxy", "proxy"), ("best trained mixture", "true")):
                 if source in best:
                     assert marks[trace][:k] == pytest.approx(list(best[source].weights), abs=1e-6), (name, trace)
                     assert marks[trace][k] == pytest.approx(best[source].score), (name, trace)
+            scores = _table(page, "benchmark")
+            assert scores[0][:3] == ["benchmark", "n", "proxy"], scores[0]
+            for row in scores[1:]:
+                assert row[1].isdigit(), (name, row)
+                for cell in row[2:]:
+                    ok = SCORE.match(cell) if row[0] in losses else WITH_CI.match(cell)
+                    assert ok or cell == "—", (name, row[0], cell)
+            expect(page.get_by_text(re.compile(r"a loss has none \(the cache keeps its mean")).first).to_be_visible()
+            page.screenshot(path=str(tmp_path / f"{name}-simplex.png"))
+
+            visit("merge", lab, "&method=linear")
+            beside = re.compile(r"^At .*: the linear proxy beside the base(,| and) the experts")
+            expect(page.get_by_text(beside)).to_be_visible(timeout=90_000)
+            context = _table(page, "model")
+            models = [r[0] for r in context[1:]]
+            assert "base" in models and {f"expert {n}" for n in eng.names if k <= 4} <= set(models), (name, models)
+            if eng.lab.manifest.true_mixtures:
+                assert any(m.endswith("trained mixture") for m in models), (name, models)
+            for header, *cells in zip(*context):
+                if header == "model":
+                    continue
+                bench, n = header.split(" · n=")
+                assert n.isdigit(), header
+                for cell in cells:
+                    ok = SCORE.match(cell) if bench in losses else WITH_CI.match(cell)
+                    assert ok or cell == "—", (name, header, cell)
+            page.screenshot(path=str(tmp_path / f"{name}-merge.png"))
+
             visit("pareto", lab, "&bench=mean")
             expect(page.get_by_text(re.compile(r"^Marked: the best mixtures on"))).to_be_visible(timeout=60_000)
+            for trace, weights in page.evaluate(_MARKS):
+                source = "proxy" if trace == "best under the proxy" else "true"
+                assert weights == pytest.approx(list(best[source].weights), abs=1e-6), (name, "pareto", trace)
+
             visit("proxy-vs-true", lab, "&bench=mean")
             headline = "This lab lists no true mixtures" if name == "demo-recycle" else "Spearman ρ [95% CI]"
             expect(page.get_by_text(headline).first).to_be_visible(timeout=60_000)
+            report = {r["benchmark"]: r for r in proxy_report(rows[rows.benchmark != "mean"], eng.names,
+                                                                eng.lab.benchmarks, n_boot=0)}  # fmt: skip
+            if "mean" in report:
+                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+                picks = dict(page.evaluate(_PICK))
+                assert picks["the proxy's pick"] == report["mean"]["pick"], name
+                assert best["true"].label.endswith(f"({picks['best trained mixture']})"), name
+            page.screenshot(path=str(tmp_path / f"{name}-proxy-vs-true.png"))
+
             visit("experts", lab)
             expect(page.get_by_text(re.compile(r"^Chance: if each expert's sign")).first).to_be_visible(timeout=60_000)
             expect(page.get_by_text(re.compile(r"^Chance: two unrelated directions")).first).to_be_visible()

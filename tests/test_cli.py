@@ -387,3 +387,30 @@ def test_method_and_sampler_options_list_the_registries_without_importing_them_f
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.stdout.split() == ["False", "False"], r.stderr
+
+
+def test_pareto_on_three_objectives_prints_the_front_a_brute_force_finds(tmp_path, monkeypatch, capsys):
+    """mixlab pareto --objectives add,rev,sort on the shipped demo-k3: the front of merges is exactly the
+    experts and linear proxies no other of them matches or beats on all three (checked pair by pair)."""
+    from mixlab.demo import DEMO_LAB
+
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "cache.sqlite"))
+    lab = DEMO_LAB.parent / "demo-k3"
+    assert main(["pareto", str(lab), "--objectives", "add,rev,sort", "--method", "linear", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["x"], out["y"], out["z"]) == ("add", "rev", "sort")
+    rows = [json.loads(line) for line in (lab / "evaluations.jsonl").read_text().splitlines()]
+    scores: dict[tuple, dict] = {}
+    for r in rows:  # experts and linear proxies, by (kind, label), as the cache holds them (the latest wins)
+        if r["kind"] == "expert" or (r["kind"] == "proxy" and r["method"] == "linear" and not r["params"]):
+            scores.setdefault((r["kind"], r["label"]), {})[r["benchmark"]] = r["score"]
+    points = {k: (v["add"], v["rev"], v["sort"]) for k, v in scores.items() if {"add", "rev", "sort"} <= set(v)}
+    want = {
+        k
+        for k, s in points.items()
+        if not any(all(o >= v for o, v in zip(other, s)) and other != s for other in points.values())
+    }
+    assert {(r["kind"], r["label"]) for r in out["merges"]} == want
+    assert all(set(r) >= {"x", "y", "z"} for r in out["merges"])
+    assert main(["pareto", str(lab), "--objectives", "add,rev,sort,rev-loss"]) == 2
+    assert "two or three different benchmarks" in capsys.readouterr().err

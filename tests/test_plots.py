@@ -246,3 +246,76 @@ def test_a_studys_trials_on_the_simplex_carry_their_weights_and_values():
     np.testing.assert_allclose(points.marker.color, [0.4, 0.7])  # the pruned trial has no value: not drawn
     assert (best.a, best.b, best.c) == ((0.6,), (0.2,), (0.2,))  # the best is ringed
     assert fig.layout.ternary.caxis.title.text == "c"
+
+
+def test_a_proxy_at_a_trained_point_rings_the_diamond_instead_of_hiding_under_it():
+    from mixlab.plots import PROXY_SIZE, RING_SIZE, TRUE_SIZE
+
+    # TIES proxies cached only at the trained points (and one elsewhere); 0.3334 is the point 1/3 as a lab writes it
+    proxy = _frame([[0.3334, 0.3333, 0.3333, 0.52, "p1"], [0.5, 0.5, 0.0, 0.48, "p2"], [0.1, 0.1, 0.8, 0.4, "p3"]])
+    true = _frame([[1 / 3, 1 / 3, 1 / 3, 0.58, "t1"], [0.5, 0.5, 0.0, 0.55, "t2"]])
+    fig = simplex_figure(NAMES, proxy, true, proxy.iloc[:0], None, "t", True)
+    p, t = fig.data[0], fig.data[1]
+    assert p.name.startswith("proxy") and t.name.startswith("true")  # the proxy drawn first: its ring shows
+    assert list(p.marker.size) == [RING_SIZE, RING_SIZE, PROXY_SIZE]
+    assert RING_SIZE >= TRUE_SIZE + 8  # at least 4 px of the proxy's colour on each side of the diamond
+    assert t.marker.size == TRUE_SIZE
+    np.testing.assert_allclose(p.marker.color, [0.52, 0.48, 0.4])  # the ring is coloured by the proxy's score
+    alone = simplex_figure(NAMES, proxy, true.iloc[:0], proxy.iloc[:0], None, "t", True)
+    assert alone.data[0].marker.size == PROXY_SIZE  # no trained mixtures: every proxy its usual size
+
+
+def test_a_15_gon_numbers_its_vertices_outward_and_the_caption_names_them():
+    from mixlab.plots import vertex_key
+    from mixlab.simplex import polygon_vertices
+
+    names = [f"true-add{i}_rev{100 - i}_sort{i // 2}" for i in range(15)]  # long checkpoint names
+    proxy = pd.DataFrame([[1 / 15] * 15 + [0.5, "u"]], columns=[*names, "score", "label"])
+    fig = simplex_figure(names, proxy, proxy.iloc[:0], proxy.iloc[:0], None, "t", True)
+    labels = fig.layout.annotations
+    assert [a.text for a in labels] == [str(i) for i in range(1, 16)]
+    verts = polygon_vertices(15)
+    for a, (x, y) in zip(labels, verts):
+        assert (a.x, a.y) == (x, y)
+        assert a.xshift * x + a.yshift * y > 0  # pushed outward, off the expert star
+        if abs(x) > abs(y):
+            assert a.xanchor == ("left" if x > 0 else "right")  # the text runs away from the polygon
+        else:
+            assert a.yanchor == ("bottom" if y > 0 else "top")
+    assert vertex_key(names) == " · ".join(f"{i + 1} {n}" for i, n in enumerate(names))
+    assert list(fig.layout.xaxis.range) == [verts[:, 0].min() - 0.12, verts[:, 0].max() + 0.12]  # not autoranged
+    k4 = ["general", "ocr", "count", "chart"]
+    four = pd.DataFrame([[0.25] * 4 + [0.5, "u"]], columns=[*k4, "score", "label"])
+    fig4 = simplex_figure(k4, four, four.iloc[:0], four.iloc[:0], None, "t", True)
+    assert [a.text for a in fig4.layout.annotations] == k4 and vertex_key(k4) is None
+
+
+def test_the_3d_pareto_figure_names_experts_marks_the_best_and_rings_the_selection():
+    from mixlab.plots import BEST_STYLE, pareto_figure_3d
+
+    rows = []
+    for kind, label, scores, w in [
+        ("expert", "a", (0.9, 0.1, 0.1), (1, 0, 0)),
+        ("expert", "b", (0.1, 0.9, 0.1), (0, 1, 0)),
+        ("expert", "c", (0.1, 0.1, 0.9), (0, 0, 1)),
+        ("proxy", "a=0.5, b=0.5, c=0", (0.6, 0.6, 0.05), (0.5, 0.5, 0)),
+        ("proxy", "a=0.2, b=0.2, c=0.6", (0.05, 0.05, 0.05), (0.2, 0.2, 0.6)),  # dominated by every expert
+    ]:
+        for bench, s in zip(("x", "y", "z"), scores):
+            rows.append({"kind": kind, "label": label, "benchmark": bench, "score": s, "higher_is_better": True,
+                         "a": w[0], "b": w[1], "c": w[2]})  # fmt: skip
+    pts = pareto_points(pd.DataFrame(rows), NAMES, "x", "y", "z")
+    assert list(pts.sort_values("label").proxy_front) == [True, False, True, True, True]  # a, a=0.2…, a=0.5…, b, c
+    best = pd.DataFrame([{"source": "proxy", "label": "a=0.5, b=0.5, c=0", "x": 0.6, "y": 0.6, "z": 0.05,
+                          "a": 0.5, "b": 0.5, "c": 0.0}])  # fmt: skip
+    fig = pareto_figure_3d(pts, "x", "y", "z", NAMES, best, [0.2, 0.2, 0.6])
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["expert on a front"].text) == ["a", "b", "c"]  # experts named on the figure
+    assert traces["expert on a front"].mode == "markers+text"
+    faint = traces["proxy (merge)"]
+    assert list(faint.text) == ["a=0.2, b=0.2, c=0.6"] and faint.marker.opacity < 1
+    mark = traces[BEST_STYLE["proxy"][0]]
+    assert (mark.x[0], mark.y[0], mark.z[0]) == (0.6, 0.6, 0.05) and mark.marker.symbol == "square-open"
+    sel = traces["selected"]
+    assert (sel.x[0], sel.y[0], sel.z[0]) == (0.05, 0.05, 0.05)
+    assert fig.layout.scene.zaxis.title.text == "z"

@@ -106,9 +106,12 @@ def test_the_fronts_and_their_counts_by_hand():
     # experts + linear proxies: (0.8, 0.1) a, (0.2, 0.9) b, (0.6, 0.6), (0.3, 0.5); the last is dominated by 0.6/0.6
     assert front_counts(pts) == {"merges": 1, "experts_on_front": 2, "experts": 2}
     shown = fronts(pts, NAMES)
-    assert sorted(shown["merges"].label) == ["a", "b", "linear 0.50"]
-    assert sorted(shown["trained"].label) == ["a", "b", "t1"]  # (0.5, 0.5) is not dominated by a or b
-    assert list(shown["merges"].columns) == ["kind", "label", "x", "y", "a", "b"]
+    assert sorted(shown["merges"].mixture) == ["a", "a=0.5, b=0.5", "b"]  # one label format: the weights
+    assert sorted(shown["trained"].mixture) == ["a", "a=0.5, b=0.5 (t1)", "b"]  # (0.5, 0.5) is not dominated
+    assert list(shown["merges"].columns) == ["kind", "mixture", "x", "y", "a", "b"]
+    three = fronts(pareto_points(of_method(df, "linear", {}), NAMES, "ocr", "chart", "ocr-loss"), NAMES)
+    assert list(three["merges"].columns) == ["kind", "mixture", "x", "y", "z", "a", "b"]  # ocr-loss: none here
+    assert three["merges"].empty
 
 
 def test_the_method_table_names_its_columns_by_benchmark():

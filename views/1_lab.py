@@ -141,11 +141,11 @@ def results_first() -> None:
                     "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                     for d, lo, hi in zip(board["diff"], board.diff_low, board.diff_high)
                 ],
-                "mixture": board.mixture,
                 "true model there": [
                     "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t))
                     for m, t in zip(board.model, board.true_at_pick)
                 ],
+                "mixture": board.mixture,  # last: a long one (K=15, a name after the weights) runs off the edge
             }
         )
         st.markdown(
@@ -156,7 +156,6 @@ def results_first() -> None:
             hide_index=True,
             width="stretch",
             key="lab_leaderboard",
-            column_config={"mixture": st.column_config.TextColumn(width="large")},
         )
         st.caption(
             "Each score with its 95% interval (Wilson's for an accuracy; the mean's by the normal approximation). "

@@ -7,7 +7,7 @@ import streamlit as st
 from mixlab.analysis import best_mixtures, scores_at
 from mixlab.errors import MixlabError
 from mixlab.evaluate import open_image
-from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure
+from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure, vertex_key
 from mixlab.simplex import separating_vertices
 from mixlab.tables import of_method
 from views.jobs import job_panel, submit_evaluation, worker
@@ -129,6 +129,8 @@ with left:
             colour=colour,
         )
         chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
+        if vertex_key(names):
+            st.caption(f"Vertices: {escape(vertex_key(names))}.")
         if view == "separated":
             st.caption(
                 f"K={k}: each mixture sits at the weighted average of the {k} vertices (one per expert), placed "
@@ -155,24 +157,33 @@ with right:
         )
     weight_inputs(eng)
 
-    # scores as text with their 95% interval (a missing one reads "—": st.dataframe prints NaN as "None")
     table, true_key, exact, dist = scores_at(df, names, m.weights, benchmark_options(df, eng), text=True)
-    table["n"] = ["—" if pd.isna(v) else str(int(v)) for v in table["n"]]
-    st.dataframe(table, hide_index=True, width="stretch", key="selected_scores")
-    st.caption(
-        "Each score with its 95% interval: Wilson's for an accuracy (k of n examples right); for the mean, "
-        "mean ± 1.96·√(Σ p(1−p)/n)/B over its B benchmarks (n: their examples summed); a loss has none (the "
-        "cache keeps its mean, not its per-example spread). Two scores whose intervals overlap may not differ."
-    )
-    if true_key is not None and not exact:
-        st.caption(
-            f"No model was trained at exactly this mixture; 'nearest true' is "
-            f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f})."
-        )
     if table.empty or (table["proxy"] == "—").any():
         if st.button(f"Evaluate this mixture ({method})", type="primary", key="simplex_evaluate"):
             submit_evaluation(eng, m, method, params)
     job_panel()
+
+# the selected mixture's scores, full width (in the sliders' column the expert and true columns were clipped)
+# as text with their 95% interval (a missing one reads "—": st.dataframe prints NaN as "None")
+st.markdown(f"**Scores at the selected mixture** ({escape(m.label())})")
+table["n"] = ["—" if pd.isna(v) else str(int(v)) for v in table["n"]]
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    key="selected_scores",
+    column_config={"benchmark": st.column_config.TextColumn(pinned=True)},
+)
+st.caption(
+    "Each score with its 95% interval: Wilson's for an accuracy (k of n examples right); for the mean, "
+    "mean ± 1.96·√(Σ p(1−p)/n)/B over its B benchmarks (n: their examples summed); a loss has none (the "
+    "cache keeps its mean, not its per-example spread). Two scores whose intervals overlap may not differ."
+)
+if true_key is not None and not exact:
+    st.caption(
+        f"No model was trained at exactly this mixture; 'nearest true' is "
+        f"{', '.join(f'{n}={w:.3f}' for n, w in zip(names, true_key))} (L1 distance {dist:.3f})."
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=1)

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
-from mixlab.analysis import cached_params
+from mixlab.analysis import MEAN, cached_params
+from mixlab.context import NO_INTERVAL, context_text, difference_text, differences, mixture_in_context
 from mixlab.errors import MixlabError
 from mixlab.lab import weights_label
-from mixlab.tables import labelled_scores, mixture_rows, params_label
+from mixlab.tables import labelled_scores, mixture_rows
 from views.jobs import current_job, job_panel, submit_evaluation
 from views.state import engine, mixture, results
-from views.text import code, show_error
+from views.text import code, escape, show_error
 from views.widgets import method_params_inputs, weight_inputs
 
 st.title("Merge & evaluate")
@@ -28,7 +29,8 @@ with right:
     st.markdown(
         f"**θ = merge_{method}(θ₀, τ; w)** with w = "
         + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
-        + f" · params {params_label(params)} · device `{eng.device}`"
+        + (" · " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "")
+        + f" · device `{eng.device}`"
     )
     job = current_job()
     busy = job is not None and job.active
@@ -47,8 +49,7 @@ with right:
 
     spec_params = eng.spec(m, method, params).params
     table = mixture_rows(eng.results(), eng.names, m.as_dict(), method, spec_params)
-    if len(table):
-        st.dataframe(table, hide_index=True, width="stretch")
+    if len(table):  # shown below, in context; here only its download
         st.download_button(
             "Scores as CSV",
             labelled_scores(table, m.as_dict(), method, spec_params).to_csv(index=False),
@@ -57,7 +58,7 @@ with right:
             key="merge_csv",
         )
     else:
-        st.info("This mixture has no cached scores for this method yet: press **Evaluate**.")
+        st.info(f"This mixture has no cached {method} proxy scores with these parameters yet: press **Evaluate**.")
 
     st.markdown("**Export the merged model**")
     kind = st.radio(
@@ -70,7 +71,7 @@ with right:
     name = st.text_input(
         "Export name",
         value=f"{method}_{label}",
-        key="merge_export_name",
+        key=f"merge_export_name:{method}_{label}",  # a new default when the method or mixture changes
         help=f"Written to {eng.lab.exports}/<name> (a name, not a path)",
     )
     replace = st.checkbox(
@@ -89,3 +90,39 @@ with right:
             st.success(f"Wrote {code(path)}")
         except MixlabError as e:
             show_error("Export failed", e)
+
+# full width: one column per benchmark, each score with its interval (a table in the right column was clipped);
+# on a narrow screen it scrolls sideways with the model's name kept in view
+PINNED = {"model": st.column_config.TextColumn(width=165, pinned=True)}  # px: "nearest trained mixture"
+shown = ([MEAN] if MEAN in set(cached.benchmark) else []) + list(chosen)
+context = mixture_in_context(
+    cached, eng.names, m.weights, method, spec_params, shown, eng.resolve_method("linear", {})[1]
+)
+parts = (["linear"] if method != "linear" else []) + ["the base", "the experts"]
+parts += ["the trained mixture nearest to it"] if eng.lab.manifest.true_mixtures else []
+beside = ", ".join(parts[:-1]) + " and " + parts[-1]
+st.markdown(f"**At {escape(m.label())}**: the {escape(method)} proxy beside {beside}")
+if len(context):
+    st.dataframe(context_text(context, shown), hide_index=True, width="stretch", column_config=PINNED)
+    trained = context[context.model.str.contains("trained mixture")]
+    caption = (
+        "Each score with its 95% interval (Wilson's for an accuracy, k of n examples; for the mean, the normal "
+        "approximation over its benchmarks); n is the examples each was scored on"
+    )
+    if context.low.isna().any():
+        caption += f"; {NO_INTERVAL}"
+    if len(trained):
+        caption += f". The {escape(trained.model.iloc[0])}: {escape(trained.mixture.iloc[0])}"
+    st.caption(caption + ".")
+    first = f"{method} proxy"
+    diffs = differences(context, first) if first in set(context.model) else context.iloc[0:0]
+    if len(diffs):
+        with st.expander(f"Differences: the {method} proxy minus each model, with 95% intervals"):
+            st.dataframe(difference_text(diffs, shown), hide_index=True, width="stretch", column_config=PINNED)
+            st.caption(
+                "MOVER intervals (Newcombe 1998) from each score's own interval. They treat the two models as "
+                "independent samples, so for two models scored on the same examples they are conservative; an "
+                "interval that excludes 0 is a difference beyond noise. No interval where either score has none."
+            )
+else:
+    st.info("Nothing is scored at this mixture or on these benchmarks yet.")

@@ -68,7 +68,7 @@ if row:
         f"ranks first, **{escape(row['pick'])}**, is {row['pick_rank']} under the true scores "
         f"(regret {row['regret']:.4f}; scores equal up to float noise tie)."
     )
-left, right = st.columns([3, 2])
+left, right = stacking_columns("pvt_main", [3, 2])  # below 1280 px the table goes under the figure, whole
 with left:
     arrow = "↑" if hib else "↓"
     c1, c2 = st.columns(2)
@@ -98,7 +98,17 @@ with left:
     )
 with right:
     table = pairs.assign(proxy_rank=tie_ranks(pairs.proxy, hib), true_rank=tie_ranks(pairs.true, hib))
-    st.dataframe(table, hide_index=True, width="stretch", height=480, key="pvt_table")
+    # the scores and ranks first (the weights, also in each trained mixture's name, after them): in this
+    # column at 1440 px the last columns scroll, and those were the scores
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        height=480,
+        key="pvt_table",
+        column_order=["label", "proxy", "true", "proxy_rank", "true_rank", *eng.names],
+        column_config={"label": st.column_config.TextColumn(pinned=True)},
+    )
 st.markdown(
     "**All benchmarks** — top-25% ρ: Spearman among the best quarter of mixtures by true score; pairs ok: the "
     "fraction of mixture pairs the proxy orders like the trained models (0.5 = chance)"

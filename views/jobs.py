@@ -112,7 +112,7 @@ def _job_panel() -> None:
         return
     if job.active:
         eta = f" · about {job.eta:.0f} s left" if job.eta is not None else ""
-        text = f"{job.state}: {escape(job.description)} — {escape(job.message) if job.message else 'queued…'}{eta}"
+        text = f"{job.state}: {escape(job.description)} — {escape(job.message or worker().waiting_reason(job))}{eta}"
         st.progress(job.fraction, text=text)
         if st.button("Cancel", key=f"cancel_{job.id}"):
             job.cancel()

@@ -8,14 +8,15 @@ import json
 import sys
 
 from mixlab.cli.common import lab_command, merge_options, method_params, open_engine, positive
+from mixlab.errors import MixlabError
 
 
 def add_commands(sub) -> None:
     s = lab_command(
-        sub, "pareto", "The Pareto fronts of cached merges and trained models on two benchmarks.", cmd_pareto
+        sub, "pareto", "The Pareto fronts of cached merges and trained models on two or three benchmarks.", cmd_pareto
     )
     merge_options(s, weights=False)
-    s.add_argument("--objectives", required=True, help="two benchmarks: x,y")
+    s.add_argument("--objectives", required=True, help="two or three benchmarks: x,y or x,y,z")
     s.add_argument("--json", action="store_true", help="print the fronts as JSON")
 
     s = lab_command(
@@ -91,20 +92,26 @@ def cmd_pareto(args) -> None:
 
     engine = open_engine(args)
     method, params = engine.resolve_method(args.method, method_params(args.param))
-    bx, by = args.objectives.split(",")
-    for b in (bx, by):
+    benches = args.objectives.split(",")
+    if len(benches) not in (2, 3) or len(set(benches)) != len(benches):
+        raise MixlabError(
+            f"--objectives takes two or three different benchmarks (x,y or x,y,z), got {args.objectives!r}"
+        )
+    for b in benches:
         engine.lab.benchmark(b)  # a clear error for an unknown name
-    pts = pareto_points(engine.results(method, params), engine.names, bx, by)
-    cols = ["kind", "label", "x", "y", *engine.names]
-    merges, trained = pts[pts.proxy_front][cols], pts[pts.true_front][cols]
+    axes = ["x", "y", "z"][: len(benches)]
+    pts = pareto_points(engine.results(method, params), engine.names, *benches)
+    cols = ["kind", "label", *axes, *engine.names]
+    merges, trained = pts[pts.proxy_front.astype(bool)][cols], pts[pts.true_front.astype(bool)][cols]
     if args.json:
         front = {"merges": merges.to_dict("records"), "trained": trained.to_dict("records")}
-        print(json.dumps({"x": bx, "y": by, "method": method, "params": params} | front, indent=2))
+        print(json.dumps(dict(zip(axes, benches)) | {"method": method, "params": params} | front, indent=2))
         return
     for title, rows in (("front of merges (experts + proxies)", merges), ("front of trained models", trained)):
-        print(f"{title}, {bx} × {by} ({method}):")
+        print(f"{title}, {' × '.join(benches)} ({method}):")
         for r in rows.itertuples():
-            print(f"  {r.kind:<7} {r.label:<24} {bx} {r.x:.4f}  {by} {r.y:.4f}")
+            scores = "  ".join(f"{b} {getattr(r, a):.4f}" for a, b in zip(axes, benches))
+            print(f"  {r.kind:<7} {r.label:<24} {scores}")
 
 
 def cmd_regress(args) -> None:

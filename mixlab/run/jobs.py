@@ -114,6 +114,25 @@ class Worker:
         self._queue.put(job)
         return job
 
+    def waiting_reason(self, job: Job) -> str:
+        """Why ``job`` has no progress to show yet: the jobs ahead of it (this worker runs one job at a
+        time, in the order they were submitted), or that it is starting; "" once it has ended."""
+        if job.state == JobState.RUNNING:
+            return "starting…"
+        if job.state != JobState.QUEUED:
+            return ""
+        with self._lock:
+            ahead = [j for j in self.jobs if j.active and j.id < job.id]
+        if not ahead:
+            return "queued: starting…"
+        first = next((j for j in ahead if j.state == "running"), ahead[0])
+        more = len(ahead) - 1
+        return (
+            f"queued behind {first.state} job '{first.description}'"
+            + (f" and {more} more" if more else "")
+            + " (one job runs at a time)"
+        )
+
     def _loop(self) -> None:
         while True:
             job = self._queue.get()
