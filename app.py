@@ -15,7 +15,6 @@ from views.widgets import figure_format_picker
 # a local icon: nothing is fetched from another host (a :material: icon would load a web font)
 st.set_page_config(page_title="mixlab", page_icon=str(Path(__file__).with_name("views") / "icon.png"), layout="wide")
 read_url()  # once per session: the URL's view becomes the session's state
-start_warmup()  # once per process: build the merge kernels and import the model stack in the background
 nav = st.navigation(
     [
         st.Page("views/1_lab.py", title="Lab", icon=":material/science:", default=True),
@@ -35,3 +34,4 @@ try:
     nav.run()
 finally:
     write_url()  # the address bar names this view, also after a page switch (which drops query parameters)
+    start_warmup()  # once per process, after the first paint: the merge kernels and the model stack, in the background

@@ -11,6 +11,10 @@ Variants (each a fresh lab in a temp folder, true mixtures on the 1/m lattice):
   each domain (dev exact match ≥ --base-target), then 250-step runs;
 - replay: pretrained, and every expert / true-mixture run replays 50% general data;
 - short: pretrained, expert and true-mixture runs of 60 steps (the shipped labs' recipe, `demo build`'s default).
+Beside the merge methods, the proxies of :mod:`mixlab.proxies` on the same mixtures (ρ of the mean, 95% CI):
+the output-space proxy (the experts' token distributions mixed) and the fitted ones, each mixture predicted
+from the other n − 1 true runs (calibrated per-benchmark affine maps, a regression on weights + proxy scores,
+and one on the weights only).
 Nothing here is tuned towards a number: the table is what one run gives.
 """
 
@@ -29,6 +33,7 @@ from mixlab.analysis import MEAN, proxy_report, rank_label  # noqa: E402
 from mixlab.demo.build import FULL, SCRATCH, build_demo  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
+from mixlab.proxies.compare import proxies_report  # noqa: E402
 from mixlab.simplex import Mixture, lattice  # noqa: E402
 
 METHODS = [("linear", {}), ("task_arithmetic", {"scale": 2.0}), ("ties", {"density": 0.5})]
@@ -77,6 +82,12 @@ def study(name: str, budget, points, seed: int, root: Path) -> list[str]:
             f"{f(m['top25_spearman'])} | {f(m['pairwise_accuracy'], '.2f')} | {rank_label(m['pick_true_rank'], m['pick_tied'])}, "
             f"{m['regret']:.3f} | {per} |"
         )
+    # the proxies beside the merge, on the same mixtures: ρ of the mean with its CI (no per-benchmark detail)
+    for o in proxies_report(engine, "linear", {}, subsets=("all",), benchmarks=exact):
+        if o["proxy"].startswith("merge") or o["summary"] != "ρ of the mean":
+            continue
+        rho = f"{f(o['spearman'])} [{f(o['spearman_low'])}, {f(o['spearman_high'])}]"
+        lines.append(f"| {name} | {o['proxy']} | {o['n']} | {rho} | | | | |")
     return lines
 
 

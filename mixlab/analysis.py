@@ -1,7 +1,8 @@
 """How well proxies rank mixtures, and which mixtures are worth having.
 
-- :func:`rank_correlation`: Spearman ρ or Kendall τ (scipy) with a percentile bootstrap 95% CI over
-  resampled mixtures; ``None`` when fewer than 3 pairs make it undefined.
+- :func:`rank_correlation`: Spearman ρ or Kendall τ-b with a percentile bootstrap 95% CI over resampled
+  mixtures; ``None`` when fewer than 3 pairs make it undefined. Computed with numpy and pandas (equal to
+  scipy's spearmanr/kendalltau, which the tests check), so a page draws them without importing scipy.stats.
 - :func:`regret`: pick the mixture the proxy likes best; its rank under the true scores and how much
   true score it leaves on the table. Scores equal up to float noise (:func:`same_score`) tie: a pick tied
   for best is "#1 (tied)" with regret 0 (:func:`rank_label`), never #2 on a last-bit difference.
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mixlab.errors import MixlabError
 from mixlab.simplex import ROUND, Mixture
@@ -47,6 +47,7 @@ def results_table(evaluations: Sequence, names: Sequence[str]) -> pd.DataFrame:
     """Evaluations as one tidy table: the :data:`RESULT_COLUMNS`, one weight column per expert, and each
     score's 95% interval ``low``/``high`` (:func:`score_interval`; NaN where there is none)."""
     df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in evaluations], columns=list(RESULT_COLUMNS))
+    df["replicate"] = pd.array([getattr(e, "replicate", None) for e in evaluations], dtype="Int64")  # true rows
     for n in names:
         df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
     ci = [score_interval(s, n, m) for s, n, m in zip(df.score, df.n, df.metric)]
@@ -189,13 +190,6 @@ class Correlation:
     low: float | None
     high: float | None
     n: int
-    p_value: float | None
-
-
-def _corr(method: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    fn = stats.spearmanr if method == "spearman" else stats.kendalltau
-    res = fn(x, y)
-    return float(res.statistic), float(res.pvalue)
 
 
 def rank_correlation(
@@ -214,16 +208,16 @@ def rank_correlation(
         raise MixlabError(f"proxy and true scores differ in length: {len(x)} vs {len(y)}")
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return Correlation(method, None, None, None, n, None)
-    value, p = _corr(method, x, y)
+        return Correlation(method, None, None, None, n)
+    value = float(bootstrap_statistics(method, x[None], y[None])[0])
     if n_boot == 0:
-        return Correlation(method, value, None, None, n, p)
+        return Correlation(method, value, None, None, n)
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boots = bootstrap_statistics(method, x[idx], y[idx])
     boots = boots[np.isfinite(boots)]  # resamples with a constant side have no correlation
     alpha = (1 - level) / 2
     low, high = np.quantile(boots, [alpha, 1 - alpha]) if len(boots) else (np.nan, np.nan)
-    return Correlation(method, value, float(low), float(high), n, p)
+    return Correlation(method, value, float(low), float(high), n)
 
 
 def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -231,7 +225,9 @@ def bootstrap_statistics(method: str, xs: np.ndarray, ys: np.ndarray) -> np.ndar
     row by row these equal scipy's spearmanr/kendalltau (a test checks it)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         if method == "spearman":
-            rx, ry = stats.rankdata(xs, axis=1), stats.rankdata(ys, axis=1)  # average ranks for ties
+            # average ranks for ties, as scipy.stats.rankdata (pandas: no scipy.stats import on a page)
+            rx = pd.DataFrame(xs).rank(axis=1, method="average").to_numpy()
+            ry = pd.DataFrame(ys).rank(axis=1, method="average").to_numpy()
             rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
             return (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
         # τ-b = Σ_{i<j} sgn(Δx)·sgn(Δy) / √(Σ|sgn Δx| · Σ|sgn Δy|)
@@ -262,6 +258,28 @@ def snap_ties(values: Sequence[float]) -> np.ndarray:
         if same_score(v[prev], v[cur]):
             out[cur] = out[prev]  # the run's smallest value, carried along the run
     return out
+
+
+def best_index(values: Sequence[float], higher_is_better: bool = True) -> int:
+    """Index of the first of the best ``values``, scores equal up to float noise tied (:func:`snap_ties`):
+    the one rule by which a pick, a search's winner, a best single checkpoint and a greedy soup's step
+    choose, so none of them is decided by summation order."""
+    v = snap_ties(values)
+    if len(v) == 0:
+        raise MixlabError("nothing to choose from: no scores")
+    return int(np.argmax(v if higher_is_better else -v))
+
+
+def at_least(a: float, b: float) -> bool:
+    """``a ≥ b`` where scores equal up to float noise (:func:`same_score`) count as equal."""
+    return a >= b or same_score(a, b)
+
+
+def exact_mean(values: Sequence[float]) -> float:
+    """The mean of ``values`` summed exactly (``math.fsum``): the same number whatever their order, so two
+    models with the same scores in another order have the same mean to the last bit."""
+    values = list(values)
+    return math.fsum(values) / len(values)
 
 
 def tie_ranks(values: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
@@ -295,7 +313,7 @@ def regret(proxy: Sequence[float], true: Sequence[float], higher_is_better: bool
     if len(x) == 0:
         raise MixlabError("regret needs at least one mixture with both proxy and true scores")
     sign = 1.0 if higher_is_better else -1.0
-    chosen = int(np.argmax(sign * snap_ties(x)))
+    chosen = best_index(x, higher_is_better)
     true_rank = 1 + int(np.sum(sign * y > sign * y[chosen]))
     tied = int(np.sum(y == y[chosen])) - 1
     return Regret(chosen, true_rank, float(np.max(sign * y) - sign * y[chosen]), len(x), tied)
@@ -321,6 +339,7 @@ def pareto_points(results: pd.DataFrame, names: Sequence[str], bx: str, by: str,
     axes = [("x", bx), ("y", by)] + ([("z", bz)] if bz is not None else [])
     cols = ["kind", "label", "mixture", *[a for a, _ in axes], *names, "proxy_front", "true_front"]
     benches = [b for _, b in axes]
+    results = collapse_replicates(results)
     sub = results[results.benchmark.isin(benches) & results.kind.isin(["expert", "proxy", "true", "base"])]
     if len(set(benches)) < len(benches) or not set(benches) <= set(sub.benchmark):  # one with no scores: none
         return pd.DataFrame(columns=cols)
@@ -406,17 +425,18 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     directions = set(sub.higher_is_better)
     if len(directions) > 1:
         raise MixlabError(f"cannot average benchmarks of opposite directions: {', '.join(benchmarks)}")
+    rep = sub["replicate"] if "replicate" in sub else pd.Series(None, index=sub.index, dtype=object)
     model = pd.Series(
-        [f"{k}\0{lab}\0{m}\0{p!r}" for k, lab, m, p in zip(sub.kind, sub.label, sub.method, sub.params)],
+        [f"{k}\0{lab}\0{m}\0{p!r}\0{r}" for k, lab, m, p, r in zip(sub.kind, sub.label, sub.method, sub.params, rep)],
         index=sub.index,
-    )  # one key per model (a proxy is its method + params + weights)
+    )  # one key per model (a proxy is its method + params + weights; a true mixture's replicates are models)
     # each benchmark's binomial variance p(1−p)/n where it is a proportion (NaN otherwise: no interval)
     n = sub["n"] if "n" in sub else pd.Series(np.nan, index=sub.index)
     metric = sub["metric"] if "metric" in sub else pd.Series(None, index=sub.index)
     proportion = np.array([score_interval(s, k, m) is not None for s, k, m in zip(sub.score, n, metric)], dtype=bool)
     var = pd.Series(np.where(proportion, sub.score * (1 - sub.score) / n.where(proportion, 1), np.nan), index=sub.index)
     groups = sub.assign(_var=var, _n=n).groupby(model, sort=False)
-    stats_ = groups.agg(score=("score", "mean"), k=("benchmark", "nunique"), n=("_n", "sum"))
+    stats_ = groups.agg(score=("score", exact_mean), k=("benchmark", "nunique"), n=("_n", "sum"))
     stats_["var"] = groups._var.agg(lambda v: v.sum(min_count=len(v)))  # NaN unless every benchmark has one
     complete = stats_.index[stats_.k == len(set(benchmarks))]
     if len(complete) == 0:
@@ -459,17 +479,93 @@ def same_mixture(weights: Sequence[float], candidates: Sequence[Sequence[float]]
 
 def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.DataFrame:
     """Proxy and true scores of the same mixtures (:func:`same_mixture`) on one benchmark: columns label,
-    *names, proxy, true."""
+    *names, proxy, true, replicates. A true mixture trained more than once (replicates, seeds) is one row
+    whose ``true`` is the mean of its replicates' scores (``replicates`` counts them)."""
     sub = results[results.benchmark == benchmark]
     proxy = {weights_key(w, names): s for w, s in zip(sub[sub.kind == "proxy"].weights, sub[sub.kind == "proxy"].score)}
     keys, scores = list(proxy), list(proxy.values())
     rows = []
-    for _, t in sub[sub.kind == "true"].iterrows():
-        key = weights_key(t.weights, names)
+    true = sub[sub.kind == "true"]
+    for label, t in true.groupby("label", sort=False):
+        key = weights_key(t.weights.iloc[0], names)
         i = same_mixture(key, keys)
         if i is not None:
-            rows.append({"label": t.label, **dict(zip(names, key)), "proxy": scores[i], "true": t.score})
-    return pd.DataFrame(rows, columns=["label", *names, "proxy", "true"])
+            rows.append(
+                {"label": label, **dict(zip(names, key)), "proxy": scores[i], "true": exact_mean(t.score)}
+                | {"replicates": len(t)}
+            )
+    return pd.DataFrame(rows, columns=["label", *names, "proxy", "true", "replicates"])
+
+
+def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` with each true mixture trained more than once (replicates) as one row per benchmark: the
+    replicates' mean score, summed exactly, with no interval (``low``/``high`` NaN: a mean over seeds is not a
+    binomial proportion) and no replicate number — what a page shows as "the trained mixture". Unchanged when
+    no mixture has replicates."""
+    if "replicate" not in results or not len(results):
+        return results
+    true = results[results.kind == "true"]
+    size = true.groupby(["label", "benchmark"]).score.transform("size")
+    many = true[size > 1]
+    if many.empty:
+        return results
+    means = many.groupby(["label", "benchmark"], sort=False).score.agg(exact_mean)
+    first = many.drop_duplicates(["label", "benchmark"]).copy()  # keeps the first replicate's index
+    first["score"] = [means[lab, b] for lab, b in zip(first.label, first.benchmark)]
+    first["replicate"] = pd.NA
+    for c in ("low", "high"):
+        if c in first:
+            first[c] = np.nan
+    return pd.concat([results.drop(index=many.index), first]).sort_index(kind="stable")
+
+
+SUBSETS = {
+    "all": "every trained mixture",
+    "interior": "the interior points (every expert's weight > 0, as the seed paper's design)",
+}
+
+
+def in_subset(weights: Sequence[float], subset: str) -> bool:
+    """Whether a mixture belongs to a design subset of :data:`SUBSETS`."""
+    if subset not in SUBSETS:
+        raise MixlabError(f"unknown subset {subset!r}; available: {', '.join(SUBSETS)}")
+    return subset == "all" or all(w > 1e-9 for w in weights)
+
+
+def replicate_pairs(results: pd.DataFrame, names: Sequence[str], benchmark: str, subset: str = "all") -> pd.DataFrame:
+    """The split half of a lab's replicates on one benchmark: every true mixture trained at least twice,
+    with replicate 1's and replicate 2's scores. Columns label, *names, first, second."""
+    sub = results[(results.benchmark == benchmark) & (results.kind == "true")]
+    rows = []
+    if "replicate" in sub:
+        for label, t in sub.groupby("label", sort=False):
+            by = {int(r): s for r, s in zip(t.replicate, t.score) if not pd.isna(r)}
+            key = weights_key(t.weights.iloc[0], names)
+            if 1 in by and 2 in by and in_subset(key, subset):
+                rows.append({"label": label, **dict(zip(names, key)), "first": by[1], "second": by[2]})
+    return pd.DataFrame(rows, columns=["label", *names, "first", "second"])
+
+
+def noise_ceiling(
+    results: pd.DataFrame, names: Sequence[str], benchmark: str, subset: str = "all", n_boot: int = 2000
+) -> Correlation:
+    """The noise ceiling on one benchmark: Spearman ρ between two replicates (seeds) of the true models,
+    replicate 1 against replicate 2 over the mixtures trained twice (split half), with its bootstrap CI —
+    how well the true models rank themselves. A proxy's ρ against one seed cannot be expected above it
+    (against the mean of two seeds it may be a little higher: the mean is less noisy than one seed).
+    Undefined (value None, n the number of replicated mixtures) with fewer than 3 of them."""
+    pairs = replicate_pairs(results, names, benchmark, subset)
+    return rank_correlation(snap_ties(pairs["first"]), snap_ties(pairs["second"]), "spearman", n_boot=n_boot)
+
+
+def ceiling_text(value: float | None, low: float | None, high: float | None, n: int) -> str:
+    """How a ceiling reads beside a ρ, everywhere: "ceiling +0.82 [+0.66, +0.92] (n=46)", or why there is none."""
+    if n == 0:
+        return "no replicates: ceiling unknown"
+    if value is None:
+        return f"ceiling undefined ({n} replicated mixture{'s' if n != 1 else ''})"
+    ci = "" if low is None else f" [{low:+.2f}, {high:+.2f}]"
+    return f"ceiling {value:+.2f}{ci} (n={n})"
 
 
 def scores_at(
@@ -491,6 +587,7 @@ def scores_at(
         or "nearest true", "expert <name>"…; the true point's weights or None; whether it is exact (within
         the simplex tolerance); its L1 distance or None).
     """
+    results = collapse_replicates(results)
     proxy = results[results.kind == "proxy"]
     true = results[results.kind == "true"]
     true_keys = sorted({weights_key(w, names) for w in true.weights})
@@ -564,7 +661,7 @@ def best_mixtures(
     Scores equal up to float noise tie (:func:`snap_ties`); the first of them is returned.
 
     ``results``: one method's rows (the mean included if it is asked for)."""
-    sub = results[results.benchmark == benchmark]
+    sub = collapse_replicates(results[results.benchmark == benchmark])
     out: dict[str, Best] = {}
     if len(sub):
         sign = 1.0 if bool(sub.higher_is_better.iloc[0]) else -1.0
@@ -605,7 +702,7 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     Columns: model, mixture, score, low, high (95% interval, NaN where none), n, true_at_pick (the pick's
     row only), diff, diff_low, diff_high (each row minus the first, with :func:`difference_interval`)."""
     cols = ["model", "mixture", "score", "low", "high", "n", "true_at_pick"]
-    sub = results[results.benchmark == benchmark]
+    sub = collapse_replicates(results[results.benchmark == benchmark])
     if sub.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -697,7 +794,9 @@ def top_quartile_correlation(
     return rank_correlation(x[best], y[best], "spearman", n_boot=n_boot)
 
 
-def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequence, n_boot: int = 2000) -> list[dict]:
+def proxy_report(
+    results: pd.DataFrame, names: Sequence[str], benchmarks: Sequence, n_boot: int = 2000, subset: str = "all"
+) -> list[dict]:
     """How well the proxy ranks the trained mixtures, per benchmark and on the ``mean``: the one table
     that ``python -m mixlab report`` and the Proxy vs true page show.
 
@@ -710,18 +809,22 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
         One dict per benchmark with true/proxy pairs: benchmark, higher_is_better, n, spearman and its 95%
         bootstrap CI (spearman_low, spearman_high), kendall, top25_spearman (with n_top25), pairwise_accuracy,
         pick (the proxy's favourite), pick_true_rank (1 = best of n), pick_tied (how many others share its true
-        score), pick_rank (how it reads: "#1 (tied) of 21"), regret. Scores equal up to float noise tie
-        (:func:`snap_ties`). Undefined values are None.
+        score), pick_rank (how it reads: "#1 (tied) of 21"), regret; the noise ceiling beside ρ
+        (:func:`noise_ceiling`: ceiling, ceiling_low, ceiling_high, n_replicated = mixtures with two
+        replicates, 0 when the lab has none) and replicates (the most replicates a mixture has; its true
+        score is their mean). Scores equal up to float noise tie (:func:`snap_ties`). Undefined values are
+        None. ``subset``: one of :data:`SUBSETS` (``interior``: only mixtures where every expert has weight).
     """
     mean_of = mean_benchmarks(benchmarks, results)
     df = with_mean(results, mean_of)
     directions = {b.name: b.higher_is_better for b in benchmarks} | {MEAN: True}
     rows = []
     for name in [b.name for b in benchmarks] + ([MEAN] if mean_of else []):
-        pairs = paired(df, names, name)
+        pairs = subset_of(paired(df, names, name), names, subset)
         if pairs.empty:
             continue
         hib = directions[name]
+        ceiling = noise_ceiling(df, names, name, subset, n_boot)
         px, ty = snap_ties(pairs.proxy), snap_ties(pairs.true)  # a tie up to float noise is a tie in every statistic
         rho = rank_correlation(px, ty, "spearman", n_boot=n_boot)
         tau = rank_correlation(px, ty, "kendall", n_boot=0)
@@ -745,9 +848,99 @@ def proxy_report(results: pd.DataFrame, names: Sequence[str], benchmarks: Sequen
                 "pick_rank": reg.label(),
                 "regret": reg.regret,
                 "warning": rank_warning(rho.n),
+                "ceiling": ceiling.value,
+                "ceiling_low": ceiling.low,
+                "ceiling_high": ceiling.high,
+                "n_replicated": ceiling.n,
+                "replicates": int(pairs.replicates.max()),
             }
         )
     return rows
+
+
+def subset_of(pairs: pd.DataFrame, names: Sequence[str], subset: str) -> pd.DataFrame:
+    """The rows of ``pairs`` (:func:`paired` or :func:`replicate_pairs`) whose mixture is in ``subset``."""
+    keep = [in_subset(w, subset) for w in pairs[list(names)].itertuples(index=False)]
+    return pairs[np.asarray(keep, dtype=bool)] if len(pairs) else pairs
+
+
+SUMMARIES = ("ρ of the mean", "mean of per-benchmark ρ")
+
+
+def mean_of_rhos(
+    xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0
+) -> Correlation:
+    """The mean over benchmarks of Spearman ρ(xs[b], ys[b]), every benchmark over the same n mixtures, with
+    a percentile bootstrap CI that resamples the mixtures (the same resample for every benchmark, so their
+    dependence is kept). Undefined (None) when fewer than 3 mixtures or any benchmark's ρ is undefined."""
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)  # (B, n)
+    n = x.shape[1] if x.ndim == 2 else 0
+    if n < 3 or len(x) == 0:
+        return Correlation("spearman", None, None, None, n)
+    rhos = [rank_correlation(a, b, n_boot=0).value for a, b in zip(x, y)]
+    if any(r is None for r in rhos):
+        return Correlation("spearman", None, None, None, n)
+    value = float(np.mean(rhos))
+    if n_boot == 0:
+        return Correlation("spearman", value, None, None, n)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boots = np.mean([bootstrap_statistics("spearman", a[idx], b[idx]) for a, b in zip(x, y)], axis=0)  # (n_boot,)
+    boots = boots[np.isfinite(boots)]
+    low, high = np.quantile(boots, [0.025, 0.975]) if len(boots) else (np.nan, np.nan)
+    return Correlation("spearman", value, float(low), float(high), n)
+
+
+def rho_summaries(
+    results: pd.DataFrame,
+    names: Sequence[str],
+    benchmarks: Sequence,
+    subsets: Sequence[str] = tuple(SUBSETS),
+    n_boot: int = 2000,
+) -> list[dict]:
+    """Both summaries of how the proxy ranks, for each design subset: ``ρ of the mean`` (Spearman ρ of the
+    proxy's mean over the higher-is-better benchmarks against the true mean) and ``mean of per-benchmark ρ``
+    (the average of each benchmark's ρ, over the same mixtures) — papers report either, rarely saying which —
+    each with its 95% bootstrap CI and its noise ceiling (the same statistic between replicate 1 and 2).
+
+    ``results``: one method's rows, without the mean. Returns one dict per (subset, summary): subset,
+    summary, n, spearman, spearman_low, spearman_high, ceiling, ceiling_low, ceiling_high, n_replicated."""
+    mean_of = mean_benchmarks(benchmarks, results)
+    df = with_mean(results, mean_of)
+    out = []
+    for subset in subsets:
+        for summary in SUMMARIES:
+            rho = ceil = None
+            if summary == SUMMARIES[0] and mean_of:
+                p = subset_of(paired(df, names, MEAN), names, subset)
+                rho = rank_correlation(snap_ties(p.proxy), snap_ties(p.true), n_boot=n_boot)
+                ceil = noise_ceiling(df, names, MEAN, subset, n_boot)
+            elif mean_of:
+                rho, ceil = _mean_of_rhos_over(df, names, mean_of, subset, n_boot)
+            row = {"subset": subset, "summary": summary, "n": rho.n if rho else 0}
+            row |= {"spearman": None, "spearman_low": None, "spearman_high": None}
+            if rho is not None:
+                row |= {"spearman": rho.value, "spearman_low": rho.low, "spearman_high": rho.high}
+            row |= {"ceiling": None, "ceiling_low": None, "ceiling_high": None, "n_replicated": 0}
+            if ceil is not None:
+                row |= {"ceiling": ceil.value, "ceiling_low": ceil.low, "ceiling_high": ceil.high}
+                row["n_replicated"] = ceil.n
+            out.append(row)
+    return out
+
+
+def _mean_of_rhos_over(df, names, benchmarks, subset, n_boot) -> tuple[Correlation, Correlation]:
+    """:func:`mean_of_rhos` of proxy vs true, and of replicate 1 vs 2, over the mixtures every benchmark has."""
+    pairs = [subset_of(paired(df, names, b), names, subset).set_index("label") for b in benchmarks]
+    common = [lab for lab in pairs[0].index if all(lab in p.index for p in pairs)]
+    rho = mean_of_rhos(
+        [snap_ties(p.loc[common, "proxy"]) for p in pairs], [snap_ties(p.loc[common, "true"]) for p in pairs], n_boot
+    )
+    reps = [replicate_pairs(df, names, b, subset).set_index("label") for b in benchmarks]
+    both = [lab for lab in reps[0].index if all(lab in r.index for r in reps)]
+    ceil = mean_of_rhos(
+        [snap_ties(r.loc[both, "first"]) for r in reps], [snap_ties(r.loc[both, "second"]) for r in reps], n_boot
+    )
+    return rho, ceil
 
 
 def method_comparison(

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mixlab.experts import TaskVector
+from mixlab.lazy import torch
 
 _LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 

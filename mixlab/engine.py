@@ -74,10 +74,22 @@ class Engine:
     def __init__(self, lab: Lab, store: Store | None = None, device: str | None = None, batch_size: int | None = None):
         self.lab = lab
         self.store = store if store is not None else open_store(lab)
-        self.device = pick_device(device)
+        self._device = pick_device(device) if device else None  # a device asked for is checked now
         self._batch_size = batch_size
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self.sources = LabSources(lab)
+
+    @property
+    def device(self):
+        """Where evaluations run (a torch.device): the one asked for, else cuda → mps → cpu, picked when first
+        asked (importing torch: a page that only reads cached scores never asks)."""
+        if self._device is None:
+            self._device = pick_device(None)
+        return self._device
+
+    def device_name(self) -> str | None:
+        """The device's name if it is known without importing torch, else None (picked at the first evaluation)."""
+        return None if self._device is None else str(self._device)
 
     # --- what the lab is made of (reloaded when its files change: mixlab.sources) -------------------
     @property
@@ -93,8 +105,8 @@ class Engine:
         return self.sources.models_fp
 
     @property
-    def true_fingerprints(self) -> dict[str, str]:
-        """Content fingerprint of each true mixture's checkpoint (label → fingerprint), current."""
+    def true_fingerprints(self) -> dict[tuple[str, int], str]:
+        """Content fingerprint of each true-mixture checkpoint ((label, replicate) → fingerprint), current."""
         return self.sources.true_fingerprints()
 
     def refresh(self) -> bool:

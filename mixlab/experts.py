@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import safetensors.torch
-import torch
 from safetensors import safe_open
 
 from mixlab.errors import ExpertError, ManifestError
 from mixlab.lab import confined
+from mixlab.lazy import safetensors_torch, torch
 from mixlab.names import IDENTITY, LiveNames, live_names
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -214,10 +213,41 @@ class Checkpoint:
     @property
     def fingerprint(self) -> str:
         """sha256 over the weights and the model files: anything that changes what the model computes."""
-        h = hashlib.sha256()
-        for f in [*self.files, *self.model_files()]:
-            h.update(f.name.encode() + b"\0" + file_fingerprint(f).encode())
-        return h.hexdigest()
+        return files_fingerprint([*self.files, *self.model_files()])
+
+
+def files_fingerprint(files: Sequence[Path]) -> str:
+    """A checkpoint's fingerprint (:attr:`Checkpoint.fingerprint`): sha256 over its files' names and bytes."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + file_fingerprint(f).encode())
+    return h.hexdigest()
+
+
+def lora_fingerprint(config_text: str, weights_sha256: bytes) -> str:
+    """A LoRA adapter's fingerprint (:attr:`LoraTaskVector.fingerprint`): its config's text and the sha256
+    of its weights file's bytes."""
+    return hashlib.sha256(hashlib.sha256(config_text.encode()).digest() + weights_sha256).hexdigest()
+
+
+def folder_fingerprint(folder: Path, label: str, root: Path | None = None) -> str:
+    """The fingerprint the checkpoint or adapter in ``folder`` has once loaded (a base or full fine-tune:
+    :attr:`Checkpoint.fingerprint`; a PEFT adapter: :attr:`LoraTaskVector.fingerprint`), from its files
+    alone: no tensor is read and nothing imports torch, so a page can look up cached scores without the
+    model stack. The same folder checks as loading (no pickle weights, no link out of the lab ``root``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExpertError(f"{label}: {folder} is not a folder")
+    check_folder(folder, label, None if root is None else Path(root).resolve())
+    if (folder / ADAPTER_CONFIG).is_file():
+        weights = folder / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            raise ExpertError(f"{label}: no {ADAPTER_WEIGHTS} in {folder}")
+        return lora_fingerprint(read_text(folder / ADAPTER_CONFIG, label), bytes.fromhex(file_fingerprint(weights)))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ExpertError(f"{label}: no *.safetensors file in {folder}")
+    return files_fingerprint([*files, *(folder / n for n in MODEL_FILES if (folder / n).is_file())])
 
 
 @dataclass(frozen=True)
@@ -397,12 +427,10 @@ class LoraTaskVector(TaskVector):
             raise ExpertError(f"{label}: no {ADAPTER_WEIGHTS} in {self.folder}")
         try:
             blob = weights_path.read_bytes()
-            tensors = safetensors.torch.load(blob)
+            tensors = safetensors_torch.load(blob)
         except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
             raise ExpertError(f"{label}: cannot read {weights_path}: {e}") from None
-        self.fingerprint = hashlib.sha256(
-            hashlib.sha256(cfg_text.encode()).digest() + hashlib.sha256(blob).digest()
-        ).hexdigest()
+        self.fingerprint = lora_fingerprint(cfg_text, hashlib.sha256(blob).digest())
 
         raw: dict[str, dict] = {}
         self.replaced: dict[str, torch.Tensor] = {}  # base key → tensor saved whole (modules_to_save)

@@ -112,13 +112,29 @@ class TrueMixtureSpec(_Strict):
         description='expert name → weight (a number or a fraction like "1/3"); missing experts are 0'
     )
     path: str | None = Field(None, description="checkpoint trained on this mixture (adapter or full)")
+    paths: list[str] | None = Field(
+        None,
+        description="replicates: ≥ 2 checkpoints trained on this mixture (seeds), in order; replicate 1 is the "
+        "first. They measure the noise ceiling (how well two seeds of the true model rank each other)",
+    )
     scores: dict[str, float] | None = Field(None, description="benchmark name → score, if no checkpoint")
 
     @model_validator(mode="after")
     def _path_or_scores(self) -> TrueMixtureSpec:
-        if (self.path is None) == (self.scores is None):
-            raise ValueError("give exactly one of 'path' (a checkpoint) or 'scores'")
+        if sum(x is not None for x in (self.path, self.paths, self.scores)) != 1:
+            raise ValueError("give exactly one of 'path' (a checkpoint), 'paths' (replicates) or 'scores'")
+        if self.paths is not None:
+            if len(self.paths) < 2:
+                raise ValueError(f"paths lists replicates: give at least 2, or one checkpoint as path = {self.paths!r}")
+            repeated = sorted({p for p in self.paths if self.paths.count(p) > 1})
+            if repeated:
+                raise ValueError(f"paths: {repeated[0]!r} is listed twice; each replicate is its own checkpoint")
         return self
+
+    @property
+    def checkpoints(self) -> tuple[str, ...]:
+        """The checkpoint paths of this mixture, replicate 1 first: ``(path,)``, ``paths``, or () for scores."""
+        return (self.path,) if self.path is not None else tuple(self.paths or ())
 
 
 class MergeDefaults(_Strict):
@@ -366,6 +382,8 @@ class Lab:
         for i, t in enumerate(manifest.true_mixtures):
             if t.path is not None:
                 self.resolve(t.path, f"true_mixtures[{i}].path")
+            for j, p in enumerate(t.paths or ()):
+                self.resolve(p, f"true_mixtures[{i}].paths[{j}]")
         self.plugin_dirs = [self.resolve(d, f"plugins[{i}]") for i, d in enumerate(manifest.plugins)]
 
     @property

@@ -412,9 +412,10 @@ def pareto_figure(
                 + f"<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra>{kind}</extra>",
             )
         )
+    trained = (points.kind == "true").any()  # a recycling pool has checkpoints and merges, no trained mixtures
     for col, name, colour in (
         ("proxy_front", "front of merges", "#1f77b4"),
-        ("true_front", "front of trained mixtures", "#2ca02c"),
+        ("true_front", "front of trained mixtures" if trained else "front of the checkpoints alone", "#2ca02c"),
     ):
         front = points[points[col]].sort_values(["x", "y"])
         if len(front) > 1:
@@ -636,6 +637,42 @@ def slice_figure(study, label: str) -> go.Figure:
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None  # the first objective
     fig = optuna.visualization.plot_slice(study, target=target, target_name=label)
     fig.update_layout(title=None, height=360, margin=dict(t=30))
+    return fig
+
+
+def contour_figure(study, x: str, y: str, label: str) -> go.Figure:
+    """Optuna's contour plot of a weights study (mixlab.search.weights_study): the objective interpolated
+    over two experts' weights, the trials as points (the first objective of a multi-objective study)."""
+    import optuna.visualization
+
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    fig = optuna.visualization.plot_contour(study, params=[x, y], target=target, target_name=label)
+    fig.update_layout(title=None, height=420, margin=dict(t=30))
+    return fig
+
+
+def studies_figure(histories: dict[str, Sequence[float]], label: str) -> go.Figure:
+    """Several studies' best-so-far lines on one pair of axes (trial number, objective): which search got
+    where, how fast. ``histories``: study name → its complete trials' first objective, in trial order."""
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=list(range(1, len(v) + 1)),
+                y=list(pd.Series(v, dtype=float).cummax()),
+                mode="lines",
+                name=name,
+                hovertemplate=f"{name}<br>trial %{{x}}<br>best so far %{{y:.4f}}<extra></extra>",
+            )
+            for name, v in histories.items()
+        ]
+    )
+    fig.update_layout(
+        xaxis_title="trial",
+        yaxis_title=f"best so far: {label}",
+        height=380,
+        margin=dict(t=30),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
     return fig
 
 

@@ -8,7 +8,9 @@ data (each benchmark's ``search_data``) and reported on the test data (``data``)
 - **greedy soup**: checkpoints in order of their dev objective, each kept if the uniform average with it
   scores at least as well on dev (Wortsman et al.'s recipe);
 - **searched**: the merge weights :class:`~mixlab.search.Search` finds (CMA-ES by default, as in the
-  recycling paper and mergekit-evolve).
+  recycling paper and mergekit-evolve). With ``start=True`` the search first evaluates the greedy soup and
+  the best single checkpoint (CMA-ES centred on the soup); with ``space="sparse"`` it searches the
+  spike-and-slab box, where a merge of a few checkpoints is a region, not a face (see :mod:`mixlab.search`).
 
 The searched row records the search (sampler, seed, trials) and every point it evaluated, in order.
 What a seed guarantees: on the same machine, the same study; on another CPU, the same sampler and seed
@@ -37,12 +39,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mixlab.analysis import at_least, best_index
 from mixlab.errors import MixlabError
 from mixlab.search import Objective, Search, standard_error
 from mixlab.simplex import Mixture
 
 RECORD = "recycle.json"  # a recycling lab's table, with its search's settings and points
 NOISE_SE = 2.0  # a difference within this many standard errors is "within noise"
+DEFAULTS = {"space": "simplex", "start": False}  # settings a record names only when it differs from these
 
 
 def recycle(
@@ -58,12 +62,16 @@ def recycle(
     replay: Sequence[dict[str, float]] | None = None,
     study: str | None = None,
     cancel=None,
+    space: str = "simplex",
+    start: bool = False,
 ) -> list[dict]:
     """One row per candidate: name, weights, dev objective, test scores per benchmark (and their example
     counts ``n`` and metrics), test objective; the searched row adds ``search`` (its settings and the points
     it evaluated). With ``replay``, the searched candidate is the best of those recorded points instead of a
     new search; ``study`` names the optuna study a search runs in (default: named by its settings)."""
-    search = Search(engine, [objective], method=method, params=params, sampler=sampler, seed=seed, name=study)
+    search = Search(
+        engine, [objective], method=method, params=params, sampler=sampler, seed=seed, name=study, space=space
+    )
     names = engine.names
     test = [engine.lab.benchmark(n) for n in search.used]
 
@@ -76,18 +84,24 @@ def recycle(
     def soup(members: list[str]) -> dict[str, float]:
         return {n: 1.0 / len(members) for n in members}
 
-    singles = sorted(((dev({n: 1.0}), n) for n in names), reverse=True)  # best first
+    values = [dev({n: 1.0}) for n in names]
+    order = []  # best first; values equal up to float noise keep the lab's order of checkpoints
+    while len(order) < len(names):
+        rest = [i for i in range(len(names)) if i not in order]
+        order.append(rest[best_index([values[i] for i in rest])])
+    singles = [(values[i], names[i]) for i in order]
     best_single = {singles[0][1]: 1.0}
     greedy = [singles[0][1]]
     score = singles[0][0]
     for _, n in singles[1:]:
         trial = dev(soup([*greedy, n]))
-        if trial >= score:
+        if at_least(trial, score):
             greedy, score = [*greedy, n], trial
     if replay is not None:
         result = search.replay(replay, progress=progress, cancel=cancel)
     else:
-        result = search.run(trials, progress=progress, cancel=cancel)
+        starts = [soup(greedy), best_single] if start else []
+        result = search.run(trials, progress=progress, cancel=cancel, start=starts)
     found = result.best[0]["weights"]
     record = {
         "objective": objective,
@@ -98,6 +112,7 @@ def recycle(
         "trials": len(replay) if replay is not None else trials,
         "points": [r["weights"] for r in result.trials if r["state"] == "complete"],
     }
+    record |= {k: v for k, v in (("space", space), ("start", start)) if v != DEFAULTS[k]}  # older records stay equal
     candidates = {
         "best single checkpoint": best_single,
         "uniform average": soup(names),
@@ -125,7 +140,16 @@ def recycle(
 
 
 def recorded_points(
-    lab, *, objective: str, method: str, params: dict, sampler: str, trials: int, seed: int
+    lab,
+    *,
+    objective: str,
+    method: str,
+    params: dict,
+    sampler: str,
+    trials: int,
+    seed: int,
+    space: str = "simplex",
+    start: bool = False,
 ) -> list[dict] | None:
     """The points the lab's ``recycle.json`` recorded, when its search had these settings; else None."""
     if not (lab.root / RECORD).is_file():
@@ -137,7 +161,8 @@ def recorded_points(
     except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
         raise MixlabError(f"{file}: not a recycle table with a recorded search ({type(e).__name__}: {e})") from None
     wanted = dict(objective=objective, method=method, params=params, sampler=sampler, trials=trials, seed=seed)
-    if any(rec.get(k) != v for k, v in wanted.items()):
+    wanted |= {"space": space, "start": start}
+    if any(rec.get(k, DEFAULTS.get(k)) != v for k, v in wanted.items()):
         return None
     points = rec.get("points")
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
@@ -160,10 +185,11 @@ class Recycled:
         return f"{self.origin}; {self.new_scores} new score{'s' * (self.new_scores != 1)} in the cache"
 
 
-def study_name(trials: int, default_name: str) -> str:
+def study_name(trials: int, default_name: str, start: bool = False) -> str:
     """The study a recycling search runs in: named by its settings (the search's own default name, which is
-    a digest of the models, objective, method, sampler and seed) and its number of trials."""
-    return f"recycle-{trials}t-{default_name}"
+    a digest of the models, objective, method, sampler, seed and space), its number of trials, and whether it
+    started from the soup and the best single checkpoint."""
+    return f"recycle-{trials}t{'-start' * start}-{default_name}"
 
 
 def compare(
@@ -175,20 +201,30 @@ def compare(
     seed: int = 0,
     progress: Callable[[int, int, str], None] | None = None,
     cancel=None,
+    space: str = "simplex",
+    start: bool = False,
 ) -> Recycled:
     """:func:`recycle` as the dashboard asks for it, never silently growing a stored study (see the module
     docstring): recycle.json's points when its settings match; else the study named by the settings — run
     fresh, finished if an interruption left it short, read back if it is complete."""
     before = engine.store.count()
     points = recorded_points(
-        engine.lab, objective=objective, method="linear", params={}, sampler=sampler, trials=trials, seed=seed
+        engine.lab,
+        objective=objective,
+        method="linear",
+        params={},
+        sampler=sampler,
+        trials=trials,
+        seed=seed,
+        space=space,
+        start=start,
     )
     name, remaining = None, trials
     if points is not None:
         origin = f"replayed the {len(points)} points recorded in {RECORD} (the same settings)"
     else:
-        search = Search(engine, [objective], sampler=sampler, seed=seed)
-        name = study_name(trials, search.default_name)
+        search = Search(engine, [objective], sampler=sampler, seed=seed, space=space)
+        name = study_name(trials, search.default_name, start)
         search.name = name
         stored = search.stored_points()
         if len(stored) >= trials:
@@ -209,6 +245,8 @@ def compare(
         replay=points,
         study=name,
         cancel=cancel,
+        space=space,
+        start=start,  # a resumed study keeps its own history (Search.run)
     )
     rows[-1]["search"]["trials"] = trials
     return Recycled(rows, origin, name, engine.store.count() - before)

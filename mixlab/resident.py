@@ -8,11 +8,11 @@ from collections.abc import Iterable, Sequence
 from functools import cached_property
 
 import psutil
-import torch
 
 from mixlab.errors import ExpertError
 from mixlab.evaluate import auto_batch_size, default_dtype, quiet_transformers
 from mixlab.experts import Checkpoint, TaskVector
+from mixlab.lazy import torch
 from mixlab.merge import Merger, MergeSpec
 from mixlab.names import auto_class, is_multimodal
 

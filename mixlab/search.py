@@ -11,6 +11,18 @@ interior is reachable by a unique direction in the box; ``EPS`` keeps each weigh
 free logits has the same reach but needs an arbitrary box width; stick-breaking with uniform sticks
 favours the first experts.) The grid sampler takes the lattice points themselves.
 
+**Sparse merges** (``space="sparse"``). In the box above a weight is zero only on the box's face
+``u_i = 1``, which a sampler almost never lands on: a search cannot settle on "checkpoints 3 and 7 only".
+The sparse box widens each coordinate to ``[EPS, 1 + ZERO_BAND]`` and reads ``u_i ≥ 1`` as weight zero
+(a spike-and-slab prior): a uniform draw still covers the simplex — each weight is zero with probability
+``ZERO_BAND / (1 + ZERO_BAND)``, and given which are not, the others are Dirichlet(1) on that face — while
+a whole slab of the box now maps onto each face, so an optimiser can concentrate the weight on a few
+experts and stay there. (Every ``u_i ≥ 1``: the uniform mixture, as in the dense box.)
+
+**Starting points.** ``Search.run(start=[...])`` evaluates the given mixtures first (optuna's
+``enqueue_trial``, at the box point :func:`box_point` maps onto each), and CMA-ES starts its search
+distribution there (``x0``): recycling starts from the greedy soup and the best single checkpoint.
+
 **Dev and test.** A search optimises on each benchmark's ``search_data`` (its dev file) and never on
 ``data``; the winners are then scored on ``data`` (test), and those are the numbers to report. A lab
 whose benchmarks have no ``search_data`` can be searched only with ``allow_test=True``, said in the result.
@@ -42,16 +54,18 @@ from pathlib import Path
 import numpy as np
 
 import mixlab.store
-from mixlab.analysis import MEAN
+from mixlab.analysis import MEAN, best_index
 from mixlab.errors import MixlabError, StudyError
 from mixlab.lab import BenchmarkSpec
 from mixlab.owner import Owner
 from mixlab.run.executors import LocalBackend
 from mixlab.scoring.request import ProxyRequest, split_benchmark
-from mixlab.simplex import Mixture, check_seed, lattice
+from mixlab.simplex import Mixture, check_seed, lattice, validate_weights
 from mixlab.store import sqlite_trouble
 
 EPS = 1e-6
+SPACES = ("simplex", "sparse")  # the dense box (Dirichlet(1)) and the spike-and-slab box (module docstring)
+ZERO_BAND = 1 / 3  # the sparse box's slab u_i ∈ [1, 1 + ZERO_BAND] that means w_i = 0: P(w_i = 0) = 1/4
 GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
 SAMPLERS = ("random", "grid", "cmaes", "tpe", "gp", "nsga2")
 DESCRIPTION = "mixlab"  # the study's user attribute that records what it searches
@@ -111,7 +125,23 @@ class Objective:
         return " + ".join(f"{w:g}·{n}" for n, w in self.weights)
 
     def value(self, scores: dict[str, float], higher_is_better: dict[str, bool]) -> float:
-        return sum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
+        """Σ w·score (a loss negated), summed exactly (``math.fsum``): the order of the benchmarks never
+        changes the value, so equal scores in another order give the same objective."""
+        return math.fsum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
+
+
+def first_best_trial(study):
+    """A one-objective study's best trial: the first (lowest number) of the finished trials whose value
+    equals the best up to float noise (:func:`mixlab.analysis.best_index`). optuna's ``best_trial`` takes
+    the first strictly largest, so a tie in the last bit would be won by whichever sum rounded up."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return study.best_trial  # optuna's own error: no finished trial
+    done = sorted(done, key=lambda t: t.number)
+    return done[best_index([t.value for t in done], study.direction == StudyDirection.MAXIMIZE)]
 
 
 def to_weights(u: Sequence[float]) -> list[float]:
@@ -122,6 +152,32 @@ def to_weights(u: Sequence[float]) -> list[float]:
     return [float(x) for x in e / e.sum()]
 
 
+def to_sparse_weights(u: Sequence[float]) -> list[float]:
+    """A point of the sparse box ``[EPS, 1 + ZERO_BAND]^K`` as mixture weights: ``u_i ≥ 1`` is weight zero, the
+    rest as :func:`to_weights` (see the module docstring)."""
+    return to_weights(np.minimum(np.asarray(u, dtype=float), 1.0))
+
+
+def box_bounds(space: str) -> tuple[float, float]:
+    """The range of each box coordinate ``u_i`` in ``space``."""
+    if space not in SPACES:
+        raise MixlabError(f"search space must be one of {', '.join(SPACES)}, got {space!r}")
+    return (EPS, 1.0) if space == "simplex" else (EPS, 1.0 + ZERO_BAND)
+
+
+def box_point(weights: Sequence[float], space: str = "simplex") -> list[float]:
+    """A box point that ``space``'s map sends to ``weights`` (a starting point for a sampler): ``u_i =
+    exp(−c·w_i)`` with ``c = min(K, −log EPS)`` (an average weight 1/K sits at u = 1/e, mid-box in log scale);
+    a zero weight is ``u_i = 1`` in the dense box (its face) and the middle of the zero slab in the sparse one."""
+    box_bounds(space)
+    w = np.asarray(validate_weights(weights, normalize=True), dtype=float)
+    c = min(len(w), -math.log(EPS))
+    u = np.exp(-c * w)
+    if space == "sparse":
+        u = np.where(w == 0, 1.0 + ZERO_BAND / 2, u)
+    return [float(x) for x in u]
+
+
 def check_budget(budget) -> float | None:
     """A search's budget in full dev evaluations: None (no budget) or a positive finite number."""
     if budget is not None and (isinstance(budget, bool) or not math.isfinite(budget) or budget <= 0):
@@ -129,7 +185,11 @@ def check_budget(budget) -> float | None:
     return budget
 
 
-def make_sampler(name: str, seed: int, k: int):
+def make_sampler(name: str, seed: int, k: int, x0: dict[str, float] | None = None):
+    """The named optuna sampler; ``x0`` (box coordinates ``u0..``) is where CMA-ES centres its first
+    generation (the other samplers start from the points enqueued in the study instead)."""
+    import warnings
+
     import optuna
 
     check_seed(seed)
@@ -139,7 +199,9 @@ def make_sampler(name: str, seed: int, k: int):
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed)
+        with warnings.catch_warnings():  # x0 is deprecated in optuna 4.9 (to go in 6.0) with no replacement yet
+            warnings.simplefilter("ignore", FutureWarning)
+            return optuna.samplers.CmaEsSampler(seed=seed, x0=x0)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2":
@@ -158,10 +220,12 @@ def create_study(
     name: str | None = None,
     storage: str | Path | None = None,
     fidelity: bool = False,
+    x0: dict[str, float] | None = None,
 ):
     """An optuna study over K-expert mixtures, every objective maximised (resumed when ``name`` exists in
     ``storage``). With ``fidelity``: one successive-halving rung — a trial reports its subset score at step
-    1 and goes on to the full data only if it is in the top third of the trials scored there so far."""
+    1 and goes on to the full data only if it is in the top third of the trials scored there so far.
+    ``x0``: CMA-ES's starting point (see :func:`make_sampler`)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -181,17 +245,30 @@ def create_study(
         storage=storage,
         load_if_exists=name is not None,
         directions=["maximize"] * n_objectives,
-        sampler=make_sampler(sampler, seed, k),
+        sampler=make_sampler(sampler, seed, k, x0),
         pruner=pruner,
     )
 
 
-def suggest_weights(trial, k: int, sampler: str) -> list[float]:
-    """A trial's mixture: a lattice point for the grid sampler, else the box point mapped by :func:`to_weights`."""
+def suggest_weights(trial, k: int, sampler: str, space: str = "simplex") -> list[float]:
+    """A trial's mixture: a lattice point for the grid sampler, else the box point of ``space`` mapped onto the
+    simplex (:func:`to_weights`, :func:`to_sparse_weights`)."""
     if sampler == "grid":
         points = lattice(k, GRID_M)
         return [float(x) for x in points[trial.suggest_categorical("point", list(range(len(points))))]]
-    return to_weights([trial.suggest_float(f"u{i}", EPS, 1.0) for i in range(k)])
+    lo, hi = box_bounds(space)
+    u = [trial.suggest_float(f"u{i}", lo, hi) for i in range(k)]
+    return to_weights(u) if space == "simplex" else to_sparse_weights(u)
+
+
+def start_params(weights: Sequence[float], sampler: str, space: str = "simplex") -> dict:
+    """The parameters of the trial that evaluates ``weights`` first: its box point, or for the grid sampler
+    the nearest lattice point (L1)."""
+    if sampler == "grid":
+        points = np.asarray(lattice(len(weights), GRID_M), dtype=float)
+        w = np.asarray(validate_weights(weights, normalize=True))
+        return {"point": int(np.abs(points - w).sum(axis=1).argmin())}
+    return {f"u{i}": u for i, u in enumerate(box_point(weights, space))}
 
 
 @dataclass
@@ -222,6 +299,7 @@ class Search:
         name: str | None = None,
         storage: str | Path | None = None,
         backend=None,
+        space: str = "simplex",
     ):
         if not 1 <= len(objectives) <= 3:
             raise MixlabError(f"search takes 1 objective, or 2-3 for a Pareto front; got {len(objectives)}")
@@ -237,6 +315,9 @@ class Search:
         self.objectives = [Objective.parse(o, specs) for o in objectives]
         self.sampler, self.seed, self.fidelity = sampler, seed, fidelity
         make_sampler(sampler, seed, len(engine.names))  # a bad name fails here, before any work
+        box_bounds(space)  # and a bad space
+        self.space = space
+        self._x0: dict[str, float] | None = None  # CMA-ES's starting point, set by run(start=...)
         used = sorted({n for o in self.objectives for n in o.names})
         missing = [n for n in used if engine.lab.benchmark(n).search_data is None]
         if missing and not allow_test:
@@ -261,6 +342,8 @@ class Search:
             "fidelity": fidelity,
             "split": self.split,
         }
+        if space != "simplex":  # recorded only when not the default: older studies' descriptions stay valid
+            desc["space"] = space
         digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:10]
         self.desc = json.loads(json.dumps(desc, sort_keys=True))  # as the study stores it (JSON)
         self.default_name = f"{'-'.join(objectives)}-{sampler}-{digest}"
@@ -301,6 +384,7 @@ class Search:
             name=self.name,
             storage=self.storage,
             fidelity=bool(self.fidelity),
+            x0=self._x0,
         )
         self._check_same_search(study)
         self._fail_orphans(study)
@@ -380,7 +464,7 @@ class Search:
             return len(self._study().get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
     def _weights(self, trial) -> list[float]:
-        return suggest_weights(trial, len(self.engine.names), self.sampler)
+        return suggest_weights(trial, len(self.engine.names), self.sampler, self.space)
 
     def dev_values(self, mixture: Mixture, limit: int | None = None, cancel=None) -> list[float]:
         """The objectives at ``mixture`` on the search data (its first ``limit`` examples when given)."""
@@ -399,17 +483,33 @@ class Search:
         budget: float | None = None,
         progress: Callable[[int, int, str], None] | None = None,
         cancel=None,
+        start: Sequence[dict[str, float]] = (),
     ) -> SearchResult:
         """Run ``trials`` more trials (or until ``budget`` full dev evaluations are spent), then score the
-        winner(s) on the reported data."""
+        winner(s) on the reported data. ``start``: mixtures ({expert: weight}, missing experts 0) a new study
+        evaluates first (they count among the trials), the first of them CMA-ES's starting point; a resumed
+        study has its own history and ignores them."""
         check_budget(budget)
+        points = [self._start_weights(p, i) for i, p in enumerate(start)]
+        if points and self.sampler == "cmaes":
+            self._x0 = start_params(points[0], self.sampler, self.space)
         with self._storage_errors():
-            return self._run(trials, budget, progress, cancel)
+            return self._run(trials, budget, progress, cancel, points)
 
-    def _run(self, trials, budget, progress, cancel) -> SearchResult:
+    def _start_weights(self, point: dict[str, float], i: int) -> list[float]:
+        names = self.engine.names
+        unknown = sorted(set(point) - set(names))
+        if unknown:
+            raise MixlabError(f"starting point {i} names unknown expert(s) {', '.join(unknown)}; experts: {names}")
+        return validate_weights([point.get(n, 0.0) for n in names], normalize=True)
+
+    def _run(self, trials, budget, progress, cancel, start=()) -> SearchResult:
         import optuna
 
         study = self._study()
+        if not study.trials:
+            for w in start:
+                study.enqueue_trial(start_params(w, self.sampler, self.space), skip_if_exists=True)
         k = len(self.engine.names)
         done = [0]
         owner = asdict(Owner.here())
@@ -436,7 +536,7 @@ class Search:
                 study_.stop()
 
         study.optimize(objective, n_trials=trials, callbacks=[after], catch=(), n_jobs=self.backend.workers)
-        winners = study.best_trials if len(self.objectives) > 1 else [study.best_trial]
+        winners = study.best_trials if len(self.objectives) > 1 else [first_best_trial(study)]
         best = [
             self._winner(Mixture.of(self.engine.names, t.user_attrs["weights"], normalize=True), t.values, cancel)
             for t in winners
@@ -485,7 +585,7 @@ class Search:
             )
             if progress:
                 progress(i + 1, len(points), f"point {i}: replayed")
-        best = max(rows, key=lambda r: r["values"][0])  # the first of equal values, like optuna's best_trial
+        best = rows[best_index([r["values"][0] for r in rows])]  # the first of values equal up to float noise
         mixture = Mixture.of(names, [best["weights"].get(n, 0.0) for n in names])
         return SearchResult(
             self.name,
@@ -531,7 +631,7 @@ class Search:
         row("uniform", uniform, proxy(uniform))
         vertices = [[float(i == j) for j in range(len(names))] for i in range(len(names))]
         dev = [self.dev_values(Mixture.of(names, v), cancel=cancel)[0] for v in vertices]
-        best = int(np.argmax(dev))
+        best = best_index(dev)
         row(f"best expert ({names[best]}, chosen on dev)", vertices[best], proxy(vertices[best]))
 
         cached = eng.results(self.request_method)
@@ -541,7 +641,7 @@ class Search:
             wide = wide.dropna(subset=self.used) if set(self.used) <= set(wide.columns) else wide.iloc[:0]
             if len(wide):
                 objective = [self.objectives[0].value(dict(r), self.hib) for _, r in wide[self.used].iterrows()]
-                top = wide.index[int(np.argmax(objective))]
+                top = wide.index[best_index(objective)]
                 row(f"best of {len(wide)} cached mixtures (chosen on test: an upper bound)", top, proxy(top))
 
         trues = eng.lab.manifest.true_mixtures

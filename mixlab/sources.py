@@ -12,7 +12,15 @@ from pathlib import Path
 
 from mixlab.errors import EvaluationError
 from mixlab.evaluate import read_benchmark
-from mixlab.experts import Checkpoint, TaskVector, file_signature, folder_signature, load_base, load_task_vector
+from mixlab.experts import (
+    Checkpoint,
+    TaskVector,
+    file_signature,
+    folder_fingerprint,
+    folder_signature,
+    load_base,
+    load_task_vector,
+)
 from mixlab.keys import benchmark_desc
 from mixlab.lab import BenchmarkSpec, Lab
 
@@ -30,27 +38,62 @@ class BenchmarkData:
 
 class LabSources:
     _LOADED = ("base", "experts", "base_fp", "expert_fps", "models_fp")
+    _FINGERPRINTS = ("base_fp", "expert_fps", "models_fp")
 
     def __init__(self, lab: Lab):
         self.lab = lab
         self._benchmarks: dict[str, BenchmarkData] = {}
-        self._true_fps: tuple[tuple, dict[str, str]] | None = None
+        self._true_fps: tuple[tuple, dict[tuple[str, int], str]] | None = None
+        self._files_sig: tuple | None = None  # the files the fingerprints were read from, while nothing is loaded
 
     @cached_property
     def base(self) -> Checkpoint:
-        return load_base(self.lab.resolve(self.lab.manifest.base, "base"), self.lab.root)
+        base = load_base(self._base_folder(), self.lab.root)
+        self._forget_fingerprints()  # from now on, the fingerprints are those of what was loaded
+        return base
 
     @cached_property
     def experts(self) -> list[TaskVector]:
-        return [load_task_vector(e.name, self.lab.resolve(e.path), self.base) for e in self.lab.manifest.experts]
+        experts = [load_task_vector(e.name, self.lab.resolve(e.path), self.base) for e in self.lab.manifest.experts]
+        self._forget_fingerprints()
+        return experts
+
+    def _base_folder(self) -> Path:
+        return self.lab.resolve(self.lab.manifest.base, "base")
+
+    def _forget_fingerprints(self) -> None:
+        for name in self._FINGERPRINTS:
+            self.__dict__.pop(name, None)
+        self._files_sig = None
+
+    def _files_signature(self) -> tuple:
+        """Every file of the base's and the experts' folders as they are now (one stat each)."""
+        folders = [self._base_folder(), *(self.lab.resolve(e.path) for e in self.lab.manifest.experts)]
+        return tuple(folder_signature(f) if f.is_dir() else () for f in folders)
+
+    def _unloaded(self) -> bool:
+        """Nothing loaded yet: fingerprints come from the files alone (a page drawing cached scores)."""
+        if "base" in self.__dict__ and "experts" in self.__dict__:
+            return False
+        if self._files_sig is None:
+            self._files_sig = self._files_signature()  # taken before the files are read
+        return True
 
     @cached_property
     def base_fp(self) -> str:
-        """The base's content fingerprint, computed once per load (a reload forgets it)."""
+        """The base's content fingerprint, computed once per load (a reload forgets it); before anything is
+        loaded, from its files alone (:func:`~mixlab.experts.folder_fingerprint`: no tensor, no torch)."""
+        if self._unloaded():
+            return folder_fingerprint(self._base_folder(), "base", self.lab.root)
         return self.base.fingerprint
 
     @cached_property
     def expert_fps(self) -> list[str]:
+        if self._unloaded():
+            return [
+                folder_fingerprint(self.lab.resolve(e.path), f"expert {e.name!r}", self.lab.root)
+                for e in self.lab.manifest.experts
+            ]
         return [e.fingerprint for e in self.experts]
 
     @cached_property
@@ -61,31 +104,43 @@ class LabSources:
             h.update(fp.encode())
         return h.hexdigest()
 
-    def true_checkpoints(self) -> list[tuple[str, dict, TaskVector]]:
-        """(label, weights, task vector) of every true mixture with a checkpoint, read now."""
+    def true_checkpoints(self) -> list[tuple[str, int, dict, TaskVector]]:
+        """(label, replicate, weights, task vector) of every true-mixture checkpoint, read now: one per path,
+        replicates (``paths``) numbered from 1 in their order, a single ``path`` as replicate 1."""
         return [
             (
                 self.lab.true_mixture_name(t),
+                r,
                 self.lab.true_mixture_weights(t).as_dict(),
-                load_task_vector(self.lab.true_mixture_name(t), self.lab.resolve(t.path), self.base),
+                load_task_vector(
+                    self.lab.true_mixture_name(t) + (f" (replicate {r})" if t.paths else ""),
+                    self.lab.resolve(p),
+                    self.base,
+                ),
             )
             for t in self.lab.manifest.true_mixtures
-            if t.path is not None
+            for r, p in enumerate(t.checkpoints, 1)
         ]
 
-    def true_fingerprints(self) -> dict[str, str]:
-        """label → content fingerprint of each true mixture's checkpoint, re-read when a file in one of
-        their folders changed (so tables never show a rewritten checkpoint's old score)."""
-        folders = [self.lab.resolve(t.path) for t in self.lab.manifest.true_mixtures if t.path is not None]
-        sig = tuple(folder_signature(f) for f in folders)
+    def true_fingerprints(self) -> dict[tuple[str, int], str]:
+        """(label, replicate) → content fingerprint of each true-mixture checkpoint, re-read when a file in
+        one of their folders changed (so tables never show a rewritten checkpoint's old score); from the files
+        alone: no tensor is read."""
+        trues = [
+            ((self.lab.true_mixture_name(t), r), self.lab.resolve(p))
+            for t in self.lab.manifest.true_mixtures
+            for r, p in enumerate(t.checkpoints, 1)
+        ]
+        sig = tuple(folder_signature(f) for _, f in trues)
         if self._true_fps is None or self._true_fps[0] != sig:
-            self._true_fps = (sig, {label: tv.fingerprint for label, _, tv in self.true_checkpoints()})
+            fps = {key: folder_fingerprint(f, f"true mixture {key[0]!r}", self.lab.root) for key, f in trues}
+            self._true_fps = (sig, fps)
         return self._true_fps[1]
 
     def changed(self) -> bool:
         """True once a file of the base or an expert may differ from what was loaded."""
-        if "experts" not in self.__dict__:
-            return False
+        if "experts" not in self.__dict__:  # fingerprints read from the files: are they still as they were?
+            return self._files_sig is not None and self._files_sig != self._files_signature()
         loaded = (self.base.loaded_signature, [e.loaded_signature for e in self.experts])
         try:
             return loaded != (self.base.signature(), [e.signature() for e in self.experts])
@@ -99,6 +154,7 @@ class LabSources:
             return False
         for name in self._LOADED:
             self.__dict__.pop(name, None)
+        self._files_sig = None
         self._benchmarks.clear()
         return True
 

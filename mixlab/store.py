@@ -119,6 +119,9 @@ class Evaluation:
     params: dict | None = None
     weights: dict | None = None
     created: float = field(default_factory=time.time)
+    # which replicate (seed) of a true mixture, from 1; set by the lab that reads the row, never stored: the
+    # key is the checkpoint's content, so which replicate it is belongs to the lab.toml, not to the cache
+    replicate: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -475,7 +478,7 @@ class Store:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             for e in evals:
-                f.write(canonical(asdict(e)) + "\n")
+                f.write(canonical({k: v for k, v in asdict(e).items() if k in _COLUMNS}) + "\n")  # the stored row
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return len(evals)

@@ -123,10 +123,17 @@ SMOKE_MODULES = {
 SMOKE_TESTS = {"test_entry_point", "test_every_page_runs"}  # the CLI as a process; every page of the demo lab
 
 
-def pytest_collection_modifyitems(items):
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (minutes of CPU each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = pytest.mark.skip(reason="slow (minutes of CPU): run with pytest --slow")
     for item in items:
         if item.module.__name__ in SMOKE_MODULES or getattr(item, "originalname", "") in SMOKE_TESTS:
             item.add_marker(pytest.mark.smoke)
+        if "slow" in item.keywords and not config.getoption("--slow"):
+            item.add_marker(slow)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from mixlab.analysis import MEAN, nearest, paired, pareto_front, rank_correlation, regret, with_mean
+from mixlab.errors import MixlabError
 
 
 def test_spearman_and_kendall_match_scipy_with_a_ci():
@@ -18,6 +19,14 @@ def test_spearman_and_kendall_match_scipy_with_a_ci():
     assert s == rank_correlation(x, y, "spearman", n_boot=500)  # seeded
     k = rank_correlation(x, y, "kendall", n_boot=200)
     assert k.value == pytest.approx(stats.kendalltau(x, y).statistic)
+
+
+def test_spearman_and_kendall_match_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 6, size=25) / 5  # accuracies on 5 examples: many ties
+    y = np.round(x + rng.normal(scale=0.3, size=25), 1)
+    assert rank_correlation(x, y, "spearman", n_boot=0).value == pytest.approx(stats.spearmanr(x, y).statistic)
+    assert rank_correlation(x, y, "kendall", n_boot=0).value == pytest.approx(stats.kendalltau(x, y).statistic)
 
 
 def test_correlation_undefined_below_three_or_constant():
@@ -502,3 +511,141 @@ def test_a_three_objective_front_equals_a_brute_force_check_on_demo_k3(tmp_path)
         w = mine[list(eng.names)].to_numpy(dtype=float)
         hit = int(np.argmin(np.abs(w - np.asarray(best[source].weights)).max(axis=1)))
         assert tuple(marked.loc[source, ["x", "y", "z"]]) == tuple(mine[["x", "y", "z"]].iloc[hit])
+
+
+def test_means_of_the_same_scores_in_another_order_are_equal_to_the_last_bit():
+    from mixlab.analysis import exact_mean
+
+    s = [0.035, 0.035, 0.105]  # fractions k/200; summed left to right the two orders differ in the last bit
+    assert sum(x / 3 for x in s) != sum(x / 3 for x in s[::-1])
+    assert exact_mean(s) == exact_mean(s[::-1]) == pytest.approx(0.175 / 3)
+    # with_mean averages the same scores held in another row order to the same number
+    rows = [dict(kind="true", label=lab, benchmark=b, score=x, higher_is_better=True, method=None, params=None,
+                 weights={"a": 1.0}) for lab, order in (("p", s), ("q", s[::-1])) for b, x in zip("xyz", order)]  # fmt: skip
+    df = with_mean(pd.DataFrame(rows), ["x", "y", "z"])
+    means = df[df.benchmark == MEAN].set_index("label").score
+    assert means["p"] == means["q"]
+
+
+def test_best_index_takes_the_first_of_scores_tied_up_to_float_noise():
+    from mixlab.analysis import at_least, best_index
+
+    a, b = (0.1 + 0.7) / 2, (0.3 + 0.5) / 2  # both 0.4 by hand; as floats 0.39999999999999997 and 0.4
+    assert a < b
+    assert best_index([0.2, a, b]) == 1  # tied: the first, not the one whose sum rounded up
+    assert best_index([0.2, a, b + 1e-6]) == 2  # a real difference is one
+    assert best_index([0.5, a, b], higher_is_better=False) == 1
+    assert at_least(a, b) and at_least(b, a) and not at_least(a, b + 1e-6)
+    with pytest.raises(MixlabError, match="no scores"):
+        best_index([])
+
+
+def _replicated_results(seed=0, n_mix=12):
+    """A 2-expert design (2 vertices + interior points), 2 benchmarks, a proxy and 2 true replicates."""
+    rng = np.random.default_rng(seed)
+    ws = np.linspace(0, 1, n_mix)
+    rows = []
+    for i, w in enumerate(ws):
+        weights = {"a": float(w), "b": float(1 - w)}
+        for b, slope in (("x", 1.0), ("y", -1.0)):
+            signal = slope * w
+            rows.append(dict(kind="proxy", label=f"p{i}", benchmark=b, score=float(signal + rng.normal(0, 0.3)),
+                             weights=weights, replicate=None))  # fmt: skip
+            for r in (1, 2):
+                rows.append(dict(kind="true", label=f"t{i}", benchmark=b, score=float(signal + rng.normal(0, 0.2)),
+                                 weights=weights, replicate=r))  # fmt: skip
+    df = pd.DataFrame(rows).assign(higher_is_better=True, method=None, params=None, n=np.nan, metric="score")
+    df["replicate"] = df.replicate.astype("Int64")
+    return df
+
+
+class _Bench:
+    def __init__(self, name):
+        self.name, self.higher_is_better = name, True
+
+
+def test_the_noise_ceiling_and_the_proxy_against_the_replicate_mean_match_scipy_by_hand():
+    from mixlab.analysis import noise_ceiling, proxy_report, replicate_pairs
+
+    df = _replicated_results()
+    t = df[df.kind == "true"]
+    r1 = t[(t.replicate == 1) & (t.benchmark == "x")].score.to_numpy()
+    r2 = t[(t.replicate == 2) & (t.benchmark == "x")].score.to_numpy()
+    px = df[(df.kind == "proxy") & (df.benchmark == "x")].score.to_numpy()
+    ceiling = noise_ceiling(df, ["a", "b"], "x", n_boot=500)
+    assert ceiling.n == 12 and ceiling.value == pytest.approx(stats.spearmanr(r1, r2).statistic)
+    assert ceiling.low < ceiling.value < ceiling.high
+    # the proxy's ρ is against the mean of the two replicates
+    pairs = paired(df, ["a", "b"], "x")
+    assert pairs.true.tolist() == pytest.approx(((r1 + r2) / 2).tolist()) and set(pairs.replicates) == {2}
+    rows = {r["benchmark"]: r for r in proxy_report(df, ["a", "b"], [_Bench("x"), _Bench("y")], n_boot=200)}
+    assert rows["x"]["spearman"] == pytest.approx(stats.spearmanr(px, (r1 + r2) / 2).statistic)
+    assert rows["x"]["ceiling"] == pytest.approx(stats.spearmanr(r1, r2).statistic) and rows["x"]["n_replicated"] == 12
+    # the interior points: the vertices (w = 0 or 1) left out, for the proxy's ρ and for the ceiling alike
+    inner = slice(1, 11)
+    assert len(replicate_pairs(df, ["a", "b"], "x", "interior")) == 10
+    rows = {r["benchmark"]: r for r in proxy_report(df, ["a", "b"], [_Bench("x")], n_boot=0, subset="interior")}
+    assert rows["x"]["n"] == 10
+    assert rows["x"]["spearman"] == pytest.approx(stats.spearmanr(px[inner], ((r1 + r2) / 2)[inner]).statistic)
+    assert rows["x"]["ceiling"] == pytest.approx(stats.spearmanr(r1[inner], r2[inner]).statistic)
+
+
+def test_both_summaries_rho_of_the_mean_and_mean_of_per_benchmark_rho_by_hand():
+    from mixlab.analysis import rho_summaries
+
+    df = _replicated_results(seed=3)
+    t, p = df[df.kind == "true"], df[df.kind == "proxy"]
+
+    def col(frame, b, r=None):
+        f = frame[frame.benchmark == b]
+        return (f if r is None else f[f.replicate == r]).score.to_numpy()
+
+    true_mean = {b: (col(t, b, 1) + col(t, b, 2)) / 2 for b in "xy"}
+    out = {
+        (r["subset"], r["summary"]): r for r in rho_summaries(df, ["a", "b"], [_Bench("x"), _Bench("y")], n_boot=300)
+    }
+    of_mean = out["all", "ρ of the mean"]
+    proxy_mean = (col(p, "x") + col(p, "y")) / 2
+    assert of_mean["spearman"] == pytest.approx(
+        stats.spearmanr(proxy_mean, (true_mean["x"] + true_mean["y"]) / 2).statistic
+    )
+    rep_means = [(col(t, "x", r) + col(t, "y", r)) / 2 for r in (1, 2)]
+    assert of_mean["ceiling"] == pytest.approx(stats.spearmanr(*rep_means).statistic) and of_mean["n_replicated"] == 12
+    per = out["all", "mean of per-benchmark ρ"]
+    by_hand = np.mean([stats.spearmanr(col(p, b), true_mean[b]).statistic for b in "xy"])
+    assert per["spearman"] == pytest.approx(by_hand) and per["spearman_low"] <= per["spearman"] <= per["spearman_high"]
+    ceiling = np.mean([stats.spearmanr(col(t, b, 1), col(t, b, 2)).statistic for b in "xy"])
+    assert per["ceiling"] == pytest.approx(ceiling)
+    inner = out["interior", "mean of per-benchmark ρ"]
+    by_hand = np.mean([stats.spearmanr(col(p, b)[1:-1], true_mean[b][1:-1]).statistic for b in "xy"])
+    assert inner["n"] == 10 and inner["spearman"] == pytest.approx(by_hand)
+
+
+def test_without_replicates_the_ceiling_is_unknown_and_says_so():
+    from mixlab.analysis import ceiling_text, in_subset, proxy_report, rho_summaries
+
+    df = _replicated_results()
+    one = df[(df.kind == "proxy") | (df.replicate == 1)]
+    (row,) = [r for r in proxy_report(one, ["a", "b"], [_Bench("x")], n_boot=0) if r["benchmark"] == "x"]
+    assert row["ceiling"] is None and row["n_replicated"] == 0 and row["replicates"] == 1
+    assert ceiling_text(row["ceiling"], None, None, row["n_replicated"]) == "no replicates: ceiling unknown"
+    assert ceiling_text(0.8213, 0.66, 0.92, 46) == "ceiling +0.82 [+0.66, +0.92] (n=46)"
+    assert all(r["ceiling"] is None for r in rho_summaries(one, ["a", "b"], [_Bench("x")], n_boot=0))
+    with pytest.raises(MixlabError, match="unknown subset 'edge'; available: all, interior"):
+        in_subset([0.5, 0.5], "edge")
+
+
+def test_a_page_shows_a_replicated_mixture_once_at_its_replicates_mean():
+    from mixlab.analysis import best_mixtures, collapse_replicates
+
+    df = _replicated_results()
+    one = collapse_replicates(df)
+    t = one[(one.kind == "true") & (one.benchmark == "x")]
+    assert len(t) == 12 and t.replicate.isna().all()
+    raw = df[(df.kind == "true") & (df.benchmark == "x")]
+    by_hand = raw.groupby("label").score.mean()
+    assert t.set_index("label").score.to_dict() == pytest.approx(by_hand.to_dict())
+    best = best_mixtures(df.assign(low=np.nan, high=np.nan), ["a", "b"], "x")["true"]
+    assert best.score == pytest.approx(by_hand.max())  # the best mean, not the luckiest seed
+    single = df[df.replicate.isna() | (df.replicate == 1)]
+    assert collapse_replicates(single) is single  # no replicates: unchanged

@@ -293,8 +293,46 @@ def test_report_json_has_every_metric(tiny_lab_dir):
         "pick_rank",
         "regret",
         "warning",
+        "ceiling",
+        "ceiling_low",
+        "ceiling_high",
+        "n_replicated",
+        "replicates",
     }
+    assert row["ceiling"] is None and row["n_replicated"] == 0  # no replicates in this lab
+    assert [(s["subset"], s["summary"]) for s in report["summaries"]] == [
+        ("all", "ρ of the mean"),
+        ("all", "mean of per-benchmark ρ"),
+        ("interior", "ρ of the mean"),
+        ("interior", "mean of per-benchmark ρ"),
+    ]
     assert row["n"] == 4 and row["higher_is_better"] is False and 1 <= row["pick_true_rank"] <= 4
+
+
+def test_report_shows_the_noise_ceiling_of_replicates_beside_every_rho(tiny_lab_dir):
+    from scipy import stats
+
+    toml = tiny_lab_dir / "lab.toml"
+    text = toml.read_text()
+    seeds = {"add = 0.5, rev = 0.5": ("add", "rev"), "rev = 0.5, sort = 0.5": ("rev", "sort")}
+    seeds |= {"add = 0.5, sort = 0.5": ("sort", "add"), "add = 0.25, rev = 0.75": ("rev", "add")}
+    for w, (a, b) in seeds.items():  # any two checkpoints stand for two seeds
+        text += f'\n[[true_mixtures]]\nweights = {{ {w} }}\npaths = ["experts/{a}", "experts/{b}"]\n'
+    toml.write_text(text)
+    r = mixlab("sweep", tiny_lab_dir, "--checkpoints", "--benchmark", "rev-loss", "--json")
+    assert r.returncode == 0, r.stderr
+    expert = {e["label"]: e["score"] for e in json.loads(r.stdout) if e["kind"] == "expert"}
+    assert mixlab("sweep", tiny_lab_dir, "--grid", "true", "--benchmark", "rev-loss").returncode == 0
+    r = mixlab("report", tiny_lab_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    (row,) = report["benchmarks"]
+    first, second = [[expert[pair[i]] for pair in seeds.values()] for i in (0, 1)]
+    assert row["n_replicated"] == 4 and row["replicates"] == 2
+    assert row["ceiling"] == pytest.approx(stats.spearmanr(first, second).statistic)
+    text = mixlab("report", tiny_lab_dir).stdout
+    assert f"ceiling {row['ceiling']:+.2f} [" in text and "(n=4)" in text
+    assert "interior  ρ of the mean" not in text  # rev-loss is lower-is-better: no mean, no summary rows
 
 
 def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
@@ -414,3 +452,59 @@ def test_pareto_on_three_objectives_prints_the_front_a_brute_force_finds(tmp_pat
     assert all(set(r) >= {"x", "y", "z"} for r in out["merges"])
     assert main(["pareto", str(lab), "--objectives", "add,rev,sort,rev-loss"]) == 2
     assert "two or three different benchmarks" in capsys.readouterr().err
+
+
+def test_report_proxies_sets_the_output_space_and_fitted_proxies_beside_the_merge(tiny_lab_dir):
+    import numpy as np
+    from scipy import stats
+
+    toml = tiny_lab_dir / "lab.toml"
+    text = toml.read_text()
+    points = ("add = 1.0", "add = 0.5, rev = 0.5", "sort = 1.0", "rev = 1.0", "rev = 0.5, sort = 0.5")
+    true = {"rev": [0.1, 0.4, 0.2, 0.6, 0.3], "pick": [0.5, 0.25, 0.75, 0.125, 0.625]}
+    for i, w in enumerate(points):
+        text += f"\n[[true_mixtures]]\nweights = {{ {w} }}\nscores = {{ rev = {true['rev'][i]}, pick = {true['pick'][i]} }}\n"
+    toml.write_text(text)
+    r = mixlab("sweep", tiny_lab_dir, "--grid", "true", "--benchmark", "rev", "--benchmark", "pick", "--json")
+    assert r.returncode == 0, r.stderr
+    order = [(1.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 0.5, 0.5)]
+    proxy = {
+        (tuple(round(e["weights"].get(n, 0.0), 6) for n in ("add", "rev", "sort")), e["benchmark"]): e["score"]
+        for e in json.loads(r.stdout)
+    }
+    r = mixlab("report", tiny_lab_dir, "--proxies", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    rows = {(o["proxy"], o["subset"], o["summary"]): o for o in report["proxies"]}
+    assert {o["proxy"] for o in report["proxies"]} == {
+        "merge (linear)",
+        "output-space",
+        "calibrated (leave one out)",
+    } | {
+        "proxy features (leave one out)",
+        "weights only (leave one out)",
+    }
+    merge = rows["merge (linear)", "all", "ρ of the mean"]
+    assert merge["spearman"] == pytest.approx(report["summaries"][0]["spearman"]) and merge["n"] == 5
+    # the output-space proxy cannot score 'pick' (a choice benchmark), so it has no mean to rank: undefined
+    assert rows["output-space", "all", "ρ of the mean"]["spearman"] is None
+
+    # the calibrated proxy of the mean, each mixture from the other four, by hand (np.polyfit per benchmark;
+    # a proxy constant on the training runs predicts their mean)
+    def fit(x, y):
+        return np.polyfit(x, y, 1) if np.ptp(x) > 0 else np.array([0.0, np.mean(y)])
+
+    p = {b: np.array([proxy[k, b] for k in order]) for b in ("rev", "pick")}
+    t = {b: np.array(v) for b, v in true.items()}
+    loo = [
+        np.mean([np.polyval(fit(np.delete(p[b], i), np.delete(t[b], i)), p[b][i]) for b in ("rev", "pick")])
+        for i in range(5)
+    ]
+    calibrated = rows["calibrated (leave one out)", "all", "ρ of the mean"]
+    truth = (t["rev"] + t["pick"]) / 2
+    expected = (
+        None if np.ptp(np.round(loo, 12)) == 0 else pytest.approx(stats.spearmanr(np.round(loo, 12), truth).statistic)
+    )
+    assert calibrated["spearman"] == expected and calibrated["n"] == 5
+    text = mixlab("report", tiny_lab_dir, "--proxies").stdout
+    assert "proxies beside the merge" in text and "output-space" in text

@@ -273,6 +273,33 @@ def test_the_vision_language_lab_stores_its_base_as_save_pretrained_writes_it(tm
         assert "language_model.model.layers.0.self_attn.q_proj.weight" in set(shipped.keys())
 
 
+def test_the_recycling_lab_ships_merges_of_its_pool_for_a_front():
+    """cache/demo-recycle ships the pool merges its build sweeps (POOL_MERGES seeded Dirichlet(POOL_ALPHA)
+    draws) on every higher-is-better benchmark, so the Pareto page's front of merges is a front, not 2 points."""
+    import numpy as np
+
+    from mixlab.analysis import pareto_points
+    from mixlab.demo.build import POOL_ALPHA, POOL_MERGES
+    from mixlab.engine import Engine
+    from mixlab.lab import load_lab
+    from mixlab.simplex import Mixture, dirichlet
+    from mixlab.store import Store
+
+    lab = load_lab(DEMO_LAB.parent / "demo-recycle")
+    engine = Engine(lab, Store(":memory:", seed_from=lab.root / "evaluations.jsonl"))
+    up = [b.name for b in lab.benchmarks if b.higher_is_better]
+    for w in dirichlet(len(engine.names), POOL_MERGES, POOL_ALPHA):
+        assert engine.lookup(Mixture.of(engine.names, list(w), normalize=True), "linear", {}, up) is not None, w
+    pts = pareto_points(engine.results("linear", {}), engine.names, "add", "rev")
+    merged = pts[pts.proxy_front & (pts.kind == "proxy")]
+    assert len(merged) >= 3, len(merged)
+    # by brute force: no cached point (merge or checkpoint) is better on both benchmarks than a front merge
+    xy = pts[["x", "y"]].to_numpy()
+    for x, y in merged[["x", "y"]].to_numpy():
+        assert not (((xy[:, 0] >= x) & (xy[:, 1] >= y)) & ((xy[:, 0] > x) | (xy[:, 1] > y))).any()
+    assert np.isfinite(xy).all()
+
+
 def test_a_demo_lab_is_published_whole_or_not_at_all(tmp_path):
     """staged_lab: a build that fails leaves the earlier lab as it was; one that succeeds replaces it whole;
     the temp folder of a build whose process died is removed by the next build."""

@@ -476,3 +476,37 @@ def test_a_shared_checkpoint_is_shown_as_the_asking_lab_names_it(tiny_lab_dir, t
     assert rows["r2"].score == true.score  # the same model: the cached score, not a new evaluation
     (again,) = [e for e in second.expert_scores(["rev-loss"]) if e.label == "r2"]
     assert (again.kind, again.label, again.score) == ("expert", "r2", true.score)
+
+
+def test_replicates_of_a_true_mixture_are_scored_one_by_one_and_paired_by_their_mean(tiny_lab_dir):
+    from mixlab.analysis import paired, proxy_report, replicate_pairs
+    from mixlab.keys import CacheKey
+
+    toml = tiny_lab_dir / "lab.toml"  # two "seeds" of one mixture (any two checkpoints do), and one single run
+    toml.write_text(
+        toml.read_text()
+        + '\n[[true_mixtures]]\nweights = { add = 0.5, rev = 0.5 }\npaths = ["experts/add", "experts/rev"]\n'
+        + '\n[[true_mixtures]]\nweights = { sort = 1.0 }\npath = "experts/sort"\n'
+    )
+    engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
+    assert engine.unscored()["true"] == 3  # three checkpoints
+    engine.true_scores(["rev-loss"])
+    experts = {e.label: e.score for e in engine.expert_scores(["rev-loss"])}
+    df = engine.results()
+    true = df[df.kind == "true"].set_index(["label", "replicate"]).score
+    assert true["add50_rev50", 1] == experts["add"] and true["add50_rev50", 2] == experts["rev"]
+    assert true["sort100", 1] == experts["sort"]
+    # the single path's key is its content and the benchmark, as before replicates existed
+    sort = next(tv for tv in engine.experts if tv.name == "sort")
+    bench = engine._bench(engine.lab.benchmark("rev-loss"))
+    key = CacheKey.checkpoint(engine.sources.base_fp, sort.fingerprint, bench.desc).digest
+    assert engine.store.get(key).score == experts["sort"]
+    for w in ([0.5, 0.5, 0.0], [0.0, 0.0, 1.0]):
+        engine.proxy(Mixture.of(engine.names, w), benchmarks=["rev-loss"])
+    pairs = paired(engine.results("linear"), engine.names, "rev-loss").set_index("label")
+    assert pairs.loc["add50_rev50", "true"] == pytest.approx((experts["add"] + experts["rev"]) / 2)
+    assert pairs.loc["add50_rev50", "replicates"] == 2 and pairs.loc["sort100", "replicates"] == 1
+    (half,) = replicate_pairs(df, engine.names, "rev-loss").itertuples()
+    assert (half.label, half.first, half.second) == ("add50_rev50", experts["add"], experts["rev"])
+    row = next(r for r in proxy_report(engine.results("linear"), engine.names, engine.lab.benchmarks, n_boot=0))
+    assert row["n_replicated"] == 1 and row["ceiling"] is None  # one replicated mixture: undefined, not invented

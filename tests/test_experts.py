@@ -230,3 +230,24 @@ def test_an_adapter_for_another_hub_model_is_flagged(tiny_root, tmp_path):
     (folder / "adapter_config.json").write_text(json.dumps({**acfg, "base_model_name_or_path": "org/other-model"}))
     (warning,) = load_task_vector("add", folder, load_base(base_dir)).warnings
     assert "names base model 'org/other-model', but this lab's base is 'org/tiny-base'" in warning
+
+
+@pytest.mark.parametrize("folder", ["base", "experts/add", "experts/rev", "full/a"])
+def test_a_folders_fingerprint_from_its_files_equals_the_loaded_ones(tiny_root, folder):
+    from mixlab.experts import folder_fingerprint
+
+    base = load_base(tiny_root / "base")
+    loaded = base if folder == "base" else load_task_vector("x", tiny_root / folder, base)
+    assert folder_fingerprint(tiny_root / folder, "x") == loaded.fingerprint
+
+
+def test_a_folders_fingerprint_refuses_what_loading_refuses(tiny_root, tmp_path):
+    from mixlab.experts import folder_fingerprint
+
+    shutil.copytree(tiny_root / "experts" / "add", tmp_path / "add")
+    (tmp_path / "add" / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ExpertError, match="pickle checkpoint"):
+        folder_fingerprint(tmp_path / "add", "expert 'add'")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExpertError, match=r"no \*\.safetensors file"):
+        folder_fingerprint(tmp_path / "empty", "expert 'e'")

@@ -61,6 +61,22 @@ def test_valid_manifest(lab_dir):
         ("[[true_mixtures]]\nweights = { ocr = 0.5, tables = 0.5 }\nscores = {}\n", "unknown expert 'tables'"),
         ("[[true_mixtures]]\nweights = { ocr = 0.5, chart = 0.4 }\nscores = {}\n", "weights must sum to 1, got 0.9"),
         ("[[true_mixtures]]\nweights = { ocr = 1.0 }\n", "give exactly one of 'path'"),
+        (
+            '[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = "true/mix"\npaths = ["true/mix", "experts/ocr"]\n',
+            r"give exactly one of 'path' \(a checkpoint\), 'paths' \(replicates\) or 'scores'",
+        ),
+        (
+            '[[true_mixtures]]\nweights = { ocr = 1.0 }\npaths = ["true/mix"]\n',
+            r"paths lists replicates: give at least 2, or one checkpoint as path = \['true/mix'\]",
+        ),
+        (
+            '[[true_mixtures]]\nweights = { ocr = 1.0 }\npaths = ["true/mix", "true/mix"]\n',
+            "paths: 'true/mix' is listed twice",
+        ),
+        (
+            '[[true_mixtures]]\nweights = { ocr = 1.0 }\npaths = ["true/mix", "true/seed2"]\n',
+            r"true_mixtures\[0\].paths\[1\] = 'true/seed2': no such file",
+        ),
         ("[[true_mixtures]]\nweights = { ocr = 1.0 }\nscores = { nope = 1.0 }\n", "unknown benchmark 'nope'"),
         ('[[true_mixtures]]\nweights = { ocr = 1.0 }\npath = "../outside"\n', "points outside the lab folder"),
         (
@@ -289,3 +305,27 @@ def test_exports_that_link_out_of_the_lab_are_refused(lab_dir, tmp_path_factory)
     with pytest.raises(ManifestError, match="export 'm' 'exports/m' points outside the lab folder"):
         lab.export_path("m")
     assert lab.export_path("n") == lab_dir.resolve() / "exports" / "n"
+
+
+def test_replicates_are_listed_as_paths_and_written_by_the_one_writer(lab_dir):
+    from mixlab.lab import ManifestWriter
+
+    (lab_dir / "true" / "mix2").mkdir()
+    w = ManifestWriter()
+    w.set("name", "rep")
+    w.set("base", "base")
+    for name in ("ocr", "chart"):
+        w.item("experts")
+        w.set("name", name)
+        w.set("path", f"experts/{name}")
+    w.item("true_mixtures")
+    w.set("weights", {"ocr": 0.5, "chart": 0.5})
+    w.set("paths", ["true/mix", "true/mix2"], comment="two seeds")
+    w.item("true_mixtures")
+    w.set("weights", {"ocr": 1.0})
+    w.set("path", "experts/ocr")
+    w.write(lab_dir)
+    assert 'paths = ["true/mix", "true/mix2"]  # two seeds' in (lab_dir / "lab.toml").read_text()
+    lab = load_lab(lab_dir)
+    t0, t1 = lab.manifest.true_mixtures
+    assert t0.checkpoints == ("true/mix", "true/mix2") and t1.checkpoints == ("experts/ocr",)

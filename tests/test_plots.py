@@ -62,6 +62,11 @@ def test_pareto_points_and_figure():
     assert set(pts[pts.true_front].label) == {"a", "b", "t"}
     fig = pareto_figure(pts, "x", "y", NAMES)
     assert {t.name for t in fig.data} >= {"expert", "proxy (merge)", "true mixture", "front of merges"}
+    assert "front of trained mixtures" in {t.name for t in fig.data}
+    pool = pareto_points(pd.DataFrame([r for r in rows if r["kind"] != "true"]), NAMES, "x", "y")
+    legend = {t.name for t in pareto_figure(pool, "x", "y", NAMES).data}  # a recycling pool: no trained mixtures
+    assert "front of the checkpoints alone" in legend
+    assert not any("trained" in name or "true" in name for name in legend), legend
 
 
 def test_separated_projection_gives_every_k4_mixture_its_own_point():
@@ -319,3 +324,38 @@ def test_the_3d_pareto_figure_names_experts_marks_the_best_and_rings_the_selecti
     sel = traces["selected"]
     assert (sel.x[0], sel.y[0], sel.z[0]) == (0.05, 0.05, 0.05)
     assert fig.layout.scene.zaxis.title.text == "z"
+
+
+def _weight_trials(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, w in enumerate(rng.dirichlet([1, 1, 1], size=n)):
+        out.append({"number": i, "state": "complete", "weights": dict(zip(NAMES, w)), "values": [float(w[0] - w[2])]})
+    return out
+
+
+def test_the_contour_plot_draws_every_trial_at_its_two_weights():
+    """optuna's contour plot on the weights: the trials' points are their weights of the two experts asked
+    for (read back from the figure, compared with the trials themselves)."""
+    from mixlab.plots import contour_figure
+    from mixlab.search import weights_study
+
+    trials = _weight_trials(12)
+    fig = contour_figure(weights_study(trials, NAMES), NAMES[0], NAMES[2], "objective")
+    points = [t for t in fig.data if t.type == "scatter" and t.x is not None and len(t.x) == len(trials)]
+    assert points, [t.type for t in fig.data]
+    got = sorted(zip(points[0].x, points[0].y))
+    want = sorted((t["weights"][NAMES[0]], t["weights"][NAMES[2]]) for t in trials)
+    np.testing.assert_allclose(got, want)
+    assert any(t.type == "contour" for t in fig.data)
+
+
+def test_studies_compared_are_each_a_best_so_far_line():
+    from mixlab.plots import studies_figure
+
+    histories = {"a": [0.1, 0.3, 0.2, 0.5], "b": [0.4, 0.1, 0.45]}
+    fig = studies_figure(histories, "objective")
+    assert [t.name for t in fig.data] == ["a", "b"]
+    np.testing.assert_allclose(fig.data[0].y, [0.1, 0.3, 0.3, 0.5])  # by hand
+    np.testing.assert_allclose(fig.data[1].y, [0.4, 0.4, 0.45])
+    assert list(fig.data[1].x) == [1, 2, 3]

@@ -113,6 +113,28 @@ def test_searches_and_recycling_runs_are_recorded_jobs_that_resume_where_they_st
     assert json.loads(records["recycle"]["spec"]) == rspec
 
 
+def test_a_recycling_search_can_start_from_the_soup_in_the_sparse_box_and_says_so(dev_lab, tmp_path):
+    """start=True: the search's first two trials are the greedy soup and the best single checkpoint (the rows
+    the table reports for them); its study and its record name the settings, so an older record or study with
+    the defaults is neither replayed nor read back for it."""
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    plain = compare(engine, "rev", sampler="cmaes", trials=3)
+    (dev_lab / RECORD).write_text(json.dumps(plain.rows))
+    started = compare(engine, "rev", sampler="cmaes", trials=3, space="sparse", start=True)
+    assert started.origin.startswith("new study recycle-3t-start-") and started.study != plain.study
+    rows = {r["candidate"]: r for r in started.rows}
+    points = started.rows[-1]["search"]["points"]
+    names = engine.names
+    for point, candidate in zip(points, ("greedy soup", "best single checkpoint")):
+        want = [rows[candidate]["weights"].get(n, 0.0) for n in names]
+        assert [point[n] for n in names] == pytest.approx(want, abs=1e-6)  # a row's weights: 6 decimals
+    record = started.rows[-1]["search"]
+    assert record["space"] == "sparse" and record["start"] is True
+    assert "space" not in plain.rows[-1]["search"]  # a default-settings record is as it always was
+    again = compare(engine, "rev", sampler="cmaes", trials=3, space="sparse", start=True)
+    assert again.origin.startswith(f"read back study {started.study}") and again.new_scores == 0
+
+
 def test_a_verdict_in_words_is_what_the_cli_and_the_page_say():
     from mixlab.recycle import verdict_text
 

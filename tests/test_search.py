@@ -446,3 +446,136 @@ def test_the_winner_is_shown_beside_its_baselines_scored_on_test(dev_lab, tmp_pa
     on_test = [check.proxy(check.mixture([w[n] for n in check.names]), benchmarks=["rev"])[0].score for w in tested]
     top = rows["best of 3 cached mixtures"]
     assert top["test"]["rev"] == pytest.approx(max(on_test)) and top["test_objective"] == [pytest.approx(max(on_test))]
+
+
+def test_the_objective_does_not_depend_on_the_order_of_its_benchmarks():
+    from mixlab.search import Objective
+
+    s = {"x": 0.035, "y": 0.035, "z": 0.105}  # exact-match means k/200
+    hib = dict.fromkeys(s, True)
+    forward = Objective(tuple((n, 1 / 3) for n in "xyz"))
+    backward = Objective(tuple((n, 1 / 3) for n in "zyx"))
+    assert sum(w * s[n] for n, w in backward.weights) != sum(w * s[n] for n, w in forward.weights)  # naive sums
+    assert forward.value(s, hib) == backward.value(s, hib) == pytest.approx(0.175 / 3)
+
+
+def test_a_search_winner_tied_up_to_float_noise_is_the_first_trial_that_reached_it():
+    import optuna
+
+    from mixlab.search import first_best_trial
+
+    a, b = (0.1 + 0.7) / 2, (0.3 + 0.5) / 2  # equal by hand, b one ulp above a
+    study = optuna.create_study(direction="maximize")
+    for v in (0.2, a, 0.3, b):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
+    assert study.best_trial.number == 3  # optuna's choice: the last bit
+    assert first_best_trial(study).number == 1
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=b + 1e-6))
+    assert first_best_trial(study).number == 4  # a real improvement wins
+    low = optuna.create_study(direction="minimize")
+    for v in (b, a, 0.5):
+        low.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=v))
+    assert first_best_trial(low).number == 0
+
+
+def test_the_sparse_box_covers_the_simplex_and_its_faces():
+    """A uniform draw of the sparse box: each weight is 0 with probability p − p³, p = ZERO_BAND / (1 + ZERO_BAND
+    − EPS) the slab's share of the box (by hand; minus the draws with every u_i in the slab, which are the
+    centre), and where no u_i is in the slab, the weights are Dirichlet(1)."""
+    from mixlab.search import EPS, ZERO_BAND, to_sparse_weights
+
+    rng = np.random.default_rng(0)
+    u = rng.uniform(EPS, 1 + ZERO_BAND, size=(40000, 3))
+    w = np.array([to_sparse_weights(x) for x in u])
+    assert np.allclose(w.sum(1), 1) and (w >= 0).all()
+    p = ZERO_BAND / (1 + ZERO_BAND - EPS)
+    np.testing.assert_allclose((w == 0).mean(0), [p - p**3] * 3, atol=0.01)
+    inner = w[(u < 1).all(1)]
+    np.testing.assert_allclose(inner.mean(0), [1 / 3] * 3, atol=0.01)
+    np.testing.assert_allclose(inner.var(0), [1 / 18] * 3, atol=0.003)
+    assert ((w == 0).sum(1) == 2).any()  # vertices are drawn: a single expert is a point the search can land on
+
+
+@pytest.mark.parametrize("space", ["simplex", "sparse"])
+def test_a_starting_point_maps_back_onto_its_weights(space):
+    from mixlab.search import box_bounds, box_point, to_sparse_weights
+
+    back = to_weights if space == "simplex" else to_sparse_weights
+    lo, hi = box_bounds(space)
+    for w in ([1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.25] * 4, [0.7, 0.1, 0.1, 0.1], [0, 0, 0, 1]):
+        u = box_point(w, space)
+        assert all(lo <= x <= hi for x in u)
+        np.testing.assert_allclose(back(u), w, atol=1e-9)
+    with pytest.raises(MixlabError, match="search space must be one of simplex, sparse, got 'dense'"):
+        box_point([1, 0], "dense")
+
+
+SPARSE_OPTIMUM = np.array([0.6, 0.4, 0, 0, 0, 0, 0, 0])  # two of eight experts: a sparse merge
+
+
+def _distance_found(sampler: str, space: str, seed: int, trials: int, start=()) -> tuple[float, list]:
+    """L1 distance from SPARSE_OPTIMUM of the best point a search finds on −L1 distance, and its trials' weights."""
+    from mixlab.search import create_study, start_params, suggest_weights
+
+    k = len(SPARSE_OPTIMUM)
+    x0 = start_params(start[0], sampler, space) if start and sampler == "cmaes" else None
+    study = create_study(k, 1, sampler, seed, x0=x0)
+    for w in start:
+        study.enqueue_trial(start_params(w, sampler, space))
+    seen = []
+
+    def f(t):
+        seen.append(np.array(suggest_weights(t, k, sampler, space)))
+        return -float(np.abs(seen[-1] - SPARSE_OPTIMUM).sum())
+
+    study.optimize(f, n_trials=trials)
+    return float(np.abs(seen[study.best_trial.number] - SPARSE_OPTIMUM).sum()), seen
+
+
+def test_cmaes_reaches_a_sparse_optimum_in_the_sparse_box_and_not_in_the_dense_one():
+    """The optimum puts all weight on 2 of 8 experts. In 200 trials CMA-ES gets within 0.05 (L1) of it on
+    seeds 0..2 in the sparse box; in the dense box it stays ≥ 0.15 away (weights never reach zero)."""
+    sparse = [_distance_found("cmaes", "sparse", seed, 200)[0] for seed in range(3)]
+    dense = [_distance_found("cmaes", "simplex", seed, 200)[0] for seed in range(3)]
+    assert max(sparse) < 0.05, sparse
+    assert min(dense) > 0.15, dense
+
+
+@pytest.mark.parametrize("sampler", ["cmaes", "tpe"])
+def test_starting_points_are_evaluated_first_and_lead_to_a_sparse_optimum(sampler):
+    """Started at a two-expert soup and the best single expert (what recycling starts from: the greedy soup
+    first, CMA-ES's x0), a 60-trial search in the sparse box ends within 0.1 (L1) of the sparse optimum on
+    seeds 0..2."""
+    start = [[0.5, 0.5, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0]]
+    for seed in range(3):
+        distance, seen = _distance_found(sampler, "sparse", seed, 60, start)
+        np.testing.assert_allclose(seen[0], start[0], atol=1e-9)
+        np.testing.assert_allclose(seen[1], start[1], atol=1e-9)
+        assert distance < 0.1, (sampler, seed, distance)
+
+
+def test_a_search_starts_where_it_is_told_and_records_its_space(dev_lab, tmp_path):
+    engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
+    search = Search(engine, ["rev-loss"], sampler="cmaes", seed=0, space="sparse")
+    assert search.desc["space"] == "sparse" and "space" not in Search(engine, ["rev-loss"], sampler="cmaes").desc
+    names = engine.names
+    result = search.run(3, start=[{names[0]: 1.0}, {names[0]: 0.5, names[1]: 0.5}])
+    assert result.trials[0]["weights"] == pytest.approx({n: float(n == names[0]) for n in names}, abs=1e-9)
+    assert result.trials[1]["weights"] == pytest.approx({n: 0.5 * (n in names[:2]) for n in names}, abs=1e-9)
+    with pytest.raises(MixlabError, match="starting point 0 names unknown expert"):
+        search.run(1, start=[{"nope": 1.0}])
+    with pytest.raises(MixlabError, match="search space must be one of"):
+        Search(engine, ["rev-loss"], space="dense")
+
+
+def test_the_command_line_offers_every_search_space(capsys):
+    from mixlab.cli import main, parser
+    from mixlab.search import SPACES
+
+    for command in ("search", "recycle"):
+        assert parser().parse_args([command]).space == "simplex"
+        assert parser().parse_args([command, "--space", "sparse"]).space == "sparse"
+        assert main([command, "--space", "dense"]) != 0
+        assert "search space must be one of simplex, sparse, got 'dense'" in capsys.readouterr().err
+    help_text = parser()._subparsers._group_actions[0].choices["recycle"].format_help()
+    assert all(name in help_text for name in SPACES) and "--start" in help_text

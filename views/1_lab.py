@@ -3,12 +3,13 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, format_score, leaderboard, proxy_report
+from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy_report
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop import NoWorkspace, init_lab, workspace_folder
 from mixlab.run.jobs import RESUMABLE, job_body, resume
 from mixlab.run.records import ACTIVE, STOPPED
+from mixlab.summary import lab_summary
 from mixlab.tables import of_method
 from views.jobs import current_job, job_panel, submit_job, worker
 from views.state import engine, lab_path, open_lab, results
@@ -22,7 +23,6 @@ from views.widgets import (
     stacking_columns,
 )
 
-COUNT_BYTES = 2**30  # full experts of a base under 1 GiB have their changed tensors counted here
 st.title("Lab")
 shipped = sorted(p.parent.name for p in LABS_DIR.glob("*/lab.toml") if not p.parent.name.startswith("."))
 
@@ -97,12 +97,12 @@ with st.expander("New lab from a folder: a base, PEFT adapters or full fine-tune
 
 eng = engine()
 lab = eng.lab
+summary = lab_summary(eng)  # the checkpoints as last loaded, kept beside the cache (no model stack needed)
 st.subheader(lab.name)
 if lab.manifest.description:
     st.caption(escape(lab.manifest.description))
-for warning in eng.warnings():
-    if warning not in eng.store.notices:  # the store's notices are shown on every page already
-        st.warning(escape(warning))
+for warning in summary["warnings"]:  # the store's notices are shown on every page already
+    st.warning(escape(warning))
 
 
 def results_first() -> None:
@@ -125,7 +125,10 @@ def results_first() -> None:
         cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} (no CI: n={row['n']})")
     else:
         ci = f"[{row['spearman_low']:+.2f}, {row['spearman_high']:+.2f}]"
-        cols[0].metric("Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help="proxy vs true, bootstrap")
+        ceiling = ceiling_text(row["ceiling"], row["ceiling_low"], row["ceiling_high"], row["n_replicated"])
+        cols[0].metric(
+            "Spearman ρ [95% CI]", f"{row['spearman']:+.2f} {ci}", help=f"proxy vs true, bootstrap; {ceiling}"
+        )
     cols[1].metric("True mixtures paired (n)", row["n"] if row else 0)
     cols[2].metric("Proxy's pick among them", row["pick_rank"] if row else "—", help="its rank under the true scores")
     if row and row["warning"]:
@@ -168,7 +171,7 @@ def results_first() -> None:
 results_first()
 counts = {k: len(eng.cached(k)) for k in ("base", "expert", "true", "proxy")}
 cols = st.columns(5)
-cols[0].metric("Experts", len(eng.experts))
+cols[0].metric("Experts", len(eng.names))
 cols[1].metric("Benchmarks", len(lab.benchmarks))
 cols[2].metric("True mixtures", len(lab.manifest.true_mixtures))
 cols[3].metric("Cached proxy scores", counts["proxy"])
@@ -187,11 +190,12 @@ if st.button(
     submit_job(f"checkpoints of {lab.name}", job_body(eng, "checkpoints", {}), "checkpoints", {})
 job_panel()
 
+base = summary["base"]
 st.markdown(
-    f"**Base** {code(lab.manifest.base)} — {eng.base.n_params:,} parameters in {len(eng.base.keys())} tensors, "
-    f"fingerprint `{eng.base.fingerprint[:12]}`"
+    f"**Base** {code(lab.manifest.base)} — {base['n_params']:,} parameters in {base['n_tensors']} tensors, "
+    f"fingerprint `{base['fingerprint'][:12]}`"
 )
-kept = eng.excluded_tensors()
+kept = summary["kept_at_base"]
 if kept:
     merge = lab.manifest.merge
     n_kept = sum(n for _, n in kept)
@@ -200,7 +204,7 @@ if kept:
     )
     st.markdown(
         f"**Kept at the base by every merge** ({how}): {len(kept)} tensors, {n_kept:,} parameters "
-        f"({n_kept / eng.base.n_params:.0%} of the model)."
+        f"({n_kept / base['n_params']:.0%} of the model)."
     )
     with st.expander("Which tensors"):
         st.dataframe(
@@ -217,18 +221,17 @@ table(
     "**Experts**",
     [
         {
-            "expert": e.name,
-            "kind": e.kind,
-            "rank": str(e.rank) if e.rank is not None else "— (full)",
-            "trainable params": e.n_params,
-            # counting reads every tensor an expert touches: LoRA factors are small; a large full fine-tune is
-            # left to `mixlab info`, not read on the page every session opens first
-            "tensors changed": f"{len(e.changed)} of {len(e.keys())}"
-            if e.kind == "lora" or eng.base.nbytes < COUNT_BYTES
-            else f"{len(e.keys())} (count: mixlab info)",
-            "fingerprint": e.fingerprint[:12],
+            "expert": e["name"],
+            "kind": e["kind"],
+            "rank": str(e["rank"]) if e["rank"] is not None else "— (full)",
+            "trainable params": e["n_params"],
+            # counted when the summary is made (mixlab.summary: LoRA, or a base under 1 GiB); else `mixlab info`
+            "tensors changed": f"{e['n_tensors']} (count: mixlab info)"
+            if e["changed"] is None
+            else f"{e['changed']} of {e['n_tensors']}",
+            "fingerprint": e["fingerprint"][:12],
         }
-        for e in eng.experts
+        for e in summary["experts"]
     ],
 )
 table(
@@ -249,7 +252,7 @@ table(
         {
             "true mixture": lab.true_mixture_name(t),
             **lab.true_mixture_weights(t).as_dict(),
-            "source": t.path or "scores in lab.toml",
+            "source": ", ".join(t.checkpoints) or "scores in lab.toml",
         }
         for t in lab.manifest.true_mixtures
     ],

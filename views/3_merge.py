@@ -26,11 +26,12 @@ with left:
     chosen = st.multiselect("Benchmarks", bench_names, default=bench_names, key="merge_benchmarks")
 with right:
     m = mixture(eng)
+    device = eng.device_name() or "cuda, else mps, else cpu (picked at the first evaluation)"  # no torch import
     st.markdown(
         f"**θ = merge_{method}(θ₀, τ; w)** with w = "
         + ", ".join(f"{n}={w:.3f}" for n, w in zip(eng.names, m.weights))
         + (" · " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "")
-        + f" · device `{eng.device}`"
+        + f" · device `{device}`"
     )
     job = current_job()
     busy = job is not None and job.active
@@ -47,7 +48,7 @@ with right:
             show_error("Cannot evaluate", e)
     job_panel()
 
-    spec_params = eng.spec(m, method, params).params
+    spec_params = eng.resolve_method(method, params)[1]  # (the spec's exclusions need the base loaded)
     table = mixture_rows(eng.results(), eng.names, m.as_dict(), method, spec_params)
     if len(table):  # shown below, in context; here only its download
         st.download_button(

@@ -3,7 +3,18 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, method_comparison, paired, proxy_report, readable, tie_ranks
+from mixlab.analysis import (
+    MEAN,
+    SUBSETS,
+    ceiling_text,
+    method_comparison,
+    paired,
+    proxy_report,
+    readable,
+    rho_summaries,
+    subset_of,
+    tie_ranks,
+)
 from mixlab.plots import proxy_true_figure
 from mixlab.tables import of_method, params_label
 from views.state import engine, results
@@ -31,14 +42,21 @@ if df.empty or not (df.kind == "proxy").any() or not (df.kind == "true").any():
         f"{code(f'python -m mixlab sweep {eng.lab.root} --grid true')}."
     )
     st.stop()
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns([2, 2, 1])
 bench = benchmark_picker(benchmark_options(df, eng), c1)
 method, params = proxy_method_picker(df, eng, c2)
+subset = c3.radio(
+    "Mixtures",
+    list(SUBSETS),
+    horizontal=True,
+    key="pvt_subset",
+    help="; ".join(f"{k}: {v}" for k, v in SUBSETS.items()),
+)
 rows = of_method(df, method, params)
 
 # the same report as `python -m mixlab report` (mixlab.analysis.proxy_report), without the page's mean rows
-summary = proxy_report(rows[rows.benchmark != MEAN], eng.names, eng.lab.benchmarks)
-pairs = paired(rows, eng.names, bench)
+summary = proxy_report(rows[rows.benchmark != MEAN], eng.names, eng.lab.benchmarks, subset=subset)
+pairs = subset_of(paired(rows, eng.names, bench), eng.names, subset)
 row = next((r for r in summary if r["benchmark"] == bench), None)  # None: no mixture has both scores
 hib = bool(df[df.benchmark == bench].higher_is_better.iloc[0])
 
@@ -49,7 +67,7 @@ def num(v) -> str:
 
 rho = row["spearman"] if row else None
 ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
-cols = stacking_columns("pvt_headline", [2, 1, 1, 2])
+cols = stacking_columns("pvt_headline", [3, 1, 1, 2, 1])
 if rho is None:
     headline = num(rho)
 elif row["warning"]:  # a bootstrap over a handful of mixtures says little: the warning below says how little
@@ -63,9 +81,17 @@ if row and row["warning"]:
     st.warning(row["warning"])
 if row:
     cols[3].metric("Proxy's pick: rank under true", row["pick_rank"], help=f"regret {row['regret']:.4f}")
+    ceiling = ceiling_text(row["ceiling"], row["ceiling_low"], row["ceiling_high"], row["n_replicated"])
+    cols[4].metric(
+        "Noise ceiling",
+        "unknown" if row["ceiling"] is None else f"{row['ceiling']:+.2f}",
+        help="Spearman ρ between two replicates (seeds) of the true models, replicate 1 against replicate 2: "
+        "how well the true models rank themselves. List several checkpoints of a mixture as paths = [...] in "
+        "lab.toml to measure it; the proxy is then compared with the replicates' mean.",
+    )
     st.caption(
-        f"Spearman ρ {num(rho)} {ci} · Kendall τ {num(row['kendall'])} (n={row['n']}) · the mixture the proxy "
-        f"ranks first, **{escape(row['pick'])}**, is {row['pick_rank']} under the true scores "
+        f"Spearman ρ {num(rho)} {ci} · {ceiling} · Kendall τ {num(row['kendall'])} (n={row['n']}) · the mixture "
+        f"the proxy ranks first, **{escape(row['pick'])}**, is {row['pick_rank']} under the true scores "
         f"(regret {row['regret']:.4f}; scores equal up to float noise tie)."
     )
 left, right = stacking_columns("pvt_main", [3, 2])  # below 1280 px the table goes under the figure, whole
@@ -115,7 +141,11 @@ st.markdown(
 )
 table = (
     pd.DataFrame(summary)
+    .assign(
+        ceiling=[ceiling_text(r["ceiling"], r["ceiling_low"], r["ceiling_high"], r["n_replicated"]) for r in summary]
+    )
     .drop(columns=["higher_is_better", "n_top25", "pick_true_rank", "pick_tied", "warning"])
+    .drop(columns=["ceiling_low", "ceiling_high", "n_replicated"])
     .rename(
         columns={
             "spearman": "Spearman ρ",
@@ -126,10 +156,38 @@ table = (
             "pairwise_accuracy": "pairs ok",
             "pick": "proxy's pick",
             "pick_rank": "its true rank",
+            "ceiling": "noise ceiling",
         }
     )
 )
 st.dataframe(readable(table), hide_index=True, width="stretch", key="pvt_summary")
+
+st.markdown(
+    "**Both summaries** — ρ of the mean (the proxy's mean over benchmarks against the true mean) and the mean of "
+    "per-benchmark ρ, for every trained mixture and for the interior points, each beside its noise ceiling"
+)
+both = rho_summaries(rows[rows.benchmark != MEAN], eng.names, eng.lab.benchmarks)
+st.dataframe(
+    readable(
+        pd.DataFrame(
+            [
+                {
+                    "mixtures": s["subset"],
+                    "summary": s["summary"],
+                    "n": s["n"],
+                    "Spearman ρ": s["spearman"],
+                    "ρ 95% low": s["spearman_low"],
+                    "ρ 95% high": s["spearman_high"],
+                    "noise ceiling": ceiling_text(s["ceiling"], s["ceiling_low"], s["ceiling_high"], s["n_replicated"]),
+                }
+                for s in both
+            ]
+        )
+    ),
+    hide_index=True,
+    width="stretch",
+    key="pvt_both",
+)
 
 st.markdown(
     f"**Merge methods side by side** on {escape(bench)}: each method's proxies against the same trained mixtures "

@@ -98,9 +98,14 @@ st.markdown(
 )
 renamed = {"x": f"{bx} (x)", "y": f"{by} (y)", "z": f"{bz} (z)"}
 shown = fronts(pts, eng.names)
+trained = (pts.kind == "true").any()  # a recycling pool has checkpoints and their merges, no trained mixtures
 for which, key, title in (
     ("merges", "pareto_proxy_front", "Front of merges (experts + proxies)"),
-    ("trained", "pareto_true_front", "Front of trained models (experts + true mixtures)"),
+    (
+        "trained",
+        "pareto_true_front",
+        "Front of trained models (experts + true mixtures)" if trained else "Front of the checkpoints alone",
+    ),
 ):
     st.markdown(title)
     st.dataframe(shown[which].rename(columns=renamed), hide_index=True, width="stretch", key=key)

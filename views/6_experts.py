@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from mixlab.diagnostics import interference
 from mixlab.plots import heatmap
+from mixlab.summary import expert_diagnostics
 from views.state import engine
 from views.widgets import chart, stacking_columns
 
@@ -13,7 +13,7 @@ eng = engine()
 
 @st.cache_data(show_spinner="Reading task vectors…")
 def diagnostics(models_fp: str, lab_path: str):
-    return interference(eng.experts)
+    return expert_diagnostics(eng)  # kept beside the lab's cache: drawn again without reading the experts
 
 
 d = diagnostics(eng.models_fp, str(eng.lab.root))

@@ -5,7 +5,15 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.errors import MixlabError
-from mixlab.plots import line_figure, slice_figure, trace_figure, trials_ternary, weights_figure
+from mixlab.plots import (
+    contour_figure,
+    line_figure,
+    slice_figure,
+    studies_figure,
+    trace_figure,
+    trials_ternary,
+    weights_figure,
+)
 from mixlab.recycle import compare_objective, recorded_table, verdict_text, verdicts
 from mixlab.run.jobs import job_body
 from mixlab.search import (
@@ -225,6 +233,48 @@ else:
         if len(eng.names) == 3:
             st.markdown("**The trials on the simplex**, coloured by the objective (dev); the best ringed")
             chart(trials_ternary(eng.names, trials_, "objective (dev)"), key="search_ternary")
+        if len(done_trials) >= 3:
+            ranked = list(importance) or list(eng.names)  # the two weights that matter most first
+            k1, k2 = st.columns(2)
+            cx = k1.selectbox("Contour x", eng.names, index=eng.names.index(ranked[0]), key=f"search_cx:{view}")
+            others = [n for n in eng.names if n != cx]
+            cy = k2.selectbox(
+                "Contour y", others, index=others.index(next(n for n in ranked if n != cx)), key=f"search_cy:{view}"
+            )
+            st.markdown(
+                f"**Contour**: the objective (dev) over the weights of {escape(cx)} and {escape(cy)} (optuna's "
+                "contour plot, interpolated between the trials; the other weights vary underneath)"
+            )
+            chart(
+                contour_figure(weights_study(trials_, eng.names, n_obj), cx, cy, "objective (dev)"),
+                key="search_contour",
+            )
+    if len(listed) > 1:
+        others = [n for n in study_names if n != view]
+        against = st.multiselect(
+            "Compare with",
+            others,
+            default=others[-1:],
+            key=f"search_compare:{view}",
+            help="Other studies of this lab: their best-so-far lines beside this one's",
+        )
+        histories = {}
+        for name in [view, *against]:
+            values = [
+                t["values"][0] for t in study_trials(path, name, eng.names) if t["state"] == "complete" and t["values"]
+            ]
+            histories[name] = values
+        table = [next(s for s in listed if s["study"] == n) for n in histories]
+        st.markdown("**Studies compared**: best so far per trial (first objective, dev)")
+        left, right = st.columns([3, 2])
+        with left:
+            chart(studies_figure(histories, "objective (dev)"), key="search_compare_plot")
+        right.dataframe(
+            pd.DataFrame(table)[["study", "sampler", "objectives", "trials", "best"]].round(4),
+            hide_index=True,
+            width="stretch",
+            key="search_compare_table",
+        )
     note_key = f"search_note:{view}"
     note = st.text_area("Note on this study (kept in the study)", value=study_note(path, view), key=note_key)
     if st.button("Save note", key="search_note_save"):
@@ -243,7 +293,7 @@ st.caption(
     "Compared again with the same settings it replays the lab's recycle.json, or reads its study back: it never "
     "silently adds trials."
 )
-r1, r2 = st.columns(2)
+r1, r2, r3 = st.columns(3)
 objective = r1.selectbox(
     "Objective",
     ["mean", *names],
@@ -251,11 +301,18 @@ objective = r1.selectbox(
     format_func=lambda o: Objective.parse(o, eng.lab.benchmarks).describe() if o == "mean" else o,
 )
 rtrials = int(r2.number_input("Search trials", 1, 500, 40, key="recycle_trials"))
+sparse = r3.checkbox(
+    "Sparse merges, started at the soup",
+    key="recycle_sparse",
+    help="The search may set weights to exactly 0 (so it can settle on a few checkpoints) and evaluates the "
+    "greedy soup and the best single checkpoint first, CMA-ES starting at the soup",
+)
 job = current_job()
 if st.button("Compare", key="recycle_run", disabled=job is not None and job.active):
     spec = {"objective": objective, "sampler": "cmaes", "trials": rtrials, "seed": 0}
+    spec |= {"space": "sparse", "start": True} if sparse else {}
     ss.recycle_job = submit_job(
-        f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials)",
+        f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials{', sparse from the soup' * sparse})",
         job_body(eng, "recycle", spec),
         "recycle",
         spec,

@@ -4,6 +4,7 @@ evaluation waits for; a page submits them, and shows the session's last job with
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import streamlit as st
@@ -24,7 +25,9 @@ def worker() -> Worker:
 @st.cache_resource
 def _warmup() -> threading.Thread:
     """Once per server process: the work the first evaluation would otherwise wait for (importing the
-    model stack, building the fused merge kernels) starts in the background when the app opens."""
+    model stack, building the fused merge kernels) starts in the background once the first page is drawn
+    (app.py), so the first paint does not share the CPU with it. MIXLAB_NO_WARMUP=1 leaves it to the first
+    evaluation (tests/test_first_paint.py: what a page imports by itself)."""
 
     def run() -> None:
         from mixlab.merge import fused
@@ -34,7 +37,8 @@ def _warmup() -> threading.Thread:
         fused.available()
 
     thread = threading.Thread(target=run, name="mixlab-warmup", daemon=True)
-    thread.start()
+    if not os.environ.get("MIXLAB_NO_WARMUP"):
+        thread.start()
     return thread
 
 
@@ -49,6 +53,10 @@ def _stages(eng: Engine, progress, cancel) -> None:
 
     def warm() -> None:  # wait for the background warm-up, but let a cancel through every half second
         thread = _warmup()
+        if thread.ident is None:  # never started (MIXLAB_NO_WARMUP): import here
+            from mixlab.names import import_stack
+
+            import_stack()
         while thread.is_alive():
             if cancel.is_set():
                 raise Cancelled("cancelled")

@@ -24,6 +24,7 @@ from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.run.executors import dashboard_backends
 from mixlab.simplex import Mixture, validate_weights
+from mixlab.summary import lab_summary
 from views.text import clip, code, escape, show_error
 
 MIXTURE = "mixture"  # the selected weights (list of floats, Σ = 1)
@@ -120,7 +121,7 @@ def engine() -> Engine:
     path = lab_path()
     try:
         eng = _engine(path, _mtime(path))
-        eng.experts  # noqa: B018 - load and check the experts now, so a bad lab fails here
+        lab_summary(eng)  # the experts checked now (loaded, or as kept when last loaded), so a bad lab fails here
     except MixlabError as e:
         st.error(f"Cannot open the lab at {code(path)}")
         show_error("", e)

@@ -1,5 +1,5 @@
 """The widgets the pages share, each drawn from the view state (views.state) and writing back to it:
-weight sliders, the benchmark and proxy-method pickers, a merge method with its declared parameters, the
+weight sliders (a table beyond 6 experts), the benchmark and proxy-method pickers, a merge method with its declared parameters, the
 executor, the answer panel, figures (one chart() for every figure), stacking columns."""
 
 from __future__ import annotations
@@ -33,9 +33,47 @@ def _rebalance(i: int, key: str) -> None:
     set_mixture(rebalance(st.session_state[MIXTURE], i, st.session_state[key]))
 
 
+SLIDERS_UP_TO = 6  # more experts than this (a 15-checkpoint pool): one editable table, not a column of sliders
+
+
+def _table_edited(key: str) -> None:
+    """Rows of the weights table were edited: each edit as a slider's (the others rescale, Σw = 1), in order."""
+    w = list(st.session_state[MIXTURE])
+    for i, change in sorted(st.session_state[key].get("edited_rows", {}).items()):
+        if change.get("weight") is not None:
+            w = rebalance(w, int(i), float(change["weight"]))
+    set_mixture(w)
+
+
 def weight_inputs(eng: Engine) -> None:
-    """One slider per expert, drawn from the selected mixture; editing one rescales the others (Σw = 1)."""
+    """One slider per expert, drawn from the selected mixture; editing one rescales the others (Σw = 1).
+    Beyond :data:`SLIDERS_UP_TO` experts, one table of weights with a bar per weight, edited the same way."""
     rev = st.session_state.get(REV, 0)
+    if len(eng.names) > SLIDERS_UP_TO:
+        key = f"w_table_{rev}"
+        table = pd.DataFrame({"expert": eng.names, "weight": [round(float(x), 4) for x in st.session_state[MIXTURE]]})
+        st.data_editor(
+            table,
+            key=key,
+            on_change=_table_edited,
+            args=(key,),
+            disabled=["expert"],
+            hide_index=True,
+            width="stretch",
+            height=min(36 * (len(eng.names) + 1) + 3, 600),
+            column_config={
+                "weight": st.column_config.NumberColumn(
+                    "weight",
+                    min_value=0.0,
+                    max_value=1.0,
+                    step=0.01,
+                    format="%.3f",
+                    help="Type a weight: the others rescale so the weights sum to 1.",
+                )
+            },
+        )
+        st.bar_chart(table.set_index("expert")["weight"], horizontal=True, height=28 * len(eng.names) + 40)
+        return
     for i, name in enumerate(eng.names):
         key = f"w_{i}_{rev}"
         value = round(float(st.session_state[MIXTURE][i]), 4)

@@ -96,6 +96,33 @@ def sampler(name: str) -> str:
     return name
 
 
+def space_names() -> list[str]:
+    from mixlab.search import SPACES
+
+    return list(SPACES)
+
+
+def space(name: str) -> str:
+    """``--space``: one of mixlab.search.SPACES, refused with the library's message otherwise."""
+    from mixlab.search import box_bounds
+
+    box_bounds(name)
+    return name
+
+
+def space_option(s) -> None:
+    """--space, its choices from mixlab.search.SPACES."""
+    action = s.add_argument(
+        "--space",
+        type=space,
+        default="simplex",
+        metavar="SPACE",
+        help="%(names)s (default simplex): simplex draws weights Dirichlet-uniform, never exactly 0; sparse lets a "
+        "weight be exactly 0 (a region of the sampler's box), so a search can settle on a few experts",
+    )
+    action.names = Names(space_names)
+
+
 def sampler_option(s, default: str, note: str = "") -> None:
     """--sampler, its choices from mixlab.search.SAMPLERS."""
     action = s.add_argument(

@@ -17,6 +17,7 @@ from mixlab.cli.common import (
     open_engine,
     positive,
     sampler_option,
+    space_option,
 )
 
 
@@ -43,6 +44,7 @@ def add_commands(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--study", default=None, help="study name (default: from the settings; same name resumes)")
     s.add_argument("--allow-test", action="store_true", help="search benchmarks that have no search_data")
+    space_option(s)
     device_options(s)
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     executor_options(s)
@@ -58,6 +60,12 @@ def add_commands(sub) -> None:
     sampler_option(s, "cmaes")
     s.add_argument("--trials", type=positive, default=40)
     s.add_argument("--seed", type=int, default=0)
+    space_option(s)
+    s.add_argument(
+        "--start",
+        action="store_true",
+        help="evaluate the greedy soup and the best single checkpoint first (CMA-ES starts at the soup)",
+    )
     s.add_argument("--json", action="store_true", help="print the table as JSON")
     s.add_argument(
         "--fresh",
@@ -83,6 +91,7 @@ def cmd_search(args) -> None:
         allow_test=args.allow_test,
         name=args.study,
         backend=executor(args),
+        space=args.space,
     )
     before = engine.store.count()
     with Bar(f"searching ({search.sampler}, study {search.name})", "trial") as bar:
@@ -122,7 +131,14 @@ def cmd_recycle(args) -> None:
     from mixlab.search import Objective
 
     engine = open_engine(args)
-    settings = dict(objective=args.objective, sampler=args.sampler, trials=args.trials, seed=args.seed)
+    settings = dict(
+        objective=args.objective,
+        sampler=args.sampler,
+        trials=args.trials,
+        seed=args.seed,
+        space=args.space,
+        start=args.start,
+    )
     points = None if args.fresh else recorded_points(engine.lab, method="linear", params={}, **settings)
     before = engine.store.count()
     what = f"replaying {RECORD}'s points" if points else f"searching merge weights of {len(engine.names)} checkpoints"
@@ -135,6 +151,8 @@ def cmd_recycle(args) -> None:
             seed=args.seed,
             progress=bar,
             replay=points,
+            space=args.space,
+            start=args.start,
         )
     new = engine.store.count() - before
     origin = (

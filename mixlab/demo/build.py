@@ -71,6 +71,7 @@ FULL = Budget()
 SCRATCH = Budget(base_steps=120, base_target=0.0, steps=250, pretrain_share=0.0)
 QUICK = Budget(base_steps=40, base_target=0.0, steps=30, batch=16, n_eval=24, pretrain_share=0.0)
 DEV_EXAMPLES = 100  # per domain, for the base's stop rule; drawn apart from the benchmarks' examples
+POOL_MERGES, POOL_ALPHA = 60, 0.3  # demo-recycle's cached merges of its pool: Dirichlet(0.3) draws, seed 0
 
 
 def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
@@ -430,7 +431,10 @@ def build_recycle(
     """``demo build --recycle``: a lab whose experts are a pool of checkpoints of one base — the source demo
     lab's 3 experts and ``pool`` of its true-mixture models, evenly spread over its list (real trained runs,
     nothing new is trained) — with every checkpoint scored, the recycling candidates of
-    :func:`mixlab.recycle.recycle` (objective: the mean) cached, and their table in ``recycle.json``."""
+    :func:`mixlab.recycle.recycle` (objective: the mean) cached, and their table in ``recycle.json``; and
+    :data:`POOL_MERGES` linear merges of the pool (seeded Dirichlet(:data:`POOL_ALPHA`) draws, most weight on a
+    few checkpoints) scored on the higher-is-better benchmarks, so the Pareto page has merges to draw a front
+    of against every checkpoint."""
     from mixlab.engine import EXPORT_FILE, Engine
     from mixlab.recycle import RECORD, recycle
 
@@ -464,6 +468,8 @@ def build_recycle(
         bar = tqdm(desc="searching merge weights", total=trials, disable=not show_progress)
         rows = recycle(engine, "mean", trials=trials, progress=lambda d, t, m: bar.update(d - bar.n))
         bar.close()
+        merges = [Mixture.of(names, list(w), normalize=True) for w in dirichlet(len(names), POOL_MERGES, POOL_ALPHA)]
+        engine.sweep(merges, "linear", benchmarks=[b.name for b in lab.benchmarks if b.higher_is_better])
         (root / RECORD).write_text(json.dumps(rows, indent=2) + "\n")
         store.export_jsonl(root / EXPORT_FILE)
         store.close()

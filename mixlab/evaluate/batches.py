@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
-
 from mixlab.errors import Cancelled, EvaluationError
+from mixlab.lazy import torch
 
 Progress = Callable[[int, int], None]
 

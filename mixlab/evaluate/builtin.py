@@ -14,12 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
 from mixlab.errors import EvaluationError
 from mixlab.evaluate.batches import NON_FINITE, Batches, padded
 from mixlab.evaluate.tokens import encode, encode_many, encode_prompts, pad_id, whole_text
 from mixlab.lab import BenchmarkSpec
+from mixlab.lazy import torch
 
 
 def continuation_logprobs(model, batch: Sequence[tuple[list[int], list[int]]], pad: int, device) -> list[torch.Tensor]:

@@ -3,9 +3,8 @@ fits in memory, and transformers kept quiet while models load."""
 
 from __future__ import annotations
 
-import torch
-
 from mixlab.errors import EvaluationError
+from mixlab.lazy import torch
 
 
 def _mps_available() -> bool:

@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mixlab.errors import EvaluationError
 from mixlab.evaluate.batches import Batches, FiniteLogits, Progress
 from mixlab.evaluate.builtin import BUILTIN, aggregate
@@ -19,6 +17,7 @@ from mixlab.evaluate.data import has_images
 from mixlab.evaluate.images import image_answers
 from mixlab.evaluate.plugins import run_plugin
 from mixlab.lab import LM_EVAL, BenchmarkSpec
+from mixlab.lazy import no_grad, torch
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def prepare(tokenizer, spec: BenchmarkSpec, examples: list[dict], max_len: int |
     return items
 
 
-@torch.no_grad()
+@no_grad
 def run_benchmark(
     model,
     tokenizer,
@@ -113,7 +112,7 @@ def run_benchmark(
     return EvalResult(float(score), metric, spec.higher_is_better, n, time.perf_counter() - start)
 
 
-@torch.no_grad()
+@no_grad
 def run_benchmark_grouped(
     model,
     tokenizer,

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-import torch
+from mixlab.lazy import torch
 
 _SOURCE = r"""
 #include <torch/extension.h>

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from mixlab.experts import Checkpoint, LoraTaskVector, TaskVector, concat_factors
+from mixlab.lazy import no_grad, torch
 from mixlab.merge import fused
 from mixlab.merge.methods import MergeMethod, MergeSpec, generator_for, is_excluded
 from mixlab.simplex import validate_weights
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 CHUNK = 1 << 18  # elements per chunk in the pure-torch path on the CPU (~1 MB float32: stays in cache)
 GPU_CHUNK = 1 << 26  # on a GPU a chunk only bounds the temporaries; smaller ones would cost a launch each
 
@@ -94,7 +95,7 @@ class Merger:
             self._prepared = (cache_key, out)
         return self._prepared[1]
 
-    @torch.no_grad()
+    @no_grad
     def write(self, target: Mapping[str, Tensor], spec: MergeSpec) -> None:
         """Overwrite ``target[key]`` (a model's parameters) with the merge of ``spec`` for every changed key."""
         method, params = spec.resolved()

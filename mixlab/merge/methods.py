@@ -17,13 +17,14 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from mixlab.errors import MergeError
+from mixlab.lazy import torch
 from mixlab.simplex import Mixture, validate_weights
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 Params = Mapping[str, float | int | bool]
 
 # ---------------------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def sign_consensus(base: Tensor, deltas: Sequence[Tensor] | Tensor, weights: Ten
     (equivalently τ̂_i·γ > 0); τ_m = Σ_{i∈A} w_i τ̂_i / Σ_{i∈A} w_i with ``normalize`` (the weighted
     disjoint mean, as mergekit), or Σ_{i∈A} w_i τ̂_i without; τ_m = 0 where A is empty.
     """
-    stacked = deltas if isinstance(deltas, Tensor) else torch.stack(list(deltas))  # (K, *shape)
+    stacked = deltas if isinstance(deltas, torch.Tensor) else torch.stack(list(deltas))  # (K, *shape)
     w = _weights_like(weights, stacked)
     weighted = stacked * w
     elected = torch.sign(weighted.sum(0))

@@ -6,11 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from mixlab.errors import MergeError
 from mixlab.experts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LoraTaskVector, TaskVector, concat_factors
+from mixlab.lazy import safetensors_torch, torch
 from mixlab.merge import output
 from mixlab.merge.methods import MergeSpec, active, is_excluded
 
@@ -85,7 +83,7 @@ def save_lora_merge(
             layers_pattern=None,
             exclude_modules=None,
         )
-        save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        safetensors_torch.save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=True))
         return output.finish(tmp, out, provenance or {})
     except BaseException:

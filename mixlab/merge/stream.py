@@ -9,15 +9,15 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from mixlab.experts import Checkpoint, TaskVector
+from mixlab.lazy import safetensors_torch, torch
 from mixlab.merge import output
 from mixlab.merge.methods import MergeSpec, active, generator_for, is_excluded
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def iter_merged(base: Checkpoint, experts: Sequence[TaskVector], spec: MergeSpec) -> Iterator[tuple[str, Tensor]]:
@@ -64,7 +64,9 @@ def save_merged(
         size = total_size = 0
 
         def flush() -> None:
-            save_file(pending, str(tmp / f"shard-{len(shards) + 1}.safetensors"), metadata={"format": "pt"})
+            safetensors_torch.save_file(
+                pending, str(tmp / f"shard-{len(shards) + 1}.safetensors"), metadata={"format": "pt"}
+            )
             shards.append(list(pending))
             pending.clear()
 

@@ -268,6 +268,7 @@ class SearchJob:
     allow_test: bool = False
     study: str | None = None
     executor: str = "local"
+    space: str = "simplex"  # mixlab.search.SPACES
 
     @classmethod
     def from_spec(cls, spec: dict, lab=None) -> SearchJob:
@@ -280,6 +281,7 @@ class SearchJob:
             spec.get("allow_test", False),
             spec.get("study"),
             spec.get("backend", "local"),
+            spec.get("space", "simplex"),  # absent from older records
         )
 
     def to_spec(self) -> dict:
@@ -292,7 +294,7 @@ class SearchJob:
             "study": self.study,
             "target": self.target,
             "backend": self.executor,
-        }
+        } | ({"space": self.space} if self.space != "simplex" else {})
 
     def body(self, engine) -> JobFn:
         from mixlab.run.executors import shared
@@ -308,6 +310,7 @@ class SearchJob:
                 allow_test=self.allow_test,
                 name=self.study,
                 backend=shared(self.executor),
+                space=self.space,
             )
             left = max(0, self.target - search.finished_trials())
             result = search.run(left, progress=progress, cancel=cancel)
@@ -328,18 +331,34 @@ class RecycleJob:
     sampler: str
     trials: int
     seed: int
+    space: str = "simplex"  # mixlab.search.SPACES
+    start: bool = False  # start from the greedy soup and the best single checkpoint
 
     @classmethod
     def from_spec(cls, spec: dict, lab=None) -> RecycleJob:
-        return cls(spec["objective"], spec["sampler"], spec["trials"], spec["seed"])
+        # space and start are absent from older records: their defaults
+        return cls(
+            spec["objective"], spec["sampler"], spec["trials"], spec["seed"], spec.get("space", "simplex"),
+            spec.get("start", False),
+        )  # fmt: skip
 
     def to_spec(self) -> dict:
-        return {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
+        spec = {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
+        return (
+            spec | ({"space": self.space} if self.space != "simplex" else {}) | ({"start": True} if self.start else {})
+        )
 
     def body(self, engine) -> JobFn:
         from mixlab.recycle import compare
 
-        settings = {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
+        settings = {
+            "objective": self.objective,
+            "sampler": self.sampler,
+            "trials": self.trials,
+            "seed": self.seed,
+            "space": self.space,
+            "start": self.start,
+        }
         return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
 
 

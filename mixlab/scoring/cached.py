@@ -26,22 +26,26 @@ def cached(engine, kind: str) -> list[Evaluation]:
     if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
         names = {b.name for b in engine.lab.benchmarks}
         return [e for e in engine.store.evaluations(models=engine.models_fp, kind="proxy") if e.benchmark in names]
-    rows = {  # fingerprint → how this lab names the checkpoint
-        "base": lambda: {None: ("base", None)},
-        "expert": lambda: {tv.fingerprint: (tv.name, onehot(engine, tv.name)) for tv in engine.experts},
-        "true": lambda: {
-            fp: (label, engine.lab.true_mixture_weights(_true_spec(engine, label)).as_dict())
-            for label, fp in engine.true_fingerprints.items()
-        },
+    named = {  # (fingerprint, label, weights, replicate): how this lab names each checkpoint; a checkpoint
+        # listed twice (as two mixtures' replicates) is named twice
+        "base": lambda: [(None, "base", None, None)],
+        "expert": lambda: [
+            (fp, name, onehot(engine, name), None) for name, fp in zip(engine.names, engine.sources.expert_fps)
+        ],
+        "true": lambda: [
+            (fp, label, engine.lab.true_mixture_weights(_true_spec(engine, label)).as_dict(), r)
+            for (label, r), fp in engine.true_fingerprints.items()
+        ],
     }[kind]()
     data = [engine._bench(b) for b in engine.benchmarks()]
-    keys = {engine._checkpoint_key(fp, d).digest: fp for fp in rows for d in data}
-    hits = engine.store.get_many(list(keys))
+    keys = [(engine._checkpoint_key(fp, d).digest, row) for fp, *row in named for d in data]
+    hits = engine.store.get_many(list(dict.fromkeys(k for k, _ in keys)))
     out = [
         engine._as_here(
-            hits[k], {"kind": kind, "label": rows[fp][0], "weights": rows[fp][1], "method": None, "params": None}
+            hits[k],
+            {"kind": kind, "label": label, "weights": weights, "method": None, "params": None, "replicate": r},
         )
-        for k, fp in keys.items()
+        for k, (label, weights, r) in keys
         if k in hits
     ]
     return out + (manifest_scores(engine) if kind == "true" else [])

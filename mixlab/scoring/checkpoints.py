@@ -8,8 +8,10 @@ from mixlab.scoring.targets import CheckpointModel
 from mixlab.store import Evaluation
 
 
-def _checkpoint(engine, kind: str, tv: TaskVector | None, label: str, weights, benchmarks, refresh, progress, cancel):
-    row = {"kind": kind, "label": label, "method": None, "params": None, "weights": weights}
+def _checkpoint(
+    engine, kind: str, tv: TaskVector | None, label: str, weights, benchmarks, refresh, progress, cancel, **extra
+):
+    row = {"kind": kind, "label": label, "method": None, "params": None, "weights": weights} | extra
     return engine._score(CheckpointModel(tv), engine.benchmarks(benchmarks), row, refresh, progress, cancel)
 
 
@@ -33,8 +35,8 @@ def true_scores(engine, benchmarks=None, *, refresh=False, progress=None, cancel
     """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
     engine.refresh()
     out = []
-    for _, weights, tv in engine.sources.true_checkpoints():
-        out += _checkpoint(engine, "true", tv, tv.name, weights, benchmarks, refresh, progress, cancel)
+    for label, r, weights, tv in engine.sources.true_checkpoints():  # r: the replicate (1 for a single path)
+        out += _checkpoint(engine, "true", tv, label, weights, benchmarks, refresh, progress, cancel, replicate=r)
     return out + manifest_scores(engine, benchmarks)
 
 
@@ -94,12 +96,12 @@ def unscored(engine) -> dict[str, int]:
     out = {}
     for kind, total in (
         ("base", 1),
-        ("expert", len(engine.experts)),
-        ("true", sum(t.path is not None for t in engine.lab.manifest.true_mixtures)),
+        ("expert", len(engine.names)),
+        ("true", sum(len(t.checkpoints) for t in engine.lab.manifest.true_mixtures)),
     ):
-        counts: dict[str, int] = {}
+        counts: dict[tuple, int] = {}
         for e in cached(engine, kind):
             if e.device != "manifest":
-                counts[e.label] = counts.get(e.label, 0) + 1
+                counts[e.label, e.replicate] = counts.get((e.label, e.replicate), 0) + 1
         out[kind] = total - sum(1 for c in counts.values() if c >= n_bench)
     return out

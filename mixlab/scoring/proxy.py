@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import torch
-
-from mixlab.batched import BatchedLora, supports_batched
 from mixlab.errors import EvaluationError
 from mixlab.evaluate import BUILTIN, has_images, run_benchmark_grouped
 from mixlab.keys import CacheKey
 from mixlab.lab import BenchmarkSpec
+from mixlab.lazy import torch
 from mixlab.merge import MergeSpec
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.scoring.targets import MergedModel
@@ -48,6 +46,8 @@ def choose_path(engine, method: Method, bench: BenchmarkSpec, n_mixtures: int) -
     examples = engine._bench(bench).examples
     if has_images(examples):  # image rows are generated through the processor, one merge at a time
         return "materialize"
+    from mixlab.batched import supports_batched  # defines nn.Module subclasses: imports torch
+
     if supports_batched(engine.experts) is not None:
         return "materialize"
     small = len(examples) <= SMALL_BENCHMARK[bench.evaluator]
@@ -130,6 +130,8 @@ def _batched(
     ``todo`` keys were built from."""
     if not method.linear:
         raise EvaluationError(f"the batched path merges linearly; method {method.name!r} needs path='materialize'")
+    from mixlab.batched import BatchedLora, supports_batched
+
     why = supports_batched(engine.experts)
     if why:
         raise EvaluationError(f"the batched path does not apply to this lab: {why}")
