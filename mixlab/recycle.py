@@ -122,7 +122,7 @@ def recycle(
     rows = []
     for label, weights in candidates.items():
         m = mixture(weights)
-        evals = engine.proxy(m, search.method, search.params, test, cancel=cancel)
+        evals = engine.proxy(m, search.request_method, None, test, cancel=cancel)
         scores = {e.benchmark: e.score for e in evals}
         rows.append(
             {

@@ -59,6 +59,7 @@ from mixlab.errors import MixlabError, StudyError
 from mixlab.lab import BenchmarkSpec
 from mixlab.owner import Owner
 from mixlab.run.executors import LocalBackend
+from mixlab.scoring.request import ProxyRequest, split_benchmark
 from mixlab.simplex import Mixture, check_seed, lattice, validate_weights
 from mixlab.store import sqlite_trouble
 
@@ -308,7 +309,8 @@ class Search:
             raise MixlabError("multi-fidelity pruning needs one objective (optuna does not prune multi-objective)")
         self.engine = engine
         self.backend = backend or LocalBackend()  # a RayBackend runs one trial per worker at a time
-        self.method, self.params = engine.resolve_method(method, params)
+        self.request_method = engine.method(method, params)  # resolved once: every trial's request carries it
+        self.method, self.params = self.request_method.pair()
         specs = engine.lab.benchmarks
         self.objectives = [Objective.parse(o, specs) for o in objectives]
         self.sampler, self.seed, self.fidelity = sampler, seed, fidelity
@@ -327,7 +329,7 @@ class Search:
         self.split = "test" if missing else "dev"
         self.used = used
         self.hib = {n: engine.lab.benchmark(n).higher_is_better for n in used}
-        self.dev = {n: self._dev_spec(engine.lab.benchmark(n)) for n in used}
+        self.dev = {n: split_benchmark(engine.lab, engine.lab.benchmark(n), "dev") for n in used}
         self._n_dev = {n: len(engine._bench(s).examples) for n, s in self.dev.items()}
         desc = {
             "lab": engine.lab.name,
@@ -352,17 +354,10 @@ class Search:
         self.cost = 0.0
         self._cost_lock = threading.Lock()
 
-    def _dev_spec(self, spec: BenchmarkSpec, limit: int | None = None) -> BenchmarkSpec:
-        """The benchmark on its dev data (or, with allow_test, its own), optionally its first ``limit`` examples;
-        named apart (``rev@dev``, ``rev@dev:50``) so its scores never mix with the reported ones."""
-        if spec.search_data is None:
-            update = {"name": f"{spec.name}@test"}
-        else:
-            self.engine.lab.resolve(spec.search_data, f"benchmark {spec.name!r} search_data", want_file=True)
-            update = {"name": f"{spec.name}@dev", "data": spec.search_data}
-        if limit is not None:
-            update |= {"name": f"{update['name']}:{limit}", "limit": limit}
-        return spec.model_copy(update=update)
+    def request(self, mixture: Mixture, limit: int | None = None) -> ProxyRequest:
+        """A trial's request: ``mixture`` on the objectives' benchmarks, ``split="dev"`` (each benchmark's
+        search_data; its own data, named apart, with allow_test), the first ``limit`` examples when given."""
+        return ProxyRequest((mixture,), self.request_method, tuple(self.used), "dev", limit, "materialize")
 
     @property
     def file(self) -> Path | None:
@@ -473,8 +468,7 @@ class Search:
 
     def dev_values(self, mixture: Mixture, limit: int | None = None, cancel=None) -> list[float]:
         """The objectives at ``mixture`` on the search data (its first ``limit`` examples when given)."""
-        specs = [self._dev_spec(self.engine.lab.benchmark(n), limit) for n in self.used]
-        evals = self.backend.proxy(self.engine, mixture, self.method, self.params, specs, cancel=cancel)
+        evals = self.backend.score(self.engine, self.request(mixture, limit), cancel=cancel)
         scores = {n: e.score for n, e in zip(self.used, evals)}
         with self._cost_lock:  # trials run on several threads with a Ray backend
             for n in self.used:
@@ -631,7 +625,7 @@ class Search:
             )
 
         def proxy(w: Sequence[float]):
-            return eng.proxy(Mixture.of(names, list(w), normalize=True), self.method, self.params, test, cancel=cancel)
+            return eng.proxy(Mixture.of(names, list(w), normalize=True), self.request_method, None, test, cancel=cancel)
 
         uniform = [1.0 / len(names)] * len(names)
         row("uniform", uniform, proxy(uniform))
@@ -640,7 +634,7 @@ class Search:
         best = best_index(dev)
         row(f"best expert ({names[best]}, chosen on dev)", vertices[best], proxy(vertices[best]))
 
-        cached = eng.results(self.method, self.params)
+        cached = eng.results(self.request_method)
         cached = cached[(cached.kind == "proxy") & cached.benchmark.isin(self.used)]
         if len(cached):
             wide = cached.pivot_table(index=list(names), columns="benchmark", values="score", aggfunc="first")
@@ -663,7 +657,7 @@ class Search:
     def _winner(self, mixture: Mixture, dev: Sequence[float], cancel=None) -> dict:
         """A winner's row: its weights, dev values, and its scores on the reported (test) data."""
         test = [self.engine.lab.benchmark(n) for n in self.used]
-        evals = self.engine.proxy(mixture, self.method, self.params, test, cancel=cancel)
+        evals = self.engine.proxy(mixture, self.request_method, None, test, cancel=cancel)
         scores = {e.benchmark: e.score for e in evals}
         return {
             "weights": mixture.as_dict(),

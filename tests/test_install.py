@@ -80,7 +80,7 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
 
 
 def test_the_readme_development_map_names_every_module():
-    """The README's map of the tree (## Development) names every module of mixlab/, mixlab/cli/, merge/ and
+    """The README's map of the tree (## Development) names every module of mixlab/, mixlab/cli/, merge/, scoring/ and
     the shared views, and no module that is gone."""
     import re
 
@@ -89,7 +89,7 @@ def test_the_readme_development_map_names_every_module():
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", block))
     modules = {
         p.stem
-        for folder in ("mixlab", "mixlab/cli", "mixlab/merge", "mixlab/demo")
+        for folder in ("mixlab", "mixlab/cli", "mixlab/merge", "mixlab/demo", "mixlab/scoring")
         for p in (ROOT / folder).glob("*.py")
         if not p.stem.startswith("__")
     }

@@ -10,9 +10,9 @@ import threading
 import streamlit as st
 
 from mixlab.engine import Engine
-from mixlab.run.jobs import Job, Worker, job_body, recorder
+from mixlab.run.jobs import Job, ProxyJob, Worker, recorder
+from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.simplex import Mixture
-from mixlab.tables import params_label
 from views.state import backend_name, engine
 from views.text import escape
 
@@ -94,11 +94,10 @@ def submit_job(description: str, body, kind: str | None = None, spec: dict | Non
 
 
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
-    """One mixture's proxy scores as a recorded job, on the session's executor."""
-    spec = {"mixtures": [list(m.weights)], "method": method, "params": params, "benchmarks": benchmarks}
-    if backend_name() != "local":
-        spec["backend"] = backend_name()
-    return submit_job(f"{method} {params_label(params)} at {m.label()}", job_body(eng, "proxy", spec), "proxy", spec)
+    """One mixture's proxy scores as a recorded job, on the session's executor: the request the page made."""
+    request = ProxyRequest((m,), Method.for_lab(eng.lab, method, params), tuple(benchmarks or ()) or None)
+    job = ProxyJob(request, backend_name())
+    return submit_job(job.describe(), job.body(eng), job.kind, job.to_spec())
 
 
 def current_job() -> Job | None:

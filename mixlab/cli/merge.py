@@ -105,17 +105,16 @@ def cmd_eval(args) -> None:
 
     engine = open_engine(args)
     mixture = parse_weights(args.weights, engine.names, normalize=args.normalize)
+    request = engine.request([mixture], args.method, method_params(args.param), args.benchmark, path="materialize")
     if args.backend == "ray":
         if args.refresh:
             raise MixlabError("--refresh is for --backend local (a Ray worker scores what is not cached)")
-        result = executor(args).sweep(engine, [mixture], args.method, method_params(args.param), args.benchmark)
+        result = executor(args).run(engine, request)
         failed(result)
         evals = result.evaluations
     else:
         with Bar("evaluating") as bar:
-            evals = engine.proxy(
-                mixture, args.method, method_params(args.param), args.benchmark, refresh=args.refresh, progress=bar
-            )
+            evals = engine.score(request, refresh=args.refresh, progress=bar)
     print_evals(evals, args.json)
 
 
@@ -175,7 +174,8 @@ def cmd_sweep(args) -> None:
     mixtures = [Mixture.of(engine.names, p, normalize=True) for p in points]
     runner = executor(args)
     with Bar(f"sweeping {len(mixtures)} mixtures on the {runner.name} backend", runner.progress_unit) as bar:
-        result = runner.sweep(engine, mixtures, args.method, method_params(args.param), args.benchmark, progress=bar)
+        request = engine.request(mixtures, args.method, method_params(args.param), args.benchmark)
+        result = runner.run(engine, request, progress=bar)
     if args.json:
         print_evals(result.evaluations, True)
     else:

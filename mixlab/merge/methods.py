@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from mixlab.errors import MergeError
 from mixlab.lazy import torch
-from mixlab.simplex import validate_weights
+from mixlab.simplex import Mixture, validate_weights
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -277,14 +277,30 @@ def generator_for(seed: int, expert: str, key: str) -> torch.Generator:
 
 @dataclass(frozen=True)
 class MergeSpec:
-    """What to merge: a method with resolved params, the weights (one per expert) and excluded tensors."""
+    """What to merge: a method with its params, the weights (one per expert) and excluded tensors.
+
+    ``weights`` may be given as a :class:`~mixlab.simplex.Mixture`: the spec then keeps it as
+    :attr:`mixture`, so the experts' names travel with their weights (``weights`` is its tuple).
+    ``kernel``: the method already looked up with ``params`` already resolved (what
+    :meth:`mixlab.scoring.request.Method.spec` passes), so nothing on the way resolves it again."""
 
     method: str
     weights: tuple[float, ...]
     params: dict = field(default_factory=dict)
     exclude: tuple[str, ...] = ()
+    mixture: Mixture | None = None
+    kernel: MergeMethod | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, Mixture):
+            object.__setattr__(self, "mixture", self.weights)
+        if self.mixture is not None:
+            object.__setattr__(self, "weights", tuple(self.mixture.weights))
 
     def resolved(self) -> tuple[MergeMethod, dict]:
+        """The method and its params, resolved here unless the spec was made from a resolved method."""
+        if self.kernel is not None:
+            return self.kernel, self.params
         m = get_method(self.method)
         return m, m.resolve(self.params)
 

@@ -23,12 +23,13 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 
 from mixlab.errors import Cancelled, EvaluationError, MixlabError
 from mixlab.owner import end_when_gone
+from mixlab.scoring.request import ProxyRequest
 from mixlab.simplex import Mixture
 from mixlab.store import Evaluation
 
@@ -51,17 +52,30 @@ class SweepResult:
 
 
 class LocalBackend:
-    """This process: the engine's own sweep (one model in memory; a failure stops the sweep)."""
+    """This process: the engine's own scoring (one model in memory; a failure stops the sweep)."""
 
     name = "local"
-    progress_unit = "score"  # its progress counts one mixture on one benchmark (Engine.sweep)
+    progress_unit = "score"  # its progress counts one mixture on one benchmark (mixlab.scoring.proxy.score)
     workers = 1
 
+    def run(self, engine, request: ProxyRequest, *, progress=None, cancel=None) -> SweepResult:
+        """The request's scores, in (mixture, benchmark) order."""
+        from mixlab.scoring import proxy  # torch: imported when something is scored
+
+        return SweepResult(proxy.score(engine, request, progress=progress, cancel=cancel))
+
+    def score(self, engine, request: ProxyRequest, *, cancel=None) -> list[Evaluation]:
+        """One mixture's scores (a search trial's request)."""
+        from mixlab.scoring import proxy
+
+        return proxy.score(engine, request, cancel=cancel)
+
     def sweep(self, engine, mixtures, method=None, params=None, benchmarks=None, *, progress=None, cancel=None):
-        return SweepResult(engine.sweep(mixtures, method, params, benchmarks, progress=progress, cancel=cancel))
+        return self.run(engine, engine.request(mixtures, method, params, benchmarks), progress=progress, cancel=cancel)
 
     def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
-        return engine.proxy(mixture, method, params, benchmarks, cancel=cancel)
+        request = engine.request([mixture], method, params, benchmarks, path="materialize")
+        return self.score(engine, request, cancel=cancel)
 
 
 def dashboard_backends() -> list[str]:
@@ -105,16 +119,18 @@ class _Resident:
     def describe(self) -> dict:
         return {"models": self.engine.models_fp, "device": str(self.engine.device), "pid": os.getpid()}
 
-    def score(self, weights: list[list[float]], method, params, specs, paths: dict[str, str]) -> list[Evaluation]:
-        """Scores of ``weights`` on ``specs``, in (mixture, benchmark) order; ``paths`` per benchmark as the
-        driver chose them, so a chunk is evaluated the way the whole sweep would be here."""
-        mixtures = [Mixture.of(self.engine.names, w) for w in weights]
+    def score(self, request: ProxyRequest, paths: dict[str, str]) -> list[Evaluation]:
+        """Scores of ``request`` in (mixture, benchmark) order; ``paths`` per benchmark as the driver chose
+        them, so a chunk is evaluated the way the whole sweep would be here."""
+        from mixlab.scoring import proxy
+
+        specs = request.specs(self.engine.lab)
         by = {}
         for path in dict.fromkeys(paths.values()):
-            group = [s for s in specs if paths[s.name] == path]
-            evals = self.engine.sweep(mixtures, method, params, group, path=path)
+            group = tuple(s for s in specs if paths[s.name] == path)
+            evals = proxy.score(self.engine, replace(request, benchmarks=group, split="test", limit=None, path=path))
             by.update({(i // len(group), e.benchmark): e for i, e in enumerate(evals)})
-        return [by[(i, s.name)] for i in range(len(mixtures)) for s in specs]
+        return [by[(i, s.name)] for i in range(len(request.mixtures)) for s in specs]
 
 
 class RayBackend:
@@ -215,21 +231,36 @@ class RayBackend:
         cancel=None,
         chunk: int | None = None,
     ) -> SweepResult:
+        """:meth:`run` for the request these arguments make."""
+        request = engine.request(mixtures, method, params, benchmarks)
+        return self.run(engine, request, progress=progress, cancel=cancel, chunk=chunk)
+
+    def run(
+        self,
+        engine,
+        request: ProxyRequest,
+        *,
+        progress: Callable[[int, int, str], None] | None = None,
+        cancel=None,
+        chunk: int | None = None,
+    ) -> SweepResult:
         """Proxy scores for ``mixtures`` over the actor pool: cached ones are not sent; each result is
         stored here as it arrives; a dead worker's mixtures are reported in ``failed``."""
         ray = self.ray
         engine.refresh()
-        method, params = engine.resolve_method(method, params)
-        specs = engine.benchmarks(benchmarks)
+        mixtures = request.mixtures
+        specs = request.specs(engine.lab)
         found: dict[int, list[Evaluation]] = {}
         todo = []
-        for i, m in enumerate(mixtures):
-            hit = engine.lookup(m, method, params, specs)
+        for i in range(len(mixtures)):
+            hit = engine.lookup(request.only([i]))
             if hit is None:
                 todo.append(i)
             else:
                 found[i] = hit
-        paths = {b.name: engine.choose_path(method, b, len(todo)) for b in specs}
+        auto = request.path == "auto"  # else the path the request names, for every benchmark
+        paths = {b.name: engine.choose_path(request.method, b, len(todo)) if auto else request.path for b in specs}
+        sent = replace(request, benchmarks=tuple(specs), split="test", limit=None)  # as scored here
         pool = list(self.actors(engine))
         size = chunk or max(1, min(CHUNK, len(todo) // max(1, len(pool))))
         chunks = [todo[j : j + size] for j in range(0, len(todo), size)]
@@ -250,7 +281,7 @@ class RayBackend:
                 raise Cancelled(f"cancelled after {len(found)} of {total} mixtures (those are cached)")
             while chunks and pool:
                 actor, part = pool.pop(0), chunks.pop(0)
-                ref = actor.score.remote([mixtures[i].weights for i in part], method, params, specs, paths)
+                ref = actor.score.remote(sent.only(part), paths)
                 running[ref] = (actor, part)
             if not running:  # every worker died: what is left cannot run
                 for part in chunks:
@@ -281,12 +312,18 @@ class RayBackend:
         return SweepResult(evaluations, failed)
 
     def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
+        """:meth:`score` for the one-mixture request these arguments make."""
+        return self.score(
+            engine, engine.request([mixture], method, params, benchmarks, path="materialize"), cancel=cancel
+        )
+
+    def score(self, engine, request: ProxyRequest, *, cancel=None) -> list[Evaluation]:
         """One mixture's scores on a free worker (a search's trials call this from several threads)."""
-        method, params = engine.resolve_method(method, params)
-        specs = engine.benchmarks(benchmarks)
-        hit = engine.lookup(mixture, method, params, specs)
+        hit = engine.lookup(request)
         if hit is not None:
             return hit
+        (mixture,) = request.mixtures
+        specs = request.specs(engine.lab)
         self.actors(engine)
         idle = self._idle[self._key(engine)]
         actor = idle.get()
@@ -295,7 +332,7 @@ class RayBackend:
             actor = idle.get()
         try:
             paths = {b.name: "materialize" for b in specs}
-            ref = actor.score.remote([mixture.weights], method, params, specs, paths)
+            ref = actor.score.remote(replace(request, benchmarks=tuple(specs), split="test", limit=None), paths)
             while True:
                 if cancel is not None and cancel.is_set():
                     self.ray.kill(actor)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from mixlab.errors import Cancelled, EvaluationError, JobError, MixlabError
 from mixlab.owner import Owner
 from mixlab.run.records import ACTIVE, JobRecord, JobState
+from mixlab.scoring.request import ProxyRequest
 
 # a job body: fn(progress(done, total, message), cancel_event) -> result
 JobFn = Callable[[Callable[[int, int, str], None], threading.Event], Any]
@@ -200,33 +201,34 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
 
 @dataclass(frozen=True)
 class ProxyJob:
-    """Proxy scores of ``mixtures`` (weights in the lab's expert order) under a merge method, on ``benchmarks``
-    (None: all), run by the executor named ``executor`` (``local`` or ``ray``)."""
+    """A :class:`~mixlab.scoring.request.ProxyRequest` run by the executor named ``executor`` (``local`` or
+    ``ray``). Its record keeps the request's JSON form (:meth:`ProxyRequest.to_spec`), with ``backend`` for
+    the executor (the word of earlier versions: their records, and their dedup keys, read the same)."""
 
     kind: ClassVar[str] = "proxy"
-    mixtures: list[list[float]]
-    method: str
-    params: dict
-    benchmarks: list[str] | None = None
+    request: ProxyRequest
     executor: str = "local"
 
     @classmethod
-    def from_spec(cls, spec: dict) -> ProxyJob:
-        # the spec says "backend": the records of earlier versions, and their dedup keys, read the same
-        return cls(
-            spec["mixtures"], spec["method"], spec["params"], spec.get("benchmarks"), spec.get("backend", "local")
-        )
+    def from_spec(cls, spec: dict, lab) -> ProxyJob:
+        return cls(ProxyRequest.from_spec(spec, lab), spec.get("backend", "local"))
+
+    def to_spec(self) -> dict:
+        return self.request.to_spec() | ({"backend": self.executor} if self.executor != "local" else {})
+
+    def describe(self) -> str:
+        """What the dashboard lists it as."""
+        from mixlab.tables import params_label
+
+        m, mixtures = self.request.method, self.request.mixtures
+        what = mixtures[0].label() if len(mixtures) == 1 else f"{len(mixtures)} mixtures"
+        return f"{m.name} {params_label(m.params)} at {what}"
 
     def body(self, engine) -> JobFn:
         from mixlab.run.executors import shared
-        from mixlab.simplex import Mixture
-
-        mixtures = [Mixture.of(engine.names, w, normalize=True) for w in self.mixtures]
 
         def sweep(progress, cancel):
-            result = shared(self.executor).sweep(
-                engine, mixtures, self.method, self.params, self.benchmarks, progress=progress, cancel=cancel
-            )
+            result = shared(self.executor).run(engine, self.request, progress=progress, cancel=cancel)
             if result.failed:
                 raise EvaluationError(f"{result.summary()}; the other scores are cached (resume to retry)")
             return result.evaluations
@@ -242,8 +244,11 @@ class CheckpointsJob:
     benchmarks: list[str] | None = None
 
     @classmethod
-    def from_spec(cls, spec: dict) -> CheckpointsJob:
+    def from_spec(cls, spec: dict, lab=None) -> CheckpointsJob:
         return cls(spec.get("benchmarks"))
+
+    def to_spec(self) -> dict:
+        return {} if self.benchmarks is None else {"benchmarks": self.benchmarks}
 
     def body(self, engine) -> JobFn:
         return lambda progress, cancel: engine.checkpoint_scores(self.benchmarks, progress=progress, cancel=cancel)
@@ -266,7 +271,7 @@ class SearchJob:
     space: str = "simplex"  # mixlab.search.SPACES
 
     @classmethod
-    def from_spec(cls, spec: dict) -> SearchJob:
+    def from_spec(cls, spec: dict, lab=None) -> SearchJob:
         return cls(
             spec["objectives"],
             spec["sampler"],
@@ -278,6 +283,18 @@ class SearchJob:
             spec.get("backend", "local"),
             spec.get("space", "simplex"),  # absent from older records
         )
+
+    def to_spec(self) -> dict:
+        return {
+            "objectives": self.objectives,
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "fidelity": self.fidelity,
+            "allow_test": self.allow_test,
+            "study": self.study,
+            "target": self.target,
+            "backend": self.executor,
+        } | ({"space": self.space} if self.space != "simplex" else {})
 
     def body(self, engine) -> JobFn:
         from mixlab.run.executors import shared
@@ -318,12 +335,18 @@ class RecycleJob:
     start: bool = False  # start from the greedy soup and the best single checkpoint
 
     @classmethod
-    def from_spec(cls, spec: dict) -> RecycleJob:
+    def from_spec(cls, spec: dict, lab=None) -> RecycleJob:
         # space and start are absent from older records: their defaults
         return cls(
             spec["objective"], spec["sampler"], spec["trials"], spec["seed"], spec.get("space", "simplex"),
             spec.get("start", False),
         )  # fmt: skip
+
+    def to_spec(self) -> dict:
+        spec = {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
+        return (
+            spec | ({"space": self.space} if self.space != "simplex" else {}) | ({"start": True} if self.start else {})
+        )
 
     def body(self, engine) -> JobFn:
         from mixlab.recycle import compare
@@ -344,18 +367,19 @@ REQUESTS = {r.kind: r for r in (ProxyJob, CheckpointsJob, SearchJob, RecycleJob)
 RESUMABLE = tuple(REQUESTS)
 
 
-def request(kind: str, spec: dict) -> JobRequest:
-    """The typed request a recorded job's ``kind`` and JSON ``spec`` describe; KeyError or TypeError for a
-    spec that lacks what the kind needs, MixlabError for a kind that cannot run again."""
+def request(kind: str, spec: dict, lab) -> JobRequest:
+    """The typed request a recorded job's ``kind`` and JSON ``spec`` describe, over ``lab`` (a proxy job's
+    mixtures are over its experts); KeyError or TypeError for a spec that lacks what the kind needs,
+    MixlabError for a kind that cannot run again."""
     if kind not in REQUESTS:
         raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
-    return REQUESTS[kind].from_spec(spec)
+    return REQUESTS[kind].from_spec(spec, lab)
 
 
 def job_body(engine, kind: str, spec: dict) -> JobFn:
     """What a recorded job of ``kind`` with ``spec`` runs: :func:`request`'s body, parsed now (a spec that
     lacks a field fails before anything runs)."""
-    return request(kind, spec).body(engine)
+    return request(kind, spec, engine.lab).body(engine)
 
 
 def resume(worker: Worker, engine, record: dict) -> Job:
