@@ -369,6 +369,14 @@ def proxy_true_figure(
     return fig
 
 
+def _at_selection(points: pd.DataFrame, names: Sequence[str], selected: Sequence[float] | None) -> pd.DataFrame:
+    """The rows of ``points`` (a column per expert) at the selected mixture, to ring; none without a selection."""
+    if selected is None or not len(points):
+        return points.iloc[:0]
+    w = points[list(names)].to_numpy(dtype=float)
+    return points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
+
+
 def pareto_figure(
     points: pd.DataFrame,
     x: str,
@@ -455,20 +463,18 @@ def pareto_figure(
                 hovertemplate=f"<b>{name}</b><br>%{{text}}<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra></extra>",
             )
         )
-    if selected is not None and len(points):
-        w = points[list(names)].to_numpy(dtype=float)
-        at = points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
-        if len(at):
-            fig.add_trace(
-                go.Scatter(
-                    x=at["x"],
-                    y=at["y"],
-                    mode="markers",
-                    name="selected",
-                    marker=dict(symbol="circle-open", size=20, color="red", line=dict(width=3, color="red")),
-                    hoverinfo="skip",
-                )
+    at = _at_selection(points, names, selected)
+    if len(at):
+        fig.add_trace(
+            go.Scatter(
+                x=at["x"],
+                y=at["y"],
+                mode="markers",
+                name="selected",
+                marker=dict(symbol="circle-open", size=20, color="red", line=dict(width=3, color="red")),
+                hoverinfo="skip",
             )
+        )
     fig.update_layout(
         height=520,
         xaxis_title=x,
@@ -546,21 +552,19 @@ def pareto_figure_3d(
                 hovertemplate=f"<b>{name}</b><br>%{{text}}<extra></extra>",
             )
         )
-    if selected is not None and len(points):
-        w = points[list(names)].to_numpy(dtype=float)
-        at = points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
-        if len(at):
-            fig.add_trace(
-                go.Scatter3d(
-                    x=at["x"],
-                    y=at["y"],
-                    z=at["z"],
-                    mode="markers",
-                    name="selected",
-                    marker=dict(symbol="circle-open", size=14, color="red", line=dict(width=3, color="red")),
-                    hoverinfo="skip",
-                )
+    at = _at_selection(points, names, selected)
+    if len(at):
+        fig.add_trace(
+            go.Scatter3d(
+                x=at["x"],
+                y=at["y"],
+                z=at["z"],
+                mode="markers",
+                name="selected",
+                marker=dict(symbol="circle-open", size=14, color="red", line=dict(width=3, color="red")),
+                hoverinfo="skip",
             )
+        )
     fig.update_layout(
         height=660,
         scene=dict(xaxis_title=x, yaxis_title=y, zaxis_title=z),
