@@ -277,6 +277,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     from mixlab.lab import load_lab
     from mixlab.simplex import Mixture
     from mixlab.store import Store
+    from mixlab.values import VALUES_FILE
 
     budget = budget or (QUICK if quick else FULL)
     names = list(DOMAINS)
@@ -344,6 +345,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
         engine.checkpoint_scores()
         engine.sweep([Mixture.of(names, p) for p in points], "linear")
         store.export_jsonl(root / EXPORT_FILE)
+        store.export_values(root / VALUES_FILE)
         store.close()
         info = {
             "seed": seed,
