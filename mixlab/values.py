@@ -21,7 +21,7 @@ import numpy as np
 from mixlab.errors import CacheError
 
 VALUES_FILE = "example_values.jsonl"  # committed beside a lab's evaluations.jsonl
-SCORE_RTOL = 1e-5  # float32 values reproduce a float64 score to about 1e-7 relative; more is a different score
+SCORE_RTOL = 1e-4  # the re-score tolerance of a loss (tests/test_rescore.py): float32 rounding, another CPU's sums
 
 
 @dataclass(frozen=True, eq=False)
