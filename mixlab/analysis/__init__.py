@@ -57,6 +57,7 @@ from mixlab.analysis.tables import (
     WILSON,
     cached_params,
     collapse_replicates,
+    interval_caption,
     mean_benchmarks,
     paired,
     readable,
@@ -79,6 +80,7 @@ from mixlab.analysis.ties import (
 )
 
 __all__ = [
+    "interval_caption",
     "N_BOOT",
     "PairedDifference",
     "bootstrap_intervals",

@@ -41,6 +41,18 @@ RESULT_COLUMNS = (
 
 
 WILSON, BOOTSTRAP, NORMAL = "Wilson", "bootstrap", "normal"  # how a row's interval was made (its ``ci``)
+_HOW = {
+    WILSON: "Wilson's for an accuracy (k of n examples)",
+    BOOTSTRAP: "a percentile bootstrap over the examples (a loss: per-token, each example's tokens together; the "
+    "mean: each benchmark's examples resampled) from the per-example values",
+    NORMAL: "the normal approximation over its benchmarks for a mean without per-example values",
+}
+
+
+def interval_caption(cis) -> str:
+    """What the 95% intervals shown are, for the ``ci`` values among them (a page's caption, in one place)."""
+    how = [_HOW[c] for c in _HOW if c in set(cis)]
+    return "Each score with its 95% interval: " + "; ".join(how) if how else "No score shown has an interval"
 
 
 def results_table(
