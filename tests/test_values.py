@@ -122,3 +122,29 @@ def test_a_checkpoint_score_keeps_its_values(engine):
     evals = base_scores(eng)
     kept = eng.store.values([e.key for e in evals])
     assert len(kept) == len(evals) == 3 and all(kept[e.key].agrees(e.score) for e in evals)
+
+
+def test_a_backfill_writes_only_values_and_refuses_a_score_it_cannot_reproduce(engine, tmp_path):
+    import dataclasses
+
+    from mixlab.scoring.backfill import backfill
+    from mixlab.scoring.checkpoints import base_scores
+
+    eng, _ = engine
+    m = Mixture.of(eng.names, [0.5, 0.25, 0.25])
+    made = base_scores(eng) + eng.sweep([m], "linear")
+    eng.store.export_jsonl(tmp_path / "e.jsonl")  # rows only, as a lab shipped before values were kept
+    old = Store(tmp_path / "old.sqlite", seed_from=tmp_path / "e.jsonl")
+    tampered = next(e for e in made if e.kind == "base" and e.benchmark == "rev-loss")
+    old.put(dataclasses.replace(tampered, score=tampered.score * 1.01, values=None))  # not what the model gives
+    rows_before = (tmp_path / "before.jsonl", old.export_jsonl(tmp_path / "before.jsonl"))[0].read_text()
+    target = Engine(eng.lab, old, device="cpu")
+    out = backfill(target, log=lambda _: None)
+    assert out.written == len(made) - 1 and out.missing == 9  # the 3 experts × 3 benchmarks: never cached here
+    assert len(out.refused) == 1 and out.refused[0].startswith("base · rev-loss: cached")
+    kept = old.values([e.key for e in made])
+    assert set(kept) == {e.key for e in made} - {tampered.key}
+    for e in made:
+        if e.key in kept:
+            assert kept[e.key].agrees(e.score)
+    assert (old.export_jsonl(tmp_path / "after.jsonl"), (tmp_path / "after.jsonl").read_text())[1] == rows_before

@@ -3,7 +3,7 @@ re-evaluated into a scratch in-memory cache, and only its per-example values wri
 never the row itself, and never values whose score differs from the cached one beyond the re-score tolerance
 (:data:`mixlab.values.SCORE_RTOL`; an accuracy must agree exactly). Computes what it backfills.
 
-    python -m mixlab.scoring.backfill cache/demo-k3 [--kinds checkpoints,proxy] [--limit N]
+    python -m mixlab.scoring.backfill cache/demo-k3 [--kinds checkpoints,proxy] [--methods linear] [--at-true]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mixlab.analysis import same_mixture
 from mixlab.simplex import Mixture
 from mixlab.store import Evaluation, Store
 
@@ -23,7 +24,7 @@ from mixlab.store import Evaluation, Store
 class Backfill:
     written: int = 0
     refused: list[str] = field(default_factory=list)  # "label · benchmark: cached 0.51, recomputed 0.505"
-    missing: int = 0  # recomputed scores whose key the cache does not hold (none expected)
+    missing: int = 0  # recomputed scores the cache does not hold (a checkpoint never scored): not written
 
 
 def _keep(engine, recomputed: list[Evaluation], out: Backfill) -> None:
@@ -46,11 +47,18 @@ def _keep(engine, recomputed: list[Evaluation], out: Backfill) -> None:
 
 
 def backfill(
-    engine, kinds=("checkpoints", "proxy"), chunk: int = 16, limit: int | None = None, log: Callable = print
+    engine,
+    kinds=("checkpoints", "proxy"),
+    chunk: int = 16,
+    limit: int | None = None,
+    methods: set[str] | None = None,
+    at_true: bool = False,
+    log: Callable = print,
 ) -> Backfill:
     """Re-evaluate the cached scores of ``engine``'s lab that have no per-example values (checkpoints: the base,
     experts and true mixtures; proxy: every cached proxy, grouped by method and params, ``chunk`` mixtures at a
-    time, at most ``limit`` mixtures) and keep their values; see the module docstring."""
+    time, at most ``limit`` mixtures; only ``methods`` when given; only at trained mixtures with ``at_true``)
+    and keep their values; see the module docstring."""
     from mixlab.engine import Engine
     from mixlab.scoring.cached import cached
 
@@ -67,7 +75,12 @@ def backfill(
         proxies = cached(engine, "proxy")
         have = engine.store.values([e.key for e in proxies])
         groups: dict[str, dict[tuple, Mixture]] = {}
+        trained = [[w.get(n, 0.0) for n in engine.names] for w in (e.weights for e in cached(engine, "true")) if w]
         for e in proxies:
+            if methods is not None and e.method not in methods:
+                continue
+            if at_true and same_mixture([e.weights.get(n, 0.0) for n in engine.names], trained) is None:
+                continue
             if e.key not in have:
                 m = Mixture.of(engine.names, [e.weights.get(n, 0.0) for n in engine.names])
                 groups.setdefault(json.dumps([e.method, e.params], sort_keys=True), {})[m.weights] = m
@@ -97,11 +110,21 @@ def main(argv=None) -> int:
     ap.add_argument("lab")
     ap.add_argument("--kinds", default="checkpoints,proxy")
     ap.add_argument("--limit", type=int, default=None, help="at most this many proxy mixtures")
+    ap.add_argument("--methods", default=None, help="only proxies of these merge methods (comma-separated)")
+    ap.add_argument("--at-true", action="store_true", help="only proxies at mixtures a true model was trained at")
     ap.add_argument("--cache", default=None, help="the evaluation cache to fill (default: the lab's)")
     args = ap.parse_args(argv)
     lab = load_lab(args.lab)
     engine = Engine(lab, open_store(lab, args.cache) if args.cache else None, device="cpu")
-    out = backfill(engine, tuple(args.kinds.split(",")), limit=args.limit, log=lambda m: print(m, flush=True))
+    methods = None if args.methods is None else set(args.methods.split(","))
+    out = backfill(
+        engine,
+        tuple(args.kinds.split(",")),
+        limit=args.limit,
+        methods=methods,
+        at_true=args.at_true,
+        log=lambda m: print(m, flush=True),
+    )
     n = engine.store.export_values(lab.root / VALUES_FILE, lab=lab.name)
     print(f"{out.written} written, {len(out.refused)} refused, {out.missing} missing; {n} in {lab.root / VALUES_FILE}")
     for r in out.refused:
