@@ -148,3 +148,23 @@ def test_a_backfill_writes_only_values_and_refuses_a_score_it_cannot_reproduce(e
         if e.key in kept:
             assert kept[e.key].agrees(e.score)
     assert (old.export_jsonl(tmp_path / "after.jsonl"), (tmp_path / "after.jsonl").read_text())[1] == rows_before
+
+
+@pytest.mark.parametrize("lab", ["demo-k3", "demo-k4", "demo-recycle", "demo-vl"])
+def test_a_shipped_labs_values_each_give_their_shipped_score(lab):
+    """Every record of a shipped lab's example_values.jsonl belongs to a shipped score and reproduces it."""
+    from mixlab.demo import LABS_DIR
+
+    path = LABS_DIR / lab / VALUES_FILE
+    if not path.exists():
+        pytest.skip(f"{lab} ships no per-example values (see the README: backfilled for demo-k3 only)")
+    scores = {}
+    for line in (LABS_DIR / lab / "evaluations.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        scores[r["key"]] = (r["score"], r["n"], r["metric"])
+    records = [ExampleValues.from_record(json.loads(line)) for line in path.read_text().splitlines()]
+    assert records
+    for key, v in records:
+        score, n, metric = scores[key]
+        assert v.n == n and v.agrees(score), key
+        assert (v.weights is not None) == (metric == "loss"), key
