@@ -54,8 +54,21 @@ def test_at_a_trained_point_every_model_is_the_raw_row_with_scipys_wilson_interv
         assert got.score == hit.score.iloc[-1] and got.n == hit.n.iloc[-1]
         k = round(got.score * got.n)
         assert (got.low, got.high) == pytest.approx(wilson(k, int(got.n)), abs=1e-9)
-    loss = table[table.benchmark == "rev-loss"]
-    assert len(loss) == 7 and loss.low.isna().all()  # a loss: the cache keeps no spread, so no interval
+    loss = table[table.benchmark == "rev-loss"].set_index("model")
+    assert len(loss) == 7
+    # a loss: a bootstrap interval where demo-k3 ships per-example values (checkpoints, linear at trained
+    # points), equal to scipy's percentile bootstrap of Σ NLL / Σ tokens; none for the TIES proxy (not backfilled)
+    assert np.isnan(loss.low["ties proxy"]) and loss.ci["ties proxy"] == ""
+    for model in loss.index.drop("ties proxy"):
+        r = loss.loc[model]
+        v = r["values"]
+        assert r.ci == "bootstrap"
+        ref = stats.bootstrap((v.values.astype(float), v.weights.astype(float)),
+                              lambda x, t, axis: x.sum(axis) / t.sum(axis), paired=True, vectorized=True,
+                              n_resamples=10000, method="percentile",
+                              random_state=np.random.default_rng(1)).confidence_interval  # fmt: skip
+        width = ref.high - ref.low
+        assert r.low == pytest.approx(ref.low, abs=0.08 * width) and r.high == pytest.approx(ref.high, abs=0.08 * width)
     base = df[(df.kind == "base") & (df.benchmark == "rev-loss")].score.iloc[-1]
     assert table[(table.model == "base") & (table.benchmark == "rev-loss")].score.iloc[0] == base
 

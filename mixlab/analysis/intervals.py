@@ -5,6 +5,7 @@ per-example values, else from the two intervals (MOVER)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,10 +71,16 @@ N_BOOT = 2000  # bootstrap resamples: the percentile interval's ends move by wel
 BOOT_SEED = 0  # a fixed seed: a page, the CLI and a test show the same interval for the same values
 
 
+@functools.lru_cache(maxsize=16)
 def resample_counts(n: int, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
     """(n_boot, n) how often each of n examples is drawn in each bootstrap resample (n draws with
-    replacement): the resample's sum of any per-example column is ``counts @ column``."""
-    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    replacement, seeded): the resample's sum of any per-example column is ``counts @ column``. Read-only and
+    kept, since every score of the same n shares them."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (n_boot, n) example indices
+    rows = np.arange(n_boot)[:, None] * n
+    counts = np.bincount((draws + rows).ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+    counts.flags.writeable = False
+    return counts
 
 
 def _ratios(values: Sequence[ExampleValues], counts: np.ndarray) -> np.ndarray:
