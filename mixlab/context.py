@@ -24,6 +24,7 @@ from mixlab.analysis import (
     difference_interval,
     format_score,
     nearest,
+    pairable,
     paired_difference,
     same_mixture,
     weights_key,
@@ -176,7 +177,7 @@ def differences(table: pd.DataFrame, first: str) -> pd.DataFrame:
             continue
         a = base.loc[r.benchmark]
         va, vb = a.get("values"), r.get("values")
-        if va is not None and vb is not None and va.n == vb.n:
+        if pairable(va, vb):
             d = paired_difference(va, vb)
             rows.append([r.model, r.benchmark, a.score - r.score, d.low, d.high, PAIRED, d.p_value])
         elif None in (r.low, r.high, a.low, a.high) or pd.isna([r.low, r.high, a.low, a.high]).any():

@@ -751,7 +751,7 @@ def test_a_paired_difference_needs_the_same_examples():
     from mixlab.analysis import paired_difference
     from mixlab.values import ExampleValues
 
-    with pytest.raises(MixlabError, match="same examples: 3 values against 2"):
+    with pytest.raises(MixlabError, match=r"same examples: \[3\] values against \[2\]"):
         paired_difference(ExampleValues([1, 0, 1]), ExampleValues([1, 0]))
 
 
@@ -787,4 +787,25 @@ def test_the_results_table_says_which_interval_each_score_has():
     df2 = results_table([evals[1], e("3", "y", "accuracy", 0.25, True, acc2)], ["a"])
     row = with_mean(df2, ["x", "y"]).iloc[-1]
     assert row.ci == "bootstrap" and [row.low, row.high] == pytest.approx(list(mean_bootstrap_interval([acc1, acc2])))
-    assert row["values"] is None
+    assert row["values"] == (acc1, acc2)  # its benchmarks' values, in order: what a paired difference resamples
+
+
+def test_a_paired_difference_of_two_means_over_benchmarks_by_the_normal_approximation():
+    from mixlab.analysis import paired_difference
+    from mixlab.values import ExampleValues
+
+    rng = np.random.default_rng(9)
+    a, b = [], []
+    for n, p in ((300, 0.6), (200, 0.4)):
+        x = rng.random(n) < p
+        y = x ^ (rng.random(n) < 0.15)  # b disagrees with a on about 15% of each benchmark's examples
+        a.append(ExampleValues(x))
+        b.append(ExampleValues(y))
+    d = paired_difference(tuple(a), tuple(b))
+    diffs = [x.values.astype(float) - y.values.astype(float) for x, y in zip(a, b)]
+    centre = np.mean([v.mean() for v in diffs])
+    half = 1.959964 * np.sqrt(sum(v.var(ddof=1) / len(v) for v in diffs)) / len(diffs)
+    assert d.difference == pytest.approx(centre) and d.p_value is None and d.n == 500
+    assert d.low == pytest.approx(centre - half, abs=0.006) and d.high == pytest.approx(centre + half, abs=0.006)
+    with pytest.raises(MixlabError, match="same examples"):
+        paired_difference(tuple(a), (b[0],))

@@ -28,6 +28,7 @@ from mixlab.analysis.intervals import (
     format_score,
     mean_bootstrap_interval,
     mean_bootstrap_intervals,
+    pairable,
     paired_difference,
     resample_counts,
     score_interval,
@@ -80,6 +81,7 @@ from mixlab.analysis.ties import (
 )
 
 __all__ = [
+    "pairable",
     "interval_caption",
     "N_BOOT",
     "PairedDifference",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mixlab.analysis.intervals import difference_interval, format_score, paired_difference
+from mixlab.analysis.intervals import difference_interval, format_score, pairable, paired_difference
 from mixlab.analysis.mixtures import same_mixture, weights_key
 from mixlab.analysis.tables import collapse_replicates
 from mixlab.analysis.ties import snap_ties
@@ -127,7 +127,7 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     top = table.iloc[0]
     diffs = []
     for i, r in table.iterrows():
-        if i and r["values"] is not None and top["values"] is not None and r["values"].n == top["values"].n:
+        if i and pairable(r["values"], top["values"]):
             d = paired_difference(r["values"], top["values"])
             diffs.append((r.score - top.score, d.low, d.high, "paired"))
         elif i and None not in (r.low, r.high, top.low, top.high) and not pd.isna([r.low, top.low]).any():

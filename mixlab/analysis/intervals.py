@@ -148,26 +148,47 @@ class PairedDifference:
     discordant: tuple[int, int] | None = None  # (a right & b wrong, a wrong & b right), for McNemar
 
 
-def paired_difference(
-    a: ExampleValues, b: ExampleValues, n_boot: int = N_BOOT, seed: int = BOOT_SEED
-) -> PairedDifference:
+Shared = ExampleValues | tuple[ExampleValues, ...]  # one benchmark's values, or a mean's: one per benchmark
+
+
+def pairable(a: Shared | None, b: Shared | None) -> bool:
+    """Whether two scores' per-example values can be paired: both kept, over as many benchmarks, each with as
+    many examples (the same benchmark data: a lab's scores of one benchmark share its examples)."""
+    if a is None or b is None:
+        return False
+    a, b = _parts(a), _parts(b)
+    return len(a) == len(b) and all(x.n == y.n for x, y in zip(a, b))
+
+
+def _parts(v: Shared) -> tuple[ExampleValues, ...]:
+    return (v,) if isinstance(v, ExampleValues) else tuple(v)
+
+
+def paired_difference(a: Shared, b: Shared, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> PairedDifference:
     """a − b over the same examples (same benchmark data, same order) with a paired percentile bootstrap
     95% interval: each resample draws examples and recomputes both scores on them, so what the two models
     share (the examples' difficulty) cancels — narrower than the independent :func:`difference_interval`
-    when they agree on which examples are hard. For two accuracies (0/1 values, unweighted) also the exact
-    McNemar test: a two-sided binomial test of the discordant examples (``scipy.stats.binomtest``)."""
-    if a.n != b.n:
-        raise MixlabError(f"a paired difference needs the same examples: {a.n} values against {b.n}")
-    counts = resample_counts(a.n, n_boot, seed)
-    boots = _ratios([a], counts)[0] - _ratios([b], counts)[0]
-    low, high = _percentiles(boots)
+    when they agree on which examples are hard. For a mean over benchmarks (a tuple of values, one per
+    benchmark, as :func:`mixlab.analysis.with_mean` keeps them) each benchmark's examples are resampled on their
+    own, as :func:`mean_bootstrap_intervals` does. For two accuracies on one benchmark (0/1 values, unweighted)
+    also the exact McNemar test: a two-sided binomial test of the discordant examples (``scipy.stats.binomtest``)."""
+    if not pairable(a, b):
+        sizes = [[x.n for x in _parts(v)] for v in (a, b)]
+        raise MixlabError(f"a paired difference needs the same examples: {sizes[0]} values against {sizes[1]}")
+    pa, pb = _parts(a), _parts(b)
+    boots = np.zeros(n_boot)
+    for i, (x, y) in enumerate(zip(pa, pb)):
+        counts = resample_counts(x.n, n_boot, seed + i)
+        boots += _ratios([x], counts)[0] - _ratios([y], counts)[0]
+    low, high = _percentiles(boots / len(pa))
+    d = float(np.mean([x.score() for x in pa]) - np.mean([y.score() for y in pb]))
     p, disc = None, None
-    binary = a.weights is None and b.weights is None and all(np.isin(x.values, (0.0, 1.0)).all() for x in (a, b))
+    binary = len(pa) == 1 and all(v.weights is None and np.isin(v.values, (0.0, 1.0)).all() for v in (pa[0], pb[0]))
     if binary:
         from scipy.stats import binomtest  # only here: a page shows it on demand
 
-        ab = int(np.sum((a.values == 1) & (b.values == 0)))
-        ba = int(np.sum((a.values == 0) & (b.values == 1)))
+        ab = int(np.sum((pa[0].values == 1) & (pb[0].values == 0)))
+        ba = int(np.sum((pa[0].values == 0) & (pb[0].values == 1)))
         disc = (ab, ba)
         p = 1.0 if ab + ba == 0 else float(binomtest(ab, ab + ba, 0.5).pvalue)
-    return PairedDifference(a.score() - b.score(), float(low), float(high), a.n, "paired bootstrap", p, disc)
+    return PairedDifference(d, float(low), float(high), sum(x.n for x in pa), "paired bootstrap", p, disc)

@@ -171,8 +171,11 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
             low[full], high[full], how[full] = bounds[:, 0], bounds[:, 1], BOOTSTRAP
     mean = first.assign(benchmark=MEAN, score=centre, metric=metric.iloc[0], n=got.n.to_numpy(), low=low, high=high)
     mean["ci"] = how
-    if "values" in mean:
-        mean["values"] = None  # a mean has no per-example values of its own
+    if "values" in mean:  # a mean's per-example values: its benchmarks', in order (for a paired difference)
+        mean["values"] = pd.Series([None] * len(mean), index=mean.index, dtype=object)
+        if "values" in sub and full:
+            for i in full:
+                mean.iat[i, mean.columns.get_loc("values")] = tuple(kept[complete[i], b] for b in order)
     return pd.concat([results, mean.reset_index(drop=True)], ignore_index=True)
 
 
