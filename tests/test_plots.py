@@ -63,6 +63,8 @@ def test_pareto_points_and_figure():
     fig = pareto_figure(pts, "x", "y", NAMES)
     assert {t.name for t in fig.data} >= {"expert", "proxy (merge)", "true mixture", "front of merges"}
     assert "front of trained mixtures" in {t.name for t in fig.data}
+    # the y range holds every point with room above the highest (b at 0.9) for an expert's name (0.8 span · 0.12)
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((0.1 - 0.04, 0.9 + 0.096))
     pool = pareto_points(pd.DataFrame([r for r in rows if r["kind"] != "true"]), NAMES, "x", "y")
     legend = {t.name for t in pareto_figure(pool, "x", "y", NAMES).data}  # a recycling pool: no trained mixtures
     assert "front of the checkpoints alone" in legend

@@ -125,6 +125,11 @@ def pareto_figure(
         margin=dict(l=60, r=20, t=30, b=60),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
     )
+    ys = points["y"].to_numpy(dtype=float)
+    ys = ys[np.isfinite(ys)]
+    if len(ys):  # room above the highest point for an expert's name (autorange clipped it under the legend)
+        span = float(ys.max() - ys.min()) or 1.0
+        fig.update_yaxes(range=[float(ys.min()) - 0.05 * span, float(ys.max()) + 0.12 * span])
     return fig
 
 
