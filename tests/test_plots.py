@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from mixlab.analysis import pareto_points
 from mixlab.plots import metric_title, pareto_figure, simplex_figure
