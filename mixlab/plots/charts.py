@@ -40,6 +40,9 @@ def weights_figure(weights: dict[str, float], title: str = "weight") -> go.Figur
         go.Bar(x=[weights[n] for n in names], y=names, orientation="h", text=[f"{weights[n]:.3f}" for n in names])
     )
     fig.update_layout(
-        xaxis_title=title, height=max(240, 28 * len(names) + 100), margin=dict(t=30), yaxis=dict(autorange="reversed")
+        xaxis_title=title,
+        height=max(240, 28 * len(names) + 100),
+        margin=dict(t=30),
+        yaxis=dict(autorange="reversed", automargin=True),  # long checkpoint names were cut at the left edge
     )
     return fig
