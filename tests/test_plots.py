@@ -362,3 +362,19 @@ def test_studies_compared_are_each_a_best_so_far_line():
     np.testing.assert_allclose(fig.data[0].y, [0.1, 0.3, 0.3, 0.5])  # by hand
     np.testing.assert_allclose(fig.data[1].y, [0.4, 0.4, 0.45])
     assert list(fig.data[1].x) == [1, 2, 3]
+
+
+def test_beyond_eight_experts_the_pareto_figure_numbers_them_and_keeps_their_names_for_hover():
+    names = [f"ckpt-{i}" for i in range(10)]
+    rows = []
+    for i, n in enumerate(names):
+        w = dict.fromkeys(names, 0.0) | {n: 1.0}
+        for bench, s in (("x", i / 10), ("y", 1 - i / 10)):
+            rows.append({"kind": "expert", "label": n, "benchmark": bench, "score": s, "higher_is_better": True, **w})
+    pts = pareto_points(pd.DataFrame(rows), names, "x", "y")
+    expert = next(t for t in pareto_figure(pts, "x", "y", names).data if t.name == "expert")
+    assert list(expert.texttemplate) == [str(names.index(t) + 1) for t in expert.text]
+    assert set(expert.text) == set(names)  # the hover's bold line stays the name
+    few = next(t for t in pareto_figure(pareto_points(pd.DataFrame(rows[:6]), names, "x", "y"), "x", "y", names[:3]).data
+               if t.name == "expert")  # fmt: skip
+    assert few.texttemplate is None

@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from mixlab.analysis import MATCH
+from mixlab.plots.simplex import vertex_key
 from mixlab.plots.style import BEST_STYLE, _hover
 
 
@@ -46,6 +47,8 @@ def pareto_figure(
         if sub.empty:
             continue
         on_front = sub["proxy_front"] | sub["true_front"]
+        text = sub["mixture"] if "mixture" in sub else sub["label"]  # one label format for every kind
+        numbered = kind == "expert" and vertex_key(names) is not None  # 15 names overlapped: numbers, as the K-gon
         fig.add_trace(
             go.Scatter(
                 x=sub["x"],
@@ -53,7 +56,8 @@ def pareto_figure(
                 mode="markers+text" if kind == "expert" else "markers",  # experts named on the plot
                 textposition="top center",
                 name={"proxy": "proxy (merge)", "true": "true mixture"}.get(kind, kind),
-                text=sub["mixture"] if "mixture" in sub else sub["label"],  # one label format for every kind
+                text=text,
+                texttemplate=[str(list(names).index(t) + 1) if t in names else t for t in text] if numbered else None,
                 customdata=sub[list(names)].to_numpy(dtype=float),
                 marker=dict(
                     symbol=symbol, size=size, color=colour, line=dict(width=np.where(on_front, 2.5, 0.5), color="black")
