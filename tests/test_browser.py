@@ -198,7 +198,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
     from test_app import three_true_lab
 
     from mixlab.analysis import best_mixtures, proxy_report, with_lab_mean
-    from mixlab.engine import Engine
+    from mixlab.engine import Engine, open_store
     from mixlab.lab import load_lab
     from mixlab.scoring.request import Method
 
@@ -215,7 +215,9 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
             assert page.locator("[data-testid='stException']").count() == 0, (path, lab)
 
         for name, lab in labs.items():
-            eng = Engine(load_lab(lab))
+            # the server's cache (MIXLAB_CACHE): shared by the labs, as a page reads it (demo-recycle's experts are
+            # demo-k3's checkpoints, so their per-example values arrive with demo-k3's)
+            eng = Engine(load_lab(lab), open_store(load_lab(lab), tmp_path / "cache.sqlite"))
             rows = with_lab_mean(eng.results(Method.for_lab(eng.lab)), eng.lab.benchmarks)
             best = best_mixtures(rows, eng.names, "mean")
             losses = {b.name for b in eng.lab.benchmarks if b.evaluator == "lm_loss"}
