@@ -5,6 +5,7 @@ import pytest
 from mixlab.keys import CacheKey, benchmark_desc
 from mixlab.lab import BenchmarkSpec
 from mixlab.merge import MergeSpec
+from mixlab.scoring import proxy
 
 BENCH = BenchmarkSpec(name="rev", evaluator="exact_match", data="d.jsonl")
 
@@ -57,4 +58,4 @@ def test_the_shipped_labs_scores_are_found_under_todays_keys():
     lab = load_lab(LABS_DIR / "demo-k3")
     engine = Engine(lab, Store(":memory:", seed_from=lab.root / EXPORT_FILE), device="cpu")
     for t in lab.manifest.true_mixtures[:5]:
-        assert engine.lookup(lab.true_mixture_weights(t)) is not None, t.name
+        assert proxy.lookup(engine, engine.request([lab.true_mixture_weights(t)])) is not None, t.name

@@ -9,6 +9,7 @@ from mixlab.errors import MixlabError
 from mixlab.interop import NoWorkspace, init_lab, workspace_folder
 from mixlab.run.jobs import RESUMABLE, CheckpointsJob, resume
 from mixlab.run.records import ACTIVE, STOPPED
+from mixlab.scoring import cached as cached_scores
 from mixlab.summary import lab_summary
 from mixlab.tables import of_method
 from views.jobs import current_job, job_panel, submit, worker
@@ -169,7 +170,7 @@ def results_first() -> None:
 
 
 results_first()
-counts = {k: len(eng.cached(k)) for k in ("base", "expert", "true", "proxy")}
+counts = {k: len(cached_scores.cached(eng, k)) for k in ("base", "expert", "true", "proxy")}
 cols = st.columns(5)
 cols[0].metric("Experts", len(eng.names))
 cols[1].metric("Benchmarks", len(lab.benchmarks))

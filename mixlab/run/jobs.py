@@ -254,7 +254,11 @@ class CheckpointsJob:
         return "checkpoints" + (f" on {', '.join(self.benchmarks)}" if self.benchmarks else "")
 
     def body(self, engine) -> JobFn:
-        return lambda progress, cancel: engine.checkpoint_scores(self.benchmarks, progress=progress, cancel=cancel)
+        from mixlab.scoring import checkpoints
+
+        return lambda progress, cancel: checkpoints.checkpoint_scores(
+            engine, self.benchmarks, progress=progress, cancel=cancel
+        )
 
 
 @dataclass(frozen=True)
