@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixlab.checkpoint import Checkpoint
 from mixlab.errors import CacheError, EvaluationError, ManifestError
 from mixlab.evaluate import BUILTIN, EvalResult, context_length, has_images, pick_device, prepare, run_benchmark
-from mixlab.experts import Checkpoint, TaskVector
+from mixlab.experts import TaskVector
 from mixlab.keys import CacheKey
-from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
+from mixlab.lab import BenchmarkSpec, Lab
+from mixlab.manifest import LM_EVAL
 from mixlab.merge import MergeSpec, is_excluded
 from mixlab.presets import model_type, preset_patterns
 from mixlab.resident import ResidentModel

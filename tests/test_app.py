@@ -497,7 +497,8 @@ def three_true_lab(tmp_path):
     manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
-    from mixlab.lab import ManifestWriter, load_lab
+    from mixlab.lab import load_lab
+    from mixlab.manifest_writer import ManifestWriter
 
     src, root = DEMO_LAB.parent / "demo-k3", tmp_path / "three"
     manifest = load_lab(src).manifest

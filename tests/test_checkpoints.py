@@ -15,9 +15,9 @@ import pytest
 import torch
 from checkpoints import FAMILIES, VISION, build_base, build_full, build_lora, load, model_class, tokenizer
 
+from mixlab.checkpoint import load_base
 from mixlab.cli import main
 from mixlab.demo.tasks import examples
-from mixlab.experts import load_base
 from mixlab.merge.methods import is_excluded
 from mixlab.presets import model_type, preset_patterns
 from mixlab.scoring import images

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from mixlab.cli import main
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
-from mixlab.interop import init_lab, lab_from_mergekit, to_mergekit
+from mixlab.interop.lab_init import init_lab
+from mixlab.interop.mergekit import lab_from_mergekit, to_mergekit
 from mixlab.lab import load_lab
 from mixlab.scoring import cached as cached_scores
 from mixlab.store import Store
@@ -412,7 +413,7 @@ def test_the_readme_vision_language_block_runs_as_written(tmp_path, capsys, monk
 
 
 def test_the_dashboard_makes_labs_only_inside_the_workspace(tmp_path, monkeypatch):
-    from mixlab.interop import NoWorkspace, workspace_folder
+    from mixlab.interop.lab_init import NoWorkspace, workspace_folder
 
     space = tmp_path / "space"
     (space / "mine").mkdir(parents=True)

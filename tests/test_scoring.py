@@ -10,7 +10,7 @@ from mixlab.errors import EvaluationError, MergeError
 from mixlab.keys import CacheKey
 from mixlab.lab import load_lab
 from mixlab.merge.methods import MergeMethod
-from mixlab.run.jobs import ProxyJob, request
+from mixlab.run.requests import ProxyJob, request
 from mixlab.scoring import proxy
 from mixlab.scoring.request import Method, ProxyRequest, split_benchmark
 from mixlab.simplex import Mixture

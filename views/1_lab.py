@@ -6,9 +6,10 @@ import streamlit as st
 from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy_report
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
-from mixlab.interop import NoWorkspace, init_lab, workspace_folder
-from mixlab.run.jobs import RESUMABLE, CheckpointsJob, resume
+from mixlab.interop.lab_init import NoWorkspace, init_lab, workspace_folder
+from mixlab.run.jobs import resume
 from mixlab.run.records import ACTIVE, STOPPED
+from mixlab.run.requests import RESUMABLE, CheckpointsJob
 from mixlab.scoring import cached as cached_scores
 from mixlab.summary import lab_summary
 from mixlab.tables import of_method
@@ -57,7 +58,7 @@ with pick_path.form("lab_picker", border=False):
 
 
 def new_lab_from_a_folder() -> None:
-    """lab init from the page: only inside $MIXLAB_WORKSPACE (mixlab.interop.workspace_folder)."""
+    """lab init from the page: only inside $MIXLAB_WORKSPACE (mixlab.interop.lab_init.workspace_folder)."""
     with st.form("lab_init"):
         c1, c2, c3, c4 = st.columns(4)
         folder = c1.text_input("Folder", key="init_dir", help="a folder inside $MIXLAB_WORKSPACE")

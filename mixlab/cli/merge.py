@@ -78,7 +78,7 @@ def cmd_merge(args) -> None:
     if not args.out and not args.mergekit_yaml:
         raise MixlabError("merge needs --out (a model or adapter folder) and/or --mergekit-yaml (a mergekit config)")
     if args.mergekit_yaml:
-        from mixlab.interop import save_mergekit, to_mergekit
+        from mixlab.interop.mergekit import save_mergekit, to_mergekit
 
         text, notes = to_mergekit(engine, mixture, args.method, method_params(args.param))
         save_mergekit(Path(args.mergekit_yaml), text)

@@ -31,7 +31,8 @@ from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
-from mixlab.lab import BenchmarkSpec, ManifestWriter, load_lab, weights_label
+from mixlab.lab import BenchmarkSpec, load_lab, weights_label
+from mixlab.manifest_writer import ManifestWriter
 from mixlab.scoring import checkpoints
 from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
 from mixlab.store import Store
