@@ -61,6 +61,7 @@ def backfill(
     and keep their values; see the module docstring."""
     from mixlab.engine import Engine
     from mixlab.scoring.cached import cached
+    from mixlab.scoring.checkpoints import checkpoint_scores
 
     scratch = Engine(engine.lab, Store(":memory:"), device="cpu", batch_size=engine.batch_size)
     out = Backfill()
@@ -69,7 +70,7 @@ def backfill(
         todo = [e for k in ("base", "expert", "true") for e in cached(engine, k) if e.device != "manifest"]
         have = engine.store.values([e.key for e in todo])
         if any(e.key not in have for e in todo):
-            _keep(engine, scratch.checkpoint_scores(), out)
+            _keep(engine, checkpoint_scores(scratch), out)
         log(f"checkpoints: {out.written} written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)")
     if "proxy" in kinds:
         proxies = cached(engine, "proxy")
