@@ -736,6 +736,7 @@ def test_a_paired_difference_of_two_accuracies_by_hand():
     m = ab + ba
     p_hand = min(1.0, 2 * sum(math.comb(m, i) for i in range(min(ab, ba) + 1)) / 2**m)
     assert d.p_value == pytest.approx(p_hand, rel=1e-9)
+    assert d.p_value == pytest.approx(stats.binomtest(ab, m, 0.5).pvalue, rel=1e-9)  # and scipy's exact test
     assert d.difference == pytest.approx((ab - ba) / n)
     # the paired interval ≈ d̄ ± 1.96·sd(a − b)/√n, and much narrower than the independent (MOVER) one
     diff = a.astype(float) - b.astype(float)
