@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mixlab.engine import Engine
-from mixlab.errors import MergeError, MixlabError
+from mixlab.errors import EvaluationError, MergeError, MixlabError
 from mixlab.experts import load_base, load_task_vector
 from mixlab.keys import CacheKey
 from mixlab.lab import load_lab
@@ -154,6 +154,10 @@ def test_a_grouped_score_is_cached_apart_and_left_out_of_the_plain_tables(tiny_l
     before = engine.store.count()
     (again,) = engine.proxy(grouped, None, None, ["rev-loss"])
     assert engine.store.count() == before and again.score == g.score  # read back, not recomputed
+    with pytest.raises(EvaluationError, match="per-layer-group weights cannot be recorded"):
+        engine.request([grouped]).to_spec()  # a job record keeps one weight list per mixture: not the mean
+    with pytest.raises(EvaluationError, match="scored merged"):
+        engine.score(engine.request([grouped], benchmarks=["rev-loss"], path="batched"))
     proxy = engine.results()
     proxy = proxy[proxy.kind == "proxy"]
     assert len(proxy) == 1 and "layer_groups" not in proxy.params.iloc[0]
