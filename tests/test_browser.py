@@ -325,7 +325,9 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
             "(p.layout?.yaxis?.title?.text || '').startsWith('best so far')).map(p => p._fullData.map(t => "
             "[t.name, t.x.length, Math.max(...t.y)]))"
         )
-        page.wait_for_function(f"({curves})().length === 1", timeout=60_000)
+        # the section is drawn again when the job ends: wait for both curves with their 3 trials each
+        full = f"(() => {{ const c = ({curves})(); return c.length === 1 && c[0].every(t => t[1] === 3); }})()"
+        page.wait_for_function(full, timeout=120_000)
         (drawn,) = page.evaluate(curves)
         assert len(drawn) == 2, drawn  # this study and the one compared with it
         assert {name.split("-")[1] for name, _, _ in drawn} == {"random", "tpe"}, drawn
