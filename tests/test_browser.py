@@ -183,6 +183,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
     from mixlab.analysis import best_mixtures, proxy_report, with_lab_mean
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
+    from mixlab.scoring.request import Method
 
     labs = {name: ROOT / "cache" / name for name in ("demo-k3", "demo-k4", "demo-recycle", "demo-vl")}
     labs["three"] = three_true_lab(tmp_path)
@@ -198,7 +199,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
 
         for name, lab in labs.items():
             eng = Engine(load_lab(lab))
-            rows = with_lab_mean(eng.results(*eng.resolve_method(None, {})), eng.lab.benchmarks)
+            rows = with_lab_mean(eng.results(Method.for_lab(eng.lab)), eng.lab.benchmarks)
             best = best_mixtures(rows, eng.names, "mean")
             losses = {b.name for b in eng.lab.benchmarks if b.evaluator == "lm_loss"}
             k = len(eng.names)
@@ -304,7 +305,7 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         expect(
             page.get_by_text(re.compile(r"The winner's test mean of add, rev, sort: \d\.\d{4}; uniform: "))
         ).to_be_visible()
-        expect(page.get_by_text("Importance of each expert's weight")).to_be_visible()
+        expect(page.get_by_text("Importance of each expert's weight")).to_be_visible(timeout=60_000)  # under load
         page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)  # weights, history, importance, slice…
         expect(page.get_by_text(re.compile(r"^Contour: the objective \(dev\) over the weights of"))).to_be_visible()
         contours = "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p._fullData.some(t => t.type === 'contour')).length"
