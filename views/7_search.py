@@ -288,7 +288,7 @@ st.caption(
     "Compared again with the same settings it replays the lab's recycle.json, or reads its study back: it never "
     "silently adds trials."
 )
-r1, r2, r3, r4 = st.columns(4)
+r1, r2, r3 = st.columns(3)
 objective = r1.selectbox(
     "Objective",
     ["mean", *names],
@@ -302,6 +302,7 @@ sparse = r3.checkbox(
     help="The search may set weights to exactly 0 (so it can settle on a few checkpoints) and evaluates the "
     "greedy soup and the best single checkpoint first, CMA-ES starting at the soup",
 )
+r4, _ = st.columns([1, 2])
 rgroups = int(
     r4.number_input(
         "Layer groups",
