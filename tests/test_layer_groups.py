@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 import torch
 
+from mixlab.checkpoint import load_base
 from mixlab.engine import Engine
 from mixlab.errors import EvaluationError, MergeError, MixlabError
-from mixlab.experts import load_base, load_task_vector
+from mixlab.experts import load_task_vector
 from mixlab.keys import CacheKey
 from mixlab.lab import load_lab
 from mixlab.merge import Merger, MergeSpec, get_method, iter_merged
 from mixlab.merge.groups import group_index, layer_groups
+from mixlab.scoring.proxy import score as proxy_scores
 from mixlab.simplex import Mixture
 from mixlab.store import Store
 
@@ -157,7 +159,7 @@ def test_a_grouped_score_is_cached_apart_and_left_out_of_the_plain_tables(tiny_l
     with pytest.raises(EvaluationError, match="per-layer-group weights cannot be recorded"):
         engine.request([grouped]).to_spec()  # a job record keeps one weight list per mixture: not the mean
     with pytest.raises(EvaluationError, match="scored merged"):
-        engine.score(engine.request([grouped], benchmarks=["rev-loss"], path="batched"))
+        proxy_scores(engine, engine.request([grouped], benchmarks=["rev-loss"], path="batched"))
     proxy = engine.results()
     proxy = proxy[proxy.kind == "proxy"]
     assert len(proxy) == 1 and "layer_groups" not in proxy.params.iloc[0]
@@ -223,7 +225,7 @@ def test_a_search_with_layer_groups_records_them_and_refuses_what_cannot_be(dev_
 
 def test_recycling_searches_layer_groups_as_a_job_and_asked_again_reads_its_study_back(dev_lab, tmp_path):
     from mixlab.recycle import compare
-    from mixlab.run.jobs import RecycleJob, request
+    from mixlab.run.requests import RecycleJob, request
 
     engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
     job = request("recycle", {"objective": "rev", "sampler": "random", "trials": 3, "seed": 0, "layer_groups": 2}, None)
