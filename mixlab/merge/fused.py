@@ -8,7 +8,7 @@ torch ops that is ~10 passes (compute-bound on a CPU: ~0.04× memcpy). The fused
 each input once and write once, so a re-merge runs at memory bandwidth (bench/merge.py).
 
 Why plain C++ and ctypes rather than torch's extension loader: the loader compiles against torch's headers
-(torch/extension.h, pybind11), ~35 s of compiler time on 2 cores for two loops (and, on a loaded machine,
+(torch/extension.h, pybind11), 39 s of compiler CPU for two loops (and, on a loaded machine,
 past the build's time limit), where this file alone compiles in about half a second of CPU. A ctypes call
 also releases the GIL while the loops run.
 """
