@@ -178,11 +178,6 @@ class Engine:
             return method
         return Method.for_lab(self.lab, method, params)
 
-    def resolve_method(self, method: str | None = None, params: dict | None = None) -> tuple[str, dict]:
-        """(method, validated params): the lab's ``[merge]`` method when none is given, and its
-        ``[merge].params`` wherever a parameter of that method is not given."""
-        return self.method(method, params).pair()
-
     def spec(self, mixture: Mixture, method: str | Method | None = None, params: dict | None = None) -> MergeSpec:
         return self.method(method, params).spec(mixture, self.excluded)
 

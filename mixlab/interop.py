@@ -22,6 +22,7 @@ from pathlib import Path
 from mixlab.errors import MixlabError
 from mixlab.experts import ADAPTER_CONFIG
 from mixlab.lab import EXPORTS, ManifestWriter, read_capped
+from mixlab.scoring.request import Method
 
 # mixlab method -> (mergekit merge_method, {mixlab param: mergekit parameter})
 MERGEKIT = {
@@ -48,7 +49,7 @@ def _yaml(data) -> str:
 def to_mergekit(engine, mixture, method: str | None = None, params: dict | None = None) -> tuple[str, list[str]]:
     """The mergekit config (YAML text) that reproduces ``engine``'s merge of ``mixture``, and the notes on
     where mergekit's result can differ (also written into the YAML as comments)."""
-    method, params = engine.resolve_method(method, params)
+    method, params = Method.for_lab(engine.lab, method, params).pair()
     if method not in MERGEKIT:
         raise MixlabError(f"merge method {method!r} has no mergekit equivalent; mergekit covers {', '.join(MERGEKIT)}")
     mk_method, names = MERGEKIT[method]

@@ -10,6 +10,7 @@ from mixlab.engine import Engine
 from mixlab.errors import EvaluationError, ExpertError
 from mixlab.evaluate import read_examples, run_benchmark
 from mixlab.lab import load_lab
+from mixlab.scoring.request import Method
 from mixlab.simplex import Mixture
 from mixlab.store import Store
 
@@ -364,10 +365,11 @@ def test_lab_merge_defaults_apply_where_a_parameter_is_not_given(tiny_lab_dir):
     toml = tiny_lab_dir / "lab.toml"
     toml.write_text(toml.read_text() + '\n[merge]\nmethod = "ties"\nparams = { density = 0.5 }\n')
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
-    assert engine.resolve_method() == ("ties", {"density": 0.5, "normalize": True, "scale": 1.0})
-    assert engine.resolve_method(None, {}) == engine.resolve_method()
-    assert engine.resolve_method("ties", {"scale": 2.0})[1] == {"density": 0.5, "normalize": True, "scale": 2.0}
-    assert engine.resolve_method("task_arithmetic")[1] == {"scale": 1.0}  # another method: its own defaults
+    lab = engine.lab
+    assert Method.for_lab(lab).pair() == ("ties", {"density": 0.5, "normalize": True, "scale": 1.0})
+    assert Method.for_lab(lab, None, {}) == Method.for_lab(lab)
+    assert Method.for_lab(lab, "ties", {"scale": 2.0}).params == {"density": 0.5, "normalize": True, "scale": 2.0}
+    assert Method.for_lab(lab, "task_arithmetic").params == {"scale": 1.0}  # another method: its own defaults
 
 
 def test_a_score_that_cannot_be_saved_is_still_returned_with_a_warning(tiny_lab_dir, monkeypatch):

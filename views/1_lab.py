@@ -7,11 +7,11 @@ from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop import NoWorkspace, init_lab, workspace_folder
-from mixlab.run.jobs import RESUMABLE, job_body, resume
+from mixlab.run.jobs import RESUMABLE, CheckpointsJob, resume
 from mixlab.run.records import ACTIVE, STOPPED
 from mixlab.summary import lab_summary
 from mixlab.tables import of_method
-from views.jobs import current_job, job_panel, submit_job, worker
+from views.jobs import current_job, job_panel, submit, worker
 from views.state import engine, lab_path, open_lab, results
 from views.text import code, escape, show_error
 from views.widgets import (
@@ -187,7 +187,7 @@ if st.button(
     help="Evaluate the base, every expert and every true mixture on every benchmark (cached scores are reused); "
     f"the same as python -m mixlab sweep {lab.root} --checkpoints",
 ):
-    submit_job(f"checkpoints of {lab.name}", job_body(eng, "checkpoints", {}), "checkpoints", {})
+    submit(CheckpointsJob(), f"checkpoints of {lab.name}")
 job_panel()
 
 base = summary["base"]

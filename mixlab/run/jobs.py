@@ -250,6 +250,9 @@ class CheckpointsJob:
     def to_spec(self) -> dict:
         return {} if self.benchmarks is None else {"benchmarks": self.benchmarks}
 
+    def describe(self) -> str:
+        return "checkpoints" + (f" on {', '.join(self.benchmarks)}" if self.benchmarks else "")
+
     def body(self, engine) -> JobFn:
         return lambda progress, cancel: engine.checkpoint_scores(self.benchmarks, progress=progress, cancel=cancel)
 
@@ -295,6 +298,9 @@ class SearchJob:
             "target": self.target,
             "backend": self.executor,
         } | ({"space": self.space} if self.space != "simplex" else {})
+
+    def describe(self) -> str:
+        return f"search {' and '.join(self.objectives)} ({self.sampler}, up to {self.target} trials)"
 
     def body(self, engine) -> JobFn:
         from mixlab.run.executors import shared
@@ -348,6 +354,9 @@ class RecycleJob:
             spec | ({"space": self.space} if self.space != "simplex" else {}) | ({"start": True} if self.start else {})
         )
 
+    def describe(self) -> str:
+        return f"recycling ({self.objective}, {self.trials} trials)"
+
     def body(self, engine) -> JobFn:
         from mixlab.recycle import compare
 
@@ -376,10 +385,32 @@ def request(kind: str, spec: dict, lab) -> JobRequest:
     return REQUESTS[kind].from_spec(spec, lab)
 
 
-def job_body(engine, kind: str, spec: dict) -> JobFn:
-    """What a recorded job of ``kind`` with ``spec`` runs: :func:`request`'s body, parsed now (a spec that
-    lacks a field fails before anything runs)."""
-    return request(kind, spec, engine.lab).body(engine)
+def job_key(engine, kind: str, spec_json: str) -> str:
+    """What a recorded job computes, as a dedup key: a second submit of it while it runs joins it."""
+    return f"{engine.lab.root}:{kind}:{spec_json}"
+
+
+def submit(
+    worker: Worker,
+    engine,
+    job: JobRequest,
+    description: str | None = None,
+    *,
+    record: bool = True,
+    before: JobFn | None = None,
+) -> Job:
+    """Run the typed request ``job`` on ``worker`` over ``engine``'s lab: the one entry a page, a test or a
+    resume passes a request to. ``record``: the job is kept in the lab's store (:func:`recorder`: listed
+    after a restart, resumable) and a second submit of the same work while it runs joins it. ``before``:
+    a step run first on the worker (the dashboard's start-up stages)."""
+    body = job.body(engine)
+    fn = body if before is None else lambda progress, cancel: (before(progress, cancel), body(progress, cancel))[1]
+    key = update = None
+    if record:
+        spec = job.to_spec()
+        key = job_key(engine, job.kind, json.dumps(spec, sort_keys=True))
+        update = recorder(engine.store, engine.lab.name, job.kind, spec)
+    return worker.submit(description or job.describe(), fn, key=key, on_update=update)
 
 
 def resume(worker: Worker, engine, record: dict) -> Job:
@@ -391,7 +422,7 @@ def resume(worker: Worker, engine, record: dict) -> Job:
         spec = json.loads(record["spec"])
         if not isinstance(spec, dict):
             raise TypeError(f"a JSON {type(spec).__name__}, not an object")
-        body = job_body(engine, record["kind"], spec)
+        body = request(record["kind"], spec, engine.lab).body(engine)
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
         raise JobError(
             f"{where}: its record is corrupt (spec: {type(e).__name__}: {e}); it cannot be resumed, run the work "
@@ -400,5 +431,5 @@ def resume(worker: Worker, engine, record: dict) -> Job:
     engine.store.claim_job(record["id"])
     engine.store.forget_cancel(record["id"])
     update = recorder(engine.store, record["lab"], record["kind"], spec, record_id=record["id"])
-    key = f"{engine.lab.root}:{record['kind']}:{record['spec']}"  # as the dashboard keys a first run
+    key = job_key(engine, record["kind"], record["spec"])  # the record's own JSON: as a first run was keyed
     return worker.submit(record["description"], body, key=key, on_update=update)
