@@ -34,6 +34,7 @@ from mixlab.demo.build import FULL, SCRATCH, build_demo  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
 from mixlab.proxies.compare import proxies_report  # noqa: E402
+from mixlab.scoring import checkpoints  # noqa: E402
 from mixlab.simplex import Mixture, lattice  # noqa: E402
 
 METHODS = [("linear", {}), ("task_arithmetic", {"scale": 2.0}), ("ties", {"density": 0.5})]
@@ -55,8 +56,8 @@ def study(name: str, budget, points, seed: int, root: Path) -> list[str]:
     base_steps = json.loads((lab_dir / "build_info.json").read_text())["base_steps_taken"]
     engine = Engine(load_lab(lab_dir), device="cpu")
     exact = [b.name for b in engine.lab.benchmarks if b.evaluator == "exact_match"]
-    base = {e.benchmark: e.score for e in engine.base_scores(exact)}
-    own = {e.label: e.score for e in engine.expert_scores(exact) if e.benchmark == e.label}
+    base = {e.benchmark: e.score for e in checkpoints.base_scores(engine, exact)}
+    own = {e.label: e.score for e in checkpoints.expert_scores(engine, exact) if e.benchmark == e.label}
     lines = [
         f"{name}: base ({base_steps} steps) exact match {', '.join(f'{b} {base[b]:.2f}' for b in exact)}; "
         "each expert on its own "

@@ -59,7 +59,8 @@ def test_jobs_are_recorded_survive_their_process_and_resume(tiny_lab_dir, tmp_pa
 
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
-    from mixlab.run.jobs import ProxyJob, resume, submit
+    from mixlab.run.jobs import resume, submit
+    from mixlab.run.requests import ProxyJob
     from mixlab.scoring.request import Method, ProxyRequest
     from mixlab.store import Store
 

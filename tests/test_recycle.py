@@ -10,7 +10,8 @@ import pytest
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
 from mixlab.recycle import RECORD, compare, verdicts
-from mixlab.run.jobs import RecycleJob, SearchJob, Worker, submit
+from mixlab.run.jobs import Worker, submit
+from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import Objective, standard_error
 from mixlab.store import Store
 

@@ -15,7 +15,7 @@ from mixlab.plots import (
     weights_figure,
 )
 from mixlab.recycle import compare_objective, recorded_table, verdict_text, verdicts
-from mixlab.run.jobs import RecycleJob, SearchJob
+from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import (
     SAMPLERS,
     Objective,

@@ -12,7 +12,8 @@ import streamlit as st
 
 from mixlab.engine import Engine
 from mixlab.run import jobs as run_jobs
-from mixlab.run.jobs import Job, JobRequest, ProxyJob, Worker
+from mixlab.run.jobs import Job, Worker
+from mixlab.run.requests import JobRequest, ProxyJob
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.simplex import Mixture
 from mixlab.warmup import Warmup

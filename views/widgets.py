@@ -14,6 +14,7 @@ from mixlab.engine import Engine
 from mixlab.merge import get_method, methods
 from mixlab.plots import BEST_STYLE, weights_figure
 from mixlab.run.executors import dashboard_backends
+from mixlab.scoring import checkpoints
 from mixlab.scoring.request import Method
 from mixlab.simplex import rebalance
 from mixlab.tables import params_label, proxy_methods
@@ -209,7 +210,7 @@ def backend_picker() -> None:
 
 def missing_scores_note(eng: Engine) -> None:
     """Say which checkpoints have no scores yet, and what fills them."""
-    missing = eng.unscored()
+    missing = checkpoints.unscored(eng)
     parts = (["the base"] if missing["base"] else []) + [
         f"{missing[k]} {label}{'' if missing[k] == 1 else 's'}"
         for k, label in (("expert", "expert"), ("true", "true mixture"))

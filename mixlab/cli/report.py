@@ -58,6 +58,7 @@ def add_commands(sub) -> None:
 
 def cmd_report(args) -> None:
     from mixlab.analysis import MEAN, ceiling_text, mean_benchmarks, proxy_report, rho_summaries
+    from mixlab.scoring import checkpoints
     from mixlab.scoring.request import Method
 
     engine = open_engine(args)
@@ -66,7 +67,7 @@ def cmd_report(args) -> None:
     rows = proxy_report(df, engine.names, engine.lab.benchmarks, subset=args.subset)
     summaries = rho_summaries(df, engine.names, engine.lab.benchmarks)
     up = mean_benchmarks(engine.lab.benchmarks, df)
-    unscored = engine.unscored()
+    unscored = checkpoints.unscored(engine)
     others = []
     if args.proxies:
         from mixlab.proxies.compare import proxies_report
