@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from views.jobs import start_warmup
+from views.jobs import page_run
 from views.state import lab_path, read_url, write_url
 from views.text import code
 from views.widgets import figure_format_picker
@@ -30,8 +30,8 @@ nav = st.navigation(
 )
 st.sidebar.caption(f"Lab: {code(lab_path())}")
 figure_format_picker()
-try:
-    nav.run()
-finally:
-    write_url()  # the address bar names this view, also after a page switch (which drops query parameters)
-    start_warmup()  # once per process, after the first paint: the merge kernels and the model stack, in the background
+with page_run():  # the background warm-up (model stack, merge kernels) starts after the first, runs between page runs
+    try:
+        nav.run()
+    finally:
+        write_url()  # the address bar names this view, also after a page switch (which drops query parameters)

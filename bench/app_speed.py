@@ -1,16 +1,18 @@
-"""The dashboard's speed in a real browser (Debian's chromium via Playwright): this tree against a baseline
-checkout (``--baseline REV``, default ``main``: a temporary ``git worktree`` of it), side by side in one run,
-the two servers started alternately.
+"""The dashboard's speed in a real browser (Debian's chromium via Playwright): this tree against baseline
+checkouts (``--baseline REV[,REV…]``, default ``main``: a temporary ``git worktree`` of each), side by side in
+one run, the servers started in turn.
 
     python bench/app_speed.py [--repeats 3] [--lab cache/demo-k3] [--baseline main]
 
-Per tree: cold load of /simplex (a fresh server process, until the plot's points are drawn), a warm page
-switch (Simplex → Merge & evaluate → Simplex through the sidebar, each until its content is drawn), click →
-the selected weights updated, and the websocket messages an idle page receives in 5 s (a page that polls
-reruns and sends deltas; one that does not, sends none). The lab's cache is warm for both: one unmeasured
-start per tree first fills its own cache file (the shipped scores imported, and this tree's page summaries
-written beside it), as any lab opened before has. Medians; ratios against the baseline. Nothing asserts a
-time.
+Per tree: cold load of /simplex (a fresh server process, until the plot's points are drawn); page switches
+(Simplex → Merge & evaluate → Simplex through the sidebar, each until its content is drawn) and clicks (→ the
+selected weights updated) at three moments: right after the first paint (three each: a user clicking on at
+once), after a pause of ``PAUSE`` seconds (one: a user who read the page; the app's background warm-up runs
+in such pauses, mixlab.warmup), and once the server's CPU is quiet (three each: the warm-up done); and the
+websocket messages an idle page receives in 5 s (a page that polls reruns and sends deltas; one that does
+not, sends none). The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
+cache file (the shipped scores imported, and the tree's page summaries written beside it), as any lab opened
+before has. Medians; ratios against each baseline. Nothing asserts a time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 POINTS = ".js-plotly-plot .scatterlayer .trace:first-child .points path"
+PAUSE = 3.0  # seconds a user reads a page before the next click (more than mixlab.warmup.IDLE_SECONDS)
 
 
 def free_port() -> int:
@@ -55,6 +58,24 @@ def settled(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(pid: int, limit: float = 180.0) -> None:
+    """Until the server has used under 0.05 s of CPU in a second: its background warm-up is done."""
+    end = time.monotonic() + limit
+    before = cpu_seconds(pid)
+    while time.monotonic() < end:
+        time.sleep(1)
+        now = cpu_seconds(pid)
+        if now - before < 0.05:
+            return
+        before = now
+
+
 def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[str, float]:
     proc, url = start(tree, cache)
     try:
@@ -66,9 +87,10 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
         page.locator(POINTS).first.wait_for(timeout=300_000)
         settled(page)
         cold = time.perf_counter() - t
+        clicked = 0
 
-        switches, clicks = [], []
-        for i in range(repeats):
+        def switch_and_click() -> tuple[float, float]:
+            nonlocal clicked
             t = time.perf_counter()
             page.get_by_role("link", name="Merge & evaluate").click()
             page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
@@ -76,11 +98,12 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             page.get_by_role("link", name="Simplex explorer").click()
             page.locator(POINTS).first.wait_for(timeout=60_000)
             settled(page)
-            switches.append((time.perf_counter() - t) / 2)
+            switch = (time.perf_counter() - t) / 2
 
             selected = page.get_by_text(re.compile(r"^add \d\.\d{3} · rev")).first
             before = selected.inner_text()
-            box = page.locator(POINTS).nth(3 + 7 * i).bounding_box()
+            box = page.locator(POINTS).nth(3 + 7 * clicked % 40).bounding_box()
+            clicked += 1
             t = time.perf_counter()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.wait_for_function(
@@ -89,8 +112,15 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
                 arg=before,
                 timeout=60_000,
             )
-            clicks.append(time.perf_counter() - t)
+            click = time.perf_counter() - t
             settled(page)
+            return switch, click
+
+        at_once = [switch_and_click() for _ in range(repeats)]  # a user clicking on at once
+        time.sleep(PAUSE)  # a user who read the page for a moment: this tree's warm-up is under way
+        paused = switch_and_click()
+        wait_quiet(proc.pid)  # the warm-up done
+        warm = [switch_and_click() for _ in range(repeats)]
 
         time.sleep(1)
         n0 = len(frames)
@@ -99,8 +129,12 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
         page.close()
         return {
             "cold": cold,
-            "switch": statistics.median(switches),
-            "click": statistics.median(clicks),
+            "switch": statistics.median(s for s, _ in at_once),
+            "click": statistics.median(c for _, c in at_once),
+            "switch, paused": paused[0],
+            "click, paused": paused[1],
+            "switch, warm": statistics.median(s for s, _ in warm),
+            "click, warm": statistics.median(c for _, c in warm),
             "idle": idle,
         }
     finally:
@@ -121,15 +155,20 @@ def main() -> None:
     )
     ap.add_argument("--lab", default=str(ROOT / "cache" / "demo-k3"))
     ap.add_argument(
-        "--baseline", default="main", help="the git revision to compare with (checked out in a temp worktree)"
+        "--baseline",
+        default="main",
+        help="the git revisions to compare with, comma-separated (each checked out in a temp worktree)",
     )
     args = ap.parse_args()
+    revs = [r for r in args.baseline.split(",") if r]
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
-        base_tree = Path(tmp) / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base_tree), args.baseline], cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
+        trees = {"this tree": ROOT}
         try:
-            trees = {"this tree": ROOT, f"baseline ({args.baseline})": base_tree}
+            for i, rev in enumerate(revs):
+                tree = Path(tmp) / f"baseline-{i}"
+                subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True,
+                               capture_output=True)  # fmt: skip
+                trees[f"baseline {rev}"] = tree
             caches = {name: Path(tmp) / f"cache-{i}.sqlite" for i, name in enumerate(trees)}
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
             for name, tree in trees.items():  # warm each tree's cache: one unmeasured start
@@ -140,17 +179,22 @@ def main() -> None:
                     runs[name].append(measure(browser, tree, args.lab, 3, caches[name]))
             browser.close()
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT, capture_output=True)
+            for tree in trees.values():
+                if tree != ROOT:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
-    now, base = med["this tree"], med[f"baseline ({args.baseline})"]
-    print(f"medians of {args.repeats} cold starts (3 switches and clicks each), lab {Path(args.lab).name}")
-    print(f"{'tree':<26} {'cold /simplex s':>15} {'page switch s':>14} {'click s':>8} {'idle msgs/s':>12}")
+    now = med["this tree"]
+    cols = ["cold", "switch", "click", "switch, paused", "click, paused", "switch, warm", "click, warm", "idle"]
+    print(f"medians of {args.repeats} cold starts, lab {Path(args.lab).name}; seconds (idle: websocket messages/s)")
+    print(f"switch/click: 3 each right after the first paint; paused: one after a {PAUSE:.0f} s pause; warm: 3 each")
+    print("once the server's CPU is quiet (its warm-up done)")
+    print(f"{'tree':<28}" + "".join(f"{c:>15}" for c in cols))
     for name, r in med.items():
-        print(f"{name:<26} {r['cold']:>15.2f} {r['switch']:>14.2f} {r['click']:>8.2f} {r['idle']:>12.1f}")
-    print(
-        f"{'ratio (this ÷ baseline)':<26} {now['cold'] / base['cold']:>15.2f} {now['switch'] / base['switch']:>14.2f} "
-        f"{now['click'] / base['click']:>8.2f}"
-    )
+        print(f"{name:<28}" + "".join(f"{r[c]:>15.2f}" for c in cols))
+    for name, base in med.items():
+        if name != "this tree":
+            ratio = f"this ÷ {name.split()[-1]}"
+            print(f"{ratio:<28}" + "".join(f"{now[c] / base[c]:>15.2f}" for c in cols[:-1]))
 
 
 if __name__ == "__main__":

@@ -258,6 +258,11 @@ def main() -> None:
     ap.add_argument("--materialize", type=int, default=2, help="mixtures timed on the materialised path")
     ap.add_argument("--loss-rows", type=int, default=64, help="rows per pass at most on the loss benchmark")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--benchmarks", default="loss,gen", help="which of loss, gen to time, comma-separated")
+    ap.add_argument(
+        "--paths", default="materialize,naive,pipeline,batched", help="which paths to time besides the floor"
+    )
+    ap.add_argument("--floor-repeats", type=int, default=2, help="the floor is the best of this many runs")
     ap.add_argument("--keep", help="build the lab in this folder and keep it (reused when it holds one)")
     ap.add_argument("--eval-folder", help=argparse.SUPPRESS)  # internal: the pipeline's evaluation process
     ap.add_argument("--lab-dir", help=argparse.SUPPRESS)
@@ -291,16 +296,26 @@ def main() -> None:
         batched = [int(m) for m in args.batched.split(",") if m]
         header = f"{'benchmark':<6} {'path':<28} {'rows/pass':>9} {'s/mixture':>10} {'× floor':>8}"
         print(f"\n{header}\n{'-' * len(header)}", flush=True)
-        for bench in ("gen", "loss"):
-            floor = floor_seconds(probe, lab_dir, bench, args)
+        for bench in [b for b in ("loss", "gen") if b in args.benchmarks.split(",")]:  # cheaper first
+            floor = floor_seconds(probe, lab_dir, bench, args, args.floor_repeats)
+            paths = args.paths.split(",")
 
             def row(name: str, per_pass: int, s: float, _bench=bench, _floor=floor) -> None:
                 print(f"{_bench:<6} {name:<28} {per_pass:>9} {s:>10.2f} {s / _floor:>8.2f}", flush=True)
 
             row("floor: transformers alone", args.prompts, floor)
-            ws = mixtures(args.materialize, 1)
-            row("mixlab materialize", args.prompts, engine_seconds(lab, bench, ws, "materialize", args.prompts, tmp))
-            for m in batched:
+            if "materialize" in paths:
+                ws = mixtures(args.materialize, 1)
+                row(
+                    "mixlab materialize", args.prompts, engine_seconds(lab, bench, ws, "materialize", args.prompts, tmp)
+                )
+            w = mixtures(1, 2)[0]
+            if "naive" in paths:
+                naive = "naive: PEFT merge+generate" if bench == "gen" else "naive: PEFT merge+forward"
+                row(naive, args.prompts, naive_seconds(lab_dir, bench, w, args))
+            if "pipeline" in paths:
+                row("pipeline: 2 processes", args.prompts, pipeline_seconds(lab_dir, bench, w, args, tmp))
+            for m in batched if "batched" in paths else []:
                 per_pass = (
                     m * args.prompts if bench == "gen" else min(m * args.prompts, max(args.loss_rows, args.prompts))
                 )
@@ -309,10 +324,6 @@ def main() -> None:
                     per_pass,
                     engine_seconds(lab, bench, mixtures(m, 10 + m), "batched", per_pass, tmp),
                 )
-            w = mixtures(1, 2)[0]
-            naive = "naive: PEFT merge+generate" if bench == "gen" else "naive: PEFT merge+forward"
-            row(naive, args.prompts, naive_seconds(lab_dir, bench, w, args))
-            row("pipeline: 2 processes", args.prompts, pipeline_seconds(lab_dir, bench, w, args, tmp))
             print(flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

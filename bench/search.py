@@ -72,7 +72,9 @@ def bench_lab(name: str, seeds: int, trials: int, device: str, folder: Path) -> 
         if proxy.lookup(engine, engine.request([m], "linear", {}, probe.used)) is not None
     ]
     if len(shipped) < len(paper_grid(len(names))) / 2:  # not swept with the presets (the recycling pool)
-        cached = engine.results("linear", {})
+        # the lab's shipped scores only: a kept folder's store also holds the test scores of earlier runs' picks
+        cached = Engine(lab, Store(":memory:", seed_from=lab.root / "evaluations.jsonl"), device=device)
+        cached = cached.results("linear", {})
         cached = cached[(cached.kind == "proxy") & cached.benchmark.isin(probe.used)]
         wide = cached.pivot_table(index=list(names), columns="benchmark", values="score", aggfunc="first")
         shipped = [Mixture.of(names, list(w), normalize=True) for w in wide.dropna(subset=probe.used).index]

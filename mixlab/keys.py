@@ -57,7 +57,11 @@ class CacheKey:
 
     @classmethod
     def merge(cls, base: str, experts: Sequence[str], spec: MergeSpec, benchmark: dict) -> CacheKey:
-        """θ_0 + merge(τ, w): base and expert fingerprints, method, params, weights (rounded), exclusions."""
+        """θ_0 + merge(τ, w): base and expert fingerprints, method, params, weights (rounded), exclusions.
+
+        A merge whose weights differ per layer group is another model: its key adds ``layer_groups`` (the
+        partition rule's version and every group's weights, rounded). A plain merge's key has no such field,
+        so every key stored before layer groups existed is unchanged."""
         model = {
             "kind": "merge",
             "base": base,
@@ -67,6 +71,10 @@ class CacheKey:
             "weights": [round(w, ROUND) for w in spec.weights],
             "exclude": list(spec.exclude),
         }
+        if spec.groups is not None:
+            from mixlab.merge.groups import RULE
+
+            model["layer_groups"] = {"rule": RULE, "weights": [[round(w, ROUND) for w in g] for g in spec.groups]}
         return cls.of(model, benchmark)
 
     @classmethod

@@ -104,7 +104,7 @@ def end(procs: Sequence[psutil.Process], grace: float) -> None:
 
 def kill_tree(pid: int) -> None:
     """Kill ``pid`` and every process below it: freeze them first (so none spawns more), then kill. For a
-    tree that cannot be killed as one process group (ninja runs each compile in a group of its own)."""
+    tree that cannot be killed as one process group (a member may start a group of its own, as ninja does)."""
     try:
         top = psutil.Process(pid)
     except psutil.NoSuchProcess:

@@ -11,6 +11,9 @@ data (each benchmark's ``search_data``) and reported on the test data (``data``)
   recycling paper and mergekit-evolve). With ``start=True`` the search first evaluates the greedy soup and
   the best single checkpoint (CMA-ES centred on the soup); with ``space="sparse"`` it searches the
   spike-and-slab box, where a merge of a few checkpoints is a region, not a face (see :mod:`mixlab.search`).
+  With ``layer_groups=N`` (> 1) it searches a weight per checkpoint in each of N layer groups
+  (:mod:`mixlab.merge.groups`; LoRA-Soups / mergekit-evolve style): the searched merge is then no point of
+  the simplex, and its row names each checkpoint's weight per group (its ``weights``: their mean).
 
 The searched row records the search (sampler, seed, trials) and every point it evaluated, in order.
 What a seed guarantees: on the same machine, the same study; on another CPU, the same sampler and seed
@@ -46,7 +49,11 @@ from mixlab.simplex import Mixture
 
 RECORD = "recycle.json"  # a recycling lab's table, with its search's settings and points
 NOISE_SE = 2.0  # a difference within this many standard errors is "within noise"
-DEFAULTS = {"space": "simplex", "start": False}  # settings a record names only when it differs from these
+DEFAULTS = {
+    "space": "simplex",
+    "start": False,
+    "layer_groups": 1,
+}  # settings a record names only when it differs from these
 
 
 def recycle(
@@ -64,13 +71,24 @@ def recycle(
     cancel=None,
     space: str = "simplex",
     start: bool = False,
+    layer_groups: int = 1,
 ) -> list[dict]:
     """One row per candidate: name, weights, dev objective, test scores per benchmark (and their example
     counts ``n`` and metrics), test objective; the searched row adds ``search`` (its settings and the points
     it evaluated). With ``replay``, the searched candidate is the best of those recorded points instead of a
-    new search; ``study`` names the optuna study a search runs in (default: named by its settings)."""
+    new search; ``study`` names the optuna study a search runs in (default: named by its settings).
+    ``layer_groups`` > 1: the search gives each checkpoint a weight per layer group (:mod:`mixlab.merge.groups`);
+    its row adds ``layer_groups`` (the groups' names and each checkpoint's weight in each)."""
     search = Search(
-        engine, [objective], method=method, params=params, sampler=sampler, seed=seed, name=study, space=space
+        engine,
+        [objective],
+        method=method,
+        params=params,
+        sampler=sampler,
+        seed=seed,
+        name=study,
+        space=space,
+        layer_groups=layer_groups,
     )
     names = engine.names
     test = [engine.lab.benchmark(n) for n in search.used]
@@ -102,7 +120,7 @@ def recycle(
     else:
         starts = [soup(greedy), best_single] if start else []
         result = search.run(trials, progress=progress, cancel=cancel, start=starts)
-    found = result.best[0]["weights"]
+    found = search._mixture(result.best[0].get("groups") or result.best[0]["weights"])
     record = {
         "objective": objective,
         "method": search.method,
@@ -110,30 +128,32 @@ def recycle(
         "sampler": sampler,
         "seed": seed,
         "trials": len(replay) if replay is not None else trials,
-        "points": [r["weights"] for r in result.trials if r["state"] == "complete"],
+        "points": [r.get("groups") or r["weights"] for r in result.trials if r["state"] == "complete"],
     }
-    record |= {k: v for k, v in (("space", space), ("start", start)) if v != DEFAULTS[k]}  # older records stay equal
+    settings = (("space", space), ("start", start), ("layer_groups", layer_groups))
+    record |= {k: v for k, v in settings if v != DEFAULTS[k]}  # older records stay equal  # older records stay equal
     candidates = {
-        "best single checkpoint": best_single,
-        "uniform average": soup(names),
-        "greedy soup": soup(greedy),
+        "best single checkpoint": mixture(best_single),
+        "uniform average": mixture(soup(names)),
+        "greedy soup": mixture(soup(greedy)),
         f"searched ({sampler})": found,
     }
     rows = []
-    for label, weights in candidates.items():
-        m = mixture(weights)
+    for label, m in candidates.items():
         evals = engine.proxy(m, search.request_method, None, test, cancel=cancel)
         scores = {e.benchmark: e.score for e in evals}
         rows.append(
             {
                 "candidate": label,
                 "weights": {n: w for n, w in m.as_dict().items() if w > 0},
-                "dev_objective": dev(m.as_dict()),
+                # a plain mixture's dev score as it was always keyed: from its rounded weights
+                "dev_objective": dev(m.as_dict()) if m.groups is None else search.dev_values(m, cancel=cancel)[0],
                 "test": scores,
                 "n": {e.benchmark: e.n for e in evals},
                 "metric": {e.benchmark: e.metric for e in evals},
                 "test_objective": search.objectives[0].value(scores, search.hib),
             }
+            | ({"layer_groups": {"groups": search.group_names, "weights": m.group_dict()}} if m.groups else {})
         )
     rows[-1]["search"] = record
     return rows
@@ -150,6 +170,7 @@ def recorded_points(
     seed: int,
     space: str = "simplex",
     start: bool = False,
+    layer_groups: int = 1,
 ) -> list[dict] | None:
     """The points the lab's ``recycle.json`` recorded, when its search had these settings; else None."""
     if not (lab.root / RECORD).is_file():
@@ -161,7 +182,7 @@ def recorded_points(
     except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
         raise MixlabError(f"{file}: not a recycle table with a recorded search ({type(e).__name__}: {e})") from None
     wanted = dict(objective=objective, method=method, params=params, sampler=sampler, trials=trials, seed=seed)
-    wanted |= {"space": space, "start": start}
+    wanted |= {"space": space, "start": start, "layer_groups": layer_groups}
     if any(rec.get(k, DEFAULTS.get(k)) != v for k, v in wanted.items()):
         return None
     points = rec.get("points")
@@ -203,6 +224,7 @@ def compare(
     cancel=None,
     space: str = "simplex",
     start: bool = False,
+    layer_groups: int = 1,
 ) -> Recycled:
     """:func:`recycle` as the dashboard asks for it, never silently growing a stored study (see the module
     docstring): recycle.json's points when its settings match; else the study named by the settings — run
@@ -218,12 +240,13 @@ def compare(
         seed=seed,
         space=space,
         start=start,
+        layer_groups=layer_groups,
     )
     name, remaining = None, trials
     if points is not None:
         origin = f"replayed the {len(points)} points recorded in {RECORD} (the same settings)"
     else:
-        search = Search(engine, [objective], sampler=sampler, seed=seed, space=space)
+        search = Search(engine, [objective], sampler=sampler, seed=seed, space=space, layer_groups=layer_groups)
         name = study_name(trials, search.default_name, start)
         search.name = name
         stored = search.stored_points()
@@ -247,6 +270,7 @@ def compare(
         cancel=cancel,
         space=space,
         start=start,  # a resumed study keeps its own history (Search.run)
+        layer_groups=layer_groups,
     )
     rows[-1]["search"]["trials"] = trials
     return Recycled(rows, origin, name, engine.store.count() - before)

@@ -27,10 +27,15 @@ def tolerance(k: int) -> float:
 
 @dataclass(frozen=True)
 class Mixture:
-    """Weights over named experts, validated to lie on the simplex."""
+    """Weights over named experts, validated to lie on the simplex.
+
+    ``groups``: a merge whose weights differ per layer group (:mod:`mixlab.merge.groups`), one point of the
+    simplex per group, shallowest first; ``weights`` is then their mean (what a plot places it at). None: the
+    same weights everywhere (every mixture before layer groups, and their cache keys)."""
 
     names: tuple[str, ...]
     weights: tuple[float, ...]
+    groups: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.names) != len(self.weights):
@@ -38,15 +43,39 @@ class Mixture:
                 f"mixture has {len(self.weights)} weights for {len(self.names)} experts {list(self.names)}"
             )
         validate_weights(self.weights)
+        for g, row in enumerate(self.groups or ()):
+            if len(row) != len(self.names):
+                raise MixtureWeightsError(f"layer group {g} has {len(row)} weights for {len(self.names)} experts")
+            validate_weights(row)
 
     @classmethod
     def of(cls, names: Sequence[str], weights: Sequence[float], normalize: bool = False) -> Mixture:
         return cls(tuple(names), tuple(validate_weights(weights, normalize=normalize)))
 
+    @classmethod
+    def grouped(cls, names: Sequence[str], rows: Sequence[Sequence[float]], normalize: bool = False) -> Mixture:
+        """A merge with one point of the simplex per layer group (``rows``, shallowest group first); one row is
+        a plain mixture."""
+        groups = tuple(tuple(validate_weights(r, len(names), normalize=normalize)) for r in rows)
+        if not groups:
+            raise MixtureWeightsError("a grouped mixture needs at least one layer group")
+        if all(g == groups[0] for g in groups):  # the same weights everywhere: a plain mixture (and its key)
+            return cls(tuple(names), groups[0])
+        mean = validate_weights([math.fsum(col) / len(groups) for col in zip(*groups)], normalize=True)
+        return cls(tuple(names), tuple(mean), groups)
+
+    def group_dict(self) -> dict[str, list[float]] | None:
+        """Each expert's weight in each layer group (rounded as :meth:`as_dict`), or None for a plain mixture."""
+        if self.groups is None:
+            return None
+        return {n: [round(row[i], ROUND) for row in self.groups] for i, n in enumerate(self.names)}
+
     def as_dict(self) -> dict[str, float]:
         return {n: round(w, ROUND) for n, w in zip(self.names, self.weights)}
 
     def label(self) -> str:
+        if self.groups is not None:
+            return " | ".join(", ".join(f"{n}={w:.3g}" for n, w in zip(self.names, r)) for r in self.groups)
         return ", ".join(f"{n}={w:.3g}" for n, w in zip(self.names, self.weights))
 
 

@@ -800,6 +800,31 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
     assert any(j.startswith("recycling 15 checkpoints") for j in frame(at, "job").job)
 
 
+def test_recycling_with_layer_groups_shows_each_checkpoints_weight_per_group(app):
+    """The Recycling section's "Layer groups": a search of 2 trials with 2 groups (block 0, block 1 of the demo's
+    Llama) ends with a table of each checkpoint's weight per group, whose mean is the bar chart's weight."""
+    from views.jobs import worker
+
+    app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
+    at = _open(app, "views/7_search.py")
+    at.number_input(key="recycle_trials").set_value(2)
+    at.number_input(key="recycle_groups").set_value(2)
+    at.run()
+    at.button(key="recycle_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = worker().wait(worker().jobs[-1], timeout=1200)
+    assert job.state == "done", job.error
+    assert job.description.endswith("2 trials, 2 layer groups)")
+    at.run()
+    assert not at.exception
+    groups = frame(at, "block 0")
+    assert list(groups.columns) == ["block 0", "block 1"]
+    searched = job.result.rows[-1]
+    means = groups.mean(axis=1)
+    assert means[means > 0].to_dict() == pytest.approx(searched["weights"], abs=1e-4)
+    assert "new study recycle-2t-" in job.result.origin
+
+
 def test_pages_poll_only_while_a_job_runs(monkeypatch):
     """An idle page does not rerun: the progress fragment gets run_every only while its job is active."""
     import views.jobs as shared

@@ -327,12 +327,36 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         expect(
             page.get_by_text(re.compile(r"The winner's test mean of add, rev, sort: \d\.\d{4}; uniform: "))
         ).to_be_visible()
-        expect(page.get_by_text("Importance of each expert's weight")).to_be_visible()
+        expect(page.get_by_text("Importance of each expert's weight")).to_be_visible(timeout=60_000)  # under load
         page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)  # weights, history, importance, slice…
         expect(page.get_by_text(re.compile(r"^Contour: the objective \(dev\) over the weights of"))).to_be_visible()
         contours = "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p._fullData.some(t => t.type === 'contour')).length"
         page.wait_for_function(f"({contours})() === 1", timeout=60_000)
         page.screenshot(path=str(tmp_path / "search_done.png"), full_page=True)
+
+        # a second study (random search), then the studies compared: one best-so-far curve per study
+        page.get_by_test_id("stSelectbox").filter(has_text="Sampler").click()
+        page.get_by_role("option", name="random", exact=True).click()
+        _settled(page)
+        page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").click()
+        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort \(random"))).to_be_visible(
+            timeout=1_800_000
+        )
+        expect(page.get_by_text("Studies compared")).to_be_visible(timeout=60_000)
+        curves = (
+            "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => "
+            "(p.layout?.yaxis?.title?.text || '').startsWith('best so far')).map(p => p._fullData.map(t => "
+            "[t.name, t.x.length, Math.max(...t.y)]))"
+        )
+        # the section is drawn again when the job ends: wait for both curves with their 3 trials each
+        full = f"(() => {{ const c = ({curves})(); return c.length === 1 && c[0].every(t => t[1] === 3); }})()"
+        page.wait_for_function(full, timeout=120_000)
+        (drawn,) = page.evaluate(curves)
+        assert len(drawn) == 2, drawn  # this study and the one compared with it
+        assert {name.split("-")[1] for name, _, _ in drawn} == {"random", "tpe"}, drawn
+        assert all(n == 3 for _, n, _ in drawn), drawn  # each curve has its 3 trials
+        page.get_by_text("Studies compared").scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "search_compare.png"), full_page=True)
 
         page.goto(f"{server}/search?lab={ROOT / 'cache' / 'demo-recycle'}")
         page.get_by_role("button", name="Compare").wait_for(timeout=120_000)

@@ -102,26 +102,50 @@ def _alive(procs) -> list:
     return out
 
 
+def _slow_compiler(tmp_path) -> str:
+    """A C++ compiler that first sleeps a minute: a build that is still running when the test acts."""
+    script = tmp_path / "slow-c++"
+    script.write_text('#!/bin/sh\nsleep 60\nexec c++ "$@"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def _built(folder: Path) -> list[str]:
+    """Builds renamed into place (a private ``.name.*`` folder is one still being written)."""
+    return [p.name for p in folder.iterdir() if p.name.startswith("mixlab_kernels_")]
+
+
+@can_build
+def test_a_fresh_build_compiles_loads_and_is_kept(tmp_path):
+    proc = _loader(tmp_path / "kernels")
+    out, err = proc.communicate(timeout=240)
+    assert out.strip() == "True", err
+    (name,) = _built(tmp_path / "kernels")
+    assert (tmp_path / "kernels" / name / f"{name}.so").is_file()
+
+
 @can_build
 def test_a_build_over_its_time_limit_falls_back_with_a_notice_and_leaves_nothing(tmp_path):
-    proc = _loader(tmp_path, MIXLAB_KERNEL_BUILD_TIMEOUT="0.5")
+    builds = tmp_path / "kernels"
+    proc = _loader(builds, MIXLAB_KERNEL_BUILD_TIMEOUT="0.5", CXX=_slow_compiler(tmp_path))
     out, err = proc.communicate(timeout=120)
     assert out.strip() == "False"
     assert "fused CPU merge kernels unavailable (TimeoutError: the build took over 0.5 s" in err
     assert "using the torch kernels" in err and len(err.strip().splitlines()) == 1  # one line
-    assert not list(tmp_path.iterdir())  # no half-built folder, nothing renamed into place
+    assert not list(builds.iterdir())  # no half-built folder, nothing renamed into place
 
 
 @can_build
 def test_killing_the_process_while_its_kernels_build_leaves_no_compiler_behind(tmp_path):
-    proc = _loader(tmp_path)
+    builds = tmp_path / "kernels"
+    proc = _loader(builds, CXX=_slow_compiler(tmp_path))
     parent = psutil.Process(proc.pid)
     seen: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         for child in parent.children(recursive=True):
             seen.setdefault(child.pid, child)
-        if any(p.name() in ("cc1plus", "ninja", "c++", "g++") for p in _alive(seen.values())):
+        if any(p.name() == "sleep" for p in _alive(seen.values())):  # the compiler's process is under way
             break
         time.sleep(0.05)
     else:
@@ -136,14 +160,19 @@ def test_killing_the_process_while_its_kernels_build_leaves_no_compiler_behind(t
     while _alive(seen.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(seen.values()), [p.name() for p in _alive(seen.values())]
-    assert not (tmp_path / kernels._build_name()).exists()  # nothing half-built in place
+    assert not _built(builds)  # nothing half-built in place
 
 
-def test_each_environment_keeps_its_own_kernel_build(monkeypatch):
-    import sys
-
+def test_the_build_is_keyed_by_its_source_compiler_and_flags(monkeypatch):
     from mixlab.merge import fused
 
+    monkeypatch.delenv("CXX", raising=False)
     here = fused._build_name()
-    monkeypatch.setattr(sys, "prefix", "/elsewhere/.venv")
-    assert fused._build_name() != here and fused._build_name().startswith("mixlab_kernels_")
+    assert here.startswith("mixlab_kernels_") and fused._build_name() == here
+    monkeypatch.setenv("CXX", "clang++")
+    assert fused._build_name() != here
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(fused, "_CFLAGS", [*fused._CFLAGS, "-march=native"])
+    assert fused._build_name() != here
+    monkeypatch.setattr(fused, "_SOURCE", fused._SOURCE + "// edited\n")
+    assert fused._build_name() != here

@@ -302,12 +302,34 @@ sparse = r3.checkbox(
     help="The search may set weights to exactly 0 (so it can settle on a few checkpoints) and evaluates the "
     "greedy soup and the best single checkpoint first, CMA-ES starting at the soup",
 )
+r4, _ = st.columns([1, 2])
+rgroups = int(
+    r4.number_input(
+        "Layer groups",
+        1,
+        16,
+        1,
+        key="recycle_groups",
+        help="Search a weight per checkpoint in each of N layer groups (runs of consecutive blocks; the input and "
+        "output sides belong to the first and last) — LoRA-Soups / mergekit-evolve style. 1: one weight per "
+        "checkpoint. A merge per group is another model: scored and cached apart from the plain merges.",
+    )
+)
 job = current_job()
 if st.button("Compare", key="recycle_run", disabled=job is not None and job.active):
-    request = RecycleJob(objective, "cmaes", rtrials, 0, space="sparse" if sparse else "simplex", start=sparse)
+    request = RecycleJob(
+        objective,
+        "cmaes",
+        rtrials,
+        0,
+        space="sparse" if sparse else "simplex",
+        start=sparse,
+        layer_groups=rgroups,
+    )
+    said = f"{', sparse from the soup' * sparse}{f', {rgroups} layer groups' * (rgroups > 1)}"
     ss.recycle_job = submit(
         request,
-        f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials{', sparse from the soup' * sparse})",
+        f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials{said})",
     ).id
 job = current_job()
 if job is not None and job.id == ss.get("recycle_job"):
@@ -336,7 +358,17 @@ def recycle_result(rows: list[dict], said: str) -> None:
         "(SE: the binomial standard error of each test objective, the two added in quadrature — they share their "
         "examples, so this overstates the noise of the difference.)"
     )
-    chart(weights_figure(rows[-1]["weights"], "weight in the searched merge"), key="recycle_weights")
+    grouped = rows[-1].get("layer_groups")
+    chart(
+        weights_figure(
+            rows[-1]["weights"], "mean weight over layer groups" if grouped else "weight in the searched merge"
+        ),
+        key="recycle_weights",
+    )
+    if grouped:
+        st.caption("The searched merge's weight of each checkpoint in each layer group (the bars: their mean).")
+        per_group = pd.DataFrame(grouped["weights"], index=grouped["groups"]).T
+        st.dataframe(per_group[(per_group > 0).any(axis=1)].round(4), key="recycle_groups_table")
 
 
 if job is not None and job.state == "done" and job.id == ss.get("recycle_job"):

@@ -3,8 +3,10 @@ evaluation waits for; a page submits them, and shows the session's last job with
 
 from __future__ import annotations
 
+import importlib
 import os
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import streamlit as st
 
@@ -14,6 +16,7 @@ from mixlab.run.jobs import Job, Worker
 from mixlab.run.requests import JobRequest, ProxyJob
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.simplex import Mixture
+from mixlab.warmup import Warmup
 from views.state import backend_name, engine
 from views.text import escape
 
@@ -24,27 +27,28 @@ def worker() -> Worker:
 
 
 @st.cache_resource
-def _warmup() -> threading.Thread:
-    """Once per server process: the work the first evaluation would otherwise wait for (importing the
-    model stack, building the fused merge kernels) starts in the background once the first page is drawn
-    (app.py), so the first paint does not share the CPU with it. MIXLAB_NO_WARMUP=1 leaves it to the first
-    evaluation (tests/test_first_paint.py: what a page imports by itself)."""
+def _warmup() -> Warmup:
+    """Once per server process: the work the first evaluation would otherwise wait for (importing torch and
+    transformers, loading the fused merge kernels), in the background, each step once the server has been
+    idle for a moment (mixlab.warmup), so that neither the first paint nor the next page switch shares the
+    GIL with it. MIXLAB_NO_WARMUP=1 leaves it to the first evaluation (tests/test_first_paint.py: what a
+    page imports by itself)."""
+    from mixlab.merge import fused
+    from mixlab.names import import_stack
 
-    def run() -> None:
-        from mixlab.merge import fused
-        from mixlab.names import import_stack
-
-        import_stack()
-        fused.available()
-
-    thread = threading.Thread(target=run, name="mixlab-warmup", daemon=True)
-    if not os.environ.get("MIXLAB_NO_WARMUP"):
-        thread.start()
-    return thread
+    return Warmup([lambda: importlib.import_module("torch"), import_stack, fused.available])
 
 
-def start_warmup() -> None:
-    _warmup()
+@contextmanager
+def page_run() -> Iterator[None]:
+    """Around a page run (app.py): the warm-up waits while one is open, and starts after the first."""
+    warmup = _warmup()
+    try:
+        with warmup.busy():
+            yield
+    finally:  # also after st.stop() or a rerun
+        if not os.environ.get("MIXLAB_NO_WARMUP"):
+            warmup.start()
 
 
 def _stages(eng: Engine, progress, cancel) -> None:
@@ -52,16 +56,16 @@ def _stages(eng: Engine, progress, cancel) -> None:
     from mixlab.errors import Cancelled
     from mixlab.merge import fused
 
-    def warm() -> None:  # wait for the background warm-up, but let a cancel through every half second
-        thread = _warmup()
-        if thread.ident is None:  # never started (MIXLAB_NO_WARMUP): import here
-            from mixlab.names import import_stack
-
-            import_stack()
-        while thread.is_alive():
+    def warm() -> None:  # the background warm-up's steps now, but let a cancel through every half second
+        warmup = _warmup()
+        warmup.hurry()
+        while warmup.is_alive():
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            thread.join(0.5)
+            warmup.join(0.5)
+        from mixlab.names import import_stack
+
+        import_stack()  # never started (MIXLAB_NO_WARMUP) or a step failed: here, where its error is reported
 
     stages = (
         ("importing the model stack", warm),

@@ -66,6 +66,14 @@ def add_commands(sub) -> None:
         action="store_true",
         help="evaluate the greedy soup and the best single checkpoint first (CMA-ES starts at the soup)",
     )
+    s.add_argument(
+        "--layer-groups",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="search a weight per checkpoint in each of N layer groups (runs of consecutive blocks, the input and "
+        "output sides included; LoRA-Soups / mergekit-evolve style); 1: one weight per checkpoint",
+    )
     s.add_argument("--json", action="store_true", help="print the table as JSON")
     s.add_argument(
         "--fresh",
@@ -138,6 +146,7 @@ def cmd_recycle(args) -> None:
         seed=args.seed,
         space=args.space,
         start=args.start,
+        layer_groups=args.layer_groups,
     )
     points = None if args.fresh else recorded_points(engine.lab, method="linear", params={}, **settings)
     before = engine.store.count()
@@ -153,6 +162,7 @@ def cmd_recycle(args) -> None:
             replay=points,
             space=args.space,
             start=args.start,
+            layer_groups=args.layer_groups,
         )
     new = engine.store.count() - before
     origin = (
@@ -175,4 +185,10 @@ def cmd_recycle(args) -> None:
     print(
         "searched weights: "
         + ", ".join(f"{n} {w:.3f}" for n, w in sorted(searched["weights"].items(), key=lambda x: -x[1]))
+        + (" (the mean over its layer groups)" if "layer_groups" in searched else "")
     )
+    if "layer_groups" in searched:
+        groups = searched["layer_groups"]
+        for j, name in enumerate(groups["groups"]):
+            row = sorted(((n, w[j]) for n, w in groups["weights"].items() if w[j] > 0), key=lambda x: -x[1])
+            print(f"  {name}: " + ", ".join(f"{n} {w:.3f}" for n, w in row))

@@ -1,11 +1,16 @@
-"""Fused CPU kernels, compiled on first use with torch's C++ extension loader (a C++ compiler + ninja),
-and optional: when they cannot be built (no compiler, no AVX2, a build over MIXLAB_KERNEL_BUILD_TIMEOUT
+"""Fused CPU kernels: plain C++ over float pointers (no torch headers), compiled on first use with the
+system's C++ compiler into a shared library loaded with ctypes, and optional: when they cannot be built (no compiler, no AVX2, a build over MIXLAB_KERNEL_BUILD_TIMEOUT
 seconds, MIXLAB_NO_KERNELS=1), callers fall back to the pure-torch kernels in mixlab.merge.methods,
 which are also the reference the tests compare these against.
 
 TIES's sign election and disjoint mean touch every entry of K task vectors several times; as separate
 torch ops that is ~10 passes (compute-bound on a CPU: ~0.04× memcpy). The fused AVX2 loops read
 each input once and write once, so a re-merge runs at memory bandwidth (bench/merge.py).
+
+Why plain C++ and ctypes rather than torch's extension loader: the loader compiles against torch's headers
+(torch/extension.h, pybind11), 39 s of compiler CPU for two loops (and, on a loaded machine,
+past the build's time limit), where this file alone compiles in about half a second of CPU. A ctypes call
+also releases the GIL while the loops run.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from mixlab.lazy import torch
 
 _SOURCE = r"""
-#include <torch/extension.h>
+#include <cstdint>
 #include <immintrin.h>
 
 // out[i] = base[i] + scale * m[i], where s = Σ_k w_k t_k[i]; agreeing k: t_k[i]·s > 0;
@@ -36,14 +41,9 @@ static inline float one(const float* d, const float* wp, int64_t K, int64_t n, i
   return normalize ? (den > 0.f ? num / den : 0.f) : num;
 }
 
-void sign_consensus(torch::Tensor base, torch::Tensor stacked, torch::Tensor w, torch::Tensor out,
-                    double scale, bool normalize) {
-  const int64_t n = base.numel();
-  const int64_t K = stacked.size(0);
-  const float* b = base.data_ptr<float>();
-  const float* d = stacked.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  float* o = out.data_ptr<float>();
+// base, out: (n,); stacked: (K, n) row-major; w: (K,)
+extern "C" void sign_consensus(const float* b, const float* d, const float* wp, float* o, int64_t n, int64_t K,
+                               double scale, int normalize) {
   const float sc = static_cast<float>(scale);
   const int64_t n8 = n - n % 8;
   const __m256 zero = _mm256_setzero_ps(), vsc = _mm256_set1_ps(sc);
@@ -68,13 +68,8 @@ void sign_consensus(torch::Tensor base, torch::Tensor stacked, torch::Tensor w, 
 }
 
 // out[i] = base[i] + Σ_k c_k t_k[i]: a linear merge in one pass over memory.
-void weighted_sum(torch::Tensor base, torch::Tensor stacked, torch::Tensor c, torch::Tensor out) {
-  const int64_t n = base.numel();
-  const int64_t K = stacked.size(0);
-  const float* b = base.data_ptr<float>();
-  const float* d = stacked.data_ptr<float>();
-  const float* cp = c.data_ptr<float>();
-  float* o = out.data_ptr<float>();
+// base, out: (n,); stacked: (K, n) row-major; c: (K,)
+extern "C" void weighted_sum(const float* b, const float* d, const float* cp, float* o, int64_t n, int64_t K) {
   const int64_t n8 = n - n % 8;
   #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n8; i += 8) {
@@ -94,33 +89,41 @@ _lock = threading.Lock()
 _module = None
 _failed: str | None = None
 
-BUILD_TIMEOUT = 300.0  # seconds; MIXLAB_KERNEL_BUILD_TIMEOUT overrides. A build takes ~35 s on 2 cores.
+BUILD_TIMEOUT = 300.0  # seconds; MIXLAB_KERNEL_BUILD_TIMEOUT overrides. A build takes ~0.5 s of CPU.
 STALE_BUILD_SECONDS = 3600  # a private build folder this old was left by a killed build: removed
-_FUNCTIONS = ["sign_consensus", "weighted_sum"]
-_CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+_CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC"]
+
+
+def _compiler() -> list[str]:
+    """``$CXX`` (split as a shell would), else ``c++``."""
+    import shlex
+
+    return shlex.split(os.environ.get("CXX") or "c++")
 
 
 def _build_name() -> str:
-    """Keyed by source, torch version and environment: two venvs (or checkouts) sharing one build root
-    keep a build each (the compile command names each venv's include paths)."""
-    tag = hashlib.sha256(f"{_SOURCE}\0{torch.__version__}\0{sys.prefix}".encode()).hexdigest()[:12]
+    """Keyed by what makes the library: the source, the compiler command and its flags."""
+    tag = hashlib.sha256("\0".join([_SOURCE, *_compiler(), *_CFLAGS]).encode()).hexdigest()[:12]
     return f"mixlab_kernels_{tag}"
 
 
 def _build_root() -> Path:
-    """``MIXLAB_KERNELS_DIR``, else torch's extension folder (``~/.cache/torch_extensions``)."""
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(os.environ.get("MIXLAB_KERNELS_DIR") or get_default_build_root())
+    """``MIXLAB_KERNELS_DIR``, else ``$XDG_CACHE_HOME/mixlab/kernels`` (``~/.cache/mixlab/kernels``)."""
+    if os.environ.get("MIXLAB_KERNELS_DIR"):
+        return Path(os.environ["MIXLAB_KERNELS_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mixlab" / "kernels"
 
 
 def _import(folder: Path, name: str):
-    import importlib.util
+    """The library, its two functions typed (a ctypes call releases the GIL while the loops run)."""
+    import ctypes
 
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.so")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    lib = ctypes.CDLL(str(folder / f"{name}.so"))
+    f32, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.sign_consensus.argtypes = [f32, f32, f32, f32, i64, i64, ctypes.c_double, ctypes.c_int]
+    lib.weighted_sum.argtypes = [f32, f32, f32, f32, i64, i64]
+    lib.sign_consensus.restype = lib.weighted_sum.restype = None
+    return lib
 
 
 def _build(root: Path, name: str, timeout: float) -> Path:
@@ -140,11 +143,11 @@ def _build(root: Path, name: str, timeout: float) -> Path:
     private = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
         (private / "source.cpp").write_text(_SOURCE)
-        args = [name, str(private), str(private / "source.cpp"), ",".join(_FUNCTIONS), ",".join(_CFLAGS)]
+        command = [*_compiler(), *_CFLAGS, str(private / "source.cpp"), "-o", str(private / f"{name}.so")]
         package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this mixlab
         env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mixlab.merge.kernel_build", *args],
+            [sys.executable, "-m", "mixlab.merge.kernel_build", *command],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -172,7 +175,7 @@ def _build(root: Path, name: str, timeout: float) -> Path:
 
 
 def _load():
-    """The compiled module, built on first use; None (with the reason in ``_failed``, said once on stderr)
+    """The compiled library, built on first use; None (with the reason in ``_failed``, said once on stderr)
     when it cannot be had: callers then use the pure-torch kernels."""
     global _module, _failed
     with _lock:
@@ -202,9 +205,16 @@ def available() -> bool:
     return _load() is not None
 
 
-def _applies(*tensors: torch.Tensor) -> bool:
+def _applies(base: torch.Tensor, stacked: torch.Tensor, weights: torch.Tensor, out: torch.Tensor) -> bool:
+    """float32, contiguous, on the CPU, shaped (n,), (K, n…), (K,), (n,) in entries, and the library at hand."""
+    tensors = (base, stacked, weights, out)
+    k, n = weights.numel(), base.numel()
     return (
         all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+        and stacked.dim() > 0
+        and stacked.shape[0] == k
+        and stacked.numel() == k * n
+        and out.numel() == n
         and _load() is not None
     )
 
@@ -216,8 +226,9 @@ def sign_consensus(
     if not _applies(base, stacked, weights, out):
         return False
     _module.sign_consensus(
-        base.view(-1), stacked.view(stacked.shape[0], -1), weights, out.view(-1), float(scale), bool(normalize)
-    )
+        base.data_ptr(), stacked.data_ptr(), weights.data_ptr(), out.data_ptr(), base.numel(), weights.numel(),
+        float(scale), int(bool(normalize)),
+    )  # fmt: skip
     return True
 
 
@@ -225,5 +236,7 @@ def weighted_sum(base: torch.Tensor, stacked: torch.Tensor, coef: torch.Tensor, 
     """out = base + Σ_k coef_k stacked_k in one pass; False where it does not apply."""
     if not _applies(base, stacked, coef, out):
         return False
-    _module.weighted_sum(base.view(-1), stacked.view(stacked.shape[0], -1), coef, out.view(-1))
+    _module.weighted_sum(
+        base.data_ptr(), stacked.data_ptr(), coef.data_ptr(), out.data_ptr(), base.numel(), coef.numel()
+    )
     return True

@@ -9,6 +9,7 @@ from mixlab.checkpoint import Checkpoint
 from mixlab.experts import LoraTaskVector, TaskVector, concat_factors
 from mixlab.lazy import no_grad, torch
 from mixlab.merge import fused
+from mixlab.merge.groups import group_index
 from mixlab.merge.methods import MergeMethod, MergeSpec, generator_for, is_excluded
 from mixlab.simplex import validate_weights
 
@@ -44,7 +45,8 @@ class Merger:
         self.experts = list(experts)
         self.exclude = tuple(exclude)
         changed = set().union(*(e.keys() for e in self.experts))
-        self.keys = [k for k in base.keys() if k in changed and not is_excluded(k, self.exclude)]
+        self.changed = [k for k in base.keys() if k in changed]  # what layer groups partition (excluded too)
+        self.keys = [k for k in self.changed if not is_excluded(k, self.exclude)]
         # θ_0 in float32: merges accumulate in float32, and a float32 base saves a cast per merge
         theta0 = {} if theta0 is None else theta0
         for k in self.keys:
@@ -101,23 +103,29 @@ class Merger:
         """Overwrite ``target[key]`` (a model's parameters) with the merge of ``spec`` for every changed key."""
         method, params = spec.resolved()
         w = validate_weights(spec.weights, len(self.experts))
-        coef = torch.tensor(
-            method.coefficients(w, params) if method.linear_in_task_vectors else w,
-            dtype=torch.float32,
-            device=self.device,
-        )  # (K,) c_i = λ·w_i for linear methods
+        # per layer group (mixlab.merge.groups): each tensor merged with its group's weights; else one row
+        rows = [w] if spec.groups is None else [validate_weights(g, len(self.experts)) for g in spec.groups]
+        index = {} if spec.groups is None else group_index(self.changed, len(rows))
+        coefs = [
+            torch.tensor(
+                method.coefficients(r, params) if method.linear_in_task_vectors else r,
+                dtype=torch.float32,
+                device=self.device,
+            )  # (K,) c_i = λ·w_i for linear methods
+            for r in rows
+        ]
+        wts = [torch.tensor(r, dtype=torch.float32, device=self.device) for r in rows]
         if method.linear_in_task_vectors and self.factored:
             for k in self.keys:
                 base, dst = self.base[k], target[k]
                 a, b, group, transpose = self._factors(k)
-                b = b * coef[group]  # (out, Σr): each rank column scaled by c_i·s_i of its expert
+                b = b * coefs[index.get(k, 0)][group]  # (out, Σr): each rank column scaled by c_i·s_i of its expert
                 m1, m2 = (a.T, b.T) if transpose else (b, a)
                 if dst.dtype == torch.float32 and dst.is_contiguous():
                     torch.addmm(base, m1, m2, out=dst)  # θ_0 + B·A in one pass, into the model
                 else:
                     dst.copy_(torch.addmm(base, m1, m2))
             return
-        wt = torch.tensor(w, dtype=torch.float32, device=self.device)
         stacks = None
         if not method.linear_in_task_vectors:
             stacks = (
@@ -125,6 +133,7 @@ class Merger:
             )
         for k in self.keys:
             base, dst = self.base[k], target[k]
+            coef, wt = coefs[index.get(k, 0)], wts[index.get(k, 0)]
             d = self.stack(k) if stacks is None else stacks[k]  # (K, *shape)
             out = dst if dst.dtype == torch.float32 and dst.is_contiguous() else torch.empty_like(base)
             if stacks is None:

@@ -297,6 +297,11 @@ class MergeSpec:
         if self.mixture is not None:
             object.__setattr__(self, "weights", tuple(self.mixture.weights))
 
+    @property
+    def groups(self) -> tuple[tuple[float, ...], ...] | None:
+        """Per-layer-group weights (:mod:`mixlab.merge.groups`), from the mixture; None: ``weights`` everywhere."""
+        return None if self.mixture is None else self.mixture.groups
+
     def resolved(self) -> tuple[MergeMethod, dict]:
         """The method and its params, resolved here unless the spec was made from a resolved method."""
         if self.kernel is not None:

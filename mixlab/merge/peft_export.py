@@ -33,6 +33,8 @@ def save_lora_merge(
     method, params = spec.resolved()
     if not method.linear_in_task_vectors:
         raise MergeError(f"a PEFT adapter can hold only linear merges (linear, task_arithmetic), not {method.name!r}")
+    if spec.groups is not None:
+        raise MergeError("a merge with per-layer-group weights is exported as a full model, not a PEFT adapter")
     if not all(isinstance(e, LoraTaskVector) for e in experts):
         full = [e.name for e in experts if not isinstance(e, LoraTaskVector)]
         raise MergeError(f"a PEFT adapter export needs LoRA experts; {', '.join(full)} are full fine-tunes")

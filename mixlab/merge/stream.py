@@ -15,6 +15,7 @@ from mixlab.checkpoint import Checkpoint
 from mixlab.experts import TaskVector
 from mixlab.lazy import safetensors_torch, torch
 from mixlab.merge import output
+from mixlab.merge.groups import group_index
 from mixlab.merge.methods import MergeSpec, active, generator_for, is_excluded
 
 if TYPE_CHECKING:
@@ -24,8 +25,14 @@ if TYPE_CHECKING:
 def iter_merged(base: Checkpoint, experts: Sequence[TaskVector], spec: MergeSpec) -> Iterator[tuple[str, Tensor]]:
     """Yield (key, merged tensor in the base's dtype) for every base tensor, one at a time."""
     method, params = spec.resolved()
-    chosen = active(experts, spec.weights)
+    chosen = active(experts, spec.weights)  # a grouped merge's weights are its groups' mean: > 0 in some group
     changes = [set(e.keys()) for e, _ in chosen]
+    index, rows = {}, None
+    if spec.groups is not None:  # per layer group (mixlab.merge.groups), over every tensor any expert changes
+        every = set().union(*(e.keys() for e in experts))
+        index = group_index([k for k in base.keys() if k in every], len(spec.groups))
+        on = [i for i, w in enumerate(spec.weights) if w > 0]  # the experts in ``chosen``, in order
+        rows = [[g[i] for i in on] for g in spec.groups]
     for key in base.keys():
         theta0 = base.get(key)
         if not any(key in c for c in changes) or is_excluded(key, spec.exclude) or not theta0.is_floating_point():
@@ -36,7 +43,7 @@ def iter_merged(base: Checkpoint, experts: Sequence[TaskVector], spec: MergeSpec
             d = e.delta(key, theta0)
             deltas.append(torch.zeros(theta0.shape, dtype=torch.float32) if d is None else d)
             gens.append(generator_for(params["seed"], e.name, key) if method.seeded else None)
-        w = [w for _, w in chosen]
+        w = [w for _, w in chosen] if rows is None else rows[index[key]]
         yield key, method.merge(theta0.float(), deltas, w, params, gens).to(theta0.dtype)
 
 

@@ -161,19 +161,23 @@ class RecycleJob:
     seed: int
     space: str = "simplex"  # mixlab.search.SPACES
     start: bool = False  # start from the greedy soup and the best single checkpoint
+    layer_groups: int = 1  # > 1: a weight per checkpoint per layer group (mixlab.merge.groups)
 
     @classmethod
     def from_spec(cls, spec: dict, lab=None) -> RecycleJob:
-        # space and start are absent from older records: their defaults
+        # space, start and layer_groups are absent from older records: their defaults
         return cls(
             spec["objective"], spec["sampler"], spec["trials"], spec["seed"], spec.get("space", "simplex"),
-            spec.get("start", False),
+            spec.get("start", False), spec.get("layer_groups", 1),
         )  # fmt: skip
 
     def to_spec(self) -> dict:
         spec = {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
         return (
-            spec | ({"space": self.space} if self.space != "simplex" else {}) | ({"start": True} if self.start else {})
+            spec
+            | ({"space": self.space} if self.space != "simplex" else {})
+            | ({"start": True} if self.start else {})
+            | ({"layer_groups": self.layer_groups} if self.layer_groups != 1 else {})
         )
 
     def describe(self) -> str:
@@ -189,6 +193,7 @@ class RecycleJob:
             "seed": self.seed,
             "space": self.space,
             "start": self.start,
+            "layer_groups": self.layer_groups,
         }
         return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
 

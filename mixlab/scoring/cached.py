@@ -22,7 +22,12 @@ def cached(engine, kind: str) -> list[Evaluation]:
     engine.refresh()
     if kind == "proxy":  # the lab's benchmarks only: a search's dev-data and subset scores stay in its study
         names = {b.name for b in engine.lab.benchmarks}
-        return [e for e in engine.store.evaluations(models=engine.models_fp, kind="proxy") if e.benchmark in names]
+        # nor merges with per-layer-group weights (their weights are a mean: they are not points of the simplex)
+        return [
+            e
+            for e in engine.store.evaluations(models=engine.models_fp, kind="proxy")
+            if e.benchmark in names and "layer_groups" not in (e.params or {})
+        ]
     named = {  # (fingerprint, label, weights, replicate): how this lab names each checkpoint; a checkpoint
         # listed twice (as two mixtures' replicates) is named twice
         "base": lambda: [(None, "base", None, None)],

@@ -15,7 +15,7 @@ from mixlab.lazy import torch
 from mixlab.merge import MergeSpec
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.scoring.targets import MergedModel
-from mixlab.simplex import Mixture
+from mixlab.simplex import ROUND, Mixture
 from mixlab.sources import BenchmarkData
 from mixlab.store import Evaluation
 
@@ -26,12 +26,17 @@ SMALL_BENCHMARK = {"exact_match": 128, "lm_loss": 32, "choice": 32}
 
 
 def row(mixture: Mixture, spec: MergeSpec) -> dict:
-    """How a proxy score's row names what was scored."""
+    """How a proxy score's row names what was scored. A merge with per-layer-group weights adds its groups to
+    the row's params (``layer_groups``): the lab's tables of a method's merges leave it out (its ``weights`` are
+    only its groups' mean)."""
+    params = spec.params
+    if mixture.groups is not None:
+        params = {**params, "layer_groups": [[round(w, ROUND) for w in g] for g in mixture.groups]}
     return {
         "kind": "proxy",
         "label": mixture.label(),
         "method": spec.method,
-        "params": spec.params,
+        "params": params,
         "weights": mixture.as_dict(),
     }
 
@@ -72,6 +77,9 @@ def score(engine, request: ProxyRequest, *, refresh: bool = False, progress=None
     benchmarks = request.specs(engine.lab)
     specs = request.merges(engine.excluded)  # the method was resolved once, in the request
     rows = [row(m, sp) for m, sp in zip(mixtures, specs)]
+    grouped = any(m.groups is not None for m in mixtures)
+    if grouped and request.path == "batched":
+        raise EvaluationError("a merge with per-layer-group weights is scored merged (path='materialize')")
     total, done = len(mixtures) * len(benchmarks), 0
     found: dict[tuple[int, str], Evaluation] = {}
     for b in benchmarks:
@@ -83,6 +91,7 @@ def score(engine, request: ProxyRequest, *, refresh: bool = False, progress=None
             {(i, b.name): engine._as_here(hits[k.digest], rows[i]) for i, k in enumerate(keys) if k.digest in hits}
         )
         chosen = request.path if request.path != "auto" else choose_path(engine, request.method, b, len(missing))
+        chosen = "materialize" if grouped else chosen  # the batched layers hold one weight per expert
         if chosen == "batched" and missing and has_images(data.examples):
             raise EvaluationError(f"benchmark {b.name!r} has images: the batched path is for text; use materialize")
         if chosen == "batched" and missing:

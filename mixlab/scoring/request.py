@@ -143,6 +143,8 @@ class ProxyRequest:
         """Its JSON form (a job record's spec): see the module docstring."""
         if any(isinstance(b, BenchmarkSpec) for b in self.benchmarks or ()):
             raise EvaluationError("a request that names benchmarks by spec cannot be recorded; name them")
+        if any(m.groups is not None for m in self.mixtures):  # a record keeps one weight list per mixture
+            raise EvaluationError("a merge with per-layer-group weights cannot be recorded as a proxy job")
         spec = {
             "mixtures": [list(m.weights) for m in self.mixtures],
             "method": self.method.name,

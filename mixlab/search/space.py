@@ -51,22 +51,32 @@ def box_point(weights: Sequence[float], space: str = "simplex") -> list[float]:
     return [float(x) for x in u]
 
 
-def suggest_weights(trial, k: int, sampler: str, space: str = "simplex") -> list[float]:
+def _name(i: int, g: int, groups: int) -> str:
+    """A box coordinate's parameter name: ``u3``, or ``g1u3`` (group 1's) in a search with layer groups."""
+    return f"u{i}" if groups == 1 else f"g{g}u{i}"
+
+
+def suggest_weights(trial, k: int, sampler: str, space: str = "simplex", groups: int = 1) -> list[float]:
     """A trial's mixture: a lattice point for the grid sampler, else the box point of ``space`` mapped onto the
-    simplex (:func:`to_weights`, :func:`to_sparse_weights`)."""
+    simplex (:func:`to_weights`, :func:`to_sparse_weights`). With ``groups`` > 1 (layer groups), one box per
+    group and the rows concatenated, group 0 first (``groups·k`` weights; each row on the simplex)."""
     if sampler == "grid":
         points = lattice(k, GRID_M)
         return [float(x) for x in points[trial.suggest_categorical("point", list(range(len(points))))]]
     lo, hi = box_bounds(space)
-    u = [trial.suggest_float(f"u{i}", lo, hi) for i in range(k)]
-    return to_weights(u) if space == "simplex" else to_sparse_weights(u)
+    out = []
+    for g in range(groups):
+        u = [trial.suggest_float(_name(i, g, groups), lo, hi) for i in range(k)]
+        out += to_weights(u) if space == "simplex" else to_sparse_weights(u)
+    return out
 
 
-def start_params(weights: Sequence[float], sampler: str, space: str = "simplex") -> dict:
-    """The parameters of the trial that evaluates ``weights`` first: its box point, or for the grid sampler
-    the nearest lattice point (L1)."""
+def start_params(weights: Sequence[float], sampler: str, space: str = "simplex", groups: int = 1) -> dict:
+    """The parameters of the trial that evaluates ``weights`` first: its box point (the same in every layer
+    group), or for the grid sampler the nearest lattice point (L1)."""
     if sampler == "grid":
         points = np.asarray(lattice(len(weights), GRID_M), dtype=float)
         w = np.asarray(validate_weights(weights, normalize=True))
         return {"point": int(np.abs(points - w).sum(axis=1).argmin())}
-    return {f"u{i}": u for i, u in enumerate(box_point(weights, space))}
+    u = box_point(weights, space)
+    return {_name(i, g, groups): x for g in range(groups) for i, x in enumerate(u)}

@@ -19,6 +19,7 @@ import numpy as np
 import mixlab.store
 from mixlab.analysis import best_index
 from mixlab.errors import MixlabError, StudyError
+from mixlab.merge.groups import layer_groups as layer_groups_of
 from mixlab.owner import Owner
 from mixlab.run.executors import LocalBackend
 from mixlab.scoring.request import ProxyRequest, split_benchmark
@@ -134,6 +135,7 @@ class Search:
         storage: str | Path | None = None,
         backend=None,
         space: str = "simplex",
+        layer_groups: int = 1,
     ):
         if not 1 <= len(objectives) <= 3:
             raise MixlabError(f"search takes 1 objective, or 2-3 for a Pareto front; got {len(objectives)}")
@@ -151,6 +153,13 @@ class Search:
         make_sampler(sampler, seed, len(engine.names))  # a bad name fails here, before any work
         box_bounds(space)  # and a bad space
         self.space = space
+        self.layer_groups, self.group_names = layer_groups, None
+        if layer_groups != 1:  # each expert's weight per layer group (mixlab.merge.groups): G boxes of K weights
+            if sampler == "grid":
+                raise MixlabError("the grid sampler searches one weight per expert; layer groups need another sampler")
+            changed = set().union(*(e.keys() for e in engine.experts))
+            groups = layer_groups_of([k for k in engine.base.keys() if k in changed], layer_groups)
+            self.group_names = [name for name, _ in groups]
         self._x0: dict[str, float] | None = None  # CMA-ES's starting point, set by run(start=...)
         used = sorted({n for o in self.objectives for n in o.names})
         missing = [n for n in used if engine.lab.benchmark(n).search_data is None]
@@ -178,6 +187,8 @@ class Search:
         }
         if space != "simplex":  # recorded only when not the default: older studies' descriptions stay valid
             desc["space"] = space
+        if layer_groups != 1:
+            desc["layer_groups"] = layer_groups
         digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:10]
         self.desc = json.loads(json.dumps(desc, sort_keys=True))  # as the study stores it (JSON)
         self.default_name = f"{'-'.join(objectives)}-{sampler}-{digest}"
@@ -288,7 +299,29 @@ class Search:
         with self._storage_errors():
             study = self._study()
             trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return [dict(zip(self.engine.names, t.user_attrs["weights"])) for t in trials if "weights" in t.user_attrs]
+        return [self._point(t.user_attrs) for t in trials if "weights" in t.user_attrs]
+
+    def _point(self, attrs: dict) -> dict:
+        """A trial's mixture as a point ({expert: weight}, or {expert: [weight per layer group]})."""
+        names = self.engine.names
+        if "groups" in attrs:
+            return {n: [row[i] for row in attrs["groups"]] for i, n in enumerate(names)}
+        return dict(zip(names, attrs["weights"]))
+
+    def _mixture(self, point: dict, normalize: bool = True) -> Mixture:
+        """A point's mixture: plain, or (values are lists, one per layer group) grouped."""
+        names = self.engine.names
+        if any(isinstance(v, list | tuple) for v in point.values()):
+            g = self.layer_groups
+            bad = [n for n, v in point.items() if not isinstance(v, list | tuple) or len(v) != g]
+            if bad:
+                raise MixlabError(f"point gives {bad[0]!r} not one weight per layer group ({g} groups)")
+            rows = [[point.get(n, [0.0] * g)[j] for n in names] for j in range(g)]
+            return Mixture.grouped(names, rows, normalize=normalize)
+        return Mixture.of(names, [point.get(n, 0.0) for n in names], normalize=normalize)
+
+    def _trial_mixture(self, attrs: dict) -> Mixture:
+        return self._mixture(self._point(attrs))
 
     def finished_trials(self) -> int:
         """How many trials of the stored study ended (complete or pruned): what a trial budget counts."""
@@ -297,8 +330,10 @@ class Search:
         with self._storage_errors():
             return len(self._study().get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
-    def _weights(self, trial) -> list[float]:
-        return suggest_weights(trial, len(self.engine.names), self.sampler, self.space)
+    def _weights(self, trial) -> Mixture:
+        k, g = len(self.engine.names), self.layer_groups
+        w = suggest_weights(trial, k, self.sampler, self.space, g)
+        return Mixture.grouped(self.engine.names, [w[j * k : (j + 1) * k] for j in range(g)], normalize=True)
 
     def dev_values(self, mixture: Mixture, limit: int | None = None, cancel=None) -> list[float]:
         """The objectives at ``mixture`` on the search data (its first ``limit`` examples when given)."""
@@ -326,7 +361,7 @@ class Search:
         check_budget(budget)
         points = [self._start_weights(p, i) for i, p in enumerate(start)]
         if points and self.sampler == "cmaes":
-            self._x0 = start_params(points[0], self.sampler, self.space)
+            self._x0 = start_params(points[0], self.sampler, self.space, self.layer_groups)
         with self._storage_errors():
             return self._run(trials, budget, progress, cancel, points)
 
@@ -343,16 +378,17 @@ class Search:
         study = self._study()
         if not study.trials:
             for w in start:
-                study.enqueue_trial(start_params(w, self.sampler, self.space), skip_if_exists=True)
+                study.enqueue_trial(start_params(w, self.sampler, self.space, self.layer_groups), skip_if_exists=True)
         k = len(self.engine.names)
         done = [0]
         owner = asdict(Owner.here())
 
         def objective(trial):
             trial.set_user_attr(OWNER, owner)  # a process that finds this trial running after we are gone fails it
-            w = self._weights(trial)
-            mixture = Mixture.of(self.engine.names, w, normalize=True)
+            mixture = self._weights(trial)
             trial.set_user_attr("weights", mixture.weights)
+            if mixture.groups is not None:
+                trial.set_user_attr("groups", [list(g) for g in mixture.groups])
             if self.fidelity:
                 n_low = max(1, int(min(self._n_dev.values()) * self.fidelity))
                 (low,) = self.dev_values(mixture, n_low, cancel=cancel)
@@ -371,10 +407,7 @@ class Search:
 
         study.optimize(objective, n_trials=trials, callbacks=[after], catch=(), n_jobs=self.backend.workers)
         winners = study.best_trials if len(self.objectives) > 1 else [first_best_trial(study)]
-        best = [
-            self._winner(Mixture.of(self.engine.names, t.user_attrs["weights"], normalize=True), t.values, cancel)
-            for t in winners
-        ]
+        best = [self._winner(self._trial_mixture(t.user_attrs), t.values, cancel) for t in winners]
         rows = [
             {
                 "number": t.number,
@@ -382,6 +415,7 @@ class Search:
                 "weights": dict(zip(self.engine.names, t.user_attrs.get("weights", [float("nan")] * k))),
                 "values": list(t.values) if t.values else None,
             }
+            | ({"groups": self._point(t.user_attrs)} if "groups" in t.user_attrs else {})
             for t in study.trials
         ]
         return SearchResult(self.name, self.objectives, self.split, best, rows, round(self.cost, 3))
@@ -408,19 +442,20 @@ class Search:
             if unknown:
                 raise MixlabError(f"recorded point {i} names unknown expert(s) {', '.join(unknown)}; experts: {names}")
             # as recorded, not renormalised: a point written to 6 decimals keys the cache as it did when stored
-            mixture = Mixture.of(names, [point.get(n, 0.0) for n in names])
+            mixture = self._mixture(point, normalize=False)
             rows.append(
                 {
                     "number": i,
                     "state": "complete",
-                    "weights": dict(point),
+                    "weights": mixture.as_dict() if mixture.groups is not None else dict(point),
                     "values": self.dev_values(mixture, cancel=cancel),
                 }
+                | ({"groups": dict(point)} if mixture.groups is not None else {})
             )
             if progress:
                 progress(i + 1, len(points), f"point {i}: replayed")
         best = rows[best_index([r["values"][0] for r in rows])]  # the first of values equal up to float noise
-        mixture = Mixture.of(names, [best["weights"].get(n, 0.0) for n in names])
+        mixture = self._mixture(best.get("groups") or best["weights"], normalize=False)
         return SearchResult(
             self.name,
             self.objectives,
@@ -495,6 +530,7 @@ class Search:
         scores = {e.benchmark: e.score for e in evals}
         return {
             "weights": mixture.as_dict(),
+            **({"groups": mixture.group_dict(), "group_names": self.group_names} if mixture.groups else {}),
             "dev": list(dev),
             "test": scores,
             "n": {e.benchmark: e.n for e in evals},
