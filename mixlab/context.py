@@ -2,11 +2,14 @@
 with at that point — the linear proxy at the same weights, the base, each expert on its own, and the
 trained (true) mixture nearest to it — each score with its n and 95% interval.
 
-The cache keeps each score's mean and n, not its per-example values, so an interval exists where the
-mean and n determine it: Wilson's for a proportion (accuracy, exact match), the normal approximation
-for the mean of proportions over benchmarks (:func:`mixlab.analysis.with_mean`). A loss (mean token NLL)
-has no interval here: its spread over examples is not stored, and a width made up from the mean alone
-would be a guess. Differences come with Newcombe's MOVER interval (:func:`mixlab.analysis.difference_interval`).
+Intervals are those of the results table (:func:`mixlab.analysis.results_table`, its ``ci`` column says
+which): Wilson's for a proportion (accuracy, exact match); a percentile bootstrap over the examples for a
+loss (mean token NLL) and for the mean over benchmarks, where the cache keeps the per-example values
+(:mod:`mixlab.values`); else the normal approximation for a mean of proportions, and none for a loss
+scored before per-example values were kept. A difference between two models is paired where both have
+per-example values on the same examples (:func:`mixlab.analysis.paired_difference`: a paired bootstrap,
+and the exact McNemar test for two accuracies), else Newcombe's MOVER interval from the two intervals
+(:func:`mixlab.analysis.difference_interval`, conservative for two models scored on the same examples).
 """
 
 from __future__ import annotations
@@ -17,13 +20,28 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mixlab.analysis import difference_interval, format_score, nearest, same_mixture, weights_key
+from mixlab.analysis import (
+    difference_interval,
+    format_score,
+    nearest,
+    pairable,
+    paired_difference,
+    same_mixture,
+    weights_key,
+)
 from mixlab.simplex import Mixture
 
-CONTEXT_COLUMNS = ["model", "mixture", "benchmark", "score", "low", "high", "n"]
+CONTEXT_COLUMNS = ["model", "mixture", "benchmark", "score", "low", "high", "n", "ci", "values"]
 NO_INTERVAL = (
-    "a score without an interval is a loss (or a plugin's score): the cache keeps its mean over the examples, "
-    "not their spread, so no honest interval can be drawn from it"
+    "a score without an interval has no per-example values in the cache (a loss scored before they were kept, "
+    "or a plugin's score): its mean alone gives no honest interval"
+)
+PAIRED, MOVER = "paired", "MOVER"  # how a difference's interval was made
+DIFFERENCE_CAPTION = (
+    "paired: both models have per-example values on the same examples, so the interval is a paired bootstrap "
+    "over them (what the two share cancels) and p is the exact McNemar test for two accuracies. MOVER (Newcombe "
+    "1998): from each score's own interval, treating the two as independent samples, so conservative. An "
+    "interval that excludes 0 is a difference beyond noise; none where either score has no interval."
 )
 
 
@@ -112,9 +130,22 @@ def mixture_in_context(
                     None if low is None or pd.isna(low) else float(low),
                     None if high is None or pd.isna(high) else float(high),
                     None if pd.isna(r.get("n")) else int(r.get("n")),
+                    r.get("ci") or "",
+                    r.get("values"),
                 ]
             )
     return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)
+
+
+def _by_model(table: pd.DataFrame, benchmarks: Sequence[str], cell, header=lambda b: b) -> pd.DataFrame:
+    """One row per model of ``table``, one column per benchmark (named ``header(b)``), each cell
+    ``cell(row)`` of the model's first row there, "—" where it has none."""
+    models = list(dict.fromkeys(table.model))
+    out = pd.DataFrame({"model": models})
+    for b in benchmarks:
+        mine = table[table.benchmark == b]
+        out[header(b)] = [cell(mine[mine.model == m].iloc[0]) if (mine.model == m).any() else "—" for m in models]
+    return out
 
 
 def context_text(table: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
@@ -122,59 +153,52 @@ def context_text(table: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame
     cell the score with its 95% interval (:func:`mixlab.analysis.format_score`); "—" where the model has
     no score there. n is in the column's name ("add · n=200") when every model was scored on as many
     examples, else in each cell."""
-    models = list(dict.fromkeys(table.model))
-    out = pd.DataFrame({"model": models})
-    for b in benchmarks:
-        ns = {None if pd.isna(n) else int(n) for n in table[table.benchmark == b].n}
-        one = len(ns) == 1 and None not in ns
-        cells = []
-        for m in models:
-            hit = table[(table.model == m) & (table.benchmark == b)]
-            if hit.empty:
-                cells.append("—")
-                continue
-            r = hit.iloc[0]
-            n = "" if one or r.n is None or pd.isna(r.n) else f" · n={int(r.n)}"
-            cells.append(format_score(r.score, r.low, r.high) + n)
-        out[f"{b} · n={ns.pop()}" if one else b] = cells
-    return out
+    ns = {b: {None if pd.isna(n) else int(n) for n in table[table.benchmark == b].n} for b in benchmarks}
+    one = {b: len(n) == 1 and None not in n for b, n in ns.items()}
+
+    def cell(r) -> str:
+        shown = one[r.benchmark] or r.n is None or pd.isna(r.n)
+        return format_score(r.score, r.low, r.high) + ("" if shown else f" · n={int(r.n)}")
+
+    return _by_model(table, benchmarks, cell, lambda b: f"{b} · n={next(iter(ns[b]))}" if one[b] else b)
 
 
 def differences(table: pd.DataFrame, first: str) -> pd.DataFrame:
-    """``first``'s score (a model of ``table``) minus each other model's on every benchmark both have, with the
-    95% MOVER interval where both scores have an interval (:func:`mixlab.analysis.difference_interval`;
-    conservative for two models scored on the same examples). Columns: model, benchmark, diff, low, high."""
-    cols = ["model", "benchmark", "diff", "low", "high"]
-    base = table[table.model == first].set_index("benchmark")
+    """``first``'s score (a model of ``table``) minus each other model's on every benchmark both have, with its
+    95% interval: paired where both have per-example values on as many examples (:data:`PAIRED`,
+    :func:`mixlab.analysis.paired_difference`, with the exact McNemar p for two accuracies), else MOVER where
+    both scores have an interval (:data:`MOVER`, :func:`mixlab.analysis.difference_interval`; conservative for
+    two models scored on the same examples), else none. Columns: model, benchmark, diff, low, high, how, p."""
+    cols = ["model", "benchmark", "diff", "low", "high", "how", "p"]
+    base = table[table.model == first].drop_duplicates("benchmark").set_index("benchmark")
     rows = []
     for _, r in table[table.model != first].iterrows():
         if r.benchmark not in base.index:
             continue
         a = base.loc[r.benchmark]
-        if None in (r.low, r.high, a.low, a.high) or pd.isna([r.low, r.high, a.low, a.high]).any():
-            rows.append([r.model, r.benchmark, a.score - r.score, None, None])
+        va, vb = a.get("values"), r.get("values")
+        if pairable(va, vb):
+            d = paired_difference(va, vb)
+            rows.append([r.model, r.benchmark, a.score - r.score, d.low, d.high, PAIRED, d.p_value])
+        elif None in (r.low, r.high, a.low, a.high) or pd.isna([r.low, r.high, a.low, a.high]).any():
+            rows.append([r.model, r.benchmark, a.score - r.score, None, None, "", None])
         else:
             d, lo, hi = difference_interval(a.score, a.low, a.high, r.score, r.low, r.high)
-            rows.append([r.model, r.benchmark, d, lo, hi])
+            rows.append([r.model, r.benchmark, d, lo, hi, MOVER, None])
     return pd.DataFrame(rows, columns=cols)
 
 
 def difference_text(diffs: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     """:func:`differences` as a page shows it: one row per model, one column per benchmark, each cell the
-    signed difference with its 95% interval ("+0.007 [−0.035, +0.048]"); "—" where there is none."""
-    models = list(dict.fromkeys(diffs.model))
-    out = pd.DataFrame({"model": models})
-    for b in benchmarks:
-        cells = []
-        for m in models:
-            hit = diffs[(diffs.model == m) & (diffs.benchmark == b)]
-            if hit.empty:
-                cells.append("—")
-                continue
-            r = hit.iloc[0]
-            cell = f"{r['diff']:+.3f}"
-            if r["low"] is not None and not pd.isna(r["low"]):
-                cell += f" [{r['low']:+.3f}, {r['high']:+.3f}]"
-            cells.append(cell)
-        out[b] = cells
-    return out
+    signed difference with its 95% interval and how it was made ("+0.030 [+0.010, +0.050] paired, p=0.004";
+    "+0.007 [−0.035, +0.048] MOVER"); "—" where there is none."""
+
+    def cell(r) -> str:
+        out = f"{r['diff']:+.3f}"
+        if r["low"] is not None and not pd.isna(r["low"]):
+            out += f" [{r['low']:+.3f}, {r['high']:+.3f}] {r['how']}"
+        if r["p"] is not None and not pd.isna(r["p"]):
+            out += f", p={r['p']:.2g}"
+        return out
+
+    return _by_model(diffs, benchmarks, cell)

@@ -43,6 +43,7 @@ from mixlab.scoring.targets import CheckpointModel, MergedModel
 from mixlab.simplex import Mixture
 from mixlab.sources import BenchmarkData, LabSources
 from mixlab.store import Evaluation, Store
+from mixlab.values import VALUES_FILE
 
 CACHE_DIR = ".mixlab"
 CACHE_FILE = "evaluations.sqlite"
@@ -61,12 +62,15 @@ def open_store(lab: Lab, path: str | Path | None = None) -> Store:
     notices = []
     try:
         seed = lab.inside(EXPORT_FILE, "the lab's evaluations export")
+        values = lab.inside(VALUES_FILE, "the lab's per-example values export")
     except ManifestError as e:
-        seed, notices = None, [f"{e}; its scores were not imported."]
+        seed, values, notices = None, None, [f"{e}; its scores were not imported."]
     try:
-        store = Store(path if chosen else lab.root / path, seed_from=seed, root=None if chosen else lab.root)
+        store = Store(
+            path if chosen else lab.root / path, seed_from=seed, values_from=values, root=None if chosen else lab.root
+        )
     except CacheError as e:
-        store = Store(":memory:", seed_from=seed)
+        store = Store(":memory:", seed_from=seed, values_from=values)
         notices.insert(0, f"{e} Scores computed now are kept in memory only, not saved.")
     store.notices[:0] = notices
     return store
@@ -255,6 +259,7 @@ class Engine:
             n=r.n,
             device=device,
             seconds=r.seconds,
+            values=r.values,
             **row,
         )
 

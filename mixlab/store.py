@@ -14,6 +14,7 @@ and says so in :attr:`Store.notices`; a bad line in an imported export is skippe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from urllib.parse import quote
@@ -31,6 +32,7 @@ from mixlab.keys import canonical
 from mixlab.lab import confined
 from mixlab.owner import Owner
 from mixlab.run.records import ACTIVE, JOB_FIELDS, OPTIONAL_JOB_FIELDS, JobRecord, JobState
+from mixlab.values import ExampleValues
 
 KINDS = ("proxy", "true", "expert", "base")
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # the files SQLite opens by name beside a database
@@ -97,6 +99,17 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE TABLE IF NOT EXISTS job_cancels (id TEXT PRIMARY KEY, asked REAL NOT NULL);  -- asked of the job's process
 """
+# per-example values of a score (mixlab.values), keyed like its evaluations row: a table of its own, so the
+# evaluations rows (and every key) stay as they were; a score without them (a plugin, lm-eval, an older row)
+# simply has no row here
+_VALUES = """
+CREATE TABLE IF NOT EXISTS example_values (
+    key TEXT PRIMARY KEY,      -- the evaluation's key
+    n INTEGER NOT NULL,
+    vals BLOB NOT NULL,        -- (n,) little-endian float32
+    wts BLOB                   -- (n,) float32 weights (a loss's token counts); NULL: every example weighs 1
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -122,15 +135,23 @@ class Evaluation:
     # which replicate (seed) of a true mixture, from 1; set by the lab that reads the row, never stored: the
     # key is the checkpoint's content, so which replicate it is belongs to the lab.toml, not to the cache
     replicate: int | None = None
+    # the values the score is the mean of (mixlab.values), where the evaluator gives them; stored in a table of
+    # their own (Store.values), never in the row
+    values: ExampleValues | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise CacheError(f"evaluation kind must be one of {KINDS}, got {self.kind!r}")
         if not math.isfinite(self.score):
             raise CacheError(f"refusing to cache a non-finite score {self.score} for {self.label} on {self.benchmark}")
+        if self.values is not None and (self.values.n != self.n or not self.values.agrees(self.score)):
+            raise CacheError(
+                f"per-example values of {self.label} on {self.benchmark} do not give its score: {self.values.n} "
+                f"values averaging {self.values.score()!r}, for n={self.n} and score {self.score!r}"
+            )
 
     def row(self) -> tuple:
-        d = asdict(self)
+        d = {c: getattr(self, c) for c in _COLUMNS}
         for k in ("params", "weights"):
             d[k] = None if d[k] is None else canonical(d[k])
         d["higher_is_better"] = int(d["higher_is_better"])
@@ -183,13 +204,22 @@ def _open(target: str, uri: bool = False) -> sqlite3.Connection:
 class Store:
     """The SQLite cache of one lab (or any path; ``":memory:"`` for one that lives in this process)."""
 
-    def __init__(self, path: str | Path, *, seed_from: Path | None = None, root: Path | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        seed_from: Path | None = None,
+        values_from: Path | None = None,
+        root: Path | None = None,
+    ):
         """``root``: the lab folder the cache lives in, if it does: the file, its folder and SQLite's own
         files beside it (``-wal``, ``-shm``, ``-journal``) must then stay inside it (:func:`mixlab.lab.confined`),
-        so a linked ``.mixlab`` or cache file cannot make a score land outside the lab."""
+        so a linked ``.mixlab`` or cache file cannot make a score land outside the lab. ``seed_from``: a
+        lab's evaluations export to import (once per version); ``values_from``: its per-example values."""
         self.root = None if root is None else Path(root).resolve()
         self.notices: list[str] = []  # why something was not saved or not imported, for pages and the CLI
         self._unsaved: dict[str, Evaluation] = {}  # rows a write could not store, still served from memory
+        self._unsaved_values: dict[str, ExampleValues] = {}  # and their per-example values
         memory = str(path) == ":memory:"
         self.path = Path(path) if memory else self._confined(Path(path), "the evaluation cache")
         if not memory:
@@ -222,7 +252,7 @@ class Store:
             elif not self.readonly:
                 self._db.executescript(_SCHEMA)
             if not self.readonly:
-                self._db.executescript(_JOBS)
+                self._db.executescript(_JOBS + _VALUES)
                 have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
                 for name, kind in OPTIONAL_JOB_FIELDS.items():
                     if name not in have:
@@ -231,6 +261,8 @@ class Store:
             raise self._error("open", e) from None
         if seed_from is not None and not self.readonly:
             self.sync_export(Path(seed_from))
+        if values_from is not None and not self.readonly:
+            self.sync_export(Path(values_from), values=True)
 
     def _confined(self, path: Path, what: str) -> Path:
         """``path`` and the files SQLite keeps beside it, checked to stay inside :attr:`root` (when set)."""
@@ -265,9 +297,10 @@ class Store:
             # a WAL database in a read-only folder cannot make its -shm file: read the main file as it is
             return _open(target + "&immutable=1", uri=True)
 
-    def sync_export(self, path: Path) -> int:
+    def sync_export(self, path: Path, values: bool = False) -> int:
         """Import a lab's committed export once per version of it (its sha256 is recorded), so a
-        cache shared by several labs, or older than the export, still has every shipped score."""
+        cache shared by several labs, or older than the export, still has every shipped score
+        (``values``: the export of per-example values, :meth:`import_values`)."""
         if not path.is_file():
             return 0
         digest = sha256(path.read_bytes()).hexdigest()
@@ -277,7 +310,7 @@ class Store:
             raise self._error("read", e) from None
         if seen:
             return 0
-        n = self.import_jsonl(path)
+        n = self.import_values(path) if values else self.import_jsonl(path)
         try:
             self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (f"import:{digest}", str(path)))
         except sqlite3.DatabaseError as e:
@@ -418,12 +451,98 @@ class Store:
                     f"INSERT OR REPLACE INTO evaluations ({','.join(_COLUMNS)}) VALUES ({marks})",
                     [e.row() for e in evals],
                 )
+                self._write_values({e.key: e.values for e in evals if e.values is not None})
         except sqlite3.DatabaseError as e:
             self._unsaved.update({ev.key: ev for ev in evals})
+            self._unsaved_values.update({ev.key: ev.values for ev in evals if ev.values is not None})
             notice = f"{self._error('write', e)}; {len(self._unsaved)} new score(s) are kept in memory only, not saved"
             self.notices[:] = [n for n in self.notices if "kept in memory only, not saved" not in n] + [notice]
             return False
         return True
+
+    def _write_values(self, values: dict[str, ExampleValues]) -> None:
+        """Insert or replace per-example values (inside the caller's transaction)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO example_values (key, n, vals, wts) VALUES (?, ?, ?, ?)",
+            [(k, v.n, *v.blobs()) for k, v in values.items()],
+        )
+
+    def put_values(self, values: dict[str, ExampleValues]) -> None:
+        """Add per-example values to scores already cached (a backfill), in one transaction; values whose key
+        has no cached score, or whose n or mean disagrees with it, are refused with a CacheError naming it."""
+        rows = self.get_many(list(values))
+        for key, v in values.items():
+            e = rows.get(key)
+            if e is None:
+                raise CacheError(f"no cached score with key {key}: its per-example values have nothing to belong to")
+            dataclasses.replace(e, values=v)  # checks n and the mean against the cached score
+        if self.readonly:
+            raise CacheError(f"cache {self.path} is read-only: cannot add per-example values")
+        try:
+            with self._transaction():
+                self._write_values(values)
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+
+    def values(self, keys: Sequence[str]) -> dict[str, ExampleValues]:
+        """The per-example values kept for ``keys`` (those that have them), one query per 500 keys; none from
+        a cache older than the table."""
+        keys = list(keys)
+        out: dict[str, ExampleValues] = {}
+        try:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i : i + 500]
+                sql = f"SELECT key, vals, wts FROM example_values WHERE key IN ({','.join('?' * len(chunk))})"
+                out.update(
+                    {r["key"]: ExampleValues.from_blobs(r["vals"], r["wts"]) for r in self._db.execute(sql, chunk)}
+                )
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):  # a read-only cache made before per-example values: none kept
+                raise self._error("read", e) from None
+        except sqlite3.DatabaseError as e:
+            raise self._error("read", e) from None
+        out.update({k: self._unsaved_values[k] for k in keys if k in self._unsaved_values})
+        return out
+
+    def export_values(self, path: Path, lab: str | None = None) -> int:
+        """Write the per-example values of every row (of ``lab``) to ``path`` atomically, sorted by key:
+        the file a lab commits beside its evaluations export (:data:`mixlab.values.VALUES_FILE`)."""
+        keys = sorted(e.key for e in self.evaluations(lab=lab))
+        values = self.values(keys)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            for k in keys:
+                if k in values:
+                    f.write(canonical(values[k].record(k)) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return len(values)
+
+    def import_values(self, path: Path) -> int:
+        """Insert per-example values from an export (:meth:`export_values`); values already kept stay as they
+        are. A bad line is skipped with a notice naming file:line."""
+        values = {}
+        for i, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise CacheError("not a JSON object")
+                key, v = ExampleValues.from_record(record)
+                values[key] = v
+            except (UnicodeDecodeError, json.JSONDecodeError, CacheError) as e:
+                self.notices.append(f"{path}:{i}: skipped, not a per-example values record ({e})")
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO example_values (key, n, vals, wts) VALUES (?, ?, ?, ?)",
+                    [(k, v.n, *v.blobs()) for k, v in values.items()],
+                )
+        except sqlite3.DatabaseError as e:
+            raise self._error("write", e) from None
+        return len(values)
 
     def _transaction(self):
         db = self._db
@@ -478,7 +597,7 @@ class Store:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w") as f:
             for e in evals:
-                f.write(canonical({k: v for k, v in asdict(e).items() if k in _COLUMNS}) + "\n")  # the stored row
+                f.write(canonical({k: getattr(e, k) for k in _COLUMNS}) + "\n")  # the stored row
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return len(evals)

@@ -649,3 +649,164 @@ def test_a_page_shows_a_replicated_mixture_once_at_its_replicates_mean():
     assert best.score == pytest.approx(by_hand.max())  # the best mean, not the luckiest seed
     single = df[df.replicate.isna() | (df.replicate == 1)]
     assert collapse_replicates(single) is single  # no replicates: unchanged
+
+
+# --- intervals from per-example values -----------------------------------------------------------------------
+def _loss_values(n=150, seed=1):
+    from mixlab.values import ExampleValues
+
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(2, 12, n).astype(float)
+    nll = tokens * rng.gamma(2.0, 0.6, n)  # summed NLL per example: longer completions lose more
+    return ExampleValues(nll, tokens)
+
+
+def test_a_loss_interval_equals_scipys_percentile_bootstrap_of_the_per_token_mean():
+    from mixlab.analysis import bootstrap_intervals
+
+    v = _loss_values()
+    low, high = bootstrap_intervals([v])[0]
+    ref = stats.bootstrap(
+        (v.values.astype(float), v.weights.astype(float)),
+        lambda x, w, axis: x.sum(axis) / w.sum(axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=20000,
+        method="percentile",
+        random_state=np.random.default_rng(7),
+    ).confidence_interval
+    width = ref.high - ref.low
+    assert low < v.score() < high
+    assert low == pytest.approx(ref.low, abs=0.06 * width) and high == pytest.approx(ref.high, abs=0.06 * width)
+    # and the ratio estimator's delta-method interval by hand: r ± 1.96·√(Σ(v − r·w)²)/Σw
+    r = v.score()
+    e = v.values.astype(float) - r * v.weights
+    half = 1.959964 * np.sqrt((e**2).sum()) / v.weights.sum()
+    assert high - low == pytest.approx(2 * half, rel=0.15)
+
+
+def test_many_intervals_at_once_equal_each_alone():
+    from mixlab.analysis import bootstrap_intervals
+    from mixlab.values import ExampleValues
+
+    vs = [_loss_values(seed=s) for s in range(3)] + [ExampleValues(np.arange(30) % 3 == 0)]
+    together = bootstrap_intervals(vs)
+    alone = np.array([bootstrap_intervals([v])[0] for v in vs])
+    np.testing.assert_allclose(together, alone, rtol=1e-12)
+
+
+def test_a_mean_over_benchmarks_interval_equals_scipys_stratified_bootstrap():
+    from mixlab.analysis import mean_bootstrap_interval
+    from mixlab.values import ExampleValues
+
+    rng = np.random.default_rng(3)
+    benches = [ExampleValues(rng.random(n) < p) for n, p in ((200, 0.55), (120, 0.8), (80, 0.3))]
+    low, high = mean_bootstrap_interval(benches)
+    ref = stats.bootstrap(
+        [b.values.astype(float) for b in benches],
+        lambda *xs, axis: np.mean([x.mean(axis) for x in xs], axis=0),
+        vectorized=True,
+        n_resamples=20000,
+        method="percentile",
+        random_state=np.random.default_rng(11),
+    ).confidence_interval
+    width = ref.high - ref.low
+    assert low == pytest.approx(ref.low, abs=0.06 * width) and high == pytest.approx(ref.high, abs=0.06 * width)
+
+
+def test_a_paired_difference_of_two_accuracies_by_hand():
+    import math
+
+    from mixlab.analysis import difference_interval, paired_difference, wilson_interval
+    from mixlab.values import ExampleValues
+
+    rng = np.random.default_rng(5)
+    n = 400
+    a = rng.random(n) < 0.6
+    b = a.copy()
+    flip = rng.choice(n, 40, replace=False)  # b differs from a on 40 examples: 28 a-only right, 12 b-only right
+    b[flip[:28]] = False
+    a[flip[:28]] = True
+    b[flip[28:]] = True
+    a[flip[28:]] = False
+    d = paired_difference(ExampleValues(a), ExampleValues(b))
+    ab, ba = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    assert d.discordant == (ab, ba) == (28, 12)
+    # exact McNemar by hand: two-sided binomial tail of the smaller discordant count, m = 40, p = 1/2
+    m = ab + ba
+    p_hand = min(1.0, 2 * sum(math.comb(m, i) for i in range(min(ab, ba) + 1)) / 2**m)
+    assert d.p_value == pytest.approx(p_hand, rel=1e-9)
+    assert d.p_value == pytest.approx(stats.binomtest(ab, m, 0.5).pvalue, rel=1e-9)  # and scipy's exact test
+    assert d.difference == pytest.approx((ab - ba) / n)
+    # the paired interval ≈ d̄ ± 1.96·sd(a − b)/√n, and much narrower than the independent (MOVER) one
+    diff = a.astype(float) - b.astype(float)
+    half = 1.959964 * diff.std(ddof=1) / np.sqrt(n)
+    assert d.low == pytest.approx(d.difference - half, abs=0.006)
+    assert d.high == pytest.approx(d.difference + half, abs=0.006)
+    wa, wb = wilson_interval(a.sum(), n), wilson_interval(b.sum(), n)
+    _, ml, mh = difference_interval(a.mean(), *wa, b.mean(), *wb)
+    assert (d.high - d.low) < 0.5 * (mh - ml)
+
+
+def test_a_paired_difference_needs_the_same_examples():
+    from mixlab.analysis import paired_difference
+    from mixlab.values import ExampleValues
+
+    with pytest.raises(MixlabError, match=r"same examples: \[3\] values against \[2\]"):
+        paired_difference(ExampleValues([1, 0, 1]), ExampleValues([1, 0]))
+
+
+def test_the_results_table_says_which_interval_each_score_has():
+    from mixlab.analysis import bootstrap_intervals, mean_bootstrap_interval, results_table, wilson_interval
+    from mixlab.store import Evaluation
+    from mixlab.values import ExampleValues
+
+    loss = _loss_values(n=40)
+    acc1, acc2 = ExampleValues(np.arange(40) % 2 == 0), ExampleValues(np.arange(40) % 4 == 0)
+
+    def e(key, bench, metric, score, hib, values=None, label="a=1"):
+        return Evaluation(key=key, lab="l", kind="proxy", label=label, models="m", benchmark=bench, metric=metric,
+                          score=score, higher_is_better=hib, n=40, device="cpu", seconds=0.0, method="linear",
+                          params={}, weights={"a": 1.0}, values=values)  # fmt: skip
+
+    evals = [
+        e("1", "x-loss", "loss", loss.score(), False, loss),
+        e("2", "x", "accuracy", 0.5, True, acc1),
+        e("3", "y", "accuracy", 0.25, True),
+        e("4", "x-loss", "loss", 1.5, False, label="b=1"),
+    ]
+    df = results_table(evals[:1] + evals[2:], ["a"], {"2": acc1})  # values from the store, by key
+    df = results_table(evals, ["a"])
+    assert df.ci.tolist() == ["bootstrap", "Wilson", "Wilson", ""]
+    assert [df.low[0], df.high[0]] == pytest.approx(bootstrap_intervals([loss])[0].tolist())
+    assert [df.low[1], df.high[1]] == pytest.approx(list(wilson_interval(20, 40)))
+    assert np.isnan(df.low[3])
+    # the mean: bootstrapped where every benchmark has values, else the normal approximation
+    mean = with_mean(df, ["x", "y"])
+    row = mean[mean.benchmark == MEAN].iloc[0]
+    assert row.ci == "normal" and row.score == pytest.approx(0.375)
+    df2 = results_table([evals[1], e("3", "y", "accuracy", 0.25, True, acc2)], ["a"])
+    row = with_mean(df2, ["x", "y"]).iloc[-1]
+    assert row.ci == "bootstrap" and [row.low, row.high] == pytest.approx(list(mean_bootstrap_interval([acc1, acc2])))
+    assert row["values"] == (acc1, acc2)  # its benchmarks' values, in order: what a paired difference resamples
+
+
+def test_a_paired_difference_of_two_means_over_benchmarks_by_the_normal_approximation():
+    from mixlab.analysis import paired_difference
+    from mixlab.values import ExampleValues
+
+    rng = np.random.default_rng(9)
+    a, b = [], []
+    for n, p in ((300, 0.6), (200, 0.4)):
+        x = rng.random(n) < p
+        y = x ^ (rng.random(n) < 0.15)  # b disagrees with a on about 15% of each benchmark's examples
+        a.append(ExampleValues(x))
+        b.append(ExampleValues(y))
+    d = paired_difference(tuple(a), tuple(b))
+    diffs = [x.values.astype(float) - y.values.astype(float) for x, y in zip(a, b)]
+    centre = np.mean([v.mean() for v in diffs])
+    half = 1.959964 * np.sqrt(sum(v.var(ddof=1) / len(v) for v in diffs)) / len(diffs)
+    assert d.difference == pytest.approx(centre) and d.p_value is None and d.n == 500
+    assert d.low == pytest.approx(centre - half, abs=0.006) and d.high == pytest.approx(centre + half, abs=0.006)
+    with pytest.raises(MixlabError, match="same examples"):
+        paired_difference(tuple(a), (b[0],))

@@ -140,8 +140,17 @@ def test_the_selected_mixtures_scores_carry_n_and_a_wilson_interval(app):
     root = z * (z * z + 4 * k * (n - k) / n) ** 0.5
     lo, hi = (2 * k + z * z - root) / (2 * (n + z * z)), (2 * k + z * z + root) / (2 * (n + z * z))
     assert add["n"] == str(n) and add["proxy"] == f"{score:.3f} [{lo:.3f}, {hi:.3f}]"
-    assert table.set_index("benchmark").loc["add-loss", "proxy"].count("[") == 0  # a loss: no interval
-    assert any("Wilson" in c.value for c in at.caption)
+    # a loss: the bootstrap interval of its shipped per-example values (Σ NLL / Σ tokens), as scipy's percentile
+    loss = df[(df.kind == "proxy") & (df.benchmark == "add-loss")]
+    v = loss[[abs(w["add"] - 1 / 3) < 1e-3 and abs(w["rev"] - 1 / 3) < 1e-3 for w in loss.weights]]["values"].iloc[-1]
+    ref = stats.bootstrap((v.values.astype(float), v.weights.astype(float)), lambda x, t, axis: x.sum(axis) / t.sum(axis),
+                          paired=True, vectorized=True, n_resamples=10000, method="percentile",
+                          random_state=np.random.default_rng(2)).confidence_interval  # fmt: skip
+    shown = [float(x) for x in re.findall(r"\d+\.\d+", table.set_index("benchmark").loc["add-loss", "proxy"])]
+    width = ref.high - ref.low
+    assert shown[0] == pytest.approx(v.score(), abs=6e-4)
+    assert shown[1:] == pytest.approx([ref.low, ref.high], abs=0.08 * width + 6e-4)
+    assert any("Wilson" in c.value and "bootstrap" in c.value for c in at.caption)
 
 
 def _figures(at):
@@ -1134,7 +1143,9 @@ def test_the_proxy_vs_true_page_shows_the_noise_ceiling_beside_rho_for_all_and_i
 def test_without_replicates_the_page_says_the_ceiling_is_unknown(app):
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-k4")
     at = _open(app, PAGES[3])
-    assert {m.label: m.value for m in at.metric}["Noise ceiling"] == "unknown"
+    assert {m.label: m.value for m in at.metric}[
+        "Noise ceiling"
+    ] == "—"  # the caption says why ("unknown" was cut to "unk…" at 1440 px)
     assert any("no replicates: ceiling unknown" in c.value for c in at.caption)
 
 

@@ -54,8 +54,21 @@ def test_at_a_trained_point_every_model_is_the_raw_row_with_scipys_wilson_interv
         assert got.score == hit.score.iloc[-1] and got.n == hit.n.iloc[-1]
         k = round(got.score * got.n)
         assert (got.low, got.high) == pytest.approx(wilson(k, int(got.n)), abs=1e-9)
-    loss = table[table.benchmark == "rev-loss"]
-    assert len(loss) == 7 and loss.low.isna().all()  # a loss: the cache keeps no spread, so no interval
+    loss = table[table.benchmark == "rev-loss"].set_index("model")
+    assert len(loss) == 7
+    # a loss: a bootstrap interval where demo-k3 ships per-example values (checkpoints, linear at trained
+    # points), equal to scipy's percentile bootstrap of Σ NLL / Σ tokens; none for the TIES proxy (not backfilled)
+    assert np.isnan(loss.low["ties proxy"]) and loss.ci["ties proxy"] == ""
+    for model in loss.index.drop("ties proxy"):
+        r = loss.loc[model]
+        v = r["values"]
+        assert r.ci == "bootstrap"
+        ref = stats.bootstrap((v.values.astype(float), v.weights.astype(float)),
+                              lambda x, t, axis: x.sum(axis) / t.sum(axis), paired=True, vectorized=True,
+                              n_resamples=10000, method="percentile",
+                              random_state=np.random.default_rng(1)).confidence_interval  # fmt: skip
+        width = ref.high - ref.low
+        assert r.low == pytest.approx(ref.low, abs=0.08 * width) and r.high == pytest.approx(ref.high, abs=0.08 * width)
     base = df[(df.kind == "base") & (df.benchmark == "rev-loss")].score.iloc[-1]
     assert table[(table.model == "base") & (table.benchmark == "rev-loss")].score.iloc[0] == base
 
@@ -82,6 +95,7 @@ def test_differences_are_newcombes_mover_from_scipys_wilson_bounds(k3):
     ties = df[(df.kind == "proxy") & (df.method == "ties")]
     w = [ties.weights.iloc[3].get(n, 0.0) for n in names]
     table = mixture_in_context(df, names, w, "ties", ties.params.iloc[3], ["add", "add-loss"])
+    table = table.assign(values=None, low=table.low.where(table.ci != "bootstrap"))  # as if none were kept
     diffs = differences(table, "ties proxy")
     a = table[(table.model == "ties proxy") & (table.benchmark == "add")].iloc[0]
     b = table[(table.model == "base") & (table.benchmark == "add")].iloc[0]
@@ -93,7 +107,44 @@ def test_differences_are_newcombes_mover_from_scipys_wilson_bounds(k3):
     loss = diffs[diffs.benchmark == "add-loss"]
     assert len(loss) and loss.low.isna().all()  # no interval for a loss's difference either
     text = difference_text(diffs, ["add", "add-loss"])
-    assert text.loc[text.model == "base", "add"].iloc[0] == f"{want[0]:+.3f} [{want[1]:+.3f}, {want[2]:+.3f}]"
+    assert text.loc[text.model == "base", "add"].iloc[0] == f"{want[0]:+.3f} [{want[1]:+.3f}, {want[2]:+.3f}] MOVER"
+
+
+def test_two_models_with_per_example_values_get_a_paired_difference_and_mcnemars_p():
+    from mixlab.analysis import results_table
+    from mixlab.store import Evaluation
+    from mixlab.values import ExampleValues
+
+    n = 200
+    right = np.arange(n) < 120  # the proxy: 120 of 200
+    base = right.copy()
+    base[:30] = False  # the base misses 30 the proxy gets, and gets 10 it misses
+    base[150:160] = True
+    tokens = np.full(n, 4.0)
+    rows = []
+    for kind, label, hits, nll in (("proxy", "a=0.5, b=0.5", right, 2.0), ("base", "base", base, 3.0)):
+        w = {"a": 0.5, "b": 0.5} if kind == "proxy" else None
+        loss = ExampleValues(nll * tokens + np.linspace(-1, 1, n), tokens)
+        for bench, metric, v in (("x", "accuracy", ExampleValues(hits)), ("x-loss", "loss", loss)):
+            rows.append(Evaluation(key=f"{label}{bench}", lab="l", kind=kind, label=label, models="m",
+                                   benchmark=bench, metric=metric, score=v.score(), higher_is_better=metric != "loss",
+                                   n=n, device="cpu", seconds=0.0, method="linear" if w else None,
+                                   params={} if w else None, weights=w, values=v))  # fmt: skip
+    df = results_table(rows, ["a", "b"])
+    table = mixture_in_context(df, ["a", "b"], [0.5, 0.5], "linear", {}, ["x", "x-loss"])
+    assert table.set_index(["model", "benchmark"]).ci.to_dict() == {
+        ("linear proxy", "x"): "Wilson", ("linear proxy", "x-loss"): "bootstrap",
+        ("base", "x"): "Wilson", ("base", "x-loss"): "bootstrap",
+    }  # fmt: skip
+    diffs = differences(table, "linear proxy").set_index("benchmark")
+    assert (diffs.how == "paired").all()
+    p = 2 * sum(math.comb(40, i) for i in range(11)) / 2**40  # exact McNemar by hand: 30 against 10
+    assert diffs.loc["x", "p"] == pytest.approx(p) and diffs.loc["x", "diff"] == pytest.approx(20 / 200)
+    assert diffs.loc["x", "low"] > 0  # 20 more right, beyond noise once paired
+    assert diffs.loc["x-loss", "diff"] == pytest.approx(-1.0) and diffs.loc["x-loss", "high"] < 0
+    assert diffs.loc["x-loss", "p"] is None or np.isnan(diffs.loc["x-loss", "p"])
+    text = difference_text(diffs.reset_index(), ["x"])
+    assert text.x.iloc[0].startswith("+0.100 [+0.") and text.x.iloc[0].endswith(f"paired, p={p:.2g}")
 
 
 def test_the_page_table_gives_each_cell_its_interval_and_n_and_a_dash_where_none():

@@ -32,15 +32,21 @@ def test_lm_loss_matches_transformers_loss(model_tok, tiny_root):
     examples = read_examples(tiny_root / "data" / "rev.jsonl", spec)
     got = run_benchmark(model, tok, spec, examples, torch.device("cpu"), batch_size=5)
     total = count = 0.0
+    nll, tokens = [], []
     for ex in examples:  # one unpadded example at a time: HF computes the masked mean itself
         p, c = [tok.bos_token_id] + _ids(tok, ex["prompt"]), _ids(tok, ex["completion"])
         ids = torch.tensor([p + c])
         labels = torch.tensor([[-100] * len(p) + c])
         with torch.no_grad():
-            total += model(input_ids=ids, labels=labels).loss.item() * len(c)
+            nll.append(model(input_ids=ids, labels=labels).loss.item() * len(c))
+        tokens.append(len(c))
+        total += nll[-1]
         count += len(c)
     assert got.metric == "loss" and not got.higher_is_better and got.n == len(examples)
     assert got.score == pytest.approx(total / count, rel=1e-5)
+    # per example: the summed NLL of its completion and its token count (what a bootstrap resamples)
+    assert got.values.values.tolist() == pytest.approx(nll, rel=1e-4)
+    assert got.values.weights.tolist() == tokens
 
 
 def test_batched_greedy_generation_matches_unbatched_generate(model_tok):

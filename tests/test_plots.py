@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from mixlab.analysis import pareto_points
 from mixlab.plots import metric_title, pareto_figure, simplex_figure
@@ -63,6 +64,8 @@ def test_pareto_points_and_figure():
     fig = pareto_figure(pts, "x", "y", NAMES)
     assert {t.name for t in fig.data} >= {"expert", "proxy (merge)", "true mixture", "front of merges"}
     assert "front of trained mixtures" in {t.name for t in fig.data}
+    # the y range holds every point with room above the highest (b at 0.9) for an expert's name (0.8 span · 0.12)
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((0.1 - 0.04, 0.9 + 0.096))
     pool = pareto_points(pd.DataFrame([r for r in rows if r["kind"] != "true"]), NAMES, "x", "y")
     legend = {t.name for t in pareto_figure(pool, "x", "y", NAMES).data}  # a recycling pool: no trained mixtures
     assert "front of the checkpoints alone" in legend
@@ -359,3 +362,19 @@ def test_studies_compared_are_each_a_best_so_far_line():
     np.testing.assert_allclose(fig.data[0].y, [0.1, 0.3, 0.3, 0.5])  # by hand
     np.testing.assert_allclose(fig.data[1].y, [0.4, 0.4, 0.45])
     assert list(fig.data[1].x) == [1, 2, 3]
+
+
+def test_beyond_eight_experts_the_pareto_figure_numbers_them_and_keeps_their_names_for_hover():
+    names = [f"ckpt-{i}" for i in range(10)]
+    rows = []
+    for i, n in enumerate(names):
+        w = dict.fromkeys(names, 0.0) | {n: 1.0}
+        for bench, s in (("x", i / 10), ("y", 1 - i / 10)):
+            rows.append({"kind": "expert", "label": n, "benchmark": bench, "score": s, "higher_is_better": True, **w})
+    pts = pareto_points(pd.DataFrame(rows), names, "x", "y")
+    expert = next(t for t in pareto_figure(pts, "x", "y", names).data if t.name == "expert")
+    assert list(expert.texttemplate) == [str(names.index(t) + 1) for t in expert.text]
+    assert set(expert.text) == set(names)  # the hover's bold line stays the name
+    few = next(t for t in pareto_figure(pareto_points(pd.DataFrame(rows[:6]), names, "x", "y"), "x", "y", names[:3]).data
+               if t.name == "expert")  # fmt: skip
+    assert few.texttemplate is None

@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy_report
+from mixlab.analysis import MEAN, ceiling_text, format_score, interval_caption, leaderboard, proxy_report
+from mixlab.context import DIFFERENCE_CAPTION
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
 from mixlab.interop.lab_init import NoWorkspace, init_lab, workspace_folder
@@ -143,8 +144,8 @@ def results_first() -> None:
                 f"{bench} [95% CI]": [format_score(*v) for v in zip(board.score, board.low, board.high)],
                 "n": ["—" if pd.isna(v) else str(int(v)) for v in board.n],
                 "vs the first [95% CI]": [
-                    "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                    for d, lo, hi in zip(board["diff"], board.diff_low, board.diff_high)
+                    "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {how}"
+                    for d, lo, hi, how in zip(board["diff"], board.diff_low, board.diff_high, board.diff_how)
                 ],
                 "true model there": [
                     "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t))
@@ -163,10 +164,8 @@ def results_first() -> None:
             key="lab_leaderboard",
         )
         st.caption(
-            "Each score with its 95% interval (Wilson's for an accuracy; the mean's by the normal approximation). "
-            "'vs the first': the difference from the top row with its interval (Newcombe's method for two "
-            "intervals), which treats the two as independent — on the same examples it is conservative. An "
-            "interval that contains 0: these data cannot tell the two apart."
+            f"{interval_caption(board.ci)}. 'vs the first': the difference from the top row with its 95% interval, "
+            f"{DIFFERENCE_CAPTION}"
         )
 
 

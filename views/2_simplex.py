@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from mixlab.analysis import best_mixtures, scores_at
+from mixlab.analysis import best_mixtures, interval_caption, scores_at
+from mixlab.context import NO_INTERVAL
 from mixlab.errors import MixlabError
 from mixlab.evaluate import open_image
 from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure, vertex_key
@@ -176,10 +177,10 @@ st.dataframe(
     key="selected_scores",
     column_config={"benchmark": st.column_config.TextColumn(pinned=True)},
 )
+shown_ci = df[df.benchmark.isin(set(table.benchmark))].ci if "ci" in df else []
 st.caption(
-    "Each score with its 95% interval: Wilson's for an accuracy (k of n examples right); for the mean, "
-    "mean ± 1.96·√(Σ p(1−p)/n)/B over its B benchmarks (n: their examples summed); a loss has none (the "
-    "cache keeps its mean, not its per-example spread). Two scores whose intervals overlap may not differ."
+    f"{interval_caption(shown_ci)} (n: the examples; for the mean, summed over its benchmarks). A score "
+    f"without one: {NO_INTERVAL}. Two scores whose intervals overlap may not differ."
 )
 if true_key is not None and not exact:
     st.caption(

@@ -2,8 +2,15 @@
 
 import streamlit as st
 
-from mixlab.analysis import MEAN, cached_params
-from mixlab.context import NO_INTERVAL, context_text, difference_text, differences, mixture_in_context
+from mixlab.analysis import MEAN, cached_params, interval_caption
+from mixlab.context import (
+    DIFFERENCE_CAPTION,
+    NO_INTERVAL,
+    context_text,
+    difference_text,
+    differences,
+    mixture_in_context,
+)
 from mixlab.errors import MixlabError
 from mixlab.lab import weights_label
 from mixlab.scoring.request import Method
@@ -107,10 +114,7 @@ st.markdown(f"**At {escape(m.label())}**: the {escape(method)} proxy beside {bes
 if len(context):
     st.dataframe(context_text(context, shown), hide_index=True, width="stretch", column_config=PINNED)
     trained = context[context.model.str.contains("trained mixture")]
-    caption = (
-        "Each score with its 95% interval (Wilson's for an accuracy, k of n examples; for the mean, the normal "
-        "approximation over its benchmarks); n is the examples each was scored on"
-    )
+    caption = interval_caption(context.ci) + "; n is the examples each was scored on"
     if context.low.isna().any():
         caption += f"; {NO_INTERVAL}"
     if len(trained):
@@ -121,10 +125,6 @@ if len(context):
     if len(diffs):
         with st.expander(f"Differences: the {method} proxy minus each model, with 95% intervals"):
             st.dataframe(difference_text(diffs, shown), hide_index=True, width="stretch", column_config=PINNED)
-            st.caption(
-                "MOVER intervals (Newcombe 1998) from each score's own interval. They treat the two models as "
-                "independent samples, so for two models scored on the same examples they are conservative; an "
-                "interval that excludes 0 is a difference beyond noise. No interval where either score has none."
-            )
+            st.caption(DIFFERENCE_CAPTION)
 else:
     st.info("Nothing is scored at this mixture or on these benchmarks yet.")

@@ -84,7 +84,7 @@ if row:
     ceiling = ceiling_text(row["ceiling"], row["ceiling_low"], row["ceiling_high"], row["n_replicated"])
     cols[4].metric(
         "Noise ceiling",
-        "unknown" if row["ceiling"] is None else f"{row['ceiling']:+.2f}",
+        "—" if row["ceiling"] is None else f"{row['ceiling']:+.2f}",
         help="Spearman ρ between two replicates (seeds) of the true models, replicate 1 against replicate 2: "
         "how well the true models rank themselves. List several checkpoints of a mixture as paths = [...] in "
         "lab.toml to measure it; the proxy is then compared with the replicates' mean.",

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from mixlab.analysis import MEAN, best_mixtures, best_on_plane, pareto_points, readable
-from mixlab.plots import pareto_figure, pareto_figure_3d
+from mixlab.plots import pareto_figure, pareto_figure_3d, vertex_key
 from mixlab.tables import front_counts, fronts, method_table, of_method
 from views.state import BENCH, MIXTURE, engine, results, set_mixture, winners
 from views.text import code, escape
@@ -75,6 +75,8 @@ if bz is None:
         selection_mode="points",
         width="stretch",
     )
+    if vertex_key(eng.names):
+        st.caption(f"Experts, numbered on the plot: {escape(vertex_key(eng.names))}.")
 else:
     marked = best_on_plane(best, pts, eng.names, winners(), bx, by, bz)
     chart(pareto_figure_3d(pts, bx, by, bz, eng.names, marked, st.session_state[MIXTURE]), key="pareto_plot_3d")

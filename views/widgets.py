@@ -64,14 +64,17 @@ def weight_inputs(eng: Engine) -> None:
             width="stretch",
             height=min(36 * (len(eng.names) + 1) + 3, 600),
             column_config={
+                # names cut before weights: in a narrow column (the Merge page at 1024 px) the weight stays in view
+                "expert": st.column_config.TextColumn("expert", width=130),
                 "weight": st.column_config.NumberColumn(
                     "weight",
+                    width=60,
                     min_value=0.0,
                     max_value=1.0,
-                    step=0.01,
+                    step=0.0001,  # a coarser step rounds what is shown: 1/15 read 0.060 with step 0.01
                     format="%.3f",
                     help="Type a weight: the others rescale so the weights sum to 1.",
-                )
+                ),
             },
         )
         chart(weights_figure(dict(zip(table.expert, table.weight))), key=f"weights_bars_{rev}")

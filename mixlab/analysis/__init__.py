@@ -19,10 +19,18 @@ from __future__ import annotations
 
 from mixlab.analysis.best import Best, best_mixtures, best_on_plane, leaderboard
 from mixlab.analysis.intervals import (
+    N_BOOT,
     PROPORTION_METRICS,
     Z95,
+    PairedDifference,
+    bootstrap_intervals,
     difference_interval,
     format_score,
+    mean_bootstrap_interval,
+    mean_bootstrap_intervals,
+    pairable,
+    paired_difference,
+    resample_counts,
     score_interval,
     wilson_interval,
 )
@@ -43,10 +51,14 @@ from mixlab.analysis.ranking import (
 from mixlab.analysis.replicates import SUBSETS, ceiling_text, in_subset, noise_ceiling, replicate_pairs
 from mixlab.analysis.report import SUMMARIES, method_comparison, proxy_report, rho_summaries, subset_of
 from mixlab.analysis.tables import (
+    BOOTSTRAP,
     MEAN,
+    NORMAL,
     RESULT_COLUMNS,
+    WILSON,
     cached_params,
     collapse_replicates,
+    interval_caption,
     mean_benchmarks,
     paired,
     readable,
@@ -69,6 +81,18 @@ from mixlab.analysis.ties import (
 )
 
 __all__ = [
+    "pairable",
+    "interval_caption",
+    "N_BOOT",
+    "PairedDifference",
+    "bootstrap_intervals",
+    "mean_bootstrap_interval",
+    "mean_bootstrap_intervals",
+    "paired_difference",
+    "resample_counts",
+    "WILSON",
+    "BOOTSTRAP",
+    "NORMAL",
     "Z95",
     "PROPORTION_METRICS",
     "wilson_interval",

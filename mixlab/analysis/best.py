@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mixlab.analysis.intervals import difference_interval, format_score
+from mixlab.analysis.intervals import difference_interval, format_score, pairable, paired_difference
 from mixlab.analysis.mixtures import same_mixture, weights_key
 from mixlab.analysis.tables import collapse_replicates
 from mixlab.analysis.ties import snap_ties
@@ -88,9 +88,11 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     with the true score of a model trained at that mixture
     when there is one. ``results``: one method's rows (with the mean if asked for).
 
-    Columns: model, mixture, score, low, high (95% interval, NaN where none), n, true_at_pick (the pick's
-    row only), diff, diff_low, diff_high (each row minus the first, with :func:`difference_interval`)."""
-    cols = ["model", "mixture", "score", "low", "high", "n", "true_at_pick"]
+    Columns: model, mixture, score, low, high (95% interval, NaN where none), ci (how it was made), n,
+    true_at_pick (the pick's row only), values (per-example, or None), diff, diff_low, diff_high, diff_how
+    (each row minus the first: paired over the shared examples where both have per-example values,
+    :func:`paired_difference`, "paired"; else from the two intervals, :func:`difference_interval`, "MOVER")."""
+    cols = ["model", "mixture", "score", "low", "high", "ci", "n", "true_at_pick", "values"]
     sub = collapse_replicates(results[results.benchmark == benchmark])
     if sub.empty:
         return pd.DataFrame(columns=cols)
@@ -99,7 +101,8 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     def add(model: str, mixture: str, r, true_at_pick=None) -> None:
         low, high = _float(r.get("low")), _float(r.get("high"))
         n = None if pd.isna(r.get("n")) else int(r.get("n"))
-        rows.append([model, mixture, float(r.score), low, high, n, true_at_pick])
+        values, ci = r.get("values"), r.get("ci") or ""
+        rows.append([model, mixture, float(r.score), low, high, ci, n, true_at_pick, values])
 
     for _, r in sub[sub.kind == "base"].tail(1).iterrows():
         add("base", "", r)
@@ -122,13 +125,21 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     hib = bool(sub.higher_is_better.iloc[0])
     table = table.sort_values("score", ascending=not hib, kind="stable").reset_index(drop=True)
     top = table.iloc[0]
-    diffs = [
-        difference_interval(r.score, r.low, r.high, top.score, top.low, top.high)
-        if i and None not in (r.low, r.high, top.low, top.high) and not pd.isna([r.low, top.low]).any()
-        else (np.nan, np.nan, np.nan)
-        for i, r in table.iterrows()
-    ]
-    return table.assign(diff=[d[0] for d in diffs], diff_low=[d[1] for d in diffs], diff_high=[d[2] for d in diffs])
+    diffs = []
+    for i, r in table.iterrows():
+        if i and pairable(r["values"], top["values"]):
+            d = paired_difference(r["values"], top["values"])
+            diffs.append((r.score - top.score, d.low, d.high, "paired"))
+        elif i and None not in (r.low, r.high, top.low, top.high) and not pd.isna([r.low, top.low]).any():
+            diffs.append((*difference_interval(r.score, r.low, r.high, top.score, top.low, top.high), "MOVER"))
+        else:
+            diffs.append((np.nan, np.nan, np.nan, ""))
+    return table.assign(
+        diff=[d[0] for d in diffs],
+        diff_low=[d[1] for d in diffs],
+        diff_high=[d[2] for d in diffs],
+        diff_how=[d[3] for d in diffs],
+    )
 
 
 def best_on_plane(

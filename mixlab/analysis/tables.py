@@ -9,10 +9,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from mixlab.analysis.intervals import Z95, format_score, score_interval
+from mixlab.analysis.intervals import (
+    Z95,
+    bootstrap_intervals,
+    format_score,
+    mean_bootstrap_intervals,
+    score_interval,
+)
 from mixlab.analysis.mixtures import nearest, same_mixture, weights_key
 from mixlab.analysis.ties import exact_mean
 from mixlab.errors import MixlabError
+from mixlab.values import ExampleValues
 
 MEAN = "mean"  # the pseudo-benchmark averaging the higher-is-better benchmarks
 
@@ -33,16 +40,48 @@ RESULT_COLUMNS = (
 )
 
 
-def results_table(evaluations: Sequence, names: Sequence[str]) -> pd.DataFrame:
-    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS`, one weight column per expert, and each
-    score's 95% interval ``low``/``high`` (:func:`score_interval`; NaN where there is none)."""
+WILSON, BOOTSTRAP, NORMAL = "Wilson", "bootstrap", "normal"  # how a row's interval was made (its ``ci``)
+_HOW = {
+    WILSON: "Wilson's for an accuracy (k of n examples)",
+    BOOTSTRAP: "a percentile bootstrap over the examples (a loss: per-token, each example's tokens together; the "
+    "mean: each benchmark's examples resampled) from the per-example values",
+    NORMAL: "the normal approximation over its benchmarks for a mean without per-example values",
+}
+
+
+def interval_caption(cis) -> str:
+    """What the 95% intervals shown are, for the ``ci`` values among them (a page's caption, in one place)."""
+    how = [_HOW[c] for c in _HOW if c in set(cis)]
+    return "Each score with its 95% interval: " + "; ".join(how) if how else "No score shown has an interval"
+
+
+def results_table(
+    evaluations: Sequence, names: Sequence[str], values: dict[str, ExampleValues] | None = None
+) -> pd.DataFrame:
+    """Evaluations as one tidy table: the :data:`RESULT_COLUMNS`, one weight column per expert, each score's
+    per-example values (``values``: the evaluation's own, else ``values[key]``; None where none are kept), and
+    its 95% interval ``low``/``high`` with ``ci`` saying how it was made: ``Wilson`` for an accuracy
+    (:func:`score_interval`), ``bootstrap`` for another score with per-example values (a loss:
+    :func:`bootstrap_intervals`), none (NaN, "") otherwise."""
+    values = values or {}
     df = pd.DataFrame([{k: getattr(e, k) for k in RESULT_COLUMNS} for e in evaluations], columns=list(RESULT_COLUMNS))
     df["replicate"] = pd.array([getattr(e, "replicate", None) for e in evaluations], dtype="Int64")  # true rows
+    df["values"] = pd.Series(
+        [getattr(e, "values", None) or values.get(getattr(e, "key", None)) for e in evaluations],
+        index=df.index,
+        dtype=object,
+    )
     for n in names:
         df[n] = [None if w is None else float(w.get(n, 0.0)) for w in df["weights"]]
     ci = [score_interval(s, n, m) for s, n, m in zip(df.score, df.n, df.metric)]
     df["low"] = [np.nan if c is None else c[0] for c in ci]
     df["high"] = [np.nan if c is None else c[1] for c in ci]
+    df["ci"] = [WILSON if c is not None else "" for c in ci]
+    boot = [i for i, (c, v) in enumerate(zip(ci, df["values"])) if c is None and v is not None]
+    if boot:
+        bounds = bootstrap_intervals([df["values"].iat[i] for i in boot])
+        rows = df.index[boot]
+        df.loc[rows, "low"], df.loc[rows, "high"], df.loc[rows, "ci"] = bounds[:, 0], bounds[:, 1], BOOTSTRAP
     return df
 
 
@@ -90,8 +129,10 @@ def with_lab_mean(results: pd.DataFrame, benchmarks: Sequence) -> pd.DataFrame:
 def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     """Add rows of the pseudo-benchmark ``mean``: the mean of ``benchmarks`` (which must share a
     direction) for every model scored on all of them. Its ``n`` is the examples summed over them; its
-    ``low``/``high`` (when every benchmark is a proportion) the normal approximation mean ± 1.96·√(Σ
-    p_b(1−p_b)/n_b)/B over B benchmarks with independent examples, clipped to [0, 1]."""
+    ``low``/``high`` a percentile bootstrap (``ci`` "bootstrap", :func:`mean_bootstrap_intervals`) where
+    every benchmark has per-example values, else (when every benchmark is a proportion) the normal
+    approximation mean ± 1.96·√(Σ p_b(1−p_b)/n_b)/B over B benchmarks with independent examples, clipped to
+    [0, 1] (``ci`` "normal")."""
     if not benchmarks:
         return results
     sub = results[results.benchmark.isin(benchmarks)]
@@ -119,14 +160,22 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     # the mean of B independent proportions: normal approximation, mean ± z·√(Σ p_b(1−p_b)/n_b) / B
     half = Z95 * np.sqrt(got["var"].to_numpy(dtype=float)) / got.k.to_numpy()
     centre = got.score.to_numpy()
-    mean = first.assign(
-        benchmark=MEAN,
-        score=centre,
-        metric=metric.iloc[0],
-        n=got.n.to_numpy(),
-        low=np.clip(centre - half, 0.0, 1.0),
-        high=np.clip(centre + half, 0.0, 1.0),
-    )
+    low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    how = np.where(np.isfinite(half), NORMAL, "").astype(object)
+    if "values" in sub:  # where every benchmark has per-example values: the stratified bootstrap instead
+        kept = {(m, b): v for m, b, v in zip(model, sub.benchmark, sub["values"]) if v is not None}
+        order = list(dict.fromkeys(benchmarks))
+        full = [i for i, m in enumerate(complete) if all((m, b) in kept for b in order)]
+        if full:
+            bounds = mean_bootstrap_intervals([[kept[complete[i], b] for b in order] for i in full])
+            low[full], high[full], how[full] = bounds[:, 0], bounds[:, 1], BOOTSTRAP
+    mean = first.assign(benchmark=MEAN, score=centre, metric=metric.iloc[0], n=got.n.to_numpy(), low=low, high=high)
+    mean["ci"] = how
+    if "values" in mean:  # a mean's per-example values: its benchmarks', in order (for a paired difference)
+        mean["values"] = pd.Series([None] * len(mean), index=mean.index, dtype=object)
+        if "values" in sub and full:
+            for i in full:
+                mean.iat[i, mean.columns.get_loc("values")] = tuple(kept[complete[i], b] for b in order)
     return pd.concat([results, mean.reset_index(drop=True)], ignore_index=True)
 
 
@@ -169,6 +218,10 @@ def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
     for c in ("low", "high"):
         if c in first:
             first[c] = np.nan
+    if "ci" in first:
+        first["ci"] = ""
+    if "values" in first:
+        first["values"] = None  # a mean over seeds has no per-example values
     return pd.concat([results.drop(index=many.index), first]).sort_index(kind="stable")
 
 

@@ -352,6 +352,7 @@ def build_demo(
     ``budget``: the recipe (default: :data:`QUICK` or :data:`FULL`); ``points``: the true-mixture points
     (default: :func:`mixture_points`); ``proxy_grid``: also cache linear proxies on a grid beyond them."""
     from mixlab.engine import EXPORT_FILE, Engine  # the engine pulls in the evaluation stack: only when building
+    from mixlab.values import VALUES_FILE
 
     if domains not in (3, 4):
         raise MixlabError(f"the demo lab has 3 or 4 domains, got --domains {domains}")
@@ -403,6 +404,7 @@ def build_demo(
             cache_method_comparison(engine, points, show_progress)
         compare_seconds = time.perf_counter() - compare_start
         store.export_jsonl(root / EXPORT_FILE)
+        store.export_values(root / VALUES_FILE)
         store.close()
         write_build_info(
             root,
@@ -439,6 +441,7 @@ def build_recycle(
     of against every checkpoint."""
     from mixlab.engine import EXPORT_FILE, Engine
     from mixlab.recycle import RECORD, recycle
+    from mixlab.values import VALUES_FILE
 
     src = load_lab(source or LABS_DIR / "demo-k3")
     out = Path(out) if out else LABS_DIR / "demo-recycle"
@@ -474,6 +477,7 @@ def build_recycle(
         engine.sweep(merges, "linear", benchmarks=[b.name for b in lab.benchmarks if b.higher_is_better])
         (root / RECORD).write_text(json.dumps(rows, indent=2) + "\n")
         store.export_jsonl(root / EXPORT_FILE)
+        store.export_values(root / VALUES_FILE)
         store.close()
         info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
         write_build_info(root, info)

@@ -278,6 +278,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     from mixlab.scoring import checkpoints
     from mixlab.simplex import Mixture
     from mixlab.store import Store
+    from mixlab.values import VALUES_FILE
 
     budget = budget or (QUICK if quick else FULL)
     names = list(DOMAINS)
@@ -345,6 +346,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
         checkpoints.checkpoint_scores(engine)
         engine.sweep([Mixture.of(names, p) for p in points], "linear")
         store.export_jsonl(root / EXPORT_FILE)
+        store.export_values(root / VALUES_FILE)
         store.close()
         info = {
             "seed": seed,

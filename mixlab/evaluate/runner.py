@@ -19,6 +19,7 @@ from mixlab.evaluate.plugins import run_plugin
 from mixlab.lab import BenchmarkSpec
 from mixlab.lazy import no_grad, torch
 from mixlab.manifest import LM_EVAL
+from mixlab.values import ExampleValues
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class EvalResult:
     higher_is_better: bool
     n: int
     seconds: float
+    values: ExampleValues | None = None  # per example, where the evaluator gives them (built-ins); None otherwise
 
 
 def context_length(model) -> int | None:
@@ -85,6 +87,7 @@ def run_benchmark(
     ``processor``: for exact_match rows with an ``image``, the base's processor."""
     start = time.perf_counter()
     n = len(examples)
+    per_example = None
     if spec.evaluator == LM_EVAL:
         from mixlab import harness as lm_eval_harness
 
@@ -99,18 +102,20 @@ def run_benchmark(
             )
         metric = "accuracy"
         outs = image_answers(model, processor, examples, spec, device, Batches(batch_size, progress, cancel))
-        score = aggregate("exact_match", [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)])
+        hits = [o.strip() == str(ex["answer"]).strip() for o, ex in zip(outs, examples)]
+        score, per_example = aggregate("exact_match", hits), hits
     elif spec.evaluator in BUILTIN:
         ev = BUILTIN[spec.evaluator]
         metric = ev.metric
         items = prepare(tokenizer, spec, examples, context_length(model)) if items is None else items
         values = ev.score(model, tokenizer, items, examples, device, Batches(batch_size, progress, cancel), spec)
-        score = aggregate(spec.evaluator, values)
+        score, per_example = aggregate(spec.evaluator, values), values
     else:
         score, metric = run_plugin(spec, model, tokenizer, examples, device, plugin_dirs)
     if not math.isfinite(score):
         raise EvaluationError(f"benchmark {spec.name!r}: evaluator {spec.evaluator!r} gave a non-finite score {score}")
-    return EvalResult(float(score), metric, spec.higher_is_better, n, time.perf_counter() - start)
+    per_example = None if per_example is None else ExampleValues.of(spec.evaluator, per_example)
+    return EvalResult(float(score), metric, spec.higher_is_better, n, time.perf_counter() - start, per_example)
 
 
 @no_grad
@@ -152,8 +157,9 @@ def run_benchmark_grouped(
     seconds = (time.perf_counter() - start) / n_groups
     out = []
     for g in range(n_groups):
-        score = aggregate(spec.evaluator, values[g * n : (g + 1) * n])
+        mine = values[g * n : (g + 1) * n]
+        score = aggregate(spec.evaluator, mine)
         if not math.isfinite(score):
             raise EvaluationError(f"benchmark {spec.name!r} gave a non-finite score {score}")
-        out.append(EvalResult(float(score), metric, hib, n, seconds))
+        out.append(EvalResult(float(score), metric, hib, n, seconds, ExampleValues.of(spec.evaluator, mine)))
     return out

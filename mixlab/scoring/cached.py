@@ -54,7 +54,9 @@ def cached(engine, kind: str) -> list[Evaluation]:
 
 
 def results(engine, method: Method | None = None) -> pd.DataFrame:
-    """Every cached score of this lab as one tidy table (see :func:`mixlab.analysis.results_table`); proxy
-    rows only for ``method`` when given."""
-    df = results_table([e for kind in ("base", "expert", "true", "proxy") for e in cached(engine, kind)], engine.names)
+    """Every cached score of this lab as one tidy table (see :func:`mixlab.analysis.results_table`), with the
+    per-example values the cache keeps (a loss's interval is bootstrapped from them); proxy rows only for
+    ``method`` when given."""
+    evals = [e for kind in ("base", "expert", "true", "proxy") for e in cached(engine, kind)]
+    df = results_table(evals, engine.names, engine.store.values([e.key for e in evals]))
     return df if method is None else of_method(df, *method.pair()).reset_index(drop=True)

@@ -1,0 +1,137 @@
+"""Per-example values for scores cached before they were kept (a shipped lab's evaluations.jsonl): each score
+re-evaluated into a scratch in-memory cache, and only its per-example values written beside the cached row —
+never the row itself, and never values whose score differs from the cached one beyond the re-score tolerance
+(:data:`mixlab.values.SCORE_RTOL`; an accuracy must agree exactly). Computes what it backfills.
+
+    python -m mixlab.scoring.backfill cache/demo-k3 [--kinds checkpoints,proxy] [--methods linear] [--at-true]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mixlab.analysis import same_mixture
+from mixlab.simplex import Mixture
+from mixlab.store import Evaluation, Store
+
+
+@dataclass
+class Backfill:
+    written: int = 0
+    refused: list[str] = field(default_factory=list)  # "label · benchmark: cached 0.51, recomputed 0.505"
+    missing: int = 0  # recomputed scores the cache does not hold (a checkpoint never scored): not written
+
+
+def _keep(engine, recomputed: list[Evaluation], out: Backfill) -> None:
+    """Write the per-example values of ``recomputed`` whose cached score they reproduce."""
+    cached = engine.store.get_many([e.key for e in recomputed if e.values is not None])
+    ok = {}
+    for e in recomputed:
+        hit = cached.get(e.key)
+        if e.values is None:
+            continue
+        if hit is None:
+            out.missing += 1
+        elif e.values.agrees(hit.score):
+            ok[e.key] = e.values
+        else:
+            out.refused.append(f"{hit.label} · {hit.benchmark}: cached {hit.score!r}, recomputed {e.score!r}")
+    if ok:
+        engine.store.put_values(ok)
+        out.written += len(ok)
+
+
+def backfill(
+    engine,
+    kinds=("checkpoints", "proxy"),
+    chunk: int = 16,
+    limit: int | None = None,
+    methods: set[str] | None = None,
+    at_true: bool = False,
+    log: Callable = print,
+) -> Backfill:
+    """Re-evaluate the cached scores of ``engine``'s lab that have no per-example values (checkpoints: the base,
+    experts and true mixtures; proxy: every cached proxy, grouped by method and params, ``chunk`` mixtures at a
+    time, at most ``limit`` mixtures; only ``methods`` when given; only at trained mixtures with ``at_true``)
+    and keep their values; see the module docstring."""
+    from mixlab.engine import Engine
+    from mixlab.scoring.cached import cached
+    from mixlab.scoring.checkpoints import checkpoint_scores
+
+    scratch = Engine(engine.lab, Store(":memory:"), device="cpu", batch_size=engine.batch_size)
+    out = Backfill()
+    start = time.perf_counter()
+    if "checkpoints" in kinds:
+        todo = [e for k in ("base", "expert", "true") for e in cached(engine, k) if e.device != "manifest"]
+        have = engine.store.values([e.key for e in todo])
+        if any(e.key not in have for e in todo):
+            _keep(engine, checkpoint_scores(scratch), out)
+        log(f"checkpoints: {out.written} written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)")
+    if "proxy" in kinds:
+        proxies = cached(engine, "proxy")
+        have = engine.store.values([e.key for e in proxies])
+        groups: dict[str, dict[tuple, Mixture]] = {}
+        trained = [[w.get(n, 0.0) for n in engine.names] for w in (e.weights for e in cached(engine, "true")) if w]
+        for e in proxies:
+            if methods is not None and e.method not in methods:
+                continue
+            if at_true and same_mixture([e.weights.get(n, 0.0) for n in engine.names], trained) is None:
+                continue
+            if e.key not in have:
+                m = Mixture.of(engine.names, [e.weights.get(n, 0.0) for n in engine.names])
+                groups.setdefault(json.dumps([e.method, e.params], sort_keys=True), {})[m.weights] = m
+        left = limit
+        for spec, mixtures in groups.items():
+            method, params = json.loads(spec)
+            todo = list(mixtures.values())[:left]
+            for i in range(0, len(todo), chunk):
+                _keep(engine, scratch.sweep(todo[i : i + chunk], method, params), out)
+                log(
+                    f"proxy {method} {params}: {min(i + chunk, len(todo))}/{len(todo)} mixtures; {out.written} "
+                    f"written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)"
+                )
+            if left is not None:
+                left -= len(todo)
+                if left <= 0:
+                    break
+    return out
+
+
+def main(argv=None) -> int:
+    from mixlab.engine import Engine, open_store
+    from mixlab.lab import load_lab
+    from mixlab.values import VALUES_FILE
+
+    ap = argparse.ArgumentParser(prog="python -m mixlab.scoring.backfill", description=__doc__.splitlines()[0])
+    ap.add_argument("lab")
+    ap.add_argument("--kinds", default="checkpoints,proxy")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many proxy mixtures")
+    ap.add_argument("--methods", default=None, help="only proxies of these merge methods (comma-separated)")
+    ap.add_argument("--at-true", action="store_true", help="only proxies at mixtures a true model was trained at")
+    ap.add_argument("--cache", default=None, help="the evaluation cache to fill (default: the lab's)")
+    args = ap.parse_args(argv)
+    lab = load_lab(args.lab)
+    engine = Engine(lab, open_store(lab, args.cache) if args.cache else None, device="cpu")
+    methods = None if args.methods is None else set(args.methods.split(","))
+    out = backfill(
+        engine,
+        tuple(args.kinds.split(",")),
+        limit=args.limit,
+        methods=methods,
+        at_true=args.at_true,
+        log=lambda m: print(m, flush=True),
+    )
+    n = engine.store.export_values(lab.root / VALUES_FILE, lab=lab.name)
+    print(f"{out.written} written, {len(out.refused)} refused, {out.missing} missing; {n} in {lab.root / VALUES_FILE}")
+    for r in out.refused:
+        print("refused:", r)
+    return 1 if out.refused else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
