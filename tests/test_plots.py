@@ -362,6 +362,8 @@ def test_studies_compared_are_each_a_best_so_far_line():
     np.testing.assert_allclose(fig.data[0].y, [0.1, 0.3, 0.3, 0.5])  # by hand
     np.testing.assert_allclose(fig.data[1].y, [0.4, 0.4, 0.45])
     assert list(fig.data[1].x) == [1, 2, 3]
+    # two studies that tie stay two visible curves: each its own marker and dash
+    assert fig.data[0].marker.symbol != fig.data[1].marker.symbol and fig.data[0].line.dash != fig.data[1].line.dash
 
 
 def test_beyond_eight_experts_the_pareto_figure_numbers_them_and_keeps_their_names_for_hover():

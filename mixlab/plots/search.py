@@ -53,6 +53,10 @@ def contour_figure(study, x: str, y: str, label: str) -> go.Figure:
     return fig
 
 
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x")
+DASHES = ("solid", "dash", "dot", "dashdot")
+
+
 def studies_figure(histories: dict[str, Sequence[float]], label: str) -> go.Figure:
     """Several studies' best-so-far lines on one pair of axes (trial number, objective): which search got
     where, how fast. ``histories``: study name → its complete trials' first objective, in trial order."""
@@ -61,11 +65,13 @@ def studies_figure(histories: dict[str, Sequence[float]], label: str) -> go.Figu
             go.Scatter(
                 x=list(range(1, len(v) + 1)),
                 y=list(pd.Series(v, dtype=float).cummax()),
-                mode="lines",
+                mode="lines+markers",  # markers and dashes apart: studies that tie draw one line otherwise
+                marker=dict(symbol=SYMBOLS[i % len(SYMBOLS)], size=8),
+                line=dict(dash=DASHES[i % len(DASHES)]),
                 name=name,
                 hovertemplate=f"{name}<br>trial %{{x}}<br>best so far %{{y:.4f}}<extra></extra>",
             )
-            for name, v in histories.items()
+            for i, (name, v) in enumerate(histories.items())
         ]
     )
     fig.update_layout(
