@@ -506,7 +506,8 @@ def three_true_lab(tmp_path):
     for part in ("base", "data", "experts", "evaluations.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
     for tm in data["true_mixtures"]:
-        shutil.copytree(src / tm["path"], root / tm["path"])
+        for folder in tm.get("paths") or [tm["path"]]:  # replicates: every seed's checkpoint
+            shutil.copytree(src / folder, root / folder)
     doc = ManifestWriter()
     tables = {k: v for k, v in data.items() if isinstance(v, (list, dict)) and k != "plugins"}
     for key, value in data.items():  # top-level keys first: TOML puts them before any table
@@ -653,8 +654,8 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     head, *trues = (DEMO_LAB / "lab.toml").read_text().split("[[true_mixtures]]")
     (lab / "lab.toml").write_text("[[true_mixtures]]".join([head, *trues[:2]]))  # two true mixtures
     for t in trues[:2]:
-        folder = t.split('path = "')[1].split('"')[0]
-        shutil.copytree(DEMO_LAB / folder, lab / folder)
+        for folder in re.findall(r'"(true/[^"]+)"', t):  # path = "…" or replicates' paths = ["…", "…"]
+            shutil.copytree(DEMO_LAB / folder, lab / folder)
     monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "empty.sqlite"))
     app.query_params["lab"] = str(lab)
     at = _open(app, PAGES[3])
@@ -1069,6 +1070,7 @@ def replicated_lab(tmp_path):
     for part in ("base", "data", "experts", "true", "evaluations.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
     text = (src / "lab.toml").read_text()
+    text = re.sub(r'paths = \["(true/[^"]+)"(, "[^"]+")+\]', r'path = "\1"', text)  # seed 1 only, then pair by hand
     paths = re.findall(r'path = "(true/.+)"', text)
     for i, p in enumerate(paths):
         text = text.replace(f'path = "{p}"\n', f'paths = ["{p}", "{paths[(i + 1) % len(paths)]}"]\n', 1)
@@ -1084,7 +1086,7 @@ def test_the_proxy_vs_true_page_shows_the_noise_ceiling_beside_rho_for_all_and_i
 
     root, paths = replicated_lab(tmp_path)
     single = Engine(load_lab(DEMO_LAB.parent / "demo-k3")).results("linear", {})
-    true = single[(single.kind == "true") & (single.benchmark == "add")].set_index("label")
+    true = single[(single.kind == "true") & (single.benchmark == "add") & (single.replicate == 1)].set_index("label")
     labels = [t for t in true.index]  # lab order
     first = true.loc[labels, "score"].to_numpy()
     second = np.roll(first, -1)  # replicate 2 of mixture i is mixture i+1's checkpoint
