@@ -46,7 +46,8 @@ def test_the_shipped_cache_matches_a_fresh_evaluation(tmp_path):
     lab = load_lab(DEMO_LAB)
     shipped = Engine(lab, Store(tmp_path / "shipped.sqlite", seed_from=DEMO_LAB / "evaluations.jsonl"))
     cached = {(e.label, e.benchmark): e.score for e in shipped.cached("expert")}
-    assert len(cached) == 18 and len(shipped.cached("true")) == 46 * 6 and len(shipped.cached("proxy")) >= 106 * 6
+    # 46 true mixtures, 25 of them (interior points and vertices) trained twice: 71 checkpoints
+    assert len(cached) == 18 and len(shipped.cached("true")) == 71 * 6 and len(shipped.cached("proxy")) >= 106 * 6
     fresh = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
     for e in fresh.expert_scores(["rev", "rev-loss"]):
         # another CPU sums in another order: a loss moves in its 5th digit, and greedy decoding of a near-tie
@@ -400,3 +401,30 @@ def test_a_fresh_build_with_replicates_trains_the_replicates_that_demo_replicate
         for p in t.checkpoints:
             w = "adapter_model.safetensors"
             assert (fresh / p / w).read_bytes() == (lab_dir / p / w).read_bytes(), p
+
+
+def test_the_shipped_k3_lab_has_replicates_scored_and_its_ceiling_is_a_number():
+    """demo-k3 trains its 22 interior points and 3 vertices twice (`demo replicates --subset
+    interior+vertices`): every replicate is scored in the shipped export (nothing to evaluate), and the
+    ceiling on the mean is Spearman ρ between the two seeds' means of the exact-match benchmarks (scipy)."""
+    import numpy as np
+    from scipy import stats
+
+    from mixlab.analysis import proxy_report
+
+    lab = load_lab(DEMO_LAB)
+    replicated = [t for t in lab.manifest.true_mixtures if t.paths]
+    assert len(replicated) == 25 and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
+    engine = Engine(lab, Store(":memory:", seed_from=DEMO_LAB / "evaluations.jsonl"), device="cpu")
+    assert engine.unscored() == {"base": 0, "expert": 0, "true": 0}
+    df = engine.results("linear", {})
+    true = df[(df.kind == "true") & df.benchmark.isin(["add", "rev", "sort"])]
+    means = true.groupby(["label", "replicate"]).score.mean().unstack()  # label × replicate
+    both = means.dropna()
+    assert len(both) == 25
+    rows = {r["benchmark"]: r for r in proxy_report(df, lab.expert_names, lab.benchmarks)}
+    ceiling = rows["mean"]["ceiling"]
+    assert ceiling is not None and rows["mean"]["n_replicated"] == 25
+    first, second = (np.round(both[r].to_numpy(), 9) for r in (1, 2))  # means equal up to float noise tie
+    assert ceiling == pytest.approx(stats.spearmanr(first, second).statistic)
+    assert np.isfinite(rows["mean"]["ceiling_low"]) and rows["mean"]["ceiling_low"] < ceiling

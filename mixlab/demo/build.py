@@ -90,7 +90,7 @@ def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
 
 REPLICATE_SUBSETS = {
     "all": "every true mixture",
-    "interior+vertices": "the interior points (every weight > 0) and the vertices (one expert's data alone)",
+    "interior+vertices": "the interior points and the vertices",  # interior: every weight > 0; vertex: one expert
 }
 
 
@@ -106,7 +106,7 @@ def seeds_text(replicates: int, subset: str) -> str:
     """How a lab's description says its replicates: "" for one seed."""
     if replicates == 1:
         return ""
-    return f" ({replicates} seeds each{'' if subset == 'all' else ' of the ' + REPLICATE_SUBSETS[subset]})"
+    return f" ({replicates} seeds each{'' if subset == 'all' else ' at ' + REPLICATE_SUBSETS[subset]})"
 
 
 def replicate_path(label: str, r: int) -> str:
@@ -534,7 +534,11 @@ def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", s
         benches = [b.model_dump(exclude_none=True, exclude_defaults=True) | {"name": b.name} for b in lab.benchmarks]
         order = ("name", "evaluator", "data", "search_data")  # as demo build writes them
         benches = [{k: b[k] for k in order if k in b} | {k: v for k, v in b.items() if k not in order} for b in benches]
-        which = "Each true mixture" if subset == "all" else f"Each of the {sum(chosen)} {REPLICATE_SUBSETS[subset]}"
+        which = (
+            "Every true mixture"
+            if subset == "all"
+            else f"The {sum(chosen)} true mixtures at {REPLICATE_SUBSETS[subset]}"
+        )
         description = lab.manifest.description + f" {which} trained with {replicates} seeds (replicates)."
         write_manifest(root, lab.name, description, names, benches, rows)
         store = Store(":memory:", seed_from=root / EXPORT_FILE)
