@@ -70,9 +70,10 @@ def test_lab_page_lists_experts_and_bad_lab_is_a_clear_error(app, tmp_path):
 def test_the_lab_pages_cache_caption_reads_as_counts_not_a_dict(app):
     at = _open(app, PAGES[0])
     (caption,) = [c.value for c in at.caption if c.value.startswith("Evaluation cache")]
-    # scores, one per benchmark (6): the base's 6, 3 experts' 18, 46 true mixtures' 276
+    # scores, one per benchmark (6): the base's 6, 3 experts' 18, 46 true mixtures' 71 checkpoints' 426 (25
+    # of the mixtures trained with 2 seeds)
     assert "{" not in caption and re.search(
-        r"[\d,]+ proxy scores; 6 of the base, 18 of experts and 276 of true", caption
+        r"[\d,]+ proxy scores; 6 of the base, 18 of experts and 426 of true", caption
     )
 
 
