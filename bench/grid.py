@@ -36,6 +36,7 @@ from mixlab.demo import DEMO_LAB  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.evaluate import prepare, read_examples, run_benchmark  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
+from mixlab.scoring import proxy  # noqa: E402
 from mixlab.simplex import Mixture, grid_from_step  # noqa: E402
 from mixlab.store import Store  # noqa: E402
 
@@ -168,7 +169,7 @@ def measure(lab, lab_dir: Path, grid, bench: str, args, tmp: Path) -> str:
     run_benchmark(model, tok, b, examples, DEVICE, batch_size=args.batch)  # warm up
 
     items = prepare(tok, b, examples)
-    auto_path = probe.choose_path("linear", b, len(grid))
+    auto_path = proxy.choose_path(probe, probe.method("linear"), b, len(grid))
     other = "materialize" if auto_path == "batched" else "batched"
     naive_engine = Engine(lab, Store(tmp / f"naive-{next(_runs)}.sqlite"), device=str(DEVICE))
     runs: dict[str, list[float]] = {"floor": [], auto_path: [], other: [], "naive": []}

@@ -31,7 +31,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixlab.experts import load_base, load_task_vector  # noqa: E402
+from mixlab.checkpoint import load_base  # noqa: E402
+from mixlab.experts import load_task_vector  # noqa: E402
 from mixlab.merge import Merger, MergeSpec, get_method, save_merged  # noqa: E402
 
 
@@ -136,7 +137,7 @@ def check_mergekit_yaml(exe: str, lab_dir: Path, tmp: Path, name: str) -> bool:
     from safetensors.torch import load_file
 
     from mixlab.engine import Engine
-    from mixlab.interop import to_mergekit
+    from mixlab.interop.mergekit import to_mergekit
     from mixlab.lab import load_lab
     from mixlab.store import Store
 

@@ -42,6 +42,7 @@ from mixlab.demo.build import FULL, QUICK, SCRATCH, build_demo  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
 from mixlab.proxies.compare import proxies_report  # noqa: E402
+from mixlab.scoring import checkpoints  # noqa: E402
 from mixlab.simplex import Mixture, lattice  # noqa: E402
 from mixlab.store import Store  # noqa: E402
 
@@ -73,8 +74,8 @@ def interval(value, low, high) -> str:
 def regime_check(engine, exact: list[str]) -> dict:
     """Exact match of the base and of each expert on every domain (forgetting: an expert below the base on
     another domain)."""
-    base = {e.benchmark: e.score for e in engine.base_scores(exact)}
-    experts = {(e.label, e.benchmark): e.score for e in engine.expert_scores(exact)}
+    base = {e.benchmark: e.score for e in checkpoints.base_scores(engine, exact)}
+    experts = {(e.label, e.benchmark): e.score for e in checkpoints.expert_scores(engine, exact)}
     return {"base": base} | {n: {b: experts[n, b] for b in exact} for n in engine.names}
 
 

@@ -88,11 +88,11 @@ def main() -> None:
         e = Engine(lab, Store(":memory:"), device="cpu")
         e.resident  # noqa: B018 (the local engine's start-up is not timed, as the actors' is not)
         t = time.perf_counter()
-        LocalBackend().sweep(e, grid, benchmarks=[args.benchmark])
+        LocalBackend().run(e, e.request(grid, benchmarks=[args.benchmark]))
         local_s.append(time.perf_counter() - t)
         e = Engine(lab, Store(":memory:"), device="cpu")
         t = time.perf_counter()
-        r = rb.sweep(e, grid, benchmarks=[args.benchmark])
+        r = rb.run(e, e.request(grid, benchmarks=[args.benchmark]))
         ray_s.append(time.perf_counter() - t)
         assert not r.failed, r.summary()
     ratios = [b / a for a, b in zip(local_s, ray_s)]

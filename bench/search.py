@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixlab.demo import LABS_DIR  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
+from mixlab.scoring import proxy  # noqa: E402
 from mixlab.search import Search, standard_error  # noqa: E402
 from mixlab.simplex import Mixture, paper_grid  # noqa: E402
 from mixlab.store import Store  # noqa: E402
@@ -68,7 +69,7 @@ def bench_lab(name: str, seeds: int, trials: int, device: str, folder: Path) -> 
     shipped = [
         m
         for m in (Mixture.of(names, list(w), normalize=True) for w in paper_grid(len(names)))
-        if engine.lookup(m, "linear", {}, probe.used) is not None
+        if proxy.lookup(engine, engine.request([m], "linear", {}, probe.used)) is not None
     ]
     if len(shipped) < len(paper_grid(len(names))) / 2:  # not swept with the presets (the recycling pool)
         cached = engine.results("linear", {})

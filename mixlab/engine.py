@@ -9,12 +9,14 @@ from the bytes that were loaded: when a lab's files change on disk the engine re
 whose sources changed while it was computed is never stored.
 
 The use cases live in :mod:`mixlab.scoring` (proxy sweeps and the cost rule, checkpoint scores, the read
-side, export, the image strip); the engine's methods of those names delegate to them.
+side, export, the image strip) as functions of the engine; the engine keeps only the library's calls the
+README documents (``proxy``, ``sweep``, ``results``, ``export``), each of which builds a request and runs one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -23,16 +25,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixlab.checkpoint import Checkpoint
 from mixlab.errors import CacheError, EvaluationError, ManifestError
 from mixlab.evaluate import BUILTIN, EvalResult, context_length, has_images, pick_device, prepare, run_benchmark
-from mixlab.experts import Checkpoint, TaskVector
+from mixlab.experts import TaskVector
 from mixlab.keys import CacheKey
-from mixlab.lab import LM_EVAL, BenchmarkSpec, Lab
-from mixlab.merge import MergeSpec
+from mixlab.lab import BenchmarkSpec, Lab
+from mixlab.manifest import LM_EVAL
+from mixlab.merge import MergeSpec, is_excluded
 from mixlab.presets import model_type, preset_patterns
 from mixlab.resident import ResidentModel
 from mixlab.scoring import cached as cached_scores
-from mixlab.scoring import checkpoints, export, images, proxy
+from mixlab.scoring import export, proxy
 from mixlab.scoring.proxy import SMALL_BENCHMARK  # noqa: F401 - its home moved; kept importable from here
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.scoring.targets import CheckpointModel, MergedModel
@@ -161,6 +165,10 @@ class Engine:
         (:func:`mixlab.presets.preset_patterns`), then ``[merge].exclude``."""
         return self._exclusions[0]
 
+    def excluded_tensors(self) -> list[tuple[str, int]]:
+        """The base's tensors every merge keeps at the base (:attr:`excluded`), with their sizes."""
+        return [(k, math.prod(self.base.shape(k))) for k in self.base.keys() if is_excluded(k, self.excluded)]
+
     def warnings(self) -> list[str]:
         """Doubts about the lab that do not stop it: experts that may not be fine-tunes of this base,
         experts with identical content, a preset that keeps nothing, and why the cache is not saving (if it
@@ -177,11 +185,6 @@ class Engine:
         if isinstance(method, Method):
             return method
         return Method.for_lab(self.lab, method, params)
-
-    def resolve_method(self, method: str | None = None, params: dict | None = None) -> tuple[str, dict]:
-        """(method, validated params): the lab's ``[merge]`` method when none is given, and its
-        ``[merge].params`` wherever a parameter of that method is not given."""
-        return self.method(method, params).pair()
 
     def spec(self, mixture: Mixture, method: str | Method | None = None, params: dict | None = None) -> MergeSpec:
         return self.method(method, params).spec(mixture, self.excluded)
@@ -329,11 +332,10 @@ class Engine:
                 progress(done + i + 1, total, f"{row['label']} · {b.name}")
         return out
 
-    # --- the use cases (mixlab.scoring), by their names of old --------------------------------------
-    def score(self, request: ProxyRequest, *, refresh: bool = False, progress: Progress | None = None, cancel=None):
-        """Proxy scores of a request, in (mixture, benchmark) order: :func:`mixlab.scoring.proxy.score`."""
-        return proxy.score(self, request, refresh=refresh, progress=progress, cancel=cancel)
-
+    # --- the library's calls (the README's): each builds a request and runs its use case ---------------
+    # the other use cases are called as mixlab.scoring's functions of the engine: proxy.score / lookup /
+    # choose_path, checkpoints.expert_scores / true_scores / base_scores / checkpoint_scores / unscored,
+    # cached.cached, images.answers / examples / benchmarks
     def proxy(
         self,
         mixture: Mixture,
@@ -361,45 +363,11 @@ class Engine:
         cancel=None,
     ) -> list[Evaluation]:
         """Proxy scores for many mixtures (cached ones cost nothing; each new score is stored as it
-        finishes). ``path``: auto (the cost rule of :meth:`choose_path`), materialize (merge each mixture
-        into the model), or batched (LoRA experts, linear methods: mixtures share batches, nothing is merged)."""
+        finishes). ``path``: auto (the cost rule of :func:`mixlab.scoring.proxy.choose_path`), materialize
+        (merge each mixture into the model), or batched (LoRA experts, linear methods: mixtures share
+        batches, nothing is merged)."""
         request = self.request(mixtures, method, params, benchmarks, path=path)
         return proxy.score(self, request, progress=progress, cancel=cancel)
-
-    def choose_path(self, method: str | Method, bench: BenchmarkSpec, n_mixtures: int) -> str:
-        """The cost rule: :func:`mixlab.scoring.proxy.choose_path`."""
-        return proxy.choose_path(self, self.method(method), bench, n_mixtures)
-
-    def lookup(
-        self, mixture: Mixture | ProxyRequest, method=None, params=None, benchmarks=None
-    ) -> list[Evaluation] | None:
-        """The cached proxy scores of ``mixture`` on ``benchmarks`` (all of them), or None: computes nothing.
-        A one-mixture :class:`ProxyRequest` may be given instead of the mixture and its method."""
-        request = mixture if isinstance(mixture, ProxyRequest) else self.request([mixture], method, params, benchmarks)
-        return proxy.lookup(self, request)
-
-    def expert_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
-        """Each expert on its own (the expert checkpoint itself, not a merge)."""
-        return checkpoints.expert_scores(self, benchmarks, refresh=refresh, progress=progress, cancel=cancel)
-
-    def true_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
-        """Models truly trained on mixtures: evaluated from their checkpoints, or taken from the manifest."""
-        return checkpoints.true_scores(self, benchmarks, refresh=refresh, progress=progress, cancel=cancel)
-
-    def base_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
-        return checkpoints.base_scores(self, benchmarks, refresh=refresh, progress=progress, cancel=cancel)
-
-    def checkpoint_scores(self, benchmarks=None, *, refresh=False, progress=None, cancel=None) -> list[Evaluation]:
-        """Every checkpoint of the lab on every benchmark: :func:`mixlab.scoring.checkpoints.checkpoint_scores`."""
-        return checkpoints.checkpoint_scores(self, benchmarks, refresh=refresh, progress=progress, cancel=cancel)
-
-    def unscored(self) -> dict[str, int]:
-        """How many checkpoints of each kind lack a cached score on some benchmark; computes nothing."""
-        return checkpoints.unscored(self)
-
-    def cached(self, kind: str) -> list[Evaluation]:
-        """Cached scores of one kind (base, expert, true, proxy) of this lab; computes nothing."""
-        return cached_scores.cached(self, kind)
 
     def results(self, method: str | Method | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table; proxy rows only for ``method``/``params`` when
@@ -429,19 +397,3 @@ class Engine:
             progress=progress,
             in_lab=in_lab,
         )
-
-    def image_answers(self, mixture: Mixture, benchmark: str, n: int = 6, method=None, params=None) -> list[dict]:
-        """The merge's own answers to the first ``n`` rows of an image benchmark: :mod:`mixlab.scoring.images`."""
-        return images.answers(self, mixture, benchmark, n, self.method(method, params))
-
-    def image_examples(self, benchmark: str, n: int = 6) -> list[dict]:
-        """The first ``n`` rows of an image benchmark: image path (inside the lab), prompt, answer."""
-        return images.examples(self, benchmark, n)
-
-    def image_benchmarks(self) -> list[str]:
-        """The lab's benchmarks whose rows carry images."""
-        return images.benchmarks(self)
-
-    def excluded_tensors(self) -> list[tuple[str, int]]:
-        """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
-        return cached_scores.excluded_tensors(self)

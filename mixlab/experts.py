@@ -1,4 +1,4 @@
-"""Base models and experts read from safetensors, lazily, one tensor at a time.
+"""Experts as task vectors, read from safetensors lazily, one tensor at a time.
 
 An expert is a *task vector* τ = θ_expert − θ_base over the base's tensors:
 - a full fine-tune dir (config.json + *.safetensors, sharded or not): τ[key] = θ_i[key] − θ_0[key];
@@ -7,10 +7,9 @@ An expert is a *task vector* τ = θ_expert − θ_base over the base's tensors:
   merge asks for a dense tensor. Tensors saved whole in the adapter (modules_to_save) count as
   replacements: τ = saved − base.
 Every tensor is keyed by the name the base's model class holds it under in memory (:mod:`mixlab.names`:
-transformers' own conversion mapping), whichever convention a checkpoint or adapter was written in; each
-checkpoint remembers its on-disk names to read them. Pickle checkpoints are refused, also beside
-safetensors: loading them can run arbitrary code. Every file a checkpoint reads (symlinks included) must
-resolve inside the lab folder it belongs to.
+transformers' own conversion mapping), whichever convention a checkpoint or adapter was written in. The
+folders themselves are read by :mod:`mixlab.checkpoint` (lazy safetensors, the pickle and symlink rules) and
+fingerprinted by :mod:`mixlab.fingerprints`.
 """
 
 from __future__ import annotations
@@ -18,236 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from safetensors import safe_open
-
-from mixlab.errors import ExpertError, ManifestError
-from mixlab.lab import confined
+from mixlab.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, Checkpoint, check_finite, check_folder, read_text
+from mixlab.errors import ExpertError
+from mixlab.fingerprints import file_signature, lora_fingerprint
 from mixlab.lazy import safetensors_torch, torch
-from mixlab.names import IDENTITY, LiveNames, live_names
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
-# Files of a Hugging Face model folder that change what a model computes, besides its weights: fingerprinted
-# (an edited config or tokenizer makes new cache keys) and the only files an export copies (never code).
-MODEL_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "chat_template.jinja",
-    "chat_template.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-)
-# weight files in pickle format (transformers/PEFT would load them); other pickles (optimizer.pt, training_args.bin)
-# are never loaded and are left alone
-_PICKLE = re.compile(r"^(pytorch_model|adapter_model|model|consolidated)[\w.-]*\.(bin|pt|pth)$|\.(ckpt|pkl)$")
-_FINGERPRINTS: dict[tuple, str] = {}
 FINE_TUNE_COSINE = 0.5  # below this cos(θ_i, θ_0), an expert is flagged as perhaps not a fine-tune of the base
-
-
-def file_signature(path: Path) -> tuple:
-    """What changes whenever a file's bytes may have changed: which file (device, inode), its size, mtime
-    and ctime (a rewrite that keeps size and mtime still moves ctime, which no user call can set back).
-    One stat: cheap enough to ask before every score."""
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def folder_signature(folder: Path) -> tuple:
-    """:func:`file_signature` of every file in a folder, in name order."""
-    return tuple(file_signature(p) for p in sorted(Path(folder).iterdir()) if p.is_file())
-
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of a file's bytes, memoised per :func:`file_signature` for this process."""
-    memo = file_signature(path)
-    if memo not in _FINGERPRINTS:
-        with open(path, "rb") as f:
-            _FINGERPRINTS[memo] = hashlib.file_digest(f, "sha256").hexdigest()
-    return _FINGERPRINTS[memo]
-
-
-def read_text(path: Path, label: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ExpertError(f"{label}: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ExpertError(f"{label}: cannot read {path}: {e.strerror or e}") from None
-
-
-def check_folder(folder: Path, label: str, root: Path | None) -> None:
-    """Refuse a folder holding pickle weights (transformers would load them even beside safetensors)
-    and, given the lab's ``root``, any symlink in it that resolves outside the lab."""
-    for p in sorted(folder.iterdir()):
-        if _PICKLE.search(p.name):
-            raise ExpertError(
-                f"{label}: {p} is a pickle checkpoint, which mixlab refuses to load or keep beside safetensors "
-                "(loading it can run code). Convert it to safetensors and remove it, e.g. for a transformers "
-                "model: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, safe_serialization=True); "
-                "for a PEFT adapter: PeftModel.from_pretrained(base, dir).save_pretrained(dir)"
-            )
-        if root is not None and p.is_symlink():
-            try:
-                confined(root, p, label)  # the lab's one rule for a path that must stay inside it
-            except ManifestError:
-                raise ExpertError(f"{label}: {p} is a link to {p.resolve()}, outside the lab folder {root}") from None
-
-
-def check_finite(t: torch.Tensor, label: str, key: str) -> torch.Tensor:
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ExpertError(f"{label}: tensor {key} contains NaN or inf")
-    return t
-
-
-class Checkpoint:
-    """A folder of safetensors files read lazily: keys, shapes and dtypes without loading tensors.
-    ``root``: the lab folder every file must resolve inside. ``names``: on-disk name → live name (the
-    base's :class:`~mixlab.names.LiveNames`); keys are live names, :meth:`disk_name` gives the stored one."""
-
-    def __init__(self, folder: Path, label: str, root: Path | None = None, names: LiveNames = IDENTITY):
-        self.folder = Path(folder)
-        self.label = label
-        self.names = names
-        self.root = None if root is None else Path(root).resolve()
-        if not self.folder.is_dir():
-            raise ExpertError(f"{label}: {self.folder} is not a folder")
-        check_folder(self.folder, label, self.root)
-        files = sorted(self.folder.glob("*.safetensors"))
-        if not files:
-            raise ExpertError(f"{label}: no *.safetensors file in {self.folder}")
-        self.files = files
-        self._model_files = [self.folder / n for n in MODEL_FILES if (self.folder / n).is_file()]
-        self.loaded_signature = self.signature()  # taken before anything is read
-        self._where: dict[str, Path] = {}  # live name → file
-        self._disk: dict[str, str] = {}  # live name → on-disk name
-        self._meta: dict[str, tuple[tuple[int, ...], str]] = {}
-        for file in files:
-            try:
-                with safe_open(file, "pt") as f:
-                    for stored in f.keys():
-                        key = names(stored)
-                        if key in self._where:
-                            twice = (
-                                stored if stored == self._disk[key] else f"{self._disk[key]} and {stored} (as {key})"
-                            )
-                            raise ExpertError(
-                                f"{label}: tensor {twice} is stored twice ({self._where[key].name}, {file.name})"
-                            )
-                        self._where[key] = file
-                        self._disk[key] = stored
-                        sl = f.get_slice(stored)
-                        self._meta[key] = (tuple(sl.get_shape()), sl.get_dtype())
-            except ExpertError:
-                raise
-            except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-                raise ExpertError(f"{label}: cannot read {file}: {e}") from None
-        self._handles: dict[Path, object] = {}
-
-    def keys(self) -> list[str]:
-        return list(self._where)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._meta[key][0]
-
-    def dtype(self, key: str) -> str:
-        return self._meta[key][1]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._where
-
-    def disk_name(self, key: str) -> str:
-        """The name tensor ``key`` (a live name) is stored under in this checkpoint's files."""
-        return self._disk[key]
-
-    def get(self, key: str) -> torch.Tensor:
-        """Load one tensor (checked finite)."""
-        if key not in self._where:
-            raise ExpertError(f"{self.label}: no tensor {key}")
-        file = self._where[key]
-        if file not in self._handles:
-            self._handles[file] = safe_open(file, "pt")
-        return check_finite(self._handles[file].get_tensor(self._disk[key]), self.label, key)
-
-    @property
-    def n_params(self) -> int:
-        return sum(math.prod(self.shape(k)) for k in self.keys())
-
-    def nbytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files)
-
-    @cached_property
-    def name_or_path(self) -> str | None:
-        """The ``_name_or_path`` its config.json records, if any."""
-        try:
-            value = json.loads((self.folder / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return value if isinstance(value, str) else None
-
-    def model_files(self) -> list[Path]:
-        """The folder's :data:`MODEL_FILES` (config, tokenizer, …), as found when it was opened."""
-        return list(self._model_files)
-
-    def signature(self) -> tuple:
-        """Changes whenever a file this checkpoint reads may have changed (see :func:`file_signature`);
-        the folder's own signature changes when a file is added or removed."""
-        return (file_signature(self.folder), *(file_signature(f) for f in [*self.files, *self._model_files]))
-
-    @property
-    def fingerprint(self) -> str:
-        """sha256 over the weights and the model files: anything that changes what the model computes."""
-        return files_fingerprint([*self.files, *self.model_files()])
-
-
-def files_fingerprint(files: Sequence[Path]) -> str:
-    """A checkpoint's fingerprint (:attr:`Checkpoint.fingerprint`): sha256 over its files' names and bytes."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + file_fingerprint(f).encode())
-    return h.hexdigest()
-
-
-def lora_fingerprint(config_text: str, weights_sha256: bytes) -> str:
-    """A LoRA adapter's fingerprint (:attr:`LoraTaskVector.fingerprint`): its config's text and the sha256
-    of its weights file's bytes."""
-    return hashlib.sha256(hashlib.sha256(config_text.encode()).digest() + weights_sha256).hexdigest()
-
-
-def folder_fingerprint(folder: Path, label: str, root: Path | None = None) -> str:
-    """The fingerprint the checkpoint or adapter in ``folder`` has once loaded (a base or full fine-tune:
-    :attr:`Checkpoint.fingerprint`; a PEFT adapter: :attr:`LoraTaskVector.fingerprint`), from its files
-    alone: no tensor is read and nothing imports torch, so a page can look up cached scores without the
-    model stack. The same folder checks as loading (no pickle weights, no link out of the lab ``root``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ExpertError(f"{label}: {folder} is not a folder")
-    check_folder(folder, label, None if root is None else Path(root).resolve())
-    if (folder / ADAPTER_CONFIG).is_file():
-        weights = folder / ADAPTER_WEIGHTS
-        if not weights.is_file():
-            raise ExpertError(f"{label}: no {ADAPTER_WEIGHTS} in {folder}")
-        return lora_fingerprint(read_text(folder / ADAPTER_CONFIG, label), bytes.fromhex(file_fingerprint(weights)))
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ExpertError(f"{label}: no *.safetensors file in {folder}")
-    return files_fingerprint([*files, *(folder / n for n in MODEL_FILES if (folder / n).is_file())])
 
 
 @dataclass(frozen=True)
@@ -563,16 +345,6 @@ def _check_lora_config(cfg: dict, where: str) -> None:
             except re.error as e:
                 raise ExpertError(f"{where}: {field} pattern {pattern!r} is not a valid regex: {e}") from None
             _positive(value, f"{where}: {field}[{pattern!r}]")
-
-
-def load_base(folder: Path, root: Path | None = None) -> Checkpoint:
-    """The base model's checkpoint; a config.json must sit beside its safetensors."""
-    if not (Path(folder) / "config.json").is_file():
-        Checkpoint(folder, "base", root)  # a folder that is not one, or holds no weights, says so first
-        raise ExpertError(f"base: {folder} has no config.json; the base must be a Hugging Face model folder")
-    if Path(folder).is_dir():  # refuse pickles and links out of the lab before transformers reads the config
-        check_folder(Path(folder), "base", None if root is None else Path(root).resolve())
-    return Checkpoint(folder, "base", root, live_names(folder))
 
 
 def load_task_vector(name: str, folder: Path, base: Checkpoint) -> TaskVector:

@@ -9,9 +9,10 @@ from functools import cached_property
 
 import psutil
 
+from mixlab.checkpoint import Checkpoint
 from mixlab.errors import ExpertError
 from mixlab.evaluate import auto_batch_size, default_dtype, quiet_transformers
-from mixlab.experts import Checkpoint, TaskVector
+from mixlab.experts import TaskVector
 from mixlab.lazy import torch
 from mixlab.merge import Merger, MergeSpec
 from mixlab.names import auto_class, is_multimodal

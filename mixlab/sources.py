@@ -10,17 +10,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from mixlab.checkpoint import Checkpoint, folder_fingerprint, load_base
 from mixlab.errors import EvaluationError
 from mixlab.evaluate import read_benchmark
-from mixlab.experts import (
-    Checkpoint,
-    TaskVector,
-    file_signature,
-    folder_fingerprint,
-    folder_signature,
-    load_base,
-    load_task_vector,
-)
+from mixlab.experts import TaskVector, load_task_vector
+from mixlab.fingerprints import file_signature, folder_signature
 from mixlab.keys import benchmark_desc
 from mixlab.lab import BenchmarkSpec, Lab
 
@@ -82,7 +76,7 @@ class LabSources:
     @cached_property
     def base_fp(self) -> str:
         """The base's content fingerprint, computed once per load (a reload forgets it); before anything is
-        loaded, from its files alone (:func:`~mixlab.experts.folder_fingerprint`: no tensor, no torch)."""
+        loaded, from its files alone (:func:`~mixlab.checkpoint.folder_fingerprint`: no tensor, no torch)."""
         if self._unloaded():
             return folder_fingerprint(self._base_folder(), "base", self.lab.root)
         return self.base.fingerprint

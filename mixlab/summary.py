@@ -6,7 +6,7 @@ merge keeps at the base and the doubts about the experts; the Experts page shows
 diagnostics. Computing them loads the task vectors (torch, and transformers for the live names), which a
 page that only shows a lab should not wait for. So each is computed once and written as JSON beside the
 lab's cache (``<lab>/.mixlab/`` for a lab's own cache), under a key made of the checkpoints' content
-fingerprints (read from the files alone: :func:`mixlab.experts.folder_fingerprint`), the lab's merge
+fingerprints (read from the files alone: :func:`mixlab.checkpoint.folder_fingerprint`), the lab's merge
 exclusions and the transformers version that names the tensors. A checkpoint that changes makes a new key,
 and the summary is computed afresh; a cache that cannot be written (read-only, in memory) just computes it
 each time, as before.

@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from mixlab.demo import DEMO_LAB
+from mixlab.scoring import cached as cached_scores
 
 ROOT = DEMO_LAB.parents[1]
 
@@ -383,7 +384,7 @@ def test_a_new_lab_gets_its_first_score_from_the_simplex_page(app, tmp_path, mon
     at.button(key="simplex_evaluate").click().run()
     for job in list(worker().jobs):
         worker().wait(job, 300)
-    assert Engine(load_lab(lab)).cached("proxy")  # the score landed in the lab's own cache
+    assert cached_scores.cached(Engine(load_lab(lab)), "proxy")  # the score landed in the lab's own cache
 
 
 def test_a_corrupt_cache_is_a_notice_on_every_page_and_is_left_alone(app, tmp_path, monkeypatch):
@@ -497,7 +498,8 @@ def three_true_lab(tmp_path):
     manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
-    from mixlab.lab import ManifestWriter, load_lab
+    from mixlab.lab import load_lab
+    from mixlab.manifest_writer import ManifestWriter
 
     src, root = DEMO_LAB.parent / "demo-k3", tmp_path / "three"
     manifest = load_lab(src).manifest

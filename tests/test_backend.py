@@ -59,7 +59,9 @@ def test_jobs_are_recorded_survive_their_process_and_resume(tiny_lab_dir, tmp_pa
 
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
-    from mixlab.run.jobs import job_body, recorder, resume
+    from mixlab.run.jobs import resume, submit
+    from mixlab.run.requests import ProxyJob
+    from mixlab.scoring.request import Method, ProxyRequest
     from mixlab.store import Store
 
     engine = Engine(load_lab(tiny_lab_dir), Store(tmp_path / "c.sqlite"), device="cpu")
@@ -70,9 +72,8 @@ def test_jobs_are_recorded_survive_their_process_and_resume(tiny_lab_dir, tmp_pa
         "benchmarks": ["rev-loss"],
     }
     worker = Worker()
-    job = worker.submit(
-        "two mixtures", job_body(engine, "proxy", spec), on_update=recorder(engine.store, "tiny", "proxy", spec)
-    )
+    mixtures = tuple(engine.mixture(w) for w in spec["mixtures"])
+    job = submit(worker, engine, ProxyJob(ProxyRequest(mixtures, Method.of("linear"), ("rev-loss",))), "two mixtures")
     worker.wait(job, timeout=120)
     (record,) = engine.store.jobs("tiny")
     assert record["state"] == "done" and record["kind"] == "proxy" and json.loads(record["spec"]) == spec

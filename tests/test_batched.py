@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from mixlab.batched import BatchedLora, MixtureLinear, MixtureState
-from mixlab.experts import load_base, load_task_vector
+from mixlab.checkpoint import load_base
+from mixlab.experts import load_task_vector
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:

@@ -183,6 +183,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
     from mixlab.analysis import best_mixtures, proxy_report, with_lab_mean
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
+    from mixlab.scoring.request import Method
 
     labs = {name: ROOT / "cache" / name for name in ("demo-k3", "demo-k4", "demo-recycle", "demo-vl")}
     labs["three"] = three_true_lab(tmp_path)
@@ -198,7 +199,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
 
         for name, lab in labs.items():
             eng = Engine(load_lab(lab))
-            rows = with_lab_mean(eng.results(*eng.resolve_method(None, {})), eng.lab.benchmarks)
+            rows = with_lab_mean(eng.results(Method.for_lab(eng.lab)), eng.lab.benchmarks)
             best = best_mixtures(rows, eng.names, "mean")
             losses = {b.name for b in eng.lab.benchmarks if b.evaluator == "lm_loss"}
             k = len(eng.names)

@@ -15,11 +15,12 @@ import pytest
 import torch
 from checkpoints import FAMILIES, VISION, build_base, build_full, build_lora, load, model_class, tokenizer
 
+from mixlab.checkpoint import load_base
 from mixlab.cli import main
 from mixlab.demo.tasks import examples
-from mixlab.experts import load_base
 from mixlab.merge.methods import is_excluded
 from mixlab.presets import model_type, preset_patterns
+from mixlab.scoring import images
 
 WEIGHTS = {"a": 0.5, "b": 0.3, "c": 0.2}
 FULL_WEIGHTS = {"x": 0.6, "y": 0.4}
@@ -296,7 +297,7 @@ def test_qwen_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys)
     (row,) = json.loads(_cli(capsys, "eval", root, "--weights", "a=0.5,b=0.5", "--json"))
     assert row["metric"] == "accuracy" and row["score"] == 0.5 and row["n"] == 4
     engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
-    got = engine.image_answers(engine.mixture([0.5, 0.5]), "colour", n=4)
+    got = images.answers(engine, engine.mixture([0.5, 0.5]), "colour", 4, engine.method())
     assert [g["output"].strip() for g in got] == answers
 
 
@@ -384,7 +385,7 @@ def test_vl_image_rows_answer_as_plain_transformers(name, tmp_path, capsys):
     (row,) = json.loads(_cli(capsys, "eval", root, "--weights", "a=0.5,b=0.5", "--json"))
     assert row["metric"] == "accuracy" and row["score"] == 0.5 and row["n"] == 4
     engine = Engine(load_lab(root), Store(":memory:"), device="cpu")
-    got = engine.image_answers(engine.mixture([0.5, 0.5]), "colour", n=4)
+    got = images.answers(engine, engine.mixture([0.5, 0.5]), "colour", 4, engine.method())
     assert [g["output"].strip() for g in got] == answers
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mixlab.cli import main
+from mixlab.scoring import checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -355,7 +356,7 @@ def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
         {"add": "experts/add", "rev": "experts/rev", "sort": "experts/sort"},
         '\n[[true_mixtures]]\nname = "t1"\nweights = { rev = 0.5, sort = 0.5 }\npath = "true/t1"\n',
     )
-    assert Engine(load_lab(tiny_lab_dir)).unscored() == {"base": 1, "expert": 3, "true": 1}
+    assert checkpoints.unscored(Engine(load_lab(tiny_lab_dir))) == {"base": 1, "expert": 3, "true": 1}
     r = mixlab("report", tiny_lab_dir)
     assert "1 true mixtures have no scores yet" in r.stderr and "--checkpoints" in r.stderr
     r = mixlab("sweep", tiny_lab_dir, "--checkpoints", "--benchmark", "rev-loss", "--json")
@@ -373,7 +374,7 @@ def test_sweep_checkpoints_scores_base_experts_and_true_mixtures(tiny_lab_dir):
     r = mixlab("sweep", tiny_lab_dir, "--checkpoints")
     assert r.returncode == 0 and "the base, 3 experts and 1 true mixtures" in r.stdout, r.stderr
     eng = Engine(load_lab(tiny_lab_dir))
-    assert eng.unscored() == {"base": 0, "expert": 0, "true": 0}
+    assert checkpoints.unscored(eng) == {"base": 0, "expert": 0, "true": 0}
     assert json.loads(mixlab("report", tiny_lab_dir, "--json").stdout)["unscored_checkpoints"]["true"] == 0
 
 
@@ -405,7 +406,7 @@ def test_a_sweeps_progress_bar_names_what_it_counts(tmp_path, monkeypatch):
     eng = Engine(load_lab(DEMO_LAB))
     mixtures = [Mixture.of(eng.names, w) for w in ([1.0, 0.0, 0.0], [0.5, 0.5, 0.0])]  # cached: nothing runs
     steps = []
-    LocalBackend().sweep(eng, mixtures, "linear", {}, progress=lambda d, t, m="": steps.append((d, t)))
+    LocalBackend().run(eng, eng.request(mixtures, "linear", {}), progress=lambda d, t, m="": steps.append((d, t)))
     assert steps[-1] == (2 * len(eng.lab.benchmarks),) * 2
     assert (LocalBackend.progress_unit, RayBackend.progress_unit) == ("score", "mixture")
 

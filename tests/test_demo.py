@@ -14,6 +14,8 @@ from mixlab.demo.build import build_demo
 from mixlab.demo.tasks import DOMAINS, build_tokenizer, examples
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
+from mixlab.scoring import cached as cached_scores
+from mixlab.scoring import checkpoints, proxy
 from mixlab.store import Store
 
 K4 = DEMO_LAB.parent / "demo-k4"
@@ -36,8 +38,8 @@ def test_quick_build_is_a_valid_lab(quick_lab, capsys):
 
 def test_training_really_happened(quick_lab):
     engine = Engine(load_lab(quick_lab), Store(quick_lab / "check.sqlite"))
-    base = {e.benchmark: e.score for e in engine.base_scores()}
-    experts = {(e.label, e.benchmark): e.score for e in engine.expert_scores()}
+    base = {e.benchmark: e.score for e in checkpoints.base_scores(engine)}
+    experts = {(e.label, e.benchmark): e.score for e in checkpoints.expert_scores(engine)}
     for domain in ("add", "rev", "sort"):  # each expert is better than the base on its own domain (lower loss)
         assert experts[(domain, f"{domain}-loss")] < base[f"{domain}-loss"] - 0.05, domain
 
@@ -45,11 +47,15 @@ def test_training_really_happened(quick_lab):
 def test_the_shipped_cache_matches_a_fresh_evaluation(tmp_path):
     lab = load_lab(DEMO_LAB)
     shipped = Engine(lab, Store(tmp_path / "shipped.sqlite", seed_from=DEMO_LAB / "evaluations.jsonl"))
-    cached = {(e.label, e.benchmark): e.score for e in shipped.cached("expert")}
+    cached = {(e.label, e.benchmark): e.score for e in cached_scores.cached(shipped, "expert")}
     # 46 true mixtures, 25 of them (interior points and vertices) trained twice: 71 checkpoints
-    assert len(cached) == 18 and len(shipped.cached("true")) == 71 * 6 and len(shipped.cached("proxy")) >= 106 * 6
+    assert (
+        len(cached) == 18
+        and len(cached_scores.cached(shipped, "true")) == 71 * 6
+        and len(cached_scores.cached(shipped, "proxy")) >= 106 * 6
+    )
     fresh = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
-    for e in fresh.expert_scores(["rev", "rev-loss"]):
+    for e in checkpoints.expert_scores(fresh, ["rev", "rev-loss"]):
         # another CPU sums in another order: a loss moves in its 5th digit, and greedy decoding of a near-tie
         # can flip an answer, so exact match may differ by an example or two of its 200 (never bit-identical)
         tol = dict(rel=1e-4) if e.benchmark == "rev-loss" else dict(abs=2 / e.n + 1e-9)
@@ -60,9 +66,11 @@ def test_the_k4_lab_ships_with_its_presets():
     lab = load_lab(K4)
     assert lab.expert_names == ["add", "rev", "sort", "count"] and len(lab.manifest.true_mixtures) == 21
     engine = Engine(lab, Store(":memory:", seed_from=K4 / "evaluations.jsonl"))
-    proxies = engine.cached("proxy")
+    proxies = cached_scores.cached(engine, "proxy")
     linear = [e for e in proxies if e.method == "linear"]
-    assert len(engine.cached("true")) == 21 * 8 and len(linear) == 77 * 8  # true points + the step-0.2 grid
+    assert (
+        len(cached_scores.cached(engine, "true")) == 21 * 8 and len(linear) == 77 * 8
+    )  # true points + the step-0.2 grid
     others = {(e.method, tuple(sorted(e.params.items()))) for e in proxies if e.method != "linear"}
     assert len(others) == 4 and len(proxies) == 77 * 8 + 4 * 21 * 8  # each other method at the true points
 
@@ -192,7 +200,7 @@ def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_
     lab = load_lab(root)
     assert len(lab.expert_names) == 15 and all(b.search_data for b in lab.benchmarks)
     store = Store(":memory:", seed_from=root / "evaluations.jsonl")
-    assert Engine(lab, store, device="cpu").unscored() == {"base": 0, "expert": 0, "true": 0}
+    assert checkpoints.unscored(Engine(lab, store, device="cpu")) == {"base": 0, "expert": 0, "true": 0}
     shipped = json.loads((root / "recycle.json").read_text())
     record = shipped[-1]["search"]
     assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 40, 40)
@@ -253,7 +261,7 @@ def test_the_vision_language_lab_ships_small_with_its_scores_recomputable(tmp_pa
     shipped = [json.loads(line) for line in (root / "evaluations.jsonl").read_text().splitlines()]
     (row,) = [r for r in shipped if r["kind"] == "expert" and r["label"] == "ocr" and r["benchmark"] == "ocr"]
     engine = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
-    (fresh,) = [e for e in engine.expert_scores(["ocr"]) if e.label == "ocr"]
+    (fresh,) = [e for e in checkpoints.expert_scores(engine, ["ocr"]) if e.label == "ocr"]
     assert fresh.key == row["key"]  # the same files, the same key
     assert fresh.score == pytest.approx(row["score"], abs=2 / row["n"] + 1e-9)  # a near-tie may flip on another CPU
     assert len(lab.manifest.true_mixtures) == 21 and lab.manifest.merge.preset == "lora"
@@ -290,7 +298,8 @@ def test_the_recycling_lab_ships_merges_of_its_pool_for_a_front():
     engine = Engine(lab, Store(":memory:", seed_from=lab.root / "evaluations.jsonl"))
     up = [b.name for b in lab.benchmarks if b.higher_is_better]
     for w in dirichlet(len(engine.names), POOL_MERGES, POOL_ALPHA):
-        assert engine.lookup(Mixture.of(engine.names, list(w), normalize=True), "linear", {}, up) is not None, w
+        m = Mixture.of(engine.names, list(w), normalize=True)
+        assert proxy.lookup(engine, engine.request([m], "linear", {}, up)) is not None, w
     pts = pareto_points(engine.results("linear", {}), engine.names, "add", "rev")
     merged = pts[pts.proxy_front & (pts.kind == "proxy")]
     assert len(merged) >= 3, len(merged)
@@ -377,7 +386,7 @@ def test_adding_replicates_keeps_every_score_and_checkpoint_and_gives_a_ceiling(
     info = json.loads((lab_dir / "build_info.json").read_text())
     assert (info["replicates"], info["replicate_seed"], info["replicate_subset"]) == (2, 1000, "all")
     engine = Engine(lab, Store(":memory:", seed_from=lab_dir / "evaluations.jsonl"), device="cpu")
-    assert engine.unscored() == {"base": 0, "expert": 0, "true": 0}
+    assert checkpoints.unscored(engine) == {"base": 0, "expert": 0, "true": 0}
     df = engine.results("linear", {})
     true = df[(df.kind == "true") & (df.benchmark == "add-loss")].sort_values(["label", "replicate"])
     r1, r2 = (true[true.replicate == r].score.to_numpy() for r in (1, 2))
@@ -416,7 +425,7 @@ def test_the_shipped_k3_lab_has_replicates_scored_and_its_ceiling_is_a_number():
     replicated = [t for t in lab.manifest.true_mixtures if t.paths]
     assert len(replicated) == 25 and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
     engine = Engine(lab, Store(":memory:", seed_from=DEMO_LAB / "evaluations.jsonl"), device="cpu")
-    assert engine.unscored() == {"base": 0, "expert": 0, "true": 0}
+    assert checkpoints.unscored(engine) == {"base": 0, "expert": 0, "true": 0}
     df = engine.results("linear", {})
     true = df[(df.kind == "true") & df.benchmark.isin(["add", "rev", "sort"])]
     means = true.groupby(["label", "replicate"]).score.mean().unstack()  # label × replicate

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from mixlab.checkpoint import load_base
 from mixlab.diagnostics import interference, layer_of, sign_conflicts
-from mixlab.experts import load_base, load_task_vector
+from mixlab.experts import load_task_vector
 
 
 def test_sign_conflicts_by_hand():

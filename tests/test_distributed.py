@@ -12,6 +12,7 @@ from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.run.executors import LocalBackend, RayBackend, backend, shared
+from mixlab.scoring import cached as cached_scores
 from mixlab.search import Search
 from mixlab.simplex import Mixture, grid_from_step
 from mixlab.store import Store
@@ -103,17 +104,17 @@ def test_a_sweep_on_ray_equals_the_local_sweep(cluster, tiny_lab_dir, tmp_path):
     here = Engine(lab, Store(tmp_path / "a.sqlite"), device="cpu")
     there = Engine(lab, Store(tmp_path / "b.sqlite"), device="cpu")
     grid = _grid(lab.expert_names)
-    local = LocalBackend().sweep(here, grid)
+    local = LocalBackend().run(here, here.request(grid))
     rb = RayBackend(workers=2, num_cpus=2)
     seen = []
-    remote = rb.sweep(there, grid, progress=lambda d, n, m: seen.append((d, n)))
+    remote = rb.run(there, there.request(grid), progress=lambda d, n, m: seen.append((d, n)))
     assert not remote.failed and len(remote.evaluations) == len(local.evaluations) == 15 * 3
     for x, y in zip(local.evaluations, remote.evaluations):
         assert (x.key, x.benchmark, x.weights) == (y.key, y.benchmark, y.weights)
         assert x.score == pytest.approx(y.score, rel=1e-5, abs=1e-7), (x.label, x.benchmark)
     assert there.store.count() == 15 * 3  # stored here, by the driver, as results came back
     assert seen[-1] == (15, 15)
-    again = rb.sweep(there, grid)  # all cached: nothing is sent
+    again = rb.run(there, there.request(grid))  # all cached: nothing is sent
     assert again.evaluations == remote.evaluations
 
 
@@ -130,16 +131,17 @@ def test_a_killed_worker_loses_only_its_in_flight_mixtures(cluster, tiny_lab_dir
             ray.kill(victim)
             killed.append(done)
 
-    result = rb.sweep(engine, grid, progress=progress, chunk=1)
+    result = rb.run(engine, engine.request(grid), progress=progress, chunk=1)
     assert killed and len(result.failed) == 1  # one mixture at a time per worker: one was in flight
     (reason,) = result.failed.values()
     assert "Ray worker died" in reason
     assert len(result.evaluations) == 14 * 3 and engine.store.count() == 14 * 3  # the rest went on, stored
     assert "1 mixture(s) failed: Ray worker died" in result.summary()
     rows = engine.store.count()
-    rerun = rb.sweep(engine, grid)  # a replacement worker computes only the lost mixture
+    rerun = rb.run(engine, engine.request(grid))  # a replacement worker computes only the lost mixture
     assert not rerun.failed and engine.store.count() == rows + 3
-    reference = LocalBackend().sweep(Engine(lab, Store(tmp_path / "d.sqlite"), device="cpu"), grid)
+    fresh = Engine(lab, Store(tmp_path / "d.sqlite"), device="cpu")
+    reference = LocalBackend().run(fresh, fresh.request(grid))
     for x, y in zip(reference.evaluations, rerun.evaluations):
         assert x.key == y.key and x.score == pytest.approx(y.score, rel=1e-5, abs=1e-7)
 
@@ -227,7 +229,7 @@ def test_the_dashboard_runs_an_evaluation_on_ray_when_asked(cluster, tiny_lab_di
     engine = Engine(load_lab(tiny_lab_dir), Store(tiny_lab_dir / "cache.sqlite"))
     (record,) = [r for r in engine.store.jobs() if r["kind"] == "proxy"]
     assert record["state"] == "done" and json.loads(record["spec"])["backend"] == "ray"
-    got = engine.cached("proxy")
+    got = cached_scores.cached(engine, "proxy")
     assert got and all(e.device == "cpu" for e in got)
     local = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
     for e in got:

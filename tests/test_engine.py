@@ -10,6 +10,9 @@ from mixlab.engine import Engine
 from mixlab.errors import EvaluationError, ExpertError
 from mixlab.evaluate import read_examples, run_benchmark
 from mixlab.lab import load_lab
+from mixlab.scoring import cached as cached_scores
+from mixlab.scoring import checkpoints, proxy
+from mixlab.scoring.request import Method
 from mixlab.simplex import Mixture
 from mixlab.store import Store
 
@@ -54,8 +57,8 @@ def test_cached_scores_are_not_recomputed(engine, monkeypatch):
 def test_model_state_is_restored_between_merges_and_checkpoints(engine):
     m = Mixture.of(engine.names, [0.1, 0.1, 0.8])
     a = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"])]
-    engine.expert_scores(["rev-loss"])  # loads each expert checkpoint into the same model
-    engine.base_scores(["rev-loss"])
+    checkpoints.expert_scores(engine, ["rev-loss"])  # loads each expert checkpoint into the same model
+    checkpoints.base_scores(engine, ["rev-loss"])
     b = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"], refresh=True)]
     assert a == pytest.approx(b, rel=1e-6)
 
@@ -73,15 +76,15 @@ def test_full_lab_reads_the_base_once_across_merges_and_checkpoints(full_lab_dir
     monkeypatch.setattr(engine.base, "get", counting_get)
     m = Mixture.of(engine.names, [0.3, 0.7])
     a = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"])]
-    engine.expert_scores(["rev-loss"])  # each full checkpoint in turn
-    engine.base_scores(["rev-loss"])
+    checkpoints.expert_scores(engine, ["rev-loss"])  # each full checkpoint in turn
+    checkpoints.base_scores(engine, ["rev-loss"])
     b = [e.score for e in engine.proxy(m, "ties", {"density": 0.5}, benchmarks=["rev-loss"])]
     c = [e.score for e in engine.proxy(m, benchmarks=["rev-loss"], refresh=True)]
     assert reads and max(reads.values()) == 1  # one float32 θ_0 serves every merger and every restore
     assert a == pytest.approx(c, rel=1e-6) and b != a
     # the expert's score is its own checkpoint's: the same as a one-hot linear merge
     onehot = engine.proxy(Mixture.of(engine.names, [1.0, 0.0]), benchmarks=["rev-loss"])[0].score
-    assert engine.cached("expert")[0].score == pytest.approx(onehot, rel=1e-6)
+    assert cached_scores.cached(engine, "expert")[0].score == pytest.approx(onehot, rel=1e-6)
 
 
 def test_benchmarks_are_tokenised_once_per_engine(engine, monkeypatch):
@@ -96,7 +99,7 @@ def test_benchmarks_are_tokenised_once_per_engine(engine, monkeypatch):
     grid = [Mixture.of(engine.names, w) for w in ([1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5])]
     engine.sweep(grid, benchmarks=["rev-loss", "pick"], path="materialize")
     engine.sweep(grid, benchmarks=["rev"], path="batched")
-    engine.expert_scores(["rev-loss"])
+    checkpoints.expert_scores(engine, ["rev-loss"])
     assert sorted(calls) == ["pick", "rev", "rev-loss"]
 
 
@@ -117,7 +120,7 @@ def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    scores = {(e.label, e.benchmark): e.score for e in engine.expert_scores(["rev-loss"])}
+    scores = {(e.label, e.benchmark): e.score for e in checkpoints.expert_scores(engine, ["rev-loss"])}
     model = PeftModel.from_pretrained(
         LlamaForCausalLM.from_pretrained(tiny_lab_dir / "base"), tiny_lab_dir / "experts" / "rev"
     )
@@ -129,8 +132,8 @@ def test_expert_score_equals_peft_model(engine, tiny_lab_dir, tmp_path):
 
 
 def test_results_table(engine):
-    engine.base_scores()
-    engine.expert_scores()
+    checkpoints.base_scores(engine)
+    checkpoints.expert_scores(engine)
     engine.proxy(Mixture.of(engine.names, [0.2, 0.3, 0.5]))
     engine.proxy(Mixture.of(engine.names, [0.2, 0.3, 0.5]), "ties")
     df = engine.results()
@@ -172,7 +175,7 @@ def test_manifest_scores_for_true_mixtures(tiny_lab_dir):
         toml.read_text() + '\n[[true_mixtures]]\nweights = { add = 0.5, rev = 0.5 }\nscores = { "rev-loss" = 1.25 }\n'
     )
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
-    (t,) = engine.true_scores()
+    (t,) = checkpoints.true_scores(engine)
     assert (t.label, t.score, t.higher_is_better, t.weights) == (
         "add50_rev50",
         1.25,
@@ -222,9 +225,11 @@ def test_batched_path_refuses_what_it_cannot_do(full_lab_dir, tiny_lab_dir):
         lora.sweep(
             [Mixture.of(lora.names, [0.5, 0.5, 0.0]), Mixture.of(lora.names, [1.0, 0.0, 0.0])], "ties", path="batched"
         )
-    assert lora.choose_path("ties", lora.lab.benchmark("rev"), 10) == "materialize"
-    assert lora.choose_path("linear", lora.lab.benchmark("rev"), 10) == "batched"  # 12 examples: small
-    assert lora.choose_path("linear", lora.lab.benchmark("rev"), 1) == "materialize"
+    assert proxy.choose_path(lora, lora.method("ties"), lora.lab.benchmark("rev"), 10) == "materialize"
+    assert (
+        proxy.choose_path(lora, lora.method("linear"), lora.lab.benchmark("rev"), 10) == "batched"
+    )  # 12 examples: small
+    assert proxy.choose_path(lora, lora.method("linear"), lora.lab.benchmark("rev"), 1) == "materialize"
 
 
 # --- never serve a stale or broken score ------------------------------------------------------------
@@ -364,10 +369,11 @@ def test_lab_merge_defaults_apply_where_a_parameter_is_not_given(tiny_lab_dir):
     toml = tiny_lab_dir / "lab.toml"
     toml.write_text(toml.read_text() + '\n[merge]\nmethod = "ties"\nparams = { density = 0.5 }\n')
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
-    assert engine.resolve_method() == ("ties", {"density": 0.5, "normalize": True, "scale": 1.0})
-    assert engine.resolve_method(None, {}) == engine.resolve_method()
-    assert engine.resolve_method("ties", {"scale": 2.0})[1] == {"density": 0.5, "normalize": True, "scale": 2.0}
-    assert engine.resolve_method("task_arithmetic")[1] == {"scale": 1.0}  # another method: its own defaults
+    lab = engine.lab
+    assert Method.for_lab(lab).pair() == ("ties", {"density": 0.5, "normalize": True, "scale": 1.0})
+    assert Method.for_lab(lab, None, {}) == Method.for_lab(lab)
+    assert Method.for_lab(lab, "ties", {"scale": 2.0}).params == {"density": 0.5, "normalize": True, "scale": 2.0}
+    assert Method.for_lab(lab, "task_arithmetic").params == {"scale": 1.0}  # another method: its own defaults
 
 
 def test_a_score_that_cannot_be_saved_is_still_returned_with_a_warning(tiny_lab_dir, monkeypatch):
@@ -412,13 +418,13 @@ def test_a_rewritten_true_checkpoint_never_shows_its_old_score(tiny_lab_dir):
     toml = tiny_lab_dir / "lab.toml"
     toml.write_text(toml.read_text() + '\n[[true_mixtures]]\nweights = { add = 1.0 }\npath = "true/t1"\n')
     engine = Engine(load_lab(tiny_lab_dir), device="cpu")
-    (old,) = engine.true_scores(["rev-loss"])
-    assert [e.score for e in engine.cached("true")] == [old.score]
+    (old,) = checkpoints.true_scores(engine, ["rev-loss"])
+    assert [e.score for e in cached_scores.cached(engine, "true")] == [old.score]
     path = tiny_lab_dir / "true" / "t1" / "adapter_model.safetensors"
     save_file({k: v * 2 for k, v in load_file(path).items()}, path)
-    assert engine.cached("true") == []  # the same engine: the rewritten checkpoint has no score yet
-    (new,) = engine.true_scores(["rev-loss"])
-    assert new.key != old.key and [e.score for e in engine.cached("true")] == [new.score]
+    assert cached_scores.cached(engine, "true") == []  # the same engine: the rewritten checkpoint has no score yet
+    (new,) = checkpoints.true_scores(engine, ["rev-loss"])
+    assert new.key != old.key and [e.score for e in cached_scores.cached(engine, "true")] == [new.score]
 
 
 def test_a_tokenizer_edited_while_the_engine_lives_retokenises_the_benchmarks(tiny_lab_dir):
@@ -465,16 +471,16 @@ def test_a_shared_checkpoint_is_shown_as_the_asking_lab_names_it(tiny_lab_dir, t
         '\n[[true_mixtures]]\nname = "t1"\nweights = { rev = 0.5, sort = 0.5 }\npath = "experts/rev"\n',
     )
     first = Engine(load_lab(tiny_lab_dir), store, device="cpu")
-    (true,) = first.true_scores(["rev-loss"])
+    (true,) = checkpoints.true_scores(first, ["rev-loss"])
     assert (true.kind, true.label) == ("true", "t1")
     other = tmp_path / "pool"
     shutil.copytree(tiny_lab_dir, other, ignore=shutil.ignore_patterns(".mixlab"))
     write_lab_toml(other, {"a": "experts/add", "r2": "experts/rev"})
     second = Engine(load_lab(other), store, device="cpu")
-    rows = {e.label: e for e in second.cached("expert") if e.benchmark == "rev-loss"}
+    rows = {e.label: e for e in cached_scores.cached(second, "expert") if e.benchmark == "rev-loss"}
     assert rows["r2"].kind == "expert" and rows["r2"].weights == {"a": 0.0, "r2": 1.0}
     assert rows["r2"].score == true.score  # the same model: the cached score, not a new evaluation
-    (again,) = [e for e in second.expert_scores(["rev-loss"]) if e.label == "r2"]
+    (again,) = [e for e in checkpoints.expert_scores(second, ["rev-loss"]) if e.label == "r2"]
     assert (again.kind, again.label, again.score) == ("expert", "r2", true.score)
 
 
@@ -489,9 +495,9 @@ def test_replicates_of_a_true_mixture_are_scored_one_by_one_and_paired_by_their_
         + '\n[[true_mixtures]]\nweights = { sort = 1.0 }\npath = "experts/sort"\n'
     )
     engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
-    assert engine.unscored()["true"] == 3  # three checkpoints
-    engine.true_scores(["rev-loss"])
-    experts = {e.label: e.score for e in engine.expert_scores(["rev-loss"])}
+    assert checkpoints.unscored(engine)["true"] == 3  # three checkpoints
+    checkpoints.true_scores(engine, ["rev-loss"])
+    experts = {e.label: e.score for e in checkpoints.expert_scores(engine, ["rev-loss"])}
     df = engine.results()
     true = df[df.kind == "true"].set_index(["label", "replicate"]).score
     assert true["add50_rev50", 1] == experts["add"] and true["add50_rev50", 2] == experts["rev"]

@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mixlab.checkpoint import load_base
 from mixlab.errors import ExpertError
-from mixlab.experts import load_base, load_task_vector
+from mixlab.experts import load_task_vector
 
 
 def edited_copy(src, dst, edit, file="model.safetensors"):
@@ -234,7 +235,7 @@ def test_an_adapter_for_another_hub_model_is_flagged(tiny_root, tmp_path):
 
 @pytest.mark.parametrize("folder", ["base", "experts/add", "experts/rev", "full/a"])
 def test_a_folders_fingerprint_from_its_files_equals_the_loaded_ones(tiny_root, folder):
-    from mixlab.experts import folder_fingerprint
+    from mixlab.checkpoint import folder_fingerprint
 
     base = load_base(tiny_root / "base")
     loaded = base if folder == "base" else load_task_vector("x", tiny_root / folder, base)
@@ -242,7 +243,7 @@ def test_a_folders_fingerprint_from_its_files_equals_the_loaded_ones(tiny_root, 
 
 
 def test_a_folders_fingerprint_refuses_what_loading_refuses(tiny_root, tmp_path):
-    from mixlab.experts import folder_fingerprint
+    from mixlab.checkpoint import folder_fingerprint
 
     shutil.copytree(tiny_root / "experts" / "add", tmp_path / "add")
     (tmp_path / "add" / "adapter_model.bin").write_bytes(b"pickle")

@@ -6,6 +6,7 @@ import torch
 
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
+from mixlab.scoring import checkpoints
 from mixlab.simplex import Mixture, grid_from_step
 from mixlab.store import Store
 
@@ -55,8 +56,8 @@ def test_cuda_checkpoints_and_generation(full_lab_dir, tiny_lab_dir, tmp_path):
     """Checkpoints on the GPU score as on the CPU; generation runs batched with a batch size taken from
     free memory."""
     lab = load_lab(full_lab_dir)
-    cpu = Engine(lab, Store(tmp_path / "cpu.sqlite"), device="cpu").expert_scores(["rev-loss"])
-    gpu = Engine(lab, Store(tmp_path / "gpu.sqlite"), device="cuda").expert_scores(["rev-loss"])
+    cpu = checkpoints.expert_scores(Engine(lab, Store(tmp_path / "cpu.sqlite"), device="cpu"), ["rev-loss"])
+    gpu = checkpoints.expert_scores(Engine(lab, Store(tmp_path / "gpu.sqlite"), device="cuda"), ["rev-loss"])
     assert [e.score for e in gpu] == pytest.approx([e.score for e in cpu], rel=2e-2)
     lora = Engine(load_lab(tiny_lab_dir), Store(tmp_path / "gen.sqlite"), device="cuda")
     assert lora.batch_size >= 64  # a tiny model on a GPU: free memory allows large batches

@@ -12,6 +12,7 @@ import pytest
 from mixlab.engine import Engine
 from mixlab.errors import ManifestError, MixlabError
 from mixlab.lab import load_lab
+from mixlab.scoring import cached as cached_scores
 from mixlab.store import Store
 
 pytest.importorskip("lm_eval", reason="lm-eval comes with requirements-lmeval.txt (requirements-dev has it)")
@@ -125,7 +126,7 @@ def test_lm_eval_tasks_score_as_mixlabs_own_evaluators(harness_lab, tmp_path):
         assert (theirs["rev-harness"].metric, theirs["pick-harness"].metric) == ("exact_match", "acc")
         assert 0 < ours["rev"].score < 1 and 0 < ours["pick"].score < 1, (weights, ours)
         assert theirs["rev-harness"].n == ours["rev"].n == 60 and theirs["pick-harness"].n == 40
-    scores = {b: e.score for e in engine.cached("proxy") for b in [e.benchmark]}
+    scores = {b: e.score for e in cached_scores.cached(engine, "proxy") for b in [e.benchmark]}
     assert set(scores) >= {"rev-harness", "pick-harness"}
     assert (harness_lab / ".mixlab" / "hf-datasets").is_dir() or (tmp_path / "hf-datasets").is_dir()
 
@@ -157,7 +158,7 @@ def test_lm_eval_benchmarks_are_checked_and_explained(harness_lab, tmp_path, mon
     engine = Engine(load_lab(harness_lab), Store(":memory:"), device="cpu")
     with pytest.raises(MixlabError, match="set lower_is_better = false"):
         engine.proxy(engine.mixture([1, 0, 0]), benchmarks=["rev-harness"])
-    assert not engine.cached("proxy")
+    assert not cached_scores.cached(engine, "proxy")
     shutil.rmtree(harness_lab / ".mixlab", ignore_errors=True)
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     (harness_lab / "lab.toml").write_text(text)

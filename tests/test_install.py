@@ -79,20 +79,40 @@ def test_the_wheel_installs_a_working_mixlab_command(tmp_path):
     assert not (ROOT / "build").exists() and not list(ROOT.glob("*.egg-info"))  # the checkout stays clean
 
 
-def test_the_readme_development_map_names_every_module():
-    """The README's map of the tree (## Development) names every module of mixlab/, mixlab/cli/, merge/, scoring/ and
-    the shared views, and no module that is gone."""
+def _map_paths(block: str) -> set[str]:
+    """The files a tree map names, as paths: a line's first names (``a.py`` or ``a.py, b.py``) sit in the
+    folders the lines above it opened at lesser indents (``merge/``, two spaces a level)."""
     import re
 
+    paths, folders = set(), []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        del folders[depth:]
+        m = re.match(r"\s*((?:[\w./-]+\.py)(?:, [\w./-]+\.py)*|[\w./-]+/)(?:\s|$)", line)
+        if m is None:
+            continue
+        if m.group(1).endswith("/"):
+            folders.append(m.group(1).rstrip("/"))
+            continue
+        paths |= {"/".join([*folders, name]) for name in m.group(1).split(", ")}
+    return paths
+
+
+def test_the_readme_development_map_names_every_module():
+    """The README's map of the tree (## Development) names every module of mixlab/ (its subpackages too, whose
+    folder line stands for their ``__init__``) and every file of views/, one line each, at its path; and no
+    file that is gone."""
     text = (ROOT / "README.md").read_text()
     block = text.split("## Development", 1)[1].split("```", 2)[1]
-    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", block))
+    named = _map_paths(block)
     modules = {
-        p.stem
-        for folder in ("mixlab", "mixlab/cli", "mixlab/merge", "mixlab/demo", "mixlab/scoring")
-        for p in (ROOT / folder).glob("*.py")
-        if not p.stem.startswith("__")
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "mixlab").rglob("*.py")
+        if "__pycache__" not in p.parts and not (p.name == "__init__.py" and p.parent != ROOT / "mixlab")
     }
-    modules |= {p.stem for p in (ROOT / "views").glob("*.py") if not p.stem[0].isdigit()}
-    assert modules - words == set(), "modules the README's map does not name"
-    assert "_shared" not in words and "cli.py" not in block  # gone: views/_shared.py, mixlab/cli.py
+    modules |= {str(p.relative_to(ROOT)) for p in (ROOT / "views").glob("*.py")}
+    assert modules - named == set(), "modules the README's map does not name"
+    assert {p for p in named if not (ROOT / p).is_file()} == set(), "files the README's map names that are gone"
+    assert "_shared" not in block and "cli.py" not in block  # gone: views/_shared.py, mixlab/cli.py

@@ -15,8 +15,10 @@ from safetensors.torch import load_file
 from mixlab.cli import main
 from mixlab.engine import Engine
 from mixlab.errors import MixlabError
-from mixlab.interop import init_lab, lab_from_mergekit, to_mergekit
+from mixlab.interop.lab_init import init_lab
+from mixlab.interop.mergekit import lab_from_mergekit, to_mergekit
 from mixlab.lab import load_lab
+from mixlab.scoring import cached as cached_scores
 from mixlab.store import Store
 
 
@@ -403,7 +405,7 @@ def test_the_readme_vision_language_block_runs_as_written(tmp_path, capsys, monk
     assert [e.name for e in loaded.manifest.experts] == ["chart", "ocr"]
     assert loaded.manifest.merge.preset == "lora"
     assert {t.name: t.weights for t in loaded.manifest.true_mixtures}["mix0"] == {"chart": 0.75, "ocr": 0.25}
-    true = {e.label: e.score for e in Engine(loaded, device="cpu").cached("true")}
+    true = {e.label: e.score for e in cached_scores.cached(Engine(loaded, device="cpu"), "true")}
     assert true["mix0"] == 1.0 and set(true) == {"mix0", "mix1", "mix2"}
     report = out[out.index("proxy (linear) vs true mixtures in my-vl-lab") :]
     (line,) = [ln for ln in report.splitlines() if ln.startswith("colour ")]
@@ -411,7 +413,7 @@ def test_the_readme_vision_language_block_runs_as_written(tmp_path, capsys, monk
 
 
 def test_the_dashboard_makes_labs_only_inside_the_workspace(tmp_path, monkeypatch):
-    from mixlab.interop import NoWorkspace, workspace_folder
+    from mixlab.interop.lab_init import NoWorkspace, workspace_folder
 
     space = tmp_path / "space"
     (space / "mine").mkdir(parents=True)

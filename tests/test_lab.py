@@ -211,7 +211,7 @@ def test_true_mixture_weights_may_be_fractions(lab_dir):
 def test_the_manifest_writer_escapes_what_it_writes_and_reads_it_back():
     import tomllib
 
-    from mixlab.lab import ManifestWriter
+    from mixlab.manifest_writer import ManifestWriter
 
     doc = ManifestWriter()
     hostile = 'x\nplugins = ["evals"]\r\n[[benchmarks]]\u2028"\\\x7f\t'
@@ -236,14 +236,14 @@ def test_the_manifest_writer_escapes_what_it_writes_and_reads_it_back():
     ],
 )
 def test_toml_value_refuses_what_toml_cannot_hold(value, match):
-    from mixlab.lab import toml_value
+    from mixlab.manifest_writer import toml_value
 
     with pytest.raises(ManifestError, match=match):
         toml_value(value)
 
 
 def test_the_manifest_writer_never_writes_through_a_link(lab_dir, tmp_path_factory):
-    from mixlab.lab import ManifestWriter
+    from mixlab.manifest_writer import ManifestWriter
 
     outside = tmp_path_factory.mktemp("outside") / "created.toml"
     (lab_dir / "lab.toml").symlink_to(outside)  # dangling: lab_dir/lab.toml "does not exist"
@@ -308,7 +308,7 @@ def test_exports_that_link_out_of_the_lab_are_refused(lab_dir, tmp_path_factory)
 
 
 def test_replicates_are_listed_as_paths_and_written_by_the_one_writer(lab_dir):
-    from mixlab.lab import ManifestWriter
+    from mixlab.manifest_writer import ManifestWriter
 
     (lab_dir / "true" / "mix2").mkdir()
     w = ManifestWriter()

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mixlab.checkpoint import load_base
 from mixlab.errors import MergeError, MixtureWeightsError
-from mixlab.experts import load_base, load_task_vector
+from mixlab.experts import load_task_vector
 from mixlab.merge import Merger, MergeSpec, get_method, iter_merged, save_lora_merge, save_merged
 
 B = torch.tensor([1.0, 2.0, 3.0, 4.0])

@@ -12,6 +12,7 @@ from mixlab.engine import Engine
 from mixlab.errors import MixlabError
 from mixlab.lab import load_lab
 from mixlab.proxies.output import OutputSpaceProxy, mix_logprobs, mixed_greedy
+from mixlab.scoring import checkpoints
 from mixlab.store import Store
 
 
@@ -46,7 +47,7 @@ def test_the_output_space_loss_is_the_mixed_distributions_nll_by_hand(tiny_lab_d
 
     engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
     proxy = OutputSpaceProxy(engine)
-    experts = {e.label: e.score for e in engine.expert_scores(["rev-loss"])}
+    experts = {e.label: e.score for e in checkpoints.expert_scores(engine, ["rev-loss"])}
     for i, name in enumerate(engine.names):  # a one-hot mixture is the expert itself
         onehot = [float(j == i) for j in range(3)]
         assert proxy.score(onehot, "rev-loss")[0] == pytest.approx(experts[name], rel=1e-5)
@@ -72,7 +73,7 @@ def test_exact_match_decodes_greedily_from_the_mixed_distribution_by_hand(tiny_l
 
     engine = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
     proxy = OutputSpaceProxy(engine)
-    experts = {e.label: e.score for e in engine.expert_scores(["rev"])}
+    experts = {e.label: e.score for e in checkpoints.expert_scores(engine, ["rev"])}
     assert proxy.score([0.0, 1.0, 0.0], "rev")[0] == pytest.approx(experts["rev"])  # one-hot: the expert
     tok = AutoTokenizer.from_pretrained(tiny_lab_dir / "base")
     models = [_peft(tiny_lab_dir, n) for n in ("add", "rev", "sort")]

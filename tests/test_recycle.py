@@ -1,6 +1,7 @@
 """Checkpoint recycling as the dashboard runs it: asked again it never grows a study silently, it says how
 its searched merge was found, and its verdict compares every candidate with the noise of the test data."""
 
+import dataclasses
 import json
 import math
 
@@ -9,7 +10,8 @@ import pytest
 from mixlab.engine import Engine
 from mixlab.lab import load_lab
 from mixlab.recycle import RECORD, compare, verdicts
-from mixlab.run.jobs import Worker, job_body, recorder
+from mixlab.run.jobs import Worker, submit
+from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import Objective, standard_error
 from mixlab.store import Store
 
@@ -88,24 +90,16 @@ def test_an_interrupted_recycling_study_is_finished_not_restarted(dev_lab, tmp_p
 def test_searches_and_recycling_runs_are_recorded_jobs_that_resume_where_they_stopped(dev_lab, tmp_path):
     engine = Engine(load_lab(dev_lab), Store(tmp_path / "c.sqlite"), device="cpu")
     worker = Worker()
-    spec = {"objectives": ["rev"], "sampler": "random", "seed": 0, "study": "s", "target": 3}
-    job = worker.wait(
-        worker.submit(
-            "search", job_body(engine, "search", spec), on_update=recorder(engine.store, "tiny", "search", spec)
-        )
-    )
+    search = SearchJob(["rev"], "random", target=3, seed=0, study="s")
+    job = worker.wait(submit(worker, engine, search, "search"))
     assert job.state == "done", job.error
     assert len(job.result.trials) == 3
-    again = worker.wait(worker.submit("search again", job_body(engine, "search", spec)))
+    again = worker.wait(submit(worker, engine, search, "search again", record=False))
     assert len(again.result.trials) == 3  # the study already has its 3 trials: a resume runs none
-    grown = worker.wait(worker.submit("search more", job_body(engine, "search", spec | {"target": 5})))
+    grown = worker.wait(submit(worker, engine, dataclasses.replace(search, target=5), "search more", record=False))
     assert len(grown.result.trials) == 5
     rspec = {"objective": "rev", "sampler": "random", "trials": 2, "seed": 0}
-    rjob = worker.wait(
-        worker.submit(
-            "recycle", job_body(engine, "recycle", rspec), on_update=recorder(engine.store, "tiny", "recycle", rspec)
-        )
-    )
+    rjob = worker.wait(submit(worker, engine, RecycleJob("rev", "random", trials=2, seed=0), "recycle"))
     assert rjob.state == "done", rjob.error
     assert rjob.result.origin.startswith("new study")
     records = {r["kind"]: r for r in engine.store.jobs("tiny")}

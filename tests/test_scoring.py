@@ -10,7 +10,8 @@ from mixlab.errors import EvaluationError, MergeError
 from mixlab.keys import CacheKey
 from mixlab.lab import load_lab
 from mixlab.merge.methods import MergeMethod
-from mixlab.run.jobs import ProxyJob, request
+from mixlab.run.requests import ProxyJob, request
+from mixlab.scoring import proxy
 from mixlab.scoring.request import Method, ProxyRequest, split_benchmark
 from mixlab.simplex import Mixture
 from mixlab.store import Store
@@ -65,7 +66,7 @@ def test_the_dev_split_names_benchmarks_as_their_stored_scores_are_keyed(engine)
     # the key of a dev score, built by hand the way the search built it before the request had a split
     by_hand = rev.model_copy(update={"name": "rev-loss@dev", "data": "data/rev_dev.jsonl"})
     m = engine.mixture(M)
-    (ev,) = engine.score(engine.request([m], benchmarks=["rev-loss"], split="dev"))
+    (ev,) = proxy.score(engine, engine.request([m], benchmarks=["rev-loss"], split="dev"))
     other = Engine(load_lab(lab.root), Store(":memory:"), device="cpu").sources  # its own read of the files
     data = other.benchmark(by_hand)
     key = CacheKey.merge(other.base_fp, other.expert_fps, engine.spec(m), data.desc)

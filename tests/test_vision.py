@@ -16,6 +16,7 @@ from mixlab.engine import Engine
 from mixlab.lab import load_lab
 from mixlab.merge.methods import is_excluded
 from mixlab.presets import preset_patterns
+from mixlab.scoring import images
 from mixlab.store import Store
 
 TINY = Budget(base_steps=20, base_target=0.0, steps=8, batch=8, n_eval=12, pretrain_share=0.5)
@@ -78,7 +79,7 @@ def test_an_export_loads_in_transformers_and_answers_as_in_mixlab(vl_lab, tmp_pa
 
     engine = Engine(load_lab(vl_lab), Store(tmp_path / "c.sqlite"), device="cpu")
     m = engine.mixture([0.1, 0.6, 0.2, 0.1])
-    ours = engine.image_answers(m, "ocr", 12)
+    ours = images.answers(engine, m, "ocr", 12, engine.method())
     (score,) = engine.proxy(m, benchmarks=["ocr"])
     assert score.score == pytest.approx(sum(r["output"].strip() == r["answer"] for r in ours) / 12)
     out = engine.export(m, tmp_path / "exported")

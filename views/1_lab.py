@@ -6,12 +6,14 @@ import streamlit as st
 from mixlab.analysis import MEAN, ceiling_text, format_score, leaderboard, proxy_report
 from mixlab.demo import DEMO_LAB, LABS_DIR
 from mixlab.errors import MixlabError
-from mixlab.interop import NoWorkspace, init_lab, workspace_folder
-from mixlab.run.jobs import RESUMABLE, job_body, resume
+from mixlab.interop.lab_init import NoWorkspace, init_lab, workspace_folder
+from mixlab.run.jobs import resume
 from mixlab.run.records import ACTIVE, STOPPED
+from mixlab.run.requests import RESUMABLE, CheckpointsJob
+from mixlab.scoring import cached as cached_scores
 from mixlab.summary import lab_summary
 from mixlab.tables import of_method
-from views.jobs import current_job, job_panel, submit_job, worker
+from views.jobs import current_job, job_panel, submit, worker
 from views.state import engine, lab_path, open_lab, results
 from views.text import code, escape, show_error
 from views.widgets import (
@@ -56,7 +58,7 @@ with pick_path.form("lab_picker", border=False):
 
 
 def new_lab_from_a_folder() -> None:
-    """lab init from the page: only inside $MIXLAB_WORKSPACE (mixlab.interop.workspace_folder)."""
+    """lab init from the page: only inside $MIXLAB_WORKSPACE (mixlab.interop.lab_init.workspace_folder)."""
     with st.form("lab_init"):
         c1, c2, c3, c4 = st.columns(4)
         folder = c1.text_input("Folder", key="init_dir", help="a folder inside $MIXLAB_WORKSPACE")
@@ -169,7 +171,7 @@ def results_first() -> None:
 
 
 results_first()
-counts = {k: len(eng.cached(k)) for k in ("base", "expert", "true", "proxy")}
+counts = {k: len(cached_scores.cached(eng, k)) for k in ("base", "expert", "true", "proxy")}
 cols = st.columns(5)
 cols[0].metric("Experts", len(eng.names))
 cols[1].metric("Benchmarks", len(lab.benchmarks))
@@ -187,7 +189,7 @@ if st.button(
     help="Evaluate the base, every expert and every true mixture on every benchmark (cached scores are reused); "
     f"the same as python -m mixlab sweep {lab.root} --checkpoints",
 ):
-    submit_job(f"checkpoints of {lab.name}", job_body(eng, "checkpoints", {}), "checkpoints", {})
+    submit(CheckpointsJob(), f"checkpoints of {lab.name}")
 job_panel()
 
 base = summary["base"]

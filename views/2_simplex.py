@@ -8,6 +8,8 @@ from mixlab.analysis import best_mixtures, scores_at
 from mixlab.errors import MixlabError
 from mixlab.evaluate import open_image
 from mixlab.plots import COLOURS, metric_title, parallel_figure, selection_pick, simplex_figure, vertex_key
+from mixlab.scoring import images
+from mixlab.scoring.request import Method
 from mixlab.simplex import separating_vertices
 from mixlab.tables import of_method
 from views.jobs import job_panel, submit_evaluation, worker
@@ -188,7 +190,7 @@ if true_key is not None and not exact:
 
 @st.cache_data(show_spinner=False, max_entries=1)
 def _image_benchmarks(root: str, models_fp: str) -> list[str]:
-    return engine().image_benchmarks()
+    return images.benchmarks(engine())
 
 
 shown_images = _image_benchmarks(str(eng.lab.root), eng.models_fp)
@@ -200,7 +202,7 @@ if shown_images:
 
     def answer() -> None:  # before the rerun, so the page draws the answers (and no button) at once
         try:
-            got_ = eng.image_answers(m, which, 6, method, params)
+            got_ = images.answers(eng, m, which, 6, Method.for_lab(eng.lab, method, params))
         except MixlabError as e:
             st.session_state.strip_error = str(e)
         else:
@@ -227,7 +229,7 @@ if shown_images:
         )
     if "strip_error" in st.session_state:
         show_error("Cannot answer", MixlabError(st.session_state.pop("strip_error")))
-    rows = got or [{**r, "output": None} for r in eng.image_examples(which, 6)]
+    rows = got or [{**r, "output": None} for r in images.examples(eng, which, 6)]
     unreadable = []
     for col, r in zip(st.columns(len(rows)), rows):
         try:

@@ -6,6 +6,7 @@ from mixlab.analysis import MEAN, cached_params
 from mixlab.context import NO_INTERVAL, context_text, difference_text, differences, mixture_in_context
 from mixlab.errors import MixlabError
 from mixlab.lab import weights_label
+from mixlab.scoring.request import Method
 from mixlab.tables import labelled_scores, mixture_rows
 from views.jobs import current_job, job_panel, submit_evaluation
 from views.state import engine, mixture, results
@@ -48,7 +49,7 @@ with right:
             show_error("Cannot evaluate", e)
     job_panel()
 
-    spec_params = eng.resolve_method(method, params)[1]  # (the spec's exclusions need the base loaded)
+    spec_params = Method.for_lab(eng.lab, method, params).params  # (the spec's exclusions need the base loaded)
     table = mixture_rows(eng.results(), eng.names, m.as_dict(), method, spec_params)
     if len(table):  # shown below, in context; here only its download
         st.download_button(
@@ -97,7 +98,7 @@ with right:
 PINNED = {"model": st.column_config.TextColumn(width=165, pinned=True)}  # px: "nearest trained mixture"
 shown = ([MEAN] if MEAN in set(cached.benchmark) else []) + list(chosen)
 context = mixture_in_context(
-    cached, eng.names, m.weights, method, spec_params, shown, eng.resolve_method("linear", {})[1]
+    cached, eng.names, m.weights, method, spec_params, shown, Method.for_lab(eng.lab, "linear").params
 )
 parts = (["linear"] if method != "linear" else []) + ["the base", "the experts"]
 parts += ["the trained mixture nearest to it"] if eng.lab.manifest.true_mixtures else []

@@ -15,7 +15,7 @@ from mixlab.plots import (
     weights_figure,
 )
 from mixlab.recycle import compare_objective, recorded_table, verdict_text, verdicts
-from mixlab.run.jobs import job_body
+from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import (
     SAMPLERS,
     Objective,
@@ -31,7 +31,7 @@ from mixlab.search import (
     weight_importance,
     weights_study,
 )
-from views.jobs import current_job, job_panel, submit_job
+from views.jobs import current_job, job_panel, submit
 from views.state import backend_name, engine, set_mixture
 from views.text import code, escape, show_error
 from views.widgets import chart, no_benchmarks
@@ -82,23 +82,18 @@ if st.button("Search", type="primary", disabled=busy or not objectives, key="sea
     try:
         search = Search(eng, objectives, sampler=sampler, fidelity=fidelity or None, allow_test=allow_test, seed=0)
         done = search.finished_trials()
-        spec = {
-            "objectives": objectives,
-            "sampler": sampler,
-            "seed": 0,
-            "fidelity": fidelity or None,
-            "allow_test": allow_test,
-            "study": search.name,
-            "target": done + trials,  # a resume runs only what is left of these
-            "backend": backend_name(),
-        }
-        what = " and ".join(o.describe() for o in search.objectives)
-        job = submit_job(
-            f"search {what} ({sampler}, {trials} trials{f' after {done}' if done else ''})",
-            job_body(eng, "search", spec),
-            "search",
-            spec,
+        request = SearchJob(
+            objectives,
+            sampler,
+            target=done + trials,  # a resume runs only what is left of these
+            seed=0,
+            fidelity=fidelity or None,
+            allow_test=allow_test,
+            study=search.name,
+            executor=backend_name(),
         )
+        what = " and ".join(o.describe() for o in search.objectives)
+        job = submit(request, f"search {what} ({sampler}, {trials} trials{f' after {done}' if done else ''})")
         ss.search_job, ss.search_study = job.id, search.name
     except MixlabError as e:
         show_error("Cannot search", e)
@@ -309,13 +304,10 @@ sparse = r3.checkbox(
 )
 job = current_job()
 if st.button("Compare", key="recycle_run", disabled=job is not None and job.active):
-    spec = {"objective": objective, "sampler": "cmaes", "trials": rtrials, "seed": 0}
-    spec |= {"space": "sparse", "start": True} if sparse else {}
-    ss.recycle_job = submit_job(
+    request = RecycleJob(objective, "cmaes", rtrials, 0, space="sparse" if sparse else "simplex", start=sparse)
+    ss.recycle_job = submit(
+        request,
         f"recycling {len(eng.names)} checkpoints ({objective}, {rtrials} trials{', sparse from the soup' * sparse})",
-        job_body(eng, "recycle", spec),
-        "recycle",
-        spec,
     ).id
 job = current_job()
 if job is not None and job.id == ss.get("recycle_job"):

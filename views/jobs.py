@@ -3,14 +3,15 @@ evaluation waits for; a page submits them, and shows the session's last job with
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
 import streamlit as st
 
 from mixlab.engine import Engine
-from mixlab.run.jobs import Job, ProxyJob, Worker, recorder
+from mixlab.run import jobs as run_jobs
+from mixlab.run.jobs import Job, Worker
+from mixlab.run.requests import JobRequest, ProxyJob
 from mixlab.scoring.request import Method, ProxyRequest
 from mixlab.simplex import Mixture
 from views.state import backend_name, engine
@@ -74,30 +75,20 @@ def _stages(eng: Engine, progress, cancel) -> None:
         step()
 
 
-def submit_job(description: str, body, kind: str | None = None, spec: dict | None = None) -> Job:
-    """Run ``body(progress, cancel)`` on the worker, after the start-up stages; the page shows its progress.
-    With ``kind`` and ``spec`` the job is recorded in the lab's store (listed after a restart, resumable) and
-    a second request for the same work while it runs joins it instead of running it twice."""
+def submit(job: JobRequest, description: str | None = None) -> Job:
+    """Run the typed request ``job`` on the worker, after the start-up stages, recorded in the lab's store
+    (listed after a restart, resumable; a second request for the same work while it runs joins it); the
+    page shows its progress."""
     eng = engine()
-
-    def fn(progress, cancel):
-        _stages(eng, progress, cancel)
-        return body(progress, cancel)
-
-    key = on_update = None
-    if kind is not None:
-        key = f"{eng.lab.root}:{kind}:{json.dumps(spec, sort_keys=True)}"
-        on_update = recorder(eng.store, eng.lab.name, kind, spec)
-    job = worker().submit(description, fn, key=key, on_update=on_update)
-    st.session_state.last_job = job.id
-    return job
+    submitted = run_jobs.submit(worker(), eng, job, description, before=lambda p, c: _stages(eng, p, c))
+    st.session_state.last_job = submitted.id
+    return submitted
 
 
 def submit_evaluation(eng: Engine, m: Mixture, method: str, params: dict, benchmarks: list[str] | None = None) -> Job:
     """One mixture's proxy scores as a recorded job, on the session's executor: the request the page made."""
     request = ProxyRequest((m,), Method.for_lab(eng.lab, method, params), tuple(benchmarks or ()) or None)
-    job = ProxyJob(request, backend_name())
-    return submit_job(job.describe(), job.body(eng), job.kind, job.to_spec())
+    return submit(ProxyJob(request, backend_name()))
 
 
 def current_job() -> Job | None:

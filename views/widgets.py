@@ -14,6 +14,8 @@ from mixlab.engine import Engine
 from mixlab.merge import get_method, methods
 from mixlab.plots import BEST_STYLE, weights_figure
 from mixlab.run.executors import dashboard_backends
+from mixlab.scoring import checkpoints
+from mixlab.scoring.request import Method
 from mixlab.simplex import rebalance
 from mixlab.tables import params_label, proxy_methods
 from views.state import BACKEND, BENCH, METHOD, MIXTURE, REV, backend_name, engine, set_mixture
@@ -165,7 +167,7 @@ def method_params_inputs(key: str, defaults=None) -> tuple[str, dict]:
 def proxy_method_picker(df: pd.DataFrame, eng: Engine, container=st) -> tuple[str, dict]:
     """Pick among the (method, params) pairs that have cached proxy scores (mixlab.tables.proxy_methods: the
     lab's method first, linear when none): one choice shared by the pages and the URL."""
-    options = proxy_methods(df, eng.resolve_method(None, {}))
+    options = proxy_methods(df, Method.for_lab(eng.lab).pair())
     current = st.session_state.get(METHOD)
     if current is not None and tuple(current) not in [tuple(o) for o in options]:
         st.warning(
@@ -208,7 +210,7 @@ def backend_picker() -> None:
 
 def missing_scores_note(eng: Engine) -> None:
     """Say which checkpoints have no scores yet, and what fills them."""
-    missing = eng.unscored()
+    missing = checkpoints.unscored(eng)
     parts = (["the base"] if missing["base"] else []) + [
         f"{missing[k]} {label}{'' if missing[k] == 1 else 's'}"
         for k, label in (("expert", "expert"), ("true", "true mixture"))

@@ -30,5 +30,7 @@ def cmd_info(args) -> None:
         kept = engine.excluded_tensors()
         how = f"preset {lab.manifest.merge.preset}" if lab.manifest.merge.preset else "merge.exclude"
         print(f"kept at the base by every merge ({how}): {len(kept)} tensors, {sum(n for _, n in kept):,} params")
-    counts = {k: len(engine.cached(k)) for k in ("base", "expert", "true", "proxy")}
+    from mixlab.scoring import cached as cached_scores
+
+    counts = {k: len(cached_scores.cached(engine, k)) for k in ("base", "expert", "true", "proxy")}
     print("cached evaluations: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"  ({engine.store.path})")

@@ -112,7 +112,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_lab_init(args) -> None:
-    from mixlab.interop import init_lab
+    from mixlab.interop.lab_init import init_lab
 
     names = {}
     for pair in args.name or []:
@@ -133,7 +133,7 @@ def cmd_lab_init(args) -> None:
 
 
 def cmd_lab_from_mergekit(args) -> None:
-    from mixlab.interop import lab_from_mergekit
+    from mixlab.interop.mergekit import lab_from_mergekit
 
     path = lab_from_mergekit(Path(args.config), Path(args.out) if args.out else None, args.name)
     print(f"wrote {path}; add benchmarks, or run: python -m mixlab info {path.parent}")

@@ -78,7 +78,7 @@ def cmd_merge(args) -> None:
     if not args.out and not args.mergekit_yaml:
         raise MixlabError("merge needs --out (a model or adapter folder) and/or --mergekit-yaml (a mergekit config)")
     if args.mergekit_yaml:
-        from mixlab.interop import save_mergekit, to_mergekit
+        from mixlab.interop.mergekit import save_mergekit, to_mergekit
 
         text, notes = to_mergekit(engine, mixture, args.method, method_params(args.param))
         save_mergekit(Path(args.mergekit_yaml), text)
@@ -101,6 +101,7 @@ def cmd_merge(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    from mixlab.scoring import proxy
     from mixlab.simplex import parse_weights
 
     engine = open_engine(args)
@@ -114,7 +115,7 @@ def cmd_eval(args) -> None:
         evals = result.evaluations
     else:
         with Bar("evaluating") as bar:
-            evals = engine.score(request, refresh=args.refresh, progress=bar)
+            evals = proxy.score(engine, request, refresh=args.refresh, progress=bar)
     print_evals(evals, args.json)
 
 
@@ -153,6 +154,7 @@ def _grid(engine, grid: str, seed: int, max_mixtures: int) -> list:
 
 
 def cmd_sweep(args) -> None:
+    from mixlab.scoring import checkpoints
     from mixlab.simplex import Mixture
 
     engine = open_engine(args)
@@ -160,7 +162,7 @@ def cmd_sweep(args) -> None:
         raise MixlabError("--checkpoints runs here (a handful of models): drop --backend ray for it")
     if args.checkpoints:
         with Bar("scoring the base, experts and true mixtures") as bar:
-            evals = engine.checkpoint_scores(args.benchmark, progress=bar)
+            evals = checkpoints.checkpoint_scores(engine, args.benchmark, progress=bar)
         if args.json:
             print_evals(evals, True)
         else:

@@ -58,14 +58,16 @@ def add_commands(sub) -> None:
 
 def cmd_report(args) -> None:
     from mixlab.analysis import MEAN, ceiling_text, mean_benchmarks, proxy_report, rho_summaries
+    from mixlab.scoring import checkpoints
+    from mixlab.scoring.request import Method
 
     engine = open_engine(args)
-    method, params = engine.resolve_method(args.method, method_params(args.param))
+    method, params = Method.for_lab(engine.lab, args.method, method_params(args.param)).pair()
     df = engine.results(method, params)
     rows = proxy_report(df, engine.names, engine.lab.benchmarks, subset=args.subset)
     summaries = rho_summaries(df, engine.names, engine.lab.benchmarks)
     up = mean_benchmarks(engine.lab.benchmarks, df)
-    unscored = engine.unscored()
+    unscored = checkpoints.unscored(engine)
     others = []
     if args.proxies:
         from mixlab.proxies.compare import proxies_report
@@ -136,9 +138,10 @@ def cmd_report(args) -> None:
 
 def cmd_pareto(args) -> None:
     from mixlab.analysis import pareto_points
+    from mixlab.scoring.request import Method
 
     engine = open_engine(args)
-    method, params = engine.resolve_method(args.method, method_params(args.param))
+    method, params = Method.for_lab(engine.lab, args.method, method_params(args.param)).pair()
     benches = args.objectives.split(",")
     if len(benches) not in (2, 3) or len(set(benches)) != len(benches):
         raise MixlabError(
@@ -163,9 +166,10 @@ def cmd_pareto(args) -> None:
 
 def cmd_regress(args) -> None:
     from mixlab.regression import MODELS, regression_report
+    from mixlab.scoring.request import Method
 
     engine = open_engine(args)
-    method, params = engine.resolve_method(args.method, method_params(args.param))
+    method, params = Method.for_lab(engine.lab, args.method, method_params(args.param)).pair()
     df = engine.results(method, params)
     rep = regression_report(
         df, engine.names, engine.lab.benchmarks, args.benchmark, repeats=args.repeats, seed=args.seed

@@ -31,7 +31,9 @@ from mixlab.demo import LABS_DIR
 from mixlab.demo.tasks import DOMAINS, GENERAL, GENERAL_TASK, build_tokenizer, examples
 from mixlab.errors import MixlabError
 from mixlab.evaluate import quiet_transformers
-from mixlab.lab import BenchmarkSpec, ManifestWriter, load_lab, weights_label
+from mixlab.lab import BenchmarkSpec, load_lab, weights_label
+from mixlab.manifest_writer import ManifestWriter
+from mixlab.scoring import checkpoints
 from mixlab.simplex import Mixture, dirichlet, grid_from_step, lattice
 from mixlab.store import Store
 
@@ -439,9 +441,9 @@ def build_demo(
         store = Store(":memory:")  # the build's scores leave as the lab's evaluations.jsonl
         engine = Engine(lab, store, device="cpu")
         bar = tqdm(desc="evaluating", disable=not show_progress)
-        engine.base_scores()
-        engine.expert_scores()
-        engine.true_scores()
+        checkpoints.base_scores(engine)
+        checkpoints.expert_scores(engine)
+        checkpoints.true_scores(engine)
         # proxies at every true-mixture point, plus a grid (step 0.1 for K=3: 66 points; 0.2 for K=4: 56)
         step = 0.1 if domains == 3 else 0.2
         grid = [
@@ -543,7 +545,7 @@ def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", s
         write_manifest(root, lab.name, description, names, benches, rows)
         store = Store(":memory:", seed_from=root / EXPORT_FILE)
         engine = Engine(load_lab(root), store, device="cpu")
-        engine.true_scores()  # replicate 1's scores are cache hits: its checkpoint is unchanged
+        checkpoints.true_scores(engine)  # replicate 1's scores are cache hits: its checkpoint is unchanged
         store.export_jsonl(root / EXPORT_FILE)
         store.close()
         info |= {"replicates": replicates, "replicate_seed": REPLICATE_SEED, "replicate_subset": subset}
@@ -597,7 +599,7 @@ def build_recycle(
         lab = load_lab(root)
         store = Store(":memory:")
         engine = Engine(lab, store, device="cpu")
-        engine.checkpoint_scores()
+        checkpoints.checkpoint_scores(engine)
         bar = tqdm(desc="searching merge weights", total=trials, disable=not show_progress)
         rows = recycle(engine, "mean", trials=trials, progress=lambda d, t, m: bar.update(d - bar.n))
         bar.close()

@@ -275,6 +275,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     from mixlab.engine import EXPORT_FILE, Engine
     from mixlab.evaluate import quiet_transformers
     from mixlab.lab import load_lab
+    from mixlab.scoring import checkpoints
     from mixlab.simplex import Mixture
     from mixlab.store import Store
 
@@ -341,7 +342,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
 
         store = Store(":memory:")
         engine = Engine(load_lab(root), store, device="cpu")
-        engine.checkpoint_scores()
+        checkpoints.checkpoint_scores(engine)
         engine.sweep([Mixture.of(names, p) for p in points], "linear")
         store.export_jsonl(root / EXPORT_FILE)
         store.close()

@@ -16,8 +16,9 @@ from mixlab.evaluate.builtin import BUILTIN, aggregate
 from mixlab.evaluate.data import has_images
 from mixlab.evaluate.images import image_answers
 from mixlab.evaluate.plugins import run_plugin
-from mixlab.lab import LM_EVAL, BenchmarkSpec
+from mixlab.lab import BenchmarkSpec
 from mixlab.lazy import no_grad, torch
+from mixlab.manifest import LM_EVAL
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from mixlab.experts import Checkpoint, LoraTaskVector, TaskVector, concat_factors
+from mixlab.checkpoint import Checkpoint
+from mixlab.experts import LoraTaskVector, TaskVector, concat_factors
 from mixlab.lazy import no_grad, torch
 from mixlab.merge import fused
 from mixlab.merge.methods import MergeMethod, MergeSpec, generator_for, is_excluded

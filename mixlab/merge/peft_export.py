@@ -6,8 +6,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from mixlab.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mixlab.errors import MergeError
-from mixlab.experts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX, LoraTaskVector, TaskVector, concat_factors
+from mixlab.experts import PEFT_PREFIX, LoraTaskVector, TaskVector, concat_factors
 from mixlab.lazy import safetensors_torch, torch
 from mixlab.merge import output
 from mixlab.merge.methods import MergeSpec, active, is_excluded

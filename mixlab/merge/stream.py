@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mixlab.experts import Checkpoint, TaskVector
+from mixlab.checkpoint import Checkpoint
+from mixlab.experts import TaskVector
 from mixlab.lazy import safetensors_torch, torch
 from mixlab.merge import output
 from mixlab.merge.methods import MergeSpec, active, generator_for, is_excluded

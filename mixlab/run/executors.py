@@ -22,7 +22,7 @@ import os
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import psutil
@@ -30,7 +30,6 @@ import psutil
 from mixlab.errors import Cancelled, EvaluationError, MixlabError
 from mixlab.owner import end_when_gone
 from mixlab.scoring.request import ProxyRequest
-from mixlab.simplex import Mixture
 from mixlab.store import Evaluation
 
 BACKENDS = ("local", "ray")
@@ -69,13 +68,6 @@ class LocalBackend:
         from mixlab.scoring import proxy
 
         return proxy.score(engine, request, cancel=cancel)
-
-    def sweep(self, engine, mixtures, method=None, params=None, benchmarks=None, *, progress=None, cancel=None):
-        return self.run(engine, engine.request(mixtures, method, params, benchmarks), progress=progress, cancel=cancel)
-
-    def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
-        request = engine.request([mixture], method, params, benchmarks, path="materialize")
-        return self.score(engine, request, cancel=cancel)
 
 
 def dashboard_backends() -> list[str]:
@@ -219,22 +211,6 @@ class RayBackend:
             self._pools[key] = pool
             return list(pool)
 
-    def sweep(
-        self,
-        engine,
-        mixtures: Sequence[Mixture],
-        method: str | None = None,
-        params: dict | None = None,
-        benchmarks=None,
-        *,
-        progress: Callable[[int, int, str], None] | None = None,
-        cancel=None,
-        chunk: int | None = None,
-    ) -> SweepResult:
-        """:meth:`run` for the request these arguments make."""
-        request = engine.request(mixtures, method, params, benchmarks)
-        return self.run(engine, request, progress=progress, cancel=cancel, chunk=chunk)
-
     def run(
         self,
         engine,
@@ -246,6 +222,8 @@ class RayBackend:
     ) -> SweepResult:
         """Proxy scores for ``mixtures`` over the actor pool: cached ones are not sent; each result is
         stored here as it arrives; a dead worker's mixtures are reported in ``failed``."""
+        from mixlab.scoring import proxy
+
         ray = self.ray
         engine.refresh()
         mixtures = request.mixtures
@@ -253,13 +231,15 @@ class RayBackend:
         found: dict[int, list[Evaluation]] = {}
         todo = []
         for i in range(len(mixtures)):
-            hit = engine.lookup(request.only([i]))
+            hit = proxy.lookup(engine, request.only([i]))
             if hit is None:
                 todo.append(i)
             else:
                 found[i] = hit
         auto = request.path == "auto"  # else the path the request names, for every benchmark
-        paths = {b.name: engine.choose_path(request.method, b, len(todo)) if auto else request.path for b in specs}
+        paths = {
+            b.name: proxy.choose_path(engine, request.method, b, len(todo)) if auto else request.path for b in specs
+        }
         sent = replace(request, benchmarks=tuple(specs), split="test", limit=None)  # as scored here
         pool = list(self.actors(engine))
         size = chunk or max(1, min(CHUNK, len(todo) // max(1, len(pool))))
@@ -311,15 +291,11 @@ class RayBackend:
         evaluations = [e for i in range(total) if i in found for e in found[i]]
         return SweepResult(evaluations, failed)
 
-    def proxy(self, engine, mixture, method=None, params=None, benchmarks=None, *, cancel=None) -> list[Evaluation]:
-        """:meth:`score` for the one-mixture request these arguments make."""
-        return self.score(
-            engine, engine.request([mixture], method, params, benchmarks, path="materialize"), cancel=cancel
-        )
-
     def score(self, engine, request: ProxyRequest, *, cancel=None) -> list[Evaluation]:
         """One mixture's scores on a free worker (a search's trials call this from several threads)."""
-        hit = engine.lookup(request)
+        from mixlab.scoring import proxy
+
+        hit = proxy.lookup(engine, request)
         if hit is not None:
             return hit
         (mixture,) = request.mixtures

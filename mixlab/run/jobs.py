@@ -2,9 +2,8 @@
 so evaluations queue rather than compete), reports progress, and cancels between batches. The UI polls
 :class:`Job` objects; the CLI calls the engine directly, except to resume a recorded job.
 
-What a recorded job runs is a typed request (:class:`ProxyJob`, :class:`CheckpointsJob`, :class:`SearchJob`,
-:class:`RecycleJob`), read from the JSON spec its record keeps (:func:`request`): a first run and a resume
-run the same body, and cached scores are reused, so a resume computes only what was missing."""
+What a job runs is a typed request (:mod:`mixlab.run.requests`); :func:`submit` is the one entry that runs
+one (keyed, recorded in the lab's store), and :func:`resume` runs a recorded one again from its JSON spec."""
 
 from __future__ import annotations
 
@@ -17,15 +16,13 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-from mixlab.errors import Cancelled, EvaluationError, JobError, MixlabError
+from mixlab.errors import Cancelled, JobError, MixlabError
 from mixlab.owner import Owner
 from mixlab.run.records import ACTIVE, JobRecord, JobState
-from mixlab.scoring.request import ProxyRequest
+from mixlab.run.requests import JobFn, JobRequest, request
 
-# a job body: fn(progress(done, total, message), cancel_event) -> result
-JobFn = Callable[[Callable[[int, int, str], None], threading.Event], Any]
 _ids = itertools.count(1)
 
 
@@ -199,187 +196,32 @@ def recorder(store, lab: str, kind: str, spec: dict, record_id: str | None = Non
     return update
 
 
-@dataclass(frozen=True)
-class ProxyJob:
-    """A :class:`~mixlab.scoring.request.ProxyRequest` run by the executor named ``executor`` (``local`` or
-    ``ray``). Its record keeps the request's JSON form (:meth:`ProxyRequest.to_spec`), with ``backend`` for
-    the executor (the word of earlier versions: their records, and their dedup keys, read the same)."""
-
-    kind: ClassVar[str] = "proxy"
-    request: ProxyRequest
-    executor: str = "local"
-
-    @classmethod
-    def from_spec(cls, spec: dict, lab) -> ProxyJob:
-        return cls(ProxyRequest.from_spec(spec, lab), spec.get("backend", "local"))
-
-    def to_spec(self) -> dict:
-        return self.request.to_spec() | ({"backend": self.executor} if self.executor != "local" else {})
-
-    def describe(self) -> str:
-        """What the dashboard lists it as."""
-        from mixlab.tables import params_label
-
-        m, mixtures = self.request.method, self.request.mixtures
-        what = mixtures[0].label() if len(mixtures) == 1 else f"{len(mixtures)} mixtures"
-        return f"{m.name} {params_label(m.params)} at {what}"
-
-    def body(self, engine) -> JobFn:
-        from mixlab.run.executors import shared
-
-        def sweep(progress, cancel):
-            result = shared(self.executor).run(engine, self.request, progress=progress, cancel=cancel)
-            if result.failed:
-                raise EvaluationError(f"{result.summary()}; the other scores are cached (resume to retry)")
-            return result.evaluations
-
-        return sweep
+def job_key(engine, kind: str, spec_json: str) -> str:
+    """What a recorded job computes, as a dedup key: a second submit of it while it runs joins it."""
+    return f"{engine.lab.root}:{kind}:{spec_json}"
 
 
-@dataclass(frozen=True)
-class CheckpointsJob:
-    """Scores of the lab's base, experts and trained mixtures on ``benchmarks`` (None: all)."""
-
-    kind: ClassVar[str] = "checkpoints"
-    benchmarks: list[str] | None = None
-
-    @classmethod
-    def from_spec(cls, spec: dict, lab=None) -> CheckpointsJob:
-        return cls(spec.get("benchmarks"))
-
-    def to_spec(self) -> dict:
-        return {} if self.benchmarks is None else {"benchmarks": self.benchmarks}
-
-    def body(self, engine) -> JobFn:
-        return lambda progress, cancel: engine.checkpoint_scores(self.benchmarks, progress=progress, cancel=cancel)
-
-
-@dataclass(frozen=True)
-class SearchJob:
-    """A search whose study grows to ``target`` trials (the study's size when it was asked for plus the
-    trials asked), so a resumed search runs only the trials its interruption left undone."""
-
-    kind: ClassVar[str] = "search"
-    objectives: list[str]
-    sampler: str
-    target: int
-    seed: int = 0
-    fidelity: int | None = None
-    allow_test: bool = False
-    study: str | None = None
-    executor: str = "local"
-    space: str = "simplex"  # mixlab.search.SPACES
-
-    @classmethod
-    def from_spec(cls, spec: dict, lab=None) -> SearchJob:
-        return cls(
-            spec["objectives"],
-            spec["sampler"],
-            spec["target"],
-            spec.get("seed", 0),
-            spec.get("fidelity"),
-            spec.get("allow_test", False),
-            spec.get("study"),
-            spec.get("backend", "local"),
-            spec.get("space", "simplex"),  # absent from older records
-        )
-
-    def to_spec(self) -> dict:
-        return {
-            "objectives": self.objectives,
-            "sampler": self.sampler,
-            "seed": self.seed,
-            "fidelity": self.fidelity,
-            "allow_test": self.allow_test,
-            "study": self.study,
-            "target": self.target,
-            "backend": self.executor,
-        } | ({"space": self.space} if self.space != "simplex" else {})
-
-    def body(self, engine) -> JobFn:
-        from mixlab.run.executors import shared
-        from mixlab.search import Search
-
-        def run(progress, cancel):
-            search = Search(
-                engine,
-                self.objectives,
-                sampler=self.sampler,
-                seed=self.seed,
-                fidelity=self.fidelity,
-                allow_test=self.allow_test,
-                name=self.study,
-                backend=shared(self.executor),
-                space=self.space,
-            )
-            left = max(0, self.target - search.finished_trials())
-            result = search.run(left, progress=progress, cancel=cancel)
-            if len(result.objectives) == 1:  # what the winner is read against (a front has no one winner)
-                progress(left, left, "scoring the baselines on test")
-                result.baselines = search.baselines(result.best[0]["weights"], cancel=cancel)
-            return result
-
-        return run
-
-
-@dataclass(frozen=True)
-class RecycleJob:
-    """Checkpoint recycling (:func:`mixlab.recycle.compare`) with these settings."""
-
-    kind: ClassVar[str] = "recycle"
-    objective: str
-    sampler: str
-    trials: int
-    seed: int
-    space: str = "simplex"  # mixlab.search.SPACES
-    start: bool = False  # start from the greedy soup and the best single checkpoint
-
-    @classmethod
-    def from_spec(cls, spec: dict, lab=None) -> RecycleJob:
-        # space and start are absent from older records: their defaults
-        return cls(
-            spec["objective"], spec["sampler"], spec["trials"], spec["seed"], spec.get("space", "simplex"),
-            spec.get("start", False),
-        )  # fmt: skip
-
-    def to_spec(self) -> dict:
-        spec = {"objective": self.objective, "sampler": self.sampler, "trials": self.trials, "seed": self.seed}
-        return (
-            spec | ({"space": self.space} if self.space != "simplex" else {}) | ({"start": True} if self.start else {})
-        )
-
-    def body(self, engine) -> JobFn:
-        from mixlab.recycle import compare
-
-        settings = {
-            "objective": self.objective,
-            "sampler": self.sampler,
-            "trials": self.trials,
-            "seed": self.seed,
-            "space": self.space,
-            "start": self.start,
-        }
-        return lambda progress, cancel: compare(engine, **settings, progress=progress, cancel=cancel)
-
-
-JobRequest = ProxyJob | CheckpointsJob | SearchJob | RecycleJob
-REQUESTS = {r.kind: r for r in (ProxyJob, CheckpointsJob, SearchJob, RecycleJob)}
-RESUMABLE = tuple(REQUESTS)
-
-
-def request(kind: str, spec: dict, lab) -> JobRequest:
-    """The typed request a recorded job's ``kind`` and JSON ``spec`` describe, over ``lab`` (a proxy job's
-    mixtures are over its experts); KeyError or TypeError for a spec that lacks what the kind needs,
-    MixlabError for a kind that cannot run again."""
-    if kind not in REQUESTS:
-        raise MixlabError(f"a {kind!r} job cannot be resumed; run it again (jobs of kinds {', '.join(RESUMABLE)} can)")
-    return REQUESTS[kind].from_spec(spec, lab)
-
-
-def job_body(engine, kind: str, spec: dict) -> JobFn:
-    """What a recorded job of ``kind`` with ``spec`` runs: :func:`request`'s body, parsed now (a spec that
-    lacks a field fails before anything runs)."""
-    return request(kind, spec, engine.lab).body(engine)
+def submit(
+    worker: Worker,
+    engine,
+    job: JobRequest,
+    description: str | None = None,
+    *,
+    record: bool = True,
+    before: JobFn | None = None,
+) -> Job:
+    """Run the typed request ``job`` on ``worker`` over ``engine``'s lab: the one entry a page, a test or a
+    resume passes a request to. ``record``: the job is kept in the lab's store (:func:`recorder`: listed
+    after a restart, resumable) and a second submit of the same work while it runs joins it. ``before``:
+    a step run first on the worker (the dashboard's start-up stages)."""
+    body = job.body(engine)
+    fn = body if before is None else lambda progress, cancel: (before(progress, cancel), body(progress, cancel))[1]
+    key = update = None
+    if record:
+        spec = job.to_spec()
+        key = job_key(engine, job.kind, json.dumps(spec, sort_keys=True))
+        update = recorder(engine.store, engine.lab.name, job.kind, spec)
+    return worker.submit(description or job.describe(), fn, key=key, on_update=update)
 
 
 def resume(worker: Worker, engine, record: dict) -> Job:
@@ -391,7 +233,7 @@ def resume(worker: Worker, engine, record: dict) -> Job:
         spec = json.loads(record["spec"])
         if not isinstance(spec, dict):
             raise TypeError(f"a JSON {type(spec).__name__}, not an object")
-        body = job_body(engine, record["kind"], spec)
+        body = request(record["kind"], spec, engine.lab).body(engine)
     except (json.JSONDecodeError, TypeError, KeyError, ValueError) as e:
         raise JobError(
             f"{where}: its record is corrupt (spec: {type(e).__name__}: {e}); it cannot be resumed, run the work "
@@ -400,5 +242,5 @@ def resume(worker: Worker, engine, record: dict) -> Job:
     engine.store.claim_job(record["id"])
     engine.store.forget_cancel(record["id"])
     update = recorder(engine.store, record["lab"], record["kind"], spec, record_id=record["id"])
-    key = f"{engine.lab.root}:{record['kind']}:{record['spec']}"  # as the dashboard keys a first run
+    key = job_key(engine, record["kind"], record["spec"])  # the record's own JSON: as a first run was keyed
     return worker.submit(record["description"], body, key=key, on_update=update)

@@ -4,12 +4,9 @@ nothing."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from mixlab.analysis import results_table
-from mixlab.merge.methods import is_excluded
 from mixlab.scoring.checkpoints import manifest_scores, onehot
 from mixlab.scoring.request import Method
 from mixlab.store import Evaluation
@@ -56,8 +53,3 @@ def results(engine, method: Method | None = None) -> pd.DataFrame:
     rows only for ``method`` when given."""
     df = results_table([e for kind in ("base", "expert", "true", "proxy") for e in cached(engine, kind)], engine.names)
     return df if method is None else of_method(df, *method.pair()).reset_index(drop=True)
-
-
-def excluded_tensors(engine) -> list[tuple[str, int]]:
-    """The base's tensors every merge keeps at the base (the preset's and ``exclude``'s), with their sizes."""
-    return [(k, math.prod(engine.base.shape(k))) for k in engine.base.keys() if is_excluded(k, engine.excluded)]

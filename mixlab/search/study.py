@@ -1,42 +1,5 @@
-"""Search the simplex for the mixture whose merged proxy scores best, through optuna.
-
-Every candidate is scored by the :class:`~mixlab.engine.Engine`, so search, sweeps and the dashboard
-share one cache, and a study lives in the lab's ``.mixlab/search.sqlite`` (optuna's storage): running a
-search again with the same name resumes it, and a repeated point costs nothing (its score is cached).
-
-**Parametrisation.** Samplers see a box: one parameter ``u_i ∈ [EPS, 1]`` per expert, mapped to the
-simplex by ``w_i = −log u_i / Σ_j −log u_j``. Uniform ``u`` gives the uniform distribution on the
-simplex (Dirichlet(1)), so the random sampler is an unbiased draw, and every point of the simplex's
-interior is reachable by a unique direction in the box; ``EPS`` keeps each weight finite. (A softmax of
-free logits has the same reach but needs an arbitrary box width; stick-breaking with uniform sticks
-favours the first experts.) The grid sampler takes the lattice points themselves.
-
-**Sparse merges** (``space="sparse"``). In the box above a weight is zero only on the box's face
-``u_i = 1``, which a sampler almost never lands on: a search cannot settle on "checkpoints 3 and 7 only".
-The sparse box widens each coordinate to ``[EPS, 1 + ZERO_BAND]`` and reads ``u_i ≥ 1`` as weight zero
-(a spike-and-slab prior): a uniform draw still covers the simplex — each weight is zero with probability
-``ZERO_BAND / (1 + ZERO_BAND)``, and given which are not, the others are Dirichlet(1) on that face — while
-a whole slab of the box now maps onto each face, so an optimiser can concentrate the weight on a few
-experts and stay there. (Every ``u_i ≥ 1``: the uniform mixture, as in the dense box.)
-
-**Starting points.** ``Search.run(start=[...])`` evaluates the given mixtures first (optuna's
-``enqueue_trial``, at the box point :func:`box_point` maps onto each), and CMA-ES starts its search
-distribution there (``x0``): recycling starts from the greedy soup and the best single checkpoint.
-
-**Dev and test.** A search optimises on each benchmark's ``search_data`` (its dev file) and never on
-``data``; the winners are then scored on ``data`` (test), and those are the numbers to report. A lab
-whose benchmarks have no ``search_data`` can be searched only with ``allow_test=True``, said in the result.
-
-**One study, one search.** A study records what it searches (the lab, the models' fingerprint, the
-objectives, method, sampler, seed, fidelity, split); a name given again with anything else changed, an
-expert retrained say, is refused rather than resumed with the old models' scores. A trial a killed process
-left running is marked failed when the study is resumed (a trial records the process that runs it).
-
-**Multi-fidelity.** With ``fidelity=f`` a candidate is first scored on the first ``f`` of its dev
-examples; optuna's successive-halving pruner stops the unpromising ones there, so a budget of N full
-evaluations explores more than N points (single objective only: optuna does not prune multi-objective
-studies).
-"""
+"""One search: optuna's study over a lab's mixtures (:class:`Search`), its samplers and result (see
+:mod:`mixlab.search`)."""
 
 from __future__ import annotations
 
@@ -54,128 +17,20 @@ from pathlib import Path
 import numpy as np
 
 import mixlab.store
-from mixlab.analysis import MEAN, best_index
+from mixlab.analysis import best_index
 from mixlab.errors import MixlabError, StudyError
-from mixlab.lab import BenchmarkSpec
 from mixlab.owner import Owner
 from mixlab.run.executors import LocalBackend
 from mixlab.scoring.request import ProxyRequest, split_benchmark
+from mixlab.search.objective import Objective, first_best_trial
+from mixlab.search.space import GRID_M, box_bounds, start_params, suggest_weights
 from mixlab.simplex import Mixture, check_seed, lattice, validate_weights
 from mixlab.store import sqlite_trouble
 
-EPS = 1e-6
-SPACES = ("simplex", "sparse")  # the dense box (Dirichlet(1)) and the spike-and-slab box (module docstring)
-ZERO_BAND = 1 / 3  # the sparse box's slab u_i ∈ [1, 1 + ZERO_BAND] that means w_i = 0: P(w_i = 0) = 1/4
-GRID_M = 8  # the grid sampler's lattice: steps of 1/8 (45 points for K=3)
 SAMPLERS = ("random", "grid", "cmaes", "tpe", "gp", "nsga2")
 DESCRIPTION = "mixlab"  # the study's user attribute that records what it searches
 OWNER = "owner"  # a trial's user attribute: the process that runs it (mixlab.owner)
 NEW_TRIAL_SECONDS = 60  # a running trial without an owner this young may be another process's, just begun
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A weighted sum of benchmark scores, signed so that higher is better (a loss counts negatively)."""
-
-    weights: tuple[tuple[str, float], ...]
-
-    @classmethod
-    def parse(cls, text: str, benchmarks: Sequence[BenchmarkSpec]) -> Objective:
-        """``mean`` (the higher-is-better benchmarks, equally), a benchmark name, or ``a=0.5,b=0.5``."""
-        names = [b.name for b in benchmarks]
-        if text == MEAN:
-            up = [b.name for b in benchmarks if b.higher_is_better]
-            if not up:
-                raise MixlabError("objective 'mean' needs a higher-is-better benchmark; this lab has none")
-            return cls(tuple((n, 1.0 / len(up)) for n in up))
-        parts = []
-        for item in text.split(","):
-            name, _, w = item.partition("=")
-            name = name.strip()
-            if name not in names:
-                raise MixlabError(f"objective {text!r}: no benchmark {name!r}; benchmarks: {', '.join(names)}")
-            try:
-                weight = float(w) if w else 1.0
-            except ValueError:
-                raise MixlabError(f"objective {text!r}: weight {w!r} of {name!r} is not a number") from None
-            if not math.isfinite(weight) or weight <= 0:
-                raise MixlabError(f"objective {text!r}: weight of {name!r} must be positive, got {w}")
-            parts.append((name, weight))
-        return cls(tuple(parts))
-
-    @classmethod
-    def from_label(cls, label: str) -> Objective:
-        """The objective a study recorded by its :meth:`label` (``add=0.333333,rev=0.333333``)."""
-        return cls(tuple((n, float(w)) for n, _, w in (part.partition("=") for part in label.split(","))))
-
-    @property
-    def names(self) -> list[str]:
-        return [n for n, _ in self.weights]
-
-    def label(self) -> str:
-        """The objective as a study records it (``add=0.333333,rev=0.333333``): part of a study's identity."""
-        return ",".join(f"{n}={w:g}" for n, w in self.weights)
-
-    def describe(self) -> str:
-        """The objective as a reader names it: ``mean of add, rev, sort``, ``rev``, or the weighted sum."""
-        if len(self.weights) == 1:
-            return self.weights[0][0]
-        if len({w for _, w in self.weights}) == 1:
-            return "mean of " + ", ".join(self.names)
-        return " + ".join(f"{w:g}·{n}" for n, w in self.weights)
-
-    def value(self, scores: dict[str, float], higher_is_better: dict[str, bool]) -> float:
-        """Σ w·score (a loss negated), summed exactly (``math.fsum``): the order of the benchmarks never
-        changes the value, so equal scores in another order give the same objective."""
-        return math.fsum(w * (scores[n] if higher_is_better[n] else -scores[n]) for n, w in self.weights)
-
-
-def first_best_trial(study):
-    """A one-objective study's best trial: the first (lowest number) of the finished trials whose value
-    equals the best up to float noise (:func:`mixlab.analysis.best_index`). optuna's ``best_trial`` takes
-    the first strictly largest, so a tie in the last bit would be won by whichever sum rounded up."""
-    from optuna.study import StudyDirection
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not done:
-        return study.best_trial  # optuna's own error: no finished trial
-    done = sorted(done, key=lambda t: t.number)
-    return done[best_index([t.value for t in done], study.direction == StudyDirection.MAXIMIZE)]
-
-
-def to_weights(u: Sequence[float]) -> list[float]:
-    """A point of the box ``[EPS, 1]^K`` as mixture weights (see the module docstring)."""
-    e = -np.log(np.clip(np.asarray(u, dtype=float), EPS, 1.0))
-    if e.sum() <= 0:  # every u_i = 1: the centre
-        return [1.0 / len(e)] * len(e)
-    return [float(x) for x in e / e.sum()]
-
-
-def to_sparse_weights(u: Sequence[float]) -> list[float]:
-    """A point of the sparse box ``[EPS, 1 + ZERO_BAND]^K`` as mixture weights: ``u_i ≥ 1`` is weight zero, the
-    rest as :func:`to_weights` (see the module docstring)."""
-    return to_weights(np.minimum(np.asarray(u, dtype=float), 1.0))
-
-
-def box_bounds(space: str) -> tuple[float, float]:
-    """The range of each box coordinate ``u_i`` in ``space``."""
-    if space not in SPACES:
-        raise MixlabError(f"search space must be one of {', '.join(SPACES)}, got {space!r}")
-    return (EPS, 1.0) if space == "simplex" else (EPS, 1.0 + ZERO_BAND)
-
-
-def box_point(weights: Sequence[float], space: str = "simplex") -> list[float]:
-    """A box point that ``space``'s map sends to ``weights`` (a starting point for a sampler): ``u_i =
-    exp(−c·w_i)`` with ``c = min(K, −log EPS)`` (an average weight 1/K sits at u = 1/e, mid-box in log scale);
-    a zero weight is ``u_i = 1`` in the dense box (its face) and the middle of the zero slab in the sparse one."""
-    box_bounds(space)
-    w = np.asarray(validate_weights(weights, normalize=True), dtype=float)
-    c = min(len(w), -math.log(EPS))
-    u = np.exp(-c * w)
-    if space == "sparse":
-        u = np.where(w == 0, 1.0 + ZERO_BAND / 2, u)
-    return [float(x) for x in u]
 
 
 def check_budget(budget) -> float | None:
@@ -248,27 +103,6 @@ def create_study(
         sampler=make_sampler(sampler, seed, k, x0),
         pruner=pruner,
     )
-
-
-def suggest_weights(trial, k: int, sampler: str, space: str = "simplex") -> list[float]:
-    """A trial's mixture: a lattice point for the grid sampler, else the box point of ``space`` mapped onto the
-    simplex (:func:`to_weights`, :func:`to_sparse_weights`)."""
-    if sampler == "grid":
-        points = lattice(k, GRID_M)
-        return [float(x) for x in points[trial.suggest_categorical("point", list(range(len(points))))]]
-    lo, hi = box_bounds(space)
-    u = [trial.suggest_float(f"u{i}", lo, hi) for i in range(k)]
-    return to_weights(u) if space == "simplex" else to_sparse_weights(u)
-
-
-def start_params(weights: Sequence[float], sampler: str, space: str = "simplex") -> dict:
-    """The parameters of the trial that evaluates ``weights`` first: its box point, or for the grid sampler
-    the nearest lattice point (L1)."""
-    if sampler == "grid":
-        points = np.asarray(lattice(len(weights), GRID_M), dtype=float)
-        w = np.asarray(validate_weights(weights, normalize=True))
-        return {"point": int(np.abs(points - w).sum(axis=1).argmin())}
-    return {f"u{i}": u for i, u in enumerate(box_point(weights, space))}
 
 
 @dataclass
@@ -667,161 +501,3 @@ class Search:
             "metric": {e.benchmark: e.metric for e in evals},
             "test_objective": [o.value(scores, self.hib) for o in self.objectives],
         }
-
-
-PROPORTION_METRICS = ("accuracy",)  # per-example 0/1 scores: a binomial standard error applies
-
-
-def standard_error(row: dict, objective: Objective) -> float | None:
-    """The binomial standard error of a test objective Σ_b c_b·p_b from a row's scores (``test``), example
-    counts (``n``) and metrics: √(Σ_b c_b²·p_b(1−p_b)/n_b). None when a benchmark in it is not a per-example
-    accuracy (a loss: its spread is not known from its mean and n)."""
-    total = 0.0
-    for b, c in objective.weights:
-        if row.get("metric", {}).get(b) not in PROPORTION_METRICS or not row.get("n", {}).get(b):
-            return None
-        p = row["test"][b]
-        total += c * c * p * (1 - p) / row["n"][b]
-    return math.sqrt(total)
-
-
-# --- stored studies and what researchers read off them (optuna's own analysis, on the weights) ---------------
-
-NOTE = "note"  # a study's user attribute: the researcher's free-text note
-
-
-def study_file(engine) -> Path | None:
-    """The lab's search.sqlite (None for an in-memory cache: its studies are not kept)."""
-    return None if str(engine.store.path) == ":memory:" else engine.store.beside("search.sqlite")
-
-
-def _storage(path: Path):
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.storages.RDBStorage(
-        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": mixlab.store.BUSY_SECONDS}}
-    )
-
-
-def studies(path: Path | None, engine=None) -> list[dict]:
-    """The studies a search.sqlite holds: name, sampler, objectives, split, finished trials, best (the first
-    objective's best dev value, single-objective studies), note; [] when there is no file yet. With
-    ``engine``, only the studies of its lab and models (a cache set by $MIXLAB_CACHE holds every lab's)."""
-    import optuna
-    import sqlalchemy.exc
-
-    if path is None or not Path(path).is_file():
-        return []
-    try:
-        summaries = optuna.get_all_study_summaries(_storage(path), include_best_trial=True)
-    except sqlalchemy.exc.DatabaseError as e:
-        raise StudyError(f"search study file {path}: {sqlite_trouble(e, 'study')}") from None
-    out = []
-    for s in summaries:
-        desc = s.user_attrs.get(DESCRIPTION) or {}
-        if engine is not None and (desc.get("lab"), desc.get("models")) != (engine.lab.name, engine.models_fp):
-            continue
-        best = s.best_trial.values[0] if s.best_trial is not None and len(s.directions) == 1 else None
-        out.append(
-            {
-                "study": s.study_name,
-                "sampler": desc.get("sampler", "?"),
-                "objectives": " and ".join(Objective.from_label(o).describe() for o in desc.get("objectives", []))
-                or "?",
-                "split": desc.get("split", "?"),
-                "trials": s.n_trials,
-                "best": best,
-                "note": s.user_attrs.get(NOTE, ""),
-            }
-        )
-    return out
-
-
-def study_trials(path: Path, name: str, names: Sequence[str]) -> list[dict]:
-    """A stored study's trials as :class:`SearchResult` rows (number, state, weights, values), in order."""
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=_storage(path))
-    k = len(names)
-    return [
-        {
-            "number": t.number,
-            "state": t.state.name.lower(),
-            "weights": dict(zip(names, t.user_attrs.get("weights", [float("nan")] * k))),
-            "values": list(t.values) if t.values else None,
-        }
-        for t in study.get_trials(deepcopy=False)
-    ]
-
-
-def set_note(path: Path, name: str, text: str) -> None:
-    """Keep a free-text note with a stored study (optuna's user attributes)."""
-    import optuna
-
-    optuna.load_study(study_name=name, storage=_storage(path)).set_user_attr(NOTE, str(text))
-
-
-def study_note(path: Path, name: str) -> str:
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=_storage(path)).user_attrs.get(NOTE, "")
-
-
-def weights_study(trials: Sequence[dict], names: Sequence[str], n_objectives: int = 1):
-    """The complete trials as an in-memory optuna study whose parameters are the mixture weights themselves
-    (not the sampler's box coordinates ``u_i``), so optuna's importance evaluators and figures speak of
-    weights: "how much does the weight of rev matter"."""
-    import optuna
-    from optuna.distributions import FloatDistribution
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=["maximize"] * n_objectives)
-    dist = {n: FloatDistribution(0.0, 1.0) for n in names}
-    study.add_trials(
-        [
-            optuna.trial.create_trial(
-                params={n: float(t["weights"][n]) for n in names}, distributions=dist, values=t["values"]
-            )
-            for t in trials
-            if t["state"] == "complete"
-            and t["values"]
-            and all(math.isfinite(t["weights"].get(n, math.nan)) for n in names)
-        ]
-    )
-    return study
-
-
-def weight_importance(trials: Sequence[dict], names: Sequence[str], seed: int = 0) -> dict[str, float]:
-    """How much each expert's weight explains the (first) objective across the trials: optuna's fANOVA
-    (a random forest's functional ANOVA) on the weights, normalised to sum to 1, largest first. {} with fewer
-    than 3 complete trials (nothing to explain)."""
-    import optuna
-
-    study = weights_study(trials, names)
-    if len(study.trials) < 3:
-        return {}
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target))
-
-
-def reference_point(values: np.ndarray) -> np.ndarray:
-    """A hypervolume's reference point for maximised objectives: a tenth of the range below the worst value
-    of each objective (so every trial's point counts)."""
-    lo, hi = values.min(axis=0), values.max(axis=0)
-    return lo - 0.1 * np.where(hi > lo, hi - lo, 1.0)
-
-
-def hypervolume_history(values: Sequence[Sequence[float]], reference: Sequence[float]) -> list[float]:
-    """After each trial, the hypervolume (area for 2 objectives) that the trials so far dominate above
-    ``reference`` (every objective maximised): optuna's WFG hypervolume, on losses."""
-    from optuna._hypervolume import compute_hypervolume
-
-    ref = -np.asarray(reference, dtype=float)
-    losses = -np.asarray(values, dtype=float)
-    out = []
-    for i in range(1, len(losses) + 1):
-        pts = losses[:i][(losses[:i] < ref).all(axis=1)]
-        out.append(float(compute_hypervolume(pts, ref)) if len(pts) else 0.0)
-    return out
