@@ -96,8 +96,13 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     acc = df[df.benchmark.isin(up)]
     base = acc[acc.kind == "base"].score.mean()
     assert board.loc["base", "mean [95% CI]"].startswith(f"{base:.3f} [")
-    true_means = acc[acc.kind == "true"].groupby("label").score.mean()
-    assert board.loc["best trained mixture", "mean [95% CI]"].startswith(f"{true_means.max():.3f} [")
+    true_means = acc[acc.kind == "true"].groupby("label").score.mean()  # replicates: the mean of their seeds
+    seeds = acc[acc.kind == "true"].groupby("label").replicate.max()
+    shown = board.loc["best trained mixture", "mean [95% CI]"]
+    if seeds[true_means.idxmax()] > 1:  # demo-k3's best is trained twice: a mean of seeds, shown without a CI
+        assert shown == f"{true_means.max():.3f}"
+    else:
+        assert shown.startswith(f"{true_means.max():.3f} [")
     tied_best = set(true_means[true_means > true_means.max() - 1e-9].index)  # demo-k4: two, on float noise
     name = board.loc["best trained mixture", "mixture"].split("; tied")[0].rsplit(" (", 1)[1].rstrip(")")
     assert name in tied_best and ("; tied with" in board.loc["best trained mixture", "mixture"]) == (len(tied_best) > 1)
@@ -106,8 +111,9 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
     assert list(board.index[:1]) == ["best trained mixture"]  # best first
     assert board.iloc[0]["vs the first [95% CI]"] == ""
-    diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
-    assert diff == pytest.approx(base - true_means.max(), abs=6e-4)  # the base minus the best, rounded to 3
+    if seeds[true_means.idxmax()] == 1:  # against a mean of seeds the board gives no paired difference (yet)
+        diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
+        assert diff == pytest.approx(base - true_means.max(), abs=6e-4)  # the base minus the best, rounded to 3
     pairs = paired(with_lab_mean(df, eng.lab.benchmarks), eng.names, MEAN)
     rho = stats.spearmanr(snap_ties(pairs.proxy), snap_ties(pairs.true)).statistic
     shown = {m.label: m.value for m in at.metric}
@@ -655,8 +661,9 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     lab = tmp_path / "k3"
     shutil.copytree(DEMO_LAB, lab, ignore=shutil.ignore_patterns(".mixlab", "evaluations.jsonl", "true"))
     head, *trues = (DEMO_LAB / "lab.toml").read_text().split("[[true_mixtures]]")
-    (lab / "lab.toml").write_text("[[true_mixtures]]".join([head, *trues[:2]]))  # two true mixtures
-    for t in trues[:2]:
+    trues = [t for t in trues if "paths = [" not in t][:2]  # two true mixtures trained once
+    (lab / "lab.toml").write_text("[[true_mixtures]]".join([head, *trues]))
+    for t in trues:
         for folder in re.findall(r'"(true/[^"]+)"', t):  # path = "…" or replicates' paths = ["…", "…"]
             shutil.copytree(DEMO_LAB / folder, lab / folder)
     monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "empty.sqlite"))
@@ -671,7 +678,7 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     assert not at.exception
     job = worker().wait(worker().jobs[-1], timeout=300)
     assert job.state == "done", job.error
-    assert {(e.kind, e.label) for e in job.result} >= {("base", "base"), ("expert", "add"), ("true", "sort100")}
+    assert {(e.kind, e.label) for e in job.result} >= {("base", "base"), ("expert", "add"), ("true", "rev12_sort88")}
     at.run()
     assert not any("no scores yet" in i.value for i in at.info)
 
