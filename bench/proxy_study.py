@@ -1,21 +1,28 @@
 """When do merged proxies rank mixtures like models trained on them? Builds small K=3 demo-lab variants
-(seeded, CPU) and prints, per variant and merge method: Spearman ρ on the mean of the exact-match
-benchmarks with its 95% bootstrap CI, the top-25% ρ, the pairwise decision accuracy, the proxy pick's true
-rank and regret, and ρ per benchmark with its CI; and what the base and the experts can do.
+(seeded, CPU), each with ``--seeds`` independent seeds (a new base, experts and true mixtures per seed) and
+``--replicates`` training runs of every true mixture (for the noise ceiling), and prints one table: per
+variant, seed and proxy, Spearman ρ with its 95% bootstrap CI beside the noise ceiling (ρ between two
+seeds of the *true* models, same mixtures, with its CI), for every trained mixture and for the interior
+points (every weight > 0, the seed paper's design), both as ρ of the mean of the exact-match benchmarks and
+as the mean of per-benchmark ρ; then the same averaged over seeds; then what the base and the experts can do
+(the regime check: each expert on every domain beside the base).
 
-    python bench/proxy_study.py [--points 4] [--base-target 0.2] [--variants scratch,pretrained,...]
+    python bench/proxy_study.py [--variants short,regime] [--seeds 0,1,2] [--points 4] [--n-eval 1000]
+                                [--replicates 2] [--json FILE]
 
-Variants (each a fresh lab in a temp folder, true mixtures on the 1/m lattice):
+Variants (each a fresh lab in a temp folder, true mixtures on the 1/m lattice, m = --points):
 - scratch: the earlier shipped recipe — a 120-step base on the task domains, 250-step LoRA experts;
 - pretrained: the base pretrained on every domain plus general data (half the examples) until partly able in
   each domain (dev exact match ≥ --base-target), then 250-step runs;
 - replay: pretrained, and every expert / true-mixture run replays 50% general data;
-- short: pretrained, expert and true-mixture runs of 60 steps (the shipped labs' recipe, `demo build`'s default).
-Beside the merge methods, the proxies of :mod:`mixlab.proxies` on the same mixtures (ρ of the mean, 95% CI):
-the output-space proxy (the experts' token distributions mixed) and the fitted ones, each mixture predicted
-from the other n − 1 true runs (calibrated per-benchmark affine maps, a regression on weights + proxy scores,
-and one on the weights only).
-Nothing here is tuned towards a number: the table is what one run gives.
+- short: pretrained, expert and true-mixture runs of 60 steps (the shipped labs' recipe, `demo build`'s default);
+- regime: short with LoRA learning rate 1e-3 instead of 3e-3, same budget (issue #26's recipe, chosen before
+  any run of this script, not swept).
+Proxies (rows): the merges (linear, task arithmetic λ=2, TIES density 0.5), the output-space proxy (the
+experts' token distributions mixed), and the fitted ones, each mixture predicted from the other n − 1 true
+runs (calibrated: per-benchmark affine maps of the linear merge's scores; proxy features: a regression on
+weights + the merge's scores; weights only). Nothing here is tuned towards a number: the table is what one
+run gives. ``--tiny``: a seconds-scale recipe to check the script and time its parts, not a result.
 """
 
 from __future__ import annotations
@@ -28,97 +35,182 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixlab.analysis import MEAN, proxy_report, rank_label  # noqa: E402
-from mixlab.demo.build import FULL, SCRATCH, build_demo  # noqa: E402
+from mixlab.demo.build import FULL, QUICK, SCRATCH, build_demo  # noqa: E402
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
 from mixlab.proxies.compare import proxies_report  # noqa: E402
 from mixlab.scoring import checkpoints  # noqa: E402
 from mixlab.simplex import Mixture, lattice  # noqa: E402
+from mixlab.store import Store  # noqa: E402
 
 METHODS = [("linear", {}), ("task_arithmetic", {"scale": 2.0}), ("ties", {"density": 0.5})]
+SUBSETS = ("all", "interior")
+REGIME_LR = 1e-3  # issue #26: decided in advance, not swept
 
 
 def variants(base_target: float) -> dict:
     pre = replace(FULL, base_target=base_target, steps=250)  # pretrained base, long (250-step) runs
+    short = replace(pre, steps=60)  # with the default target: FULL, the shipped labs' recipe
     return {
         "scratch": SCRATCH,
         "pretrained": pre,
         "replay": replace(pre, replay=0.5),
-        "short": replace(pre, steps=60),  # with the default target: FULL, the shipped labs' recipe
+        "short": short,
+        "regime": replace(short, lr=REGIME_LR),
     }
 
 
-def study(name: str, budget, points, seed: int, root: Path) -> list[str]:
-    start = time.perf_counter()
-    lab_dir = build_demo(root / name, domains=3, seed=seed, budget=budget, points=points, proxy_grid=False)
-    base_steps = json.loads((lab_dir / "build_info.json").read_text())["base_steps_taken"]
-    engine = Engine(load_lab(lab_dir), device="cpu")
-    exact = [b.name for b in engine.lab.benchmarks if b.evaluator == "exact_match"]
+def fmt(v, spec: str = "+.2f") -> str:
+    return "undef" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, spec)
+
+
+def interval(value, low, high) -> str:
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
+def regime_check(engine, exact: list[str]) -> dict:
+    """Exact match of the base and of each expert on every domain (forgetting: an expert below the base on
+    another domain)."""
     base = {e.benchmark: e.score for e in checkpoints.base_scores(engine, exact)}
-    own = {e.label: e.score for e in checkpoints.expert_scores(engine, exact) if e.benchmark == e.label}
-    lines = [
-        f"{name}: base ({base_steps} steps) exact match {', '.join(f'{b} {base[b]:.2f}' for b in exact)}; "
-        "each expert on its own "
-        f"domain {', '.join(f'{n} {own[n]:.2f}' for n in engine.names)} ({time.perf_counter() - start:.0f} s)"
-    ]
+    experts = {(e.label, e.benchmark): e.score for e in checkpoints.expert_scores(engine, exact)}
+    return {"base": base} | {n: {b: experts[n, b] for b in exact} for n in engine.names}
+
+
+def study(name: str, budget, points, seed: int, replicates: int, root: Path, boot: int) -> tuple[list[dict], dict]:
+    """One lab (variant × seed): its proxies_report rows for every method, and its regime check."""
+    start = time.perf_counter()
+    lab_dir = build_demo(
+        root / f"{name}-s{seed}",
+        domains=3,
+        seed=seed,
+        budget=budget,
+        points=points,
+        proxy_grid=False,
+        replicates=replicates,
+        show_progress=False,
+    )
+    built = time.perf_counter() - start
+    engine = Engine(
+        load_lab(lab_dir),
+        Store(":memory:", seed_from=lab_dir / "evaluations.jsonl"),
+        device="cpu",
+    )
+    exact = [b.name for b in engine.lab.benchmarks if b.evaluator == "exact_match"]
+    check = regime_check(engine, exact)
     mixtures = [Mixture.of(engine.names, p) for p in points]
+    rows = []
     for method, params in METHODS:
         engine.sweep(mixtures, method, params, exact)
-        rows = {
-            r["benchmark"]: r for r in proxy_report(engine.results(method, params), engine.names, engine.lab.benchmarks)
-        }
-        m = rows[MEAN]
-
-        def f(v, fmt="+.2f"):
-            return "undef" if v is None else format(v, fmt)
-
-        per = " · ".join(
-            f"{b} {f(rows[b]['spearman'])} [{f(rows[b]['spearman_low'])}, {f(rows[b]['spearman_high'])}]" for b in exact
+        linear = method == "linear"
+        report = proxies_report(
+            engine, method, params, output_space=linear, subsets=SUBSETS, benchmarks=exact, n_boot=boot
         )
-        label = f"{method} {params}" if params else method
-        lines.append(
-            f"| {name} | {label} | {m['n']} | {f(m['spearman'])} [{f(m['spearman_low'])}, {f(m['spearman_high'])}] | "
-            f"{f(m['top25_spearman'])} | {f(m['pairwise_accuracy'], '.2f')} | {rank_label(m['pick_true_rank'], m['pick_tied'])}, "
-            f"{m['regret']:.3f} | {per} |"
+        label = {"linear": "linear", "task_arithmetic": "task arithmetic λ=2", "ties": "TIES density 0.5"}[method]
+        for r in report:
+            if r["proxy"].startswith("merge"):
+                r["proxy"] = f"merge: {label}"
+            elif not linear:
+                continue  # the output-space and fitted rows once, from the linear merge's lab
+            rows.append(r | {"variant": name, "seed": seed})
+    seconds = time.perf_counter() - start
+    info = json.loads((lab_dir / "build_info.json").read_text())
+    check |= {"base_steps": info["base_steps_taken"], "build_seconds": round(built), "seconds": round(seconds)}
+    return rows, check
+
+
+def averaged(rows: list[dict]) -> list[dict]:
+    """Per (variant, proxy, subset, summary): the seeds' ρ and ceilings, their mean and range."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["proxy"], r["subset"], r["summary"]), []).append(r)
+    out = []
+    for (variant, proxy, subset, summary), rs in groups.items():
+        rho = [r["spearman"] for r in rs if r["spearman"] is not None]
+        ceil = [r["ceiling"] for r in rs if r["ceiling"] is not None]
+        out.append(
+            {"variant": variant, "proxy": proxy, "subset": subset, "summary": summary, "seeds": len(rs)}
+            | {"n": rs[0]["n"], "rho_mean": float(np.mean(rho)) if rho else None}
+            | {"rho_min": min(rho) if rho else None, "rho_max": max(rho) if rho else None}
+            | {"ceiling_mean": float(np.mean(ceil)) if ceil else None}
+            | {"ceiling_min": min(ceil) if ceil else None, "ceiling_max": max(ceil) if ceil else None}
         )
-    # the proxies beside the merge, on the same mixtures: ρ of the mean with its CI (no per-benchmark detail)
-    for o in proxies_report(engine, "linear", {}, subsets=("all",), benchmarks=exact):
-        if o["proxy"].startswith("merge") or o["summary"] != "ρ of the mean":
-            continue
-        rho = f"{f(o['spearman'])} [{f(o['spearman_low'])}, {f(o['spearman_high'])}]"
-        lines.append(f"| {name} | {o['proxy']} | {o['n']} | {rho} | | | | |")
-    return lines
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=4, help="true mixtures on the 1/m lattice (m=4: 15 points)")
     ap.add_argument("--base-target", type=float, default=FULL.base_target, help="the base's dev exact match goal")
-    ap.add_argument("--variants", default="scratch,pretrained,replay,short")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default="short,regime")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds: one whole lab per seed")
+    ap.add_argument("--replicates", type=int, default=2, help="training runs per true mixture (≥ 2: a ceiling)")
+    ap.add_argument("--n-eval", type=int, default=1000, help="held-out examples per benchmark (dev and test)")
+    ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples per CI")
+    ap.add_argument("--json", type=Path, default=None, help="also write every row here")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-scale recipe to check the script (no result)")
     args = ap.parse_args()
     points = lattice(3, args.points)
-    all_variants = variants(args.base_target)
+    every = variants(args.base_target)
     chosen = args.variants.split(",")
+    unknown = [v for v in chosen if v not in every]
+    if unknown:
+        ap.error(f"unknown variant {unknown[0]!r}; available: {', '.join(every)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
     print(
-        f"K=3 demo variants, {len(points)} true mixtures (1/{args.points} lattice), seed {args.seed}; proxy metrics on "
-        "the mean of the exact-match benchmarks"
+        f"K=3 demo variants {', '.join(chosen)}; seeds {seeds}; {len(points)} true mixtures (1/{args.points} "
+        f"lattice), {args.replicates} runs each; {args.n_eval} examples per benchmark{' (--tiny)' if args.tiny else ''}"
     )
-    print(
-        "| variant | method | n | Spearman ρ [95% CI] | top-25% ρ | pairwise acc. | pick: true rank, regret "
-        "| ρ per benchmark [95% CI] |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    notes = []
+    rows, checks = [], {}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in chosen:
-            first, *rows = study(name, all_variants[name], points, args.seed, Path(tmp))
-            notes.append(first)
-            print("\n".join(rows), flush=True)
-    print()
-    print("\n".join(notes))
+            budget = replace(QUICK if args.tiny else every[name], n_eval=args.n_eval)
+            if args.tiny and name == "regime":
+                budget = replace(budget, lr=REGIME_LR)
+            for seed in seeds:
+                got, check = study(name, budget, points, seed, args.replicates, Path(tmp), args.boot)
+                rows += got
+                checks[f"{name} seed {seed}"] = check
+                print(f"  {name} seed {seed}: {check['seconds']} s (build {check['build_seconds']} s)", flush=True)
+    total = time.perf_counter() - start
+    print(f"\n{total / 60:.1f} minutes in all\n")
+    print("| variant | seed | proxy | mixtures | summary | n | Spearman ρ [95% CI] | noise ceiling [95% CI] (n) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ceiling = interval(r["ceiling"], r["ceiling_low"], r["ceiling_high"]) + f" ({r['n_replicated']})"
+        rho = interval(r["spearman"], r["spearman_low"], r["spearman_high"])
+        print(
+            f"| {r['variant']} | {r['seed']} | {r['proxy']} | {r['subset']} | {r['summary']} | {r['n']} | {rho} | {ceiling} |"
+        )
+    mean = averaged(rows)
+    print(f"\nOver the {len(seeds)} seeds: mean ρ (min, max) beside the mean ceiling (min, max)\n")
+    print("| variant | proxy | mixtures | summary | n | ρ: mean (min, max) | ceiling: mean (min, max) |")
+    print("|---|---|---|---|---|---|---|")
+    for m in mean:
+        rho = f"{fmt(m['rho_mean'])} ({fmt(m['rho_min'])}, {fmt(m['rho_max'])})"
+        ceil = f"{fmt(m['ceiling_mean'])} ({fmt(m['ceiling_min'])}, {fmt(m['ceiling_max'])})"
+        print(f"| {m['variant']} | {m['proxy']} | {m['subset']} | {m['summary']} | {m['n']} | {rho} | {ceil} |")
+    print("\nRegime check, exact match on each domain (base, then each expert):\n")
+    for key, c in checks.items():
+        parts = [f"{who} " + "/".join(f"{c[who][b]:.2f}" for b in c["base"]) for who in c if isinstance(c[who], dict)]
+        print(f"- {key} (base {c['base_steps']} steps): " + " · ".join(parts))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "rows": rows,
+                    "mean": mean,
+                    "checks": checks,
+                    "minutes": total / 60,
+                },
+                indent=1,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mixlab.analysis import (
+    collapse_replicates,
     difference_interval,
     format_score,
     nearest,
@@ -102,7 +103,7 @@ def mixture_in_context(
     experts = sub[sub.kind == "expert"]
     for name in dict.fromkeys(experts.label):
         groups.append((f"expert {name}", f"{name}=1", experts[experts.label == name]))
-    true = sub[sub.kind == "true"]
+    true = collapse_replicates(sub[sub.kind == "true"])  # a mixture trained twice: its seeds' mean
     if len(true):
         keys = sorted({weights_key(w, names) for w in true.weights})
         i, dist = nearest(weights, np.array(keys))

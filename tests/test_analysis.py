@@ -481,7 +481,7 @@ def test_a_three_objective_front_equals_a_brute_force_check_on_demo_k3(tmp_path)
     df = eng.results("linear", {})
     pts = pareto_points(df, eng.names, "add", "rev", "sort-loss")  # sort-loss: lower is better
     assert len(pts) > 50 and {"x", "y", "z"} <= set(pts.columns)
-    last = df.groupby(["kind", "label", "benchmark"]).score.last()
+    last = df.groupby(["kind", "label", "benchmark"]).score.mean()  # a mixture trained twice: its seeds' mean
     for col, family in (("proxy_front", ("expert", "proxy")), ("true_front", ("expert", "true"))):
         members = pts[pts.kind.isin(family)]
         scores = {

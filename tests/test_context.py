@@ -84,7 +84,8 @@ def test_off_the_trained_points_the_nearest_trained_mixture_is_the_brute_force_n
     row = table[table.model == "nearest trained mixture"].iloc[0]
     assert row.mixture.startswith(f"{true.label.iloc[best]}: ")
     assert row.mixture.endswith(f"(L1 distance {d[best]:.3f})")
-    assert row.score == true.score.iloc[best]
+    seeds = true[true.label == true.label.iloc[best]].score  # demo-k3 trains this mixture twice: their mean
+    assert row.score == pytest.approx(seeds.mean())
     assert "linear proxy" not in set(table.model[1:])  # linear is the merge shown: not twice
     assert not (table.model == "linear proxy").any()  # no proxy cached at this point: no row, not a made-up one
 

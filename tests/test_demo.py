@@ -48,9 +48,10 @@ def test_the_shipped_cache_matches_a_fresh_evaluation(tmp_path):
     lab = load_lab(DEMO_LAB)
     shipped = Engine(lab, Store(tmp_path / "shipped.sqlite", seed_from=DEMO_LAB / "evaluations.jsonl"))
     cached = {(e.label, e.benchmark): e.score for e in cached_scores.cached(shipped, "expert")}
+    # 46 true mixtures, 25 of them (interior points and vertices) trained twice: 71 checkpoints
     assert (
         len(cached) == 18
-        and len(cached_scores.cached(shipped, "true")) == 46 * 6
+        and len(cached_scores.cached(shipped, "true")) == 71 * 6
         and len(cached_scores.cached(shipped, "proxy")) >= 106 * 6
     )
     fresh = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
@@ -331,3 +332,108 @@ def test_a_demo_lab_is_published_whole_or_not_at_all(tmp_path):
     with staged_lab(out, overwrite=True) as root:
         (root / "lab.toml").write_text("new")
     assert (out / "lab.toml").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["demo-k3"]
+
+
+def test_replicates_are_seeded_apart_and_every_single_seed_run_stays_as_it_was():
+    """By hand: lattice(3, 2) is 3 vertices and 3 edge midpoints; runs 0–2 are the experts, 3–8 the true
+    mixtures (seed offsets 1 + run, as single-seed builds always trained them); interior+vertices gives
+    the 3 vertices a second run, seeded 1 + run + 1000."""
+    import numpy as np
+
+    from mixlab.demo.build import training_runs
+    from mixlab.simplex import lattice
+
+    names, points = ["add", "rev", "sort"], lattice(3, 2)
+    one, trues_one = training_runs(names, points)
+    two, trues_two = training_runs(names, points, 2, "interior+vertices")
+    assert [(r[0], r[3]) for r in two[: len(one)]] == [(r[0], r[3]) for r in one]
+    assert [r[3] for r in one] == list(range(1, 10)) and all(r[0].startswith("true/") for r in one[3:])
+    vertices = [j for j in range(3, 9) if np.count_nonzero(points[j - 3]) == 1]
+    assert len(vertices) == 3
+    assert [(r[0], r[3]) for r in two[len(one) :]] == [(one[j][0] + "-r2", 1 + j + 1000) for j in vertices]
+    for j, r in zip(vertices, two[len(one) :]):
+        assert np.array_equal(r[1], one[j][1])  # the same mixture, another seed
+    assert len({r[3] for r in two}) == len(two)  # no two runs share a seed
+    assert [t.get("path") for t in trues_one] == [r[0] for r in one[3:]]
+    for j, t in enumerate(trues_two, start=3):
+        replicated = j in vertices
+        assert ("paths" in t) == replicated and ("path" in t) != replicated
+        if replicated:
+            assert t["paths"] == [one[j][0], one[j][0] + "-r2"]
+    everything = training_runs(names, points, 3)[0]
+    assert len(everything) == 9 + 2 * 6 and everything[-1][3] == 1 + 8 + 2000
+
+
+def test_adding_replicates_keeps_every_score_and_checkpoint_and_gives_a_ceiling(quick_lab, tmp_path, capsys):
+    """`demo replicates` on a copy of the quick lab: every earlier score is still in the export byte for
+    byte, replicate 1 is the untouched checkpoint, the new seeds are scored (nothing left to evaluate), and
+    the ceiling is Spearman ρ between the replicates' scores (scipy by hand)."""
+    from scipy import stats
+
+    from mixlab.analysis import proxy_report
+
+    lab_dir = tmp_path / "lab"
+    shutil.copytree(quick_lab, lab_dir, ignore=shutil.ignore_patterns(".mixlab", "check.sqlite"))
+    before = (lab_dir / "evaluations.jsonl").read_text().splitlines()
+    first = (lab_dir / "true" / "add100" / "adapter_model.safetensors").read_bytes()
+    assert main(["demo", "replicates", str(lab_dir), "--replicates", "2"]) == 0
+    after = (lab_dir / "evaluations.jsonl").read_text().splitlines()
+    assert set(before) <= set(after) and len(after) == len(before) + 3 * 6  # 3 new checkpoints × 6 benchmarks
+    assert (lab_dir / "true" / "add100" / "adapter_model.safetensors").read_bytes() == first
+    assert (lab_dir / "true" / "add100-r2" / "adapter_model.safetensors").read_bytes() != first
+    lab = load_lab(lab_dir)
+    assert [t.checkpoints for t in lab.manifest.true_mixtures][0] == ("true/add100", "true/add100-r2")
+    info = json.loads((lab_dir / "build_info.json").read_text())
+    assert (info["replicates"], info["replicate_seed"], info["replicate_subset"]) == (2, 1000, "all")
+    engine = Engine(lab, Store(":memory:", seed_from=lab_dir / "evaluations.jsonl"), device="cpu")
+    assert checkpoints.unscored(engine) == {"base": 0, "expert": 0, "true": 0}
+    df = engine.results("linear", {})
+    true = df[(df.kind == "true") & (df.benchmark == "add-loss")].sort_values(["label", "replicate"])
+    r1, r2 = (true[true.replicate == r].score.to_numpy() for r in (1, 2))
+    (row,) = [r for r in proxy_report(df, lab.expert_names, lab.benchmarks) if r["benchmark"] == "add-loss"]
+    assert row["n_replicated"] == 3 and row["replicates"] == 2
+    assert row["ceiling"] == pytest.approx(stats.spearmanr(r1, r2).statistic)
+    capsys.readouterr()
+    assert main(["demo", "replicates", str(lab_dir)]) == 2  # a lab that has replicates is not given more this way
+    assert "not a single-seed `demo build` lab" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_fresh_build_with_replicates_trains_the_replicates_that_demo_replicates_added(quick_lab, tmp_path):
+    """`demo build --replicates 2` and `demo replicates` on a single-seed build train the same runs: the
+    same weights, byte for byte, on one machine (the seed is recorded; another CPU may differ in the bits)."""
+    lab_dir = tmp_path / "added"
+    shutil.copytree(quick_lab, lab_dir, ignore=shutil.ignore_patterns(".mixlab", "check.sqlite"))
+    assert main(["demo", "replicates", str(lab_dir)]) == 0
+    fresh = build_demo(tmp_path / "fresh", quick=True, show_progress=False, replicates=2)
+    for t in load_lab(fresh).manifest.true_mixtures:
+        for p in t.checkpoints:
+            w = "adapter_model.safetensors"
+            assert (fresh / p / w).read_bytes() == (lab_dir / p / w).read_bytes(), p
+
+
+def test_the_shipped_k3_lab_has_replicates_scored_and_its_ceiling_is_a_number():
+    """demo-k3 trains its 22 interior points and 3 vertices twice (`demo replicates --subset
+    interior+vertices`): every replicate is scored in the shipped export (nothing to evaluate), and the
+    ceiling on the mean is Spearman ρ between the two seeds' means of the exact-match benchmarks (scipy)."""
+    import numpy as np
+    from scipy import stats
+
+    from mixlab.analysis import proxy_report
+
+    lab = load_lab(DEMO_LAB)
+    replicated = [t for t in lab.manifest.true_mixtures if t.paths]
+    assert len(replicated) == 25 and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
+    engine = Engine(lab, Store(":memory:", seed_from=DEMO_LAB / "evaluations.jsonl"), device="cpu")
+    assert checkpoints.unscored(engine) == {"base": 0, "expert": 0, "true": 0}
+    df = engine.results("linear", {})
+    true = df[(df.kind == "true") & df.benchmark.isin(["add", "rev", "sort"])]
+    means = true.groupby(["label", "replicate"]).score.mean().unstack()  # label × replicate
+    both = means.dropna()
+    assert len(both) == 25
+    rows = {r["benchmark"]: r for r in proxy_report(df, lab.expert_names, lab.benchmarks)}
+    ceiling = rows["mean"]["ceiling"]
+    assert ceiling is not None and rows["mean"]["n_replicated"] == 25
+    first, second = (np.round(both[r].to_numpy(), 9) for r in (1, 2))  # means equal up to float noise tie
+    assert ceiling == pytest.approx(stats.spearmanr(first, second).statistic)
+    assert np.isfinite(rows["mean"]["ceiling_low"]) and rows["mean"]["ceiling_low"] < ceiling

@@ -82,7 +82,33 @@ def add_commands(sub) -> None:
     )
     b.add_argument("--replay", type=float, default=None, help="share of general data in every expert and true run")
     b.add_argument("--expert-steps", type=positive, default=None, help="steps per expert and true run (default 60)")
+    b.add_argument(
+        "--replicates",
+        type=positive,
+        default=1,
+        help="seeds per true mixture (default 1; ≥ 2 lists them as paths = [...], for the noise ceiling)",
+    )
+    b.add_argument(
+        "--replicate-subset",
+        choices=("all", "interior+vertices"),
+        default="all",
+        help="which true mixtures get --replicates (default all; interior+vertices: every weight > 0, or one expert)",
+    )
     b.set_defaults(fn=cmd_demo_build)
+    r = demo_sub.add_parser(
+        "replicates",
+        help="Train more seeds of every true mixture of a built demo lab (its recipe and seed from build_info.json), "
+        "list them as paths = [...] in lab.toml, and score them (existing scores kept).",
+    )
+    r.add_argument("lab", type=Path, help="a lab built by `demo build` (e.g. cache/demo-k3)")
+    r.add_argument("--replicates", type=positive, default=2, help="seeds per true mixture in all (default 2)")
+    r.add_argument(
+        "--subset",
+        choices=("all", "interior+vertices"),
+        default="all",
+        help="which true mixtures get replicates (default all; interior+vertices: every weight > 0, or one expert)",
+    )
+    r.set_defaults(fn=cmd_demo_replicates)
 
 
 def cmd_lab_init(args) -> None:
@@ -150,5 +176,14 @@ def cmd_demo_build(args) -> None:
         seed=args.seed,
         overwrite=args.overwrite,
         budget=demo_budget(args),
+        replicates=args.replicates,
+        replicate_subset=args.replicate_subset,
     )
     print(f"built demo lab {out}")
+
+
+def cmd_demo_replicates(args) -> None:
+    from mixlab.demo.build import add_replicates
+
+    out = add_replicates(args.lab, args.replicates, subset=args.subset)
+    print(f"added replicates to {out}: {args.replicates} seeds per true mixture ({args.subset})")

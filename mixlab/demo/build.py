@@ -74,6 +74,9 @@ SCRATCH = Budget(base_steps=120, base_target=0.0, steps=250, pretrain_share=0.0)
 QUICK = Budget(base_steps=40, base_target=0.0, steps=30, batch=16, n_eval=24, pretrain_share=0.0)
 DEV_EXAMPLES = 100  # per domain, for the base's stop rule; drawn apart from the benchmarks' examples
 POOL_MERGES, POOL_ALPHA = 60, 0.3  # demo-recycle's cached merges of its pool: Dirichlet(0.3) draws, seed 0
+# replicate r ≥ 2 of training run j (experts first, then the true mixtures in lab.toml's order) is seeded
+# seed + 1 + j + REPLICATE_SEED × (r − 1): its LoRA init and its batches differ from replicate 1's
+REPLICATE_SEED = 1000
 
 
 def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
@@ -87,17 +90,63 @@ def mixture_points(k: int, quick: bool, seed: int) -> np.ndarray:
     return np.concatenate([dirichlet(k, 20, 1.0, seed), uniform])
 
 
-def training_runs(names: list[str], points: np.ndarray) -> tuple[list[tuple], list[dict]]:
-    """What a demo build trains: one run per expert (a vertex) and per true mixture, as (folder, weights,
-    description); and the true mixtures' manifest entries."""
-    runs = [(f"experts/{n}", np.eye(len(names))[i], f"expert {n}") for i, n in enumerate(names)]
-    trues = []
+REPLICATE_SUBSETS = {
+    "all": "every true mixture",
+    "interior+vertices": "the interior points and the vertices",  # interior: every weight > 0; vertex: one expert
+}
+
+
+def gets_replicates(weights, subset: str) -> bool:
+    """Whether a true mixture (its weights) gets replicates under ``subset`` (:data:`REPLICATE_SUBSETS`)."""
+    if subset not in REPLICATE_SUBSETS:
+        raise MixlabError(f"unknown replicate subset {subset!r}; available: {', '.join(REPLICATE_SUBSETS)}")
+    w = np.asarray(weights, dtype=float)
+    return subset == "all" or bool((w > 1e-9).all()) or int((w > 1e-9).sum()) == 1
+
+
+def seeds_text(replicates: int, subset: str) -> str:
+    """How a lab's description says its replicates: "" for one seed."""
+    if replicates == 1:
+        return ""
+    return f" ({replicates} seeds each{'' if subset == 'all' else ' at ' + REPLICATE_SUBSETS[subset]})"
+
+
+def replicate_path(label: str, r: int) -> str:
+    """Where a demo build writes replicate ``r`` (from 1) of the true mixture ``label``: replicate 1 where a
+    single-seed build puts it (so its checkpoint, and every cached score of it, stays as it was)."""
+    return f"true/{label}" if r == 1 else f"true/{label}-r{r}"
+
+
+def replicate_seed(seed: int, run: int, r: int) -> int:
+    """The seed of replicate ``r`` of training run ``run`` (see :data:`REPLICATE_SEED`)."""
+    return seed + 1 + run + REPLICATE_SEED * (r - 1)
+
+
+def training_runs(
+    names: list[str], points: np.ndarray, replicates: int = 1, subset: str = "all"
+) -> tuple[list[tuple], list[dict]]:
+    """What a demo build trains: one run per expert (a vertex) and ``replicates`` per true mixture of
+    ``subset`` (:data:`REPLICATE_SUBSETS`; one for the others), as (folder, weights, description, seed
+    offset: :func:`replicate_seed` of seed 0); and the true mixtures' manifest entries (``paths = [...]``
+    for those with replicates). Replicate 1 of every run comes first, in the order single-seed builds train
+    them, so adding replicates never changes a run that was already trained."""
+    if replicates < 1:
+        raise MixlabError(f"demo build: replicates must be ≥ 1, got {replicates}")
+    runs = [(f"experts/{n}", np.eye(len(names))[i], f"expert {n}", 1 + i) for i, n in enumerate(names)]
+    trues, labels = [], []
     for w in points:
         label = weights_label(dict(zip(names, map(float, w))), names)
-        runs.append((f"true/{label}", w, f"true {label}"))
-        trues.append(
-            {"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}, "path": f"true/{label}"}
-        )
+        runs.append((replicate_path(label, 1), w, f"true {label}", len(runs) + 1))
+        labels.append((label, w, len(runs) - 1))
+        n = replicates if gets_replicates(w, subset) else 1
+        paths = [replicate_path(label, r) for r in range(1, n + 1)]
+        where = {"path": paths[0]} if n == 1 else {"paths": paths}
+        trues.append({"name": label, "weights": {n: float(x) for n, x in zip(names, w) if x > 0}} | where)
+    for r in range(2, replicates + 1):  # seed by seed, as demo replicates trains them
+        for label, w, j in labels:
+            if not gets_replicates(w, subset):
+                continue
+            runs.append((replicate_path(label, r), w, f"true {label} (replicate {r})", replicate_seed(0, j, r)))
     return runs, trues
 
 
@@ -346,11 +395,15 @@ def build_demo(
     budget: Budget | None = None,
     points: np.ndarray | None = None,
     proxy_grid: bool = True,
+    replicates: int = 1,
+    replicate_subset: str = "all",
 ) -> Path:
     """Train and write a demo lab to ``out`` (default ``cache/demo-k{domains}``); returns its folder.
 
     ``budget``: the recipe (default: :data:`QUICK` or :data:`FULL`); ``points``: the true-mixture points
-    (default: :func:`mixture_points`); ``proxy_grid``: also cache linear proxies on a grid beyond them."""
+    (default: :func:`mixture_points`); ``proxy_grid``: also cache linear proxies on a grid beyond them;
+    ``replicates``: seeds per true mixture (≥ 2: listed as ``paths``, for the noise ceiling), of the true
+    mixtures in ``replicate_subset`` (:data:`REPLICATE_SUBSETS`)."""
     from mixlab.engine import EXPORT_FILE, Engine  # the engine pulls in the evaluation stack: only when building
     from mixlab.values import VALUES_FILE
 
@@ -371,16 +424,17 @@ def build_demo(
 
         kind = "full" if full else "lora"
         points = mixture_points(domains, quick, seed) if points is None else np.asarray(points, dtype=float)
-        runs, trues = training_runs(names, points)
-        for j, (rel, w, desc) in enumerate(tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress)):
-            stream = _Stream(tokenizer, names, w, seed + 1 + j, prompt_loss=False, general=budget.replay)
-            _finetune(root / "base", root / rel, stream, budget, full, seed + 1 + j, desc, show_progress)
+        runs, trues = training_runs(names, points, replicates, replicate_subset)
+        for rel, w, desc, offset in tqdm(runs, desc=f"fine-tuning {kind}", disable=not show_progress):
+            stream = _Stream(tokenizer, names, w, seed + offset, prompt_loss=False, general=budget.replay)
+            _finetune(root / "base", root / rel, stream, budget, full, seed + offset, desc, show_progress)
 
         description = (
             f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
             f"{' --full' if full else ''}`: a base pretrained {base_steps} steps (dev exact match "
             f"{', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), {kind} experts, {len(points)} true "
-            f"mixtures, budget {budget.steps} steps × {budget.batch} examples each."
+            f"mixtures{seeds_text(replicates, replicate_subset)}, budget {budget.steps} steps × "
+            f"{budget.batch} examples each."
         )
         write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
 
@@ -413,6 +467,9 @@ def build_demo(
                 "domains": names,
                 "kind": kind,
                 "quick": quick,
+                "replicates": replicates,
+                "replicate_seed": REPLICATE_SEED,
+                "replicate_subset": replicate_subset,
                 "budget": budget.__dict__,
                 "base_steps_taken": base_steps,
                 "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
@@ -421,6 +478,82 @@ def build_demo(
             },
         )
     return out
+
+
+def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", show_progress: bool = True) -> Path:
+    """``demo replicates LAB``: train seeds 2 … ``replicates`` of every true mixture of a built demo lab —
+    its recipe, seed and kind read from its ``build_info.json``, each run seeded as ``demo build
+    --replicates`` seeds it (:func:`replicate_seed`), so a fresh build with replicates trains the same runs —
+    list them in lab.toml as ``paths = [...]`` (replicate 1 the existing checkpoint, untouched), score them,
+    and add their scores to the lab's evaluations export (every existing row stays as it was). The lab is
+    rebuilt in a staged copy that replaces it only when whole. ``subset``: which true mixtures get
+    replicates (:data:`REPLICATE_SUBSETS`; the others keep their one ``path``)."""
+    from mixlab.engine import EXPORT_FILE, Engine
+
+    lab_dir = Path(lab_dir)
+    lab = load_lab(lab_dir)
+    info_path = lab_dir / "build_info.json"
+    if not info_path.is_file():
+        raise MixlabError(f"{info_path}: no build_info.json; replicates are added to labs built by `demo build`")
+    info = json.loads(info_path.read_text())
+    if info.get("quick") is None or "budget" not in info or info.get("replicates", 1) != 1:
+        raise MixlabError(f"{info_path}: not a single-seed `demo build` lab (needs seed, budget, replicates 1)")
+    if replicates < 2:
+        raise MixlabError(f"demo replicates: --replicates must be ≥ 2, got {replicates}")
+    trues = lab.manifest.true_mixtures
+    if not trues or any(t.path is None for t in trues):
+        raise MixlabError(f"{lab_dir / 'lab.toml'}: every true mixture must have one checkpoint (path = ...)")
+    names, seed, full = lab.expert_names, int(info["seed"]), info.get("kind") == "full"
+    budget = Budget(**info["budget"])
+    quiet_transformers()
+    start = time.perf_counter()
+    with staged_lab(lab_dir, overwrite=True) as root:
+        shutil.copytree(lab_dir, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("lab.toml", ".mixlab"))
+        tokenizer = build_tokenizer()
+        chosen = [gets_replicates(lab.true_mixture_weights(t).weights, subset) for t in trues]
+        runs = [
+            (replicate_path(lab.true_mixture_name(t), r), i, r)
+            for r in range(2, replicates + 1)
+            for i, t in enumerate(trues)
+            if chosen[i]
+        ]
+        for rel, i, r in tqdm(runs, desc="fine-tuning replicates", disable=not show_progress):
+            if trues[i].path != replicate_path(lab.true_mixture_name(trues[i]), 1):
+                raise MixlabError(
+                    f"true mixture {trues[i].name!r}: path {trues[i].path!r} is not where demo build puts it"
+                )
+            w = np.array(lab.true_mixture_weights(trues[i]).weights)
+            run_seed = replicate_seed(seed, len(names) + i, r)  # experts are runs 0 … K−1
+            stream = _Stream(tokenizer, names, w, run_seed, prompt_loss=False, general=budget.replay)
+            _finetune(root / "base", root / rel, stream, budget, full, run_seed, rel, show_progress)
+        rows = [
+            {"name": t.name, "weights": t.weights}
+            | (
+                {"paths": [replicate_path(lab.true_mixture_name(t), r) for r in range(1, replicates + 1)]}
+                if chosen[i]
+                else {"path": t.path}
+            )
+            for i, t in enumerate(trues)
+        ]
+        benches = [b.model_dump(exclude_none=True, exclude_defaults=True) | {"name": b.name} for b in lab.benchmarks]
+        order = ("name", "evaluator", "data", "search_data")  # as demo build writes them
+        benches = [{k: b[k] for k in order if k in b} | {k: v for k, v in b.items() if k not in order} for b in benches]
+        which = (
+            "Every true mixture"
+            if subset == "all"
+            else f"The {sum(chosen)} true mixtures at {REPLICATE_SUBSETS[subset]}"
+        )
+        description = lab.manifest.description + f" {which} trained with {replicates} seeds (replicates)."
+        write_manifest(root, lab.name, description, names, benches, rows)
+        store = Store(":memory:", seed_from=root / EXPORT_FILE)
+        engine = Engine(load_lab(root), store, device="cpu")
+        checkpoints.true_scores(engine)  # replicate 1's scores are cache hits: its checkpoint is unchanged
+        store.export_jsonl(root / EXPORT_FILE)
+        store.close()
+        info |= {"replicates": replicates, "replicate_seed": REPLICATE_SEED, "replicate_subset": subset}
+        info["replicates_seconds"] = round(time.perf_counter() - start, 1)
+        write_build_info(root, info)
+    return lab_dir
 
 
 def build_recycle(
@@ -445,7 +578,7 @@ def build_recycle(
 
     src = load_lab(source or LABS_DIR / "demo-k3")
     out = Path(out) if out else LABS_DIR / "demo-recycle"
-    trues = [t for t in src.manifest.true_mixtures if t.path is not None]
+    trues = [t for t in src.manifest.true_mixtures if t.checkpoints]  # replicates: the first seed joins the pool
     if len(trues) < pool:
         raise MixlabError(f"lab {src.name!r} has {len(trues)} true-mixture checkpoints; the pool needs {pool}")
     picked = [trues[int(i)] for i in np.linspace(0, len(trues) - 1, pool)]
@@ -459,7 +592,7 @@ def build_recycle(
             shutil.copytree(src.resolve(e.path), root / "experts" / names[-1])
         for t in picked:
             names.append(f"true-{src.true_mixture_name(t)}")
-            shutil.copytree(src.resolve(t.path), root / "experts" / names[-1])
+            shutil.copytree(src.resolve(t.checkpoints[0]), root / "experts" / names[-1])
         benches = [b.model_dump(exclude_none=True, exclude_defaults=True) | {"name": b.name} for b in src.benchmarks]
         description = (
             f"Built by `python -m mixlab demo build --recycle` from {src.name}: a pool of {len(names)} checkpoints "

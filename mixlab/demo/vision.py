@@ -317,10 +317,10 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
             lora_dropout=0.0,
             target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
         )  # the language model's linear layers: the vision tower and projector stay frozen
-        for j, (rel, w, desc) in enumerate(tqdm(runs, desc="fine-tuning lora", disable=not show)):
-            torch.manual_seed(seed + 1 + j)
+        for rel, w, desc, offset in tqdm(runs, desc="fine-tuning lora", disable=not show):
+            torch.manual_seed(seed + offset)
             model = get_peft_model(LlavaForConditionalGeneration.from_pretrained(root / "base"), lora)
-            _train(model, Stream(proc, names, w, seed + 1 + j), budget.steps, budget.batch, budget.lr, desc, show)
+            _train(model, Stream(proc, names, w, seed + offset), budget.steps, budget.batch, budget.lr, desc, show)
             model.save_pretrained(root / rel)
             (root / rel / "README.md").unlink(missing_ok=True)
 
