@@ -253,7 +253,7 @@ def test_the_pareto_plot_marks_the_best_mixtures_where_they_score(app):
     (fig,) = _figures(at)
     best = best_mixtures(df, eng.names, "sort")
     sort = df[(df.benchmark == "sort") & (df.kind == "true")]
-    assert best["true"].score == sort.score.max()
+    assert best["true"].score == pytest.approx(sort.groupby("label").score.mean().max(), abs=1e-12)  # seeds' mean
     for name, b in (("best under the proxy", best["proxy"]), ("best trained mixture", best["true"])):
         (trace,) = [t for t in fig["data"] if t.get("name") == name]
         w = dict(zip(eng.names, b.weights))
@@ -572,7 +572,9 @@ def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_mark
     by_name = {t.get("name"): t for t in fig["data"]}
     points = fig["data"][0]
     order = list(points["text"])
-    want = stats.rankdata(-pairs.set_index("label").loc[order].true, method="min")
+    # ranks as scipy ranks them, of the seeds' means rounded past float noise (0.9 and 0.95 average to
+    # 0.92499…: the page ranks it tied with a 0.925, as every mixlab rank does)
+    want = stats.rankdata(-pairs.set_index("label").loc[order].true.round(12), method="min")
     np.testing.assert_array_equal(_array(points["y"]), want)  # ranks by default, as scipy ranks them
     pick = pairs.label.iloc[int(pairs.proxy.to_numpy().argmax())]  # numpy's first maximum
     assert by_name["the proxy's pick"]["text"] == [pick]

@@ -59,6 +59,25 @@ def test_at_a_trained_point_every_model_is_the_raw_row_with_scipys_wilson_interv
     # a loss: a bootstrap interval where demo-k3 ships per-example values (checkpoints, linear at trained
     # points), equal to scipy's percentile bootstrap of Σ NLL / Σ tokens; none for the TIES proxy (not backfilled)
     assert np.isnan(loss.low["ties proxy"]) and loss.ci["ties proxy"] == ""
+    # the trained mixture, where it was trained with several seeds: their mean, and the mean of their
+    # intervals (scipy's Wilson per seed for an accuracy) where every seed has one
+    label = table[table.model == "trained mixture"].mixture.iloc[0].split(":")[0]
+    seeds = true[true.label == label]
+    if seeds.replicate.notna().any():
+        for b in ("add", "rev-loss"):
+            reps = seeds[seeds.benchmark == b]
+            got = table[(table.model == "trained mixture") & (table.benchmark == b)].iloc[0]
+            assert len(reps) > 1 and got.score == pytest.approx(reps.score.mean(), abs=1e-12)
+            if b == "add":
+                bounds = np.array([wilson(round(s * n), int(n)) for s, n in zip(reps.score, reps.n)])
+            else:
+                bounds = reps[["low", "high"]].to_numpy(dtype=float)
+            if np.isfinite(bounds).all():
+                assert got.ci == "seeds"
+                assert (got.low, got.high) == pytest.approx(tuple(bounds.mean(axis=0)), abs=1e-9)
+            else:  # a seed without per-example values (a loss): no interval rather than one seed's
+                assert got.ci == "" and np.isnan(got.low)
+        loss = loss.drop("trained mixture")
     for model in loss.index.drop("ties proxy"):
         r = loss.loc[model]
         v = r["values"]

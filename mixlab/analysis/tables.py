@@ -40,12 +40,14 @@ RESULT_COLUMNS = (
 )
 
 
-WILSON, BOOTSTRAP, NORMAL = "Wilson", "bootstrap", "normal"  # how a row's interval was made (its ``ci``)
+WILSON, BOOTSTRAP, NORMAL, SEEDS = "Wilson", "bootstrap", "normal", "seeds"  # how a row's interval was made
 _HOW = {
     WILSON: "Wilson's for an accuracy (k of n examples)",
     BOOTSTRAP: "a percentile bootstrap over the examples (a loss: per-token, each example's tokens together; the "
     "mean: each benchmark's examples resampled) from the per-example values",
     NORMAL: "the normal approximation over its benchmarks for a mean without per-example values",
+    SEEDS: "a mixture trained with several seeds: the mean of its seeds' intervals (the seeds are scored on the "
+    "same examples, so their errors may correlate; averaging the bounds covers any correlation)",
 }
 
 
@@ -201,9 +203,12 @@ def paired(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> pd.Da
 
 def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
     """``results`` with each true mixture trained more than once (replicates) as one row per benchmark: the
-    replicates' mean score, summed exactly, with no interval (``low``/``high`` NaN: a mean over seeds is not a
-    binomial proportion) and no replicate number — what a page shows as "the trained mixture". Unchanged when
-    no mixture has replicates."""
+    replicates' mean score, summed exactly, and no replicate number — what a page shows as "the trained
+    mixture". Its interval (``ci`` "seeds") is the mean of the replicates' bounds where every replicate has one:
+    the seeds are scored on the same examples, so their test-sampling errors correlate, and for a mean of two
+    estimates sd((a+b)/2) ≤ (sd a + sd b)/2 whatever the correlation — averaging the bounds is conservative, never
+    narrower than the truth (it says nothing of seed-to-seed spread: that is the noise ceiling's). NaN where a
+    replicate has none. Unchanged when no mixture has replicates."""
     if "replicate" not in results or not len(results):
         return results
     true = results[results.kind == "true"]
@@ -215,10 +220,14 @@ def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
     first = many.drop_duplicates(["label", "benchmark"]).copy()  # keeps the first replicate's index
     first["score"] = [means[lab, b] for lab, b in zip(first.label, first.benchmark)]
     first["replicate"] = pd.NA
-    for c in ("low", "high"):
-        if c in first:
-            first[c] = np.nan
-    if "ci" in first:
+    if "low" in first and "high" in first:
+        # a mean of bounds, NaN as soon as one replicate has none (pandas' mean would skip it)
+        bounds = many.groupby(["label", "benchmark"], sort=False)[["low", "high"]].agg(lambda c: c.mean(skipna=False))
+        first["low"] = [bounds.low[lab, b] for lab, b in zip(first.label, first.benchmark)]
+        first["high"] = [bounds.high[lab, b] for lab, b in zip(first.label, first.benchmark)]
+        if "ci" in first:
+            first["ci"] = [SEEDS if pd.notna(lo) else "" for lo in first["low"]]
+    elif "ci" in first:
         first["ci"] = ""
     if "values" in first:
         first["values"] = None  # a mean over seeds has no per-example values
