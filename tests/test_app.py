@@ -97,12 +97,8 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     base = acc[acc.kind == "base"].score.mean()
     assert board.loc["base", "mean [95% CI]"].startswith(f"{base:.3f} [")
     true_means = acc[acc.kind == "true"].groupby("label").score.mean()  # replicates: the mean of their seeds
-    seeds = acc[acc.kind == "true"].groupby("label").replicate.max()
     shown = board.loc["best trained mixture", "mean [95% CI]"]
-    if seeds[true_means.idxmax()] > 1:  # demo-k3's best is trained twice: a mean of seeds, shown without a CI
-        assert shown == f"{true_means.max():.3f}"
-    else:
-        assert shown.startswith(f"{true_means.max():.3f} [")
+    assert shown.startswith(f"{true_means.max():.3f} [")  # demo-k3's best is trained twice: its seeds' interval
     tied_best = set(true_means[true_means > true_means.max() - 1e-9].index)  # demo-k4: two, on float noise
     name = board.loc["best trained mixture", "mixture"].split("; tied")[0].rsplit(" (", 1)[1].rstrip(")")
     assert name in tied_best and ("; tied with" in board.loc["best trained mixture", "mixture"]) == (len(tied_best) > 1)
@@ -111,9 +107,8 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
     assert list(board.index[:1]) == ["best trained mixture"]  # best first
     assert board.iloc[0]["vs the first [95% CI]"] == ""
-    if seeds[true_means.idxmax()] == 1:  # against a mean of seeds the board gives no paired difference (yet)
-        diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
-        assert diff == pytest.approx(base - true_means.max(), abs=6e-4)  # the base minus the best, rounded to 3
+    diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
+    assert diff == pytest.approx(base - true_means.max(), abs=6e-4)  # the base minus the best, rounded to 3
     pairs = paired(with_lab_mean(df, eng.lab.benchmarks), eng.names, MEAN)
     rho = stats.spearmanr(snap_ties(pairs.proxy), snap_ties(pairs.true)).statistic
     shown = {m.label: m.value for m in at.metric}

@@ -150,14 +150,22 @@ def test_a_backfill_writes_only_values_and_refuses_a_score_it_cannot_reproduce(e
     assert (old.export_jsonl(tmp_path / "after.jsonl"), (tmp_path / "after.jsonl").read_text())[1] == rows_before
 
 
-@pytest.mark.parametrize("lab", ["demo-k3", "demo-k4", "demo-recycle", "demo-vl"])
+def _labs_with_values() -> list[str]:
+    from mixlab.demo import LABS_DIR
+
+    return sorted(p.parent.name for p in LABS_DIR.glob(f"*/{VALUES_FILE}"))
+
+
+def test_demo_k3_ships_per_example_values():
+    assert "demo-k3" in _labs_with_values()  # the others are not backfilled yet (README)
+
+
+@pytest.mark.parametrize("lab", _labs_with_values())
 def test_a_shipped_labs_values_each_give_their_shipped_score(lab):
     """Every record of a shipped lab's example_values.jsonl belongs to a shipped score and reproduces it."""
     from mixlab.demo import LABS_DIR
 
     path = LABS_DIR / lab / VALUES_FILE
-    if not path.exists():
-        pytest.skip(f"{lab} ships no per-example values (see the README: backfilled for demo-k3 only)")
     scores = {}
     for line in (LABS_DIR / lab / "evaluations.jsonl").read_text().splitlines():
         r = json.loads(line)
