@@ -519,21 +519,24 @@ class Store:
         os.replace(tmp, path)
         return len(values)
 
-    def import_values(self, path: Path) -> int:
-        """Insert per-example values from an export (:meth:`export_values`); values already kept stay as they
-        are. A bad line is skipped with a notice naming file:line."""
-        values = {}
+    def _read_records(self, path: Path, what: str, make):
+        """``make(record)`` for each JSON object line of an export, in order; a line that is not one (or that
+        ``make`` refuses) is skipped with a notice naming file:line and ``what`` it should have been."""
         for i, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line.decode("utf-8"))
                 if not isinstance(record, dict):
-                    raise CacheError("not a JSON object")
-                key, v = ExampleValues.from_record(record)
-                values[key] = v
-            except (UnicodeDecodeError, json.JSONDecodeError, CacheError) as e:
-                self.notices.append(f"{path}:{i}: skipped, not a per-example values record ({e})")
+                    raise TypeError("not a JSON object")
+                yield make(record)
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, CacheError) as e:
+                self.notices.append(f"{path}:{i}: skipped, not {what} ({type(e).__name__}: {e})")
+
+    def import_values(self, path: Path) -> int:
+        """Insert per-example values from an export (:meth:`export_values`); values already kept stay as they
+        are. A bad line is skipped with a notice naming file:line."""
+        values = dict(self._read_records(path, "a per-example values record", ExampleValues.from_record))
         try:
             with self._transaction():
                 self._db.executemany(
@@ -605,17 +608,7 @@ class Store:
     def import_jsonl(self, path: Path) -> int:
         """Insert rows from an export; rows already cached are kept as they are. A line that is not an
         evaluation record is skipped, with a notice naming file:line."""
-        evals = []
-        for i, line in enumerate(Path(path).read_bytes().split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line.decode("utf-8"))
-                if not isinstance(record, dict):
-                    raise TypeError("not a JSON object")
-                evals.append(Evaluation(**record))
-            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, CacheError) as e:
-                self.notices.append(f"{path}:{i}: skipped, not an evaluation record ({type(e).__name__}: {e})")
+        evals = list(self._read_records(path, "an evaluation record", lambda record: Evaluation(**record)))
         marks = ",".join("?" * len(_COLUMNS))
         try:
             with self._transaction():
