@@ -4,6 +4,11 @@ never the row itself, and never values whose score differs from the cached one b
 (:data:`mixlab.values.SCORE_RTOL`; an accuracy must agree exactly). Computes what it backfills.
 
     python -m mixlab.scoring.backfill cache/demo-k3 [--kinds checkpoints,proxy] [--methods linear] [--at-true]
+        [--benchmarks add-loss,rev-loss,sort-loss]
+
+An accuracy's interval needs only its n (Wilson); a loss's needs its per-example values (a bootstrap), so
+``--benchmarks`` with the lab's loss benchmarks gives every loss an interval at a fraction of the cost of a
+full re-score (one teacher-forced pass per model instead of greedy decoding).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mixlab.analysis import same_mixture
@@ -53,27 +58,32 @@ def backfill(
     limit: int | None = None,
     methods: set[str] | None = None,
     at_true: bool = False,
+    benchmarks: Sequence[str] | None = None,
     log: Callable = print,
 ) -> Backfill:
     """Re-evaluate the cached scores of ``engine``'s lab that have no per-example values (checkpoints: the base,
     experts and true mixtures; proxy: every cached proxy, grouped by method and params, ``chunk`` mixtures at a
     time, at most ``limit`` mixtures; only ``methods`` when given; only at trained mixtures with ``at_true``)
-    and keep their values; see the module docstring."""
+    and keep their values; only on ``benchmarks`` when given; see the module docstring."""
     from mixlab.engine import Engine
     from mixlab.scoring.cached import cached
     from mixlab.scoring.checkpoints import checkpoint_scores
 
     scratch = Engine(engine.lab, Store(":memory:"), device="cpu", batch_size=engine.batch_size)
     out = Backfill()
+    names = None if benchmarks is None else [b.name for b in engine.benchmarks(benchmarks)]  # unknown: ManifestError
+    wanted = (lambda e: True) if names is None else (lambda e: e.benchmark in names)
     start = time.perf_counter()
     if "checkpoints" in kinds:
-        todo = [e for k in ("base", "expert", "true") for e in cached(engine, k) if e.device != "manifest"]
+        todo = [
+            e for k in ("base", "expert", "true") for e in cached(engine, k) if e.device != "manifest" and wanted(e)
+        ]
         have = engine.store.values([e.key for e in todo])
         if any(e.key not in have for e in todo):
-            _keep(engine, checkpoint_scores(scratch), out)
+            _keep(engine, checkpoint_scores(scratch, names), out)
         log(f"checkpoints: {out.written} written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)")
     if "proxy" in kinds:
-        proxies = cached(engine, "proxy")
+        proxies = [e for e in cached(engine, "proxy") if wanted(e)]
         have = engine.store.values([e.key for e in proxies])
         groups: dict[str, dict[tuple, Mixture]] = {}
         trained = [[w.get(n, 0.0) for n in engine.names] for w in (e.weights for e in cached(engine, "true")) if w]
@@ -90,7 +100,7 @@ def backfill(
             method, params = json.loads(spec)
             todo = list(mixtures.values())[:left]
             for i in range(0, len(todo), chunk):
-                _keep(engine, scratch.sweep(todo[i : i + chunk], method, params), out)
+                _keep(engine, scratch.sweep(todo[i : i + chunk], method, params, names), out)
                 log(
                     f"proxy {method} {params}: {min(i + chunk, len(todo))}/{len(todo)} mixtures; {out.written} "
                     f"written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)"
@@ -113,6 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="at most this many proxy mixtures")
     ap.add_argument("--methods", default=None, help="only proxies of these merge methods (comma-separated)")
     ap.add_argument("--at-true", action="store_true", help="only proxies at mixtures a true model was trained at")
+    ap.add_argument("--benchmarks", default=None, help="only these benchmarks (comma-separated), e.g. the losses")
     ap.add_argument("--cache", default=None, help="the evaluation cache to fill (default: the lab's)")
     args = ap.parse_args(argv)
     lab = load_lab(args.lab)
@@ -124,6 +135,7 @@ def main(argv=None) -> int:
         limit=args.limit,
         methods=methods,
         at_true=args.at_true,
+        benchmarks=None if args.benchmarks is None else args.benchmarks.split(","),
         log=lambda m: print(m, flush=True),
     )
     n = engine.store.export_values(lab.root / VALUES_FILE, lab=lab.name)
