@@ -30,7 +30,7 @@ nav = st.navigation(
 )
 st.sidebar.caption(f"Lab: {code(lab_path())}")
 figure_format_picker()
-with page_run():  # the background warm-up (model stack, merge kernels) starts after the first, runs between page runs
+with page_run(nav.url_path):  # the background warm-up (model stack, merge kernels) starts after the first, runs between page runs
     try:
         nav.run()
     finally:

@@ -43,6 +43,7 @@ from mixlab.scoring.targets import CheckpointModel, MergedModel
 from mixlab.simplex import Mixture
 from mixlab.sources import BenchmarkData, LabSources
 from mixlab.store import Evaluation, Store
+from mixlab.tables import of_method
 from mixlab.values import VALUES_FILE
 
 CACHE_DIR = ".mixlab"
@@ -86,6 +87,7 @@ class Engine:
         self._batch_size = batch_size
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self.sources = LabSources(lab)
+        self._views: dict = {}  # name → (read key, value): see read_view
 
     @property
     def device(self):
@@ -376,8 +378,33 @@ class Engine:
 
     def results(self, method: str | Method | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table; proxy rows only for ``method``/``params`` when
-        given (:func:`mixlab.scoring.cached.results`)."""
-        return cached_scores.results(self, None if method is None else self.method(method, params))
+        given (:func:`mixlab.scoring.cached.results`). Built once per version of what it reads (:meth:`read_view`);
+        each call gets its own copy."""
+        df = self.read_view("results", lambda: cached_scores.results(self))
+        return df.copy() if method is None else of_method(df, *self.method(method, params).pair()).reset_index(drop=True)
+
+    def read_key(self) -> tuple:
+        """What the lab's cached scores are read from, as one value that changes whenever they may: the
+        store's version (a row added or replaced), the base's and experts' fingerprints, the true-mixture
+        checkpoints' (re-read when a file in their folders changed) and the benchmarks' data hashes. Cheap:
+        file signatures and one COUNT query, no tensor read."""
+        self.refresh()
+        return (
+            self.store.version(),
+            self.models_fp,
+            tuple(sorted(self.true_fingerprints.items())),
+            tuple(self._bench(b).desc for b in self.lab.benchmarks),
+        )
+
+    def read_view(self, name: str, compute: Callable[[], object]):
+        """``compute()`` (a view of the cached scores: the results table, the unscored checkpoints, a page's
+        derived table), computed once per :meth:`read_key` and shared: a page that reruns on every click does
+        not rebuild it. The value is shared between callers: treat it as read-only."""
+        key = self.read_key()
+        held = self._views.get(name)
+        if held is None or held[0] != key:
+            held = self._views[name] = (key, compute())
+        return held[1]
 
     def export(
         self,

@@ -157,16 +157,9 @@ def set_mixture(weights) -> None:
 
 def results(eng: Engine) -> pd.DataFrame:
     """Every cached score of the lab (all methods), with the pseudo-benchmark 'mean' of the
-    higher-is-better benchmarks; recomputed only when the cache changes."""
-    eng.refresh()
-    trues = tuple(sorted(eng.true_fingerprints.items()))
-    return _results(eng, eng.lab.root.as_posix(), eng.models_fp, trues, eng.store.version())
-
-
-@st.cache_resource(max_entries=8)
-def _results(_eng: Engine, root: str, models_fp: str, trues: tuple, version: tuple) -> pd.DataFrame:
-    """Keyed by lab, expert set, true checkpoints and cache version (the engine itself is not hashed)."""
-    return with_lab_mean(_eng.results(), _eng.lab.benchmarks)
+    higher-is-better benchmarks; built once per version of the cache (Engine.read_view), shared by the
+    sessions: read-only."""
+    return eng.read_view("results, with the mean", lambda: with_lab_mean(eng.results(), eng.lab.benchmarks))
 
 
 def winners() -> list[dict] | None:

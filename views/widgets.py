@@ -213,7 +213,7 @@ def backend_picker() -> None:
 
 def missing_scores_note(eng: Engine) -> None:
     """Say which checkpoints have no scores yet, and what fills them."""
-    missing = checkpoints.unscored(eng)
+    missing = eng.read_view("unscored", lambda: checkpoints.unscored(eng))
     parts = (["the base"] if missing["base"] else []) + [
         f"{missing[k]} {label}{'' if missing[k] == 1 else 's'}"
         for k, label in (("expert", "expert"), ("true", "true mixture"))

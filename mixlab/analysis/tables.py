@@ -211,27 +211,33 @@ def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
     replicate has none. Unchanged when no mixture has replicates."""
     if "replicate" not in results or not len(results):
         return results
-    true = results[results.kind == "true"]
-    size = true.groupby(["label", "benchmark"]).score.transform("size")
-    many = true[size > 1]
-    if many.empty:
+    # one pass over the true rows' positions (a page calls this on every rerun: no per-group pandas lookups)
+    groups: dict[tuple, list[int]] = {}
+    is_true = results["kind"].to_numpy(dtype=object) == "true"
+    labels, benches = results["label"].to_numpy(dtype=object), results["benchmark"].to_numpy(dtype=object)
+    for i in np.flatnonzero(is_true):
+        groups.setdefault((labels[i], benches[i]), []).append(int(i))
+    many = [pos for pos in groups.values() if len(pos) > 1]
+    if not many:
         return results
-    means = many.groupby(["label", "benchmark"], sort=False).score.agg(exact_mean)
-    first = many.drop_duplicates(["label", "benchmark"]).copy()  # keeps the first replicate's index
-    first["score"] = [means[lab, b] for lab, b in zip(first.label, first.benchmark)]
+    scores = results["score"].to_numpy(dtype=float)
+    first = results.iloc[[pos[0] for pos in many]].copy()  # keeps the first replicate's index
+    first["score"] = [exact_mean(scores[pos]) for pos in many]
     first["replicate"] = pd.NA
     if "low" in first and "high" in first:
         # a mean of bounds, NaN as soon as one replicate has none (pandas' mean would skip it)
-        bounds = many.groupby(["label", "benchmark"], sort=False)[["low", "high"]].agg(lambda c: c.mean(skipna=False))
-        first["low"] = [bounds.low[lab, b] for lab, b in zip(first.label, first.benchmark)]
-        first["high"] = [bounds.high[lab, b] for lab, b in zip(first.label, first.benchmark)]
+        for col in ("low", "high"):
+            bound = results[col].to_numpy(dtype=float)
+            first[col] = [float(bound[pos].sum() / len(pos)) for pos in many]  # (as pandas' mean sums)
         if "ci" in first:
             first["ci"] = [SEEDS if pd.notna(lo) else "" for lo in first["low"]]
     elif "ci" in first:
         first["ci"] = ""
     if "values" in first:
         first["values"] = None  # a mean over seeds has no per-example values
-    return pd.concat([results.drop(index=many.index), first]).sort_index(kind="stable")
+    dropped = np.ones(len(results), dtype=bool)
+    dropped[[i for pos in many for i in pos]] = False
+    return pd.concat([results[dropped], first]).sort_index(kind="stable")
 
 
 def scores_at(
