@@ -260,8 +260,10 @@ def scores_at(
         the simplex tolerance); its L1 distance or None).
     """
     results = collapse_replicates(results)
-    proxy = results[results.kind == "proxy"]
-    true = results[results.kind == "true"]
+    # masks as plain arrays, made once (a page calls this on every click)
+    kind, bench = results["kind"].to_numpy(dtype=object), results["benchmark"].to_numpy(dtype=object)
+    proxy = results[kind == "proxy"]
+    true = results[kind == "true"]
     true_keys = sorted({weights_key(w, names) for w in true.weights})
     if true_keys:
         i, dist = nearest(weights, np.array(true_keys))
@@ -272,7 +274,11 @@ def scores_at(
     distinct = sorted(set(proxy_keys))
     j = same_mixture(weights, distinct)
     key = distinct[j] if j is not None else None
-    true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
+    proxy_at = np.array([k == key for k in proxy_keys], dtype=bool)
+    true_at = np.array([weights_key(w, names) == true_key for w in true.weights], dtype=bool)
+    proxy_bench, true_bench = bench[kind == "proxy"], bench[kind == "true"]
+    expert = kind == "expert"
+    ns_all = results["n"] if "n" in results else None
 
     def cell(rows_: pd.DataFrame, i: int = -1):
         if not len(rows_):
@@ -284,10 +290,10 @@ def scores_at(
 
     rows = []
     for b in benchmarks:
-        pr = proxy[(proxy.benchmark == b) & (proxy_keys == key)]
-        tr = true[(true.benchmark == b) & true_at] if len(true) else true
-        ex = results[(results.kind == "expert") & (results.benchmark == b)]
-        ns = results[results.benchmark == b]["n"].dropna() if "n" in results else pd.Series(dtype=float)
+        pr = proxy[(proxy_bench == b) & proxy_at]
+        tr = true[(true_bench == b) & true_at]
+        ex = results[expert & (bench == b)]
+        ns = ns_all[bench == b].dropna() if ns_all is not None else pd.Series(dtype=float)
         row = {
             "benchmark": b,
             "n": int(ns.max()) if len(ns) else None,
