@@ -132,6 +132,17 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
     switches, clicks = [], []  # wall-clock windows of each, to attribute the server's page runs
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+
+        def browser_cpu() -> float:
+            """Seconds the page's main thread has worked so far (Chrome's TaskDuration: scripts, React,
+            Plotly, style, layout, paint)."""
+            return next(
+                m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"
+            )
+
+        busy = {"switch": [], "click": []}  # the browser's main-thread seconds in each
         runs = Runs()
         frames = runs.frames
         page.on("websocket", lambda ws: ws.on("framereceived", runs.on_frame))
@@ -145,7 +156,7 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
 
         def switch_and_click() -> tuple[float, float]:
             nonlocal clicked
-            t, t0, n = time.perf_counter(), time.time(), runs.done
+            t, t0, n, b0 = time.perf_counter(), time.time(), runs.done, browser_cpu()
             page.get_by_role("link", name="Merge & evaluate").click()
             page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
             runs.wait(page, n)
@@ -155,13 +166,14 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             runs.wait(page, n)
             switch = (time.perf_counter() - t) / 2
             switches.append((t0, time.time()))
+            busy["switch"].append((browser_cpu() - b0) / 2)
             settled(page)
 
             selected = page.get_by_text(re.compile(r"^add \d\.\d{3} · rev")).first
             before = selected.inner_text()
             box = page.locator(POINTS).nth(3 + 7 * clicked % 40).bounding_box()
             clicked += 1
-            t, t0, n = time.perf_counter(), time.time(), runs.done
+            t, t0, n, b0 = time.perf_counter(), time.time(), runs.done, browser_cpu()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.wait_for_function(
                 "(b) => [...document.querySelectorAll('p')].some(p => /^add \\d\\.\\d{3} · rev/.test(p.innerText)"
@@ -172,6 +184,7 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             runs.wait(page, n)
             click = time.perf_counter() - t
             clicks.append((t0, time.time()))
+            busy["click"].append(browser_cpu() - b0)
             settled(page)
             return switch, click
 
@@ -197,6 +210,8 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             "idle": idle,
             "server: switch": server_seconds(times, switches, 2),
             "server: click": server_seconds(times, clicks, 1),
+            "browser: switch": statistics.median(busy["switch"]),
+            "browser: click": statistics.median(busy["click"]),
         }
     finally:
         proc.terminate()
@@ -246,12 +261,13 @@ def main() -> None:
     med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     now = med["this tree"]
     cols = ["cold", "switch", "click", "switch, paused", "click, paused", "switch, warm", "click, warm", "idle"]
-    cols += ["server: switch", "server: click"]
+    cols += ["server: switch", "server: click", "browser: switch", "browser: click"]
     print(f"medians of {args.repeats} cold starts, lab {Path(args.lab).name}; seconds (idle: websocket messages/s)")
     print(f"switch/click: 3 each right after the first paint; paused: one after a {PAUSE:.0f} s pause; warm: 3 each")
     print("once the server's CPU is quiet (its warm-up done); server: the page scripts' own seconds in a switch")
     print("(per page) and a click, all moments pooled (what is left of each is the browser's, the websocket's and")
-    print("Streamlit's own); nan: a tree that does not log them")
+    print("Streamlit's own); nan: a tree that does not log them. browser: the page's main-thread seconds in each")
+    print("(Chrome's TaskDuration: scripts, React, Plotly, style, layout, paint)")
     print(f"{'tree':<28}" + "".join(f"{c:>15}" for c in cols))
     for name, r in med.items():
         print(f"{name:<28}" + "".join(f"{r[c]:>15.2f}" for c in cols))

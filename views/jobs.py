@@ -63,7 +63,12 @@ def page_run(page: str = "") -> Iterator[None]:
             profiler.disable()
             profiler.dump_stats(os.path.join(profile, f"{time.time_ns()}-{page or 'lab'}.prof"))
         if times:
-            line = {"page": page, "wall": time.perf_counter() - wall, "cpu": time.thread_time() - cpu, "at": time.time()}
+            line = {
+                "page": page,
+                "wall": time.perf_counter() - wall,
+                "cpu": time.thread_time() - cpu,
+                "at": time.time(),
+            }
             with open(times, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
         if not os.environ.get("MIXLAB_NO_WARMUP"):
