@@ -117,6 +117,12 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
+def lab_name() -> str:
+    """The open lab's name, once engine() has opened it this run (its checks and notices are engine()'s)."""
+    path = lab_path()
+    return _engine(path, _mtime(path)).lab.name
+
+
 def engine() -> Engine:
     """The open lab's engine, or an error on the page and a stop."""
     path = lab_path()

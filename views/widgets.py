@@ -19,7 +19,7 @@ from mixlab.scoring import checkpoints
 from mixlab.scoring.request import Method
 from mixlab.simplex import rebalance
 from mixlab.tables import params_label, proxy_methods
-from views.state import BACKEND, BENCH, METHOD, MIXTURE, REV, backend_name, engine, results, set_mixture, view
+from views.state import BACKEND, BENCH, METHOD, MIXTURE, REV, backend_name, lab_name, results, set_mixture, view
 from views.text import clip, code, escape
 
 
@@ -272,7 +272,7 @@ def chart(fig, key: str, **kw):
         "displaylogo": False,
         "toImageButtonOptions": {
             "format": fmt,
-            "filename": re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{engine().lab.name}-{key}"),
+            "filename": re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{lab_name()}-{key}"),
             "width": EXPORT_WIDTH,
             "height": EXPORT_HEIGHT,
             "scale": EXPORT_SCALE if fmt == "png" else 1,
