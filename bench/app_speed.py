@@ -13,6 +13,13 @@ websocket messages an idle page receives in 5 s (a page that polls reruns and se
 not, sends none). The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
 cache file (the shipped scores imported, and the tree's page summaries written beside it), as any lab opened
 before has. Medians; ratios against each baseline. Nothing asserts a time.
+
+Each load, switch and click ends when the page's run has finished (the server's ``script_finished`` message,
+then a drawn frame), not when its first element shows: Streamlit's status widget appears only once a run has
+taken 500 ms, so waiting for it to go away could stop the clock mid-run. Each time is split into the
+server's part (the page scripts' own seconds, logged by this tree's app under $MIXLAB_PAGE_TIMES:
+views.jobs.page_run) and the browser's (its main thread's busy seconds, Chrome's TaskDuration); the two
+overlap (the browser draws the deltas as the script sends them).
 """
 
 from __future__ import annotations
@@ -268,13 +275,13 @@ def main() -> None:
     print("(per page) and a click, all moments pooled (what is left of each is the browser's, the websocket's and")
     print("Streamlit's own); nan: a tree that does not log them. browser: the page's main-thread seconds in each")
     print("(Chrome's TaskDuration: scripts, React, Plotly, style, layout, paint)")
-    print(f"{'tree':<28}" + "".join(f"{c:>15}" for c in cols))
+    print(f"{'tree':<28}" + "".join(f"{c:>17}" for c in cols))
     for name, r in med.items():
-        print(f"{name:<28}" + "".join(f"{r[c]:>15.2f}" for c in cols))
+        print(f"{name:<28}" + "".join(f"{r[c]:>17.2f}" for c in cols))
     for name, base in med.items():
         if name != "this tree":
             ratio = f"this ÷ {name.split()[-1]}"
-            print(f"{ratio:<28}" + "".join(f"{now[c] / base[c]:>15.2f}" for c in cols if c != "idle"))
+            print(f"{ratio:<28}" + "".join(f"{now[c] / base[c]:>17.2f}" for c in cols if c != "idle"))
 
 
 if __name__ == "__main__":
