@@ -504,7 +504,7 @@ def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
 
 
 def three_true_lab(tmp_path):
-    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl): its
+    """demo-k3 with only its first 3 true mixtures (its cached scores and their per-example values come along): its
     manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
@@ -516,7 +516,7 @@ def three_true_lab(tmp_path):
     data = manifest.model_dump(mode="json", exclude_defaults=True)
     data["true_mixtures"] = data["true_mixtures"][:3]
     root.mkdir()
-    for part in ("base", "data", "experts", "evaluations.jsonl"):
+    for part in ("base", "data", "experts", "evaluations.jsonl", "example_values.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
     for tm in data["true_mixtures"]:
         for folder in tm.get("paths") or [tm["path"]]:  # replicates: every seed's checkpoint
