@@ -105,6 +105,16 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     proxies = acc[acc.kind == "proxy"]
     proxy_means = proxies.groupby(proxies.weights.map(lambda w: tuple(sorted(w.items())))).score.mean()
     assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
+    # the trained model at the proxy's best merge (demo-k3: trained twice, so its seeds' mean), with its interval
+    best_w = dict(proxy_means.idxmax())
+    there = [lbl for lbl, w in acc[acc.kind == "true"].groupby("label").weights.first().items()
+             if all(abs(w.get(n, 0) - best_w.get(n, 0)) < 1e-6 for n in eng.names)]  # fmt: skip
+    cell = board.loc["proxy's best merge", "true model there [95% CI]"]
+    assert (
+        cell == "not trained"
+        if not there
+        else re.fullmatch(rf"{true_means[there[0]]:.3f} \[\d\.\d{{3}}, \d\.\d{{3}}\]", cell)
+    )
     assert list(board.index[:1]) == ["best trained mixture"]  # best first
     assert board.iloc[0]["vs the first [95% CI]"] == ""
     diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
