@@ -560,6 +560,9 @@ def test_three_true_mixtures_are_too_few_to_rank_and_the_page_says_how_many_woul
     summary = next(d.value for d in at.dataframe if "top-25% ρ" in d.value.columns)
     assert "undefined" in set(summary["top-25% ρ"])  # one mixture in the top quarter: undefined, not None
     assert not summary.isna().any().any()
+    # no bootstrap CI on 3 mixtures anywhere on the page: the table says so as the headline does
+    assert set(summary["ρ 95% low"]) == set(summary["ρ 95% high"]) == {"undefined"}
+    assert any("(no CI: n=3)" in c.value for c in at.caption)
 
 
 def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_marked(app):
