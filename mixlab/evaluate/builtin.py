@@ -47,6 +47,29 @@ def greedy_generate(
 
 def _greedy(model, tokenizer, seqs: Sequence[list[int]], max_new_tokens: int, stop: Sequence[str], device):
     """:func:`greedy_generate` on prompts already tokenised."""
+
+    def argmax(last: list[torch.Tensor]) -> torch.Tensor:
+        if not bool(torch.isfinite(last[0]).all()):
+            raise EvaluationError(NON_FINITE)
+        return last[0].argmax(-1)
+
+    return greedy_decode([model], tokenizer, seqs, max_new_tokens, stop, device, argmax)
+
+
+def greedy_decode(
+    models: Sequence,
+    tokenizer,
+    seqs: Sequence[list[int]],
+    max_new_tokens: int,
+    stop: Sequence[str],
+    device,
+    choose: Callable[[list[torch.Tensor]], torch.Tensor],
+) -> list[str]:
+    """The greedy loop shared by the exact-match evaluator (one model) and the output-space proxy (one model
+    per expert): tokenised ``seqs`` in one left-padded batch, each model with its own KV cache; at every step
+    ``choose`` maps the models' last logits (each (B, V)) to the next tokens (B,), which every model is fed.
+    Rows stop together once each has produced a one-token stop string or EOS; texts are cut at the first
+    stop string."""
     pad = pad_id(tokenizer)
     ids, mask = padded(seqs, pad, device, left=True)
     stop_ids = [t[0] for t in (encode(tokenizer, s) for s in stop) if len(t) == 1]
@@ -54,17 +77,16 @@ def _greedy(model, tokenizer, seqs: Sequence[list[int]], max_new_tokens: int, st
         stop_ids.append(tokenizer.eos_token_id)
     stop_t = torch.tensor(stop_ids or [-1], device=device)
     pos = (mask.cumsum(-1) - 1).clamp_min(0)  # (B, T) positions that skip the left padding
-    # the prompt pass needs only the last position's logits (not B × T × V of them), where the model allows
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_only)
-    past, pos = out.past_key_values, pos[:, -1:]
+    outs = []
+    for m in models:
+        # the prompt pass needs only the last position's logits (not B × T × V of them), where the model allows
+        last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(m.forward).parameters else {}
+        outs.append(m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_only))
+    pos = pos[:, -1:]
     new = []
     done = torch.zeros(len(seqs), dtype=torch.bool, device=device)
     for _ in range(max_new_tokens):
-        last = out.logits[:, -1]  # (B, V)
-        if not bool(torch.isfinite(last).all()):
-            raise EvaluationError(NON_FINITE)
-        nxt = last.argmax(-1)  # (B,)
+        nxt = choose([o.logits[:, -1] for o in outs])  # (B,)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         new.append(nxt)
         done |= torch.isin(nxt, stop_t)
@@ -72,8 +94,8 @@ def _greedy(model, tokenizer, seqs: Sequence[list[int]], max_new_tokens: int, st
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        step = {"input_ids": nxt[:, None], "attention_mask": mask, "position_ids": pos, "use_cache": True}
+        outs = [m(past_key_values=o.past_key_values, **step) for m, o in zip(models, outs)]
     texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=True) if new else [""] * len(seqs)
     return [cut_at_stop(t, stop) for t in texts]
 

@@ -12,7 +12,6 @@ together, each with its own KV cache (:func:`mixed_greedy`). Tokenisation is the
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from collections.abc import Sequence
 
@@ -84,49 +83,19 @@ def mixed_greedy(
     (``models[i]``, its own KV cache) gives p_i(· | prefix), the next token is argmax_y Σ_i w_i p_i(y), and
     every expert is fed that token. Stops like the exact_match evaluator (a one-token stop string or EOS;
     the text cut at the first stop string)."""
-    from mixlab.evaluate.batches import padded
-    from mixlab.evaluate.builtin import cut_at_stop
-    from mixlab.evaluate.tokens import encode, pad_id
+    from mixlab.evaluate.builtin import greedy_decode
 
     w = check_weights(weights)
     if len(models) != len(w):
         raise MixlabError(f"{len(models)} experts but {len(w)} weights")
     live = [(m, float(x)) for m, x in zip(models, w) if x > 0]  # an expert with weight 0 changes nothing
-    pad = pad_id(tokenizer)
-    ids, mask = padded(prompts, pad, device, left=True)  # (B, T)
-    stop_ids = [t[0] for t in (encode(tokenizer, s) for s in stop) if len(t) == 1]
-    if tokenizer.eos_token_id is not None:
-        stop_ids.append(tokenizer.eos_token_id)
-    stop_t = torch.tensor(stop_ids or [-1], device=device)
-    pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    outs = []
-    for m, _ in live:
-        last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(m.forward).parameters else {}
-        outs.append(m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_only))
-    pos = pos[:, -1:]
-    new, done = [], torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
-        logps = torch.stack([torch.log_softmax(o.logits[:, -1].double(), -1) for o in outs])  # (K', B, V)
-        mixed = mix_logprobs(logps, [x for _, x in live] if len(live) > 1 else [1.0])  # (B, V)
-        nxt = torch.where(done, torch.full_like(done, pad, dtype=torch.long), mixed.argmax(-1))
-        new.append(nxt)
-        done |= torch.isin(nxt, stop_t)
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos + 1
-        outs = [
-            m(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=o.past_key_values,
-                use_cache=True,
-            )  # fmt: skip
-            for (m, _), o in zip(live, outs)
-        ]
-    texts = tokenizer.batch_decode(torch.stack(new, 1), skip_special_tokens=True) if new else [""] * len(prompts)
-    return [cut_at_stop(t, stop) for t in texts]
+    mix = [x for _, x in live] if len(live) > 1 else [1.0]
+
+    def argmax_mixed(last: list[torch.Tensor]) -> torch.Tensor:
+        logps = torch.stack([torch.log_softmax(x.double(), -1) for x in last])  # (K', B, V)
+        return mix_logprobs(logps, mix).argmax(-1)  # (B,)
+
+    return greedy_decode([m for m, _ in live], tokenizer, prompts, max_new_tokens, stop, device, argmax_mixed)
 
 
 class OutputSpaceProxy:
