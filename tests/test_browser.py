@@ -25,14 +25,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server_cache(tmp_path_factory) -> Path:
+    """The app server's cache (MIXLAB_CACHE), shared by the module's tests as they share one server. What one
+    test adds (a TIES evaluation, a search's studies and scores) another does not assert on: the results-page
+    test reads its expectations from this same cache, as the pages do."""
+    return tmp_path_factory.mktemp("server") / "cache.sqlite"
+
+
+@pytest.fixture(scope="module")
+def server(server_cache):
+    """One `streamlit run app.py` for the module (each test opens its own browser, so its own session): a
+    server's start-up and warm-up are paid once, not once per test."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs Debian's chromium package")
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     port = _free_port()
-    env = {**os.environ, "MIXLAB_CACHE": str(tmp_path / "cache.sqlite")}
+    env = {**os.environ, "MIXLAB_CACHE": str(server_cache)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
         cwd=ROOT,
@@ -176,7 +186,7 @@ def _table(page, first_header: str, timeout: float = 60) -> list[list[str]]:
     raise AssertionError(f"no table headed {first_header!r}")
 
 
-def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp_path):
+def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, server_cache, tmp_path):
     """#25's Done-when in the real browser: on demo-k3, demo-k4, demo-recycle, demo-vl and a lab with 3 true
     mixtures, every page opens without an exception; the best mixtures marked on the Simplex explorer, Pareto
     and Proxy vs true are the library's; every score shown on the Lab leaderboard, the Simplex explorer's
@@ -206,7 +216,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
         for name, lab in labs.items():
             # the server's cache (MIXLAB_CACHE): shared by the labs, as a page reads it (demo-recycle's experts are
             # demo-k3's checkpoints, so their per-example values arrive with demo-k3's)
-            eng = Engine(load_lab(lab), open_store(load_lab(lab), tmp_path / "cache.sqlite"))
+            eng = Engine(load_lab(lab), open_store(load_lab(lab), server_cache))
             rows = with_lab_mean(eng.results(Method.for_lab(eng.lab)), eng.lab.benchmarks)
             best = best_mixtures(rows, eng.names, "mean")
             losses = {b.name for b in eng.lab.benchmarks if b.evaluator == "lm_loss"}

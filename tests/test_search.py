@@ -166,7 +166,8 @@ def test_samplers_find_a_known_optimum_on_the_simplex(sampler):
 
     target = np.array([0.6, 0.3, 0.1])
     study = create_study(3, 1, sampler, seed=0)
-    study.optimize(lambda t: -float(((np.array(suggest_weights(t, 3, sampler)) - target) ** 2).sum()), n_trials=60)
+    # 40 trials (gp is the costly one): at seeds 0-2 every sampler ends within 0.045 of w*, so 0.1 still tells a miss
+    study.optimize(lambda t: -float(((np.array(suggest_weights(t, 3, sampler)) - target) ** 2).sum()), n_trials=40)
     best = np.array(to_weights([study.best_params[f"u{i}"] for i in range(3)]))
     assert np.abs(best - target).max() < 0.1, (sampler, best)
 
