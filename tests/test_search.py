@@ -580,3 +580,19 @@ def test_the_command_line_offers_every_search_space(capsys):
         assert "search space must be one of simplex, sparse, got 'dense'" in capsys.readouterr().err
     help_text = parser()._subparsers._group_actions[0].choices["recycle"].format_help()
     assert all(name in help_text for name in SPACES) and "--start" in help_text
+
+
+def test_a_study_file_has_one_storage_per_process_and_its_reads_see_new_trials(tmp_path):
+    """The page polls a running search: its reads reuse one optuna storage per file (building one checks the
+    schema each time), and still see every trial the search writes after that storage was built."""
+    import optuna
+
+    from mixlab.search.stored import _storage, study_trials
+
+    path = tmp_path / "search.sqlite"
+    writer = optuna.create_study(study_name="s", storage=f"sqlite:///{path}")  # the search: its own storage
+    writer.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    assert _storage(path) is _storage(tmp_path / "." / "search.sqlite")
+    assert [t["values"] for t in study_trials(path, "s", ["a"])] == [[0.5]]
+    writer.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.7))
+    assert [t["values"] for t in study_trials(path, "s", ["a"])] == [[0.5], [0.7]]
