@@ -798,8 +798,8 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
         "replayed the 40 points recorded in recycle.json" in d and "0 new scores in the cache" in d for d in done
     ), done  # drawn below the Compare button: the panel there polled the job to its end
     said = " ".join(m.value for m in at.markdown)
-    assert "**within noise** of the best single checkpoint (0.5800 vs 0.5800, +0.0000" in said
-    assert "of the greedy soup (0.5800 vs 0.5917, -0.0117" in said and "of the uniform average" in said
+    assert "**equal** to the best single checkpoint (0.5800 vs 0.5800, +0.0000" in said
+    assert "than the greedy soup (0.5800 vs 0.5917, -0.0117" in said and "the uniform average" in said
     table = frame(at, "checkpoints")
     assert list(table.candidate) == ["best single checkpoint", "uniform average", "greedy soup", "searched (cmaes)"]
     at.switch_page(PAGES[0]).run()

@@ -14,7 +14,7 @@ from mixlab.plots import (
     trials_ternary,
     weights_figure,
 )
-from mixlab.recycle import compare_objective, recorded_table, verdict_text, verdicts
+from mixlab.recycle import compare_objective, interval_text, recorded_table, verdict_text, verdicts
 from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import (
     SAMPLERS,
@@ -346,17 +346,18 @@ def recycle_result(rows: list[dict], said: str) -> None:
                 "checkpoints": len(r["weights"]),
                 "dev objective": round(r["dev_objective"], 4),
                 "test objective": with_interval(r, obj, r["test_objective"]),
+                "vs best single (paired 95% CI)": interval_text(r.get("vs_best_single")),
                 **r["test"],
             }
             for r in rows
         ]
     )
     st.dataframe(table.round(4), hide_index=True, width="stretch", key="recycle_table")
-    lines = [f"- {verdict_text(v, strong=lambda s: f'**{s}**', name=escape)}" for v in verdicts(rows, obj)]
+    lines = [f"- {verdict_text(v, strong=lambda s: f'**{s}**', name=escape)}" for v in verdicts(rows)]
     st.markdown(
         "On test, the searched merge is:\n" + "\n".join(lines) + "\n\n"
-        "(SE: the binomial standard error of each test objective, the two added in quadrature — they share their "
-        "examples, so this overstates the noise of the difference.)"
+        "(Each difference with its paired bootstrap 95% interval over the shared test examples; "
+        "within noise when it includes 0.)"
     )
     grouped = rows[-1].get("layer_groups")
     chart(
