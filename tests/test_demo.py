@@ -226,28 +226,59 @@ def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_
     )
 
 
-def test_build_recycle_makes_a_pool_lab_and_a_failed_build_leaves_nothing(quick_lab, tmp_path, monkeypatch):
+def test_build_recycle_trains_a_pool_of_continuations_and_a_failed_build_leaves_nothing(
+    quick_lab, tmp_path, monkeypatch
+):
+    """The pool is trained, not copied: a stage-1 LoRA run from the source's base and a continuation of it,
+    each a PEFT adapter folder as users have them; the continuation starts from the generalist's matrices (its
+    LoRA A moved from them, not from a fresh init), and its halfway checkpoint lies between; every seed's
+    searched row is recorded."""
+    import numpy as np
+
     import mixlab.recycle
-    from mixlab.demo.build import build_recycle
+    from mixlab.demo.build import PoolRun, build_recycle, pool_names
     from mixlab.errors import MixlabError
 
-    out = build_recycle(quick_lab, tmp_path / "pool", pool=2, trials=2, show_progress=False)
+    recipe = (
+        PoolRun("g", None, (1, 1, 1), 3e-3, 4),
+        PoolRun("g-rev", "g", (0, 1, 0), 3e-3, 4, half=True),
+    )
+    assert pool_names(recipe) == ["g", "g-rev-half", "g-rev"]
+    out = build_recycle(quick_lab, tmp_path / "pool", trials=2, seeds=(0, 1), recipe=recipe, show_progress=False)
     lab = load_lab(out)
-    assert lab.expert_names[:3] == ["expert-add", "expert-rev", "expert-sort"] and len(lab.expert_names) == 5
-    assert all(n.startswith("true-") for n in lab.expert_names[3:])  # 2 of the source's true-mixture models
+    assert lab.expert_names == ["g", "g-rev-half", "g-rev"] and not lab.manifest.true_mixtures
+    for n in lab.expert_names:
+        assert (out / "experts" / n / "adapter_config.json").is_file()
+        assert (out / "experts" / n / "adapter_model.safetensors").is_file()
+    from safetensors.numpy import load_file
+
+    a = [load_file(out / "experts" / n / "adapter_model.safetensors") for n in lab.expert_names]
+    key = next(k for k in a[0] if "lora_A" in k)
+    d_half, d_end = (np.linalg.norm(x[key] - a[0][key]) for x in a[1:])
+    scale = np.linalg.norm(a[0][key])
+    assert 0 < d_half < d_end < scale  # continued from the generalist (a fresh init would be ~√2·scale away)
     rows = json.loads((out / "recycle.json").read_text())
-    assert [r["candidate"] for r in rows][:3] == ["best single checkpoint", "uniform average", "greedy soup"]
+    assert [r["candidate"] for r in rows] == ["best single checkpoint", "uniform average", "greedy soup"] + [
+        "searched (cmaes)"
+    ]
+    assert rows[-1]["search"]["space"] == "sparse" and rows[-1]["search"]["start"] is True
+    assert all(r["vs_best_single"]["low"] is not None for r in rows[1:])  # per-example values kept: paired CIs
+    info = json.loads((out / "build_info.json").read_text())
+    assert [s["seed"] for s in info["searched_seeds"]] == [0, 1]
+    assert info["searched_seeds"][0]["test_objective"] == pytest.approx(rows[-1]["test_objective"])
+    assert -1 <= info["median_pairwise_cosine"] <= 1
+    assert (out / "example_values.jsonl").is_file()
     with pytest.raises(MixlabError, match="exists; pass --overwrite"):
-        build_recycle(quick_lab, out, pool=2, trials=2, show_progress=False)
-    with pytest.raises(MixlabError, match="the pool needs 9"):
-        build_recycle(quick_lab, tmp_path / "big", pool=9, show_progress=False)
+        build_recycle(quick_lab, out, trials=2, recipe=recipe, show_progress=False)
+    with pytest.raises(MixlabError, match="mixes 2 domains"):
+        build_recycle(quick_lab, tmp_path / "bad", recipe=(PoolRun("g", None, (1, 1), 3e-3, 2),), show_progress=False)
 
     def boom(*a, **k):
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr(mixlab.recycle, "recycle", boom)
     with pytest.raises(RuntimeError):
-        build_recycle(quick_lab, tmp_path / "half", pool=2, trials=2, show_progress=False)
+        build_recycle(quick_lab, tmp_path / "half", trials=2, seeds=(0,), recipe=recipe, show_progress=False)
     assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))  # no half-built lab left
 
 
