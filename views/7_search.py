@@ -288,6 +288,8 @@ st.caption(
     "Compared again with the same settings it replays the lab's recycle.json, or reads its study back: it never "
     "silently adds trials."
 )
+recorded = recorded_table(eng.lab)
+said_before = recorded[-1]["search"] if recorded else {}  # Compare's defaults: the recorded search's settings
 r1, r2, r3 = st.columns(3)
 objective = r1.selectbox(
     "Objective",
@@ -295,9 +297,10 @@ objective = r1.selectbox(
     key="recycle_objective",
     format_func=lambda o: Objective.parse(o, eng.lab.benchmarks).describe() if o == "mean" else o,
 )
-rtrials = int(r2.number_input("Search trials", 1, 500, 40, key="recycle_trials"))
+rtrials = int(r2.number_input("Search trials", 1, 500, int(said_before.get("trials", 40)), key="recycle_trials"))
 sparse = r3.checkbox(
     "Sparse merges, started at the soup",
+    value=said_before.get("space") == "sparse" and bool(said_before.get("start")),
     key="recycle_sparse",
     help="The search may set weights to exactly 0 (so it can settle on a few checkpoints) and evaluates the "
     "greedy soup and the best single checkpoint first, CMA-ES starting at the soup",
@@ -375,10 +378,12 @@ def recycle_result(rows: list[dict], said: str) -> None:
 if job is not None and job.state == "done" and job.id == ss.get("recycle_job"):
     recycle_result(job.result.rows, f"How the searched merge was found: {escape(job.result.origin)}.")
 else:
-    shipped = recorded_table(eng.lab)
-    if shipped is not None:
+    if recorded is not None:
+        how = f"{said_before['objective']}, {said_before['trials']} trials" + (
+            ", sparse from the soup" if said_before.get("space") == "sparse" and said_before.get("start") else ""
+        )
         recycle_result(
-            shipped,
-            "**The lab's recorded table** (recycle.json); Compare with its settings (mean, 40 trials) re-derives it "
-            "by replaying its points.",
+            recorded,
+            f"**The lab's recorded table** (recycle.json); Compare with its settings ({how}, seed "
+            f"{said_before.get('seed', 0)}) re-derives it by replaying its points.",
         )
