@@ -190,40 +190,51 @@ def test_dev_ability_is_exact_match_on_examples_seeded_apart_from_the_benchmarks
     assert examples("rev", 100, seed=20_000) != examples("rev", 100, seed=10_000)[:100]  # seeded apart
 
 
+# what `mixlab recycle cache/demo-recycle --space sparse --start --trials 140` says of the shipped table
+VERDICT_BEST_SINGLE = (
+    "the searched merge is worse than the best single checkpoint (0.5850 vs 0.6067, -0.0217; paired 95% CI ["
+)
+VERDICT_SOUP = "within noise of the greedy soup (0.5850 vs 0.5867, -0.0017; paired 95% CI ["
+
+
 def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_path):
-    """cache/demo-recycle: 15 checkpoints of one base, every one scored; its recycle.json records the 40
-    points its CMA-ES search evaluated, and `mixlab recycle` replays them from the shipped cache: the same
-    table with 0 new evaluations on any machine (a new CMA-ES run can take another path on another CPU)."""
+    """cache/demo-recycle: 14 checkpoints of one base, every one scored with its per-example values; its
+    recycle.json records the 140 points its CMA-ES search (sparse box, from the greedy soup) evaluated, and
+    `mixlab recycle` with those settings replays them from the shipped cache: the same table, paired intervals
+    included, with 0 new evaluations on any machine (a new CMA-ES run can take another path on another CPU)."""
+    from mixlab.demo.build import pool_names
+
     src = DEMO_LAB.parent / "demo-recycle"
     root = tmp_path / "demo-recycle"
     shutil.copytree(src, root, ignore=shutil.ignore_patterns(".mixlab", "exports"))
     lab = load_lab(root)
-    assert len(lab.expert_names) == 15 and all(b.search_data for b in lab.benchmarks)
+    assert lab.expert_names == pool_names() and len(lab.expert_names) == 14
+    assert all(b.search_data for b in lab.benchmarks)
     store = Store(":memory:", seed_from=root / "evaluations.jsonl")
     assert checkpoints.unscored(Engine(lab, store, device="cpu")) == {"base": 0, "expert": 0, "true": 0}
     shipped = json.loads((root / "recycle.json").read_text())
     record = shipped[-1]["search"]
-    assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 40, 40)
+    assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 140, 140)
+    assert (record["space"], record["start"]) == ("sparse", True)
 
+    settings = ["--space", "sparse", "--start", "--trials", "140"]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        assert main(["recycle", str(root), "--json"]) == 0
-    assert "replayed the 40 points recorded in recycle.json" in err.getvalue()
+        assert main(["recycle", str(root), "--json", *settings]) == 0
+    assert "replayed the 140 points recorded in recycle.json" in err.getvalue()
     assert "; 0 new evaluations" in err.getvalue()
     again = json.loads(out.getvalue())
     assert [r["candidate"] for r in again] == [r["candidate"] for r in shipped]
     for a, b in zip(again, shipped):
         assert a["test"] == pytest.approx(b["test"]) and a["weights"] == pytest.approx(b["weights"])
         assert a["dev_objective"] == pytest.approx(b["dev_objective"])
+        for k in ("difference", "low", "high"):  # the paired intervals, from the shipped per-example values
+            assert a.get("vs_best_single", {}).get(k) == pytest.approx(b.get("vs_best_single", {}).get(k))
     assert again[-1]["search"]["points"] == record["points"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["recycle", str(root)]) == 0
-    assert (
-        "the searched merge is equal to the best single checkpoint (0.5800 vs 0.5800, +0.0000; noise unknown"
-        in (out.getvalue())
-        and "worse than the greedy soup (0.5800 vs 0.5917, -0.0117" in out.getvalue()
-    )
+        assert main(["recycle", str(root), *settings]) == 0
+    assert VERDICT_BEST_SINGLE in out.getvalue() and VERDICT_SOUP in out.getvalue()
 
 
 def test_build_recycle_trains_a_pool_of_continuations_and_a_failed_build_leaves_nothing(
