@@ -789,6 +789,11 @@ def test_the_results_table_says_which_interval_each_score_has():
     row = with_mean(df2, ["x", "y"]).iloc[-1]
     assert row.ci == "bootstrap" and [row.low, row.high] == pytest.approx(list(mean_bootstrap_interval([acc1, acc2])))
     assert row["values"] == (acc1, acc2)  # its benchmarks' values, in order: what a paired difference resamples
+    # rows concatenated by pandas with rows that have no values hold NaN there, not None: the normal approximation
+    both = pd.concat([df2, df[df.benchmark == "y"].assign(values=np.nan, label="c=1")], ignore_index=True)
+    assert [r.ci for r in with_mean(both, ["x", "y"]).itertuples() if r.benchmark == MEAN] == ["bootstrap"]
+    df3 = pd.concat([df2[df2.benchmark == "x"].assign(values=np.nan), df2[df2.benchmark == "y"]], ignore_index=True)
+    assert with_mean(df3, ["x", "y"]).iloc[-1].ci == "normal"
 
 
 def test_a_paired_difference_of_two_means_over_benchmarks_by_the_normal_approximation():

@@ -105,6 +105,16 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     proxies = acc[acc.kind == "proxy"]
     proxy_means = proxies.groupby(proxies.weights.map(lambda w: tuple(sorted(w.items())))).score.mean()
     assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
+    # the trained model at the proxy's best merge (demo-k3: trained twice, so its seeds' mean), with its interval
+    best_w = dict(proxy_means.idxmax())
+    there = [lbl for lbl, w in acc[acc.kind == "true"].groupby("label").weights.first().items()
+             if all(abs(w.get(n, 0) - best_w.get(n, 0)) < 1e-6 for n in eng.names)]  # fmt: skip
+    cell = board.loc["proxy's best merge", "true model there [95% CI]"]
+    assert (
+        cell == "not trained"
+        if not there
+        else re.fullmatch(rf"{true_means[there[0]]:.3f} \[\d\.\d{{3}}, \d\.\d{{3}}\]", cell)
+    )
     assert list(board.index[:1]) == ["best trained mixture"]  # best first
     assert board.iloc[0]["vs the first [95% CI]"] == ""
     diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
@@ -504,7 +514,7 @@ def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
 
 
 def three_true_lab(tmp_path):
-    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl): its
+    """demo-k3 with only its first 3 true mixtures (its cached scores and their per-example values come along): its
     manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
@@ -516,7 +526,7 @@ def three_true_lab(tmp_path):
     data = manifest.model_dump(mode="json", exclude_defaults=True)
     data["true_mixtures"] = data["true_mixtures"][:3]
     root.mkdir()
-    for part in ("base", "data", "experts", "evaluations.jsonl"):
+    for part in ("base", "data", "experts", "evaluations.jsonl", "example_values.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
     for tm in data["true_mixtures"]:
         for folder in tm.get("paths") or [tm["path"]]:  # replicates: every seed's checkpoint

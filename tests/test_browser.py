@@ -159,21 +159,10 @@ SCORE = re.compile(r"^[+-]?\d+\.\d{3}$")  # a score alone: no interval
 WITH_CI = re.compile(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]( · n=\d+)?$")  # a score with its 95% interval
 
 
-def _has_ci(rows, kind: str, label: str, bench: str) -> bool:
-    """Whether the library gives this checkpoint's score on ``bench`` an interval (a loss: whether its
-    per-example values are kept)."""
-    r = rows[(rows.kind == kind) & (rows.label == label) & (rows.benchmark == bench)]
-    return bool(len(r)) and r.low.iloc[-1] == r.low.iloc[-1]  # not NaN
-
-
-def _score_cell(rows, losses: set, cell: str, bench: str, checkpoint: tuple[str, str] | None) -> bool:
-    """A shown score reads right: with its interval, but a loss alone where the library has none for it (a
-    checkpoint's exactly as the library says; a proxy's either)."""
-    if cell == "—":
-        return True
-    if WITH_CI.match(cell):
-        return bench not in losses or checkpoint is None or _has_ci(rows, *checkpoint, bench)
-    return bool(SCORE.match(cell)) and bench in losses and (checkpoint is None or not _has_ci(rows, *checkpoint, bench))
+def _score_cell(cell: str) -> bool:
+    """A shown score reads right: with its 95% interval (every shipped score keeps its per-example values, so a
+    loss has its bootstrap interval too), or "—" where there is no score."""
+    return cell == "—" or bool(WITH_CI.match(cell))
 
 
 def _table(page, first_header: str, timeout: float = 60) -> list[list[str]]:
@@ -191,8 +180,8 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
     """#25's Done-when in the real browser: on demo-k3, demo-k4, demo-recycle, demo-vl and a lab with 3 true
     mixtures, every page opens without an exception; the best mixtures marked on the Simplex explorer, Pareto
     and Proxy vs true are the library's; every score shown on the Lab leaderboard, the Simplex explorer's
-    selection and the Merge page has its n and 95% interval — a loss's (a bootstrap) exactly where the library
-    has one, i.e. where the cache keeps its per-example values, and the caption says which; demo-k4's tie reads "#1 (tied) of 21", 3 mixtures warn, and the Experts page
+    selection and the Merge page has its n and 95% interval (a loss's a bootstrap over its per-example values, which every shipped score
+    keeps), and the caption says which; demo-k4's tie reads "#1 (tied) of 21", 3 mixtures warn, and the Experts page
     gives each statistic's chance level. Screenshots of each page land in tmp_path."""
     from playwright.sync_api import expect, sync_playwright
     from test_app import three_true_lab
@@ -233,7 +222,9 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
 
             visit("simplex", lab, "&bench=mean")
             expect(page.get_by_text("The answer on mean")).to_be_visible(timeout=60_000)
-            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            if "proxy" in best or "true" in best:  # the plot that carries the marks (not the first one drawn: K=15's
+                # weight bars can come first under load)
+                page.wait_for_function(f"() => ({_MARKS})().length > 0", timeout=60_000)
             marks = dict(page.evaluate(_MARKS))
             for trace, source in (("best under the proxy", "proxy"), ("best trained mixture", "true")):
                 if source in best:
@@ -244,10 +235,9 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
             for row in scores[1:]:
                 assert row[1].isdigit(), (name, row)
                 for header, cell in zip(scores[0][2:], row[2:]):
-                    expert = ("expert", header.removeprefix("expert ")) if header.startswith("expert ") else None
-                    assert _score_cell(rows, losses, cell, row[0], expert), (name, row[0], header, cell)
+                    assert _score_cell(cell), (name, row[0], header, cell)
             expect(page.get_by_text(re.compile(r"^Each score with its 95% interval: Wilson's")).first).to_be_visible()
-            if any(_has_ci(rows, "base", "base", b) for b in losses):
+            if losses:
                 expect(page.get_by_text(re.compile(r"a percentile bootstrap over the examples")).first).to_be_visible()
             page.screenshot(path=str(tmp_path / f"{name}-simplex.png"))
 
@@ -265,9 +255,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
                 bench, n = header.split(" · n=")
                 assert n.isdigit(), header
                 for model, cell in zip(models, cells):
-                    which = ("base", "base") if model == "base" else None
-                    which = ("expert", model.removeprefix("expert ")) if model.startswith("expert ") else which
-                    assert _score_cell(rows, losses, cell, bench, which), (name, header, model, cell)
+                    assert _score_cell(cell), (name, header, model, cell)
             page.screenshot(path=str(tmp_path / f"{name}-merge.png"))
 
             visit("pareto", lab, "&bench=mean")

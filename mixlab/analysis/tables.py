@@ -165,7 +165,8 @@ def with_mean(results: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFrame:
     low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
     how = np.where(np.isfinite(half), NORMAL, "").astype(object)
     if "values" in sub:  # where every benchmark has per-example values: the stratified bootstrap instead
-        kept = {(m, b): v for m, b, v in zip(model, sub.benchmark, sub["values"]) if v is not None}
+        # (a row without values holds None, or NaN once pandas has concatenated it with rows that have them)
+        kept = {(m, b): v for m, b, v in zip(model, sub.benchmark, sub["values"]) if isinstance(v, ExampleValues)}
         order = list(dict.fromkeys(benchmarks))
         full = [i for i, m in enumerate(complete) if all((m, b) in kept for b in order)]
         if full:
