@@ -823,8 +823,10 @@ def test_recycling_with_layer_groups_shows_each_checkpoints_weight_per_group(app
 
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
     at = _open(app, "views/7_search.py")
+    assert at.checkbox(key="recycle_sparse").value  # the default: recycle.json's search settings
     at.number_input(key="recycle_trials").set_value(2)
     at.number_input(key="recycle_groups").set_value(2)
+    at.checkbox(key="recycle_sparse").uncheck()
     at.run()
     at.button(key="recycle_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
