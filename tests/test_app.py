@@ -808,15 +808,15 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
     below = _after(at, "Checkpoint recycling")
     done = [e.value.replace("\\", "") for e in below if e.__class__.__name__ == "Success"]  # unescaped
     assert any(
-        "replayed the 40 points recorded in recycle.json" in d and "0 new scores in the cache" in d for d in done
+        "replayed the 140 points recorded in recycle.json" in d and "0 new scores in the cache" in d for d in done
     ), done  # drawn below the Compare button: the panel there polled the job to its end
     said = " ".join(m.value for m in at.markdown)
-    assert "**within noise** of the best single checkpoint (0.5800 vs 0.5800, +0.0000" in said
-    assert "of the greedy soup (0.5800 vs 0.5917, -0.0117" in said and "of the uniform average" in said
+    assert "**worse** than the best single checkpoint (0.5850 vs 0.6067, -0.0217; paired 95% CI [" in said
+    assert "**within noise** of the greedy soup (0.5850 vs 0.5867, -0.0017" in said and "the uniform average" in said
     table = frame(at, "checkpoints")
     assert list(table.candidate) == ["best single checkpoint", "uniform average", "greedy soup", "searched (cmaes)"]
     at.switch_page(PAGES[0]).run()
-    assert any(j.startswith("recycling 15 checkpoints") for j in frame(at, "job").job)
+    assert any(j.startswith("recycling 14 checkpoints") for j in frame(at, "job").job)
 
 
 def test_recycling_with_layer_groups_shows_each_checkpoints_weight_per_group(app):
@@ -826,8 +826,10 @@ def test_recycling_with_layer_groups_shows_each_checkpoints_weight_per_group(app
 
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
     at = _open(app, "views/7_search.py")
+    assert at.checkbox(key="recycle_sparse").value  # the default: recycle.json's search settings
     at.number_input(key="recycle_trials").set_value(2)
     at.number_input(key="recycle_groups").set_value(2)
+    at.checkbox(key="recycle_sparse").uncheck()
     at.run()
     at.button(key="recycle_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -902,7 +904,7 @@ def test_a_first_evaluation_says_its_start_up_stages_and_cancels_between_them():
 
 
 def test_every_page_runs_on_the_recycling_lab(app):
-    """15 checkpoints: the K-gon views, the Search page and the Pareto page work there too."""
+    """14 checkpoints: the K-gon views, the Search page and the Pareto page work there too."""
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
     at = _open(app, PAGES[0])
     for page in PAGES[1:]:
@@ -910,7 +912,7 @@ def test_every_page_runs_on_the_recycling_lab(app):
         at.run()
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
     at.switch_page(PAGES[1])
-    at.session_state["searched"] = [{"expert-add": 0.5, "expert-rev": 0.5}]
+    at.session_state["searched"] = [{"generalist": 0.5, "rev-only": 0.5}]
     at.run()
     assert not at.exception
 
@@ -1170,8 +1172,8 @@ def test_without_replicates_the_page_says_the_ceiling_is_unknown(app):
 
 
 @pytest.mark.parametrize("page", [PAGES[1], PAGES[2]])
-def test_a_large_pools_weights_are_one_table_not_fifteen_sliders(app, page):
-    """demo-recycle has 15 checkpoints: the Simplex and Merge pages give one table of weights (the selected
+def test_a_large_pools_weights_are_one_table_not_a_slider_each(app, page):
+    """demo-recycle has 14 checkpoints: the Simplex and Merge pages give one table of weights (the selected
     mixture's, in the lab's order) and a bar per weight, and no weight sliders."""
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
