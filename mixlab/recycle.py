@@ -26,29 +26,28 @@ score read from the cache the table was built with (:func:`recorded_points`).
 included); asked again with the same settings, it reads that study's trials back (every score cached), and
 finishes one an interruption left short. It says which of these it did (:attr:`Recycled.origin`).
 
-**Noise.** :func:`verdicts` compares the searched merge with every other candidate on test. The test scores
-are means over n examples, and an accuracy's standard error is √(p(1−p)/n) (binomial,
-:func:`mixlab.search.standard_error`); a difference within
-two standard errors of the difference (the candidates' errors added in quadrature, which ignores that they
-share examples and so overstates the error of a paired difference: "within noise" is said generously) is
-"within noise". A benchmark whose metric is not a per-example 0/1 accuracy (a loss) has no such error here,
-and the verdict then says the noise is unknown.
+**Noise.** Every candidate is scored on the same test examples, so each difference is paired: the table
+records, from the candidates' per-example values (:mod:`mixlab.values`), every candidate's test objective
+minus the best single checkpoint's (``vs_best_single``) and the searched merge's minus every other
+candidate's (the searched row's ``vs``), each with its paired bootstrap 95% interval
+(:func:`mixlab.analysis.paired_difference`, the objective's weights per benchmark; with the exact McNemar p
+for a one-benchmark accuracy). :func:`verdicts` reads them: "better" or "worse" when the interval excludes 0,
+else "within noise". Where a candidate's scores have no per-example values (a cache older than them) the
+difference has no interval and the verdict says the noise is unknown.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mixlab.analysis import at_least, best_index
+from mixlab.analysis import at_least, best_index, pairable, paired_difference
 from mixlab.errors import MixlabError
-from mixlab.search import Objective, Search, standard_error
+from mixlab.search import Objective, Search
 from mixlab.simplex import Mixture
 
 RECORD = "recycle.json"  # a recycling lab's table, with its search's settings and points
-NOISE_SE = 2.0  # a difference within this many standard errors is "within noise"
 DEFAULTS = {
     "space": "simplex",
     "start": False,
@@ -131,17 +130,19 @@ def recycle(
         "points": [r.get("groups") or r["weights"] for r in result.trials if r["state"] == "complete"],
     }
     settings = (("space", space), ("start", start), ("layer_groups", layer_groups))
-    record |= {k: v for k, v in settings if v != DEFAULTS[k]}  # older records stay equal  # older records stay equal
+    record |= {k: v for k, v in settings if v != DEFAULTS[k]}  # older records stay equal
     candidates = {
         "best single checkpoint": mixture(best_single),
         "uniform average": mixture(soup(names)),
         "greedy soup": mixture(soup(greedy)),
         f"searched ({sampler})": found,
     }
-    rows = []
+    rows, values = [], []
     for label, m in candidates.items():
         evals = engine.proxy(m, search.request_method, None, test, cancel=cancel)
         scores = {e.benchmark: e.score for e in evals}
+        kept = engine.store.values([e.key for e in evals])
+        values.append({e.benchmark: kept.get(e.key) for e in evals})
         rows.append(
             {
                 "candidate": label,
@@ -156,7 +157,28 @@ def recycle(
             | ({"layer_groups": {"groups": search.group_names, "weights": m.group_dict()}} if m.groups else {})
         )
     rows[-1]["search"] = record
+    goal = search.objectives[0]
+    coefficients = {n: c if search.hib[n] else -c for n, c in goal.weights}  # Σ c·score, a loss negated
+    for i in range(1, len(rows)):
+        rows[i]["vs_best_single"] = objective_difference(values[i], values[0], coefficients)
+    rows[-1]["vs"] = {
+        r["candidate"]: objective_difference(values[-1], values[i], coefficients) for i, r in enumerate(rows[:-1])
+    }
     return rows
+
+
+def objective_difference(a: dict, b: dict, coefficients: dict[str, float]) -> dict:
+    """Candidate a's test objective Σ c_b·score_b minus b's, from their per-example values per benchmark
+    (``{benchmark: ExampleValues or None}``), with its paired bootstrap 95% interval
+    (:func:`mixlab.analysis.paired_difference`): ``difference``, ``low``, ``high``, ``n`` (shared examples),
+    ``p`` (the exact McNemar p of a one-benchmark accuracy, else None). Without values on both sides:
+    ``low`` and ``high`` None (the noise is unknown)."""
+    names = list(coefficients)
+    va, vb = tuple(a.get(n) for n in names), tuple(b.get(n) for n in names)
+    if None in va or None in vb or not pairable(va, vb):
+        return {"difference": None, "low": None, "high": None, "n": None, "p": None}
+    d = paired_difference(va, vb, coefficients=[coefficients[n] for n in names])
+    return {"difference": d.difference, "low": d.low, "high": d.high, "n": d.n, "p": d.p_value}
 
 
 def recorded_points(
@@ -276,19 +298,23 @@ def compare(
     return Recycled(rows, origin, name, engine.store.count() - before)
 
 
-def verdicts(rows: Sequence[dict], objective: Objective) -> list[dict]:
-    """The searched merge (the last row) against every other candidate on test: difference, its standard
-    error (None: unknown), and the verdict — "better", "worse" or "within noise" (|difference| ≤ 2 SE; with
-    no SE, by the sign of the difference, and ``noise_known`` False)."""
+def verdicts(rows: Sequence[dict]) -> list[dict]:
+    """The searched merge (the last row) against every other candidate on test, from the paired differences
+    the table records (the searched row's ``vs``, see :func:`recycle`): difference, its 95% interval (low,
+    high: None where unknown) and the verdict — "better" or "worse" when the interval excludes 0, else
+    "within noise"; with no interval, by the sign of the difference, and ``noise_known`` False."""
     searched = rows[-1]
-    se_s = standard_error(searched, objective)
+    paired = searched.get("vs", {})
     out = []
     for other in rows[:-1]:
         diff = searched["test_objective"] - other["test_objective"]
-        se_o = standard_error(other, objective)
-        se = None if se_s is None or se_o is None else math.sqrt(se_s**2 + se_o**2)
-        if se is not None and abs(diff) <= NOISE_SE * se:
+        pd_ = paired.get(other["candidate"]) or {}
+        low, high = pd_.get("low"), pd_.get("high")
+        known = low is not None and high is not None
+        if known and low <= 0 <= high:
             verdict = "within noise"
+        elif known:
+            verdict = "better" if low > 0 else "worse"
         else:
             verdict = "better" if diff > 0 else "worse" if diff < 0 else "equal"
         out.append(
@@ -297,20 +323,37 @@ def verdicts(rows: Sequence[dict], objective: Objective) -> list[dict]:
                 "searched": searched["test_objective"],
                 "other": other["test_objective"],
                 "difference": diff,
-                "se": se,
+                "low": low,
+                "high": high,
+                "p": pd_.get("p"),
                 "verdict": verdict,
-                "noise_known": se is not None,
+                "noise_known": known,
             }
         )
     return out
 
 
+def interval_text(d: dict | None) -> str:
+    """A recorded paired difference (:func:`objective_difference`) as the table shows it: "+0.0117
+    [-0.0067, +0.0300]"; its difference alone where the noise is unknown; "—" for none (the best single's own
+    row)."""
+    if not d or d.get("difference") is None:
+        return "—"
+    if d.get("low") is None:
+        return f"{d['difference']:+.4f}"
+    return f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
 def verdict_text(v: dict, strong=str, name=str) -> str:
     """One of :func:`verdicts` in words, as the CLI and the page say it: "within noise of the greedy soup
-    (0.5800 vs 0.5917, -0.0117; 2 SE = 0.0982)". ``strong`` marks the verdict (the page: bold) and ``name``
-    writes the candidate (the page: escaped for markdown)."""
+    (0.5800 vs 0.5917, -0.0117; paired 95% CI [-0.0300, +0.0067])". ``strong`` marks the verdict (the page:
+    bold) and ``name`` writes the candidate (the page: escaped for markdown)."""
     diff = f"{v['searched']:.4f} vs {v['other']:.4f}, {v['difference']:+.4f}"
-    noise = f"2 SE = {2 * v['se']:.4f}" if v["noise_known"] else "noise unknown: the metric is not an accuracy"
+    if v["noise_known"]:
+        noise = f"paired 95% CI [{v['low']:+.4f}, {v['high']:+.4f}]"
+        noise += f", McNemar p = {v['p']:.3g}" if v.get("p") is not None else ""
+    else:
+        noise = "noise unknown: no per-example values"
     relation = {"within noise": "of", "equal": "to"}.get(v["verdict"], "than")
     return f"{strong(v['verdict'])} {relation} the {name(v['candidate'])} ({diff}; {noise})"
 

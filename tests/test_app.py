@@ -105,6 +105,16 @@ def test_the_lab_page_opens_on_a_leaderboard_and_the_headline_rho(app, lab):
     proxies = acc[acc.kind == "proxy"]
     proxy_means = proxies.groupby(proxies.weights.map(lambda w: tuple(sorted(w.items())))).score.mean()
     assert board.loc["proxy's best merge", "mean [95% CI]"].startswith(f"{proxy_means.max():.3f} [")
+    # the trained model at the proxy's best merge (demo-k3: trained twice, so its seeds' mean), with its interval
+    best_w = dict(proxy_means.idxmax())
+    there = [lbl for lbl, w in acc[acc.kind == "true"].groupby("label").weights.first().items()
+             if all(abs(w.get(n, 0) - best_w.get(n, 0)) < 1e-6 for n in eng.names)]  # fmt: skip
+    cell = board.loc["proxy's best merge", "true model there [95% CI]"]
+    assert (
+        cell == "not trained"
+        if not there
+        else re.fullmatch(rf"{true_means[there[0]]:.3f} \[\d\.\d{{3}}, \d\.\d{{3}}\]", cell)
+    )
     assert list(board.index[:1]) == ["best trained mixture"]  # best first
     assert board.iloc[0]["vs the first [95% CI]"] == ""
     diff = float(board.loc["base", "vs the first [95% CI]"].split(" [")[0])
@@ -504,7 +514,7 @@ def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app):
 
 
 def three_true_lab(tmp_path):
-    """demo-k3 with only its first 3 true mixtures (its cached scores come along in evaluations.jsonl): its
+    """demo-k3 with only its first 3 true mixtures (its cached scores and their per-example values come along): its
     manifest read by load_lab, trimmed, and written back by the library's one writer (ManifestWriter)."""
     import shutil
 
@@ -516,7 +526,7 @@ def three_true_lab(tmp_path):
     data = manifest.model_dump(mode="json", exclude_defaults=True)
     data["true_mixtures"] = data["true_mixtures"][:3]
     root.mkdir()
-    for part in ("base", "data", "experts", "evaluations.jsonl"):
+    for part in ("base", "data", "experts", "evaluations.jsonl", "example_values.jsonl"):
         (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
     for tm in data["true_mixtures"]:
         for folder in tm.get("paths") or [tm["path"]]:  # replicates: every seed's checkpoint
@@ -550,6 +560,9 @@ def test_three_true_mixtures_are_too_few_to_rank_and_the_page_says_how_many_woul
     summary = next(d.value for d in at.dataframe if "top-25% ρ" in d.value.columns)
     assert "undefined" in set(summary["top-25% ρ"])  # one mixture in the top quarter: undefined, not None
     assert not summary.isna().any().any()
+    # no bootstrap CI on 3 mixtures anywhere on the page: the table says so as the headline does
+    assert set(summary["ρ 95% low"]) == set(summary["ρ 95% high"]) == {"undefined"}
+    assert any("(no CI: n=3)" in c.value for c in at.caption)
 
 
 def test_proxy_vs_true_draws_ranks_on_y_equals_x_with_the_pick_and_the_best_marked(app):
@@ -795,15 +808,15 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
     below = _after(at, "Checkpoint recycling")
     done = [e.value.replace("\\", "") for e in below if e.__class__.__name__ == "Success"]  # unescaped
     assert any(
-        "replayed the 40 points recorded in recycle.json" in d and "0 new scores in the cache" in d for d in done
+        "replayed the 140 points recorded in recycle.json" in d and "0 new scores in the cache" in d for d in done
     ), done  # drawn below the Compare button: the panel there polled the job to its end
     said = " ".join(m.value for m in at.markdown)
-    assert "**within noise** of the best single checkpoint (0.5800 vs 0.5800, +0.0000" in said
-    assert "of the greedy soup (0.5800 vs 0.5917, -0.0117" in said and "of the uniform average" in said
+    assert "**worse** than the best single checkpoint (0.5850 vs 0.6067, -0.0217; paired 95% CI [" in said
+    assert "**within noise** of the greedy soup (0.5850 vs 0.5867, -0.0017" in said and "the uniform average" in said
     table = frame(at, "checkpoints")
     assert list(table.candidate) == ["best single checkpoint", "uniform average", "greedy soup", "searched (cmaes)"]
     at.switch_page(PAGES[0]).run()
-    assert any(j.startswith("recycling 15 checkpoints") for j in frame(at, "job").job)
+    assert any(j.startswith("recycling 14 checkpoints") for j in frame(at, "job").job)
 
 
 def test_recycling_with_layer_groups_shows_each_checkpoints_weight_per_group(app):
@@ -813,8 +826,10 @@ def test_recycling_with_layer_groups_shows_each_checkpoints_weight_per_group(app
 
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
     at = _open(app, "views/7_search.py")
+    assert at.checkbox(key="recycle_sparse").value  # the default: recycle.json's search settings
     at.number_input(key="recycle_trials").set_value(2)
     at.number_input(key="recycle_groups").set_value(2)
+    at.checkbox(key="recycle_sparse").uncheck()
     at.run()
     at.button(key="recycle_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -889,7 +904,7 @@ def test_a_first_evaluation_says_its_start_up_stages_and_cancels_between_them():
 
 
 def test_every_page_runs_on_the_recycling_lab(app):
-    """15 checkpoints: the K-gon views, the Search page and the Pareto page work there too."""
+    """14 checkpoints: the K-gon views, the Search page and the Pareto page work there too."""
     app.query_params["lab"] = str(DEMO_LAB.parent / "demo-recycle")
     at = _open(app, PAGES[0])
     for page in PAGES[1:]:
@@ -897,7 +912,7 @@ def test_every_page_runs_on_the_recycling_lab(app):
         at.run()
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
     at.switch_page(PAGES[1])
-    at.session_state["searched"] = [{"expert-add": 0.5, "expert-rev": 0.5}]
+    at.session_state["searched"] = [{"generalist": 0.5, "rev-only": 0.5}]
     at.run()
     assert not at.exception
 
@@ -1157,8 +1172,8 @@ def test_without_replicates_the_page_says_the_ceiling_is_unknown(app):
 
 
 @pytest.mark.parametrize("page", [PAGES[1], PAGES[2]])
-def test_a_large_pools_weights_are_one_table_not_fifteen_sliders(app, page):
-    """demo-recycle has 15 checkpoints: the Simplex and Merge pages give one table of weights (the selected
+def test_a_large_pools_weights_are_one_table_not_a_slider_each(app, page):
+    """demo-recycle has 14 checkpoints: the Simplex and Merge pages give one table of weights (the selected
     mixture's, in the lab's order) and a bar per weight, and no weight sliders."""
     from mixlab.engine import Engine
     from mixlab.lab import load_lab

@@ -25,14 +25,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server_cache(tmp_path_factory) -> Path:
+    """The app server's cache (MIXLAB_CACHE), shared by the module's tests as they share one server. What one
+    test adds (a TIES evaluation, a search's studies and scores) another does not assert on: the results-page
+    test reads its expectations from this same cache, as the pages do."""
+    return tmp_path_factory.mktemp("server") / "cache.sqlite"
+
+
+@pytest.fixture(scope="module")
+def server(server_cache):
+    """One `streamlit run app.py` for the module (each test opens its own browser, so its own session): a
+    server's start-up and warm-up are paid once, not once per test."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs Debian's chromium package")
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     port = _free_port()
-    env = {**os.environ, "MIXLAB_CACHE": str(tmp_path / "cache.sqlite")}
+    env = {**os.environ, "MIXLAB_CACHE": str(server_cache)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"],
         cwd=ROOT,
@@ -159,21 +169,10 @@ SCORE = re.compile(r"^[+-]?\d+\.\d{3}$")  # a score alone: no interval
 WITH_CI = re.compile(r"^\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]( · n=\d+)?$")  # a score with its 95% interval
 
 
-def _has_ci(rows, kind: str, label: str, bench: str) -> bool:
-    """Whether the library gives this checkpoint's score on ``bench`` an interval (a loss: whether its
-    per-example values are kept)."""
-    r = rows[(rows.kind == kind) & (rows.label == label) & (rows.benchmark == bench)]
-    return bool(len(r)) and r.low.iloc[-1] == r.low.iloc[-1]  # not NaN
-
-
-def _score_cell(rows, losses: set, cell: str, bench: str, checkpoint: tuple[str, str] | None) -> bool:
-    """A shown score reads right: with its interval, but a loss alone where the library has none for it (a
-    checkpoint's exactly as the library says; a proxy's either)."""
-    if cell == "—":
-        return True
-    if WITH_CI.match(cell):
-        return bench not in losses or checkpoint is None or _has_ci(rows, *checkpoint, bench)
-    return bool(SCORE.match(cell)) and bench in losses and (checkpoint is None or not _has_ci(rows, *checkpoint, bench))
+def _score_cell(cell: str) -> bool:
+    """A shown score reads right: with its 95% interval (every shipped score keeps its per-example values, so a
+    loss has its bootstrap interval too), or "—" where there is no score."""
+    return cell == "—" or bool(WITH_CI.match(cell))
 
 
 def _table(page, first_header: str, timeout: float = 60) -> list[list[str]]:
@@ -187,12 +186,12 @@ def _table(page, first_header: str, timeout: float = 60) -> list[list[str]]:
     raise AssertionError(f"no table headed {first_header!r}")
 
 
-def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp_path):
+def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, server_cache, tmp_path):
     """#25's Done-when in the real browser: on demo-k3, demo-k4, demo-recycle, demo-vl and a lab with 3 true
     mixtures, every page opens without an exception; the best mixtures marked on the Simplex explorer, Pareto
     and Proxy vs true are the library's; every score shown on the Lab leaderboard, the Simplex explorer's
-    selection and the Merge page has its n and 95% interval — a loss's (a bootstrap) exactly where the library
-    has one, i.e. where the cache keeps its per-example values, and the caption says which; demo-k4's tie reads "#1 (tied) of 21", 3 mixtures warn, and the Experts page
+    selection and the Merge page has its n and 95% interval (a loss's a bootstrap over its per-example values, which every shipped score
+    keeps), and the caption says which; demo-k4's tie reads "#1 (tied) of 21", 3 mixtures warn, and the Experts page
     gives each statistic's chance level. Screenshots of each page land in tmp_path."""
     from playwright.sync_api import expect, sync_playwright
     from test_app import three_true_lab
@@ -217,7 +216,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
         for name, lab in labs.items():
             # the server's cache (MIXLAB_CACHE): shared by the labs, as a page reads it (demo-recycle's experts are
             # demo-k3's checkpoints, so their per-example values arrive with demo-k3's)
-            eng = Engine(load_lab(lab), open_store(load_lab(lab), tmp_path / "cache.sqlite"))
+            eng = Engine(load_lab(lab), open_store(load_lab(lab), server_cache))
             rows = with_lab_mean(eng.results(Method.for_lab(eng.lab)), eng.lab.benchmarks)
             best = best_mixtures(rows, eng.names, "mean")
             losses = {b.name for b in eng.lab.benchmarks if b.evaluator == "lm_loss"}
@@ -233,7 +232,9 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
 
             visit("simplex", lab, "&bench=mean")
             expect(page.get_by_text("The answer on mean")).to_be_visible(timeout=60_000)
-            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            if "proxy" in best or "true" in best:  # the plot that carries the marks (not the first one drawn: K=15's
+                # weight bars can come first under load)
+                page.wait_for_function(f"() => ({_MARKS})().length > 0", timeout=60_000)
             marks = dict(page.evaluate(_MARKS))
             for trace, source in (("best under the proxy", "proxy"), ("best trained mixture", "true")):
                 if source in best:
@@ -244,10 +245,9 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
             for row in scores[1:]:
                 assert row[1].isdigit(), (name, row)
                 for header, cell in zip(scores[0][2:], row[2:]):
-                    expert = ("expert", header.removeprefix("expert ")) if header.startswith("expert ") else None
-                    assert _score_cell(rows, losses, cell, row[0], expert), (name, row[0], header, cell)
+                    assert _score_cell(cell), (name, row[0], header, cell)
             expect(page.get_by_text(re.compile(r"^Each score with its 95% interval: Wilson's")).first).to_be_visible()
-            if any(_has_ci(rows, "base", "base", b) for b in losses):
+            if losses:
                 expect(page.get_by_text(re.compile(r"a percentile bootstrap over the examples")).first).to_be_visible()
             page.screenshot(path=str(tmp_path / f"{name}-simplex.png"))
 
@@ -265,9 +265,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, tmp
                 bench, n = header.split(" · n=")
                 assert n.isdigit(), header
                 for model, cell in zip(models, cells):
-                    which = ("base", "base") if model == "base" else None
-                    which = ("expert", model.removeprefix("expert ")) if model.startswith("expert ") else which
-                    assert _score_cell(rows, losses, cell, bench, which), (name, header, model, cell)
+                    assert _score_cell(cell), (name, header, model, cell)
             page.screenshot(path=str(tmp_path / f"{name}-merge.png"))
 
             visit("pareto", lab, "&bench=mean")
@@ -362,10 +360,12 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         page.get_by_role("button", name="Compare").wait_for(timeout=120_000)
         _settled(page)
         page.get_by_role("button", name="Compare").click()
-        expect(page.get_by_text(re.compile(r"^Done: recycling 15 checkpoints.*replayed the 40 points"))).to_be_visible(
+        expect(page.get_by_text(re.compile(r"^Done: recycling 14 checkpoints.*replayed the 140 points"))).to_be_visible(
             timeout=300_000
         )
-        expect(page.get_by_text(re.compile(r"within noise of the greedy soup"))).to_be_visible(timeout=60_000)
+        expect(
+            page.get_by_text(re.compile(r"(within noise of|better than|worse than) the greedy soup \("))
+        ).to_be_visible(timeout=60_000)
         page.screenshot(path=str(tmp_path / "recycle_done.png"), full_page=True)
 
         # the pool's trade-offs: a front of cached merges against every checkpoint, and no trained mixtures named
@@ -380,7 +380,7 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         assert "front of merges" in legend and "front of the checkpoints alone" in legend, legend
         assert not [n for n in legend if "trained" in n or "true" in n], legend
         page.screenshot(path=str(tmp_path / "pareto_recycle.png"), full_page=True)
-        # 15 checkpoints: one table of weights, not 15 sliders
+        # 14 checkpoints: one table of weights, not 14 sliders
         page.goto(f"{server}/merge?lab={ROOT / 'cache' / 'demo-recycle'}")
         page.get_by_test_id("stDataFrame").first.wait_for(timeout=120_000)
         _settled(page)

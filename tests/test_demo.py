@@ -190,64 +190,106 @@ def test_dev_ability_is_exact_match_on_examples_seeded_apart_from_the_benchmarks
     assert examples("rev", 100, seed=20_000) != examples("rev", 100, seed=10_000)[:100]  # seeded apart
 
 
+# what `mixlab recycle cache/demo-recycle --space sparse --start --trials 140` says of the shipped table
+VERDICT_BEST_SINGLE = (
+    "the searched merge is worse than the best single checkpoint (0.5850 vs 0.6067, -0.0217; paired 95% CI ["
+)
+VERDICT_SOUP = "within noise of the greedy soup (0.5850 vs 0.5867, -0.0017; paired 95% CI ["
+
+
 def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_path):
-    """cache/demo-recycle: 15 checkpoints of one base, every one scored; its recycle.json records the 40
-    points its CMA-ES search evaluated, and `mixlab recycle` replays them from the shipped cache: the same
-    table with 0 new evaluations on any machine (a new CMA-ES run can take another path on another CPU)."""
+    """cache/demo-recycle: 14 checkpoints of one base, every one scored with its per-example values; its
+    recycle.json records the 140 points its CMA-ES search (sparse box, from the greedy soup) evaluated, and
+    `mixlab recycle` with those settings replays them from the shipped cache: the same table, paired intervals
+    included, with 0 new evaluations on any machine (a new CMA-ES run can take another path on another CPU)."""
+    from mixlab.demo.build import pool_names
+
     src = DEMO_LAB.parent / "demo-recycle"
     root = tmp_path / "demo-recycle"
     shutil.copytree(src, root, ignore=shutil.ignore_patterns(".mixlab", "exports"))
     lab = load_lab(root)
-    assert len(lab.expert_names) == 15 and all(b.search_data for b in lab.benchmarks)
+    assert lab.expert_names == pool_names() and len(lab.expert_names) == 14
+    assert all(b.search_data for b in lab.benchmarks)
     store = Store(":memory:", seed_from=root / "evaluations.jsonl")
     assert checkpoints.unscored(Engine(lab, store, device="cpu")) == {"base": 0, "expert": 0, "true": 0}
     shipped = json.loads((root / "recycle.json").read_text())
     record = shipped[-1]["search"]
-    assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 40, 40)
+    assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 140, 140)
+    assert (record["space"], record["start"]) == ("sparse", True)
 
+    settings = ["--space", "sparse", "--start", "--trials", "140"]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        assert main(["recycle", str(root), "--json"]) == 0
-    assert "replayed the 40 points recorded in recycle.json" in err.getvalue()
+        assert main(["recycle", str(root), "--json", *settings]) == 0
+    assert "replayed the 140 points recorded in recycle.json" in err.getvalue()
     assert "; 0 new evaluations" in err.getvalue()
     again = json.loads(out.getvalue())
     assert [r["candidate"] for r in again] == [r["candidate"] for r in shipped]
     for a, b in zip(again, shipped):
         assert a["test"] == pytest.approx(b["test"]) and a["weights"] == pytest.approx(b["weights"])
         assert a["dev_objective"] == pytest.approx(b["dev_objective"])
+        for k in ("difference", "low", "high"):  # the paired intervals, from the shipped per-example values
+            assert a.get("vs_best_single", {}).get(k) == pytest.approx(b.get("vs_best_single", {}).get(k))
     assert again[-1]["search"]["points"] == record["points"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["recycle", str(root)]) == 0
-    assert (
-        "the searched merge is within noise of the best single checkpoint (0.5800 vs 0.5800, +0.0000; 2 SE = "
-        in (out.getvalue())
-        and "within noise of the greedy soup (0.5800 vs 0.5917, -0.0117" in out.getvalue()
-    )
+        assert main(["recycle", str(root), *settings]) == 0
+    assert VERDICT_BEST_SINGLE in out.getvalue() and VERDICT_SOUP in out.getvalue()
 
 
-def test_build_recycle_makes_a_pool_lab_and_a_failed_build_leaves_nothing(quick_lab, tmp_path, monkeypatch):
+def test_build_recycle_trains_a_pool_of_continuations_and_a_failed_build_leaves_nothing(
+    quick_lab, tmp_path, monkeypatch
+):
+    """The pool is trained, not copied: a stage-1 LoRA run from the source's base and a continuation of it,
+    each a PEFT adapter folder as users have them; the continuation starts from the generalist's matrices (its
+    LoRA A moved from them, not from a fresh init), and its halfway checkpoint lies between; every seed's
+    searched row is recorded."""
+    import numpy as np
+
     import mixlab.recycle
-    from mixlab.demo.build import build_recycle
+    from mixlab.demo.build import PoolRun, build_recycle, pool_names
     from mixlab.errors import MixlabError
 
-    out = build_recycle(quick_lab, tmp_path / "pool", pool=2, trials=2, show_progress=False)
+    recipe = (
+        PoolRun("g", None, (1, 1, 1), 3e-3, 4),
+        PoolRun("g-rev", "g", (0, 1, 0), 3e-3, 4, half=True),
+    )
+    assert pool_names(recipe) == ["g", "g-rev-half", "g-rev"]
+    out = build_recycle(quick_lab, tmp_path / "pool", trials=2, seeds=(0, 1), recipe=recipe, show_progress=False)
     lab = load_lab(out)
-    assert lab.expert_names[:3] == ["expert-add", "expert-rev", "expert-sort"] and len(lab.expert_names) == 5
-    assert all(n.startswith("true-") for n in lab.expert_names[3:])  # 2 of the source's true-mixture models
+    assert lab.expert_names == ["g", "g-rev-half", "g-rev"] and not lab.manifest.true_mixtures
+    for n in lab.expert_names:
+        assert (out / "experts" / n / "adapter_config.json").is_file()
+        assert (out / "experts" / n / "adapter_model.safetensors").is_file()
+    from safetensors.numpy import load_file
+
+    a = [load_file(out / "experts" / n / "adapter_model.safetensors") for n in lab.expert_names]
+    key = next(k for k in a[0] if "lora_A" in k)
+    d_half, d_end = (np.linalg.norm(x[key] - a[0][key]) for x in a[1:])
+    scale = np.linalg.norm(a[0][key])
+    assert 0 < d_half < d_end < scale  # continued from the generalist (a fresh init would be ~√2·scale away)
     rows = json.loads((out / "recycle.json").read_text())
-    assert [r["candidate"] for r in rows][:3] == ["best single checkpoint", "uniform average", "greedy soup"]
+    assert [r["candidate"] for r in rows] == ["best single checkpoint", "uniform average", "greedy soup"] + [
+        "searched (cmaes)"
+    ]
+    assert rows[-1]["search"]["space"] == "sparse" and rows[-1]["search"]["start"] is True
+    assert all(r["vs_best_single"]["low"] is not None for r in rows[1:])  # per-example values kept: paired CIs
+    info = json.loads((out / "build_info.json").read_text())
+    assert [s["seed"] for s in info["searched_seeds"]] == [0, 1]
+    assert info["searched_seeds"][0]["test_objective"] == pytest.approx(rows[-1]["test_objective"])
+    assert -1 <= info["median_pairwise_cosine"] <= 1
+    assert (out / "example_values.jsonl").is_file()
     with pytest.raises(MixlabError, match="exists; pass --overwrite"):
-        build_recycle(quick_lab, out, pool=2, trials=2, show_progress=False)
-    with pytest.raises(MixlabError, match="the pool needs 9"):
-        build_recycle(quick_lab, tmp_path / "big", pool=9, show_progress=False)
+        build_recycle(quick_lab, out, trials=2, recipe=recipe, show_progress=False)
+    with pytest.raises(MixlabError, match="mixes 2 domains"):
+        build_recycle(quick_lab, tmp_path / "bad", recipe=(PoolRun("g", None, (1, 1), 3e-3, 2),), show_progress=False)
 
     def boom(*a, **k):
         raise RuntimeError("interrupted")
 
     monkeypatch.setattr(mixlab.recycle, "recycle", boom)
     with pytest.raises(RuntimeError):
-        build_recycle(quick_lab, tmp_path / "half", pool=2, trials=2, show_progress=False)
+        build_recycle(quick_lab, tmp_path / "half", trials=2, seeds=(0,), recipe=recipe, show_progress=False)
     assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))  # no half-built lab left
 
 

@@ -70,17 +70,15 @@ def test_cosine_chance_covers_95_percent_of_random_pairs():
     assert cosine_chance(d) == pytest.approx(1.959964 / 64) and 0.93 < inside < 0.97
 
 
-def test_the_experts_pages_measured_reference_holds_in_demo_recycle():
-    """The Experts page says two LoRA runs on the same task (demo-recycle's expert-rev and true-rev100)
+def test_the_experts_pages_measured_reference_holds_in_demo_k3():
+    """The Experts page says two LoRA runs on the same task (demo-k3's rev expert and its true rev100 run)
     have cosine 0.125, 20× chance: measured here with numpy on the flattened task vectors."""
     from mixlab.demo import DEMO_LAB
     from mixlab.diagnostics import cosine_chance
 
-    root = DEMO_LAB.parent / "demo-recycle"
+    root = DEMO_LAB
     base = load_base(root / "base")
-    rev, again = (
-        load_task_vector(n, root / p, base) for n, p in (("r", "experts/expert-rev"), ("t", "experts/true-rev100"))
-    )
+    rev, again = (load_task_vector(n, root / p, base) for n, p in (("r", "experts/rev"), ("t", "true/rev100")))
     flat = [np.concatenate([(e.delta(k) if e.delta(k) is not None else torch.zeros(base.shape(k))).reshape(-1).numpy()
                             for k in base.keys()]) for e in (rev, again)]  # fmt: skip
     cos = flat[0] @ flat[1] / (np.linalg.norm(flat[0]) * np.linalg.norm(flat[1]))

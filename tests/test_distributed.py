@@ -169,6 +169,8 @@ def test_a_search_on_ray_equals_the_local_search(cluster, dev_lab, tmp_path):  #
 
 
 def test_sweep_search_and_eval_from_the_command_line_on_ray(cluster, dev_lab, tmp_path, capsys):  # noqa: F811
+    """The CLI's --backend ray for each command. One worker for eval and search (one mixture; three trials): each
+    actor is a process that imports torch, and two workers, or the default count, are tested above and below."""
     from mixlab.cli import main
 
     def run(*argv):
@@ -185,13 +187,10 @@ def test_sweep_search_and_eval_from_the_command_line_on_ray(cluster, dev_lab, tm
         del os.environ["MIXLAB_CACHE"]
     assert [(r["label"], r["benchmark"]) for r in remote] == [(r["label"], r["benchmark"]) for r in local]
     assert [r["score"] for r in remote] == pytest.approx([r["score"] for r in local], rel=1e-5)
-    (one,) = [
-        r for r in run("eval", lab, "--weights", "0.5,0.5,0", "--backend", "ray", "--json") if r["benchmark"] == "rev"
-    ]
+    one_worker = ("--backend", "ray", "--workers", "1")
+    (one,) = [r for r in run("eval", lab, "--weights", "0.5,0.5,0", *one_worker, "--json") if r["benchmark"] == "rev"]
     assert one["score"] == next(r["score"] for r in remote if r["label"] == one["label"] and r["benchmark"] == "rev")
-    found = run(
-        "search", lab, "--objective", "rev-loss", "--trials", "3", "--sampler", "random", "--backend", "ray", "--json"
-    )
+    found = run("search", lab, "--objective", "rev-loss", "--trials", "3", "--sampler", "random", *one_worker, "--json")
     assert len(found["trials"]) == 3 and found["split"] == "dev"
     assert main(["sweep", lab, "--checkpoints", "--backend", "ray"]) == 2
     assert "drop --backend ray" in capsys.readouterr().err

@@ -166,7 +166,8 @@ def test_samplers_find_a_known_optimum_on_the_simplex(sampler):
 
     target = np.array([0.6, 0.3, 0.1])
     study = create_study(3, 1, sampler, seed=0)
-    study.optimize(lambda t: -float(((np.array(suggest_weights(t, 3, sampler)) - target) ** 2).sum()), n_trials=60)
+    # 40 trials (gp is the costly one): at seeds 0-2 every sampler ends within 0.045 of w*, so 0.1 still tells a miss
+    study.optimize(lambda t: -float(((np.array(suggest_weights(t, 3, sampler)) - target) ** 2).sum()), n_trials=40)
     best = np.array(to_weights([study.best_params[f"u{i}"] for i in range(3)]))
     assert np.abs(best - target).max() < 0.1, (sampler, best)
 
@@ -579,3 +580,19 @@ def test_the_command_line_offers_every_search_space(capsys):
         assert "search space must be one of simplex, sparse, got 'dense'" in capsys.readouterr().err
     help_text = parser()._subparsers._group_actions[0].choices["recycle"].format_help()
     assert all(name in help_text for name in SPACES) and "--start" in help_text
+
+
+def test_a_study_file_has_one_storage_per_process_and_its_reads_see_new_trials(tmp_path):
+    """The page polls a running search: its reads reuse one optuna storage per file (building one checks the
+    schema each time), and still see every trial the search writes after that storage was built."""
+    import optuna
+
+    from mixlab.search.stored import _storage, study_trials
+
+    path = tmp_path / "search.sqlite"
+    writer = optuna.create_study(study_name="s", storage=f"sqlite:///{path}")  # the search: its own storage
+    writer.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    assert _storage(path) is _storage(tmp_path / "." / "search.sqlite")
+    assert [t["values"] for t in study_trials(path, "s", ["a"])] == [[0.5]]
+    writer.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.7))
+    assert [t["values"] for t in study_trials(path, "s", ["a"])] == [[0.5], [0.7]]

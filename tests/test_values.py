@@ -150,14 +150,48 @@ def test_a_backfill_writes_only_values_and_refuses_a_score_it_cannot_reproduce(e
     assert (old.export_jsonl(tmp_path / "after.jsonl"), (tmp_path / "after.jsonl").read_text())[1] == rows_before
 
 
+def test_a_backfill_reaches_scores_on_a_split_and_a_limit_and_only_the_benchmarks_asked(engine, tmp_path):
+    """A search's scores (``rev@test:5``: the dev split of a benchmark without search_data, its first 5
+    examples) get their values too; ``benchmarks`` keeps a backfill to the named ones (e.g. the losses)."""
+    from mixlab.scoring.backfill import _declared, backfill
+    from mixlab.scoring.request import split_benchmark
+
+    assert _declared("rev") == ("rev", "test", None) and _declared("rev@dev:50") == ("rev", "dev", 50)
+    assert _declared("rev@test") == ("rev", "dev", None) and _declared("rev:7") == ("rev", "test", 7)
+    eng, _ = engine
+    m = Mixture.of(eng.names, [0.5, 0.25, 0.25])
+    variant = split_benchmark(eng.lab, eng.lab.benchmark("rev"), "dev", 5)
+    made = eng.sweep([m], "linear", None, [variant, "rev-loss", "pick"])
+    assert [e.benchmark for e in made] == [variant.name, "rev-loss", "pick"] and variant.name == "rev@test:5"
+    eng.store.export_jsonl(tmp_path / "e.jsonl")
+    old = Store(tmp_path / "old.sqlite", seed_from=tmp_path / "e.jsonl")
+    target = Engine(eng.lab, old, device="cpu")
+    out = backfill(target, kinds=("proxy",), benchmarks=["rev-loss"], log=lambda _: None)
+    assert out.written == 1 and set(old.values([e.key for e in made])) == {made[1].key}
+    out = backfill(target, kinds=("proxy",), log=lambda _: None)
+    assert out.written == 2 and not out.refused
+    kept = old.values([e.key for e in made])
+    assert set(kept) == {e.key for e in made} and all(kept[e.key].agrees(e.score) for e in made)
+    assert kept[made[0].key].n == 5
+
+
 def _labs_with_values() -> list[str]:
     from mixlab.demo import LABS_DIR
 
     return sorted(p.parent.name for p in LABS_DIR.glob(f"*/{VALUES_FILE}"))
 
 
-def test_demo_k3_ships_per_example_values():
-    assert "demo-k3" in _labs_with_values()  # the others are not backfilled yet (README)
+def test_every_shipped_score_ships_its_per_example_values():
+    """Every score a shipped lab caches keeps the values it is the mean of, so every score shown has its interval
+    (a loss's a bootstrap over them): backfilled with ``python -m mixlab.scoring.backfill cache/<lab>``."""
+    from mixlab.demo import LABS_DIR
+
+    labs = sorted(p.parent.name for p in LABS_DIR.glob("*/evaluations.jsonl"))
+    assert _labs_with_values() == labs == ["demo-k3", "demo-k4", "demo-recycle", "demo-vl"]
+    for lab in labs:
+        keys = {json.loads(line)["key"] for line in (LABS_DIR / lab / "evaluations.jsonl").read_text().splitlines()}
+        kept = {json.loads(line)["key"] for line in (LABS_DIR / lab / VALUES_FILE).read_text().splitlines()}
+        assert kept == keys, (lab, len(keys - kept))
 
 
 @pytest.mark.parametrize("lab", _labs_with_values())

@@ -147,9 +147,9 @@ def results_first() -> None:
                     "" if pd.isna(d) else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {how}"
                     for d, lo, hi, how in zip(board["diff"], board.diff_low, board.diff_high, board.diff_how)
                 ],
-                "true model there": [
-                    "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t))
-                    for m, t in zip(board.model, board.true_at_pick)
+                "true model there [95% CI]": [
+                    "" if m != "proxy's best merge" else ("not trained" if pd.isna(t) else format_score(t, lo, hi))
+                    for m, t, lo, hi in zip(board.model, board.true_at_pick, board.true_at_low, board.true_at_high)
                 ],
                 "mixture": board.mixture,  # last: a long one (K=15, a name after the weights) runs off the edge
             }

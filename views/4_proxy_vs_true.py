@@ -66,7 +66,12 @@ def num(v) -> str:
 
 
 rho = row["spearman"] if row else None
-ci = "n < 3" if rho is None else f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
+if rho is None:
+    ci = "n < 3"
+elif row["spearman_low"] is None:  # too few mixtures to rank: the library gives no CI
+    ci = f"(no CI: n={row['n']})"
+else:
+    ci = f"[{row['spearman_low']:+.3f}, {row['spearman_high']:+.3f}]"
 cols = stacking_columns("pvt_headline", [3, 1, 1, 2, 1])
 if rho is None:
     headline = num(rho)

@@ -14,7 +14,7 @@ from mixlab.plots import (
     trials_ternary,
     weights_figure,
 )
-from mixlab.recycle import compare_objective, recorded_table, verdict_text, verdicts
+from mixlab.recycle import compare_objective, interval_text, recorded_table, verdict_text, verdicts
 from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import (
     SAMPLERS,
@@ -288,6 +288,8 @@ st.caption(
     "Compared again with the same settings it replays the lab's recycle.json, or reads its study back: it never "
     "silently adds trials."
 )
+recorded = recorded_table(eng.lab)
+said_before = recorded[-1]["search"] if recorded else {}  # Compare's defaults: the recorded search's settings
 r1, r2, r3 = st.columns(3)
 objective = r1.selectbox(
     "Objective",
@@ -295,9 +297,10 @@ objective = r1.selectbox(
     key="recycle_objective",
     format_func=lambda o: Objective.parse(o, eng.lab.benchmarks).describe() if o == "mean" else o,
 )
-rtrials = int(r2.number_input("Search trials", 1, 500, 40, key="recycle_trials"))
+rtrials = int(r2.number_input("Search trials", 1, 500, int(said_before.get("trials", 40)), key="recycle_trials"))
 sparse = r3.checkbox(
     "Sparse merges, started at the soup",
+    value=said_before.get("space") == "sparse" and bool(said_before.get("start")),
     key="recycle_sparse",
     help="The search may set weights to exactly 0 (so it can settle on a few checkpoints) and evaluates the "
     "greedy soup and the best single checkpoint first, CMA-ES starting at the soup",
@@ -346,17 +349,18 @@ def recycle_result(rows: list[dict], said: str) -> None:
                 "checkpoints": len(r["weights"]),
                 "dev objective": round(r["dev_objective"], 4),
                 "test objective": with_interval(r, obj, r["test_objective"]),
+                "vs best single (paired 95% CI)": interval_text(r.get("vs_best_single")),
                 **r["test"],
             }
             for r in rows
         ]
     )
     st.dataframe(table.round(4), hide_index=True, width="stretch", key="recycle_table")
-    lines = [f"- {verdict_text(v, strong=lambda s: f'**{s}**', name=escape)}" for v in verdicts(rows, obj)]
+    lines = [f"- {verdict_text(v, strong=lambda s: f'**{s}**', name=escape)}" for v in verdicts(rows)]
     st.markdown(
         "On test, the searched merge is:\n" + "\n".join(lines) + "\n\n"
-        "(SE: the binomial standard error of each test objective, the two added in quadrature — they share their "
-        "examples, so this overstates the noise of the difference.)"
+        "(Each difference with its paired bootstrap 95% interval over the shared test examples; "
+        "within noise when it includes 0.)"
     )
     grouped = rows[-1].get("layer_groups")
     chart(
@@ -374,10 +378,12 @@ def recycle_result(rows: list[dict], said: str) -> None:
 if job is not None and job.state == "done" and job.id == ss.get("recycle_job"):
     recycle_result(job.result.rows, f"How the searched merge was found: {escape(job.result.origin)}.")
 else:
-    shipped = recorded_table(eng.lab)
-    if shipped is not None:
+    if recorded is not None:
+        how = f"{said_before['objective']}, {said_before['trials']} trials" + (
+            ", sparse from the soup" if said_before.get("space") == "sparse" and said_before.get("start") else ""
+        )
         recycle_result(
-            shipped,
-            "**The lab's recorded table** (recycle.json); Compare with its settings (mean, 40 trials) re-derives it "
-            "by replaying its points.",
+            recorded,
+            f"**The lab's recorded table** (recycle.json); Compare with its settings ({how}, seed "
+            f"{said_before.get('seed', 0)}) re-derives it by replaying its points.",
         )

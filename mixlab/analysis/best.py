@@ -89,20 +89,38 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
     when there is one. ``results``: one method's rows (with the mean if asked for).
 
     Columns: model, mixture, score, low, high (95% interval, NaN where none), ci (how it was made), n,
-    true_at_pick (the pick's row only), values (per-example, or None), diff, diff_low, diff_high, diff_how
+    true_at_pick, true_at_low, true_at_high (the pick's row only: the trained model there, with its interval),
+    values (per-example, or None), diff, diff_low, diff_high, diff_how
     (each row minus the first: paired over the shared examples where both have per-example values,
     :func:`paired_difference`, "paired"; else from the two intervals, :func:`difference_interval`, "MOVER")."""
-    cols = ["model", "mixture", "score", "low", "high", "ci", "n", "true_at_pick", "values"]
+    cols = [
+        "model",
+        "mixture",
+        "score",
+        "low",
+        "high",
+        "ci",
+        "n",
+        "true_at_pick",
+        "true_at_low",
+        "true_at_high",
+        "values",
+    ]
     sub = collapse_replicates(results[results.benchmark == benchmark])
     if sub.empty:
         return pd.DataFrame(columns=cols)
     rows = []
 
-    def add(model: str, mixture: str, r, true_at_pick=None) -> None:
+    def add(model: str, mixture: str, r, true_at=None) -> None:
         low, high = _float(r.get("low")), _float(r.get("high"))
         n = None if pd.isna(r.get("n")) else int(r.get("n"))
         values, ci = r.get("values"), r.get("ci") or ""
-        rows.append([model, mixture, float(r.score), low, high, ci, n, true_at_pick, values])
+        there = (
+            (None,) * 3
+            if true_at is None
+            else (float(true_at.score), _float(true_at.get("low")), _float(true_at.get("high")))
+        )
+        rows.append([model, mixture, float(r.score), low, high, ci, n, *there, values])
 
     for _, r in sub[sub.kind == "base"].tail(1).iterrows():
         add("base", "", r)
@@ -119,7 +137,7 @@ def leaderboard(results: pd.DataFrame, names: Sequence[str], benchmark: str) -> 
             trained = sub[sub.kind == "true"]
             keys = [weights_key(w, names) for w in trained.weights]
             hit = same_mixture(b.weights, keys) if keys else None
-            true_at = None if hit is None else float(trained.score.iloc[hit])
+            true_at = None if hit is None else trained.iloc[hit]
         add(model, b.label + (f"; tied with {b.tied} other{'s' if b.tied > 1 else ''}" if b.tied else ""), r, true_at)
     table = pd.DataFrame(rows, columns=cols)
     hib = bool(sub.higher_is_better.iloc[0])

@@ -164,24 +164,35 @@ def _parts(v: Shared) -> tuple[ExampleValues, ...]:
     return (v,) if isinstance(v, ExampleValues) else tuple(v)
 
 
-def paired_difference(a: Shared, b: Shared, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> PairedDifference:
+def paired_difference(
+    a: Shared,
+    b: Shared,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    coefficients: Sequence[float] | None = None,
+) -> PairedDifference:
     """a − b over the same examples (same benchmark data, same order) with a paired percentile bootstrap
     95% interval: each resample draws examples and recomputes both scores on them, so what the two models
     share (the examples' difficulty) cancels — narrower than the independent :func:`difference_interval`
     when they agree on which examples are hard. For a mean over benchmarks (a tuple of values, one per
     benchmark, as :func:`mixlab.analysis.with_mean` keeps them) each benchmark's examples are resampled on their
     own, as :func:`mean_bootstrap_intervals` does. For two accuracies on one benchmark (0/1 values, unweighted)
-    also the exact McNemar test: a two-sided binomial test of the discordant examples at 1/2."""
+    also the exact McNemar test: a two-sided binomial test of the discordant examples at 1/2.
+    ``coefficients`` (one per benchmark; default 1/B each, the mean): the difference of Σ c_b·score_b instead,
+    as a search objective weighs its benchmarks (a negative c: a loss, lower is better)."""
     if not pairable(a, b):
         sizes = [[x.n for x in _parts(v)] for v in (a, b)]
         raise MixlabError(f"a paired difference needs the same examples: {sizes[0]} values against {sizes[1]}")
     pa, pb = _parts(a), _parts(b)
+    c = [1.0 / len(pa)] * len(pa) if coefficients is None else [float(x) for x in coefficients]
+    if len(c) != len(pa):
+        raise MixlabError(f"a paired difference over {len(pa)} benchmarks needs {len(pa)} coefficients, got {len(c)}")
     boots = np.zeros(n_boot)
     for i, (x, y) in enumerate(zip(pa, pb)):
         counts = resample_counts(x.n, n_boot, seed + i)
-        boots += _ratios([x], counts)[0] - _ratios([y], counts)[0]
-    low, high = _percentiles(boots / len(pa))
-    d = float(np.mean([x.score() for x in pa]) - np.mean([y.score() for y in pb]))
+        boots += c[i] * (_ratios([x], counts)[0] - _ratios([y], counts)[0])
+    low, high = _percentiles(boots)
+    d = math.fsum(ci * (x.score() - y.score()) for ci, x, y in zip(c, pa, pb))
     p, disc = None, None
     binary = len(pa) == 1 and all(v.weights is None and np.isin(v.values, (0.0, 1.0)).all() for v in (pa[0], pb[0]))
     if binary:

@@ -56,14 +56,15 @@ def proxy_report(
         tau = rank_correlation(px, ty, "kendall", n_boot=0)
         top = top_quartile_correlation(px, ty, hib, n_boot=0)
         reg = regret(px, ty, hib)
+        warning = rank_warning(rho.n)  # too few mixtures to rank: no CI (a bootstrap of 3 points is no interval)
         rows.append(
             {
                 "benchmark": name,
                 "higher_is_better": hib,
                 "n": rho.n,
                 "spearman": rho.value,
-                "spearman_low": rho.low,
-                "spearman_high": rho.high,
+                "spearman_low": None if warning else rho.low,
+                "spearman_high": None if warning else rho.high,
                 "kendall": tau.value,
                 "top25_spearman": top.value,
                 "n_top25": top.n,
@@ -73,7 +74,7 @@ def proxy_report(
                 "pick_tied": reg.tied,
                 "pick_rank": reg.label(),
                 "regret": reg.regret,
-                "warning": rank_warning(rho.n),
+                "warning": warning,
                 "ceiling": ceiling.value,
                 "ceiling_low": ceiling.low,
                 "ceiling_high": ceiling.high,

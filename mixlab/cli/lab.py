@@ -72,9 +72,16 @@ def add_commands(sub) -> None:
     b.add_argument(
         "--recycle",
         action="store_true",
-        help="a recycling lab from demo-k3's checkpoints (3 experts + 12 true mixtures): cache/demo-recycle",
+        help="a recycling lab: a pool of 14 checkpoints trained from demo-k3's base (a generalist, its "
+        "continuations and halfway checkpoints): cache/demo-recycle",
     )
-    b.add_argument("--trials", type=positive, default=40, help="--recycle: search trials (default 40)")
+    b.add_argument(
+        "--trials",
+        dest="recycle_trials",
+        type=positive,
+        default=None,
+        help="--recycle: search trials per seed (default 10 × the pool's checkpoints)",
+    )
     b.add_argument(
         "--multimodal",
         action="store_true",
@@ -158,7 +165,7 @@ def cmd_demo_build(args) -> None:
     from mixlab.demo.build import build_demo, build_recycle
 
     if args.recycle:
-        out = build_recycle(out=args.out, trials=args.trials, overwrite=args.overwrite)
+        out = build_recycle(out=args.out, trials=args.recycle_trials, overwrite=args.overwrite)
         print(f"built recycling lab {out}")
         return
     if args.multimodal:

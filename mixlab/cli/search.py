@@ -135,8 +135,7 @@ def cmd_search(args) -> None:
 
 
 def cmd_recycle(args) -> None:
-    from mixlab.recycle import RECORD, recorded_points, recycle, verdict_text, verdicts
-    from mixlab.search import Objective
+    from mixlab.recycle import RECORD, interval_text, recorded_points, recycle, verdict_text, verdicts
 
     engine = open_engine(args)
     settings = dict(
@@ -175,12 +174,14 @@ def cmd_recycle(args) -> None:
         print(json.dumps(rows, indent=2))
         return
     benches = list(rows[0]["test"])
-    print(f"{'candidate':<24} {'dev objective':>13} {'test objective':>14}  " + "  ".join(f"{b:>9}" for b in benches))
+    head = f"{'candidate':<24} {'dev objective':>13} {'test objective':>14}  {'vs best single, paired 95% CI':>30}  "
+    print(head + "  ".join(f"{b:>9}" for b in benches))
     for r in rows:
         tests = "  ".join(f"{r['test'][b]:>9.4f}" for b in benches)
-        print(f"{r['candidate']:<24} {r['dev_objective']:>13.4f} {r['test_objective']:>14.4f}  {tests}")
+        vs = interval_text(r.get("vs_best_single"))
+        print(f"{r['candidate']:<24} {r['dev_objective']:>13.4f} {r['test_objective']:>14.4f}  {vs:>30}  {tests}")
     searched = rows[-1]
-    for v in verdicts(rows, Objective.parse(args.objective, engine.lab.benchmarks)):
+    for v in verdicts(rows):
         print(f"on test, the searched merge is {verdict_text(v)}")
     print(
         "searched weights: "

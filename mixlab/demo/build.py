@@ -14,6 +14,7 @@ Everything is seeded; the K=3 build takes minutes on 2 CPU cores.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -556,62 +557,176 @@ def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", s
     return lab_dir
 
 
+@dataclass(frozen=True)
+class PoolRun:
+    """One training run of the recycling pool: a LoRA run from the demo base (``parent`` None: stage 1) or the
+    continuation of ``parent``'s adapter (stage 2: the same LoRA matrices trained further, a fresh optimizer),
+    on examples drawn by ``weights`` (add, rev, sort), for ``steps`` steps at learning rate ``lr``; ``half``:
+    also keep its checkpoint at the halfway step (``<name>-half``)."""
+
+    name: str
+    parent: str | None
+    weights: tuple[float, ...]
+    lr: float
+    steps: int
+    half: bool = False
+
+
+# demo-recycle's pool, fixed before any of it was trained or scored (as the recycling paper's pools: checkpoints
+# of runs that share training and then differ in mixture, learning rate and length): a stage-1 generalist on the
+# uniform mixture, and stage-2 continuations from it that lean to one domain (mild: 0.6, or only it), mix two,
+# or train the uniform mixture longer at a lower rate; the halfway checkpoints of four of them. 14 checkpoints.
+POOL_RECIPE = (
+    PoolRun("generalist", None, (1, 1, 1), 3e-3, 60, half=True),
+    PoolRun("add-lean", "generalist", (0.6, 0.2, 0.2), 1e-3, 40),
+    PoolRun("rev-lean", "generalist", (0.2, 0.6, 0.2), 1e-3, 40),
+    PoolRun("sort-lean", "generalist", (0.2, 0.2, 0.6), 1e-3, 40),
+    PoolRun("add-only", "generalist", (1, 0, 0), 3e-3, 40, half=True),
+    PoolRun("rev-only", "generalist", (0, 1, 0), 3e-3, 40, half=True),
+    PoolRun("sort-only", "generalist", (0, 0, 1), 3e-3, 40, half=True),
+    PoolRun("add-rev", "generalist", (0.5, 0.5, 0), 3e-3, 20),
+    PoolRun("uniform-long", "generalist", (1, 1, 1), 1e-3, 80, half=True),
+)
+POOL_SEED = 500  # pool run i is seeded seed + POOL_SEED + i: apart from the source lab's runs
+POOL_SEARCH = {"sampler": "cmaes", "space": "sparse", "start": True}  # the recorded search; trials: 10 × pool
+POOL_SEARCH_SEEDS = (0, 1, 2)  # seed 0 is recycle.json's searched row; every seed's row is in build_info.json
+
+
+def pool_names(recipe=POOL_RECIPE) -> list[str]:
+    """The pool's checkpoints in the order the recipe trains them (a run's halfway checkpoint before it)."""
+    return [n for r in recipe for n in ([f"{r.name}-half"] if r.half else []) + [r.name]]
+
+
+def train_pool(base_dir: Path, experts_dir: Path, tokenizer, names: list[str], budget: Budget, seed: int,
+               recipe=POOL_RECIPE, show: bool = True) -> None:  # fmt: skip
+    """Train :data:`POOL_RECIPE` from the base in ``base_dir``, saving each checkpoint as a PEFT adapter folder
+    ``experts_dir/<name>`` (``save_pretrained``, as the demo's experts)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    for i, run in enumerate(tqdm(recipe, desc="training the pool", disable=not show)):
+        run_seed = seed + POOL_SEED + i
+        torch.manual_seed(run_seed)
+        model = LlamaForCausalLM.from_pretrained(base_dir, local_files_only=True)
+        if run.parent is None:
+            cfg = LoraConfig(
+                r=budget.lora_r,
+                lora_alpha=2 * budget.lora_r,
+                lora_dropout=0.0,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            )
+            model = get_peft_model(model, cfg)
+        else:
+            model = PeftModel.from_pretrained(model, experts_dir / run.parent, is_trainable=True)
+        stream = _Stream(tokenizer, names, np.array(run.weights, dtype=float), run_seed, prompt_loss=False)
+
+        half = functools.partial(_save_adapter, model, experts_dir / f"{run.name}-half") if run.half else None
+        _train(model, stream, run.steps, budget.batch, run.lr, run.name, show, half, run.steps // 2)
+        _save_adapter(model, experts_dir / run.name)
+
+
+def _save_adapter(model, folder: Path) -> bool:
+    """Save a PEFT model's adapter (``save_pretrained``, without its generated README); False: as a
+    :func:`_train` ``stop``, keep training."""
+    model.save_pretrained(folder)
+    (folder / "README.md").unlink(missing_ok=True)
+    return False
+
+
+def median_pairwise_cosine(engine) -> float:
+    """The median over pairs of the experts' task-vector cosines (the Experts page's heatmap, off its
+    diagonal)."""
+    from mixlab.diagnostics import interference
+
+    cos = interference(engine.experts)["cosine"].to_numpy()
+    return float(np.median(cos[np.triu_indices(len(cos), 1)]))
+
+
 def build_recycle(
     source: Path | None = None,
     out: Path | None = None,
     *,
-    pool: int = 12,
-    trials: int = 40,
+    trials: int | None = None,
+    seeds: tuple[int, ...] = POOL_SEARCH_SEEDS,
+    recipe=POOL_RECIPE,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> Path:
-    """``demo build --recycle``: a lab whose experts are a pool of checkpoints of one base — the source demo
-    lab's 3 experts and ``pool`` of its true-mixture models, evenly spread over its list (real trained runs,
-    nothing new is trained) — with every checkpoint scored, the recycling candidates of
-    :func:`mixlab.recycle.recycle` (objective: the mean) cached, and their table in ``recycle.json``; and
-    :data:`POOL_MERGES` linear merges of the pool (seeded Dirichlet(:data:`POOL_ALPHA`) draws, most weight on a
-    few checkpoints) scored on the higher-is-better benchmarks, so the Pareto page has merges to draw a front
-    of against every checkpoint."""
+    """``demo build --recycle``: a lab whose experts are a pool of checkpoints of one base, trained as
+    :data:`POOL_RECIPE` from the source demo lab's base (its data, tokenizer and budget's batch and LoRA rank;
+    none of its own runs) — a stage-1 generalist, stage-2 continuations and halfway checkpoints — with every
+    checkpoint scored; the recycling candidates of :func:`mixlab.recycle.recycle` (objective: the mean;
+    :data:`POOL_SEARCH`: CMA-ES in the sparse box from the greedy soup, ``trials`` default 10 × the pool) for
+    each of ``seeds``, the first's table in ``recycle.json`` and every seed's searched row in
+    ``build_info.json``; and :data:`POOL_MERGES` linear merges of the pool (seeded
+    Dirichlet(:data:`POOL_ALPHA`) draws, most weight on a few checkpoints) scored on the higher-is-better
+    benchmarks, so the Pareto page has merges to draw a front of against every checkpoint."""
     from mixlab.engine import EXPORT_FILE, Engine
     from mixlab.recycle import RECORD, recycle
     from mixlab.values import VALUES_FILE
 
     src = load_lab(source or LABS_DIR / "demo-k3")
     out = Path(out) if out else LABS_DIR / "demo-recycle"
-    trues = [t for t in src.manifest.true_mixtures if t.checkpoints]  # replicates: the first seed joins the pool
-    if len(trues) < pool:
-        raise MixlabError(f"lab {src.name!r} has {len(trues)} true-mixture checkpoints; the pool needs {pool}")
-    picked = [trues[int(i)] for i in np.linspace(0, len(trues) - 1, pool)]
+    info_path = src.root / "build_info.json"
+    if not info_path.is_file():
+        raise MixlabError(f"{info_path}: no build_info.json; the pool is trained from a lab built by `demo build`")
+    src_info = json.loads(info_path.read_text())
+    budget, seed, domains = Budget(**src_info["budget"]), int(src_info["seed"]), src.expert_names
+    if len(domains) != len(recipe[0].weights):
+        raise MixlabError(f"the pool's recipe mixes {len(recipe[0].weights)} domains; lab {src.name!r} has {domains}")
+    names = pool_names(recipe)
+    trials = trials or 10 * len(names)
+    quiet_transformers()
     start = time.perf_counter()
     with staged_lab(out, overwrite) as root:
         shutil.copytree(src.resolve(src.manifest.base), root / "base")
         shutil.copytree(src.root / "data", root / "data")
-        names = []
-        for e in src.manifest.experts:
-            names.append(f"expert-{e.name}")
-            shutil.copytree(src.resolve(e.path), root / "experts" / names[-1])
-        for t in picked:
-            names.append(f"true-{src.true_mixture_name(t)}")
-            shutil.copytree(src.resolve(t.checkpoints[0]), root / "experts" / names[-1])
+        train_pool(root / "base", root / "experts", build_tokenizer(), domains, budget, seed, recipe, show_progress)
+        train_seconds = time.perf_counter() - start
         benches = [b.model_dump(exclude_none=True, exclude_defaults=True) | {"name": b.name} for b in src.benchmarks]
         description = (
-            f"Built by `python -m mixlab demo build --recycle` from {src.name}: a pool of {len(names)} checkpoints "
-            f"of one base ({len(src.manifest.experts)} experts and {pool} true-mixture models), for recycling."
+            f"Built by `python -m mixlab demo build --recycle` from {src.name}'s base: a pool of {len(names)} "
+            "checkpoints of one LoRA generalist (trained on the uniform mixture) and its continuations, which differ "
+            "in mixture, learning rate and length, with halfway checkpoints; for recycling."
         )
         write_manifest(root, "demo-recycle", description, names, benches, [])
         lab = load_lab(root)
         store = Store(":memory:")
         engine = Engine(lab, store, device="cpu")
         checkpoints.checkpoint_scores(engine)
-        bar = tqdm(desc="searching merge weights", total=trials, disable=not show_progress)
-        rows = recycle(engine, "mean", trials=trials, progress=lambda d, t, m: bar.update(d - bar.n))
-        bar.close()
+        searched, table = [], None
+        for s in seeds:
+            bar = tqdm(desc=f"searching merge weights (seed {s})", total=trials, disable=not show_progress)
+            rows = recycle(
+                engine,
+                "mean",
+                trials=trials,
+                seed=s,
+                progress=lambda d, t, m, bar=bar: bar.update(d - bar.n),
+                **POOL_SEARCH,
+            )
+            bar.close()
+            table = table or rows
+            row = rows[-1]
+            searched.append(
+                {k: row[k] for k in ("weights", "dev_objective", "test_objective", "vs_best_single")} | {"seed": s}
+            )
         merges = [Mixture.of(names, list(w), normalize=True) for w in dirichlet(len(names), POOL_MERGES, POOL_ALPHA)]
         engine.sweep(merges, "linear", benchmarks=[b.name for b in lab.benchmarks if b.higher_is_better])
-        (root / RECORD).write_text(json.dumps(rows, indent=2) + "\n")
+        (root / RECORD).write_text(json.dumps(table, indent=2) + "\n")
         store.export_jsonl(root / EXPORT_FILE)
         store.export_values(root / VALUES_FILE)
         store.close()
-        info = {"source": src.name, "pool": names, "trials": trials, "seconds": round(time.perf_counter() - start, 1)}
+        info = {
+            "source": src.name,
+            "seed": seed,
+            "pool": names,
+            "recipe": [r.__dict__ for r in recipe],
+            "median_pairwise_cosine": round(median_pairwise_cosine(engine), 4),
+            "search": POOL_SEARCH | {"objective": "mean", "trials": trials},
+            "searched_seeds": searched,
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
         write_build_info(root, info)
     return out

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mixlab.analysis import same_mixture
+from mixlab.scoring.request import split_benchmark
 from mixlab.simplex import Mixture
 from mixlab.store import Evaluation, Store
 
@@ -51,6 +52,15 @@ def _keep(engine, recomputed: list[Evaluation], out: Backfill) -> None:
         out.written += len(ok)
 
 
+def _declared(name: str) -> tuple[str, str, int | None]:
+    """A cached score's benchmark name as (declared benchmark, split, limit), undoing
+    :func:`~mixlab.scoring.request.split_benchmark`: ``rev`` → (rev, test, None), ``rev@dev:50`` → (rev, dev,
+    50); ``rev@test`` is the dev split of a benchmark without search_data (scored on its own data)."""
+    head, _, n = name.partition(":")
+    bench, _, split = head.partition("@")
+    return bench, "dev" if split else "test", int(n) if n else None
+
+
 def backfill(
     engine,
     kinds=("checkpoints", "proxy"),
@@ -72,7 +82,7 @@ def backfill(
     scratch = Engine(engine.lab, Store(":memory:"), device="cpu", batch_size=engine.batch_size)
     out = Backfill()
     names = None if benchmarks is None else [b.name for b in engine.benchmarks(benchmarks)]  # unknown: ManifestError
-    wanted = (lambda e: True) if names is None else (lambda e: e.benchmark in names)
+    wanted = (lambda e: True) if names is None else (lambda e: _declared(e.benchmark)[0] in names)
     start = time.perf_counter()
     if "checkpoints" in kinds:
         todo = [
@@ -83,9 +93,17 @@ def backfill(
             _keep(engine, checkpoint_scores(scratch, names), out)
         log(f"checkpoints: {out.written} written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)")
     if "proxy" in kinds:
-        proxies = [e for e in cached(engine, "proxy") if wanted(e)]
+        # every proxy of this lab's experts, a search's dev-data and subset scores too (cached() keeps those to
+        # their study); not merges with per-layer-group weights (not points of the simplex: no Mixture to re-sweep)
+        engine.refresh()
+        proxies = [
+            e
+            for e in engine.store.evaluations(models=engine.models_fp, kind="proxy")
+            if wanted(e) and "layer_groups" not in (e.params or {})
+        ]
         have = engine.store.values([e.key for e in proxies])
-        groups: dict[str, dict[tuple, Mixture]] = {}
+        # one sweep per method, params and split (test, dev, a limit): each with the benchmarks cached under it
+        groups: dict[str, tuple[dict[tuple, Mixture], set[str]]] = {}
         trained = [[w.get(n, 0.0) for n in engine.names] for w in (e.weights for e in cached(engine, "true")) if w]
         for e in proxies:
             if methods is not None and e.method not in methods:
@@ -94,16 +112,23 @@ def backfill(
                 continue
             if e.key not in have:
                 m = Mixture.of(engine.names, [e.weights.get(n, 0.0) for n in engine.names])
-                groups.setdefault(json.dumps([e.method, e.params], sort_keys=True), {})[m.weights] = m
+                mixtures, benches = groups.setdefault(
+                    json.dumps([e.method, e.params, _declared(e.benchmark)[1:]], sort_keys=True), ({}, set())
+                )
+                mixtures[m.weights] = m
+                benches.add(e.benchmark)
         left = limit
-        for spec, mixtures in groups.items():
-            method, params = json.loads(spec)
+        for group, (mixtures, benches) in groups.items():
+            method, params, (split, n) = json.loads(group)
+            specs = [
+                split_benchmark(engine.lab, engine.lab.benchmark(_declared(b)[0]), split, n) for b in sorted(benches)
+            ]
             todo = list(mixtures.values())[:left]
             for i in range(0, len(todo), chunk):
-                _keep(engine, scratch.sweep(todo[i : i + chunk], method, params, names), out)
+                _keep(engine, scratch.sweep(todo[i : i + chunk], method, params, specs), out)
                 log(
-                    f"proxy {method} {params}: {min(i + chunk, len(todo))}/{len(todo)} mixtures; {out.written} "
-                    f"written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)"
+                    f"proxy {method} {params} {split}: {min(i + chunk, len(todo))}/{len(todo)} mixtures; "
+                    f"{out.written} written, {len(out.refused)} refused ({time.perf_counter() - start:.0f} s)"
                 )
             if left is not None:
                 left -= len(todo)

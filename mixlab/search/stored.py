@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,13 +24,25 @@ def study_file(engine) -> Path | None:
     return None if str(engine.store.path) == ":memory:" else engine.store.beside("search.sqlite")
 
 
+_STORAGES: dict[tuple[str, int], object] = {}
+_STORAGES_LOCK = threading.Lock()
+
+
 def _storage(path: Path):
+    """One optuna storage per study file in this process: building one checks the file's schema (~0.1 s), which
+    a page polling a running search paid on every read, taking that time from the search. Keyed by the file's
+    inode too, so a file removed and made anew gets a storage of its own."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.storages.RDBStorage(
-        f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": mixlab.store.BUSY_SECONDS}}
-    )
+    path = Path(path).resolve()
+    key = (str(path), path.stat().st_ino if path.exists() else 0)
+    with _STORAGES_LOCK:
+        if key not in _STORAGES:
+            _STORAGES[key] = optuna.storages.RDBStorage(
+                f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": mixlab.store.BUSY_SECONDS}}
+            )
+        return _STORAGES[key]
 
 
 def studies(path: Path | None, engine=None) -> list[dict]:
