@@ -30,7 +30,8 @@ nav = st.navigation(
 )
 st.sidebar.caption(f"Lab: {code(lab_path())}")
 figure_format_picker()
-with page_run():  # the background warm-up (model stack, merge kernels) starts after the first, runs between page runs
+# the background warm-up (model stack, merge kernels) starts after the first page run, runs between page runs
+with page_run(nav.url_path):
     try:
         nav.run()
     finally:

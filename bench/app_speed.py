@@ -13,11 +13,19 @@ websocket messages an idle page receives in 5 s (a page that polls reruns and se
 not, sends none). The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
 cache file (the shipped scores imported, and the tree's page summaries written beside it), as any lab opened
 before has. Medians; ratios against each baseline. Nothing asserts a time.
+
+Each load, switch and click ends when the page's run has finished (the server's ``script_finished`` message,
+then a drawn frame), not when its first element shows: Streamlit's status widget appears only once a run has
+taken 500 ms, so waiting for it to go away could stop the clock mid-run. Each time is split into the
+server's part (the page scripts' own seconds, logged by this tree's app under $MIXLAB_PAGE_TIMES:
+views.jobs.page_run) and the browser's (its main thread's busy seconds, Chrome's TaskDuration); the two
+overlap (the browser draws the deltas as the script sends them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -40,10 +48,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(tree: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+def start(tree: Path, cache: Path, times: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true"]
-    env = {**os.environ, "MIXLAB_CACHE": str(cache)}
+    env = {**os.environ, "MIXLAB_CACHE": str(cache), "MIXLAB_PAGE_TIMES": str(times)}  # (a baseline may ignore it)
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     for _ in range(600):
         try:
@@ -83,35 +91,96 @@ def own_lab(tree: Path, lab: str) -> str:
     return str(tree / path.relative_to(ROOT)) if path.is_relative_to(ROOT) else lab
 
 
+def server_seconds(times: Path, windows: list[tuple[float, float]], runs: int) -> float:
+    """The median over ``windows`` (wall-clock spans) of the page-script seconds the server logged in each
+    (views.jobs.page_run), per ``runs`` page runs; NaN for a tree that logs none (a baseline before it did)."""
+    try:
+        logged = [json.loads(line) for line in times.read_text().splitlines()]
+    except OSError:
+        return float("nan")
+    return statistics.median(sum(r["wall"] for r in logged if t0 <= r["at"] <= t1) / runs for t0, t1 in windows)
+
+
+class Runs:
+    """The page runs the server finished, counted from its websocket messages (a ``script_finished``
+    ForwardMsg ends each run): Streamlit's status widget shows only after a run has taken 500 ms, so waiting
+    for it to go away passes mid-run, and a page whose first elements are drawn may still be computing the
+    rest (the Merge page's tables)."""
+
+    def __init__(self):
+        self.done = 0
+        self.frames: list[float] = []
+
+    def on_frame(self, payload) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self.frames.append(time.time())
+        if isinstance(payload, bytes):
+            msg = ForwardMsg.FromString(payload)
+            if msg.WhichOneof("type") == "script_finished" and msg.script_finished in (
+                ForwardMsg.FINISHED_SUCCESSFULLY,
+                ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY,
+            ):
+                self.done += 1
+
+    def wait(self, page, after: int, timeout: float = 120.0) -> None:
+        """Until a run after the ``after``-th has finished and the browser has drawn a frame after it."""
+        end = time.monotonic() + timeout
+        while self.done <= after:
+            if time.monotonic() > end:
+                raise TimeoutError(f"no page run finished in {timeout:.0f} s")
+            page.wait_for_timeout(5)  # (playwright dispatches the websocket events while it waits)
+        page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
 def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[str, float]:
-    proc, url = start(tree, cache)
+    times = cache.with_suffix(f".times-{time.time_ns()}.jsonl")
+    proc, url = start(tree, cache, times)
+    switches, clicks = [], []  # wall-clock windows of each, to attribute the server's page runs
     try:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        frames = []
-        page.on("websocket", lambda ws: ws.on("framereceived", lambda _: frames.append(time.time())))
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+
+        def browser_cpu() -> float:
+            """Seconds the page's main thread has worked so far (Chrome's TaskDuration: scripts, React,
+            Plotly, style, layout, paint)."""
+            return next(
+                m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] == "TaskDuration"
+            )
+
+        busy = {"switch": [], "click": []}  # the browser's main-thread seconds in each
+        runs = Runs()
+        frames = runs.frames
+        page.on("websocket", lambda ws: ws.on("framereceived", runs.on_frame))
         t = time.perf_counter()
         page.goto(f"{url}/simplex?lab={lab}")
         page.locator(POINTS).first.wait_for(timeout=300_000)
-        settled(page)
+        runs.wait(page, 0, timeout=300)
         cold = time.perf_counter() - t
+        settled(page)
         clicked = 0
 
         def switch_and_click() -> tuple[float, float]:
             nonlocal clicked
-            t = time.perf_counter()
+            t, t0, n, b0 = time.perf_counter(), time.time(), runs.done, browser_cpu()
             page.get_by_role("link", name="Merge & evaluate").click()
             page.get_by_role("button", name="Evaluate").wait_for(timeout=60_000)
-            settled(page)
+            runs.wait(page, n)
+            n = runs.done
             page.get_by_role("link", name="Simplex explorer").click()
             page.locator(POINTS).first.wait_for(timeout=60_000)
-            settled(page)
+            runs.wait(page, n)
             switch = (time.perf_counter() - t) / 2
+            switches.append((t0, time.time()))
+            busy["switch"].append((browser_cpu() - b0) / 2)
+            settled(page)
 
             selected = page.get_by_text(re.compile(r"^add \d\.\d{3} · rev")).first
             before = selected.inner_text()
             box = page.locator(POINTS).nth(3 + 7 * clicked % 40).bounding_box()
             clicked += 1
-            t = time.perf_counter()
+            t, t0, n, b0 = time.perf_counter(), time.time(), runs.done, browser_cpu()
             page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
             page.wait_for_function(
                 "(b) => [...document.querySelectorAll('p')].some(p => /^add \\d\\.\\d{3} · rev/.test(p.innerText)"
@@ -119,7 +188,10 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
                 arg=before,
                 timeout=60_000,
             )
+            runs.wait(page, n)
             click = time.perf_counter() - t
+            clicks.append((t0, time.time()))
+            busy["click"].append(browser_cpu() - b0)
             settled(page)
             return switch, click
 
@@ -143,6 +215,10 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             "switch, warm": statistics.median(s for s, _ in warm),
             "click, warm": statistics.median(c for _, c in warm),
             "idle": idle,
+            "server: switch": server_seconds(times, switches, 2),
+            "server: click": server_seconds(times, clicks, 1),
+            "browser: switch": statistics.median(busy["switch"]),
+            "browser: click": statistics.median(busy["click"]),
         }
     finally:
         proc.terminate()
@@ -192,16 +268,20 @@ def main() -> None:
     med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     now = med["this tree"]
     cols = ["cold", "switch", "click", "switch, paused", "click, paused", "switch, warm", "click, warm", "idle"]
+    cols += ["server: switch", "server: click", "browser: switch", "browser: click"]
     print(f"medians of {args.repeats} cold starts, lab {Path(args.lab).name}; seconds (idle: websocket messages/s)")
     print(f"switch/click: 3 each right after the first paint; paused: one after a {PAUSE:.0f} s pause; warm: 3 each")
-    print("once the server's CPU is quiet (its warm-up done)")
-    print(f"{'tree':<28}" + "".join(f"{c:>15}" for c in cols))
+    print("once the server's CPU is quiet (its warm-up done); server: the page scripts' own seconds in a switch")
+    print("(per page) and a click, all moments pooled (what is left of each is the browser's, the websocket's and")
+    print("Streamlit's own); nan: a tree that does not log them. browser: the page's main-thread seconds in each")
+    print("(Chrome's TaskDuration: scripts, React, Plotly, style, layout, paint)")
+    print(f"{'tree':<28}" + "".join(f"{c:>17}" for c in cols))
     for name, r in med.items():
-        print(f"{name:<28}" + "".join(f"{r[c]:>15.2f}" for c in cols))
+        print(f"{name:<28}" + "".join(f"{r[c]:>17.2f}" for c in cols))
     for name, base in med.items():
         if name != "this tree":
             ratio = f"this ÷ {name.split()[-1]}"
-            print(f"{ratio:<28}" + "".join(f"{now[c] / base[c]:>15.2f}" for c in cols[:-1]))
+            print(f"{ratio:<28}" + "".join(f"{now[c] / base[c]:>17.2f}" for c in cols if c != "idle"))
 
 
 if __name__ == "__main__":

@@ -116,18 +116,18 @@ def mixture_in_context(
             groups.append(("nearest trained mixture", f"{name}: {point} (L1 distance {dist:.3f})", at))
     rows = []
     for model, mixture, got in groups:
+        latest = {r["benchmark"]: r for r in got.to_dict("records")}  # the latest, as every page reads a score
         for b in want:
-            hit = got[got.benchmark == b]
-            if hit.empty:
+            r = latest.get(b)
+            if r is None:
                 continue
-            r = hit.iloc[-1]  # the latest, as every page reads a score
             low, high = r.get("low"), r.get("high")
             rows.append(
                 [
                     model,
                     mixture,
                     b,
-                    float(r.score),
+                    float(r["score"]),
                     None if low is None or pd.isna(low) else float(low),
                     None if high is None or pd.isna(high) else float(high),
                     None if pd.isna(r.get("n")) else int(r.get("n")),
@@ -140,12 +140,14 @@ def mixture_in_context(
 
 def _by_model(table: pd.DataFrame, benchmarks: Sequence[str], cell, header=lambda b: b) -> pd.DataFrame:
     """One row per model of ``table``, one column per benchmark (named ``header(b)``), each cell
-    ``cell(row)`` of the model's first row there, "—" where it has none."""
+    ``cell(row)`` of the model's first row there (a named tuple), "—" where it has none."""
     models = list(dict.fromkeys(table.model))
+    first: dict[tuple, tuple] = {}
+    for r in table.itertuples(index=False):  # (one pass: a page draws this on every rerun)
+        first.setdefault((r.model, r.benchmark), r)
     out = pd.DataFrame({"model": models})
     for b in benchmarks:
-        mine = table[table.benchmark == b]
-        out[header(b)] = [cell(mine[mine.model == m].iloc[0]) if (mine.model == m).any() else "—" for m in models]
+        out[header(b)] = [cell(first[m, b]) if (m, b) in first else "—" for m in models]
     return out
 
 
@@ -195,11 +197,11 @@ def difference_text(diffs: pd.DataFrame, benchmarks: Sequence[str]) -> pd.DataFr
     "+0.007 [−0.035, +0.048] MOVER"); "—" where there is none."""
 
     def cell(r) -> str:
-        out = f"{r['diff']:+.3f}"
-        if r["low"] is not None and not pd.isna(r["low"]):
-            out += f" [{r['low']:+.3f}, {r['high']:+.3f}] {r['how']}"
-        if r["p"] is not None and not pd.isna(r["p"]):
-            out += f", p={r['p']:.2g}"
+        out = f"{r.diff:+.3f}"
+        if r.low is not None and not pd.isna(r.low):
+            out += f" [{r.low:+.3f}, {r.high:+.3f}] {r.how}"
+        if r.p is not None and not pd.isna(r.p):
+            out += f", p={r.p:.2g}"
         return out
 
     return _by_model(diffs, benchmarks, cell)

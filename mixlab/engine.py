@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -43,11 +43,13 @@ from mixlab.scoring.targets import CheckpointModel, MergedModel
 from mixlab.simplex import Mixture
 from mixlab.sources import BenchmarkData, LabSources
 from mixlab.store import Evaluation, Store
+from mixlab.tables import of_method
 from mixlab.values import VALUES_FILE
 
 CACHE_DIR = ".mixlab"
 CACHE_FILE = "evaluations.sqlite"
 EXPORT_FILE = "evaluations.jsonl"  # committed with a lab; seeds a fresh cache
+VIEWS = 64  # read views an engine keeps (Engine.read_view): a page's few, per benchmark and method shown
 # progress(done, total, message)
 Progress = Callable[[int, int, str], None]
 
@@ -86,6 +88,8 @@ class Engine:
         self._batch_size = batch_size
         self._lock = threading.RLock()  # one evaluation at a time per engine (the UI's worker and page)
         self.sources = LabSources(lab)
+        self._views: dict = {}  # name → (read key, value): see read_view
+        self._views_lock = threading.Lock()  # (not _lock: a page must not wait for an evaluation)
 
     @property
     def device(self):
@@ -376,8 +380,42 @@ class Engine:
 
     def results(self, method: str | Method | None = None, params: dict | None = None) -> pd.DataFrame:
         """Every cached score of this lab as one tidy table; proxy rows only for ``method``/``params`` when
-        given (:func:`mixlab.scoring.cached.results`)."""
-        return cached_scores.results(self, None if method is None else self.method(method, params))
+        given (:func:`mixlab.scoring.cached.results`). Built once per version of what it reads (:meth:`read_view`);
+        each call gets its own copy."""
+        df = self.read_view("results", lambda: cached_scores.results(self))
+        return (
+            df.copy() if method is None else of_method(df, *self.method(method, params).pair()).reset_index(drop=True)
+        )
+
+    def read_key(self) -> tuple:
+        """What the lab's cached scores are read from, as one value that changes whenever they may: the
+        store's version (a row added or replaced), the base's and experts' fingerprints, the true-mixture
+        checkpoints' (re-read when a file in their folders changed) and the benchmarks' data hashes. Cheap:
+        file signatures and one COUNT query, no tensor read."""
+        self.refresh()
+        return (
+            self.store.version(),
+            self.models_fp,
+            tuple(sorted(self.true_fingerprints.items())),
+            tuple(self._bench(b).desc for b in self.lab.benchmarks),
+        )
+
+    def read_view(self, name: Hashable, compute: Callable[[], object], key: tuple | None = None):
+        """``compute()`` (a view of the cached scores: the results table, the unscored checkpoints, a page's
+        best mixtures), computed once per :meth:`read_key` and shared: a page that reruns on every click does
+        not rebuild it. ``key``: the read key if the caller has just taken it (a page takes it once per run).
+        The value is shared between callers: treat it as read-only. The :data:`VIEWS` most recently made are
+        kept."""
+        key = self.read_key() if key is None else key
+        held = self._views.get(name)
+        if held is None or held[0] != key:
+            held = (key, compute())
+            with self._views_lock:
+                self._views.pop(name, None)
+                self._views[name] = held
+                while len(self._views) > VIEWS:
+                    self._views.pop(next(iter(self._views)))
+        return held[1]
 
     def export(
         self,

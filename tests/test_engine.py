@@ -516,3 +516,49 @@ def test_replicates_of_a_true_mixture_are_scored_one_by_one_and_paired_by_their_
     assert (half.label, half.first, half.second) == ("add50_rev50", experts["add"], experts["rev"])
     row = next(r for r in proxy_report(engine.results("linear"), engine.names, engine.lab.benchmarks, n_boot=0))
     assert row["n_replicated"] == 1 and row["ceiling"] is None  # one replicated mixture: undefined, not invented
+
+
+def test_read_views_are_made_once_per_version_of_the_cache_and_match_a_fresh_build(tmp_path):
+    """Engine.read_view (what a page reruns on every click) is made once, and again whenever what it reads
+    changes: a row stored, a benchmark's data rewritten. Engine.results() served from it equals the table built
+    afresh from the store, and each caller gets its own copy."""
+    import dataclasses
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from mixlab.demo import LABS_DIR
+    from mixlab.engine import open_store
+
+    shutil.copytree(LABS_DIR / "demo-k3", tmp_path / "lab", ignore=shutil.ignore_patterns(".mixlab"))
+    lab = load_lab(tmp_path / "lab")
+    eng = Engine(lab, open_store(lab, tmp_path / "cache.sqlite"))
+    made = []
+
+    def make():
+        made.append(1)
+        return len(made)
+
+    def same_table(a, b):  # per-example values (arrays) compared as arrays
+        pd.testing.assert_frame_equal(a.drop(columns="values"), b.drop(columns="values"), check_exact=True)
+        for x, y in zip(a["values"], b["values"]):
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x.values, y.values)), (x, y)
+
+    assert [eng.read_view("n", make) for _ in range(3)] == [1, 1, 1]
+    same_table(eng.results(), cached_scores.results(eng))
+    mine = eng.results()
+    mine["score"] = -1.0  # a caller's copy: the next caller still reads the cache's scores
+    assert (eng.results().score >= 0).all()
+
+    row = eng.store.evaluations(models=eng.models_fp, kind="proxy")[0]
+    eng.store.put(dataclasses.replace(row, key="f" * 64, score=row.score / 2))  # a row stored
+    assert eng.read_view("n", make) == 2
+    same_table(eng.results(), cached_scores.results(eng))
+    assert (eng.results().score == row.score / 2).any()
+
+    data = lab.resolve(lab.benchmarks[0].data)
+    first = data.read_text().splitlines()[0]
+    data.write_text(data.read_text() + first + "\n")  # a benchmark's data rewritten: its scores' keys change
+    assert eng.read_view("n", make) == 3
+    same_table(eng.results(), cached_scores.results(eng))

@@ -115,7 +115,7 @@ def results_first() -> None:
         return
     c1, c2 = st.columns(2)
     bench = benchmark_picker(benchmark_options(df, eng), c1, help="'mean' averages the higher-is-better benchmarks")
-    method, params = proxy_method_picker(df, eng, c2)
+    method, params = proxy_method_picker(eng, c2)
     rows = of_method(df, method, params)
     report = proxy_report(rows[rows.benchmark != MEAN], eng.names, lab.benchmarks)
     row = next((r for r in report if r["benchmark"] == bench), None)

@@ -1,5 +1,7 @@
 """Simplex explorer: proxy scores over the mixture simplex; click a point to select a mixture."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -14,7 +16,7 @@ from mixlab.scoring.request import Method
 from mixlab.simplex import separating_vertices
 from mixlab.tables import of_method
 from views.jobs import job_panel, submit_evaluation, worker
-from views.state import MIXTURE, engine, mixture, results, set_mixture, winners
+from views.state import MIXTURE, engine, mixture, results, set_mixture, view, winners
 from views.text import code, escape, show_error
 from views.widgets import (
     benchmark_options,
@@ -41,11 +43,13 @@ missing_scores_note(eng)
 
 c1, c2 = st.columns(2)
 bench = benchmark_picker(benchmark_options(df, eng), c1, help="'mean' averages the higher-is-better benchmarks")
-method, params = proxy_method_picker(df, eng, c2)
-df = of_method(df, method, params)
+method, params = proxy_method_picker(eng, c2)
+shown = (method, json.dumps(params, sort_keys=True))
+df = view(eng, ("of method", *shown), lambda: of_method(df, method, params))
 
 sub = df[df.benchmark == bench]
-best = best_mixtures(df, names, bench, winners())
+won = winners()
+best = view(eng, ("best", bench, *shown, json.dumps(won, default=str)), lambda: best_mixtures(df, names, bench, won))
 proxy = sub[sub.kind == "proxy"]
 true = sub[sub.kind == "true"]
 experts = sub[sub.kind == "expert"]

@@ -16,7 +16,7 @@ from mixlab.lab import weights_label
 from mixlab.scoring.request import Method
 from mixlab.tables import labelled_scores, mixture_rows
 from views.jobs import current_job, job_panel, submit_evaluation
-from views.state import engine, mixture, results
+from views.state import engine, mixture, results, view
 from views.text import code, escape, show_error
 from views.widgets import method_params_inputs, weight_inputs
 
@@ -27,8 +27,9 @@ with left:
     st.markdown("**Mixture**")
     weight_inputs(eng)
     cached = results(eng)  # a method's parameters start where the lab's cached proxies are, so a run compares
-    method, params = method_params_inputs("merge", lambda name: cached_params(cached, name))
-    if cached_params(cached, method) is not None:
+    started = lambda name: view(eng, ("cached params", name), lambda: cached_params(cached, name))  # noqa: E731
+    method, params = method_params_inputs("merge", started)
+    if started(method) is not None:
         st.caption(f"Parameters start at those of the lab's cached {method} proxies, so a first run compares.")
     bench_names = [b.name for b in eng.lab.benchmarks]
     chosen = st.multiselect("Benchmarks", bench_names, default=bench_names, key="merge_benchmarks")
@@ -57,7 +58,7 @@ with right:
     job_panel()
 
     spec_params = Method.for_lab(eng.lab, method, params).params  # (the spec's exclusions need the base loaded)
-    table = mixture_rows(eng.results(), eng.names, m.as_dict(), method, spec_params)
+    table = mixture_rows(view(eng, "results", eng.results), eng.names, m.as_dict(), method, spec_params)
     if len(table):  # shown below, in context; here only its download
         st.download_button(
             "Scores as CSV",

@@ -44,7 +44,7 @@ if df.empty or not (df.kind == "proxy").any() or not (df.kind == "true").any():
     st.stop()
 c1, c2, c3 = st.columns([2, 2, 1])
 bench = benchmark_picker(benchmark_options(df, eng), c1)
-method, params = proxy_method_picker(df, eng, c2)
+method, params = proxy_method_picker(eng, c2)
 subset = c3.radio(
     "Mixtures",
     list(SUBSETS),

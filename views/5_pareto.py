@@ -34,7 +34,7 @@ bz = c3.selectbox(
     help="A third benchmark: the fronts are then non-dominated on all three, drawn in 3-D (drag to turn)",
 )
 bz = None if bz == NONE else bz
-method, params = proxy_method_picker(df, eng, c4)
+method, params = proxy_method_picker(eng, c4)
 if len({bx, by, bz} - {None}) < (3 if bz else 2):
     st.warning("Choose two different benchmarks for x and y, and for z a third, different from both.")
     st.stop()

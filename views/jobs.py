@@ -3,8 +3,11 @@ evaluation waits for; a page submits them, and shows the session's last job with
 
 from __future__ import annotations
 
+import cProfile
 import importlib
+import json
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,13 +43,34 @@ def _warmup() -> Warmup:
 
 
 @contextmanager
-def page_run() -> Iterator[None]:
-    """Around a page run (app.py): the warm-up waits while one is open, and starts after the first."""
+def page_run(page: str = "") -> Iterator[None]:
+    """Around a page run (app.py): the warm-up waits while one is open, and starts after the first.
+
+    For bench/app_speed.py, which splits a page's time into the server's part and the browser's:
+    $MIXLAB_PAGE_TIMES names a file that gets one JSON line per run (the page, the script's wall and CPU
+    seconds), and $MIXLAB_PAGE_PROFILE a folder that gets each run's cProfile (``<n>-<page>.prof``)."""
     warmup = _warmup()
+    times, profile = os.environ.get("MIXLAB_PAGE_TIMES"), os.environ.get("MIXLAB_PAGE_PROFILE")
+    profiler = cProfile.Profile() if profile else None
+    wall, cpu = time.perf_counter(), time.thread_time()
     try:
         with warmup.busy():
+            if profiler:
+                profiler.enable()
             yield
     finally:  # also after st.stop() or a rerun
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile, f"{time.time_ns()}-{page or 'lab'}.prof"))
+        if times:
+            line = {
+                "page": page,
+                "wall": time.perf_counter() - wall,
+                "cpu": time.thread_time() - cpu,
+                "at": time.time(),
+            }
+            with open(times, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
         if not os.environ.get("MIXLAB_NO_WARMUP"):
             warmup.start()
 

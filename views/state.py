@@ -33,6 +33,7 @@ BENCH = "bench"  # the benchmark every page shows (a lab benchmark or "mean")
 METHOD = "proxy_method"  # (method, params) of the proxy scores shown
 BACKEND = "backend"  # where this session's evaluations run (mixlab.run.executors)
 NOTICES = "url_notices"  # what was wrong with the URL, said once
+READ_KEY = "read_key"  # the open lab's Engine.read_key, taken once per page run (engine())
 MAX_URL_PARAMS = 4096  # characters of ?params= read: a method's parameters are a few short numbers
 
 
@@ -116,6 +117,12 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
+def lab_name() -> str:
+    """The open lab's name, once engine() has opened it this run (its checks and notices are engine()'s)."""
+    path = lab_path()
+    return _engine(path, _mtime(path)).lab.name
+
+
 def engine() -> Engine:
     """The open lab's engine, or an error on the page and a stop."""
     path = lab_path()
@@ -128,6 +135,7 @@ def engine() -> Engine:
         st.info("Pick another lab on the **Lab** page (the demo lab is at `cache/demo-k3`).")
         st.stop()
     ss = st.session_state
+    ss[READ_KEY] = eng.read_key()  # once per page run: every view() of this run reads the cache as it is now
     if MIXTURE not in ss or len(ss[MIXTURE]) != len(eng.names):
         url_w = ss.pop("url_weights", None)
         if url_w is not None and len(url_w) != len(eng.names):
@@ -155,18 +163,16 @@ def set_mixture(weights) -> None:
     st.session_state[REV] = st.session_state.get(REV, 0) + 1  # every weight slider is drawn afresh
 
 
+def view(eng: Engine, name, compute):
+    """``compute()``, a view of the lab's cached scores, made once per version of them (Engine.read_view)
+    and shared by the sessions: read-only. The version is the one engine() read at the start of this run."""
+    return eng.read_view(name, compute, st.session_state.get(READ_KEY))
+
+
 def results(eng: Engine) -> pd.DataFrame:
     """Every cached score of the lab (all methods), with the pseudo-benchmark 'mean' of the
-    higher-is-better benchmarks; recomputed only when the cache changes."""
-    eng.refresh()
-    trues = tuple(sorted(eng.true_fingerprints.items()))
-    return _results(eng, eng.lab.root.as_posix(), eng.models_fp, trues, eng.store.version())
-
-
-@st.cache_resource(max_entries=8)
-def _results(_eng: Engine, root: str, models_fp: str, trues: tuple, version: tuple) -> pd.DataFrame:
-    """Keyed by lab, expert set, true checkpoints and cache version (the engine itself is not hashed)."""
-    return with_lab_mean(_eng.results(), _eng.lab.benchmarks)
+    higher-is-better benchmarks (a view(): read-only)."""
+    return view(eng, "results, with the mean", lambda: with_lab_mean(eng.results(), eng.lab.benchmarks))
 
 
 def winners() -> list[dict] | None:

@@ -4,6 +4,7 @@ executor, the answer panel, figures (one chart() for every figure), stacking col
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -18,7 +19,7 @@ from mixlab.scoring import checkpoints
 from mixlab.scoring.request import Method
 from mixlab.simplex import rebalance
 from mixlab.tables import params_label, proxy_methods
-from views.state import BACKEND, BENCH, METHOD, MIXTURE, REV, backend_name, engine, set_mixture
+from views.state import BACKEND, BENCH, METHOD, MIXTURE, REV, backend_name, lab_name, results, set_mixture, view
 from views.text import clip, code, escape
 
 
@@ -167,10 +168,12 @@ def method_params_inputs(key: str, defaults=None) -> tuple[str, dict]:
     return method, params
 
 
-def proxy_method_picker(df: pd.DataFrame, eng: Engine, container=st) -> tuple[str, dict]:
+def proxy_method_picker(eng: Engine, container=st) -> tuple[str, dict]:
     """Pick among the (method, params) pairs that have cached proxy scores (mixlab.tables.proxy_methods: the
     lab's method first, linear when none): one choice shared by the pages and the URL."""
-    options = proxy_methods(df, Method.for_lab(eng.lab).pair())
+    default = Method.for_lab(eng.lab).pair()
+    name = ("proxy methods", json.dumps(default, sort_keys=True))
+    options = view(eng, name, lambda: proxy_methods(results(eng), default))
     current = st.session_state.get(METHOD)
     if current is not None and tuple(current) not in [tuple(o) for o in options]:
         st.warning(
@@ -213,7 +216,7 @@ def backend_picker() -> None:
 
 def missing_scores_note(eng: Engine) -> None:
     """Say which checkpoints have no scores yet, and what fills them."""
-    missing = checkpoints.unscored(eng)
+    missing = view(eng, "unscored", lambda: checkpoints.unscored(eng))
     parts = (["the base"] if missing["base"] else []) + [
         f"{missing[k]} {label}{'' if missing[k] == 1 else 's'}"
         for k, label in (("expert", "expert"), ("true", "true mixture"))
@@ -269,7 +272,7 @@ def chart(fig, key: str, **kw):
         "displaylogo": False,
         "toImageButtonOptions": {
             "format": fmt,
-            "filename": re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{engine().lab.name}-{key}"),
+            "filename": re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{lab_name()}-{key}"),
             "width": EXPORT_WIDTH,
             "height": EXPORT_HEIGHT,
             "scale": EXPORT_SCALE if fmt == "png" else 1,

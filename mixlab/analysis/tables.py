@@ -212,27 +212,33 @@ def collapse_replicates(results: pd.DataFrame) -> pd.DataFrame:
     replicate has none. Unchanged when no mixture has replicates."""
     if "replicate" not in results or not len(results):
         return results
-    true = results[results.kind == "true"]
-    size = true.groupby(["label", "benchmark"]).score.transform("size")
-    many = true[size > 1]
-    if many.empty:
+    # one pass over the true rows' positions (a page calls this on every rerun: no per-group pandas lookups)
+    groups: dict[tuple, list[int]] = {}
+    is_true = results["kind"].to_numpy(dtype=object) == "true"
+    labels, benches = results["label"].to_numpy(dtype=object), results["benchmark"].to_numpy(dtype=object)
+    for i in np.flatnonzero(is_true):
+        groups.setdefault((labels[i], benches[i]), []).append(int(i))
+    many = [pos for pos in groups.values() if len(pos) > 1]
+    if not many:
         return results
-    means = many.groupby(["label", "benchmark"], sort=False).score.agg(exact_mean)
-    first = many.drop_duplicates(["label", "benchmark"]).copy()  # keeps the first replicate's index
-    first["score"] = [means[lab, b] for lab, b in zip(first.label, first.benchmark)]
+    scores = results["score"].to_numpy(dtype=float)
+    first = results.iloc[[pos[0] for pos in many]].copy()  # keeps the first replicate's index
+    first["score"] = [exact_mean(scores[pos]) for pos in many]
     first["replicate"] = pd.NA
     if "low" in first and "high" in first:
         # a mean of bounds, NaN as soon as one replicate has none (pandas' mean would skip it)
-        bounds = many.groupby(["label", "benchmark"], sort=False)[["low", "high"]].agg(lambda c: c.mean(skipna=False))
-        first["low"] = [bounds.low[lab, b] for lab, b in zip(first.label, first.benchmark)]
-        first["high"] = [bounds.high[lab, b] for lab, b in zip(first.label, first.benchmark)]
+        for col in ("low", "high"):
+            bound = results[col].to_numpy(dtype=float)
+            first[col] = [float(bound[pos].sum() / len(pos)) for pos in many]  # (as pandas' mean sums)
         if "ci" in first:
             first["ci"] = [SEEDS if pd.notna(lo) else "" for lo in first["low"]]
     elif "ci" in first:
         first["ci"] = ""
     if "values" in first:
         first["values"] = None  # a mean over seeds has no per-example values
-    return pd.concat([results.drop(index=many.index), first]).sort_index(kind="stable")
+    dropped = np.ones(len(results), dtype=bool)
+    dropped[[i for pos in many for i in pos]] = False
+    return pd.concat([results[dropped], first]).sort_index(kind="stable")
 
 
 def scores_at(
@@ -255,8 +261,10 @@ def scores_at(
         the simplex tolerance); its L1 distance or None).
     """
     results = collapse_replicates(results)
-    proxy = results[results.kind == "proxy"]
-    true = results[results.kind == "true"]
+    # masks as plain arrays, made once (a page calls this on every click)
+    kind, bench = results["kind"].to_numpy(dtype=object), results["benchmark"].to_numpy(dtype=object)
+    proxy = results[kind == "proxy"]
+    true = results[kind == "true"]
     true_keys = sorted({weights_key(w, names) for w in true.weights})
     if true_keys:
         i, dist = nearest(weights, np.array(true_keys))
@@ -267,7 +275,11 @@ def scores_at(
     distinct = sorted(set(proxy_keys))
     j = same_mixture(weights, distinct)
     key = distinct[j] if j is not None else None
-    true_at = true.weights.map(lambda w: weights_key(w, names)) == true_key if len(true) else true.weights
+    proxy_at = np.array([k == key for k in proxy_keys], dtype=bool)
+    true_at = np.array([weights_key(w, names) == true_key for w in true.weights], dtype=bool)
+    proxy_bench, true_bench = bench[kind == "proxy"], bench[kind == "true"]
+    expert = kind == "expert"
+    ns_all = results["n"] if "n" in results else None
 
     def cell(rows_: pd.DataFrame, i: int = -1):
         if not len(rows_):
@@ -279,10 +291,10 @@ def scores_at(
 
     rows = []
     for b in benchmarks:
-        pr = proxy[(proxy.benchmark == b) & (proxy_keys == key)]
-        tr = true[(true.benchmark == b) & true_at] if len(true) else true
-        ex = results[(results.kind == "expert") & (results.benchmark == b)]
-        ns = results[results.benchmark == b]["n"].dropna() if "n" in results else pd.Series(dtype=float)
+        pr = proxy[(proxy_bench == b) & proxy_at]
+        tr = true[(true_bench == b) & true_at]
+        ex = results[expert & (bench == b)]
+        ns = ns_all[bench == b].dropna() if ns_all is not None else pd.Series(dtype=float)
         row = {
             "benchmark": b,
             "n": int(ns.max()) if len(ns) else None,
