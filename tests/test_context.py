@@ -56,9 +56,8 @@ def test_at_a_trained_point_every_model_is_the_raw_row_with_scipys_wilson_interv
         assert (got.low, got.high) == pytest.approx(wilson(k, int(got.n)), abs=1e-9)
     loss = table[table.benchmark == "rev-loss"].set_index("model")
     assert len(loss) == 7
-    # a loss: a bootstrap interval where demo-k3 ships per-example values (checkpoints, linear at trained
-    # points), equal to scipy's percentile bootstrap of Σ NLL / Σ tokens; none for the TIES proxy (not backfilled)
-    assert np.isnan(loss.low["ties proxy"]) and loss.ci["ties proxy"] == ""
+    # a loss: a bootstrap interval from the per-example values demo-k3 ships for every score (the TIES proxy's
+    # too), equal to scipy's percentile bootstrap of Σ NLL / Σ tokens
     # the trained mixture, where it was trained with several seeds: their mean, and the mean of their
     # intervals (scipy's Wilson per seed for an accuracy) where every seed has one
     label = table[table.model == "trained mixture"].mixture.iloc[0].split(":")[0]
@@ -78,7 +77,7 @@ def test_at_a_trained_point_every_model_is_the_raw_row_with_scipys_wilson_interv
             else:  # a seed without per-example values (a loss): no interval rather than one seed's
                 assert got.ci == "" and np.isnan(got.low)
         loss = loss.drop("trained mixture")
-    for model in loss.index.drop("ties proxy"):
+    for model in loss.index:
         r = loss.loc[model]
         v = r["values"]
         assert r.ci == "bootstrap"
