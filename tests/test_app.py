@@ -800,6 +800,8 @@ def test_recycling_compare_shows_its_progress_and_result_below_it_and_says_how_i
     at = _open(app, "views/7_search.py")
     assert not at.error and not any(c.value.startswith("Every search of this lab") for c in at.caption)
     assert frame(at, "checkpoints").candidate.iloc[-1] == "searched (cmaes)"  # the shipped table
+    # the command it names gives that table again: the recorded settings (without them it would search anew)
+    assert any("demo-recycle --trials 140 --space sparse --start" in c.value for c in at.caption)
     at.button(key="recycle_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     job = worker().wait(worker().jobs[-1], timeout=300)
