@@ -430,13 +430,20 @@ class Store:
         out.update({k: self._unsaved[k] for k in keys if k in self._unsaved})
         return out
 
-    def version(self) -> tuple[int, float, int]:
-        """(rows, newest timestamp, unsaved rows): changes whenever a row is added or replaced."""
+    def version(self) -> tuple[int, float, int, int]:
+        """(rows, newest timestamp, unsaved rows, rows with per-example values): changes whenever a row is added
+        or replaced, or values are added to a cached row (a backfill)."""
         try:
             n, newest = self._db.execute("SELECT COUNT(*), MAX(created) FROM evaluations").fetchone()
+            try:
+                (kept,) = self._db.execute("SELECT COUNT(*) FROM example_values").fetchone()
+            except sqlite3.OperationalError as e:
+                if "no such table" not in str(e):  # a read-only cache made before per-example values: none
+                    raise
+                kept = 0
         except sqlite3.DatabaseError as e:
             raise self._error("read", e) from None
-        return n, newest or 0.0, len(self._unsaved)
+        return n, newest or 0.0, len(self._unsaved), kept + len(self._unsaved_values)
 
     def put(self, evaluations: Evaluation | Iterable[Evaluation]) -> bool:
         """Insert or replace rows, all in one transaction. Where the write fails (read-only, busy, disk

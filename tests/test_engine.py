@@ -562,3 +562,12 @@ def test_read_views_are_made_once_per_version_of_the_cache_and_match_a_fresh_bui
     data.write_text(data.read_text() + first + "\n")  # a benchmark's data rewritten: its scores' keys change
     assert eng.read_view("n", make) == 3
     same_table(eng.results(), cached_scores.results(eng))
+
+    proxies = eng.store.evaluations(models=eng.models_fp, kind="proxy")  # per-example values added (a backfill)
+    kept = eng.store.values([e.key for e in proxies])
+    src = next(e for e in proxies if e.key in kept)
+    eng.store.put(dataclasses.replace(src, key="e" * 64, values=None))
+    assert eng.read_view("n", make) == 4
+    eng.store.put_values({"e" * 64: kept[src.key]})
+    assert eng.read_view("n", make) == 5
+    same_table(eng.results(), cached_scores.results(eng))
