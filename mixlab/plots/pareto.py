@@ -21,6 +21,40 @@ def _at_selection(points: pd.DataFrame, names: Sequence[str], selected: Sequence
     return points[np.abs(w - np.asarray(selected, dtype=float)).max(axis=1) <= MATCH]
 
 
+def _add_marks(fig, trace, dims, names, best, at, best_size, ring_size, hover, symbols=None) -> None:
+    """The best mixtures (``best``) in their :data:`BEST_STYLE` and the selected mixture (``at``) ringed in red,
+    on a 2-D or a 3-D figure: ``trace`` is go.Scatter or go.Scatter3d, ``dims`` its coordinate columns,
+    ``hover`` what a best mark's hover says after its name, ``symbols`` a map for symbols the trace lacks."""
+    for _, b in (best if best is not None else pd.DataFrame()).iterrows():
+        name, symbol, colour, _ = BEST_STYLE[b.source]
+        fig.add_trace(
+            trace(
+                **{d: [b[d]] for d in dims},
+                mode="markers",
+                name=name,
+                text=[b.label],
+                customdata=[[b[n] for n in names]],
+                marker=dict(
+                    symbol=(symbols or {}).get(symbol, symbol),
+                    size=best_size,
+                    color=colour,
+                    line=dict(width=3, color=colour),
+                ),
+                hovertemplate=f"<b>{name}</b>{hover}",
+            )
+        )
+    if len(at):
+        fig.add_trace(
+            trace(
+                **{d: at[d] for d in dims},
+                mode="markers",
+                name="selected",
+                marker=dict(symbol="circle-open", size=ring_size, color="red", line=dict(width=3, color="red")),
+                hoverinfo="skip",
+            )
+        )
+
+
 def pareto_figure(
     points: pd.DataFrame,
     x: str,
@@ -96,32 +130,8 @@ def pareto_figure(
                 marker=dict(symbol="x", size=9, color="#d62728"),
             )
         )
-    for _, b in (best if best is not None else pd.DataFrame()).iterrows():
-        name, symbol, colour, _ = BEST_STYLE[b.source]
-        fig.add_trace(
-            go.Scatter(
-                x=[b.x],
-                y=[b.y],
-                mode="markers",
-                name=name,
-                text=[b.label],
-                customdata=[[b[n] for n in names]],
-                marker=dict(symbol=symbol, size=24, color=colour, line=dict(width=3, color=colour)),
-                hovertemplate=f"<b>{name}</b><br>%{{text}}<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra></extra>",
-            )
-        )
-    at = _at_selection(points, names, selected)
-    if len(at):
-        fig.add_trace(
-            go.Scatter(
-                x=at["x"],
-                y=at["y"],
-                mode="markers",
-                name="selected",
-                marker=dict(symbol="circle-open", size=20, color="red", line=dict(width=3, color="red")),
-                hoverinfo="skip",
-            )
-        )
+    hover = f"<br>%{{text}}<br>{x} %{{x:.4f}}<br>{y} %{{y:.4f}}<extra></extra>"
+    _add_marks(fig, go.Scatter, ("x", "y"), names, best, _at_selection(points, names, selected), 24, 20, hover)
     fig.update_layout(
         height=520,
         xaxis_title=x,
@@ -189,34 +199,8 @@ def pareto_figure_3d(
                     hovertemplate=hover + f"<extra>{kind}</extra>",
                 )
             )
-    for _, b in (best if best is not None else pd.DataFrame()).iterrows():
-        name, symbol, colour, _ = BEST_STYLE[b.source]
-        fig.add_trace(
-            go.Scatter3d(
-                x=[b.x],
-                y=[b.y],
-                z=[b.z],
-                mode="markers",
-                name=name,
-                text=[b.label],
-                customdata=[[b[n] for n in names]],
-                marker=dict(symbol=SYMBOLS_3D[symbol], size=14, color=colour, line=dict(width=3, color=colour)),
-                hovertemplate=f"<b>{name}</b><br>%{{text}}<extra></extra>",
-            )
-        )
     at = _at_selection(points, names, selected)
-    if len(at):
-        fig.add_trace(
-            go.Scatter3d(
-                x=at["x"],
-                y=at["y"],
-                z=at["z"],
-                mode="markers",
-                name="selected",
-                marker=dict(symbol="circle-open", size=14, color="red", line=dict(width=3, color="red")),
-                hoverinfo="skip",
-            )
-        )
+    _add_marks(fig, go.Scatter3d, ("x", "y", "z"), names, best, at, 14, 14, "<br>%{text}<extra></extra>", SYMBOLS_3D)
     fig.update_layout(
         height=660,
         scene=dict(xaxis_title=x, yaxis_title=y, zaxis_title=z),
