@@ -358,6 +358,15 @@ def verdict_text(v: dict, strong=str, name=str) -> str:
     return f"{strong(v['verdict'])} {relation} the {name(v['candidate'])} ({diff}; {noise})"
 
 
+def replay_command(root, search: dict) -> str:
+    """The command that gives a recorded table again: ``search`` (a recycle.json searched row's record) as
+    flags; the bare command would search anew with the defaults."""
+    flags = [f"--trials {search['trials']}"] if "trials" in search else []
+    flags += ["--space sparse"] if search.get("space") == "sparse" else []
+    flags += ["--start"] if search.get("start") else []
+    return " ".join(["python -m mixlab recycle", str(root), *flags])
+
+
 def recorded_table(lab) -> list[dict] | None:
     """The candidates' rows the lab's ``recycle.json`` records (what opening a recycling lab shows), or None
     when it has none."""

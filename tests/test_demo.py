@@ -217,7 +217,12 @@ def test_the_recycling_lab_ships_its_scores_and_its_table_replays_from_them(tmp_
     assert (record["sampler"], record["trials"], len(record["points"])) == ("cmaes", 140, 140)
     assert (record["space"], record["start"]) == ("sparse", True)
 
-    settings = ["--space", "sparse", "--start", "--trials", "140"]
+    # the command the Search page names for this table (mixlab.recycle.replay_command) replays it
+    from mixlab.recycle import replay_command
+
+    command = replay_command(root, record)
+    assert command == f"python -m mixlab recycle {root} --trials 140 --space sparse --start"
+    settings = command.split()[5:]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert main(["recycle", str(root), "--json", *settings]) == 0

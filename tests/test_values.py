@@ -153,11 +153,11 @@ def test_a_backfill_writes_only_values_and_refuses_a_score_it_cannot_reproduce(e
 def test_a_backfill_reaches_scores_on_a_split_and_a_limit_and_only_the_benchmarks_asked(engine, tmp_path):
     """A search's scores (``rev@test:5``: the dev split of a benchmark without search_data, its first 5
     examples) get their values too; ``benchmarks`` keeps a backfill to the named ones (e.g. the losses)."""
-    from mixlab.scoring.backfill import _declared, backfill
-    from mixlab.scoring.request import split_benchmark
+    from mixlab.scoring.backfill import backfill
+    from mixlab.scoring.request import declared_split, split_benchmark
 
-    assert _declared("rev") == ("rev", "test", None) and _declared("rev@dev:50") == ("rev", "dev", 50)
-    assert _declared("rev@test") == ("rev", "dev", None) and _declared("rev:7") == ("rev", "test", 7)
+    assert declared_split("rev") == ("rev", "test", None) and declared_split("rev@dev:50") == ("rev", "dev", 50)
+    assert declared_split("rev@test") == ("rev", "dev", None) and declared_split("rev:7") == ("rev", "test", 7)
     eng, _ = engine
     m = Mixture.of(eng.names, [0.5, 0.25, 0.25])
     variant = split_benchmark(eng.lab, eng.lab.benchmark("rev"), "dev", 5)

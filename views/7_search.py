@@ -14,7 +14,7 @@ from mixlab.plots import (
     trials_ternary,
     weights_figure,
 )
-from mixlab.recycle import compare_objective, interval_text, recorded_table, verdict_text, verdicts
+from mixlab.recycle import compare_objective, interval_text, recorded_table, replay_command, verdict_text, verdicts
 from mixlab.run.requests import RecycleJob, SearchJob
 from mixlab.search import (
     SAMPLERS,
@@ -284,19 +284,9 @@ st.divider()
 st.subheader("Checkpoint recycling")
 recorded = recorded_table(eng.lab)
 said_before = recorded[-1]["search"] if recorded else {}  # Compare's defaults: the recorded search's settings
-# the command that gives the recorded table again (without the recorded settings it would search anew)
-flags = "".join(
-    flag
-    for flag, on in (
-        (f" --trials {said_before.get('trials')}", "trials" in said_before),
-        (" --space sparse", said_before.get("space") == "sparse"),
-        (" --start", bool(said_before.get("start"))),
-    )
-    if on
-)
 st.caption(
     "The lab's experts as a pool of checkpoints: the best single checkpoint, the uniform average, a greedy "
-    f"soup and a searched merge (CMA-ES), chosen on dev and reported on test ({code(f'python -m mixlab recycle {eng.lab.root}{flags}')}). "
+    f"soup and a searched merge (CMA-ES), chosen on dev and reported on test ({code(replay_command(eng.lab.root, said_before))}). "
     "Compared again with the same settings it replays the lab's recycle.json, or reads its study back: it never "
     "silently adds trials."
 )

@@ -258,8 +258,21 @@ def pretrain_base(tokenizer, names: list[str], budget: Budget, seed: int, show: 
     return base, steps, dev_ability(base, tokenizer, names, seed)
 
 
+def _lora_config(budget: Budget):
+    """The LoRA of every demo run (experts, true mixtures, the recycling pool): rank ``budget.lora_r`` on every
+    attention and MLP projection."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=budget.lora_r,
+        lora_alpha=2 * budget.lora_r,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+
+
 def _finetune(base_dir: Path, out: Path, stream: _Stream, budget: Budget, full: bool, seed: int, desc: str, show: bool):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -269,13 +282,7 @@ def _finetune(base_dir: Path, out: Path, stream: _Stream, budget: Budget, full: 
         model.save_pretrained(out)
         (out / "generation_config.json").unlink(missing_ok=True)
         return
-    cfg = LoraConfig(
-        r=budget.lora_r,
-        lora_alpha=2 * budget.lora_r,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    )
-    model = get_peft_model(model, cfg)
+    model = get_peft_model(model, _lora_config(budget))
     _train(model, stream, budget.steps, budget.batch, budget.lr, desc, show)
     model.save_pretrained(out)
     (out / "README.md").unlink(missing_ok=True)
@@ -601,7 +608,7 @@ def train_pool(base_dir: Path, experts_dir: Path, tokenizer, names: list[str], b
                recipe=POOL_RECIPE, show: bool = True) -> None:  # fmt: skip
     """Train :data:`POOL_RECIPE` from the base in ``base_dir``, saving each checkpoint as a PEFT adapter folder
     ``experts_dir/<name>`` (``save_pretrained``, as the demo's experts)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
     from transformers import LlamaForCausalLM
 
     for i, run in enumerate(tqdm(recipe, desc="training the pool", disable=not show)):
@@ -609,13 +616,7 @@ def train_pool(base_dir: Path, experts_dir: Path, tokenizer, names: list[str], b
         torch.manual_seed(run_seed)
         model = LlamaForCausalLM.from_pretrained(base_dir, local_files_only=True)
         if run.parent is None:
-            cfg = LoraConfig(
-                r=budget.lora_r,
-                lora_alpha=2 * budget.lora_r,
-                lora_dropout=0.0,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-            )
-            model = get_peft_model(model, cfg)
+            model = get_peft_model(model, _lora_config(budget))
         else:
             model = PeftModel.from_pretrained(model, experts_dir / run.parent, is_trainable=True)
         stream = _Stream(tokenizer, names, np.array(run.weights, dtype=float), run_seed, prompt_loss=False)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mixlab.analysis import same_mixture
-from mixlab.scoring.request import split_benchmark
+from mixlab.scoring.request import declared_split, split_benchmark
 from mixlab.simplex import Mixture
 from mixlab.store import Evaluation, Store
 
@@ -52,15 +52,6 @@ def _keep(engine, recomputed: list[Evaluation], out: Backfill) -> None:
         out.written += len(ok)
 
 
-def _declared(name: str) -> tuple[str, str, int | None]:
-    """A cached score's benchmark name as (declared benchmark, split, limit), undoing
-    :func:`~mixlab.scoring.request.split_benchmark`: ``rev`` → (rev, test, None), ``rev@dev:50`` → (rev, dev,
-    50); ``rev@test`` is the dev split of a benchmark without search_data (scored on its own data)."""
-    head, _, n = name.partition(":")
-    bench, _, split = head.partition("@")
-    return bench, "dev" if split else "test", int(n) if n else None
-
-
 def backfill(
     engine,
     kinds=("checkpoints", "proxy"),
@@ -82,7 +73,7 @@ def backfill(
     scratch = Engine(engine.lab, Store(":memory:"), device="cpu", batch_size=engine.batch_size)
     out = Backfill()
     names = None if benchmarks is None else [b.name for b in engine.benchmarks(benchmarks)]  # unknown: ManifestError
-    wanted = (lambda e: True) if names is None else (lambda e: _declared(e.benchmark)[0] in names)
+    wanted = (lambda e: True) if names is None else (lambda e: declared_split(e.benchmark)[0] in names)
     start = time.perf_counter()
     if "checkpoints" in kinds:
         todo = [
@@ -113,7 +104,7 @@ def backfill(
             if e.key not in have:
                 m = Mixture.of(engine.names, [e.weights.get(n, 0.0) for n in engine.names])
                 mixtures, benches = groups.setdefault(
-                    json.dumps([e.method, e.params, _declared(e.benchmark)[1:]], sort_keys=True), ({}, set())
+                    json.dumps([e.method, e.params, declared_split(e.benchmark)[1:]], sort_keys=True), ({}, set())
                 )
                 mixtures[m.weights] = m
                 benches.add(e.benchmark)
@@ -121,7 +112,8 @@ def backfill(
         for group, (mixtures, benches) in groups.items():
             method, params, (split, n) = json.loads(group)
             specs = [
-                split_benchmark(engine.lab, engine.lab.benchmark(_declared(b)[0]), split, n) for b in sorted(benches)
+                split_benchmark(engine.lab, engine.lab.benchmark(declared_split(b)[0]), split, n)
+                for b in sorted(benches)
             ]
             todo = list(mixtures.values())[:left]
             for i in range(0, len(todo), chunk):

@@ -92,6 +92,15 @@ def split_benchmark(lab: Lab, spec: BenchmarkSpec, split: str = "test", limit: i
     return spec.model_copy(update=update)
 
 
+def declared_split(name: str) -> tuple[str, str, int | None]:
+    """A stored score's benchmark name as (declared benchmark, split, limit): :func:`split_benchmark` undone.
+    ``rev`` → (rev, test, None), ``rev@dev:50`` → (rev, dev, 50); ``rev@test`` is the dev split of a benchmark
+    without search_data (scored on its own data)."""
+    head, _, n = name.partition(":")
+    bench, _, split = head.partition("@")
+    return bench, "dev" if split else "test", int(n) if n else None
+
+
 @dataclass(frozen=True)
 class ProxyRequest:
     """Proxy scores to compute or read: every mixture merged by ``method`` and scored on ``benchmarks``
