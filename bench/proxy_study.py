@@ -8,7 +8,7 @@ as the mean of per-benchmark ρ; then the same averaged over seeds; then what th
 (the regime check: each expert on every domain beside the base).
 
     python bench/proxy_study.py [--variants short,regime] [--seeds 0,1,2] [--points 4] [--n-eval 1000]
-                                [--replicates 2] [--json FILE]
+                                [--replicates 2] [--jobs 2] [--json FILE]
 
 Variants (each a fresh lab in a temp folder, true mixtures on the 1/m lattice, m = --points):
 - scratch: the earlier shipped recipe — a 120-step base on the task domains, 250-step LoRA experts;
@@ -32,6 +32,7 @@ import json
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,6 +122,12 @@ def study(name: str, budget, points, seed: int, replicates: int, root: Path, boo
     return rows, check
 
 
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # --jobs labs side by side: one core each (the demo model is launch-bound)
+
+
 def averaged(rows: list[dict]) -> list[dict]:
     """Per (variant, proxy, subset, summary): the seeds' ρ and ceilings, their mean and range."""
     groups: dict[tuple, list[dict]] = {}
@@ -149,9 +156,16 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=2, help="training runs per true mixture (≥ 2: a ceiling)")
     ap.add_argument("--n-eval", type=int, default=1000, help="held-out examples per benchmark (dev and test)")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap resamples per CI")
-    ap.add_argument("--json", type=Path, default=None, help="also write every row here")
+    ap.add_argument("--jobs", type=int, default=1, help="labs built side by side, one process and torch thread each")
+    ap.add_argument("--json", type=Path, default=None, help="also write every row here (rewritten as each lab ends)")
     ap.add_argument("--tiny", action="store_true", help="a seconds-scale recipe to check the script (no result)")
+    ap.add_argument("--from-json", type=Path, default=None, help="print the tables of a run saved with --json")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print(f"{args.from_json}: {'' if saved['complete'] else 'an unfinished run: '}{saved['args']}\n")
+        print_tables(saved["rows"], saved["mean"], saved["checks"])
+        return
     points = lattice(3, args.points)
     every = variants(args.base_target)
     chosen = args.variants.split(",")
@@ -165,18 +179,35 @@ def main() -> None:
     )
     rows, checks = [], {}
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in chosen:
-            budget = replace(QUICK if args.tiny else every[name], n_eval=args.n_eval)
-            if args.tiny and name == "regime":
-                budget = replace(budget, lr=REGIME_LR)
-            for seed in seeds:
-                got, check = study(name, budget, points, seed, args.replicates, Path(tmp), args.boot)
-                rows += got
-                checks[f"{name} seed {seed}"] = check
-                print(f"  {name} seed {seed}: {check['seconds']} s (build {check['build_seconds']} s)", flush=True)
+    labs = []
+    for name in chosen:
+        budget = replace(QUICK if args.tiny else every[name], n_eval=args.n_eval)
+        if args.tiny and name == "regime":
+            budget = replace(budget, lr=REGIME_LR)
+        labs += [(name, budget, seed) for seed in seeds]
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
+        futures = [
+            pool.submit(study, name, budget, points, seed, args.replicates, Path(tmp), args.boot)
+            for name, budget, seed in labs
+        ]
+        for (name, _, seed), future in zip(labs, futures, strict=True):  # in order: the table reads the same
+            got, check = future.result()
+            rows += got
+            checks[f"{name} seed {seed}"] = check
+            print(f"  {name} seed {seed}: {check['seconds']} s (build {check['build_seconds']} s)", flush=True)
+            if args.json:
+                write_json(args, rows, averaged(rows), checks, (time.perf_counter() - start) / 60, done=False)
     total = time.perf_counter() - start
     print(f"\n{total / 60:.1f} minutes in all\n")
+    mean = averaged(rows)
+    print_tables(rows, mean, checks)
+    if args.json:
+        write_json(args, rows, mean, checks, total / 60, done=True)
+
+
+def print_tables(rows: list[dict], mean: list[dict], checks: dict) -> None:
+    """Every row; the seeds' mean; each proxy on the mean of the benchmarks, seed by seed (the README's
+    table); the regime check."""
     print("| variant | seed | proxy | mixtures | summary | n | Spearman ρ [95% CI] | noise ceiling [95% CI] (n) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -185,7 +216,7 @@ def main() -> None:
         print(
             f"| {r['variant']} | {r['seed']} | {r['proxy']} | {r['subset']} | {r['summary']} | {r['n']} | {rho} | {ceiling} |"
         )
-    mean = averaged(rows)
+    seeds = sorted({r["seed"] for r in rows})
     print(f"\nOver the {len(seeds)} seeds: mean ρ (min, max) beside the mean ceiling (min, max)\n")
     print("| variant | proxy | mixtures | summary | n | ρ: mean (min, max) | ceiling: mean (min, max) |")
     print("|---|---|---|---|---|---|---|")
@@ -193,24 +224,34 @@ def main() -> None:
         rho = f"{fmt(m['rho_mean'])} ({fmt(m['rho_min'])}, {fmt(m['rho_max'])})"
         ceil = f"{fmt(m['ceiling_mean'])} ({fmt(m['ceiling_min'])}, {fmt(m['ceiling_max'])})"
         print(f"| {m['variant']} | {m['proxy']} | {m['subset']} | {m['summary']} | {m['n']} | {rho} | {ceil} |")
+    for subset in SUBSETS:
+        by_seed = [r for r in rows if r["subset"] == subset and r["summary"] == "ρ of the mean"]
+        if not by_seed or not any(r["spearman"] is not None for r in by_seed):
+            continue
+        n = max(r["n"] for r in by_seed)
+        print(f"\nρ of the mean, {subset} mixtures (n = {n}), seed by seed [95% CI]; the noise ceiling\n")
+        print(f"| variant | proxy | {' | '.join(f'seed {s}' for s in seeds)} | mean | ceiling: mean (min, max) |")
+        print(f"|---|---|{'---|' * len(seeds)}---|---|")
+        for m in mean:
+            if m["subset"] != subset or m["summary"] != "ρ of the mean":
+                continue
+            cells = {r["seed"]: r for r in by_seed if (r["variant"], r["proxy"]) == (m["variant"], m["proxy"])}
+            got = [
+                interval(c["spearman"], c["spearman_low"], c["spearman_high"]) if (c := cells.get(s)) else "—"
+                for s in seeds
+            ]
+            ceil = f"{fmt(m['ceiling_mean'])} ({fmt(m['ceiling_min'])}, {fmt(m['ceiling_max'])})"
+            print(f"| {m['variant']} | {m['proxy']} | {' | '.join(got)} | {fmt(m['rho_mean'])} | {ceil} |")
     print("\nRegime check, exact match on each domain (base, then each expert):\n")
     for key, c in checks.items():
         parts = [f"{who} " + "/".join(f"{c[who][b]:.2f}" for b in c["base"]) for who in c if isinstance(c[who], dict)]
         print(f"- {key} (base {c['base_steps']} steps): " + " · ".join(parts))
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "args": vars(args) | {"json": str(args.json)},
-                    "rows": rows,
-                    "mean": mean,
-                    "checks": checks,
-                    "minutes": total / 60,
-                },
-                indent=1,
-                default=str,
-            )
-        )
+
+
+def write_json(args, rows: list[dict], mean: list[dict], checks: dict, minutes: float, done: bool) -> None:
+    every = {"args": vars(args) | {"json": str(args.json)}, "complete": done, "rows": rows, "mean": mean}
+    text = json.dumps(every | {"checks": checks, "minutes": minutes}, indent=1, default=str)
+    args.json.write_text(text)
 
 
 if __name__ == "__main__":

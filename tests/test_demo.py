@@ -144,8 +144,13 @@ def test_demo_build_flags_make_the_recipe():
     b = budget("--base-steps", "700", "--pretrain-share", "0.25", "--replay", "0.25", "--expert-steps", "90")
     assert (b.base_steps, b.pretrain_share, b.replay, b.steps) == (700, 0.25, 0.25, 90)
     assert budget("--base-target", "0").base_target == 0.0
+    b = budget("--lr", "1e-3", "--n-eval", "1000")  # demo-k3's recipe (issue #26's regime)
+    assert (b.lr, b.n_eval, b.lr_base) == (1e-3, 1000, FULL.lr_base)
     with pytest.raises(MixlabError, match=r"replay must be in \[0, 1\), got 1.5"):
         budget("--replay", "1.5")
+    for bad in ("0", "-1e-3", "nan"):
+        with pytest.raises(MixlabError, match=r"lr must be in \(0, 1\)"):
+            budget(f"--lr={bad}")
     with pytest.raises(MixlabError, match="steps must be ≥ 1, got 0"):
         Budget(steps=0)
 

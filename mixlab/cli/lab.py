@@ -89,6 +89,8 @@ def add_commands(sub) -> None:
     )
     b.add_argument("--replay", type=float, default=None, help="share of general data in every expert and true run")
     b.add_argument("--expert-steps", type=positive, default=None, help="steps per expert and true run (default 60)")
+    b.add_argument("--lr", type=float, default=None, help="learning rate of every expert and true run (default 3e-3)")
+    b.add_argument("--n-eval", type=positive, default=None, help="held-out examples per benchmark (default 200)")
     b.add_argument(
         "--replicates",
         type=positive,
@@ -153,7 +155,7 @@ def demo_budget(args):
     from mixlab.demo.build import FULL, QUICK, SCRATCH
 
     budget = QUICK if args.quick else SCRATCH if args.scratch else FULL
-    for field in ("base_steps", "base_target", "pretrain_share", "replay"):
+    for field in ("base_steps", "base_target", "pretrain_share", "replay", "lr", "n_eval"):
         if getattr(args, field) is not None:
             budget = replace(budget, **{field: getattr(args, field)})
     if args.expert_steps is not None:

@@ -64,6 +64,9 @@ class Budget:
         for name in ("base_steps", "base_check", "steps", "batch", "n_eval", "lora_r"):
             if getattr(self, name) < 1:
                 raise MixlabError(f"demo budget: {name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("lr", "lr_base"):
+            if not 0 < getattr(self, name) < 1:  # NaN fails too
+                raise MixlabError(f"demo budget: {name} must be in (0, 1), got {getattr(self, name)}")
         for name in ("pretrain_share", "replay", "base_target"):
             if not 0 <= getattr(self, name) < 1:
                 raise MixlabError(f"demo budget: {name} must be in [0, 1), got {getattr(self, name)}")
