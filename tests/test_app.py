@@ -71,10 +71,10 @@ def test_lab_page_lists_experts_and_bad_lab_is_a_clear_error(app, tmp_path):
 def test_the_lab_pages_cache_caption_reads_as_counts_not_a_dict(app):
     at = _open(app, PAGES[0])
     (caption,) = [c.value for c in at.caption if c.value.startswith("Evaluation cache")]
-    # scores, one per benchmark (6): the base's 6, 3 experts' 18, 46 true mixtures' 71 checkpoints' 426 (25
-    # of the mixtures trained with 2 seeds)
+    # scores, one per benchmark (6): the base's 6, 3 experts' 18, 46 true mixtures' 92 checkpoints' 552 (each
+    # mixture trained with 2 seeds)
     assert "{" not in caption and re.search(
-        r"[\d,]+ proxy scores; 6 of the base, 18 of experts and 426 of true", caption
+        r"[\d,]+ proxy scores; 6 of the base, 18 of experts and 552 of true", caption
     )
 
 
@@ -680,7 +680,8 @@ def test_the_lab_page_scores_checkpoints_and_pages_say_what_is_missing(app, tmp_
     lab = tmp_path / "k3"
     shutil.copytree(DEMO_LAB, lab, ignore=shutil.ignore_patterns(".mixlab", "evaluations.jsonl", "true"))
     head, *trues = (DEMO_LAB / "lab.toml").read_text().split("[[true_mixtures]]")
-    trues = [t for t in trues if "paths = [" not in t][:2]  # two true mixtures trained once
+    # two true mixtures, each kept with its first seed only (demo-k3 trains every mixture twice)
+    trues = [re.sub(r'paths = \["(true/[^"]+)", "[^"]+"\]', r'path = "\1"', t) for t in trues[:2]]
     (lab / "lab.toml").write_text("[[true_mixtures]]".join([head, *trues]))
     for t in trues:
         for folder in re.findall(r'"(true/[^"]+)"', t):  # path = "…" or replicates' paths = ["…", "…"]
@@ -747,9 +748,10 @@ def test_search_page_runs_a_search_and_shows_the_winner_beside_its_baselines(app
     best = result.best[0]
     assert table["test rev"].iloc[0] == pytest.approx(best["test"]["rev"], abs=1e-4)
     shown = table["test objective (mean of add, rev, sort)"]
-    # the winner's test objective, ± 2 binomial SEs computed here by hand
+    # the winner's test objective, ± 2 binomial SEs computed here by hand (n: each benchmark's examples)
     p = [best["test"][b] for b in ("add", "rev", "sort")]
-    se = (sum(x * (1 - x) / 200 for x in p) / 9) ** 0.5
+    n = [len((DEMO_LAB / "data" / f"{b}.jsonl").read_text().splitlines()) for b in ("add", "rev", "sort")]
+    se = (sum(x * (1 - x) / m for x, m in zip(p, n)) / 9) ** 0.5
     assert shown.iloc[0] == f"{sum(p) / 3:.4f} ± {2 * se:.4f}"
     baselines = list(table.candidate)[1:]
     assert baselines[0] == "uniform" and baselines[1].startswith("best expert (")

@@ -48,16 +48,16 @@ def test_the_shipped_cache_matches_a_fresh_evaluation(tmp_path):
     lab = load_lab(DEMO_LAB)
     shipped = Engine(lab, Store(tmp_path / "shipped.sqlite", seed_from=DEMO_LAB / "evaluations.jsonl"))
     cached = {(e.label, e.benchmark): e.score for e in cached_scores.cached(shipped, "expert")}
-    # 46 true mixtures, 25 of them (interior points and vertices) trained twice: 71 checkpoints
+    # 46 true mixtures, each trained twice: 92 checkpoints
     assert (
         len(cached) == 18
-        and len(cached_scores.cached(shipped, "true")) == 71 * 6
+        and len(cached_scores.cached(shipped, "true")) == 92 * 6
         and len(cached_scores.cached(shipped, "proxy")) >= 106 * 6
     )
     fresh = Engine(lab, Store(tmp_path / "fresh.sqlite"), device="cpu")
     for e in checkpoints.expert_scores(fresh, ["rev", "rev-loss"]):
         # another CPU sums in another order: a loss moves in its 5th digit, and greedy decoding of a near-tie
-        # can flip an answer, so exact match may differ by an example or two of its 200 (never bit-identical)
+        # can flip an answer, so exact match may differ by an example or two of its 1000 (never bit-identical)
         tol = dict(rel=1e-4) if e.benchmark == "rev-loss" else dict(abs=2 / e.n + 1e-9)
         assert e.score == pytest.approx(cached[(e.label, e.benchmark)], **tol)
 
@@ -148,6 +148,16 @@ def test_demo_build_flags_make_the_recipe():
     assert (b.lr, b.n_eval, b.lr_base) == (1e-3, 1000, FULL.lr_base)
     with pytest.raises(MixlabError, match=r"replay must be in \[0, 1\), got 1.5"):
         budget("--replay", "1.5")
+    # a lab's description names the command that builds its recipe, and that command builds it
+    from mixlab.demo.build import build_command
+
+    command = build_command(3, b, quick=False, full=False, replicates=2, subset="all")
+    assert command == "python -m mixlab demo build --domains 3 --lr 0.001 --n-eval 1000 --replicates 2"
+    assert budget(*command.split()[5:-2]) == b
+    assert build_command(3, SCRATCH, False, False, 1, "all").endswith("--domains 3 --scratch")
+    assert build_command(4, QUICK, True, False, 2, "interior+vertices").endswith(
+        "--domains 4 --quick --replicates 2 --replicate-subset interior+vertices"
+    )
     for bad in ("0", "-1e-3", "nan"):
         with pytest.raises(MixlabError, match=r"lr must be in \(0, 1\)"):
             budget(f"--lr={bad}")
@@ -465,9 +475,9 @@ def test_a_fresh_build_with_replicates_trains_the_replicates_that_demo_replicate
 
 
 def test_the_shipped_k3_lab_has_replicates_scored_and_its_ceiling_is_a_number():
-    """demo-k3 trains its 22 interior points and 3 vertices twice (`demo replicates --subset
-    interior+vertices`): every replicate is scored in the shipped export (nothing to evaluate), and the
-    ceiling on the mean is Spearman ρ between the two seeds' means of the exact-match benchmarks (scipy)."""
+    """demo-k3 trains every one of its 46 true mixtures twice (`demo build --replicates 2`): every replicate
+    is scored in the shipped export (nothing to evaluate), and the ceiling on the mean is Spearman ρ between
+    the two seeds' means of the exact-match benchmarks (scipy)."""
     import numpy as np
     from scipy import stats
 
@@ -475,17 +485,17 @@ def test_the_shipped_k3_lab_has_replicates_scored_and_its_ceiling_is_a_number():
 
     lab = load_lab(DEMO_LAB)
     replicated = [t for t in lab.manifest.true_mixtures if t.paths]
-    assert len(replicated) == 25 and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
+    assert len(replicated) == 46 and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
     engine = Engine(lab, Store(":memory:", seed_from=DEMO_LAB / "evaluations.jsonl"), device="cpu")
     assert checkpoints.unscored(engine) == {"base": 0, "expert": 0, "true": 0}
     df = engine.results("linear", {})
     true = df[(df.kind == "true") & df.benchmark.isin(["add", "rev", "sort"])]
     means = true.groupby(["label", "replicate"]).score.mean().unstack()  # label × replicate
     both = means.dropna()
-    assert len(both) == 25
+    assert len(both) == 46
     rows = {r["benchmark"]: r for r in proxy_report(df, lab.expert_names, lab.benchmarks)}
     ceiling = rows["mean"]["ceiling"]
-    assert ceiling is not None and rows["mean"]["n_replicated"] == 25
+    assert ceiling is not None and rows["mean"]["n_replicated"] == 46
     first, second = (np.round(both[r].to_numpy(), 9) for r in (1, 2))  # means equal up to float noise tie
     assert ceiling == pytest.approx(stats.spearmanr(first, second).statistic)
     assert np.isfinite(rows["mean"]["ceiling_low"]) and rows["mean"]["ceiling_low"] < ceiling

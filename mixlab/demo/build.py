@@ -115,6 +115,35 @@ def seeds_text(replicates: int, subset: str) -> str:
     return f" ({replicates} seeds each{'' if subset == 'all' else ' at ' + REPLICATE_SUBSETS[subset]})"
 
 
+# Budget fields that `demo build` sets by a flag, and the flag
+BUDGET_FLAGS = {
+    "base_steps": "--base-steps",
+    "base_target": "--base-target",
+    "pretrain_share": "--pretrain-share",
+    "replay": "--replay",
+    "steps": "--expert-steps",
+    "lr": "--lr",
+    "n_eval": "--n-eval",
+}
+
+
+def build_command(domains: int, budget: Budget, quick: bool, full: bool, replicates: int, subset: str) -> str:
+    """The `demo build` command that builds this recipe (what a lab's description names)."""
+    default = QUICK if quick else FULL
+    flags = [f"--domains {domains}"] + ["--quick"] * quick + ["--full"] * full
+    if not quick and budget == SCRATCH:
+        flags.append("--scratch")
+    else:
+        flags += [
+            f"{BUDGET_FLAGS[f]} {getattr(budget, f):g}"
+            for f in BUDGET_FLAGS
+            if getattr(budget, f) != getattr(default, f)
+        ]
+    if replicates > 1:
+        flags.append(f"--replicates {replicates}" + ("" if subset == "all" else f" --replicate-subset {subset}"))
+    return "python -m mixlab demo build " + " ".join(flags)
+
+
 def replicate_path(label: str, r: int) -> str:
     """Where a demo build writes replicate ``r`` (from 1) of the true mixture ``label``: replicate 1 where a
     single-seed build puts it (so its checkpoint, and every cached score of it, stays as it was)."""
@@ -441,11 +470,11 @@ def build_demo(
             _finetune(root / "base", root / rel, stream, budget, full, seed + offset, desc, show_progress)
 
         description = (
-            f"Built by `python -m mixlab demo build --domains {domains}{' --quick' if quick else ''}"
-            f"{' --full' if full else ''}`: a base pretrained {base_steps} steps (dev exact match "
-            f"{', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), {kind} experts, {len(points)} true "
-            f"mixtures{seeds_text(replicates, replicate_subset)}, budget {budget.steps} steps × "
-            f"{budget.batch} examples each."
+            f"Built by `{build_command(domains, budget, quick, full, replicates, replicate_subset)}`: a base "
+            f"pretrained {base_steps} steps (dev exact match {', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), "
+            f"{kind} experts, {len(points)} true mixtures{seeds_text(replicates, replicate_subset)}, budget "
+            f"{budget.steps} steps × {budget.batch} examples each at learning rate {budget.lr:g}; {budget.n_eval} "
+            "held-out examples per benchmark (and as many dev examples)."
         )
         write_manifest(root, f"demo-k{domains}{'-quick' if quick else ''}", description, names, benches, trues)
 
