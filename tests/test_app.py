@@ -609,7 +609,7 @@ def test_the_experts_page_shows_each_statistic_beside_its_chance_level(app, lab,
     captions = " ".join(c.value for c in at.caption)
     assert f"{1 - 2 * 0.5**k:.3f} when all {k} do" in captions
     dims = 100_352  # the demo model's flattened task vector
-    assert f"{1.959964 / dims**0.5:.4f} (1.96/√d)" in captions and "0.125" in captions
+    assert f"{1.959964 / dims**0.5:.4f} (1.96/√d)" in captions and "cosine 0.094" in captions
     (conf,) = [f["data"][0] for f in _figures(at) if f["data"][0]["colorbar"]["title"]["text"] == "observed − chance"]
     assert conf["colorscale"] and f"chance {1 - 2 * 0.5**k:.3f}" in str(conf["text"])
 

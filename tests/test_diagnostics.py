@@ -72,7 +72,7 @@ def test_cosine_chance_covers_95_percent_of_random_pairs():
 
 def test_the_experts_pages_measured_reference_holds_in_demo_k3():
     """The Experts page says two LoRA runs on the same task (demo-k3's rev expert and its true rev100 run)
-    have cosine 0.125, 20× chance: measured here with numpy on the flattened task vectors."""
+    have cosine 0.094, 15× chance: measured here with numpy on the flattened task vectors."""
     from mixlab.demo import DEMO_LAB
     from mixlab.diagnostics import cosine_chance
 
@@ -82,4 +82,4 @@ def test_the_experts_pages_measured_reference_holds_in_demo_k3():
     flat = [np.concatenate([(e.delta(k) if e.delta(k) is not None else torch.zeros(base.shape(k))).reshape(-1).numpy()
                             for k in base.keys()]) for e in (rev, again)]  # fmt: skip
     cos = flat[0] @ flat[1] / (np.linalg.norm(flat[0]) * np.linalg.norm(flat[1]))
-    assert f"{cos:.3f}" == "0.125" and cos > 20 * cosine_chance(len(flat[0]))
+    assert f"{cos:.3f}" == "0.094" and cos > 15 * cosine_chance(len(flat[0]))

@@ -28,7 +28,7 @@ with left:
         f"Chance: two unrelated directions in these {d['dims']:,} dimensions have |cosine| below "
         f"{d['cosine_chance']:.4f} (1.96/√d) 95% of the time; a value well above it is shared direction. "
         "For scale, a measured reference: in demo-k3, two LoRA runs trained on the same task (the rev expert "
-        "and the true rev100 run) have cosine 0.125 — so about 0.1 already means 'alike', not 'unrelated'."
+        "and the true rev100 run) have cosine 0.094 — so about 0.1 already means 'alike', not 'unrelated'."
     )
 with right:
     st.markdown(
