@@ -17,6 +17,7 @@ from mixlab.lab import load_lab
 from mixlab.scoring import cached as cached_scores
 from mixlab.scoring import checkpoints, proxy
 from mixlab.store import Store
+from mixlab.values import VALUES_FILE
 
 K4 = DEMO_LAB.parent / "demo-k4"
 
@@ -437,10 +438,14 @@ def test_adding_replicates_keeps_every_score_and_checkpoint_and_gives_a_ceiling(
     lab_dir = tmp_path / "lab"
     shutil.copytree(quick_lab, lab_dir, ignore=shutil.ignore_patterns(".mixlab", "check.sqlite"))
     before = (lab_dir / "evaluations.jsonl").read_text().splitlines()
+    values_before = (lab_dir / VALUES_FILE).read_text().splitlines()
     first = (lab_dir / "true" / "add100" / "adapter_model.safetensors").read_bytes()
     assert main(["demo", "replicates", str(lab_dir), "--replicates", "2"]) == 0
     after = (lab_dir / "evaluations.jsonl").read_text().splitlines()
     assert set(before) <= set(after) and len(after) == len(before) + 3 * 6  # 3 new checkpoints × 6 benchmarks
+    # the per-example values: every shipped row kept, and the new scores' values beside them
+    values_after = (lab_dir / VALUES_FILE).read_text().splitlines()
+    assert set(values_before) <= set(values_after) and len(values_after) == len(values_before) + 3 * 6
     assert (lab_dir / "true" / "add100" / "adapter_model.safetensors").read_bytes() == first
     assert (lab_dir / "true" / "add100-r2" / "adapter_model.safetensors").read_bytes() != first
     lab = load_lab(lab_dir)
@@ -458,6 +463,13 @@ def test_adding_replicates_keeps_every_score_and_checkpoint_and_gives_a_ceiling(
     capsys.readouterr()
     assert main(["demo", "replicates", str(lab_dir)]) == 2  # a lab that has replicates is not given more this way
     assert "not a single-seed `demo build` lab" in capsys.readouterr().err
+    vl = tmp_path / "vl"  # a vision-language lab's runs are not the text demo's: refused, said why
+    shutil.copytree(lab_dir, vl, ignore=shutil.ignore_patterns(".mixlab"))
+    info = json.loads((vl / "build_info.json").read_text()) | {"domains": ["general", "ocr"], "replicates": 1}
+    (vl / "build_info.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["demo", "replicates", str(vl)]) == 2
+    assert "are not the text demo's" in capsys.readouterr().err
 
 
 @pytest.mark.slow

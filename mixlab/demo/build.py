@@ -529,6 +529,7 @@ def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", s
     rebuilt in a staged copy that replaces it only when whole. ``subset``: which true mixtures get
     replicates (:data:`REPLICATE_SUBSETS`; the others keep their one ``path``)."""
     from mixlab.engine import EXPORT_FILE, Engine
+    from mixlab.values import VALUES_FILE
 
     lab_dir = Path(lab_dir)
     lab = load_lab(lab_dir)
@@ -538,6 +539,12 @@ def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", s
     info = json.loads(info_path.read_text())
     if info.get("quick") is None or "budget" not in info or info.get("replicates", 1) != 1:
         raise MixlabError(f"{info_path}: not a single-seed `demo build` lab (needs seed, budget, replicates 1)")
+    if not set(info.get("domains", ())) <= set(DOMAINS):
+        raise MixlabError(
+            f"{info_path}: domains {info.get('domains')} are not the text demo's ({', '.join(DOMAINS)}); "
+            "`demo replicates` trains the text labs' runs (a vision-language lab is rebuilt with `demo build "
+            "--multimodal`)"
+        )
     if replicates < 2:
         raise MixlabError(f"demo replicates: --replicates must be ≥ 2, got {replicates}")
     trues = lab.manifest.true_mixtures
@@ -586,9 +593,11 @@ def add_replicates(lab_dir: Path, replicates: int = 2, *, subset: str = "all", s
         description = lab.manifest.description + f" {which} trained with {replicates} seeds (replicates)."
         write_manifest(root, lab.name, description, names, benches, rows)
         store = Store(":memory:", seed_from=root / EXPORT_FILE)
+        store.sync_export(root / VALUES_FILE, values=True)  # the shipped per-example values, kept
         engine = Engine(load_lab(root), store, device="cpu")
         checkpoints.true_scores(engine)  # replicate 1's scores are cache hits: its checkpoint is unchanged
         store.export_jsonl(root / EXPORT_FILE)
+        store.export_values(root / VALUES_FILE)  # and the new scores' values beside them
         store.close()
         info |= {"replicates": replicates, "replicate_seed": REPLICATE_SEED, "replicate_subset": subset}
         info["replicates_seconds"] = round(time.perf_counter() - start, 1)
