@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mixlab.analysis import paired, with_lab_mean
+from mixlab.analysis import paired, snap_ties, with_lab_mean
 from mixlab.simplex import check_seed
 
 MODELS = ("linear", "boosted")
@@ -42,6 +42,8 @@ def leave_one_out(x: np.ndarray, y: np.ndarray, model: str, seed: int = 0) -> np
 
 
 def _rho(a, b) -> float | None:
+    """Spearman ρ with scores equal up to float noise tied (as every statistic of the report)."""
+    a, b = snap_ties(a), snap_ties(b)
     if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return None
     return float(stats.spearmanr(a, b).statistic)

@@ -70,8 +70,8 @@ def test_the_k4_lab_ships_with_its_presets():
     proxies = cached_scores.cached(engine, "proxy")
     linear = [e for e in proxies if e.method == "linear"]
     assert (
-        len(cached_scores.cached(engine, "true")) == 21 * 8 and len(linear) == 77 * 8
-    )  # true points + the step-0.2 grid
+        len(cached_scores.cached(engine, "true")) == 42 * 8 and len(linear) == 77 * 8
+    )  # 21 true mixtures × 2 seeds; true points + the step-0.2 grid
     others = {(e.method, tuple(sorted(e.params.items()))) for e in proxies if e.method != "linear"}
     assert len(others) == 4 and len(proxies) == 77 * 8 + 4 * 21 * 8  # each other method at the true points
 
