@@ -191,7 +191,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, ser
     mixtures, every page opens without an exception; the best mixtures marked on the Simplex explorer, Pareto
     and Proxy vs true are the library's; every score shown on the Lab leaderboard, the Simplex explorer's
     selection and the Merge page has its n and 95% interval (a loss's a bootstrap over its per-example values, which every shipped score
-    keeps), and the caption says which; demo-k4's tie reads "#1 (tied) of 21", 3 mixtures warn, and the Experts page
+    keeps), and the caption says which; demo-k4's pick, tied, reads "#4 (tied) of 21", 3 mixtures warn, and the Experts page
     gives each statistic's chance level. Screenshots of each page land in tmp_path."""
     from playwright.sync_api import expect, sync_playwright
     from test_app import three_true_lab
@@ -290,7 +290,7 @@ def test_every_results_page_answers_at_a_glance_on_every_shipped_lab(server, ser
             expect(page.get_by_text(re.compile(r"^Chance: if each expert's sign")).first).to_be_visible(timeout=60_000)
             expect(page.get_by_text(re.compile(r"^Chance: two unrelated directions")).first).to_be_visible()
         visit("proxy-vs-true", labs["demo-k4"], "&bench=mean")
-        expect(page.get_by_text("#1 (tied) of 21").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("#4 (tied) of 21").first).to_be_visible(timeout=60_000)
         page.screenshot(path=str(tmp_path / "pvt_k4_tied.png"))
         visit("proxy-vs-true", labs["three"], "&bench=rev")
         expect(page.get_by_text(re.compile(r"^Only 3 true mixtures to rank"))).to_be_visible(timeout=60_000)
@@ -311,7 +311,8 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
         page = browser.new_page(viewport={"width": 1440, "height": 3000})
-        page.goto(f"{server}/search")
+        # on demo-k4 (200 dev examples per benchmark): demo-k3's 1000 make each trial five times the work
+        page.goto(f"{server}/search?lab={ROOT / 'cache' / 'demo-k4'}")
         page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").wait_for(timeout=120_000)
         _settled(page)
         trials = page.get_by_label("Trials", exact=True)
@@ -319,11 +320,15 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         trials.press("Enter")
         _settled(page)
         page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").click()
-        expect(page.get_by_text(re.compile(r"^running: search mean of add, rev, sort"))).to_be_visible(timeout=120_000)
-        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort"))).to_be_visible(timeout=1_800_000)
+        expect(page.get_by_text(re.compile(r"^running: search mean of add, rev, sort, count"))).to_be_visible(
+            timeout=120_000
+        )
+        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort, count"))).to_be_visible(
+            timeout=1_800_000
+        )
         expect(page.get_by_text("The winner beside its baselines")).to_be_visible(timeout=60_000)
         expect(
-            page.get_by_text(re.compile(r"The winner's test mean of add, rev, sort: \d\.\d{4}; uniform: "))
+            page.get_by_text(re.compile(r"The winner's test mean of add, rev, sort, count: \d\.\d{4}; uniform: "))
         ).to_be_visible()
         expect(page.get_by_text("Importance of each expert's weight")).to_be_visible(timeout=60_000)  # under load
         page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)  # weights, history, importance, slice…
@@ -337,7 +342,7 @@ def test_a_search_and_a_recycling_compare_show_progress_result_baselines_and_imp
         page.get_by_role("option", name="random", exact=True).click()
         _settled(page)
         page.get_by_test_id("stBaseButton-primary").filter(has_text="Search").click()
-        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort \(random"))).to_be_visible(
+        expect(page.get_by_text(re.compile(r"^Done: search mean of add, rev, sort, count \(random"))).to_be_visible(
             timeout=1_800_000
         )
         expect(page.get_by_text("Studies compared")).to_be_visible(timeout=60_000)

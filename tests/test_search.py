@@ -161,7 +161,9 @@ def test_regression_baseline_leave_one_out_is_exact_on_a_linear_truth():
     tied = y.copy()
     tied[1] = tied[0] + 1e-16 * (1 if proxy[1] < proxy[0] else -1)  # noise that ranks the pair against the proxy
     df_tied = df.assign(score=[tied[i // 2] if r["kind"] == "true" else r["score"] for i, r in enumerate(rows)])
-    got = regression_report(df_tied, names, [BenchmarkSpec(name="x", evaluator="exact_match", data="x")], "x", repeats=5)
+    got = regression_report(
+        df_tied, names, [BenchmarkSpec(name="x", evaluator="exact_match", data="x")], "x", repeats=5
+    )
     snapped = tied.copy()
     snapped[1] = snapped[0]
     assert got["proxy_spearman"] == pytest.approx(stats.spearmanr(proxy, snapped).statistic)
