@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -496,16 +497,11 @@ def test_proxy_vs_true_shows_scipys_spearman(app):
 def test_a_pick_tied_for_best_reads_first_tied_on_the_proxy_vs_true_page(app, tmp_path):
     """demo-k4 with its first seeds only (as it shipped before its second seeds): on the mean the proxy's
     pick and the best trained mixture differ by 1.1e-16 (float noise)."""
-    import shutil
-
     from mixlab.analysis import MEAN, paired, with_lab_mean
     from mixlab.engine import Engine
     from mixlab.lab import load_lab
 
-    lab = tmp_path / "k4"
-    shutil.copytree(DEMO_LAB.parent / "demo-k4", lab, ignore=shutil.ignore_patterns(".mixlab", "exports"))
-    toml = (lab / "lab.toml").read_text()
-    (lab / "lab.toml").write_text(re.sub(r'paths = \["(true/[^"]+)", "[^"]+"\]', r'path = "\1"', toml))
+    lab = first_seeds_only(DEMO_LAB.parent / "demo-k4", tmp_path / "k4")
     eng = Engine(load_lab(lab))
     pairs = paired(with_lab_mean(eng.results("linear", {}), eng.lab.benchmarks), eng.names, MEAN)
     pick_true = pairs.true.iloc[int(pairs.proxy.to_numpy().argmax())]
@@ -1172,8 +1168,19 @@ def test_the_proxy_vs_true_page_shows_the_noise_ceiling_beside_rho_for_all_and_i
     assert shown["Mixtures (n)"] == str(len(inner))
 
 
-def test_without_replicates_the_page_says_the_ceiling_is_unknown(app):
-    app.query_params["lab"] = str(DEMO_LAB.parent / "demo-vl")  # its 21 true mixtures have one seed each
+def first_seeds_only(src: Path, dst: Path) -> Path:
+    """A copy of a shipped lab whose true mixtures list only their first seed (every shipped lab with true
+    mixtures trains each twice)."""
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".mixlab", "exports"))
+    toml = (dst / "lab.toml").read_text()
+    (dst / "lab.toml").write_text(re.sub(r'paths = \["(true/[^"]+)", "[^"]+"\]', r'path = "\1"', toml))
+    return dst
+
+
+def test_without_replicates_the_page_says_the_ceiling_is_unknown(app, tmp_path):
+    app.query_params["lab"] = str(first_seeds_only(DEMO_LAB.parent / "demo-k4", tmp_path / "k4"))
     at = _open(app, PAGES[3])
     assert {m.label: m.value for m in at.metric}[
         "Noise ceiling"

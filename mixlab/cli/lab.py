@@ -173,7 +173,14 @@ def cmd_demo_build(args) -> None:
     if args.multimodal:
         from mixlab.demo.vision import build_vl
 
-        out = build_vl(args.out, quick=args.quick, seed=args.seed, overwrite=args.overwrite, budget=demo_budget(args))
+        out = build_vl(
+            args.out,
+            quick=args.quick,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            budget=demo_budget(args),
+            replicates=args.replicates,
+        )
         print(f"built multimodal demo lab {out}")
         return
 

@@ -249,11 +249,21 @@ def dev_ability(model, processor, seed: int, n: int = 60) -> dict[str, float]:
     return out
 
 
-def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = False, show: bool = True, budget=None):
+def build_vl(
+    out=None,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    overwrite: bool = False,
+    show: bool = True,
+    budget=None,
+    replicates: int = 1,
+):
     """Train and write ``cache/demo-vl`` (see the module docstring): the base pretrained on captions plus
     every domain's questions until partly able, 4 LoRA experts on the language model, and true mixtures on
-    the paper's K=4 points (20 Dirichlet + uniform), with the same budget each; then the lab's checkpoint
-    scores and linear proxies at the true points."""
+    the paper's K=4 points (20 Dirichlet + uniform), with the same budget each, each ``replicates`` times
+    (seeded as the text labs' replicates: a noise ceiling); then the lab's checkpoint scores and linear
+    proxies at the true points."""
     import time
     from pathlib import Path
 
@@ -265,8 +275,10 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
     from mixlab.demo.build import (
         FULL,
         QUICK,
+        REPLICATE_SEED,
         _train,
         mixture_points,
+        seeds_text,
         staged_lab,
         training_runs,
         write_build_info,
@@ -310,7 +322,7 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
         save_model(base, proc, root / "base")
 
         points = mixture_points(len(names), quick, seed)
-        runs, trues = training_runs(names, points)
+        runs, trues = training_runs(names, points, replicates)
         lora = LoraConfig(
             r=budget.lora_r,
             lora_alpha=2 * budget.lora_r,
@@ -325,10 +337,12 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
             (root / rel / "README.md").unlink(missing_ok=True)
 
         description = (
-            f"Built by `python -m mixlab demo build --multimodal{' --quick' if quick else ''}`: a tiny LLaVA-style "
+            f"Built by `python -m mixlab demo build --multimodal{' --quick' if quick else ''}"
+            f"{f' --replicates {replicates}' if replicates > 1 else ''}`: a tiny LLaVA-style "
             f"model (SigLIP-like tower, projector, Llama), base pretrained {steps} steps on captions and questions "
             f"(dev exact match {', '.join(f'{n} {v:.2f}' for n, v in base_dev.items())}), LoRA experts on the "
-            f"language model, {len(points)} true mixtures, {budget.steps} steps × {budget.batch} images each."
+            f"language model, {len(points)} true mixtures{seeds_text(replicates, 'all')}, {budget.steps} steps × "
+            f"{budget.batch} images each."
         )
         write_manifest(
             root,
@@ -353,6 +367,11 @@ def build_vl(out=None, *, quick: bool = False, seed: int = 0, overwrite: bool = 
             "domains": names,
             "quick": quick,
             "budget": budget.__dict__,
+            **(
+                {"replicates": replicates, "replicate_seed": REPLICATE_SEED, "replicate_subset": "all"}
+                if replicates > 1
+                else {}
+            ),
             "base_steps_taken": steps,
             "base_dev_exact_match": {n: round(v, 3) for n, v in base_dev.items()},
             "seconds": round(time.perf_counter() - start, 1),
