@@ -486,28 +486,32 @@ def test_a_fresh_build_with_replicates_trains_the_replicates_that_demo_replicate
             assert (fresh / p / w).read_bytes() == (lab_dir / p / w).read_bytes(), p
 
 
-def test_the_shipped_k3_lab_has_replicates_scored_and_its_ceiling_is_a_number():
-    """demo-k3 trains every one of its 46 true mixtures twice (`demo build --replicates 2`): every replicate
-    is scored in the shipped export (nothing to evaluate), and the ceiling on the mean is Spearman ρ between
-    the two seeds' means of the exact-match benchmarks (scipy)."""
+@pytest.mark.parametrize("name, n", [("demo-k3", 46), ("demo-k4", 21), ("demo-vl", 21)])
+def test_every_shipped_lab_has_replicates_scored_and_its_ceiling_is_a_number(name, n):
+    """Every shipped lab with true mixtures trains each twice (demo-k3 and demo-vl: `demo build
+    --replicates 2`; demo-k4: `demo replicates`): every replicate is scored in the shipped export (nothing
+    to evaluate), and the ceiling on the mean is Spearman ρ between the two seeds' means of the exact-match
+    benchmarks (scipy)."""
     import numpy as np
     from scipy import stats
 
     from mixlab.analysis import proxy_report
 
-    lab = load_lab(DEMO_LAB)
+    root = DEMO_LAB.parent / name
+    lab = load_lab(root)
     replicated = [t for t in lab.manifest.true_mixtures if t.paths]
-    assert len(replicated) == 46 and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
-    engine = Engine(lab, Store(":memory:", seed_from=DEMO_LAB / "evaluations.jsonl"), device="cpu")
+    assert len(replicated) == n and all(len(t.paths) == 2 and t.paths[1].endswith("-r2") for t in replicated)
+    engine = Engine(lab, Store(":memory:", seed_from=root / "evaluations.jsonl"), device="cpu")
     assert checkpoints.unscored(engine) == {"base": 0, "expert": 0, "true": 0}
     df = engine.results("linear", {})
-    true = df[(df.kind == "true") & df.benchmark.isin(["add", "rev", "sort"])]
+    exact = [b.name for b in lab.benchmarks if b.evaluator == "exact_match"]
+    true = df[(df.kind == "true") & df.benchmark.isin(exact)]
     means = true.groupby(["label", "replicate"]).score.mean().unstack()  # label × replicate
     both = means.dropna()
-    assert len(both) == 46
+    assert len(both) == n
     rows = {r["benchmark"]: r for r in proxy_report(df, lab.expert_names, lab.benchmarks)}
     ceiling = rows["mean"]["ceiling"]
-    assert ceiling is not None and rows["mean"]["n_replicated"] == 46
+    assert ceiling is not None and rows["mean"]["n_replicated"] == n
     first, second = (np.round(both[r].to_numpy(), 9) for r in (1, 2))  # means equal up to float noise tie
     assert ceiling == pytest.approx(stats.spearmanr(first, second).statistic)
     assert np.isfinite(rows["mean"]["ceiling_low"]) and rows["mean"]["ceiling_low"] < ceiling
