@@ -152,14 +152,13 @@ def demo_budget(args):
     """The demo recipe from ``demo build``'s flags: --quick, --scratch or the default (FULL), then any overrides."""
     from dataclasses import replace
 
-    from mixlab.demo.build import FULL, QUICK, SCRATCH
+    from mixlab.demo.build import BUDGET_FLAGS, FULL, QUICK, SCRATCH
 
     budget = QUICK if args.quick else SCRATCH if args.scratch else FULL
-    for field in ("base_steps", "base_target", "pretrain_share", "replay", "lr", "n_eval"):
-        if getattr(args, field) is not None:
-            budget = replace(budget, **{field: getattr(args, field)})
-    if args.expert_steps is not None:
-        budget = replace(budget, steps=args.expert_steps)
+    for field, flag in BUDGET_FLAGS.items():  # the one table of flags (build_command writes them back)
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            budget = replace(budget, **{field: value})
     return budget
 
 
