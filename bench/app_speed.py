@@ -10,7 +10,10 @@ selected weights updated) at three moments: right after the first paint (three e
 once), after a pause of ``PAUSE`` seconds (one: a user who read the page; the app's background warm-up runs
 in such pauses, mixlab.warmup), and once the server's CPU is quiet (three each: the warm-up done); and the
 websocket messages an idle page receives in 5 s (a page that polls reruns and sends deltas; one that does
-not, sends none). The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
+not, sends none). With ``--search-trials N`` (default 3; 0 skips it), per tree and cold start: a first search
+started from the Search page of a fresh server and cache (``--search-lab``, default demo-k4), pressed until
+"Done", against the same search by the CLI in a fresh process and cache (imports included): the page's
+progress panel polls while the job runs, and its reruns share the process with the job. The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
 cache file (the shipped scores imported, and the tree's page summaries written beside it), as any lab opened
 before has. Medians; ratios against each baseline. Nothing asserts a time.
 
@@ -229,6 +232,41 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             proc.wait()
 
 
+def search_from_page(browser, tree: Path, lab: str, trials: int) -> float:
+    """Seconds from pressing Search on the Search page of a fresh server (fresh cache and studies) to "Done"."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start(tree, Path(tmp) / "cache.sqlite", Path(tmp) / "times.jsonl")
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+            page.goto(f"{url}/search?lab={lab}")
+            button = page.get_by_test_id("stBaseButton-primary").filter(has_text="Search")
+            button.wait_for(timeout=300_000)
+            settled(page)
+            box = page.get_by_label("Trials", exact=True)
+            box.fill(str(trials))
+            box.press("Enter")
+            settled(page)
+            t = time.perf_counter()
+            button.click()
+            page.get_by_text(re.compile(r"^Done: search")).wait_for(timeout=1_800_000)
+            took = time.perf_counter() - t
+            page.close()
+            return took
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def search_by_cli(tree: Path, lab: str, trials: int) -> float:
+    """The same search by the CLI: a fresh process and cache, imports included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "mixlab", "search", lab, "--objective", "mean", "--sampler", "tpe"]
+        env = {**os.environ, "MIXLAB_CACHE": str(Path(tmp) / "cache.sqlite")}
+        t = time.perf_counter()
+        subprocess.run([*cmd, "--trials", str(trials)], cwd=tree, env=env, check=True, capture_output=True)
+        return time.perf_counter() - t
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -237,6 +275,8 @@ def main() -> None:
         "--repeats", type=int, default=3, help="cold starts per tree (alternating); switches and clicks each"
     )
     ap.add_argument("--lab", default=str(ROOT / "cache" / "demo-k3"))
+    ap.add_argument("--search-lab", default=str(ROOT / "cache" / "demo-k4"))
+    ap.add_argument("--search-trials", type=int, default=3, help="trials of the timed first search (0: none)")
     ap.add_argument(
         "--baseline",
         default="main",
@@ -257,9 +297,13 @@ def main() -> None:
             for name, tree in trees.items():  # warm each tree's cache: one unmeasured start
                 measure(browser, tree, own_lab(tree, args.lab), 1, caches[name])
             runs: dict[str, list[dict]] = {name: [] for name in trees}
+            searches: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
             for _ in range(args.repeats):
                 for name, tree in trees.items():
                     runs[name].append(measure(browser, tree, own_lab(tree, args.lab), 3, caches[name]))
+                    if args.search_trials:
+                        lab, n = own_lab(tree, args.search_lab), args.search_trials
+                        searches[name].append((search_from_page(browser, tree, lab, n), search_by_cli(tree, lab, n)))
             browser.close()
         finally:
             for tree in trees.values():
@@ -282,6 +326,15 @@ def main() -> None:
         if name != "this tree":
             ratio = f"this ÷ {name.split()[-1]}"
             print(f"{ratio:<28}" + "".join(f"{now[c] / base[c]:>17.2f}" for c in cols if c != "idle"))
+    if args.search_trials:
+        print(
+            f"\na first search ({args.search_trials} TPE trials, mean, {Path(args.search_lab).name}), fresh server and cache;"
+        )
+        print("the same search by the CLI, fresh process and cache, imports included; medians, seconds")
+        print(f"{'tree':<28}{'from the page':>17}{'by the CLI':>17}{'page ÷ CLI':>17}")
+        for name, pairs in searches.items():
+            page_s, cli_s = (statistics.median(x[i] for x in pairs) for i in (0, 1))
+            print(f"{name:<28}{page_s:>17.2f}{cli_s:>17.2f}{page_s / cli_s:>17.2f}")
 
 
 if __name__ == "__main__":

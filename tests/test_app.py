@@ -344,6 +344,11 @@ def test_committed_streamlit_config_is_safe():
     assert client["showErrorDetails"] == "none"
     assert server["fileWatcherType"] == "none"  # a watcher would walk the .venv inside the app folder
     assert cfg["browser"]["gatherUsageStats"] is False
+    # no full garbage collection after each page run: it starved a running job beside a polling page
+    assert cfg["runner"]["postScriptGC"] is False
+    from streamlit import config
+
+    assert "runner.postScriptGC" in config._config_options_template  # a real option of this Streamlit
 
 
 def _lab_copy(tmp_path, scores: bool = True):
