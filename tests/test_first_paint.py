@@ -1,6 +1,7 @@
 """The first paint needs no model stack: every page of a lab whose cache is warm (its scores, and the
-summaries mixlab.summary keeps beside them) draws without importing torch, transformers or scipy.stats.
-Each lab's pages run in a fresh Python process (AppTest), so sys.modules tells what rendering imported."""
+summaries mixlab.summary keeps beside them), or fresh (a fresh clone's first run: the shipped lab's scores
+and summaries.json), draws without importing torch, transformers or scipy.stats. Each lab's pages run in a
+fresh Python process (AppTest), so sys.modules tells what rendering imported."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from mixlab.demo import LABS_DIR
 from mixlab.diagnostics import interference
 from mixlab.engine import Engine, open_store
 from mixlab.lab import load_lab
-from mixlab.summary import expert_diagnostics, lab_summary
+from mixlab.store import Store
+from mixlab.summary import COMPUTE, SHIPPED, _key, expert_diagnostics, lab_summary, ship
 from tests.test_app import PAGES, ROOT
 
 HEAVY = ("torch", "transformers", "scipy.stats")
@@ -51,13 +53,15 @@ def render_in_a_fresh_process(lab: str, cache: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["demo-k3", "demo-vl"])
-def test_every_page_draws_a_warm_lab_without_the_model_stack(name, tmp_path):
+@pytest.mark.parametrize("name, cache_state", [("demo-k3", "fresh"), ("demo-vl", "warm"), ("demo-vl", "fresh")])
+def test_every_page_draws_a_shipped_lab_without_the_model_stack(name, cache_state, tmp_path):
     lab = load_lab(LABS_DIR / name)
     cache = tmp_path / "cache.sqlite"
-    eng = Engine(lab, open_store(lab, cache))  # warm: the shipped scores, the pages' summaries
-    lab_summary(eng)
-    expert_diagnostics(eng)
+    if cache_state == "warm":  # the shipped scores imported, the pages' summaries kept beside them
+        eng = Engine(lab, open_store(lab, cache))
+        lab_summary(eng)
+        expert_diagnostics(eng)
+    # fresh: no cache file yet (a fresh clone's first page): the scores and summaries come from the lab's files
     pages = render_in_a_fresh_process(str(LABS_DIR / name), str(cache))
     assert list(pages) == PAGES
     for page, seen in pages.items():
@@ -131,3 +135,65 @@ def test_a_cache_in_memory_still_shows_the_summary(tiny_lab_dir, tmp_path):
     eng = Engine(lab, open_store(lab, ":memory:"))
     assert lab_summary(eng)["base"]["n_tensors"] > 0  # computed, nothing written
     assert not (tiny_lab_dir / ".mixlab").exists()
+
+
+def _close(a, b, path="") -> None:
+    """``a`` equals ``b`` with floats to 1e-6 (a summary computed on another CPU), NaN equal to NaN."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("name", ["demo-k3", "demo-k4", "demo-recycle", "demo-vl"])
+def test_every_shipped_lab_ships_its_current_page_summaries(name):
+    """What a fresh cache reads (``summaries.json``) is what the checkpoints give now, under the key a page
+    looks for: a stale file would be ignored (and the first paint would load the model stack); a wrong one
+    would show wrong sizes. Rewritten by any demo build (mixlab.summary.ship)."""
+    shipped = json.loads((LABS_DIR / name / SHIPPED).read_text())
+    eng = Engine(load_lab(LABS_DIR / name), Store(":memory:"), device="cpu")
+    assert set(shipped) == set(COMPUTE)
+    for what, compute in COMPUTE.items():
+        assert shipped[what]["key"] == _key(eng, what), (
+            f"{name}/{SHIPPED} is stale: python -c 'from mixlab.summary import ship; ship(\"cache/{name}\")'"
+        )
+        _close(shipped[what]["value"], json.loads(json.dumps(compute(eng))), what)
+    assert not any(str(LABS_DIR) in w for w in shipped["lab"]["value"]["warnings"])  # no builder's path
+
+
+def test_a_shipped_summary_is_read_only_while_its_key_holds_and_never_through_a_link(tiny_lab_dir, tmp_path):
+    lab = load_lab(tiny_lab_dir)
+    ship(tiny_lab_dir)
+    fresh = Engine(lab, open_store(lab, tmp_path / "a.sqlite"))
+    summary = lab_summary(fresh)  # from summaries.json: nothing loaded
+    assert "experts" not in fresh.sources.__dict__ and "base" not in fresh.sources.__dict__
+    computed = lab_summary(Engine(lab, open_store(lab, ":memory:")))
+    assert json.loads((tiny_lab_dir / SHIPPED).read_text())["lab"]["value"] == summary
+    _close(summary, json.loads(json.dumps(computed)))
+
+    # a forged value under a stale key is not read: the summary is computed
+    shipped = json.loads((tiny_lab_dir / SHIPPED).read_text())
+    shipped["lab"]["key"]["models"] = "another"
+    shipped["lab"]["value"]["base"]["n_params"] = -1
+    (tiny_lab_dir / SHIPPED).write_text(json.dumps(shipped))
+    assert lab_summary(Engine(lab, open_store(lab, tmp_path / "b.sqlite")))["base"]["n_params"] > 0
+
+    # nor is a summaries.json that links out of the lab, even under the right key
+    outside = tmp_path / "outside.json"
+    ship(tiny_lab_dir)
+    forged = json.loads((tiny_lab_dir / SHIPPED).read_text())
+    forged["lab"]["value"]["base"]["n_params"] = -1
+    outside.write_text(json.dumps(forged))
+    (tiny_lab_dir / SHIPPED).unlink()
+    (tiny_lab_dir / SHIPPED).symlink_to(outside)
+    linked = Engine(lab, open_store(lab, tmp_path / "c.sqlite"))
+    assert lab_summary(linked)["base"]["n_params"] > 0
+    (tiny_lab_dir / SHIPPED).unlink()

@@ -419,8 +419,13 @@ def staged_lab(out: Path, overwrite: bool):
 
 
 def write_build_info(root: Path, info: dict) -> None:
-    """``build_info.json``: how a demo lab was built (seed, budget, time taken), with torch's version."""
+    """``build_info.json``: how a demo lab was built (seed, budget, time taken), with torch's version; and the
+    lab's page summaries (``summaries.json``, :func:`mixlab.summary.ship`), so a fresh cache draws its pages
+    without the model stack."""
+    from mixlab.summary import ship
+
     (root / "build_info.json").write_text(json.dumps(info | {"torch": torch.__version__}, indent=2))
+    ship(root)
 
 
 def build_demo(
