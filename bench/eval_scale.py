@@ -19,6 +19,9 @@ tokens (exact_match, every row generates all of them: no EOS in the vocabulary) 
 - pipeline: per mixture a merge process (``python -m mixlab merge``, which writes a model folder as mergekit
   does) and an evaluation process that loads the folder with transformers and runs ``generate`` — as the
   seed paper's mergekit + eval-harness loop;
+- auto: what a sweep does by itself (``--auto`` mixtures, ``python -m mixlab sweep``'s defaults): the
+  engine's own path (its cost rule) and its own rows a pass (``Engine.batch_size_for``: from free memory);
+  the other mixlab rows fix the rows a pass;
 - floor: plain ``transformers`` ``generate`` (or the loss forward) on one model already in memory (the
   base: a merged model costs the same): the evaluation alone, nothing merged or loaded.
 
@@ -46,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mixlab.engine import Engine  # noqa: E402
 from mixlab.lab import load_lab  # noqa: E402
+from mixlab.scoring.proxy import choose_path  # noqa: E402
 from mixlab.simplex import Mixture  # noqa: E402
 from mixlab.store import Store  # noqa: E402
 
@@ -152,7 +156,7 @@ def mixtures(n: int, seed: int) -> list[list[float]]:
     return out
 
 
-def engine_seconds(lab, bench: str, ws: list[list[float]], path: str, rows: int, tmp: Path) -> float:
+def engine_seconds(lab, bench: str, ws: list[list[float]], path: str, rows: int | None, tmp: Path) -> float:
     """Seconds per mixture of mixlab's engine on one path, in its steady state: the model loaded and one
     mixture scored beforehand (the one-time work — the examples tokenised, the experts' factors stacked for
     the in-place merge — is paid once per engine, which the app and a sweep keep)."""
@@ -260,8 +264,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--benchmarks", default="loss,gen", help="which of loss, gen to time, comma-separated")
     ap.add_argument(
-        "--paths", default="materialize,naive,pipeline,batched", help="which paths to time besides the floor"
+        "--paths", default="materialize,naive,pipeline,batched,auto", help="which paths to time besides the floor"
     )
+    ap.add_argument("--auto", type=int, default=16, help="mixtures of the engine's own choices (path 'auto')")
     ap.add_argument("--floor-repeats", type=int, default=2, help="the floor is the best of this many runs")
     ap.add_argument("--keep", help="build the lab in this folder and keep it (reused when it holds one)")
     ap.add_argument("--eval-folder", help=argparse.SUPPRESS)  # internal: the pipeline's evaluation process
@@ -323,6 +328,18 @@ def main() -> None:
                     f"mixlab batched M={m}",
                     per_pass,
                     engine_seconds(lab, bench, mixtures(m, 10 + m), "batched", per_pass, tmp),
+                )
+            if "auto" in paths:
+                own = Engine(lab, Store(tmp / f"own-{bench}.sqlite"), str(DEVICE))
+                spec = lab.benchmark(bench)
+                sized = getattr(own, "batch_size_for", None)  # (a tree before it: one size for every benchmark)
+                rows = sized(spec, own._bench(spec)) if sized else own.batch_size
+                chosen = choose_path(own, own.method("linear"), spec, args.auto)
+                del own
+                row(
+                    f"mixlab auto: {chosen}, M={args.auto}",
+                    rows,
+                    engine_seconds(lab, bench, mixtures(args.auto, 5), "auto", None, tmp),
                 )
             print(flush=True)
     finally:

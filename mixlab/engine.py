@@ -16,6 +16,7 @@ README documents (``proxy``, ``sweep``, ``results``, ``export``), each of which 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import threading
@@ -228,6 +229,23 @@ class Engine:
             bench.items = prepare(self.tokenizer, b, bench.examples, context_length(self.model))
         return bench.items
 
+    def batch_size_for(self, b: BenchmarkSpec, bench: BenchmarkData) -> int:
+        """Rows per forward pass on benchmark ``b``: sized for its longest row (prompt and completion, or
+        prompt and ``max_new_tokens``) rather than 512 tokens, and for greedy generation, which keeps one
+        position's logits where the model allows it, not every position's. At real model shapes on a CPU
+        that is the difference between 8 rows a pass and hundreds (Qwen2-0.5B: 151,936-token vocabulary),
+        which the batched-mixture path needs to share its passes (README, "At real model shapes"). Plugins,
+        lm-eval tasks and image rows keep :attr:`batch_size`."""
+        items = self._items(b, bench)
+        if not items:
+            return self.batch_size
+        longest = max(len(it["pair"][0]) + len(it["pair"][1]) if "pair" in it else len(it["ids"]) + b.max_new_tokens
+                      for it in items)  # fmt: skip
+        last_only = (
+            b.evaluator == "exact_match" and "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        )
+        return self.resident.batch_size_for(longest, 1 if last_only else longest)
+
     def _harness(self, b: BenchmarkSpec) -> dict | None:
         """An lm-eval benchmark's files: its data, its task folder, and where datasets may cache (the lab's)."""
         if b.evaluator != LM_EVAL:
@@ -300,7 +318,7 @@ class Engine:
                 b,
                 bench.examples,
                 self.device,
-                batch_size=self.batch_size,
+                batch_size=self.batch_size_for(b, bench),
                 progress=step,
                 cancel=cancel,
                 items=self._items(b, bench),

@@ -86,15 +86,22 @@ class ResidentModel:
 
     @cached_property
     def batch_size(self) -> int:
-        """Rows per forward pass: as given, else from the device's free memory (OOM still halves it).
-        Large batches matter on a CPU too: the batched-mixture path gains with every row it shares."""
+        """Rows per forward pass: as given, else from the device's free memory for rows of 512 tokens (OOM
+        still halves it). Large batches matter on a CPU too: the batched-mixture path gains with every row it
+        shares. :meth:`batch_size_for` sizes them for a benchmark's own rows."""
+        return self.batch_size_for(512, 512)
+
+    def batch_size_for(self, seq_len: int, logit_rows: int) -> int:
+        """Rows per forward pass for rows of at most ``seq_len`` tokens whose logits are kept at
+        ``logit_rows`` positions: as given, else from the device's free memory now."""
         if self._batch_size is not None:
             return self._batch_size
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
-            return auto_batch_size(self.model.config, free)
+            return auto_batch_size(self.model.config, free, seq_len, logit_rows=logit_rows)
         if self.device.type == "cpu":
-            return auto_batch_size(self.model.config, psutil.virtual_memory().available, dtype_bytes=4)
+            available = psutil.virtual_memory().available
+            return auto_batch_size(self.model.config, available, seq_len, dtype_bytes=4, logit_rows=logit_rows)
         return 64
 
     @cached_property

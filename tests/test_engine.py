@@ -571,3 +571,22 @@ def test_read_views_are_made_once_per_version_of_the_cache_and_match_a_fresh_bui
     eng.store.put_values({"e" * 64: kept[src.key]})
     assert eng.read_view("n", make) == 5
     same_table(eng.results(), cached_scores.results(eng))
+
+
+def test_a_benchmarks_batch_is_sized_for_its_own_rows(tiny_lab_dir, monkeypatch):
+    """Rows per pass from the benchmark's longest row, and one position's logits for greedy generation
+    (the model takes logits_to_keep), every position's for a loss or a choice; a batch size given is kept."""
+    from mixlab.evaluate import prepare
+    from mixlab.store import Store
+
+    eng = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu")
+    asked = []
+    monkeypatch.setattr(eng.resident, "batch_size_for", lambda seq, logits: asked.append((seq, logits)) or 7)
+    for b in eng.lab.benchmarks:
+        bench = eng._bench(b)
+        items = prepare(eng.tokenizer, b, bench.examples)  # independently of the engine's own items
+        lengths = [len(it["ids"]) + b.max_new_tokens if "ids" in it else sum(map(len, it["pair"])) for it in items]
+        assert eng.batch_size_for(b, bench) == 7
+        assert asked.pop() == (max(lengths), 1 if b.evaluator == "exact_match" else max(lengths)), b.name
+    fixed = Engine(load_lab(tiny_lab_dir), Store(":memory:"), device="cpu", batch_size=3)
+    assert {fixed.batch_size_for(b, fixed._bench(b)) for b in fixed.lab.benchmarks} == {3}

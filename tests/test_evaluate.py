@@ -173,6 +173,11 @@ def test_auto_batch_size_from_free_memory():
     assert (
         auto_batch_size(SimpleNamespace(hidden_size=64, num_hidden_layers=2, vocab_size=46), 80 * 2**30) == 512
     )  # capped
+    # rows of 24 tokens whose logits are kept at one position (greedy generation): Qwen2-0.5B's shape, fp32
+    qwen = SimpleNamespace(hidden_size=896, num_hidden_layers=24, vocab_size=151936)
+    per_row = 1 * 4 * 151936 + 24 * 16 * 896 * 24 * 4
+    assert auto_batch_size(qwen, 16 * 2**30, 24, dtype_bytes=4, logit_rows=1) == min(512, (8 * 2**30) // per_row)
+    assert auto_batch_size(qwen, 16 * 2**30, dtype_bytes=4) == (8 * 2**30) // (512 * (4 * 151936 + 16 * 896 * 24 * 4))
 
 
 def test_non_utf8_data_names_file_and_line(tmp_path):

@@ -49,12 +49,16 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def auto_batch_size(config, free_bytes: int, seq_len: int = 512, dtype_bytes: int = 2, cap: int = 512) -> int:
-    """Rows per batch that fit in half of ``free_bytes``: per row, the float32 logits (seq × vocab) plus
-    the activations kept by a forward pass (≈ 16 · seq × hidden per layer at ``dtype_bytes``)."""
+def auto_batch_size(
+    config, free_bytes: int, seq_len: int = 512, dtype_bytes: int = 2, cap: int = 512, logit_rows: int | None = None
+) -> int:
+    """Rows per batch that fit in half of ``free_bytes``: per row, the float32 logits (``logit_rows`` × vocab;
+    every position, ``seq_len``, unless fewer are asked for: greedy generation keeps the last one) plus the
+    activations kept by a forward pass (≈ 16 · seq × hidden per layer at ``dtype_bytes``)."""
     config = config.get_text_config() if hasattr(config, "get_text_config") else config  # a VLM's language model
     hidden = getattr(config, "hidden_size", 4096)
     layers = getattr(config, "num_hidden_layers", 32)
     vocab = getattr(config, "vocab_size", 32000)
-    per_row = seq_len * (4 * vocab + 16 * hidden * layers * dtype_bytes)
+    logit_rows = seq_len if logit_rows is None else logit_rows
+    per_row = logit_rows * 4 * vocab + seq_len * 16 * hidden * layers * dtype_bytes
     return int(max(1, min(cap, (free_bytes // 2) // max(per_row, 1))))

@@ -146,7 +146,8 @@ def _batched(
         raise EvaluationError(f"the batched path does not apply to this lab: {why}")
     kernel = method.kernel
     rows_per_mixture = max(1, len(engine._items(b, bench) or bench.examples))
-    chunk = max(1, engine.batch_size // rows_per_mixture)
+    rows = engine.batch_size_for(b, bench)  # for this benchmark's rows: a chunk of mixtures shares each pass
+    chunk = max(1, rows // rows_per_mixture)
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         coef = torch.tensor(
@@ -168,7 +169,7 @@ def _batched(
                     engine.device,
                     len(part),
                     lambda g, _coef=coef: lora.state.set(_coef[g]),
-                    batch_size=engine.batch_size,
+                    batch_size=rows,
                     progress=step,
                     cancel=cancel,
                     items=engine._items(b, bench),
