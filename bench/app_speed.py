@@ -13,7 +13,9 @@ websocket messages an idle page receives in 5 s (a page that polls reruns and se
 not, sends none). With ``--search-trials N`` (default 3; 0 skips it), per tree and cold start: a first search
 started from the Search page of a fresh server and cache (``--search-lab``, default demo-k4), pressed until
 "Done", against the same search by the CLI in a fresh process and cache (imports included): the page's
-progress panel polls while the job runs, and its reruns share the process with the job. The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
+progress panel polls while the job runs, and its reruns share the process with the job. And per tree and cold
+start, "fresh": a fresh server on an **empty** cache (a fresh clone's first ``streamlit run app.py``), from
+opening ``/`` on the lab to its Lab page's leaderboard. The lab's cache is warm for every tree: one unmeasured start per tree first fills its own
 cache file (the shipped scores imported, and the tree's page summaries written beside it), as any lab opened
 before has. Medians; ratios against each baseline. Nothing asserts a time.
 
@@ -37,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,29 +236,48 @@ def measure(browser, tree: Path, lab: str, repeats: int, cache: Path) -> dict[st
             proc.wait()
 
 
-def search_from_page(browser, tree: Path, lab: str, trials: int) -> float:
-    """Seconds from pressing Search on the Search page of a fresh server (fresh cache and studies) to "Done"."""
+@contextmanager
+def fresh_server(tree: Path) -> Iterator[str]:
+    """A server of ``tree`` on an empty cache (and no studies), ended on exit: its URL."""
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start(tree, Path(tmp) / "cache.sqlite", Path(tmp) / "times.jsonl")
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1400})
-            page.goto(f"{url}/search?lab={lab}")
-            button = page.get_by_test_id("stBaseButton-primary").filter(has_text="Search")
-            button.wait_for(timeout=300_000)
-            settled(page)
-            box = page.get_by_label("Trials", exact=True)
-            box.fill(str(trials))
-            box.press("Enter")
-            settled(page)
-            t = time.perf_counter()
-            button.click()
-            page.get_by_text(re.compile(r"^Done: search")).wait_for(timeout=1_800_000)
-            took = time.perf_counter() - t
-            page.close()
-            return took
+            yield url
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def search_from_page(browser, tree: Path, lab: str, trials: int) -> float:
+    """Seconds from pressing Search on the Search page of a fresh server (fresh cache and studies) to "Done"."""
+    with fresh_server(tree) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        page.goto(f"{url}/search?lab={lab}")
+        button = page.get_by_test_id("stBaseButton-primary").filter(has_text="Search")
+        button.wait_for(timeout=300_000)
+        settled(page)
+        box = page.get_by_label("Trials", exact=True)
+        box.fill(str(trials))
+        box.press("Enter")
+        settled(page)
+        t = time.perf_counter()
+        button.click()
+        page.get_by_text(re.compile(r"^Done: search")).wait_for(timeout=1_800_000)
+        took = time.perf_counter() - t
+        page.close()
+        return took
+
+
+def fresh_first_page(browser, tree: Path, lab: str) -> float:
+    """Seconds from opening the Lab page of a fresh server on an empty cache to its leaderboard."""
+    with fresh_server(tree) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        t = time.perf_counter()
+        page.goto(f"{url}/?lab={lab}")
+        page.get_by_text("Leaderboard on").first.wait_for(timeout=300_000)
+        took = time.perf_counter() - t
+        page.close()
+        return took
 
 
 def search_by_cli(tree: Path, lab: str, trials: int) -> float:
@@ -301,6 +324,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 for name, tree in trees.items():
                     runs[name].append(measure(browser, tree, own_lab(tree, args.lab), 3, caches[name]))
+                    runs[name][-1]["fresh"] = fresh_first_page(browser, tree, own_lab(tree, args.lab))
                     if args.search_trials:
                         lab, n = own_lab(tree, args.search_lab), args.search_trials
                         searches[name].append((search_from_page(browser, tree, lab, n), search_by_cli(tree, lab, n)))
@@ -311,9 +335,21 @@ def main() -> None:
                     subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
     med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     now = med["this tree"]
-    cols = ["cold", "switch", "click", "switch, paused", "click, paused", "switch, warm", "click, warm", "idle"]
+    cols = [
+        "fresh",
+        "cold",
+        "switch",
+        "click",
+        "switch, paused",
+        "click, paused",
+        "switch, warm",
+        "click, warm",
+        "idle",
+    ]
     cols += ["server: switch", "server: click", "browser: switch", "browser: click"]
     print(f"medians of {args.repeats} cold starts, lab {Path(args.lab).name}; seconds (idle: websocket messages/s)")
+    print("fresh: a fresh server on an empty cache, / to the Lab page's leaderboard; cold: a fresh server on the")
+    print("warm cache, /simplex to its points and the run's end")
     print(f"switch/click: 3 each right after the first paint; paused: one after a {PAUSE:.0f} s pause; warm: 3 each")
     print("once the server's CPU is quiet (its warm-up done); server: the page scripts' own seconds in a switch")
     print("(per page) and a click, all moments pooled (what is left of each is the browser's, the websocket's and")
