@@ -33,6 +33,7 @@ from mixlab.errors import CacheError, MixlabError
 
 SHIPPED = "summaries.json"  # in the lab folder: {name: {"key": ..., "value": ...}}, read-only for the app
 FORMAT = 1  # bump when what a summary holds changes: older files are recomputed, never misread
+MAX_BYTES = 16 << 20  # a summaries file is kilobytes (demo-recycle's, 15 checkpoints: 12 KB); a bigger one is not read
 COUNT_BYTES = 2**30  # full experts of a base under 1 GiB have their changed tensors counted
 
 
@@ -71,12 +72,14 @@ def _held(path: Path | None, key: dict, name: str | None = None):
     if path is None:
         return None
     try:
+        if path.stat().st_size > MAX_BYTES:
+            return None
         held = json.loads(path.read_text(encoding="utf-8"))
         if name is not None:
             held = held.get(name) if isinstance(held, dict) else None
-        if isinstance(held, dict) and held.get("key") == key:
+        if isinstance(held, dict) and held.get("key") == key and isinstance(held.get("value"), dict):
             return held["value"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, RecursionError):
         pass
     return None
 

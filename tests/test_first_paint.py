@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file, save_file
 
+import mixlab.summary as summary_mod
 from mixlab.demo import LABS_DIR
 from mixlab.diagnostics import interference
 from mixlab.engine import Engine, open_store
@@ -169,7 +170,9 @@ def test_every_shipped_lab_ships_its_current_page_summaries(name):
     assert not any(str(LABS_DIR) in w for w in shipped["lab"]["value"]["warnings"])  # no builder's path
 
 
-def test_a_shipped_summary_is_read_only_while_its_key_holds_and_never_through_a_link(tiny_lab_dir, tmp_path):
+def test_a_shipped_summary_is_read_only_while_its_key_holds_and_never_through_a_link(
+    tiny_lab_dir, tmp_path, monkeypatch
+):
     lab = load_lab(tiny_lab_dir)
     ship(tiny_lab_dir)
     fresh = Engine(lab, open_store(lab, tmp_path / "a.sqlite"))
@@ -185,6 +188,17 @@ def test_a_shipped_summary_is_read_only_while_its_key_holds_and_never_through_a_
     shipped["lab"]["value"]["base"]["n_params"] = -1
     (tiny_lab_dir / SHIPPED).write_text(json.dumps(shipped))
     assert lab_summary(Engine(lab, open_store(lab, tmp_path / "b.sqlite")))["base"]["n_params"] > 0
+    # nor one that is not a summary under the right key, nor one too big to be one
+    ship(tiny_lab_dir)
+    shipped = json.loads((tiny_lab_dir / SHIPPED).read_text())
+    (tiny_lab_dir / SHIPPED).write_text(json.dumps(shipped | {"lab": {"key": shipped["lab"]["key"], "value": [1]}}))
+    assert lab_summary(Engine(lab, open_store(lab, tmp_path / "d.sqlite")))["base"]["n_params"] > 0
+    ship(tiny_lab_dir)
+    monkeypatch.setattr(summary_mod, "MAX_BYTES", 100)
+    big = Engine(lab, open_store(lab, tmp_path / "e.sqlite"))
+    lab_summary(big)
+    assert "base" in big.sources.__dict__  # loaded: the file was not read
+    monkeypatch.undo()
 
     # nor is a summaries.json that links out of the lab, even under the right key
     outside = tmp_path / "outside.json"
