@@ -164,7 +164,7 @@ def test_every_shipped_lab_ships_its_current_page_summaries(name):
     assert set(shipped) == set(COMPUTE)
     for what, compute in COMPUTE.items():
         assert shipped[what]["key"] == _key(eng, what), (
-            f"{name}/{SHIPPED} is stale: python -c 'from mixlab.summary import ship; ship(\"cache/{name}\")'"
+            f"{name}/{SHIPPED} is stale: python -m mixlab lab summaries cache/{name}"
         )
         _close(shipped[what]["value"], json.loads(json.dumps(compute(eng))), what)
     assert not any(str(LABS_DIR) in w for w in shipped["lab"]["value"]["warnings"])  # no builder's path
@@ -174,7 +174,10 @@ def test_a_shipped_summary_is_read_only_while_its_key_holds_and_never_through_a_
     tiny_lab_dir, tmp_path, monkeypatch
 ):
     lab = load_lab(tiny_lab_dir)
-    ship(tiny_lab_dir)
+    proc = subprocess.run(  # the command a user runs (what ship() writes)
+        [sys.executable, "-m", "mixlab", "lab", "summaries", str(tiny_lab_dir)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"wrote {tiny_lab_dir / SHIPPED}", proc.stderr[-2000:]
     fresh = Engine(lab, open_store(lab, tmp_path / "a.sqlite"))
     summary = lab_summary(fresh)  # from summaries.json: nothing loaded
     assert "experts" not in fresh.sources.__dict__ and "base" not in fresh.sources.__dict__

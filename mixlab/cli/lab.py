@@ -1,5 +1,5 @@
-"""``mixlab lab init`` / ``lab from-mergekit`` / ``demo build``: make a lab, from a folder of checkpoints
-and JSONL, from a mergekit config, or by training the built-in demo."""
+"""``mixlab lab init`` / ``lab from-mergekit`` / ``lab summaries`` / ``demo build``: make a lab, from a folder
+of checkpoints and JSONL, from a mergekit config, or by training the built-in demo; ship its page summaries."""
 
 from __future__ import annotations
 
@@ -39,6 +39,13 @@ def add_commands(sub) -> None:
     m.add_argument("--out", default=None, help="lab folder (default: the folder that holds every model)")
     m.add_argument("--name", default=None, help="lab name (default: the config's file name)")
     m.set_defaults(fn=cmd_lab_from_mergekit)
+    sm = labs_sub.add_parser(
+        "summaries",
+        help="Write LAB/summaries.json: what the Lab and Experts pages show about the checkpoints, so a fresh "
+        "cache (a new clone, another machine) draws the pages without loading them (every demo build does).",
+    )
+    sm.add_argument("lab", type=Path, help="the lab folder")
+    sm.set_defaults(fn=cmd_lab_summaries)
 
     demo = sub.add_parser("demo", help="The built-in demo lab.")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
@@ -146,6 +153,12 @@ def cmd_lab_from_mergekit(args) -> None:
 
     path = lab_from_mergekit(Path(args.config), Path(args.out) if args.out else None, args.name)
     print(f"wrote {path}; add benchmarks, or run: python -m mixlab info {path.parent}")
+
+
+def cmd_lab_summaries(args) -> None:
+    from mixlab.summary import ship
+
+    print(f"wrote {ship(args.lab)}")
 
 
 def demo_budget(args):
