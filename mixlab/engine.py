@@ -16,7 +16,6 @@ README documents (``proxy``, ``sweep``, ``results``, ``export``), each of which 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import threading
@@ -29,6 +28,7 @@ import pandas as pd
 from mixlab.checkpoint import Checkpoint
 from mixlab.errors import CacheError, EvaluationError, ManifestError
 from mixlab.evaluate import BUILTIN, EvalResult, context_length, has_images, pick_device, prepare, run_benchmark
+from mixlab.evaluate.builtin import keeps_last_logits
 from mixlab.experts import TaskVector
 from mixlab.keys import CacheKey
 from mixlab.lab import BenchmarkSpec, Lab
@@ -241,9 +241,7 @@ class Engine:
             return self.batch_size
         longest = max(len(it["pair"][0]) + len(it["pair"][1]) if "pair" in it else len(it["ids"]) + b.max_new_tokens
                       for it in items)  # fmt: skip
-        last_only = (
-            b.evaluator == "exact_match" and "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        )
+        last_only = b.evaluator == "exact_match" and keeps_last_logits(self.model)
         return self.resident.batch_size_for(longest, 1 if last_only else longest)
 
     def _harness(self, b: BenchmarkSpec) -> dict | None:

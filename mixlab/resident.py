@@ -31,6 +31,7 @@ class ResidentModel:
     ):
         self.base, self.experts, self.exclude, self.device = base, list(experts), tuple(exclude), device
         self._batch_size = batch_size  # None: from free memory (see batch_size)
+        self._batch_sizes: dict[tuple[int, int], int] = {}  # (seq_len, logit rows) → rows, from free memory
         self._merger: Merger | None = None
         self._theta0: dict[str, torch.Tensor] = {}  # float32 θ_0 on the device, shared by every merger
         self._loaded: object = "base"  # what the in-memory model currently holds
@@ -84,7 +85,7 @@ class ResidentModel:
         except Exception as e:
             raise ExpertError(f"base: no usable processor in {self.base.folder}: {type(e).__name__}: {e}") from None
 
-    @cached_property
+    @property
     def batch_size(self) -> int:
         """Rows per forward pass: as given, else from the device's free memory for rows of 512 tokens (OOM
         still halves it). Large batches matter on a CPU too: the batched-mixture path gains with every row it
@@ -93,9 +94,16 @@ class ResidentModel:
 
     def batch_size_for(self, seq_len: int, logit_rows: int) -> int:
         """Rows per forward pass for rows of at most ``seq_len`` tokens whose logits are kept at
-        ``logit_rows`` positions: as given, else from the device's free memory now."""
+        ``logit_rows`` positions: as given, else from the device's free memory when first asked for this
+        shape (then kept, as :attr:`batch_size` is: a benchmark's batches do not change between mixtures)."""
         if self._batch_size is not None:
             return self._batch_size
+        shape = (seq_len, logit_rows)
+        if shape not in self._batch_sizes:
+            self._batch_sizes[shape] = self._free_memory_batch(seq_len, logit_rows)
+        return self._batch_sizes[shape]
+
+    def _free_memory_batch(self, seq_len: int, logit_rows: int) -> int:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return auto_batch_size(self.model.config, free, seq_len, logit_rows=logit_rows)

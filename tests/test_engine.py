@@ -113,6 +113,7 @@ def test_cpu_batch_size_comes_from_available_memory(engine, monkeypatch):
     assert engine.batch_size == auto_batch_size(cfg, 2**20, dtype_bytes=4) == 1  # 1 MiB free: one row
     monkeypatch.setattr(resident_mod.psutil, "virtual_memory", lambda: SimpleNamespace(available=16 * 2**30))
     assert Engine(engine.lab, engine.store, device="cpu").batch_size == 512  # a tiny model: the cap
+    assert engine.batch_size == 1  # kept once sized: an engine's batches do not change between mixtures
     assert Engine(engine.lab, engine.store, device="cpu", batch_size=7).batch_size == 7
 
 

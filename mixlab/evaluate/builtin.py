@@ -56,6 +56,12 @@ def _greedy(model, tokenizer, seqs: Sequence[list[int]], max_new_tokens: int, st
     return greedy_decode([model], tokenizer, seqs, max_new_tokens, stop, device, argmax)
 
 
+def keeps_last_logits(model) -> bool:
+    """Whether ``model``'s forward can return the last position's logits only (``logits_to_keep``): the greedy
+    loop's prompt pass asks for them, and batches are sized by it (Engine.batch_size_for)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def greedy_decode(
     models: Sequence,
     tokenizer,
@@ -80,7 +86,7 @@ def greedy_decode(
     outs = []
     for m in models:
         # the prompt pass needs only the last position's logits (not B × T × V of them), where the model allows
-        last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(m.forward).parameters else {}
+        last_only = {"logits_to_keep": 1} if keeps_last_logits(m) else {}
         outs.append(m(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **last_only))
     pos = pos[:, -1:]
     new = []
