@@ -39,6 +39,23 @@ def test_cancel_and_failures_keep_the_worker_alive():
     assert w.wait(w.submit("after", lambda p, c: 42)).result == 42
 
 
+def test_wait_returns_once_the_jobs_end_is_recorded():
+    """A caller that reads a job's record after wait() reads it ended: the record's last write (on_update)
+    happens before wait() returns, even when that write is slow (a busy machine's SQLite)."""
+    w = Worker()
+    recorded = []
+
+    def slow_record(job):
+        if not job.active:
+            time.sleep(0.3)
+        recorded.append(job.state)
+
+    for fn, end in ((lambda p, c: 1, "done"), (lambda p, c: 1 / 0, "failed")):
+        recorded.clear()
+        job = w.wait(w.submit("x", fn, on_update=slow_record), timeout=10)
+        assert recorded[-1] == end == job.state
+
+
 def test_a_running_job_estimates_the_time_left():
     import time
 

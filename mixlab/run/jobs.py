@@ -43,6 +43,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     key: str | None = None  # what it computes: a second submit of the same key while this runs gets this job
     on_update: Callable[[Job], None] | None = field(default=None, repr=False)  # keeps a record (see recorder)
+    ended: threading.Event = field(default_factory=threading.Event, repr=False)  # set once its end is recorded
 
     @property
     def fraction(self) -> float:
@@ -84,6 +85,13 @@ class Job:
     def _update(self) -> None:
         if self.on_update is not None:
             self.on_update(self)
+
+    def _end(self) -> None:
+        """The job's end: recorded (its last update), then announced to :meth:`Worker.wait`."""
+        try:
+            self._update()
+        finally:
+            self.ended.set()
 
 
 class Worker:
@@ -135,7 +143,7 @@ class Worker:
             job = self._queue.get()
             if job.cancel_event.is_set():
                 job.state, job.finished = JobState.CANCELLED, time.time()
-                job._update()
+                job._end()
                 continue
             job.state, job.started = JobState.RUNNING, time.time()
             job._update()
@@ -149,12 +157,12 @@ class Worker:
             except Exception as e:  # a bug or a plugin's error: keep the worker alive, show what happened
                 job.state, job.error = JobState.FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
             job.finished = time.time()
-            job._update()
+            job._end()
 
     def wait(self, job: Job, timeout: float = 60.0) -> Job:
-        deadline = time.time() + timeout
-        while job.active and time.time() < deadline:
-            time.sleep(0.02)
+        """Until ``job`` has ended and its end is recorded (its ``on_update`` has run: a caller that reads the
+        job's record next reads it ended), or ``timeout`` seconds."""
+        job.ended.wait(timeout)
         return job
 
 
