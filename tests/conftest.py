@@ -4,6 +4,7 @@ varied PEFT configs, a full fine-tune, benchmark data, and labs over them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mixlab.demo.tasks import build_tokenizer, examples
 from mixlab.evaluate import quiet_transformers
 
 quiet_transformers()
-torch.set_num_threads(2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 ROOT = Path(__file__).resolve().parents[1]
 
 LORA_CONFIGS = {
