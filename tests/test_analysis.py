@@ -690,6 +690,8 @@ def test_many_intervals_at_once_equal_each_alone():
     from mixlab.values import ExampleValues
 
     vs = [_loss_values(seed=s) for s in range(3)] + [ExampleValues(np.arange(30) % 3 == 0)]
+    n = vs[0].n  # and unweighted scores of the losses' n, resampled with them (an unweighted one divides by n)
+    vs += [ExampleValues(np.arange(n) % 4 == 0), ExampleValues(np.linspace(0, 2, n))]
     together = bootstrap_intervals(vs)
     alone = np.array([bootstrap_intervals([v])[0] for v in vs])
     np.testing.assert_allclose(together, alone, rtol=1e-12)

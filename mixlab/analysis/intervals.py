@@ -86,8 +86,17 @@ def resample_counts(n: int, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.n
 def _ratios(values: Sequence[ExampleValues], counts: np.ndarray) -> np.ndarray:
     """(R, n_boot) each of R same-length scores Σv/Σw recomputed on every resample of ``counts``."""
     v = np.stack([x.values for x in values]).astype(np.float64)  # (R, n)
-    w = np.stack([np.ones(x.n) if x.weights is None else x.weights for x in values]).astype(np.float64)
-    return (v @ counts.T) / (w @ counts.T)
+    out = v @ counts.T
+    # every resample draws n examples (each row of counts sums to n), so an unweighted score's denominator is
+    # n itself: only the weighted rows (a loss's token counts) take a second product
+    weighted = [i for i, x in enumerate(values) if x.weights is not None]
+    plain = [i for i, x in enumerate(values) if x.weights is None]
+    if plain:
+        out[plain] /= counts.shape[1]
+    if weighted:
+        w = np.stack([values[i].weights for i in weighted]).astype(np.float64)
+        out[weighted] /= w @ counts.T
+    return out
 
 
 def _percentiles(boots: np.ndarray, level: float = 0.95) -> np.ndarray:
