@@ -416,6 +416,11 @@ class Engine:
             tuple(self._bench(b).desc for b in self.lab.benchmarks),
         )
 
+    def has_view(self, name: Hashable, key: tuple) -> bool:
+        """Whether :meth:`read_view` holds ``name`` for read key ``key`` (a page asks before a slow first read)."""
+        held = self._views.get(name)
+        return held is not None and held[0] == key
+
     def read_view(self, name: Hashable, compute: Callable[[], object], key: tuple | None = None):
         """``compute()`` (a view of the cached scores: the results table, the unscored checkpoints, a page's
         best mixtures), computed once per :meth:`read_key` and shared: a page that reruns on every click does

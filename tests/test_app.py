@@ -51,6 +51,32 @@ def _open(at, page):
     return at
 
 
+def test_a_first_visit_draws_the_simplex_frame_while_the_scores_are_read(app, monkeypatch):
+    """On a server that has not read the lab's scores yet (about a second on demo-k3), the Simplex page first
+    draws the triangle with the selected mixture, so the browser loads and draws Plotly meanwhile; the plot
+    then takes its place (one chart on the page). Once the scores are read, a rerun draws the plot alone."""
+    drawn = []
+    real = st.plotly_chart
+
+    def spy(fig, *args, key=None, **kw):
+        drawn.append((key, {t.name: len(t.customdata) for t in fig.data}))
+        return real(fig, *args, key=key, **kw)
+
+    monkeypatch.setattr(st, "plotly_chart", spy)
+    app.switch_page(PAGES[1])
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert [key for key, _ in drawn] == ["simplex_frame", "simplex_plot"]
+    assert drawn[0][1] == {"proxy (merged experts)": 0, "selected": 1}  # the frame: no scores, the selection
+    (shown,) = app.get("plotly_chart")
+    spec = json.loads(shown.proto.spec)
+    rows = int(spec["data"][0]["customdata"]["shape"].split(",")[0])  # (Plotly's typed array: rows, K + 2)
+    assert spec["layout"]["ternary"] and rows == drawn[1][1]["proxy (merged experts)"] > 0
+    drawn.clear()
+    app.run()
+    assert [key for key, _ in drawn] == ["simplex_plot"]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs(app, page):
     at = _open(app, page)

@@ -16,7 +16,7 @@ from mixlab.scoring.request import Method
 from mixlab.simplex import separating_vertices
 from mixlab.tables import of_method
 from views.jobs import job_panel, submit_evaluation, worker
-from views.state import MIXTURE, engine, mixture, results, set_mixture, view, winners
+from views.state import MIXTURE, engine, mixture, results, results_ready, set_mixture, view, winners
 from views.text import code, escape, show_error
 from views.widgets import (
     benchmark_options,
@@ -33,70 +33,7 @@ st.title("Simplex explorer")
 eng = engine()
 names = eng.names
 k = len(names)
-df = results(eng)
-if not (df.kind == "proxy").any():
-    st.info(
-        f"No proxy scores cached yet: run {code(f'python -m mixlab sweep {eng.lab.root}')} (a step-0.1 grid), "
-        "or pick a mixture below and press **Evaluate**."
-    )
-missing_scores_note(eng)
-
-c1, c2 = st.columns(2)
-bench = benchmark_picker(benchmark_options(df, eng), c1, help="'mean' averages the higher-is-better benchmarks")
-method, params = proxy_method_picker(eng, c2)
-shown = (method, json.dumps(params, sort_keys=True))
-df = view(eng, ("of method", *shown), lambda: of_method(df, method, params))
-
-sub = df[df.benchmark == bench]
-won = winners()
-best = view(eng, ("best", bench, *shown, json.dumps(won, default=str)), lambda: best_mixtures(df, names, bench, won))
-proxy = sub[sub.kind == "proxy"]
-true = sub[sub.kind == "true"]
-experts = sub[sub.kind == "expert"]
-hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
-metric = sub.metric.iloc[0] if len(sub) else ""
-KIND_NAMES = {"proxy": "a proxy (merged experts)", "true": "a trained true mixture", "expert": "an expert"}
-
-
-def on_select() -> None:
-    """Runs before the rerun a click triggers, so the page renders once, with the new mixture."""
-    k_, hib_, bench_ = st.session_state.simplex_ctx
-    state = st.session_state.get("simplex_plot")
-    points = state["selection"]["points"] if state and state.get("selection") else []
-    pick = selection_pick([point_data(p) for p in points], k_, hib_)
-    if pick is None:
-        return
-    st.session_state.region = {**pick, "bench": bench_} if pick["n"] > 1 else None  # a box or lasso: say what won
-    set_mixture(pick["weights"])
-
-
-st.session_state.simplex_ctx = (k, hib, bench)
-colour = st.radio(
-    "Colour",
-    COLOURS,
-    format_func={
-        "shared": "one scale (scores)",
-        "per source": "normalised per source",
-        "rank": "rank per source",
-    }.get,
-    horizontal=True,
-    key="simplex_colour",
-    help="A linear merge's scores are compressed against the trained models', so on one scale the proxies look "
-    "worse; normalised or ranked within each source, the colours compare where each source puts its best.",
-)
-view = "ternary"
-if k > 3:
-    view = st.radio(
-        "View",
-        ["separated", "polygon", "parallel"],
-        format_func={
-            "separated": "Separated projection (every mixture at its own point)",
-            "polygon": f"Regular {k}-gon (overview)",
-            "parallel": "Parallel coordinates (every mixture a line)",
-        }.get,
-        horizontal=True,
-        key="simplex_view",
-    )
+top = st.container()  # the notices and pickers: filled once the scores are read, drawn above the plot
 # side by side on a wide screen; on a narrow one (a 1024 px laptop with the sidebar open) the plot takes
 # the full width and the selection goes below it (our own fixed CSS, nothing from the user)
 st.html(
@@ -106,11 +43,88 @@ st.html(
     "}</style>"
 )
 left, right = st.container(key="simplex_main").columns([3, 2])
+plot = left.empty()
+if not results_ready(eng) and not st.session_state.get("simplex_drawn"):
+    # a first visit while this server reads the lab's scores (about a second, once per process): the frame and
+    # the selected mixture now, so the browser loads and draws Plotly while they are read; the plot replaces it
+    empty = pd.DataFrame(columns=[*names, "score"])
+    with plot:
+        chart(
+            simplex_figure(names, empty, empty, empty, st.session_state[MIXTURE], "reading the scores…", True),
+            key="simplex_frame",
+        )
+df = results(eng)
+with top:
+    if not (df.kind == "proxy").any():
+        st.info(
+            f"No proxy scores cached yet: run {code(f'python -m mixlab sweep {eng.lab.root}')} (a step-0.1 grid), "
+            "or pick a mixture below and press **Evaluate**."
+        )
+    missing_scores_note(eng)
+
+    c1, c2 = st.columns(2)
+    bench = benchmark_picker(benchmark_options(df, eng), c1, help="'mean' averages the higher-is-better benchmarks")
+    method, params = proxy_method_picker(eng, c2)
+    shown = (method, json.dumps(params, sort_keys=True))
+    df = view(eng, ("of method", *shown), lambda: of_method(df, method, params))
+
+    sub = df[df.benchmark == bench]
+    won = winners()
+    best = view(
+        eng, ("best", bench, *shown, json.dumps(won, default=str)), lambda: best_mixtures(df, names, bench, won)
+    )
+    proxy = sub[sub.kind == "proxy"]
+    true = sub[sub.kind == "true"]
+    experts = sub[sub.kind == "expert"]
+    hib = bool(sub.higher_is_better.iloc[0]) if len(sub) else True
+    metric = sub.metric.iloc[0] if len(sub) else ""
+    KIND_NAMES = {"proxy": "a proxy (merged experts)", "true": "a trained true mixture", "expert": "an expert"}
+
+    def on_select() -> None:
+        """Runs before the rerun a click triggers, so the page renders once, with the new mixture."""
+        k_, hib_, bench_ = st.session_state.simplex_ctx
+        state = st.session_state.get("simplex_plot")
+        points = state["selection"]["points"] if state and state.get("selection") else []
+        pick = selection_pick([point_data(p) for p in points], k_, hib_)
+        if pick is None:
+            return
+        st.session_state.region = {**pick, "bench": bench_} if pick["n"] > 1 else None  # a box or lasso: say what won
+        set_mixture(pick["weights"])
+
+    st.session_state.simplex_ctx = (k, hib, bench)
+    colour = st.radio(
+        "Colour",
+        COLOURS,
+        format_func={
+            "shared": "one scale (scores)",
+            "per source": "normalised per source",
+            "rank": "rank per source",
+        }.get,
+        horizontal=True,
+        key="simplex_colour",
+        help="A linear merge's scores are compressed against the trained models', so on one scale the proxies look "
+        "worse; normalised or ranked within each source, the colours compare where each source puts its best.",
+    )
+    view = "ternary"
+    if k > 3:
+        view = st.radio(
+            "View",
+            ["separated", "polygon", "parallel"],
+            format_func={
+                "separated": "Separated projection (every mixture at its own point)",
+                "polygon": f"Regular {k}-gon (overview)",
+                "parallel": "Parallel coordinates (every mixture a line)",
+            }.get,
+            horizontal=True,
+            key="simplex_view",
+        )
+
 with left:
     title = metric_title(bench, metric, hib)
     if view == "parallel":
         points = sub[sub.kind.isin(["proxy", "true"])]
-        chart(parallel_figure(names, points, title, hib), key="simplex_parallel")
+        with plot:
+            chart(parallel_figure(names, points, title, hib), key="simplex_parallel")
         st.caption(
             "One line per cached proxy and true mixture, through its weights and its score; drag along an "
             "axis to filter. Select a mixture in the other views or with the sliders."
@@ -135,7 +149,8 @@ with left:
             best=list(best.values()),
             colour=colour,
         )
-        chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
+        with plot:
+            chart(fig, key="simplex_plot", on_select=on_select, selection_mode=("points", "box", "lasso"))
         if vertex_key(names):
             st.caption(f"Vertices: {escape(vertex_key(names))}.")
         if view == "separated":
@@ -151,6 +166,7 @@ with left:
             )
 
     best_panel(best, bench, "simplex", marked=view != "parallel")
+    st.session_state.simplex_drawn = True
 
 with right:
     m = mixture(eng)

@@ -169,10 +169,19 @@ def view(eng: Engine, name, compute):
     return eng.read_view(name, compute, st.session_state.get(READ_KEY))
 
 
+RESULTS = "results, with the mean"
+
+
 def results(eng: Engine) -> pd.DataFrame:
     """Every cached score of the lab (all methods), with the pseudo-benchmark 'mean' of the
     higher-is-better benchmarks (a view(): read-only)."""
-    return view(eng, "results, with the mean", lambda: with_lab_mean(eng.results(), eng.lab.benchmarks))
+    return view(eng, RESULTS, lambda: with_lab_mean(eng.results(), eng.lab.benchmarks))
+
+
+def results_ready(eng: Engine) -> bool:
+    """Whether :func:`results` is made for this run's read key (else it reads the cache: about a second on a
+    lab of thousands of scores, once per server process and version of the scores)."""
+    return eng.has_view(RESULTS, st.session_state.get(READ_KEY))
 
 
 def winners() -> list[dict] | None:
