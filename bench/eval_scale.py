@@ -34,6 +34,7 @@ to ``32``, ``--model qwen2-1.5b``, ``--batched 4,16,64``, ``--device cuda``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import shutil
@@ -165,7 +166,10 @@ def engine_seconds(lab, bench: str, ws: list[list[float]], path: str, rows: int 
     ms = [Mixture.of(lab.expert_names, w) for w in ws]
     t = clock()
     eng.sweep(ms, "linear", benchmarks=[bench], path=path)
-    return (clock() - t) / len(ws)
+    took = (clock() - t) / len(ws)
+    del eng
+    gc.collect()  # an engine's model is freed now, not when a collection happens to run (1.5B: 6 GB each)
+    return took
 
 
 def transformers_eval(model, tok, examples: list[dict], bench: str, new_tokens: int) -> None:
@@ -206,7 +210,10 @@ def naive_seconds(lab_dir: Path, bench: str, w: list[float], args) -> float:
     merged = model.merge_and_unload()
     with torch.no_grad():
         transformers_eval(merged, tok, examples, bench, args.new_tokens)
-    return clock() - t
+    took = clock() - t
+    del base, model, merged
+    gc.collect()
+    return took
 
 
 def pipeline_seconds(lab_dir: Path, bench: str, w: list[float], args, tmp: Path) -> float:
@@ -336,6 +343,7 @@ def main() -> None:
                 rows = sized(spec, own._bench(spec)) if sized else own.batch_size
                 chosen = choose_path(own, own.method("linear"), spec, args.auto)
                 del own
+                gc.collect()
                 row(
                     f"mixlab auto: {chosen}, M={args.auto}",
                     rows,

@@ -233,6 +233,60 @@ def test_batched_path_refuses_what_it_cannot_do(full_lab_dir, tiny_lab_dir):
     assert proxy.choose_path(lora, lora.method("linear"), lora.lab.benchmark("rev"), 1) == "materialize"
 
 
+def test_on_a_cpu_a_large_benchmark_is_batched_only_where_the_low_rank_work_is_thin(tiny_lab_dir, monkeypatch):
+    """The cost rule past SMALL_BENCHMARK on a CPU: merged when the experts' factors are thick against the
+    layers they adapt (the tiny lab: hidden 16 against ranks 2–4), batched when thin (real shapes). The share
+    is checked against the adapters' files as PEFT saved them."""
+    from safetensors import safe_open
+
+    from mixlab.batched import low_rank_share
+    from mixlab.demo.tasks import examples
+
+    rows = [json.dumps({"prompt": p, "answer": a, "completion": a + "\n"}) for p, a in examples("rev", 40, 3)]
+    (tiny_lab_dir / "data" / "rev.jsonl").write_text("\n".join(rows) + "\n")  # 40 rows: over lm_loss's 32
+    lora = Engine(load_lab(tiny_lab_dir), device="cpu")
+    modules = {}  # module → (ranks summed over the experts, in, out)
+    for name in ("add", "rev", "sort"):
+        with safe_open(str(tiny_lab_dir / "experts" / name / "adapter_model.safetensors"), "pt") as f:
+            for key in f.keys():
+                if key.endswith("lora_A.weight"):
+                    r, fan_in = f.get_slice(key).get_shape()
+                    out = f.get_slice(key.replace("lora_A", "lora_B")).get_shape()[0]
+                    module = key.removesuffix(".lora_A.weight")
+                    modules[module] = (modules.get(module, (0,))[0] + r, fan_in, out)
+    share = sum(r * (i + o) for r, i, o in modules.values()) / sum(i * o for _, i, o in modules.values())
+    assert low_rank_share(lora.experts) == pytest.approx(share) and share > proxy.THIN_LOW_RANK
+    loss = lora.lab.benchmark("rev-loss")
+    assert proxy.choose_path(lora, lora.method("linear"), loss, 10) == "materialize"
+    monkeypatch.setattr(proxy, "THIN_LOW_RANK", share)  # factors as thin against the layers as a real model's
+    assert proxy.choose_path(lora, lora.method("linear"), loss, 10) == "batched"
+
+
+@pytest.mark.parametrize(
+    "shape, share",
+    [((896, 4864, 14, 2, 24), 0.0738), ((1536, 8960, 12, 2, 28), 0.0423)],
+    ids=["qwen2-0.5b", "qwen2-1.5b"],
+)
+def test_the_low_rank_share_of_real_shapes_is_what_the_cost_rule_cites(shape, share):
+    """Three rank-16 experts on every linear layer of a Qwen2 shape (factors on the meta device: shapes only)."""
+    from types import SimpleNamespace
+
+    from mixlab.batched import low_rank_share
+    from mixlab.experts import LoraFactors
+
+    hidden, inter, heads, kv_heads, layers = shape
+    kv = hidden // heads * kv_heads
+    dims = {"q": (hidden, hidden), "k": (hidden, kv), "v": (hidden, kv), "o": (hidden, hidden)}
+    dims |= {"gate": (hidden, inter), "up": (hidden, inter), "down": (inter, hidden)}
+    factors = {
+        f"{layer}.{m}": LoraFactors(torch.empty(16, i, device="meta"), torch.empty(o, 16, device="meta"), 1.0, False)
+        for layer in range(layers)
+        for m, (i, o) in dims.items()
+    }
+    experts = [SimpleNamespace(factors=factors)] * 3
+    assert low_rank_share(experts) == pytest.approx(share, abs=5e-5) and share < proxy.THIN_LOW_RANK
+
+
 # --- never serve a stale or broken score ------------------------------------------------------------
 
 M = [0.2, 0.3, 0.5]

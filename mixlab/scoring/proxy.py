@@ -23,6 +23,10 @@ from mixlab.store import Evaluation
 # batch 512, batched vs per-mixture: generation 4.9× at 16, 1.6× at 64, 1.2× at 128, 1.0× at 200;
 # scoring 1.6× at 16, 1.4× at 32, 0.95× at 64): greedy generation (many small passes) benefits longer.
 SMALL_BENCHMARK = {"exact_match": 128, "lm_loss": 32, "choice": 32}
+# the batched path's extra low-rank work (mixlab.batched.low_rank_share) under which it beats merging on a CPU
+# for any benchmark size: it won at real shapes (Qwen2-0.5B 0.074, Qwen2-1.5B 0.042; bench/eval_scale.py) and
+# lost at the demo model's (demo-k3 0.59; bench/grid.py); the README has both tables
+THIN_LOW_RANK = 0.25
 
 
 def row(mixture: Mixture, spec: MergeSpec) -> dict:
@@ -42,21 +46,23 @@ def row(mixture: Mixture, spec: MergeSpec) -> dict:
 
 
 def choose_path(engine, method: Method, bench: BenchmarkSpec, n_mixtures: int) -> str:
-    """The cost rule. The batched LoRA path pays off where each mixture's own batches would be small:
-    small benchmarks, or a GPU. On a CPU, once a benchmark fills its own batches, the batched layers'
-    extra low-rank work costs more than the in-memory merge it saves (bench/grid.py; the README has the
-    table)."""
+    """The cost rule. The batched LoRA path pays off where each mixture's own batches would be small
+    (small benchmarks), on a GPU, and wherever its extra low-rank work is thin against the layers it adapts
+    (:data:`THIN_LOW_RANK`: real model shapes). On a CPU with thick factors against thin layers (the demo
+    model), once a benchmark fills its own batches, that work costs more than the in-memory merge it saves
+    (bench/grid.py and bench/eval_scale.py; the README has the tables)."""
     if n_mixtures < 2 or bench.evaluator not in BUILTIN or not method.linear:
         return "materialize"
     examples = engine._bench(bench).examples
     if has_images(examples):  # image rows are generated through the processor, one merge at a time
         return "materialize"
-    from mixlab.batched import supports_batched  # defines nn.Module subclasses: imports torch
+    from mixlab.batched import low_rank_share, supports_batched  # defines nn.Module subclasses: imports torch
 
     if supports_batched(engine.experts) is not None:
         return "materialize"
-    small = len(examples) <= SMALL_BENCHMARK[bench.evaluator]
-    return "batched" if (engine.device.type != "cpu" or small) else "materialize"
+    if engine.device.type != "cpu" or len(examples) <= SMALL_BENCHMARK[bench.evaluator]:
+        return "batched"
+    return "batched" if low_rank_share(engine.experts) <= THIN_LOW_RANK else "materialize"
 
 
 def lookup(engine, request: ProxyRequest) -> list[Evaluation] | None:
