@@ -342,7 +342,7 @@ def main() -> None:
                 sized = getattr(own, "batch_size_for", None)  # (a tree before it: one size for every benchmark)
                 rows = sized(spec, own._bench(spec)) if sized else own.batch_size
                 chosen = choose_path(own, own.method("linear"), spec, args.auto)
-                del own
+                del own, sized  # (the bound method holds the engine too)
                 gc.collect()
                 row(
                     f"mixlab auto: {chosen}, M={args.auto}",
