@@ -53,7 +53,7 @@ def _open(at, page):
 
 def test_a_first_visit_draws_the_simplex_frame_while_the_scores_are_read(app, monkeypatch):
     """On a server that has not read the lab's scores yet (about a second on demo-k3), the Simplex page first
-    draws the triangle with the selected mixture, so the browser loads and draws Plotly meanwhile; the plot
+    draws the triangle with the selected mixture, so the browser starts loading Plotly meanwhile; the plot
     then takes its place (one chart on the page). Once the scores are read, a rerun draws the plot alone."""
     drawn = []
     real = st.plotly_chart

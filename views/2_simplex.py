@@ -46,7 +46,8 @@ left, right = st.container(key="simplex_main").columns([3, 2])
 plot = left.empty()
 if not results_ready(eng) and not st.session_state.get("simplex_drawn"):
     # a first visit while this server reads the lab's scores (about a second, once per process): the frame and
-    # the selected mixture now, so the browser loads and draws Plotly while they are read; the plot replaces it
+    # the selected mixture first, so the browser starts loading Plotly meanwhile (and draws the frame if that is
+    # done first); the plot then takes its place
     empty = pd.DataFrame(columns=[*names, "score"])
     with plot:
         chart(
