@@ -89,12 +89,10 @@ def _ratios(values: Sequence[ExampleValues], counts: np.ndarray) -> np.ndarray:
     out = v @ counts.T
     # every resample draws n examples (each row of counts sums to n), so an unweighted score's denominator is
     # n itself: only the weighted rows (a loss's token counts) take a second product
-    weighted = [i for i, x in enumerate(values) if x.weights is not None]
-    plain = [i for i, x in enumerate(values) if x.weights is None]
-    if plain:
-        out[plain] /= counts.shape[1]
-    if weighted:
-        w = np.stack([values[i].weights for i in weighted]).astype(np.float64)
+    weighted = np.array([x.weights is not None for x in values])
+    out[~weighted] /= counts.shape[1]
+    if weighted.any():
+        w = np.stack([x.weights for x in values if x.weights is not None]).astype(np.float64)
         out[weighted] /= w @ counts.T
     return out
 
